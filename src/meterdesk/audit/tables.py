@@ -1,0 +1,23 @@
+"""Audit log: who did what to money or supply, when, from where."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, Text
+
+from meterdesk.db.metadata import metadata
+from meterdesk.db.types import Instant
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("at", Instant, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(60), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("source", String(100), nullable=True),
+)
+
+Index("ix_audit_org_at", audit_log.c.organisation_id, audit_log.c.at)

@@ -1,0 +1,389 @@
+"""Readings in, exact deductions out — one transaction per batch.
+
+For a batch of readings the pipeline: resolves each meter and device generation; drops exact
+duplicates (in the batch and against what is stored); places every reading among the meter's
+accepted readings and quarantines what does not fit; stores the accepted readings; prices each
+new consumption interval (and, after a late reading, every interval after it) with the tariff
+version in force; updates the running totals per meter, account and month; posts what is due to
+the ledger with one balance update per account; and commits once. Any error rolls the whole batch
+back, so a crash or a retry can never post part of it twice — re-sending the batch gives the same
+balances, because stored readings are recognised as duplicates and intervals are priced once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, select
+
+from meterdesk.billing import postings
+from meterdesk.billing import repository as billing_repository
+from meterdesk.billing.model import Merge, PeriodTotal, intervals, merge_readings
+from meterdesk.billing.repository import Assignment, TotalKey
+from meterdesk.db.database import Database
+from meterdesk.db.types import instant_int, scaled_int
+from meterdesk.metering import repository as metering_repository
+from meterdesk.metering.model import (
+    MeterProfile,
+    QuarantineReason,
+    Reading,
+    ReadingSource,
+    bands_from_mapping,
+    consumption_between,
+)
+from meterdesk.metering.repository import QuarantineItem
+from meterdesk.shared.time import local_date, month_key, next_month_start, zone
+from meterdesk.sites.tables import sites
+from meterdesk.tariffs.model import Band, Tariff, TierPeriod
+from meterdesk.tariffs.pricing import Usage, price_usage
+from meterdesk.tariffs.repository import TariffCache
+
+
+@dataclass(frozen=True)
+class IncomingReading:
+    """A reading as a driver, an upload or an operator gives it (values are raw registers)."""
+
+    meter_id: int
+    measured_at: datetime
+    total: Decimal
+    bands: Mapping[str, Decimal] | None = None
+    source: ReadingSource = ReadingSource.REALTIME
+
+
+@dataclass
+class IngestReport:
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    late: int = 0
+    intervals_priced: int = 0
+    transfers: int = 0
+    deducted_fen: int = 0
+    returned_fen: int = 0
+    accepted_keys: set[tuple[int, datetime]] = field(default_factory=set, repr=False)
+
+    def merge(self, other: IngestReport) -> None:
+        for name in self.__dataclass_fields__:
+            if name != "accepted_keys":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.accepted_keys |= other.accepted_keys
+
+
+@dataclass
+class _Batch:
+    """Working state of one batch inside its transaction."""
+
+    received_at: datetime
+    profiles: dict[int, MeterProfile]
+    report: IngestReport
+    quarantine: list[QuarantineItem] = field(default_factory=list)
+    merges: dict[int, Merge] = field(default_factory=dict)
+
+
+class Ingestor:
+    """Long-lived: keeps tariff and zone caches between batches. Thread-compatible, not
+    thread-safe: give each worker its own."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.tariffs = TariffCache()
+        self._zones: dict[int, ZoneInfo] = {}
+
+    def ingest(self, readings: Sequence[IncomingReading], *, received_at: datetime | None = None) -> IngestReport:
+        """Ingest one batch and return after it is committed."""
+        with self.db.transaction() as conn:
+            return self.ingest_in(conn, readings, received_at or self.db.clock())
+
+    def ingest_in(
+        self,
+        conn: Connection,
+        readings: Sequence[IncomingReading],
+        received_at: datetime,
+        *,
+        quarantine_rejects: bool = True,
+    ) -> IngestReport:
+        """Ingest one batch inside the caller's transaction (for use cases such as opening an
+        account, which store a reading and other records atomically). With
+        ``quarantine_rejects=False`` readings that do not fit are only counted, not stored again
+        (used when re-checking readings that already sit in the quarantine)."""
+        batch = _Batch(
+            received_at=received_at,
+            profiles=metering_repository.load_profiles(conn, {r.meter_id for r in readings}),
+            report=IngestReport(received=len(readings)),
+        )
+        candidates = self._candidates(conn, readings, batch)
+        self._place(conn, candidates, batch)
+        accepted = [reading for merge in batch.merges.values() for reading in merge.accepted]
+        metering_repository.insert_readings(conn, accepted, received_at)
+        if quarantine_rejects:
+            metering_repository.quarantine_items(conn, batch.quarantine, received_at)
+        batch.report.accepted = len(accepted)
+        batch.report.accepted_keys = {(r.meter_id, r.measured_at) for r in accepted}
+        batch.report.quarantined = len(batch.quarantine)
+        self._bill(conn, batch)
+        return batch.report
+
+    # -- placing readings -------------------------------------------------------------------
+
+    def _candidates(
+        self, conn: Connection, readings: Sequence[IncomingReading], batch: _Batch
+    ) -> dict[int, list[Reading]]:
+        """Known meters' readings with their generation, sorted, unique per time."""
+        generations = self._generations(conn, batch.profiles)
+        by_meter: dict[int, dict[tuple[datetime, int], Reading]] = defaultdict(dict)
+        for incoming in readings:
+            profile = batch.profiles.get(incoming.meter_id)
+            if profile is None:
+                batch.quarantine.append(_unknown_meter(incoming))
+                continue
+            reading = Reading(
+                meter_id=incoming.meter_id,
+                generation=_generation_at(generations.get(incoming.meter_id), incoming.measured_at),
+                measured_at=incoming.measured_at,
+                total=incoming.total,
+                bands=bands_from_mapping(incoming.bands),
+                source=incoming.source,
+            )
+            seen = by_meter[incoming.meter_id].get(reading.order_key)
+            if seen is None:
+                by_meter[incoming.meter_id][reading.order_key] = reading
+            elif seen.same_values(reading):
+                batch.report.duplicates += 1
+            else:
+                batch.quarantine.append(
+                    _quarantined(profile, reading, QuarantineReason.CONFLICTING_DUPLICATE, "differs from a reading at the same time in the same batch")
+                )
+        return {meter_id: sorted(found.values(), key=lambda r: r.order_key) for meter_id, found in by_meter.items()}
+
+    @staticmethod
+    def _generations(conn: Connection, profiles: dict[int, MeterProfile]) -> dict[int, list[tuple[datetime, int]]]:
+        replaced = [meter_id for meter_id, profile in profiles.items() if profile.generation > 0]
+        return metering_repository.load_replacements(conn, replaced)
+
+    def _place(self, conn: Connection, candidates: dict[int, list[Reading]], batch: _Batch) -> None:
+        cursors = metering_repository.load_cursors(conn, candidates)
+        latest: dict[int, Reading] = {}
+        for meter_id, readings in candidates.items():
+            profile = batch.profiles[meter_id]
+            cursor = cursors.get(meter_id)
+            if cursor is None or readings[0].order_key > cursor.order_key:
+                existing = [cursor] if cursor is not None else []
+            else:
+                existing = metering_repository.load_tail(conn, meter_id, readings[0].measured_at)
+            merge = merge_readings(profile, existing, readings)
+            batch.merges[meter_id] = merge
+            batch.report.duplicates += merge.duplicates
+            batch.report.late += int(merge.late)
+            for reading, verdict in merge.rejected:
+                assert verdict.reason_code is not None
+                batch.quarantine.append(_quarantined(profile, reading, verdict.reason_code, verdict.reason))
+            if merge.sequence and (cursor is None or merge.sequence[-1].order_key > cursor.order_key):
+                latest[meter_id] = merge.sequence[-1]
+        metering_repository.save_cursors(conn, latest, cursors)
+
+    # -- pricing and posting -------------------------------------------------------------------
+
+    def _bill(self, conn: Connection, batch: _Batch) -> None:
+        work = {m: merge for m, merge in batch.merges.items() if merge.reprice_from is not None}
+        if not work:
+            return
+        assignments = billing_repository.load_assignments(conn, work)
+        self.tariffs.refresh(conn, {a.tariff_id for found in assignments.values() for a in found})
+        pairs = {m: intervals(merge.sequence, merge.reprice_from or 0) for m, merge in work.items()}
+        superseded = self._supersede(conn, work)
+        totals, known = self._load_totals(conn, pairs, assignments, batch.profiles, superseded)
+        changed: dict[TotalKey, PeriodTotal] = {key: totals[key] for key in superseded}
+        rows: list[tuple[object, ...]] = []
+        for meter_id, meter_pairs in pairs.items():
+            for earlier, later in meter_pairs:
+                assignment = _covering(assignments.get(meter_id, ()), earlier.measured_at, later.measured_at)
+                if assignment is None:
+                    continue  # no account held the meter then: stored, not billed
+                rows.extend(self._price(batch.profiles[meter_id], assignment, earlier, later, totals, changed))
+                batch.report.intervals_priced += 1
+        billing_repository.insert_lines(conn, rows)
+        by_account = {a.account_id: a for found in assignments.values() for a in found}
+        postings.post_due(conn, changed, by_account, batch.profiles, batch.received_at, batch.report)
+        billing_repository.save_totals(conn, changed, known)
+
+    def _supersede(self, conn: Connection, work: dict[int, Merge]) -> dict[TotalKey, list[tuple[Decimal, Decimal]]]:
+        """Deactivate the lines a late reading makes wrong; remember what they counted."""
+        removed: dict[TotalKey, list[tuple[Decimal, Decimal]]] = defaultdict(list)
+        for meter_id, merge in work.items():
+            if not merge.late:
+                continue
+            start = merge.sequence[merge.reprice_from or 0].measured_at
+            for line in billing_repository.supersede_lines(conn, meter_id, start):
+                removed[(meter_id, line.account_id, line.period_key)].append((line.quantity, line.cost))
+        return removed
+
+    def _load_totals(
+        self,
+        conn: Connection,
+        pairs: dict[int, list[tuple[Reading, Reading]]],
+        assignments: dict[int, list[Assignment]],
+        profiles: dict[int, MeterProfile],
+        superseded: dict[TotalKey, list[tuple[Decimal, Decimal]]],
+    ) -> tuple[dict[TotalKey, PeriodTotal], set[TotalKey]]:
+        keys: set[str] = {key[2] for key in superseded}
+        for meter_id, meter_pairs in pairs.items():
+            if not meter_pairs:
+                continue
+            tz = self._zone(conn, profiles[meter_id].site_id)
+            years = any(self._year_tiers(a.tariff_id) for a in assignments.get(meter_id, ()))
+            keys.update(_period_keys(meter_pairs[0][0].measured_at, meter_pairs[-1][1].measured_at, tz, years))
+        loaded = billing_repository.load_totals(conn, pairs, keys)
+        known = set(loaded)
+        totals: dict[TotalKey, PeriodTotal] = defaultdict(lambda: PeriodTotal(Decimal(0), Decimal(0), 0, 0))
+        totals.update(loaded)
+        for key, removed in superseded.items():
+            for quantity, cost in removed:
+                totals[key].add(-quantity, -cost)
+        return totals, known
+
+    def _price(
+        self,
+        profile: MeterProfile,
+        assignment: Assignment,
+        earlier: Reading,
+        later: Reading,
+        totals: dict[TotalKey, PeriodTotal],
+        changed: dict[TotalKey, PeriodTotal],
+    ) -> Iterator[tuple[object, ...]]:
+        consumption = consumption_between(profile, earlier, later)
+        if consumption.total == 0:
+            return
+        tariff = self.tariffs.get(assignment.tariff_id)
+        by_band = {Band(k): v for k, v in consumption.by_band.items()} if consumption.by_band is not None else None
+        usage = Usage(start=consumption.start, end=consumption.end, total=consumption.total, by_band=by_band)
+        used = _TierUsage(totals, profile.meter_id, assignment.account_id)
+        start, end = instant_int(consumption.start), instant_int(consumption.end)
+        for line in price_usage(usage, tariff, self._zone_cached(profile.site_id), used):
+            key = (profile.meter_id, assignment.account_id, line.period_key)
+            total = totals[key]
+            total.add(line.quantity, line.cost)
+            changed[key] = total
+            yield (
+                profile.meter_id,
+                assignment.account_id,
+                start,
+                end,
+                instant_int(line.start),
+                instant_int(line.end),
+                line.band.value,
+                line.tier_block,
+                line.tier_key,
+                line.period_key,
+                scaled_int(line.quantity, 6),
+                scaled_int(line.unit_price, 6),
+                f"{line.cost:f}",
+                line.version_from.isoformat(),
+                True,
+            )
+
+    def _year_tiers(self, tariff_id: int) -> bool:
+        tariff: Tariff = self.tariffs.get(tariff_id)
+        return any(v.tiers is not None and v.tiers.period == TierPeriod.YEAR for v in tariff.versions)
+
+    def _zone(self, conn: Connection, site_id: int) -> ZoneInfo:
+        if site_id not in self._zones:
+            name = conn.execute(select(sites.c.timezone).where(sites.c.id == site_id)).scalar_one()
+            self._zones[site_id] = zone(name)
+        return self._zones[site_id]
+
+    def _zone_cached(self, site_id: int) -> ZoneInfo:
+        return self._zones[site_id]
+
+
+class _TierUsage(Mapping[str, Decimal]):
+    """Quantity already used in a tier period (month key ``YYYY-MM`` or year key ``YYYY``),
+    read live from the running totals so each interval sees the ones priced before it."""
+
+    def __init__(self, totals: dict[TotalKey, PeriodTotal], meter_id: int, account_id: int) -> None:
+        self._totals, self._meter, self._account = totals, meter_id, account_id
+
+    def __getitem__(self, tier_key: str) -> Decimal:
+        if len(tier_key) == 7:
+            found = self._totals.get((self._meter, self._account, tier_key))
+            return found.quantity if found is not None else Decimal(0)
+        return sum(
+            (
+                total.quantity
+                for (meter, account, period), total in self._totals.items()
+                if meter == self._meter and account == self._account and period.startswith(tier_key + "-")
+            ),
+            Decimal(0),
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _period_keys(start: datetime, end: datetime, tz: ZoneInfo, whole_years: bool) -> set[str]:
+    """Billing months touched by [start, end] in local time (and every earlier month of those
+    years when a tariff has yearly tiers, whose usage counts toward the tier)."""
+    first, last = local_date(start, tz).replace(day=1), local_date(end, tz).replace(day=1)
+    if whole_years:
+        first = first.replace(month=1)
+    keys, month = set(), first
+    while month <= last:
+        keys.add(month_key(month))
+        month = next_month_start(month)
+    return keys
+
+
+def _covering(found: Sequence[Assignment], start: datetime, end: datetime) -> Assignment | None:
+    for assignment in found:
+        if assignment.covers(start, end):
+            return assignment
+    return None
+
+
+def _generation_at(replacements: list[tuple[datetime, int]] | None, measured_at: datetime) -> int:
+    generation = 0
+    for replaced_at, after in replacements or ():
+        if replaced_at <= measured_at:
+            generation = after
+    return generation
+
+
+def _quarantined(profile: MeterProfile, reading: Reading, code: QuarantineReason, reason: str) -> QuarantineItem:
+    return QuarantineItem(
+        organisation_id=profile.organisation_id,
+        meter_id=profile.meter_id,
+        source_ref=f"meter:{profile.meter_id}",
+        measured_at=reading.measured_at,
+        payload=_payload(reading.total, reading.bands, reading.source.value, reading.generation),
+        reason_code=code,
+        reason=reason,
+    )
+
+
+def _unknown_meter(incoming: IncomingReading) -> QuarantineItem:
+    return QuarantineItem(
+        organisation_id=None,
+        meter_id=None,
+        source_ref=f"meter:{incoming.meter_id}",
+        measured_at=incoming.measured_at,
+        payload=_payload(incoming.total, bands_from_mapping(incoming.bands), incoming.source.value, None),
+        reason_code=QuarantineReason.UNKNOWN_METER,
+        reason=f"no meter with id {incoming.meter_id}",
+    )
+
+
+def _payload(total: Decimal, bands: tuple[Decimal, ...] | None, source: str, generation: int | None) -> dict[str, object]:
+    return {
+        "total": f"{total:f}",
+        "bands": [f"{b:f}" for b in bands] if bands else None,
+        "source": source,
+        "generation": generation,
+    }

@@ -1,0 +1,141 @@
+"""Pure rules of platform billing.
+
+Invariants:
+- Readings of a meter form one sequence in measurement-time order; a new reading is checked
+  against the accepted reading before it and the accepted reading after it, so a late reading is
+  placed where it belongs and judged by its true neighbours.
+- Consumption intervals are the pairs of consecutive accepted readings of one generation; when a
+  late reading lands inside an interval, that interval and every later one are priced again, so
+  the result is the same as if the readings had arrived in order.
+- Running-total rounding: for each meter, account and billing month the ledger holds exactly
+  ``round(exact cost so far)``; each posting is that minus what was already posted. Many small
+  deductions therefore add up to the rounded month total, to the fen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+from meterdesk.metering.model import (
+    ACCEPT,
+    MeterProfile,
+    QuarantineReason,
+    Reading,
+    ReadingSource,
+    Verdict,
+    check_step,
+)
+from meterdesk.shared.money import round_fen, to_fen
+
+
+class BillingMode(StrEnum):
+    PLATFORM = "platform"  # 后台计费: the platform prices readings and deducts
+    METER = "meter"  # 表端计费: the meter deducts by its own price table; the platform mirrors
+
+
+class AccountStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass
+class Merge:
+    """Outcome of placing a batch's readings of one meter among its accepted readings."""
+
+    sequence: list[Reading]  # accepted readings from the repricing start to the end, in order
+    accepted: list[Reading] = field(default_factory=list)
+    rejected: list[tuple[Reading, Verdict]] = field(default_factory=list)
+    duplicates: int = 0
+    reprice_from: int | None = None  # index in sequence of the first interval start to price
+    late: bool = False  # a new reading landed before an already accepted one
+
+
+def merge_readings(profile: MeterProfile, existing: Sequence[Reading], candidates: Sequence[Reading]) -> Merge:
+    """Place ``candidates`` (sorted, unique keys) among ``existing`` (sorted, accepted)."""
+    merge = Merge(sequence=[])
+    by_key = {reading.order_key: reading for reading in existing}
+    pending = list(existing)
+    position = 0
+    for candidate in candidates:
+        while position < len(pending) and pending[position].order_key < candidate.order_key:
+            merge.sequence.append(pending[position])
+            position += 1
+        twin = by_key.get(candidate.order_key)
+        if twin is not None:
+            _twin(merge, candidate, twin)
+            continue
+        following = pending[position] if position < len(pending) else None
+        if candidate.source is ReadingSource.RELEASED:
+            verdict = ACCEPT  # an operator looked at it and accepted it as real
+        else:
+            verdict = _judge(profile, merge.sequence[-1] if merge.sequence else None, candidate, following)
+        if not verdict.ok:
+            merge.rejected.append((candidate, verdict))
+            continue
+        if merge.reprice_from is None:
+            merge.reprice_from = max(0, len(merge.sequence) - 1)
+        merge.late = merge.late or following is not None
+        merge.sequence.append(candidate)
+        merge.accepted.append(candidate)
+    merge.sequence.extend(pending[position:])
+    return merge
+
+
+def _twin(merge: Merge, candidate: Reading, twin: Reading) -> None:
+    if candidate.same_values(twin):
+        merge.duplicates += 1
+    else:
+        merge.rejected.append(
+            (
+                candidate,
+                Verdict(
+                    False,
+                    QuarantineReason.CONFLICTING_DUPLICATE,
+                    f"a reading at the same time was already accepted with total {twin.total}",
+                ),
+            )
+        )
+
+
+def _judge(profile: MeterProfile, before: Reading | None, candidate: Reading, after: Reading | None) -> Verdict:
+    if before is not None and before.generation == candidate.generation:
+        verdict = check_step(profile, before, candidate)
+        if not verdict.ok:
+            return verdict
+    if after is not None and after.generation == candidate.generation:
+        verdict = check_step(profile, candidate, after)
+        if not verdict.ok:
+            return Verdict(
+                False,
+                QuarantineReason.INCONSISTENT_WITH_LATER,
+                f"does not fit before the accepted reading of {after.measured_at.isoformat()}: {verdict.reason}",
+            )
+    return ACCEPT
+
+
+def intervals(sequence: Sequence[Reading], start_index: int) -> list[tuple[Reading, Reading]]:
+    """Consecutive pairs of one generation from ``start_index`` on."""
+    pairs = []
+    for earlier, later in zip(sequence[start_index:], sequence[start_index + 1 :], strict=False):
+        if earlier.generation == later.generation and later.measured_at > earlier.measured_at:
+            pairs.append((earlier, later))
+    return pairs
+
+
+@dataclass
+class PeriodTotal:
+    quantity: Decimal
+    exact_cost: Decimal
+    posted_fen: int
+    postings: int
+
+    def add(self, quantity: Decimal, cost: Decimal) -> None:
+        self.quantity += quantity
+        self.exact_cost += cost
+
+    def due_fen(self) -> int:
+        """What still has to be posted (negative: to be given back) to reach round(exact)."""
+        return to_fen(round_fen(self.exact_cost)) - self.posted_fen

@@ -1,0 +1,107 @@
+"""Customer accounts (电户), meter assignments, presets, priced charge lines, and the running
+totals per meter, account and billing month that make running-total rounding exact."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from meterdesk.db.metadata import metadata
+from meterdesk.db.types import ExactDecimal, Instant, Scaled
+
+QUANTITY_PLACES = 6
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False, index=True),
+    Column("number", String(64), nullable=False),
+    Column("customer_id", ForeignKey("customers.id"), nullable=False, index=True),
+    Column("room_id", ForeignKey("rooms.id"), nullable=True, index=True),
+    Column("status", String(20), nullable=False),
+    Column("billing_mode", String(20), nullable=False),
+    Column("wallet_id", ForeignKey("ledger_accounts.id"), nullable=False),
+    Column("arrears_id", ForeignKey("ledger_accounts.id"), nullable=False),
+    Column("opened_at", Instant, nullable=False),
+    Column("closed_at", Instant, nullable=True),
+    Column("opened_by", String(100), nullable=False),
+    UniqueConstraint("organisation_id", "number"),
+)
+
+meter_assignments = Table(
+    "meter_assignments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("meter_id", ForeignKey("meters.id"), nullable=False, index=True),
+    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("tariff_id", ForeignKey("tariffs.id"), nullable=False),
+    Column("start_at", Instant, nullable=False),
+    Column("end_at", Instant, nullable=True),
+)
+
+Index(
+    "uq_meter_assignments_open",
+    meter_assignments.c.meter_id,
+    unique=True,
+    sqlite_where=meter_assignments.c.end_at.is_(None),
+    postgresql_where=meter_assignments.c.end_at.is_(None),
+)
+
+account_presets = Table(
+    "account_presets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False, index=True),
+    Column("account_number", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", Instant, nullable=False),
+    Column("opened_account_id", ForeignKey("accounts.id"), nullable=True),
+    UniqueConstraint("organisation_id", "account_number"),
+)
+
+charge_lines = Table(
+    "charge_lines",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("meter_id", ForeignKey("meters.id"), nullable=False),
+    Column("account_id", ForeignKey("accounts.id"), nullable=False),
+    Column("interval_start", Instant, nullable=False),
+    Column("interval_end", Instant, nullable=False),
+    Column("segment_start", Instant, nullable=False),
+    Column("segment_end", Instant, nullable=False),
+    Column("band", String(12), nullable=False),
+    Column("tier_block", Integer, nullable=True),
+    Column("tier_key", String(7), nullable=True),
+    Column("period_key", String(7), nullable=False),
+    Column("quantity", Scaled(QUANTITY_PLACES), nullable=False),
+    Column("unit_price", Scaled(QUANTITY_PLACES), nullable=False),
+    Column("cost", ExactDecimal, nullable=False),
+    Column("version_from", String(10), nullable=False),
+    Column("active", Boolean, nullable=False),
+)
+
+Index("ix_charge_lines_meter_end", charge_lines.c.meter_id, charge_lines.c.interval_end)
+
+period_totals = Table(
+    "period_totals",
+    metadata,
+    Column("meter_id", ForeignKey("meters.id"), primary_key=True),
+    Column("account_id", ForeignKey("accounts.id"), primary_key=True),
+    Column("period_key", String(7), primary_key=True),
+    Column("quantity", Scaled(QUANTITY_PLACES), nullable=False),
+    Column("exact_cost", ExactDecimal, nullable=False),
+    Column("posted_fen", BigInteger, nullable=False),
+    Column("postings", Integer, nullable=False),
+)

@@ -1,0 +1,28 @@
+"""The one MetaData every area's tables.py registers on, with a naming convention so Alembic
+migrations name constraints the same way on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def load_all_tables() -> MetaData:
+    """Import every area's tables so the metadata is complete (for Alembic and tests)."""
+    from meterdesk.audit import tables as _audit  # noqa: F401
+    from meterdesk.billing import tables as _billing  # noqa: F401
+    from meterdesk.ledger import tables as _ledger  # noqa: F401
+    from meterdesk.metering import tables as _metering  # noqa: F401
+    from meterdesk.sites import tables as _sites  # noqa: F401
+    from meterdesk.tariffs import tables as _tariffs  # noqa: F401
+
+    return metadata

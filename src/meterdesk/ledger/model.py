@@ -1,0 +1,104 @@
+"""The ledger's pure model.
+
+Invariants:
+- A transfer moves a positive whole-fen amount from a debit account to a different credit
+  account; it is never changed or deleted. A correction is a new transfer (a reversal swaps the
+  two accounts and points at the transfer it reverses; a transfer is reversed at most once).
+- Balances are credits minus debits, so the balances of all accounts always sum to zero and each
+  balance equals the sum of its transfers.
+- A wallet never goes below its floor (0, or minus the allowed overdraft).
+- Every transfer has an idempotency key. The same key with the same request returns the original
+  transfer; the same key with a different request is a conflict. ``request_hash`` is what decides
+  "same request": the fields that say what the transfer does, not when it was made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class AccountKind(StrEnum):
+    WALLET = "wallet"  # a customer account's prepaid balance (what the platform owes the tenant)
+    ARREARS = "arrears"  # what the tenant owes beyond the wallet's floor (receivable, ≤ 0)
+    REVENUE = "revenue"  # income per utility and charge type
+    CLEARING = "clearing"  # money received or paid out per payment method (cash till, card, ...)
+
+
+class Reason(StrEnum):
+    RECHARGE = "recharge"
+    REFUND = "refund"
+    DEDUCTION = "deduction"
+    DEDUCTION_CORRECTION = "deduction_correction"
+    ARREARS_REPAYMENT = "arrears_repayment"
+    REVERSAL = "reversal"
+    SETTLEMENT = "settlement"
+
+
+class PaymentMethod(StrEnum):
+    CASH = "cash"
+    CARD = "card"
+    TRANSFER = "transfer"
+    WECHAT = "wechat"
+    ALIPAY = "alipay"
+    ONLINE = "online"
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    organisation_id: int
+    idempotency_key: str
+    debit_account_id: int
+    credit_account_id: int
+    amount_fen: int
+    reason: Reason
+    actor: str
+    created_at: datetime
+    account_id: int | None = None
+    meter_id: int | None = None
+    period_key: str | None = None
+    method: str | None = None
+    reference: str | None = None
+    reverses_id: int | None = None
+    memo: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.amount_fen <= 0:
+            raise ValueError(f"transfer amount must be positive, got {self.amount_fen} fen")
+        if self.debit_account_id == self.credit_account_id:
+            raise ValueError("a transfer needs two different accounts")
+        if not self.idempotency_key:
+            raise ValueError("a transfer needs an idempotency key")
+
+    def request_hash(self) -> str:
+        fields = (
+            self.organisation_id,
+            self.debit_account_id,
+            self.credit_account_id,
+            self.amount_fen,
+            self.reason.value,
+            self.account_id,
+            self.meter_id,
+            self.period_key,
+            self.method,
+            self.reference,
+            self.reverses_id,
+        )
+        return hashlib.sha256(repr(fields).encode()).hexdigest()
+
+
+def split_debit(*, amount_fen: int, balance_fen: int, floor_fen: int) -> tuple[int, int]:
+    """Split a charge that cannot be refused (energy already used) into the part the wallet can
+    carry down to its floor and the part that becomes arrears."""
+    available = max(0, balance_fen - floor_fen)
+    from_wallet = min(amount_fen, available)
+    return from_wallet, amount_fen - from_wallet
+
+
+def arrears_repayment(*, wallet_balance_fen: int, arrears_balance_fen: int) -> int:
+    """How much of a positive wallet balance goes to repay arrears (arrears balances are ≤ 0)."""
+    if wallet_balance_fen <= 0 or arrears_balance_fen >= 0:
+        return 0
+    return min(wallet_balance_fen, -arrears_balance_fen)

@@ -1,0 +1,160 @@
+"""Persistence of ledger accounts and transfers, in batches.
+
+:func:`apply_transfers` is the only writer of balances: it inserts the transfers and moves each
+touched balance once, by the batch's net amount, in the same transaction. Floors are checked here
+for a clear error and again by the database CHECK.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from meterdesk.db.bulk import bulk_insert
+from meterdesk.db.types import instant_int
+from meterdesk.ledger.model import AccountKind, TransferRequest
+from meterdesk.ledger.tables import ledger_accounts, transfers
+from meterdesk.shared.errors import InsufficientFundsError, NotFoundError
+
+TRANSFER_COLUMNS = (
+    "organisation_id",
+    "idempotency_key",
+    "request_hash",
+    "debit_account_id",
+    "credit_account_id",
+    "amount_fen",
+    "reason",
+    "account_id",
+    "meter_id",
+    "period_key",
+    "method",
+    "reference",
+    "reverses_id",
+    "actor",
+    "memo",
+    "created_at",
+)
+
+
+@dataclass(frozen=True)
+class Balance:
+    account_id: int
+    balance_fen: int
+    floor_fen: int | None
+
+
+def create_account(
+    conn: Connection,
+    *,
+    organisation_id: int,
+    code: str,
+    kind: AccountKind,
+    at: datetime,
+    floor_fen: int | None = None,
+) -> int:
+    result = conn.execute(
+        insert(ledger_accounts).values(
+            organisation_id=organisation_id,
+            code=code,
+            kind=kind.value,
+            balance_fen=0,
+            floor_fen=floor_fen,
+            created_at=at,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def system_account(conn: Connection, *, organisation_id: int, code: str, kind: AccountKind, at: datetime) -> int:
+    """The organisation's account with this code, created on first use."""
+    found = conn.execute(
+        select(ledger_accounts.c.id).where(
+            ledger_accounts.c.organisation_id == organisation_id, ledger_accounts.c.code == code
+        )
+    ).scalar_one_or_none()
+    if found is not None:
+        return int(found)
+    return create_account(conn, organisation_id=organisation_id, code=code, kind=kind, at=at)
+
+
+def lock_balances(conn: Connection, account_ids: Iterable[int]) -> dict[int, Balance]:
+    """Current balances, locked for this transaction on PostgreSQL (SQLite holds the write lock
+    from BEGIN IMMEDIATE). Rows are locked in id order so two batches never deadlock."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    query = select(ledger_accounts.c.id, ledger_accounts.c.balance_fen, ledger_accounts.c.floor_fen).where(
+        ledger_accounts.c.id.in_(ids)
+    ).order_by(ledger_accounts.c.id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    rows = conn.execute(query).all()
+    if len(rows) != len(ids):
+        raise NotFoundError("ledger account missing")
+    return {row.id: Balance(row.id, row.balance_fen, row.floor_fen) for row in rows}
+
+
+def net_changes(requests: Sequence[TransferRequest]) -> dict[int, int]:
+    changes: dict[int, int] = defaultdict(int)
+    for request in requests:
+        changes[request.debit_account_id] -= request.amount_fen
+        changes[request.credit_account_id] += request.amount_fen
+    return changes
+
+
+def apply_transfers(conn: Connection, requests: Sequence[TransferRequest], balances: dict[int, Balance] | None = None) -> None:
+    """Insert the transfers and move each balance once by its net change."""
+    if not requests:
+        return
+    changes = net_changes(requests)
+    current = balances if balances is not None else lock_balances(conn, changes)
+    for account_id, change in changes.items():
+        balance = current[account_id]
+        if balance.floor_fen is not None and change < 0 and balance.balance_fen + change < balance.floor_fen:
+            raise InsufficientFundsError(
+                f"ledger account {account_id} would fall to {balance.balance_fen + change} fen, "
+                f"below its floor of {balance.floor_fen} fen"
+            )
+    bulk_insert(conn, transfers, TRANSFER_COLUMNS, [_row(request) for request in requests])
+    moves = [{"target_id": i, "change": c} for i, c in sorted(changes.items()) if c]
+    if moves:
+        conn.execute(
+            update(ledger_accounts)
+            .where(ledger_accounts.c.id == bindparam("target_id"))
+            .values(balance_fen=ledger_accounts.c.balance_fen + bindparam("change")),
+            moves,
+        )
+
+
+def _row(request: TransferRequest) -> tuple[object, ...]:
+    return (
+        request.organisation_id,
+        request.idempotency_key,
+        request.request_hash(),
+        request.debit_account_id,
+        request.credit_account_id,
+        request.amount_fen,
+        request.reason.value,
+        request.account_id,
+        request.meter_id,
+        request.period_key,
+        request.method,
+        request.reference,
+        request.reverses_id,
+        request.actor,
+        request.memo,
+        instant_int(request.created_at),
+    )
+
+
+def find_by_keys(conn: Connection, keys: Sequence[str]) -> dict[str, dict[str, object]]:
+    if not keys:
+        return {}
+    rows = conn.execute(select(transfers).where(transfers.c.idempotency_key.in_(list(keys)))).mappings().all()
+    return {str(row["idempotency_key"]): dict(row) for row in rows}

@@ -1,0 +1,64 @@
+"""Double-entry ledger: accounts with balances kept in the same transaction, and append-only
+transfers. A transfer moves a positive whole-fen amount from its debit account to its credit
+account, so entries always sum to zero. ``balance_fen`` is credits minus debits; a wallet's
+floor (its allowed overdraft, ≤ 0) is enforced by a CHECK in the database itself."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from meterdesk.db.metadata import metadata
+from meterdesk.db.types import Instant
+
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("code", String(120), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("balance_fen", BigInteger, nullable=False),
+    Column("floor_fen", BigInteger, nullable=True),
+    Column("created_at", Instant, nullable=False),
+    UniqueConstraint("organisation_id", "code"),
+    CheckConstraint("floor_fen IS NULL OR balance_fen >= floor_fen", name="above_floor"),
+    CheckConstraint("floor_fen IS NULL OR floor_fen <= 0", name="floor_not_positive"),
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("debit_account_id", ForeignKey("ledger_accounts.id"), nullable=False),
+    Column("credit_account_id", ForeignKey("ledger_accounts.id"), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("account_id", Integer, nullable=True),
+    Column("meter_id", Integer, nullable=True),
+    Column("period_key", String(7), nullable=True),
+    Column("method", String(20), nullable=True),
+    Column("reference", String(200), nullable=True),
+    Column("reverses_id", BigInteger, ForeignKey("transfers.id"), nullable=True, unique=True),
+    Column("actor", String(100), nullable=False),
+    Column("memo", String(500), nullable=True),
+    Column("created_at", Instant, nullable=False),
+    CheckConstraint("amount_fen > 0", name="positive_amount"),
+    CheckConstraint("debit_account_id <> credit_account_id", name="two_accounts"),
+)
+
+Index("ix_transfers_debit", transfers.c.debit_account_id, transfers.c.id)
+Index("ix_transfers_credit", transfers.c.credit_account_id, transfers.c.id)
+Index("ix_transfers_account", transfers.c.account_id, transfers.c.id)

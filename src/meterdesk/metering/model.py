@@ -1,0 +1,189 @@
+"""Readings and the consumption between them.
+
+Invariants:
+- Consumption comes only from two accepted readings of the same meter and the same device
+  generation, in measurement-time order. A meter replacement starts a new generation; nothing is
+  ever computed across it.
+- A register that went down is a rollover only when wrapping at the register's modulus gives a
+  plausible amount; otherwise the reading is quarantined as "decreased". An increase beyond what
+  the meter could physically measure in the time between (max rate × hours, at least one minute)
+  is quarantined as "jump". Quarantined readings never take part in billing until released.
+- Quantities are primary units: register difference × CT × PT, exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+BANDS = ("sharp", "peak", "flat", "valley", "deep_valley")
+MIN_PLAUSIBLE_HOURS = Decimal(1) / Decimal(60)
+BAND_TOLERANCE = Decimal("0.05")
+
+
+class Utility(StrEnum):
+    ELECTRICITY = "electricity"
+    WATER = "water"
+
+
+class MeterKind(StrEnum):
+    SINGLE_PHASE = "single_phase"
+    THREE_PHASE = "three_phase"
+    MULTI_USER_CIRCUIT = "multi_user_circuit"
+    WATER = "water"
+
+
+class Protocol(StrEnum):
+    MODBUS_RTU = "modbus_rtu"
+    MODBUS_TCP = "modbus_tcp"
+    DLT645 = "dlt645"
+    CJT188 = "cjt188"
+    MQTT_JSON = "mqtt_json"
+    MANUAL = "manual"
+
+
+class ReadingSource(StrEnum):
+    REALTIME = "realtime"
+    HISTORY = "history"
+    MANUAL = "manual"
+    IMPORT = "import"
+    OPENING = "opening"
+    CLOSING = "closing"
+    REPLACEMENT = "replacement"
+    RELEASED = "released"
+
+
+class QuarantineReason(StrEnum):
+    DECREASED = "decreased"
+    JUMP = "jump"
+    INCONSISTENT_WITH_LATER = "inconsistent_with_later"
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    BANDS_DISAGREE = "bands_disagree"
+    UNKNOWN_METER = "unknown_meter"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True)
+class MeterProfile:
+    """What consumption needs to know about a meter."""
+
+    meter_id: int
+    organisation_id: int
+    site_id: int
+    utility: Utility
+    ct_ratio: Decimal
+    pt_ratio: Decimal
+    modulus: Decimal
+    max_rate_per_hour: Decimal  # primary units per hour
+    has_band_registers: bool
+    generation: int
+
+    @property
+    def multiplier(self) -> Decimal:
+        return self.ct_ratio * self.pt_ratio
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A reading as the pipeline sees it: incoming or already accepted."""
+
+    meter_id: int
+    generation: int
+    measured_at: datetime
+    total: Decimal
+    bands: tuple[Decimal, ...] | None = None  # in BANDS order, all present or None
+    source: ReadingSource = ReadingSource.REALTIME
+
+    @property
+    def order_key(self) -> tuple[datetime, int]:
+        return (self.measured_at, self.generation)
+
+    def same_values(self, other: Reading) -> bool:
+        return self.total == other.total and self.bands == other.bands
+
+
+def bands_from_mapping(values: Mapping[str, Decimal] | None) -> tuple[Decimal, ...] | None:
+    if not values:
+        return None
+    if set(values) - set(BANDS):
+        raise ValueError(f"unknown band(s): {sorted(set(values) - set(BANDS))}")
+    return tuple(values.get(band, Decimal(0)) for band in BANDS)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason_code: QuarantineReason | None = None
+    reason: str = ""
+
+
+ACCEPT = Verdict(ok=True)
+
+
+def register_delta(earlier: Decimal, later: Decimal, modulus: Decimal) -> Decimal:
+    """Raw register advance, wrapping at the modulus when the register went down."""
+    return later - earlier if later >= earlier else later + modulus - earlier
+
+
+def _max_plausible_raw(profile: MeterProfile, earlier: Reading, later: Reading) -> Decimal:
+    seconds = Decimal((later.measured_at - earlier.measured_at).total_seconds())
+    hours = max(seconds / Decimal(3600), MIN_PLAUSIBLE_HOURS)
+    return profile.max_rate_per_hour * hours / profile.multiplier
+
+
+def check_step(profile: MeterProfile, earlier: Reading, later: Reading) -> Verdict:
+    """May ``later`` follow ``earlier`` (same meter, same generation, later in time)?"""
+    limit = _max_plausible_raw(profile, earlier, later)
+    delta = register_delta(earlier.total, later.total, profile.modulus)
+    if later.total < earlier.total and delta > limit:
+        return Verdict(
+            False,
+            QuarantineReason.DECREASED,
+            f"register went down from {earlier.total} to {later.total} and is not a rollover at {profile.modulus}",
+        )
+    if delta > limit:
+        return Verdict(
+            False,
+            QuarantineReason.JUMP,
+            f"{delta * profile.multiplier} in {later.measured_at - earlier.measured_at} exceeds the "
+            f"meter's maximum of {profile.max_rate_per_hour} per hour",
+        )
+    if earlier.bands is not None and later.bands is not None:
+        band_sum = sum(
+            (register_delta(a, b, profile.modulus) for a, b in zip(earlier.bands, later.bands, strict=True)),
+            Decimal(0),
+        )
+        tolerance = max(BAND_TOLERANCE, delta / 100)
+        if abs(band_sum - delta) > tolerance:
+            return Verdict(
+                False,
+                QuarantineReason.BANDS_DISAGREE,
+                f"band registers advanced {band_sum} but the total advanced {delta}",
+            )
+    return ACCEPT
+
+
+@dataclass(frozen=True)
+class Consumption:
+    start: datetime
+    end: datetime
+    total: Decimal
+    by_band: dict[str, Decimal] | None
+
+
+def consumption_between(profile: MeterProfile, earlier: Reading, later: Reading) -> Consumption:
+    """Primary-unit consumption over [earlier, later). Bill from the meter's own TOU registers
+    when both readings carry them; otherwise the pricer spreads the total over time."""
+    multiplier = profile.multiplier
+    if profile.has_band_registers and earlier.bands is not None and later.bands is not None:
+        by_band = {
+            band: register_delta(a, b, profile.modulus) * multiplier
+            for band, a, b in zip(BANDS, earlier.bands, later.bands, strict=True)
+        }
+        total = sum(by_band.values(), Decimal(0))
+        return Consumption(earlier.measured_at, later.measured_at, total, {k: v for k, v in by_band.items() if v})
+    total = register_delta(earlier.total, later.total, profile.modulus) * multiplier
+    return Consumption(earlier.measured_at, later.measured_at, total, None)

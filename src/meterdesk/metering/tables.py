@@ -1,0 +1,119 @@
+"""Meters, accepted readings, quarantined readings, and each meter's ingest cursor.
+
+``readings`` holds only accepted readings: the billable sequence. Anything suspicious lives in
+``quarantine`` with its reason until an operator releases or discards it. A meter's physical
+device can be replaced; ``generation`` counts devices, and consumption is never computed across
+two generations.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from meterdesk.db.metadata import metadata
+from meterdesk.db.types import Instant, Scaled
+
+REGISTER_PLACES = 4
+
+meters = Table(
+    "meters",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False, index=True),
+    Column("site_id", ForeignKey("sites.id"), nullable=False, index=True),
+    Column("room_id", ForeignKey("rooms.id"), nullable=True, index=True),
+    Column("number", String(64), nullable=False),
+    Column("utility", String(20), nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("protocol", String(20), nullable=False),
+    Column("address", String(40), nullable=False),
+    Column("ct_ratio", Scaled(2), nullable=False),
+    Column("pt_ratio", Scaled(2), nullable=False),
+    Column("register_modulus", Scaled(REGISTER_PLACES), nullable=False),
+    Column("has_band_registers", Boolean, nullable=False),
+    Column("max_rate_per_hour", Scaled(REGISTER_PLACES), nullable=False),
+    Column("installed_on", Date, nullable=True),
+    Column("generation", Integer, nullable=False),
+    Column("created_at", Instant, nullable=False),
+    UniqueConstraint("organisation_id", "number"),
+    CheckConstraint("ct_ratio > 0 AND pt_ratio > 0", name="positive_ratios"),
+    CheckConstraint("register_modulus > 0", name="positive_modulus"),
+)
+
+meter_replacements = Table(
+    "meter_replacements",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("meter_id", ForeignKey("meters.id"), nullable=False, index=True),
+    Column("replaced_at", Instant, nullable=False),
+    Column("generation_after", Integer, nullable=False),
+    Column("old_address", String(40), nullable=False),
+    Column("new_address", String(40), nullable=False),
+    Column("actor", String(100), nullable=False),
+    UniqueConstraint("meter_id", "generation_after"),
+)
+
+_band_columns = [
+    Column(f"register_{band}", Scaled(REGISTER_PLACES), nullable=True)
+    for band in ("sharp", "peak", "flat", "valley", "deep_valley")
+]
+
+readings = Table(
+    "readings",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("meter_id", ForeignKey("meters.id"), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("measured_at", Instant, nullable=False),
+    Column("received_at", Instant, nullable=False),
+    Column("register_total", Scaled(REGISTER_PLACES), nullable=False),
+    *_band_columns,
+    Column("source", String(20), nullable=False),
+    UniqueConstraint("meter_id", "generation", "measured_at"),
+)
+
+# The last accepted reading of each meter, kept beside the readings so the common case (a new
+# reading after the last one) needs one primary-key lookup instead of a scan of the readings.
+meter_cursors = Table(
+    "meter_cursors",
+    metadata,
+    Column("meter_id", ForeignKey("meters.id"), primary_key=True),
+    Column("generation", Integer, nullable=False),
+    Column("measured_at", Instant, nullable=False),
+    Column("register_total", Scaled(REGISTER_PLACES), nullable=False),
+    *[Column(c.name, Scaled(REGISTER_PLACES), nullable=True) for c in _band_columns],
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=True, index=True),
+    Column("meter_id", ForeignKey("meters.id"), nullable=True, index=True),
+    Column("source_ref", String(200), nullable=False),
+    Column("measured_at", Instant, nullable=True),
+    Column("received_at", Instant, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("reason_code", String(40), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("resolved_by", String(100), nullable=True),
+    Column("resolved_at", Instant, nullable=True),
+    Column("resolution", String(20), nullable=True),
+)
+
+Index("ix_quarantine_status", quarantine.c.organisation_id, quarantine.c.status)

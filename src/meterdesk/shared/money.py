@@ -1,0 +1,103 @@
+"""Exact money and quantities.
+
+Invariants:
+- Money is a ``Decimal`` with exactly two places (whole fen); it is never built from a float.
+- Prices carry up to six places, register values and quantities up to six.
+- Rounding to fen happens only in :func:`round_fen` (ROUND_HALF_UP, as Chinese billing practice
+  and GB/T 8170 expect); everything before it is exact.
+- Arithmetic on priced quantities runs in :data:`EXACT`, a context that raises instead of
+  rounding, so an inexact intermediate result is a bug that shows itself.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation, Rounded
+
+from meterdesk.shared.errors import ValidationError
+
+FEN = Decimal("0.01")
+PRICE_PLACES = 6
+QUANTITY_PLACES = 6
+CURRENCY = "CNY"
+
+# Wide enough for any product of a quantity and a price; traps make silent rounding impossible.
+EXACT = Context(prec=60, traps=[Inexact, Rounded, InvalidOperation])
+
+
+def to_decimal(value: object, *, field: str = "value") -> Decimal:
+    """Build a Decimal from str/int/Decimal only; floats are refused because they are not exact."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValidationError(f"{field}: give a decimal string, not a float ({value!r})")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            result = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValidationError(f"{field}: {value!r} is not a decimal number") from None
+    else:
+        raise ValidationError(f"{field}: expected a decimal string, got {type(value).__name__}")
+    if not result.is_finite():
+        raise ValidationError(f"{field}: {value!r} is not a finite number")
+    return result
+
+
+def _places(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite values only, checked by to_decimal
+    return max(0, -exponent)
+
+
+def parse_money(value: object, *, field: str = "amount") -> Decimal:
+    """A money amount in yuan with at most two places, returned with exactly two places."""
+    amount = to_decimal(value, field=field)
+    if _places(amount.normalize()) > 2:
+        raise ValidationError(f"{field}: {value} has more than two decimal places (whole fen only)")
+    return amount.quantize(FEN)
+
+
+def parse_positive_money(value: object, *, field: str = "amount") -> Decimal:
+    amount = parse_money(value, field=field)
+    if amount <= 0:
+        raise ValidationError(f"{field}: must be greater than zero, got {amount}")
+    return amount
+
+
+def parse_price(value: object, *, field: str = "price") -> Decimal:
+    price = to_decimal(value, field=field)
+    if price < 0:
+        raise ValidationError(f"{field}: a price cannot be negative ({price})")
+    if _places(price.normalize()) > PRICE_PLACES:
+        raise ValidationError(f"{field}: {value} has more than {PRICE_PLACES} decimal places")
+    return price
+
+
+def parse_quantity(value: object, *, field: str = "quantity") -> Decimal:
+    quantity = to_decimal(value, field=field)
+    if _places(quantity.normalize()) > QUANTITY_PLACES:
+        raise ValidationError(f"{field}: {value} has more than {QUANTITY_PLACES} decimal places")
+    return quantity
+
+
+def round_fen(exact: Decimal) -> Decimal:
+    """The one place where an exact amount becomes whole fen."""
+    return exact.quantize(FEN, rounding=ROUND_HALF_UP)
+
+
+def to_fen(amount: Decimal) -> int:
+    """Whole fen as an integer, for storage; refuses anything that is not whole fen."""
+    scaled = amount.scaleb(2)
+    if scaled != scaled.to_integral_value():
+        raise ValidationError(f"{amount} is not a whole number of fen")
+    return int(scaled)
+
+
+def from_fen(fen: int) -> Decimal:
+    return Decimal(fen).scaleb(-2).quantize(FEN)
+
+
+def format_money(amount: Decimal) -> str:
+    """Money as the string the API and CLI show: two places, no exponent."""
+    return f"{amount.quantize(FEN):f}"

@@ -1,0 +1,166 @@
+"""Use cases for organisations, sites, buildings, floors, rooms and customers.
+
+Every function takes the caller's ``organisation_id`` and refuses ids of another organisation as
+"not found", so one property-management company never sees another's data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from meterdesk.db.database import Database
+from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
+from meterdesk.shared.money import to_decimal
+from meterdesk.shared.time import zone
+from meterdesk.sites.model import RoomKind
+from meterdesk.sites.tables import buildings, customers, floors, organisations, rooms, sites
+
+
+def _name(value: str, field: str) -> str:
+    cleaned = value.strip()
+    if not cleaned:
+        raise ValidationError(f"{field}: must not be empty")
+    if len(cleaned) > 200:
+        raise ValidationError(f"{field}: at most 200 characters")
+    return cleaned
+
+
+def _insert(conn: Connection, statement: object, what: str) -> int:
+    try:
+        result = conn.execute(statement)  # type: ignore[call-overload]
+    except IntegrityError:
+        raise ConflictError(f"{what} already exists") from None
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def create_organisation(db: Database, *, name: str, timezone: str = "Asia/Shanghai") -> int:
+    zone(timezone)
+    with db.transaction() as conn:
+        statement = insert(organisations).values(
+            name=_name(name, "name"), timezone=timezone, created_at=db.clock()
+        )
+        return _insert(conn, statement, f"organisation {name!r}")
+
+
+def organisation_by_name(db: Database, *, name: str) -> int:
+    with db.read() as conn:
+        found = conn.execute(select(organisations.c.id).where(organisations.c.name == name)).scalar_one_or_none()
+    if found is None:
+        raise NotFoundError(f"organisation {name!r} not found")
+    return int(found)
+
+
+def create_site(db: Database, *, organisation_id: int, name: str, timezone: str) -> int:
+    zone(timezone)
+    with db.transaction() as conn:
+        _require(conn, organisations, organisation_id, None, "organisation")
+        statement = insert(sites).values(
+            organisation_id=organisation_id, name=_name(name, "name"), timezone=timezone, created_at=db.clock()
+        )
+        return _insert(conn, statement, f"site {name!r}")
+
+
+def create_building(db: Database, *, organisation_id: int, site_id: int, name: str) -> int:
+    with db.transaction() as conn:
+        _require(conn, sites, site_id, organisation_id, "site")
+        statement = insert(buildings).values(organisation_id=organisation_id, site_id=site_id, name=_name(name, "name"))
+        return _insert(conn, statement, f"building {name!r}")
+
+
+def create_floor(db: Database, *, organisation_id: int, building_id: int, name: str, level: int) -> int:
+    with db.transaction() as conn:
+        _require(conn, buildings, building_id, organisation_id, "building")
+        statement = insert(floors).values(
+            organisation_id=organisation_id, building_id=building_id, name=_name(name, "name"), level=level
+        )
+        return _insert(conn, statement, f"floor {name!r}")
+
+
+def create_room(
+    db: Database, *, organisation_id: int, floor_id: int, name: str, kind: str, area_m2: object = None
+) -> int:
+    try:
+        room_kind = RoomKind(kind)
+    except ValueError:
+        raise ValidationError(f"kind: {kind!r} is not one of {', '.join(k.value for k in RoomKind)}") from None
+    area: Decimal | None = None
+    if area_m2 is not None and area_m2 != "":
+        area = to_decimal(area_m2, field="area_m2")
+        if area <= 0 or area != area.quantize(Decimal("0.01")):
+            raise ValidationError("area_m2: a positive area with at most two decimal places")
+    with db.transaction() as conn:
+        _require(conn, floors, floor_id, organisation_id, "floor")
+        statement = insert(rooms).values(
+            organisation_id=organisation_id, floor_id=floor_id, name=_name(name, "name"), kind=room_kind.value, area_m2=area
+        )
+        return _insert(conn, statement, f"room {name!r}")
+
+
+def create_customer(
+    db: Database,
+    *,
+    organisation_id: int,
+    name: str,
+    phone: str | None = None,
+    email: str | None = None,
+    wechat_openid: str | None = None,
+) -> int:
+    if email and "@" not in email:
+        raise ValidationError(f"email: {email!r} is not an e-mail address")
+    with db.transaction() as conn:
+        _require(conn, organisations, organisation_id, None, "organisation")
+        statement = insert(customers).values(
+            organisation_id=organisation_id,
+            name=_name(name, "name"),
+            phone=phone or None,
+            email=email or None,
+            wechat_openid=wechat_openid or None,
+            created_at=db.clock(),
+        )
+        return _insert(conn, statement, f"customer {name!r}")
+
+
+def _require(conn: Connection, table: object, row_id: int, organisation_id: int | None, what: str) -> None:
+    columns = table.c  # type: ignore[attr-defined]
+    query = select(columns.id).where(columns.id == row_id)
+    if organisation_id is not None:
+        query = query.where(columns.organisation_id == organisation_id)
+    if conn.execute(query).scalar_one_or_none() is None:
+        raise NotFoundError(f"{what} {row_id} not found")
+
+
+@dataclass(frozen=True)
+class RoomPath:
+    site: str
+    building: str
+    floor: str
+    room: str
+
+
+def find_room(conn: Connection, *, organisation_id: int, path: RoomPath) -> int:
+    """A room by its human path (site / building / floor / room), as operators name it."""
+    query = (
+        select(rooms.c.id)
+        .select_from(rooms.join(floors).join(buildings).join(sites))
+        .where(
+            rooms.c.organisation_id == organisation_id,
+            sites.c.name == path.site,
+            buildings.c.name == path.building,
+            floors.c.name == path.floor,
+            rooms.c.name == path.room,
+        )
+    )
+    found = conn.execute(query).scalar_one_or_none()
+    if found is None:
+        raise NotFoundError(f"room {path.site}/{path.building}/{path.floor}/{path.room} not found")
+    return int(found)
+
+
+def site_timezone(conn: Connection, *, site_id: int) -> str:
+    return str(conn.execute(select(sites.c.timezone).where(sites.c.id == site_id)).scalar_one())

@@ -1,0 +1,98 @@
+"""Shared fixtures.
+
+Integration tests run on SQLite always and on PostgreSQL (``METERDESK_TEST_PG_URL``, default
+127.0.0.1:5432/test) whenever it answers. When it does not, the run says so plainly at the end.
+Each PostgreSQL test gets its own schema, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from meterdesk.db.database import Database
+from meterdesk.db.engine import build_engine
+from meterdesk.db.metadata import load_all_tables
+from meterdesk.shared.time import FakeClock
+
+PG_URL = os.environ.get("METERDESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+_pg_state: dict[str, str | None] = {}
+
+
+def postgres_unavailable() -> str | None:
+    """None when PostgreSQL answers, else why not (checked once per run)."""
+    if "reason" not in _pg_state:
+        try:
+            engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+            with engine.connect() as conn:
+                conn.execute(text("select 1"))
+            engine.dispose()
+            _pg_state["reason"] = None
+        except Exception as error:  # noqa: BLE001 - any failure means "not available"
+            _pg_state["reason"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    return _pg_state["reason"]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    reason = _pg_state.get("reason")
+    if reason:
+        terminalreporter.write_line(f"SKIPPED the PostgreSQL integration tests: PostgreSQL did not answer ({reason})", yellow=True)
+    elif "reason" in _pg_state:
+        terminalreporter.write_line("PostgreSQL integration tests ran against " + PG_URL.split("@")[-1], green=True)
+
+
+def _sqlite_engine(tmp_path: object) -> Engine:
+    engine = build_engine(f"sqlite:///{tmp_path}/test.sqlite3")
+    load_all_tables().create_all(engine)
+    return engine
+
+
+def _postgres_engine() -> tuple[Engine, str]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    engine = build_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")
+    load_all_tables().create_all(engine)
+    return engine, schema
+
+
+def _drop_schema(schema: str) -> None:
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        sqlite = _sqlite_engine(tmp_path)
+        yield sqlite
+        sqlite.dispose()
+        return
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(f"PostgreSQL not answering: {reason}")
+    pg, schema = _postgres_engine()
+    try:
+        yield pg
+    finally:
+        pg.dispose()
+        _drop_schema(schema)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 11, 2, 0, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def db(engine: Engine, clock: FakeClock) -> Database:
+    return Database(engine=engine, clock=clock)
