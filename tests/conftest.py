@@ -20,7 +20,9 @@ from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
 from meterdesk.shared.time import FakeClock
 
-PG_URL = os.environ.get("METERDESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "METERDESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 _pg_state: dict[str, str | None] = {}
 
 
@@ -33,7 +35,7 @@ def postgres_unavailable() -> str | None:
                 conn.execute(text("select 1"))
             engine.dispose()
             _pg_state["reason"] = None
-        except Exception as error:  # noqa: BLE001 - any failure means "not available"
+        except Exception as error:
             _pg_state["reason"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
     return _pg_state["reason"]
 
@@ -41,9 +43,14 @@ def postgres_unavailable() -> str | None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     reason = _pg_state.get("reason")
     if reason:
-        terminalreporter.write_line(f"SKIPPED the PostgreSQL integration tests: PostgreSQL did not answer ({reason})", yellow=True)
+        terminalreporter.write_line(
+            f"SKIPPED the PostgreSQL integration tests: PostgreSQL did not answer ({reason})",
+            yellow=True,
+        )
     elif "reason" in _pg_state:
-        terminalreporter.write_line("PostgreSQL integration tests ran against " + PG_URL.split("@")[-1], green=True)
+        terminalreporter.write_line(
+            "PostgreSQL integration tests ran against " + PG_URL.split("@")[-1], green=True
+        )
 
 
 def _sqlite_engine(tmp_path: object) -> Engine:

@@ -21,7 +21,9 @@ class App:
     ingestor: Ingestor
 
 
-def build(settings: Settings | None = None, *, clock: Clock = system_clock, echo: bool = False) -> App:
+def build(
+    settings: Settings | None = None, *, clock: Clock = system_clock, echo: bool = False
+) -> App:
     resolved = settings or Settings()
     engine = build_engine(resolved.resolved_database_url(), echo=echo)
     db = Database(engine=engine, clock=clock)

@@ -22,6 +22,7 @@ from meterdesk.billing import cashier
 from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.tables import accounts, meter_assignments
+from meterdesk.db import counters
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger.model import AccountKind
@@ -69,13 +70,33 @@ class OpenedAccount:
     meter_ids: list[int] = field(default_factory=list)
 
 
-def open_account(db: Database, *, organisation_id: int, request: OpenAccount, actor: str, ingestor: Ingestor | None = None) -> OpenedAccount:
+def open_account(
+    db: Database,
+    *,
+    organisation_id: int,
+    request: OpenAccount,
+    actor: str,
+    ingestor: Ingestor | None = None,
+) -> OpenedAccount:
     with db.transaction() as conn:
-        return open_account_in(conn, db=db, organisation_id=organisation_id, request=request, actor=actor, ingestor=ingestor)
+        return open_account_in(
+            conn,
+            db=db,
+            organisation_id=organisation_id,
+            request=request,
+            actor=actor,
+            ingestor=ingestor,
+        )
 
 
 def open_account_in(
-    conn: Connection, *, db: Database, organisation_id: int, request: OpenAccount, actor: str, ingestor: Ingestor | None = None
+    conn: Connection,
+    *,
+    db: Database,
+    organisation_id: int,
+    request: OpenAccount,
+    actor: str,
+    ingestor: Ingestor | None = None,
 ) -> OpenedAccount:
     mode = _billing_mode(request.billing_mode)
     overdraft = parse_money(request.overdraft_limit, field="overdraft_limit")
@@ -89,18 +110,34 @@ def open_account_in(
     at = request.opened_at or db.clock()
     _check_references(conn, organisation_id, request)
     wallet_id = ledger.create_account(
-        conn, organisation_id=organisation_id, code=f"wallet:{request.number}", kind=AccountKind.WALLET, at=at,
+        conn,
+        organisation_id=organisation_id,
+        code=f"wallet:{request.number}",
+        kind=AccountKind.WALLET,
+        at=at,
         floor_fen=-to_fen(overdraft),
     )
     arrears_id = ledger.create_account(
-        conn, organisation_id=organisation_id, code=f"arrears:{request.number}", kind=AccountKind.ARREARS, at=at
+        conn,
+        organisation_id=organisation_id,
+        code=f"arrears:{request.number}",
+        kind=AccountKind.ARREARS,
+        at=at,
     )
     try:
         result = conn.execute(
             insert(accounts).values(
-                organisation_id=organisation_id, number=request.number.strip(), customer_id=request.customer_id,
-                room_id=request.room_id, status=AccountStatus.OPEN.value, billing_mode=mode.value,
-                wallet_id=wallet_id, arrears_id=arrears_id, opened_at=at, closed_at=None, opened_by=actor,
+                organisation_id=organisation_id,
+                number=request.number.strip(),
+                customer_id=request.customer_id,
+                room_id=request.room_id,
+                status=AccountStatus.OPEN.value,
+                billing_mode=mode.value,
+                wallet_id=wallet_id,
+                arrears_id=arrears_id,
+                opened_at=at,
+                closed_at=None,
+                opened_by=actor,
             )
         )
     except IntegrityError:
@@ -112,12 +149,28 @@ def open_account_in(
     opened.meter_ids = [m.meter_id for m in request.meters]
     if credit > 0:
         opened.initial_transfer_id = cashier.recharge_in(
-            conn, organisation_id=organisation_id, account_id=opened.account_id, amount=credit,
-            method=request.payment_method, actor=actor, at=at,
+            conn,
+            organisation_id=organisation_id,
+            account_id=opened.account_id,
+            amount=credit,
+            method=request.payment_method,
+            actor=actor,
+            at=at,
             idempotency_key=request.idempotency_key or f"open:{organisation_id}:{opened.number}",
         ).transfer_id
-    audit.record(conn, organisation_id=organisation_id, actor=actor, action="account.open", subject=f"account:{opened.number}",
-                 at=at, detail={"meters": opened.meter_ids, "initial_credit": str(credit), "billing_mode": mode.value})
+    audit.record(
+        conn,
+        organisation_id=organisation_id,
+        actor=actor,
+        action="account.open",
+        subject=f"account:{opened.number}",
+        at=at,
+        detail={
+            "meters": opened.meter_ids,
+            "initial_credit": str(credit),
+            "billing_mode": mode.value,
+        },
+    )
     return opened
 
 
@@ -129,56 +182,118 @@ def _billing_mode(value: str) -> BillingMode:
 
 
 def _check_references(conn: Connection, organisation_id: int, request: OpenAccount) -> None:
-    if conn.execute(select(customers.c.id).where(customers.c.id == request.customer_id, customers.c.organisation_id == organisation_id)).first() is None:
+    if (
+        conn.execute(
+            select(customers.c.id).where(
+                customers.c.id == request.customer_id,
+                customers.c.organisation_id == organisation_id,
+            )
+        ).first()
+        is None
+    ):
         raise NotFoundError(f"customer {request.customer_id} not found")
-    if request.room_id is not None and conn.execute(
-        select(rooms.c.id).where(rooms.c.id == request.room_id, rooms.c.organisation_id == organisation_id)
-    ).first() is None:
+    if (
+        request.room_id is not None
+        and conn.execute(
+            select(rooms.c.id).where(
+                rooms.c.id == request.room_id, rooms.c.organisation_id == organisation_id
+            )
+        ).first()
+        is None
+    ):
         raise NotFoundError(f"room {request.room_id} not found")
     for opening in request.meters:
-        meter = conn.execute(select(meters.c.utility).where(meters.c.id == opening.meter_id, meters.c.organisation_id == organisation_id)).first()
+        meter = conn.execute(
+            select(meters.c.utility).where(
+                meters.c.id == opening.meter_id, meters.c.organisation_id == organisation_id
+            )
+        ).first()
         if meter is None:
             raise NotFoundError(f"meter {opening.meter_id} not found")
-        tariff = conn.execute(select(tariffs.c.utility).where(tariffs.c.id == opening.tariff_id, tariffs.c.organisation_id == organisation_id)).first()
+        tariff = conn.execute(
+            select(tariffs.c.utility).where(
+                tariffs.c.id == opening.tariff_id, tariffs.c.organisation_id == organisation_id
+            )
+        ).first()
         if tariff is None:
             raise NotFoundError(f"tariff {opening.tariff_id} not found")
         if tariff.utility != meter.utility:
-            raise ValidationError(f"meter {opening.meter_id} measures {meter.utility} but the tariff prices {tariff.utility}")
+            raise ValidationError(
+                f"meter {opening.meter_id} measures {meter.utility} but the tariff prices {tariff.utility}"
+            )
 
 
 BASELINE_MAX_AGE = timedelta(hours=24)
 
 
-def _assign_meters(conn: Connection, account_id: int, openings: Sequence[MeterOpening], at: datetime, ingestor: Ingestor) -> None:
+def _assign_meters(
+    conn: Connection,
+    account_id: int,
+    openings: Sequence[MeterOpening],
+    at: datetime,
+    ingestor: Ingestor,
+) -> None:
+    counters.bump(conn)  # the ingest pipeline caches assignments
     given = [o for o in openings if o.reading_total is not None]
     cursors = metering_repository.load_cursors(conn, [o.meter_id for o in openings])
     for opening in openings:
         busy = conn.execute(
-            select(meter_assignments.c.id).where(meter_assignments.c.meter_id == opening.meter_id, meter_assignments.c.end_at.is_(None))
+            select(meter_assignments.c.id).where(
+                meter_assignments.c.meter_id == opening.meter_id,
+                meter_assignments.c.end_at.is_(None),
+            )
         ).first()
         if busy is not None:
             raise ConflictError(f"meter {opening.meter_id} already belongs to an open account")
-        start = at if opening.reading_total is not None else _recent_baseline(cursors.get(opening.meter_id), opening.meter_id, at)
-        conn.execute(insert(meter_assignments).values(meter_id=opening.meter_id, account_id=account_id, tariff_id=opening.tariff_id, start_at=start, end_at=None))
+        start = (
+            at
+            if opening.reading_total is not None
+            else _recent_baseline(cursors.get(opening.meter_id), opening.meter_id, at)
+        )
+        conn.execute(
+            insert(meter_assignments).values(
+                meter_id=opening.meter_id,
+                account_id=account_id,
+                tariff_id=opening.tariff_id,
+                start_at=start,
+                end_at=None,
+            )
+        )
     report = ingestor.ingest_in(
         conn,
-        [IncomingReading(o.meter_id, at, o.reading_total, o.reading_bands, ReadingSource.OPENING) for o in given if o.reading_total is not None],
+        [
+            IncomingReading(o.meter_id, at, o.reading_total, o.reading_bands, ReadingSource.OPENING)
+            for o in given
+            if o.reading_total is not None
+        ],
         at,
     )
     if report.quarantined:
-        raise ValidationError("the opening reading does not fit the meter's earlier readings (register lower, or an implausible jump)")
+        raise ValidationError(
+            "the opening reading does not fit the meter's earlier readings (register lower, or an implausible jump)"
+        )
 
 
 def _recent_baseline(cursor: Reading | None, meter_id: int, at: datetime) -> datetime:
     if cursor is None:
         raise ValidationError(f"meter {meter_id} has no reading yet: give an opening reading")
     if at - cursor.measured_at > BASELINE_MAX_AGE:
-        raise ValidationError(f"the last reading of meter {meter_id} is from {cursor.measured_at.isoformat()}: give an opening reading")
+        raise ValidationError(
+            f"the last reading of meter {meter_id} is from {cursor.measured_at.isoformat()}: give an opening reading"
+        )
     return cursor.measured_at
 
 
 def account_by_number(conn: Connection, *, organisation_id: int, number: str) -> dict[str, object]:
-    row = conn.execute(select(accounts).where(accounts.c.organisation_id == organisation_id, accounts.c.number == number)).mappings().one_or_none()
+    row = (
+        conn.execute(
+            select(accounts).where(
+                accounts.c.organisation_id == organisation_id, accounts.c.number == number
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
     if row is None:
         raise NotFoundError(f"account {number!r} not found")
     return dict(row)
@@ -200,8 +315,15 @@ class ClosedAccount:
 
 
 def close_account(
-    db: Database, *, organisation_id: int, number: str, final_readings: Sequence[FinalReading], refund_method: str,
-    actor: str, idempotency_key: str, ingestor: Ingestor | None = None,
+    db: Database,
+    *,
+    organisation_id: int,
+    number: str,
+    final_readings: Sequence[FinalReading],
+    refund_method: str,
+    actor: str,
+    idempotency_key: str,
+    ingestor: Ingestor | None = None,
 ) -> ClosedAccount:
     at = db.clock()
     with db.transaction() as conn:
@@ -209,19 +331,59 @@ def close_account(
         if account["status"] != AccountStatus.OPEN.value:
             raise ConflictError(f"account {number!r} is already closed")
         account_id = int(str(account["id"]))
-        held = {int(r.meter_id) for r in conn.execute(select(meter_assignments.c.meter_id).where(meter_assignments.c.account_id == account_id, meter_assignments.c.end_at.is_(None)))}
+        held = {
+            int(r.meter_id)
+            for r in conn.execute(
+                select(meter_assignments.c.meter_id).where(
+                    meter_assignments.c.account_id == account_id,
+                    meter_assignments.c.end_at.is_(None),
+                )
+            )
+        }
         given = {r.meter_id for r in final_readings}
         if held != given:
-            raise ValidationError(f"give one final reading for each meter of the account: {sorted(held)}")
+            raise ValidationError(
+                f"give one final reading for each meter of the account: {sorted(held)}"
+            )
         report = (ingestor or Ingestor(db)).ingest_in(
-            conn, [IncomingReading(r.meter_id, at, r.total, r.bands, ReadingSource.CLOSING) for r in final_readings], at
+            conn,
+            [
+                IncomingReading(r.meter_id, at, r.total, r.bands, ReadingSource.CLOSING)
+                for r in final_readings
+            ],
+            at,
         )
         if report.quarantined:
             raise ValidationError("a final reading does not fit the meter's earlier readings")
-        conn.execute(update(meter_assignments).where(meter_assignments.c.account_id == account_id, meter_assignments.c.end_at.is_(None)).values(end_at=at))
-        conn.execute(update(accounts).where(accounts.c.id == account_id).values(status=AccountStatus.CLOSED.value, closed_at=at))
-        settled = cashier.settle_in(conn, organisation_id=organisation_id, account_id=account_id, method=refund_method,
-                                    actor=actor, at=at, idempotency_key=idempotency_key)
-        audit.record(conn, organisation_id=organisation_id, actor=actor, action="account.close", subject=f"account:{number}", at=at,
-                     detail={"refunded": str(settled.refunded), "arrears": str(settled.arrears)})
+        conn.execute(
+            update(meter_assignments)
+            .where(
+                meter_assignments.c.account_id == account_id, meter_assignments.c.end_at.is_(None)
+            )
+            .values(end_at=at)
+        )
+        counters.bump(conn)
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id)
+            .values(status=AccountStatus.CLOSED.value, closed_at=at)
+        )
+        settled = cashier.settle_in(
+            conn,
+            organisation_id=organisation_id,
+            account_id=account_id,
+            method=refund_method,
+            actor=actor,
+            at=at,
+            idempotency_key=idempotency_key,
+        )
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="account.close",
+            subject=f"account:{number}",
+            at=at,
+            detail={"refunded": str(settled.refunded), "arrears": str(settled.arrears)},
+        )
     return ClosedAccount(number, settled.refunded, settled.arrears, settled.transfer_id)

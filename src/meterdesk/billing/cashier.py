@@ -17,9 +17,20 @@ from meterdesk.billing.tables import accounts
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
-from meterdesk.ledger.model import AccountKind, PaymentMethod, Reason, TransferRequest, arrears_repayment
+from meterdesk.ledger.model import (
+    AccountKind,
+    PaymentMethod,
+    Reason,
+    TransferRequest,
+    arrears_repayment,
+)
 from meterdesk.ledger.tables import transfers
-from meterdesk.shared.errors import ConflictError, InsufficientFundsError, NotFoundError, ValidationError
+from meterdesk.shared.errors import (
+    ConflictError,
+    InsufficientFundsError,
+    NotFoundError,
+    ValidationError,
+)
 from meterdesk.shared.money import from_fen, parse_positive_money, to_fen
 
 
@@ -39,70 +50,154 @@ def _method(value: str) -> PaymentMethod:
     try:
         return PaymentMethod(value)
     except ValueError:
-        raise ValidationError(f"method: {value!r} is not one of {', '.join(m.value for m in PaymentMethod)}") from None
+        raise ValidationError(
+            f"method: {value!r} is not one of {', '.join(m.value for m in PaymentMethod)}"
+        ) from None
 
 
 def _account(conn: Connection, organisation_id: int, account_id: int) -> dict[str, object]:
-    row = conn.execute(select(accounts).where(accounts.c.id == account_id, accounts.c.organisation_id == organisation_id)).mappings().one_or_none()
+    row = (
+        conn.execute(
+            select(accounts).where(
+                accounts.c.id == account_id, accounts.c.organisation_id == organisation_id
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
     if row is None:
         raise NotFoundError(f"account {account_id} not found")
     return dict(row)
 
 
-def _result(conn: Connection, account: dict[str, object], transfer_id: int, replayed: bool) -> MoneyResult:
+def _result(
+    conn: Connection, account: dict[str, object], transfer_id: int, replayed: bool
+) -> MoneyResult:
     wallet = ledger_service.balance_fen(conn, int(str(account["wallet_id"])))
     arrears = ledger_service.balance_fen(conn, int(str(account["arrears_id"])))
     return MoneyResult(transfer_id, replayed, from_fen(wallet), from_fen(-arrears))
 
 
 def recharge(
-    db: Database, *, organisation_id: int, account_id: int, amount: object, method: str, actor: str, idempotency_key: str,
+    db: Database,
+    *,
+    organisation_id: int,
+    account_id: int,
+    amount: object,
+    method: str,
+    actor: str,
+    idempotency_key: str,
     reference: str | None = None,
 ) -> MoneyResult:
     with db.transaction() as conn:
-        return recharge_in(conn, organisation_id=organisation_id, account_id=account_id, amount=amount, method=method,
-                           actor=actor, at=db.clock(), idempotency_key=idempotency_key, reference=reference)
+        return recharge_in(
+            conn,
+            organisation_id=organisation_id,
+            account_id=account_id,
+            amount=amount,
+            method=method,
+            actor=actor,
+            at=db.clock(),
+            idempotency_key=idempotency_key,
+            reference=reference,
+        )
 
 
 def recharge_in(
-    conn: Connection, *, organisation_id: int, account_id: int, amount: object, method: str, actor: str, at: datetime,
-    idempotency_key: str, reference: str | None = None,
+    conn: Connection,
+    *,
+    organisation_id: int,
+    account_id: int,
+    amount: object,
+    method: str,
+    actor: str,
+    at: datetime,
+    idempotency_key: str,
+    reference: str | None = None,
 ) -> MoneyResult:
     fen = to_fen(parse_positive_money(amount, field="amount"))
     payment = _method(method)
     account = _account(conn, organisation_id, account_id)
-    clearing = ledger.system_account(conn, organisation_id=organisation_id, code=clearing_code(payment), kind=AccountKind.CLEARING, at=at)
-    request = TransferRequest(
-        organisation_id=organisation_id, idempotency_key=f"{organisation_id}:{idempotency_key}", debit_account_id=clearing,
-        credit_account_id=int(str(account["wallet_id"])), amount_fen=fen, reason=Reason.RECHARGE, actor=actor, created_at=at,
-        account_id=account_id, method=payment.value, reference=reference,
+    clearing = ledger.system_account(
+        conn,
+        organisation_id=organisation_id,
+        code=clearing_code(payment),
+        kind=AccountKind.CLEARING,
+        at=at,
     )
-    replay = ledger_service.replayed_transfer(conn, idempotency_key=request.idempotency_key, request_hash=request.request_hash())
+    request = TransferRequest(
+        organisation_id=organisation_id,
+        idempotency_key=f"{organisation_id}:{idempotency_key}",
+        debit_account_id=clearing,
+        credit_account_id=int(str(account["wallet_id"])),
+        amount_fen=fen,
+        reason=Reason.RECHARGE,
+        actor=actor,
+        created_at=at,
+        account_id=account_id,
+        method=payment.value,
+        reference=reference,
+    )
+    replay = ledger_service.replayed_transfer(
+        conn, idempotency_key=request.idempotency_key, request_hash=request.request_hash()
+    )
     if replay is not None:
         return _result(conn, account, replay, True)
     if account["status"] != AccountStatus.OPEN.value:
         raise ConflictError(f"account {account['number']} is closed")
     posted = ledger_service.post(conn, request)
     _repay_arrears(conn, account, request)
-    audit.record(conn, organisation_id=organisation_id, actor=actor, action="money.recharge", subject=f"account:{account['number']}",
-                 at=at, detail={"amount": str(from_fen(fen)), "method": payment.value, "transfer": posted.transfer_id})
+    audit.record(
+        conn,
+        organisation_id=organisation_id,
+        actor=actor,
+        action="money.recharge",
+        subject=f"account:{account['number']}",
+        at=at,
+        detail={
+            "amount": str(from_fen(fen)),
+            "method": payment.value,
+            "transfer": posted.transfer_id,
+        },
+    )
     return _result(conn, account, posted.transfer_id, False)
 
 
 def _repay_arrears(conn: Connection, account: dict[str, object], cause: TransferRequest) -> None:
     wallet_id, arrears_id = int(str(account["wallet_id"])), int(str(account["arrears_id"]))
     balances = ledger.lock_balances(conn, [wallet_id, arrears_id])
-    amount = arrears_repayment(wallet_balance_fen=balances[wallet_id].balance_fen, arrears_balance_fen=balances[arrears_id].balance_fen)
+    amount = arrears_repayment(
+        wallet_balance_fen=balances[wallet_id].balance_fen,
+        arrears_balance_fen=balances[arrears_id].balance_fen,
+    )
     if amount:
-        ledger.apply_transfers(conn, [TransferRequest(
-            organisation_id=cause.organisation_id, idempotency_key=f"{cause.idempotency_key}:repay", debit_account_id=wallet_id,
-            credit_account_id=arrears_id, amount_fen=amount, reason=Reason.ARREARS_REPAYMENT, actor=cause.actor,
-            created_at=cause.created_at, account_id=cause.account_id,
-        )])
+        ledger.apply_transfers(
+            conn,
+            [
+                TransferRequest(
+                    organisation_id=cause.organisation_id,
+                    idempotency_key=f"{cause.idempotency_key}:repay",
+                    debit_account_id=wallet_id,
+                    credit_account_id=arrears_id,
+                    amount_fen=amount,
+                    reason=Reason.ARREARS_REPAYMENT,
+                    actor=cause.actor,
+                    created_at=cause.created_at,
+                    account_id=cause.account_id,
+                )
+            ],
+        )
 
 
 def refund(
-    db: Database, *, organisation_id: int, account_id: int, amount: object, method: str, actor: str, idempotency_key: str,
+    db: Database,
+    *,
+    organisation_id: int,
+    account_id: int,
+    amount: object,
+    method: str,
+    actor: str,
+    idempotency_key: str,
     reference: str | None = None,
 ) -> MoneyResult:
     at = db.clock()
@@ -110,21 +205,50 @@ def refund(
     payment = _method(method)
     with db.transaction() as conn:
         account = _account(conn, organisation_id, account_id)
-        clearing = ledger.system_account(conn, organisation_id=organisation_id, code=clearing_code(payment), kind=AccountKind.CLEARING, at=at)
-        request = TransferRequest(
-            organisation_id=organisation_id, idempotency_key=f"{organisation_id}:{idempotency_key}",
-            debit_account_id=int(str(account["wallet_id"])), credit_account_id=clearing, amount_fen=fen, reason=Reason.REFUND,
-            actor=actor, created_at=at, account_id=account_id, method=payment.value, reference=reference,
+        clearing = ledger.system_account(
+            conn,
+            organisation_id=organisation_id,
+            code=clearing_code(payment),
+            kind=AccountKind.CLEARING,
+            at=at,
         )
-        replay = ledger_service.replayed_transfer(conn, idempotency_key=request.idempotency_key, request_hash=request.request_hash())
+        request = TransferRequest(
+            organisation_id=organisation_id,
+            idempotency_key=f"{organisation_id}:{idempotency_key}",
+            debit_account_id=int(str(account["wallet_id"])),
+            credit_account_id=clearing,
+            amount_fen=fen,
+            reason=Reason.REFUND,
+            actor=actor,
+            created_at=at,
+            account_id=account_id,
+            method=payment.value,
+            reference=reference,
+        )
+        replay = ledger_service.replayed_transfer(
+            conn, idempotency_key=request.idempotency_key, request_hash=request.request_hash()
+        )
         if replay is not None:
             return _result(conn, account, replay, True)
         balance = ledger_service.balance_fen(conn, request.debit_account_id)
         if fen > balance:
-            raise InsufficientFundsError(f"only {from_fen(max(balance, 0))} can be refunded; {from_fen(fen)} was asked")
+            raise InsufficientFundsError(
+                f"only {from_fen(max(balance, 0))} can be refunded; {from_fen(fen)} was asked"
+            )
         posted = ledger_service.post(conn, request)
-        audit.record(conn, organisation_id=organisation_id, actor=actor, action="money.refund", subject=f"account:{account['number']}",
-                     at=at, detail={"amount": str(from_fen(fen)), "method": payment.value, "transfer": posted.transfer_id})
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="money.refund",
+            subject=f"account:{account['number']}",
+            at=at,
+            detail={
+                "amount": str(from_fen(fen)),
+                "method": payment.value,
+                "transfer": posted.transfer_id,
+            },
+        )
         return _result(conn, account, posted.transfer_id, False)
 
 
@@ -135,7 +259,16 @@ class Settlement:
     transfer_id: int | None
 
 
-def settle_in(conn: Connection, *, organisation_id: int, account_id: int, method: str, actor: str, at: datetime, idempotency_key: str) -> Settlement:
+def settle_in(
+    conn: Connection,
+    *,
+    organisation_id: int,
+    account_id: int,
+    method: str,
+    actor: str,
+    at: datetime,
+    idempotency_key: str,
+) -> Settlement:
     """On closing: refund whatever credit is left; arrears stay owed on the arrears account."""
     account = _account(conn, organisation_id, account_id)
     payment = _method(method)
@@ -144,32 +277,89 @@ def settle_in(conn: Connection, *, organisation_id: int, account_id: int, method
     transfer_id = None
     if wallet < 0:
         # An allowed overdraft used up at closing becomes arrears to collect.
-        ledger.apply_transfers(conn, [TransferRequest(
-            organisation_id=organisation_id, idempotency_key=f"{organisation_id}:{idempotency_key}:overdraft", debit_account_id=arrears_id,
-            credit_account_id=wallet_id, amount_fen=-wallet, reason=Reason.SETTLEMENT, actor=actor, created_at=at, account_id=account_id,
-        )])
+        ledger.apply_transfers(
+            conn,
+            [
+                TransferRequest(
+                    organisation_id=organisation_id,
+                    idempotency_key=f"{organisation_id}:{idempotency_key}:overdraft",
+                    debit_account_id=arrears_id,
+                    credit_account_id=wallet_id,
+                    amount_fen=-wallet,
+                    reason=Reason.SETTLEMENT,
+                    actor=actor,
+                    created_at=at,
+                    account_id=account_id,
+                )
+            ],
+        )
     elif wallet > 0:
-        clearing = ledger.system_account(conn, organisation_id=organisation_id, code=clearing_code(payment), kind=AccountKind.CLEARING, at=at)
-        transfer_id = ledger_service.post(conn, TransferRequest(
-            organisation_id=organisation_id, idempotency_key=f"{organisation_id}:{idempotency_key}", debit_account_id=wallet_id,
-            credit_account_id=clearing, amount_fen=wallet, reason=Reason.SETTLEMENT, actor=actor, created_at=at,
-            account_id=account_id, method=payment.value, memo="refund of remaining credit on closing",
-        )).transfer_id
+        clearing = ledger.system_account(
+            conn,
+            organisation_id=organisation_id,
+            code=clearing_code(payment),
+            kind=AccountKind.CLEARING,
+            at=at,
+        )
+        transfer_id = ledger_service.post(
+            conn,
+            TransferRequest(
+                organisation_id=organisation_id,
+                idempotency_key=f"{organisation_id}:{idempotency_key}",
+                debit_account_id=wallet_id,
+                credit_account_id=clearing,
+                amount_fen=wallet,
+                reason=Reason.SETTLEMENT,
+                actor=actor,
+                created_at=at,
+                account_id=account_id,
+                method=payment.value,
+                memo="refund of remaining credit on closing",
+            ),
+        ).transfer_id
     arrears = ledger_service.balance_fen(conn, arrears_id)
     return Settlement(from_fen(max(wallet, 0)), from_fen(-arrears), transfer_id)
 
 
-def reverse(db: Database, *, organisation_id: int, transfer_id: int, actor: str, idempotency_key: str, memo: str | None = None) -> int:
+def reverse(
+    db: Database,
+    *,
+    organisation_id: int,
+    transfer_id: int,
+    actor: str,
+    idempotency_key: str,
+    memo: str | None = None,
+) -> int:
     """Reverse a desk entry (a recharge or refund made in error) with a new, opposite transfer."""
     at = db.clock()
     with db.transaction() as conn:
-        reason = conn.execute(select(transfers.c.reason).where(transfers.c.id == transfer_id, transfers.c.organisation_id == organisation_id)).scalar_one_or_none()
+        reason = conn.execute(
+            select(transfers.c.reason).where(
+                transfers.c.id == transfer_id, transfers.c.organisation_id == organisation_id
+            )
+        ).scalar_one_or_none()
         if reason is None:
             raise NotFoundError(f"transfer {transfer_id} not found")
         if reason not in (Reason.RECHARGE.value, Reason.REFUND.value):
-            raise ConflictError(f"only recharges and refunds can be reversed at the desk, not a {reason}")
-        posted = ledger_service.reverse(conn, organisation_id=organisation_id, transfer_id=transfer_id, actor=actor,
-                                        idempotency_key=f"{organisation_id}:{idempotency_key}", at=at, memo=memo)
-        audit.record(conn, organisation_id=organisation_id, actor=actor, action="money.reverse", subject=f"transfer:{transfer_id}",
-                     at=at, detail={"reversal": posted.transfer_id})
+            raise ConflictError(
+                f"only recharges and refunds can be reversed at the desk, not a {reason}"
+            )
+        posted = ledger_service.reverse(
+            conn,
+            organisation_id=organisation_id,
+            transfer_id=transfer_id,
+            actor=actor,
+            idempotency_key=f"{organisation_id}:{idempotency_key}",
+            at=at,
+            memo=memo,
+        )
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="money.reverse",
+            subject=f"transfer:{transfer_id}",
+            at=at,
+            detail={"reversal": posted.transfer_id},
+        )
         return posted.transfer_id

@@ -25,6 +25,7 @@ from meterdesk.billing import postings
 from meterdesk.billing import repository as billing_repository
 from meterdesk.billing.model import Merge, PeriodTotal, intervals, merge_readings
 from meterdesk.billing.repository import Assignment, TotalKey
+from meterdesk.db import counters
 from meterdesk.db.database import Database
 from meterdesk.db.types import instant_int, scaled_int
 from meterdesk.metering import repository as metering_repository
@@ -94,8 +95,13 @@ class Ingestor:
         self.db = db
         self.tariffs = TariffCache()
         self._zones: dict[int, ZoneInfo] = {}
+        self._config_version: int | None = None
+        self._profiles: dict[int, MeterProfile] = {}
+        self._assignments: dict[int, list[Assignment]] = {}
 
-    def ingest(self, readings: Sequence[IncomingReading], *, received_at: datetime | None = None) -> IngestReport:
+    def ingest(
+        self, readings: Sequence[IncomingReading], *, received_at: datetime | None = None
+    ) -> IngestReport:
         """Ingest one batch and return after it is committed."""
         with self.db.transaction() as conn:
             return self.ingest_in(conn, readings, received_at or self.db.clock())
@@ -112,13 +118,15 @@ class Ingestor:
         account, which store a reading and other records atomically). With
         ``quarantine_rejects=False`` readings that do not fit are only counted, not stored again
         (used when re-checking readings that already sit in the quarantine)."""
+        meter_ids = {r.meter_id for r in readings}
+        cursors = metering_repository.load_cursors(conn, meter_ids)  # locked on PostgreSQL
         batch = _Batch(
             received_at=received_at,
-            profiles=metering_repository.load_profiles(conn, {r.meter_id for r in readings}),
+            profiles=self._meter_config(conn, meter_ids),
             report=IngestReport(received=len(readings)),
         )
         candidates = self._candidates(conn, readings, batch)
-        self._place(conn, candidates, batch)
+        self._place(conn, candidates, cursors, batch)
         accepted = [reading for merge in batch.merges.values() for reading in merge.accepted]
         metering_repository.insert_readings(conn, accepted, received_at)
         if quarantine_rejects:
@@ -128,6 +136,19 @@ class Ingestor:
         batch.report.quarantined = len(batch.quarantine)
         self._bill(conn, batch)
         return batch.report
+
+    def _meter_config(self, conn: Connection, meter_ids: set[int]) -> dict[int, MeterProfile]:
+        """Meter profiles and assignments, cached until the configuration counter moves. The
+        counter is read after the cursors are locked, so a concurrent change is never missed."""
+        version = counters.read(conn)
+        if version != self._config_version:
+            self._config_version, self._profiles, self._assignments = version, {}, {}
+        missing = meter_ids - self._profiles.keys()
+        if missing:
+            self._profiles.update(metering_repository.load_profiles(conn, missing))
+            known = missing & self._profiles.keys()
+            self._assignments.update(billing_repository.load_assignments(conn, known))
+        return {m: self._profiles[m] for m in meter_ids if m in self._profiles}
 
     # -- placing readings -------------------------------------------------------------------
 
@@ -157,32 +178,53 @@ class Ingestor:
                 batch.report.duplicates += 1
             else:
                 batch.quarantine.append(
-                    _quarantined(profile, reading, QuarantineReason.CONFLICTING_DUPLICATE, "differs from a reading at the same time in the same batch")
+                    _quarantined(
+                        profile,
+                        reading,
+                        QuarantineReason.CONFLICTING_DUPLICATE,
+                        "differs from a reading at the same time in the same batch",
+                    )
                 )
-        return {meter_id: sorted(found.values(), key=lambda r: r.order_key) for meter_id, found in by_meter.items()}
+        return {
+            meter_id: sorted(found.values(), key=lambda r: r.order_key)
+            for meter_id, found in by_meter.items()
+        }
 
     @staticmethod
-    def _generations(conn: Connection, profiles: dict[int, MeterProfile]) -> dict[int, list[tuple[datetime, int]]]:
+    def _generations(
+        conn: Connection, profiles: dict[int, MeterProfile]
+    ) -> dict[int, list[tuple[datetime, int]]]:
         replaced = [meter_id for meter_id, profile in profiles.items() if profile.generation > 0]
         return metering_repository.load_replacements(conn, replaced)
 
-    def _place(self, conn: Connection, candidates: dict[int, list[Reading]], batch: _Batch) -> None:
-        cursors = metering_repository.load_cursors(conn, candidates)
+    def _place(
+        self,
+        conn: Connection,
+        candidates: dict[int, list[Reading]],
+        cursors: dict[int, Reading],
+        batch: _Batch,
+    ) -> None:
+        """Merge each meter's readings into its sequence: after the cursor in the common case,
+        among the stored tail (one query for all late meters) otherwise."""
+        late = {
+            meter_id: readings[0].measured_at
+            for meter_id, readings in candidates.items()
+            if meter_id in cursors and readings[0].order_key <= cursors[meter_id].order_key
+        }
+        tails = metering_repository.load_tails(conn, late)
         latest: dict[int, Reading] = {}
         for meter_id, readings in candidates.items():
-            profile = batch.profiles[meter_id]
             cursor = cursors.get(meter_id)
-            if cursor is None or readings[0].order_key > cursor.order_key:
-                existing = [cursor] if cursor is not None else []
-            else:
-                existing = metering_repository.load_tail(conn, meter_id, readings[0].measured_at)
-            merge = merge_readings(profile, existing, readings)
+            existing = tails.get(meter_id) or ([cursor] if cursor is not None else [])
+            merge = merge_readings(batch.profiles[meter_id], existing, readings)
             batch.merges[meter_id] = merge
             batch.report.duplicates += merge.duplicates
             batch.report.late += int(merge.late)
             for reading, verdict in merge.rejected:
                 assert verdict.reason_code is not None
-                batch.quarantine.append(_quarantined(profile, reading, verdict.reason_code, verdict.reason))
+                batch.quarantine.append(
+                    _quarantined(batch.profiles[meter_id], reading, verdict.reason_code, verdict.reason)
+                )
             if merge.sequence and (cursor is None or merge.sequence[-1].order_key > cursor.order_key):
                 latest[meter_id] = merge.sequence[-1]
         metering_repository.save_cursors(conn, latest, cursors)
@@ -193,7 +235,7 @@ class Ingestor:
         work = {m: merge for m, merge in batch.merges.items() if merge.reprice_from is not None}
         if not work:
             return
-        assignments = billing_repository.load_assignments(conn, work)
+        assignments = {m: self._assignments.get(m, []) for m in work}
         self.tariffs.refresh(conn, {a.tariff_id for found in assignments.values() for a in found})
         pairs = {m: intervals(merge.sequence, merge.reprice_from or 0) for m, merge in work.items()}
         superseded = self._supersede(conn, work)
@@ -201,26 +243,30 @@ class Ingestor:
         changed: dict[TotalKey, PeriodTotal] = {key: totals[key] for key in superseded}
         rows: list[tuple[object, ...]] = []
         for meter_id, meter_pairs in pairs.items():
+            profile = batch.profiles[meter_id]
             for earlier, later in meter_pairs:
-                assignment = _covering(assignments.get(meter_id, ()), earlier.measured_at, later.measured_at)
+                assignment = _covering(assignments[meter_id], earlier.measured_at, later.measured_at)
                 if assignment is None:
                     continue  # no account held the meter then: stored, not billed
-                rows.extend(self._price(batch.profiles[meter_id], assignment, earlier, later, totals, changed))
+                rows.extend(self._price(profile, assignment, earlier, later, totals, changed))
                 batch.report.intervals_priced += 1
         billing_repository.insert_lines(conn, rows)
         by_account = {a.account_id: a for found in assignments.values() for a in found}
         postings.post_due(conn, changed, by_account, batch.profiles, batch.received_at, batch.report)
         billing_repository.save_totals(conn, changed, known)
 
-    def _supersede(self, conn: Connection, work: dict[int, Merge]) -> dict[TotalKey, list[tuple[Decimal, Decimal]]]:
+    def _supersede(
+        self, conn: Connection, work: dict[int, Merge]
+    ) -> dict[TotalKey, list[tuple[Decimal, Decimal]]]:
         """Deactivate the lines a late reading makes wrong; remember what they counted."""
+        starts = {
+            m: merge.sequence[merge.reprice_from or 0].measured_at
+            for m, merge in work.items()
+            if merge.late
+        }
         removed: dict[TotalKey, list[tuple[Decimal, Decimal]]] = defaultdict(list)
-        for meter_id, merge in work.items():
-            if not merge.late:
-                continue
-            start = merge.sequence[merge.reprice_from or 0].measured_at
-            for line in billing_repository.supersede_lines(conn, meter_id, start):
-                removed[(meter_id, line.account_id, line.period_key)].append((line.quantity, line.cost))
+        for meter_id, line in billing_repository.supersede_lines(conn, starts):
+            removed[(meter_id, line.account_id, line.period_key)].append((line.quantity, line.cost))
         return removed
 
     def _load_totals(
@@ -237,10 +283,16 @@ class Ingestor:
                 continue
             tz = self._zone(conn, profiles[meter_id].site_id)
             years = any(self._year_tiers(a.tariff_id) for a in assignments.get(meter_id, ()))
-            keys.update(_period_keys(meter_pairs[0][0].measured_at, meter_pairs[-1][1].measured_at, tz, years))
+            keys.update(
+                _period_keys(
+                    meter_pairs[0][0].measured_at, meter_pairs[-1][1].measured_at, tz, years
+                )
+            )
         loaded = billing_repository.load_totals(conn, pairs, keys)
         known = set(loaded)
-        totals: dict[TotalKey, PeriodTotal] = defaultdict(lambda: PeriodTotal(Decimal(0), Decimal(0), 0, 0))
+        totals: dict[TotalKey, PeriodTotal] = defaultdict(
+            lambda: PeriodTotal(Decimal(0), Decimal(0), 0, 0)
+        )
         totals.update(loaded)
         for key, removed in superseded.items():
             for quantity, cost in removed:
@@ -260,8 +312,14 @@ class Ingestor:
         if consumption.total == 0:
             return
         tariff = self.tariffs.get(assignment.tariff_id)
-        by_band = {Band(k): v for k, v in consumption.by_band.items()} if consumption.by_band is not None else None
-        usage = Usage(start=consumption.start, end=consumption.end, total=consumption.total, by_band=by_band)
+        by_band = (
+            {Band(k): v for k, v in consumption.by_band.items()}
+            if consumption.by_band is not None
+            else None
+        )
+        usage = Usage(
+            start=consumption.start, end=consumption.end, total=consumption.total, by_band=by_band
+        )
         used = _TierUsage(totals, profile.meter_id, assignment.account_id)
         start, end = instant_int(consumption.start), instant_int(consumption.end)
         for line in price_usage(usage, tariff, self._zone_cached(profile.site_id), used):
@@ -289,7 +347,9 @@ class Ingestor:
 
     def _year_tiers(self, tariff_id: int) -> bool:
         tariff: Tariff = self.tariffs.get(tariff_id)
-        return any(v.tiers is not None and v.tiers.period == TierPeriod.YEAR for v in tariff.versions)
+        return any(
+            v.tiers is not None and v.tiers.period == TierPeriod.YEAR for v in tariff.versions
+        )
 
     def _zone(self, conn: Connection, site_id: int) -> ZoneInfo:
         if site_id not in self._zones:
@@ -316,7 +376,9 @@ class _TierUsage(Mapping[str, Decimal]):
             (
                 total.quantity
                 for (meter, account, period), total in self._totals.items()
-                if meter == self._meter and account == self._account and period.startswith(tier_key + "-")
+                if meter == self._meter
+                and account == self._account
+                and period.startswith(tier_key + "-")
             ),
             Decimal(0),
         )
@@ -356,7 +418,9 @@ def _generation_at(replacements: list[tuple[datetime, int]] | None, measured_at:
     return generation
 
 
-def _quarantined(profile: MeterProfile, reading: Reading, code: QuarantineReason, reason: str) -> QuarantineItem:
+def _quarantined(
+    profile: MeterProfile, reading: Reading, code: QuarantineReason, reason: str
+) -> QuarantineItem:
     return QuarantineItem(
         organisation_id=profile.organisation_id,
         meter_id=profile.meter_id,
@@ -374,13 +438,17 @@ def _unknown_meter(incoming: IncomingReading) -> QuarantineItem:
         meter_id=None,
         source_ref=f"meter:{incoming.meter_id}",
         measured_at=incoming.measured_at,
-        payload=_payload(incoming.total, bands_from_mapping(incoming.bands), incoming.source.value, None),
+        payload=_payload(
+            incoming.total, bands_from_mapping(incoming.bands), incoming.source.value, None
+        ),
         reason_code=QuarantineReason.UNKNOWN_METER,
         reason=f"no meter with id {incoming.meter_id}",
     )
 
 
-def _payload(total: Decimal, bands: tuple[Decimal, ...] | None, source: str, generation: int | None) -> dict[str, object]:
+def _payload(
+    total: Decimal, bands: tuple[Decimal, ...] | None, source: str, generation: int | None
+) -> dict[str, object]:
     return {
         "total": f"{total:f}",
         "bands": [f"{b:f}" for b in bands] if bands else None,

@@ -53,7 +53,9 @@ class Merge:
     late: bool = False  # a new reading landed before an already accepted one
 
 
-def merge_readings(profile: MeterProfile, existing: Sequence[Reading], candidates: Sequence[Reading]) -> Merge:
+def merge_readings(
+    profile: MeterProfile, existing: Sequence[Reading], candidates: Sequence[Reading]
+) -> Merge:
     """Place ``candidates`` (sorted, unique keys) among ``existing`` (sorted, accepted)."""
     merge = Merge(sequence=[])
     by_key = {reading.order_key: reading for reading in existing}
@@ -71,7 +73,9 @@ def merge_readings(profile: MeterProfile, existing: Sequence[Reading], candidate
         if candidate.source is ReadingSource.RELEASED:
             verdict = ACCEPT  # an operator looked at it and accepted it as real
         else:
-            verdict = _judge(profile, merge.sequence[-1] if merge.sequence else None, candidate, following)
+            verdict = _judge(
+                profile, merge.sequence[-1] if merge.sequence else None, candidate, following
+            )
         if not verdict.ok:
             merge.rejected.append((candidate, verdict))
             continue
@@ -100,7 +104,9 @@ def _twin(merge: Merge, candidate: Reading, twin: Reading) -> None:
         )
 
 
-def _judge(profile: MeterProfile, before: Reading | None, candidate: Reading, after: Reading | None) -> Verdict:
+def _judge(
+    profile: MeterProfile, before: Reading | None, candidate: Reading, after: Reading | None
+) -> Verdict:
     if before is not None and before.generation == candidate.generation:
         verdict = check_step(profile, before, candidate)
         if not verdict.ok:

@@ -10,6 +10,7 @@ can never be written twice. All balances move once per batch in ``apply_transfer
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,13 @@ from sqlalchemy import Connection
 from meterdesk.billing.model import BillingMode, PeriodTotal
 from meterdesk.billing.repository import Assignment, TotalKey
 from meterdesk.ledger import repository as ledger
-from meterdesk.ledger.model import AccountKind, Reason, TransferRequest, arrears_repayment, split_debit
+from meterdesk.ledger.model import (
+    AccountKind,
+    Reason,
+    TransferRequest,
+    arrears_repayment,
+    split_debit,
+)
 from meterdesk.metering.model import MeterProfile
 
 if TYPE_CHECKING:
@@ -39,11 +46,11 @@ def post_due(
     at: datetime,
     report: IngestReport,
 ) -> None:
-    due = {
-        key: total.due_fen()
-        for key, total in changed.items()
-        if accounts[key[1]].billing_mode is BillingMode.PLATFORM and total.due_fen() != 0
-    }
+    due = {}
+    for key, total in changed.items():
+        amount = total.due_fen()
+        if amount and accounts[key[1]].billing_mode is BillingMode.PLATFORM:
+            due[key] = amount
     if not due:
         return
     revenue = _revenue_accounts(conn, due, accounts, profiles, at)
@@ -53,39 +60,79 @@ def post_due(
     requests: list[TransferRequest] = []
     for key in sorted(due):
         meter_id, account_id, period = key
-        account, amount = accounts[account_id], due[key]
-        total = changed[key]
+        account, amount, total = accounts[account_id], due[key], changed[key]
         total.postings += 1
         total.posted_fen += amount
-        base = f"deduct:{meter_id}:{account_id}:{period}:{total.postings}"
-        revenue_id = revenue[(account.organisation_id, profiles[meter_id].utility.value)]
-        common = {"organisation_id": account.organisation_id, "actor": SYSTEM_ACTOR, "created_at": at,
-                  "account_id": account_id, "meter_id": meter_id, "period_key": period}
+        posting = _Posting(
+            key=f"deduct:{meter_id}:{account_id}:{period}:{total.postings}",
+            account=account,
+            revenue_id=revenue[(account.organisation_id, profiles[meter_id].utility.value)],
+            meter_id=meter_id,
+            period=period,
+            at=at,
+        )
         if amount > 0:
             floor = balances[account.wallet_id].floor_fen or 0
-            from_wallet, to_arrears = split_debit(amount_fen=amount, balance_fen=running[account.wallet_id], floor_fen=floor)
-            for part, source, suffix in ((from_wallet, account.wallet_id, "w"), (to_arrears, account.arrears_id, "a")):
-                if part:
-                    requests.append(TransferRequest(idempotency_key=f"{base}:{suffix}", debit_account_id=source,
-                                                    credit_account_id=revenue_id, amount_fen=part,
-                                                    reason=Reason.DEDUCTION, **common))  # type: ignore[arg-type]
-                    running[source] -= part
+            requests.extend(posting.deduction(amount, running, floor))
             report.deducted_fen += amount
         else:
-            requests.append(TransferRequest(idempotency_key=f"{base}:c", debit_account_id=revenue_id,
-                                            credit_account_id=account.wallet_id, amount_fen=-amount,
-                                            reason=Reason.DEDUCTION_CORRECTION, **common))  # type: ignore[arg-type]
-            running[account.wallet_id] -= amount
+            requests.extend(posting.correction(-amount, running))
             report.returned_fen -= amount
-            repay = arrears_repayment(wallet_balance_fen=running[account.wallet_id], arrears_balance_fen=running[account.arrears_id])
-            if repay:
-                requests.append(TransferRequest(idempotency_key=f"{base}:r", debit_account_id=account.wallet_id,
-                                                credit_account_id=account.arrears_id, amount_fen=repay,
-                                                reason=Reason.ARREARS_REPAYMENT, **common))  # type: ignore[arg-type]
-                running[account.wallet_id] -= repay
-                running[account.arrears_id] += repay
     ledger.apply_transfers(conn, requests, balances)
     report.transfers += len(requests)
+
+
+@dataclass(frozen=True)
+class _Posting:
+    """One posting of a (meter, account, month) running total; ``running`` holds balances as
+    they will be after the transfers built so far in this batch."""
+
+    key: str
+    account: Assignment
+    revenue_id: int
+    meter_id: int
+    period: str
+    at: datetime
+
+    def _transfer(self, suffix: str, debit: int, credit: int, amount: int, reason: Reason) -> TransferRequest:
+        return TransferRequest(
+            organisation_id=self.account.organisation_id,
+            idempotency_key=f"{self.key}:{suffix}",
+            debit_account_id=debit,
+            credit_account_id=credit,
+            amount_fen=amount,
+            reason=reason,
+            actor=SYSTEM_ACTOR,
+            created_at=self.at,
+            account_id=self.account.account_id,
+            meter_id=self.meter_id,
+            period_key=self.period,
+        )
+
+    def deduction(self, amount: int, running: dict[int, int], floor: int) -> list[TransferRequest]:
+        """From the wallet down to its floor; the rest (energy already used) becomes arrears."""
+        wallet, arrears = self.account.wallet_id, self.account.arrears_id
+        from_wallet, to_arrears = split_debit(amount_fen=amount, balance_fen=running[wallet], floor_fen=floor)
+        made = []
+        if from_wallet:
+            made.append(self._transfer("w", wallet, self.revenue_id, from_wallet, Reason.DEDUCTION))
+            running[wallet] -= from_wallet
+        if to_arrears:
+            made.append(self._transfer("a", arrears, self.revenue_id, to_arrears, Reason.DEDUCTION))
+            running[arrears] -= to_arrears
+        return made
+
+    def correction(self, amount: int, running: dict[int, int]) -> list[TransferRequest]:
+        """Give back what a re-priced interval no longer costs; it repays arrears first."""
+        wallet, arrears = self.account.wallet_id, self.account.arrears_id
+        made = [self._transfer("c", self.revenue_id, wallet, amount, Reason.DEDUCTION_CORRECTION)]
+        running[wallet] += amount
+        repay = arrears_repayment(wallet_balance_fen=running[wallet], arrears_balance_fen=running[arrears])
+        if repay:
+            made.append(self._transfer("r", wallet, arrears, repay, Reason.ARREARS_REPAYMENT))
+            running[wallet] -= repay
+            running[arrears] += repay
+        return made
 
 
 def _revenue_accounts(

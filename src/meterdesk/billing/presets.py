@@ -37,10 +37,32 @@ from meterdesk.sites.tables import customers
 from meterdesk.tariffs.tables import tariffs
 
 COLUMNS = (
-    "account_number", "customer_name", "customer_phone", "customer_email", "site", "building", "floor", "room",
-    "meter_numbers", "tariffs", "opening_readings", "initial_credit", "overdraft_limit", "billing_mode", "payment_method",
+    "account_number",
+    "customer_name",
+    "customer_phone",
+    "customer_email",
+    "site",
+    "building",
+    "floor",
+    "room",
+    "meter_numbers",
+    "tariffs",
+    "opening_readings",
+    "initial_credit",
+    "overdraft_limit",
+    "billing_mode",
+    "payment_method",
 )
-REQUIRED = ("account_number", "customer_name", "site", "building", "floor", "room", "meter_numbers", "tariffs")
+REQUIRED = (
+    "account_number",
+    "customer_name",
+    "site",
+    "building",
+    "floor",
+    "room",
+    "meter_numbers",
+    "tariffs",
+)
 
 
 @dataclass(frozen=True)
@@ -69,23 +91,38 @@ class PresetData:
             raise ValidationError(f"missing {', '.join(missing)}")
         meters = _split(clean["meter_numbers"])
         tariff_names = _split(clean["tariffs"])
-        readings = _split(clean.get("opening_readings", ""), keep_empty=True) if clean.get("opening_readings") else []
+        readings = (
+            _split(clean.get("opening_readings", ""), keep_empty=True)
+            if clean.get("opening_readings")
+            else []
+        )
         if len(tariff_names) not in (1, len(meters)):
             raise ValidationError("tariffs: give one tariff, or one per meter")
         if readings and len(readings) != len(meters):
-            raise ValidationError("opening_readings: give one per meter (empty = use the last reading)")
+            raise ValidationError(
+                "opening_readings: give one per meter (empty = use the last reading)"
+            )
         for value in readings:
             if value:
                 to_decimal(value, field="opening_readings")
         parse_money(clean.get("initial_credit") or "0", field="initial_credit")
         parse_money(clean.get("overdraft_limit") or "0", field="overdraft_limit")
         return cls(
-            account_number=clean["account_number"], customer_name=clean["customer_name"], site=clean["site"],
-            building=clean["building"], floor=clean["floor"], room=clean["room"], meter_numbers=meters,
-            tariffs=tariff_names * len(meters) if len(tariff_names) == 1 else tariff_names, opening_readings=readings,
-            customer_phone=clean.get("customer_phone", ""), customer_email=clean.get("customer_email", ""),
-            initial_credit=clean.get("initial_credit") or "0", overdraft_limit=clean.get("overdraft_limit") or "0",
-            billing_mode=clean.get("billing_mode") or "platform", payment_method=clean.get("payment_method") or "cash",
+            account_number=clean["account_number"],
+            customer_name=clean["customer_name"],
+            site=clean["site"],
+            building=clean["building"],
+            floor=clean["floor"],
+            room=clean["room"],
+            meter_numbers=meters,
+            tariffs=tariff_names * len(meters) if len(tariff_names) == 1 else tariff_names,
+            opening_readings=readings,
+            customer_phone=clean.get("customer_phone", ""),
+            customer_email=clean.get("customer_email", ""),
+            initial_credit=clean.get("initial_credit") or "0",
+            overdraft_limit=clean.get("overdraft_limit") or "0",
+            billing_mode=clean.get("billing_mode") or "platform",
+            payment_method=clean.get("payment_method") or "cash",
         )
 
 
@@ -102,51 +139,111 @@ def add_preset(db: Database, *, organisation_id: int, data: PresetData) -> int:
 def _add_preset_in(conn: Connection, db: Database, organisation_id: int, data: PresetData) -> int:
     _resolve(conn, organisation_id, data)  # refuse now what could not be opened later
     try:
-        result = conn.execute(insert(account_presets).values(
-            organisation_id=organisation_id, account_number=data.account_number, payload=json.dumps(asdict(data), ensure_ascii=False),
-            status="pending", created_at=db.clock(), opened_account_id=None,
-        ))
+        result = conn.execute(
+            insert(account_presets).values(
+                organisation_id=organisation_id,
+                account_number=data.account_number,
+                payload=json.dumps(asdict(data), ensure_ascii=False),
+                status="pending",
+                created_at=db.clock(),
+                opened_account_id=None,
+            )
+        )
     except IntegrityError:
-        raise ConflictError(f"a preset for account {data.account_number!r} already exists") from None
+        raise ConflictError(
+            f"a preset for account {data.account_number!r} already exists"
+        ) from None
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
 
 
-def open_preset(db: Database, *, organisation_id: int, account_number: str, actor: str, ingestor: Ingestor | None = None) -> int:
+def open_preset(
+    db: Database,
+    *,
+    organisation_id: int,
+    account_number: str,
+    actor: str,
+    ingestor: Ingestor | None = None,
+) -> int:
     with db.transaction() as conn:
-        row = conn.execute(select(account_presets).where(
-            account_presets.c.organisation_id == organisation_id, account_presets.c.account_number == account_number
-        )).mappings().one_or_none()
+        row = (
+            conn.execute(
+                select(account_presets).where(
+                    account_presets.c.organisation_id == organisation_id,
+                    account_presets.c.account_number == account_number,
+                )
+            )
+            .mappings()
+            .one_or_none()
+        )
         if row is None:
             raise NotFoundError(f"no preset for account {account_number!r}")
         if row["status"] != "pending":
             raise ConflictError(f"the preset for account {account_number!r} was already opened")
         data = PresetData(**json.loads(row["payload"]))
         account_id = _open_in(conn, db, organisation_id, data, actor, ingestor)
-        conn.execute(update(account_presets).where(account_presets.c.id == row["id"]).values(status="opened", opened_account_id=account_id))
+        conn.execute(
+            update(account_presets)
+            .where(account_presets.c.id == row["id"])
+            .values(status="opened", opened_account_id=account_id)
+        )
         return account_id
 
 
-def _open_in(conn: Connection, db: Database, organisation_id: int, data: PresetData, actor: str, ingestor: Ingestor | None) -> int:
+def _open_in(
+    conn: Connection,
+    db: Database,
+    organisation_id: int,
+    data: PresetData,
+    actor: str,
+    ingestor: Ingestor | None,
+) -> int:
     room_id, meter_ids, tariff_ids = _resolve(conn, organisation_id, data)
     customer_id = _customer(conn, db, organisation_id, data)
     readings = data.opening_readings or [""] * len(meter_ids)
     request = OpenAccount(
-        number=data.account_number, customer_id=customer_id, room_id=room_id,
-        meters=[MeterOpening(m, t, Decimal(r) if r else None) for m, t, r in zip(meter_ids, tariff_ids, readings, strict=True)],
-        billing_mode=data.billing_mode, overdraft_limit=data.overdraft_limit, initial_credit=data.initial_credit,
-        payment_method=data.payment_method, idempotency_key=f"open:{organisation_id}:{data.account_number}",
+        number=data.account_number,
+        customer_id=customer_id,
+        room_id=room_id,
+        meters=[
+            MeterOpening(m, t, Decimal(r) if r else None)
+            for m, t, r in zip(meter_ids, tariff_ids, readings, strict=True)
+        ],
+        billing_mode=data.billing_mode,
+        overdraft_limit=data.overdraft_limit,
+        initial_credit=data.initial_credit,
+        payment_method=data.payment_method,
+        idempotency_key=f"open:{organisation_id}:{data.account_number}",
     )
-    return open_account_in(conn, db=db, organisation_id=organisation_id, request=request, actor=actor, ingestor=ingestor).account_id
+    return open_account_in(
+        conn,
+        db=db,
+        organisation_id=organisation_id,
+        request=request,
+        actor=actor,
+        ingestor=ingestor,
+    ).account_id
 
 
-def _resolve(conn: Connection, organisation_id: int, data: PresetData) -> tuple[int, list[int], list[int]]:
-    room_id = find_room(conn, organisation_id=organisation_id, path=RoomPath(data.site, data.building, data.floor, data.room))
-    meter_ids = [find_meter(conn, organisation_id=organisation_id, number=n) for n in data.meter_numbers]
+def _resolve(
+    conn: Connection, organisation_id: int, data: PresetData
+) -> tuple[int, list[int], list[int]]:
+    room_id = find_room(
+        conn,
+        organisation_id=organisation_id,
+        path=RoomPath(data.site, data.building, data.floor, data.room),
+    )
+    meter_ids = [
+        find_meter(conn, organisation_id=organisation_id, number=n) for n in data.meter_numbers
+    ]
     tariff_ids = []
     for name in data.tariffs:
-        found = conn.execute(select(tariffs.c.id).where(tariffs.c.organisation_id == organisation_id, tariffs.c.name == name)).scalar_one_or_none()
+        found = conn.execute(
+            select(tariffs.c.id).where(
+                tariffs.c.organisation_id == organisation_id, tariffs.c.name == name
+            )
+        ).scalar_one_or_none()
         if found is None:
             raise NotFoundError(f"tariff {name!r} not found")
         tariff_ids.append(int(found))
@@ -155,16 +252,27 @@ def _resolve(conn: Connection, organisation_id: int, data: PresetData) -> tuple[
 
 def _customer(conn: Connection, db: Database, organisation_id: int, data: PresetData) -> int:
     """The customer with this name and phone, created when new."""
-    found = conn.execute(select(customers.c.id).where(
-        customers.c.organisation_id == organisation_id, customers.c.name == data.customer_name,
-        customers.c.phone == (data.customer_phone or None) if data.customer_phone else customers.c.phone.is_(None),
-    )).scalar_one_or_none()
+    found = conn.execute(
+        select(customers.c.id).where(
+            customers.c.organisation_id == organisation_id,
+            customers.c.name == data.customer_name,
+            customers.c.phone == (data.customer_phone or None)
+            if data.customer_phone
+            else customers.c.phone.is_(None),
+        )
+    ).scalar_one_or_none()
     if found is not None:
         return int(found)
-    result = conn.execute(insert(customers).values(
-        organisation_id=organisation_id, name=data.customer_name, phone=data.customer_phone or None,
-        email=data.customer_email or None, wechat_openid=None, created_at=db.clock(),
-    ))
+    result = conn.execute(
+        insert(customers).values(
+            organisation_id=organisation_id,
+            name=data.customer_name,
+            phone=data.customer_phone or None,
+            email=data.customer_email or None,
+            wechat_openid=None,
+            created_at=db.clock(),
+        )
+    )
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
@@ -197,10 +305,16 @@ def _excel_rows(path: Path) -> list[dict[str, str]]:
     if not rows:
         return []
     header = [str(cell or "").strip() for cell in rows[0]]
-    return [{h: "" if v is None else str(v) for h, v in zip(header, row, strict=False)} for row in rows[1:] if any(v is not None for v in row)]
+    return [
+        {h: "" if v is None else str(v) for h, v in zip(header, row, strict=False)}
+        for row in rows[1:]
+        if any(v is not None for v in row)
+    ]
 
 
-def import_accounts(db: Database, *, organisation_id: int, rows: list[dict[str, str]], open_now: bool, actor: str) -> list[RowResult]:
+def import_accounts(
+    db: Database, *, organisation_id: int, rows: list[dict[str, str]], open_now: bool, actor: str
+) -> list[RowResult]:
     """Each row in its own transaction; returns one result per row."""
     ingestor = Ingestor(db)
     results = []
@@ -223,5 +337,14 @@ def import_accounts(db: Database, *, organisation_id: int, rows: list[dict[str, 
 
 def pending_presets(db: Database, *, organisation_id: int) -> list[dict[str, Any]]:
     with db.read() as conn:
-        rows = conn.execute(select(account_presets).where(account_presets.c.organisation_id == organisation_id, account_presets.c.status == "pending")).mappings().all()
+        rows = (
+            conn.execute(
+                select(account_presets).where(
+                    account_presets.c.organisation_id == organisation_id,
+                    account_presets.c.status == "pending",
+                )
+            )
+            .mappings()
+            .all()
+        )
         return [{"account_number": r["account_number"], **json.loads(r["payload"])} for r in rows]

@@ -8,12 +8,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Connection, String, and_, bindparam, select, update
+from sqlalchemy import Connection, select
 
 from meterdesk.billing.model import BillingMode, PeriodTotal
-from meterdesk.billing.tables import QUANTITY_PLACES, accounts, charge_lines, meter_assignments, period_totals
-from meterdesk.db.bulk import bulk_insert
-from meterdesk.db.types import instant_int, scaled_int
+from meterdesk.billing.tables import (
+    QUANTITY_PLACES,
+    accounts,
+    charge_lines,
+    meter_assignments,
+    period_totals,
+)
+from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
+from meterdesk.db.types import instant_int, int_instant, scaled_int
 from meterdesk.ledger.tables import ledger_accounts
 
 LINE_COLUMNS = (
@@ -54,37 +60,28 @@ class Assignment:
 
 def load_assignments(conn: Connection, meter_ids: Iterable[int]) -> dict[int, list[Assignment]]:
     ids = sorted(set(meter_ids))
-    result: dict[int, list[Assignment]] = {}
+    result: dict[int, list[Assignment]] = {m: [] for m in ids}
     if not ids:
         return result
-    query = (
-        select(
-            meter_assignments.c.meter_id,
-            meter_assignments.c.account_id,
-            accounts.c.organisation_id,
-            meter_assignments.c.tariff_id,
-            meter_assignments.c.start_at,
-            meter_assignments.c.end_at,
-            accounts.c.billing_mode,
-            accounts.c.wallet_id,
-            accounts.c.arrears_id,
-        )
-        .join(accounts, accounts.c.id == meter_assignments.c.account_id)
-        .where(meter_assignments.c.meter_id.in_(ids))
-        .order_by(meter_assignments.c.start_at)
+    rows = raw_rows(
+        conn,
+        "SELECT a.meter_id, a.account_id, c.organisation_id, a.tariff_id, a.start_at, a.end_at, c.billing_mode, "
+        "c.wallet_id, c.arrears_id FROM meter_assignments a JOIN accounts c ON c.id = a.account_id "
+        "WHERE a.meter_id IN :ids ORDER BY a.start_at",
+        ids=ids,
     )
-    for row in conn.execute(query):
-        result.setdefault(row.meter_id, []).append(
+    for meter_id, account_id, org, tariff_id, start_at, end_at, mode, wallet_id, arrears_id in rows:
+        result[meter_id].append(
             Assignment(
-                meter_id=row.meter_id,
-                account_id=row.account_id,
-                organisation_id=row.organisation_id,
-                tariff_id=row.tariff_id,
-                start_at=row.start_at,
-                end_at=row.end_at,
-                billing_mode=BillingMode(row.billing_mode),
-                wallet_id=row.wallet_id,
-                arrears_id=row.arrears_id,
+                meter_id=meter_id,
+                account_id=account_id,
+                organisation_id=org,
+                tariff_id=tariff_id,
+                start_at=int_instant(start_at),
+                end_at=None if end_at is None else int_instant(end_at),
+                billing_mode=BillingMode(mode),
+                wallet_id=wallet_id,
+                arrears_id=arrears_id,
             )
         )
     return result
@@ -94,58 +91,30 @@ def load_totals(conn: Connection, meter_ids: Iterable[int], period_keys: Iterabl
     ids, keys = sorted(set(meter_ids)), sorted(set(period_keys))
     if not ids or not keys:
         return {}
-    query = select(period_totals).where(period_totals.c.meter_id.in_(ids), period_totals.c.period_key.in_(keys))
+    rows = raw_rows(
+        conn,
+        "SELECT meter_id, account_id, period_key, quantity, exact_cost, posted_fen, postings FROM period_totals "
+        "WHERE meter_id IN :ids AND period_key IN :keys",
+        ids=ids,
+        keys=keys,
+    )
     return {
-        (row.meter_id, row.account_id, row.period_key): PeriodTotal(
-            row.quantity, row.exact_cost, row.posted_fen, row.postings
-        )
-        for row in conn.execute(query)
+        (m, a, p): PeriodTotal(Decimal(q).scaleb(-QUANTITY_PLACES), Decimal(c), f, n) for m, a, p, q, c, f, n in rows
     }
 
 
+TOTAL_COLUMNS = ("meter_id", "account_id", "period_key", "quantity", "exact_cost", "posted_fen", "postings")
+
+
 def save_totals(conn: Connection, changed: dict[TotalKey, PeriodTotal], known: set[TotalKey]) -> None:
-    new_rows = [
-        (m, a, p, scaled_int(t.quantity, QUANTITY_PLACES), f"{t.exact_cost:f}", t.posted_fen, t.postings)
-        for (m, a, p), t in changed.items()
-        if (m, a, p) not in known
-    ]
-    bulk_insert(
-        conn,
-        period_totals,
-        ("meter_id", "account_id", "period_key", "quantity", "exact_cost", "posted_fen", "postings"),
-        new_rows,
+    rows = {
+        key: (*key, scaled_int(t.quantity, QUANTITY_PLACES), f"{t.exact_cost:f}", t.posted_fen, t.postings)
+        for key, t in changed.items()
+    }
+    bulk_insert(conn, period_totals, TOTAL_COLUMNS, [row for key, row in rows.items() if key not in known])
+    bulk_update(
+        conn, period_totals, TOTAL_COLUMNS[:3], TOTAL_COLUMNS[3:], [(*row[3:], *row[:3]) for key, row in rows.items() if key in known]
     )
-    updates = [
-        {
-            "m": m,
-            "a": a,
-            "p": p,
-            "q": scaled_int(t.quantity, QUANTITY_PLACES),
-            "c": f"{t.exact_cost:f}",
-            "f": t.posted_fen,
-            "n": t.postings,
-        }
-        for (m, a, p), t in changed.items()
-        if (m, a, p) in known
-    ]
-    if updates:
-        conn.execute(
-            update(period_totals)
-            .where(
-                and_(
-                    period_totals.c.meter_id == bindparam("m"),
-                    period_totals.c.account_id == bindparam("a"),
-                    period_totals.c.period_key == bindparam("p"),
-                )
-            )
-            .values(
-                quantity=bindparam("q", type_=BigInteger()),
-                exact_cost=bindparam("c", type_=String()),
-                posted_fen=bindparam("f"),
-                postings=bindparam("n"),
-            ),
-            updates,
-        )
 
 
 @dataclass(frozen=True)
@@ -156,29 +125,26 @@ class SupersededLine:
     cost: Decimal
 
 
-def supersede_lines(conn: Connection, meter_id: int, from_start: datetime) -> list[SupersededLine]:
-    """Deactivate the meter's active lines of intervals starting at or after ``from_start``
-    (they are about to be priced again) and return what they had counted."""
-    condition = and_(
-        charge_lines.c.meter_id == meter_id,
-        charge_lines.c.active.is_(True),
-        charge_lines.c.interval_start >= instant_int(from_start),
+def supersede_lines(conn: Connection, starts: dict[int, datetime]) -> list[tuple[int, SupersededLine]]:
+    """Deactivate, for each meter, the active lines of intervals starting at or after
+    ``starts[meter]`` (they are about to be priced again) and return what they had counted."""
+    if not starts:
+        return []
+    ids = sorted(starts)
+    bounds = {m: instant_int(t) for m, t in starts.items()}
+    rows = raw_rows(
+        conn,
+        "SELECT id, meter_id, interval_start, account_id, period_key, quantity, cost FROM charge_lines "
+        "WHERE meter_id IN :ids AND active AND interval_start >= :earliest",
+        ids=ids,
+        earliest=min(bounds.values()),
     )
-    rows = conn.execute(
-        select(charge_lines.c.account_id, charge_lines.c.period_key, charge_lines.c.quantity, charge_lines.c.cost).where(
-            condition
-        )
-    ).all()
-    if rows:
-        conn.execute(update(charge_lines).where(condition).values(active=False))
-    return [SupersededLine(row.account_id, row.period_key, row.quantity, row.cost) for row in rows]
+    chosen = [row for row in rows if row[2] >= bounds[row[1]]]
+    bulk_update(conn, charge_lines, ("id",), ("active",), [(False, row[0]) for row in chosen])
+    return [
+        (row[1], SupersededLine(row[3], row[4], Decimal(row[5]).scaleb(-QUANTITY_PLACES), Decimal(row[6]))) for row in chosen
+    ]
 
 
 def insert_lines(conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
     bulk_insert(conn, charge_lines, LINE_COLUMNS, rows)
-
-
-def wallet_floors(conn: Connection, wallet_ids: Iterable[int]) -> dict[int, int | None]:
-    ids = sorted(set(wallet_ids))
-    rows = conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.floor_fen).where(ledger_accounts.c.id.in_(ids)))
-    return {row.id: row.floor_fen for row in rows}

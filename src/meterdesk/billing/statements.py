@@ -38,7 +38,9 @@ def balance(db: Database, *, organisation_id: int, number: str) -> AccountBalanc
     with db.read() as conn:
         account = account_by_number(conn, organisation_id=organisation_id, number=number)
         wallet = conn.execute(
-            select(ledger_accounts.c.balance_fen, ledger_accounts.c.floor_fen).where(ledger_accounts.c.id == account["wallet_id"])
+            select(ledger_accounts.c.balance_fen, ledger_accounts.c.floor_fen).where(
+                ledger_accounts.c.id == account["wallet_id"]
+            )
         ).one()
         arrears = ledger_service.balance_fen(conn, int(str(account["arrears_id"])))
         return AccountBalance(
@@ -90,7 +92,9 @@ class Statement:
     totals: dict[str, Decimal] = field(default_factory=dict)
 
 
-def statement(db: Database, *, organisation_id: int, number: str, start: datetime, end: datetime) -> Statement:
+def statement(
+    db: Database, *, organisation_id: int, number: str, start: datetime, end: datetime
+) -> Statement:
     with db.read() as conn:
         account = account_by_number(conn, organisation_id=organisation_id, number=number)
         wallet_id, arrears_id = int(str(account["wallet_id"])), int(str(account["arrears_id"]))
@@ -103,7 +107,9 @@ def statement(db: Database, *, organisation_id: int, number: str, start: datetim
             wallet += wallet_change
             owed += arrears_change
             reason = str(entry["reason"])
-            result.totals[reason] = result.totals.get(reason, Decimal("0.00")) + from_fen(abs(wallet_change) + abs(arrears_change))
+            result.totals[reason] = result.totals.get(reason, Decimal("0.00")) + from_fen(
+                abs(wallet_change) + abs(arrears_change)
+            )
             result.lines.append(
                 StatementLine(
                     at=_instant(entry["created_at"]),
@@ -147,5 +153,9 @@ def _optional_str(value: object) -> str | None:
 
 def account_numbers(db: Database, *, organisation_id: int) -> list[str]:
     with db.read() as conn:
-        rows = conn.execute(select(accounts.c.number).where(accounts.c.organisation_id == organisation_id).order_by(accounts.c.number))
+        rows = conn.execute(
+            select(accounts.c.number)
+            .where(accounts.c.organisation_id == organisation_id)
+            .order_by(accounts.c.number)
+        )
         return [str(row[0]) for row in rows]

@@ -29,12 +29,16 @@ cli.command("recharge")(accounts.recharge)
 cli.command("refund")(accounts.refund)
 cli.command("reverse")(accounts.reverse)
 
-bench_cli = typer.Typer(help="Benchmarks that print figures and ratios (see docs/benchmarks.md).", no_args_is_help=True)
+bench_cli = typer.Typer(
+    help="Benchmarks that print figures and ratios (see docs/benchmarks.md).", no_args_is_help=True
+)
 cli.add_typer(bench_cli, name="bench")
 
 
 @cli.command("migrate")
-def migrate_command(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+def migrate_command(
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+) -> None:
     """Bring the database schema up to date (SQLite default, or METERDESK_DATABASE_URL)."""
     from meterdesk.bootstrap import build
     from meterdesk.db import migrate
@@ -61,7 +65,9 @@ def demo_command(
 @bench_cli.command("ingest")
 def bench_ingest(
     quick: Annotated[bool, typer.Option(help="small run, under a minute")] = False,
-    database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL; default: a temporary SQLite file")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL; default: a temporary SQLite file")
+    ] = None,
     meters: Annotated[int | None, typer.Option(help="meters in the workload")] = None,
     seed: Annotated[int, typer.Option()] = 1,
 ) -> None:

@@ -38,7 +38,9 @@ EXIT_CODES: tuple[tuple[type[MeterdeskError], int], ...] = (
 )
 
 OrgOption = Annotated[str, typer.Option("--org", envvar="METERDESK_ORG", help="organisation name")]
-ActorOption = Annotated[str, typer.Option("--actor", envvar="METERDESK_ACTOR", help="who does this (audited)")]
+ActorOption = Annotated[
+    str, typer.Option("--actor", envvar="METERDESK_ACTOR", help="who does this (audited)")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
 
 
@@ -62,7 +64,11 @@ def ensure_schema(built: App) -> None:
     if built.db.dialect == "sqlite":
         migrate.upgrade(url)
     elif migrate.current(url) is None:
-        fail(ValidationError("the database has no meterdesk schema yet: run `meterdesk migrate` first"))
+        fail(
+            ValidationError(
+                "the database has no meterdesk schema yet: run `meterdesk migrate` first"
+            )
+        )
 
 
 def organisation_id(name: str) -> int:
@@ -73,7 +79,9 @@ def organisation_id(name: str) -> int:
 
 def to_jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr}
+        return {
+            f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr
+        }
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set):

@@ -12,14 +12,26 @@ import typer
 
 from meterdesk.billing import corrections
 from meterdesk.billing.ingest import IncomingReading, IngestReport
-from meterdesk.cli.common import ActorOption, JsonOption, OrgOption, app, emit, handled, organisation_id, parse_when, who
+from meterdesk.cli.common import (
+    ActorOption,
+    JsonOption,
+    OrgOption,
+    app,
+    emit,
+    handled,
+    organisation_id,
+    parse_when,
+    who,
+)
 from meterdesk.metering import service as metering
 from meterdesk.metering.model import BANDS, ReadingSource
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.money import parse_quantity
 
 readings_cli = typer.Typer(help="Meter readings: import, replace a meter.", no_args_is_help=True)
-quarantine_cli = typer.Typer(help="Readings that did not fit (异常读数): list, release, discard.", no_args_is_help=True)
+quarantine_cli = typer.Typer(
+    help="Readings that did not fit (异常读数): list, release, discard.", no_args_is_help=True
+)
 
 IMPORT_BATCH = 5000
 
@@ -39,33 +51,57 @@ def parse_reading_rows(org: int, text: str) -> list[IncomingReading]:
                 number = row["meter_number"].strip()
                 if number not in meters:
                     meters[number] = metering.find_meter(conn, organisation_id=org, number=number)
-                bands = {b: parse_quantity(row[b], field=b) for b in BANDS if (row.get(b) or "").strip()}
+                bands = {
+                    b: parse_quantity(row[b], field=b) for b in BANDS if (row.get(b) or "").strip()
+                }
                 when = parse_when(row["measured_at"])
                 assert when is not None
-                result.append(IncomingReading(meters[number], when, parse_quantity(row["total"], field="total"), bands or None, ReadingSource.IMPORT))
+                result.append(
+                    IncomingReading(
+                        meters[number],
+                        when,
+                        parse_quantity(row["total"], field="total"),
+                        bands or None,
+                        ReadingSource.IMPORT,
+                    )
+                )
             except (ValidationError, KeyError, AttributeError) as error:
                 raise ValidationError(f"line {line}: {error}") from None
     return result
 
 
 @readings_cli.command("import")
-def import_(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], org: OrgOption, as_json: JsonOption = False) -> None:
+def import_(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    org: OrgOption,
+    as_json: JsonOption = False,
+) -> None:
     """Import readings from CSV and bill them (duplicates are ignored, so re-importing is safe)."""
     with handled():
         incoming = parse_reading_rows(organisation_id(org), file.read_text(encoding="utf-8-sig"))
         total = IngestReport()
         for start in range(0, len(incoming), IMPORT_BATCH):
             total.merge(app().ingestor.ingest(incoming[start : start + IMPORT_BATCH]))
-        emit(total, as_json, lambda r: f"{r.received} readings: {r.accepted} accepted, {r.duplicates} duplicates, {r.quarantined} quarantined, "
-                                        f"{r.late} meters with late data; {r.intervals_priced} intervals priced, {r.deducted_fen / 100:.2f} deducted")
+        emit(
+            total,
+            as_json,
+            lambda r: (
+                f"{r.received} readings: {r.accepted} accepted, {r.duplicates} duplicates, {r.quarantined} quarantined, "
+                f"{r.late} meters with late data; {r.intervals_priced} intervals priced, {r.deducted_fen / 100:.2f} deducted"
+            ),
+        )
 
 
 @readings_cli.command("replace-meter")
 def replace_meter(
-    meter: str, org: OrgOption, old_final: Annotated[str, typer.Option(help="final reading of the old device")],
+    meter: str,
+    org: OrgOption,
+    old_final: Annotated[str, typer.Option(help="final reading of the old device")],
     new_initial: Annotated[str, typer.Option(help="initial reading of the new device")],
     at: Annotated[str | None, typer.Option(help="ISO time of the swap, default now")] = None,
-    new_address: Annotated[str, typer.Option()] = "", actor: ActorOption = "", as_json: JsonOption = False,
+    new_address: Annotated[str, typer.Option()] = "",
+    actor: ActorOption = "",
+    as_json: JsonOption = False,
 ) -> None:
     """Replace a meter's device (换表): bill the old one to its final reading, start the new one."""
     with handled():
@@ -73,34 +109,79 @@ def replace_meter(
         with app().db.read() as conn:
             meter_id = metering.find_meter(conn, organisation_id=o, number=meter)
         replacement = corrections.Replacement(
-            meter_id=meter_id, at=parse_when(at) or app().db.clock(), old_final_total=parse_quantity(old_final, field="old_final"),
-            new_initial_total=parse_quantity(new_initial, field="new_initial"), new_address=new_address,
+            meter_id=meter_id,
+            at=parse_when(at) or app().db.clock(),
+            old_final_total=parse_quantity(old_final, field="old_final"),
+            new_initial_total=parse_quantity(new_initial, field="new_initial"),
+            new_address=new_address,
         )
-        generation = corrections.replace_meter(app().db, organisation_id=o, replacement=replacement, actor=who(actor), ingestor=app().ingestor)
-        emit({"meter": meter, "generation": generation}, as_json, lambda v: f"meter {meter} replaced (device generation {generation})")
+        generation = corrections.replace_meter(
+            app().db,
+            organisation_id=o,
+            replacement=replacement,
+            actor=who(actor),
+            ingestor=app().ingestor,
+        )
+        emit(
+            {"meter": meter, "generation": generation},
+            as_json,
+            lambda v: f"meter {meter} replaced (device generation {generation})",
+        )
 
 
 @quarantine_cli.command("list")
-def list_(org: OrgOption, status: Annotated[str, typer.Option(help="open|released|discarded")] = "open", as_json: JsonOption = False) -> None:
+def list_(
+    org: OrgOption,
+    status: Annotated[str, typer.Option(help="open|released|discarded")] = "open",
+    as_json: JsonOption = False,
+) -> None:
     """Quarantined readings with their reasons."""
     with handled():
-        items = metering.list_quarantine(app().db, organisation_id=organisation_id(org), status=status)
-        emit(items, as_json, lambda v: "\n".join(
-            f"#{i['id']} meter {i['meter_number'] or i['source_ref']} at {i['measured_at'].isoformat() if i['measured_at'] else '?'}: {i['reason_code']} — {i['reason']}" for i in v
-        ) or f"no {status} items")
+        items = metering.list_quarantine(
+            app().db, organisation_id=organisation_id(org), status=status
+        )
+        emit(
+            items,
+            as_json,
+            lambda v: (
+                "\n".join(
+                    f"#{i['id']} meter {i['meter_number'] or i['source_ref']} at {i['measured_at'].isoformat() if i['measured_at'] else '?'}: {i['reason_code']} — {i['reason']}"
+                    for i in v
+                )
+                or f"no {status} items"
+            ),
+        )
 
 
 @quarantine_cli.command("release")
-def release(item: int, org: OrgOption, actor: ActorOption = "", as_json: JsonOption = False) -> None:
+def release(
+    item: int, org: OrgOption, actor: ActorOption = "", as_json: JsonOption = False
+) -> None:
     """Accept a quarantined reading as real (a jump is billed; a decrease becomes a reset)."""
     with handled():
-        report = corrections.release(app().db, organisation_id=organisation_id(org), quarantine_id=item, actor=who(actor), ingestor=app().ingestor)
-        emit(report, as_json, lambda r: f"released #{item}: {r.accepted} reading(s) accepted, {r.deducted_fen / 100:.2f} deducted")
+        report = corrections.release(
+            app().db,
+            organisation_id=organisation_id(org),
+            quarantine_id=item,
+            actor=who(actor),
+            ingestor=app().ingestor,
+        )
+        emit(
+            report,
+            as_json,
+            lambda r: (
+                f"released #{item}: {r.accepted} reading(s) accepted, {r.deducted_fen / 100:.2f} deducted"
+            ),
+        )
 
 
 @quarantine_cli.command("discard")
-def discard(item: int, org: OrgOption, actor: ActorOption = "", as_json: JsonOption = False) -> None:
+def discard(
+    item: int, org: OrgOption, actor: ActorOption = "", as_json: JsonOption = False
+) -> None:
     """Keep a quarantined reading on record but never bill it."""
     with handled():
-        corrections.discard(app().db, organisation_id=organisation_id(org), quarantine_id=item, actor=who(actor))
+        corrections.discard(
+            app().db, organisation_id=organisation_id(org), quarantine_id=item, actor=who(actor)
+        )
         emit({"discarded": item}, as_json, lambda v: f"discarded #{item}")

@@ -1,39 +1,114 @@
-"""Fast bulk writes for the hot paths (ingest, postings).
+"""Fast bulk reads and writes for the hot paths (ingest, postings).
 
-One ``executemany`` per table per batch, with values already converted to what the column stores
-(integers for :class:`~meterdesk.db.types.Scaled` and :class:`~meterdesk.db.types.Instant`), so
-no per-value type processing runs. On PostgreSQL, large batches use ``COPY``.
+Writes: one ``executemany`` per table per batch, with values already converted to what the
+column stores (integers for :class:`~meterdesk.db.types.Scaled` and
+:class:`~meterdesk.db.types.Instant`), compiled once per statement shape, so no per-value type
+processing runs. On PostgreSQL, large inserts use ``COPY``.
+
+Reads: :func:`raw_rows` runs a textual query and returns plain tuples of what the database
+stores (integers, strings) — the callers convert only what they need.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, Dialect, Table, and_, bindparam, insert, update
 
 COPY_THRESHOLD = 200
+
+
+def _driver(conn: Connection) -> Any:
+    return conn.connection.driver_connection
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[int, ...] | None]:
+    compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+    positions = compiled.positiontup
+    order = tuple(columns.index(name) for name in positions) if positions is not None else None
+    return str(compiled), order
+
+
+@lru_cache(maxsize=256)
+def _update_sql(dialect: Dialect, table: Table, keys: tuple[str, ...], values: tuple[str, ...]) -> tuple[str, tuple[int, ...] | None]:
+    # Values are passed straight to the driver, so the bind parameters need no types.
+    statement = (
+        update(table)
+        .where(and_(*(table.c[k] == bindparam(f"k_{k}") for k in keys)))
+        .values({v: bindparam(f"v_{v}") for v in values})
+    )
+    compiled = statement.compile(dialect=dialect)
+    positions = compiled.positiontup
+    param_names = [f"v_{v}" for v in values] + [f"k_{k}" for k in keys]
+    order = tuple(param_names.index(name) for name in positions) if positions is not None else None
+    return str(compiled), order
+
+
+def _arrange(rows: Sequence[tuple[Any, ...]], order: tuple[int, ...] | None, names: Sequence[str]) -> Sequence[Any]:
+    if order is None:
+        return [dict(zip(names, row, strict=True)) for row in rows]
+    if order == tuple(range(len(order))):
+        return rows
+    return [tuple(row[i] for i in order) for row in rows]
 
 
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
     if not rows:
         return
-    raw = conn.connection.driver_connection
+    raw = _driver(conn)
     if conn.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
         _copy(raw, table, columns, rows)
         return
-    statement = insert(table).compile(dialect=conn.dialect, column_keys=list(columns))
-    sql = str(statement)
-    positions = statement.positiontup
-    if positions is not None:  # positional paramstyle: reorder our tuples to the SQL's order
-        index = {name: i for i, name in enumerate(columns)}
-        order = [index[name] for name in positions]
-        params: Sequence[Any] = [tuple(row[i] for i in order) for row in rows] if order != list(range(len(columns))) else rows
-    else:
-        params = [dict(zip(columns, row, strict=True)) for row in rows]
-    cursor = raw.cursor()  # type: ignore[union-attr]
+    sql, order = _insert_sql(conn.dialect, table, tuple(columns))
+    cursor = raw.cursor()
     try:
-        cursor.executemany(sql, params)
+        cursor.executemany(sql, _arrange(rows, order, columns))
+    finally:
+        cursor.close()
+
+
+def bulk_update(
+    conn: Connection, table: Table, keys: Sequence[str], values: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """``UPDATE table SET values WHERE keys`` for each row; a row is (*values, *keys), stored forms."""
+    if not rows:
+        return
+    sql, order = _update_sql(conn.dialect, table, tuple(keys), tuple(values))
+    names = [f"v_{v}" for v in values] + [f"k_{k}" for k in keys]
+    cursor = _driver(conn).cursor()
+    try:
+        cursor.executemany(sql, _arrange(rows, order, names))
+    finally:
+        cursor.close()
+
+
+_NAME = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def raw_rows(conn: Connection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """A query's rows as stored (no type processing), straight from the driver. ``:name``
+    placeholders take scalars, or lists/sets/tuples that expand into an IN list."""
+    args: list[Any] = []
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+    def place(match: re.Match[str]) -> str:
+        value = params[match.group(1)]
+        if isinstance(value, list | tuple | set | frozenset):
+            values = list(value)
+            args.extend(values)
+            return "(" + ", ".join([marker] * len(values)) + ")"
+        args.append(value)
+        return marker
+
+    statement = _NAME.sub(place, sql)
+    cursor = _driver(conn).cursor()
+    try:
+        cursor.execute(statement, args)
+        return cursor.fetchall()  # type: ignore[no-any-return]
     finally:
         cursor.close()
 

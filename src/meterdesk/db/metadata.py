@@ -20,6 +20,7 @@ def load_all_tables() -> MetaData:
     """Import every area's tables so the metadata is complete (for Alembic and tests)."""
     from meterdesk.audit import tables as _audit  # noqa: F401
     from meterdesk.billing import tables as _billing  # noqa: F401
+    from meterdesk.db import counters as _counters  # noqa: F401
     from meterdesk.ledger import tables as _ledger  # noqa: F401
     from meterdesk.metering import tables as _metering  # noqa: F401
     from meterdesk.sites import tables as _sites  # noqa: F401

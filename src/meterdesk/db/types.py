@@ -16,7 +16,7 @@ The hot ingest path writes the underlying integers directly (see ``scaled_int`` 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -42,8 +42,7 @@ def instant_int(value: datetime) -> int:
 
 
 def int_instant(value: int) -> datetime:
-    seconds, micros = divmod(value, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+    return _EPOCH + timedelta(microseconds=value)
 
 
 class Scaled(TypeDecorator[Decimal]):

@@ -46,7 +46,7 @@ class PaymentMethod(StrEnum):
     ONLINE = "online"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TransferRequest:
     organisation_id: int
     idempotency_key: str
@@ -73,6 +73,7 @@ class TransferRequest:
             raise ValueError("a transfer needs an idempotency key")
 
     def request_hash(self) -> str:
+        """What makes two requests "the same" for idempotency (not when they were made)."""
         fields = (
             self.organisation_id,
             self.debit_account_id,
@@ -86,7 +87,7 @@ class TransferRequest:
             self.reference,
             self.reverses_id,
         )
-        return hashlib.sha256(repr(fields).encode()).hexdigest()
+        return hashlib.blake2b(repr(fields).encode(), digest_size=16).hexdigest()
 
 
 def split_debit(*, amount_fen: int, balance_fen: int, floor_fen: int) -> tuple[int, int]:

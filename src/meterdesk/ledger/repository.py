@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from meterdesk.db.bulk import bulk_insert
+from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
 from meterdesk.db.types import instant_int
 from meterdesk.ledger.model import AccountKind, TransferRequest
 from meterdesk.ledger.tables import ledger_accounts, transfers
@@ -71,7 +71,9 @@ def create_account(
     return int(key[0])
 
 
-def system_account(conn: Connection, *, organisation_id: int, code: str, kind: AccountKind, at: datetime) -> int:
+def system_account(
+    conn: Connection, *, organisation_id: int, code: str, kind: AccountKind, at: datetime
+) -> int:
     """The organisation's account with this code, created on first use."""
     found = conn.execute(
         select(ledger_accounts.c.id).where(
@@ -89,15 +91,11 @@ def lock_balances(conn: Connection, account_ids: Iterable[int]) -> dict[int, Bal
     ids = sorted(set(account_ids))
     if not ids:
         return {}
-    query = select(ledger_accounts.c.id, ledger_accounts.c.balance_fen, ledger_accounts.c.floor_fen).where(
-        ledger_accounts.c.id.in_(ids)
-    ).order_by(ledger_accounts.c.id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    rows = conn.execute(query).all()
+    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    rows = raw_rows(conn, f"SELECT id, balance_fen, floor_fen FROM ledger_accounts WHERE id IN :ids ORDER BY id{lock}", ids=ids)
     if len(rows) != len(ids):
         raise NotFoundError("ledger account missing")
-    return {row.id: Balance(row.id, row.balance_fen, row.floor_fen) for row in rows}
+    return {row[0]: Balance(row[0], row[1], row[2]) for row in rows}
 
 
 def net_changes(requests: Sequence[TransferRequest]) -> dict[int, int]:
@@ -108,7 +106,11 @@ def net_changes(requests: Sequence[TransferRequest]) -> dict[int, int]:
     return changes
 
 
-def apply_transfers(conn: Connection, requests: Sequence[TransferRequest], balances: dict[int, Balance] | None = None) -> None:
+def apply_transfers(
+    conn: Connection,
+    requests: Sequence[TransferRequest],
+    balances: dict[int, Balance] | None = None,
+) -> None:
     """Insert the transfers and move each balance once by its net change."""
     if not requests:
         return
@@ -116,20 +118,18 @@ def apply_transfers(conn: Connection, requests: Sequence[TransferRequest], balan
     current = balances if balances is not None else lock_balances(conn, changes)
     for account_id, change in changes.items():
         balance = current[account_id]
-        if balance.floor_fen is not None and change < 0 and balance.balance_fen + change < balance.floor_fen:
+        if (
+            balance.floor_fen is not None
+            and change < 0
+            and balance.balance_fen + change < balance.floor_fen
+        ):
             raise InsufficientFundsError(
                 f"ledger account {account_id} would fall to {balance.balance_fen + change} fen, "
                 f"below its floor of {balance.floor_fen} fen"
             )
     bulk_insert(conn, transfers, TRANSFER_COLUMNS, [_row(request) for request in requests])
-    moves = [{"target_id": i, "change": c} for i, c in sorted(changes.items()) if c]
-    if moves:
-        conn.execute(
-            update(ledger_accounts)
-            .where(ledger_accounts.c.id == bindparam("target_id"))
-            .values(balance_fen=ledger_accounts.c.balance_fen + bindparam("change")),
-            moves,
-        )
+    moves = [(current[i].balance_fen + change, i) for i, change in sorted(changes.items()) if change]
+    bulk_update(conn, ledger_accounts, ("id",), ("balance_fen",), moves)
 
 
 def _row(request: TransferRequest) -> tuple[object, ...]:
@@ -156,5 +156,9 @@ def _row(request: TransferRequest) -> tuple[object, ...]:
 def find_by_keys(conn: Connection, keys: Sequence[str]) -> dict[str, dict[str, object]]:
     if not keys:
         return {}
-    rows = conn.execute(select(transfers).where(transfers.c.idempotency_key.in_(list(keys)))).mappings().all()
+    rows = (
+        conn.execute(select(transfers).where(transfers.c.idempotency_key.in_(list(keys))))
+        .mappings()
+        .all()
+    )
     return {str(row["idempotency_key"]): dict(row) for row in rows}

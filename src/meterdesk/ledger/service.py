@@ -44,16 +44,31 @@ def replayed_transfer(conn: Connection, *, idempotency_key: str, request_hash: s
     if existing is None:
         return None
     if existing["request_hash"] != request_hash:
-        raise IdempotencyConflictError(f"idempotency key {idempotency_key!r} was already used for a different request")
+        raise IdempotencyConflictError(
+            f"idempotency key {idempotency_key!r} was already used for a different request"
+        )
     return int(str(existing["id"]))
 
 
 def reverse(
-    conn: Connection, *, organisation_id: int, transfer_id: int, actor: str, idempotency_key: str, at: datetime, memo: str | None = None
+    conn: Connection,
+    *,
+    organisation_id: int,
+    transfer_id: int,
+    actor: str,
+    idempotency_key: str,
+    at: datetime,
+    memo: str | None = None,
 ) -> Posted:
-    original = conn.execute(
-        select(transfers).where(transfers.c.id == transfer_id, transfers.c.organisation_id == organisation_id)
-    ).mappings().one_or_none()
+    original = (
+        conn.execute(
+            select(transfers).where(
+                transfers.c.id == transfer_id, transfers.c.organisation_id == organisation_id
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
     if original is None:
         raise NotFoundError(f"transfer {transfer_id} not found")
     if original["reason"] == Reason.REVERSAL.value:
@@ -74,17 +89,25 @@ def reverse(
         reverses_id=transfer_id,
         memo=memo or f"reversal of transfer {transfer_id}",
     )
-    replay = replayed_transfer(conn, idempotency_key=idempotency_key, request_hash=request.request_hash())
+    replay = replayed_transfer(
+        conn, idempotency_key=idempotency_key, request_hash=request.request_hash()
+    )
     if replay is not None:
         return Posted(replay, replayed=True)
-    already = conn.execute(select(transfers.c.id).where(transfers.c.reverses_id == transfer_id)).scalar_one_or_none()
+    already = conn.execute(
+        select(transfers.c.id).where(transfers.c.reverses_id == transfer_id)
+    ).scalar_one_or_none()
     if already is not None:
         raise ConflictError(f"transfer {transfer_id} was already reversed by transfer {already}")
     return post(conn, request)
 
 
 def balance_fen(conn: Connection, account_id: int) -> int:
-    return int(conn.execute(select(ledger_accounts.c.balance_fen).where(ledger_accounts.c.id == account_id)).scalar_one())
+    return int(
+        conn.execute(
+            select(ledger_accounts.c.balance_fen).where(ledger_accounts.c.id == account_id)
+        ).scalar_one()
+    )
 
 
 def balance_before(conn: Connection, account_id: int, before: datetime) -> int:
@@ -103,14 +126,23 @@ def balance_before(conn: Connection, account_id: int, before: datetime) -> int:
     return int(credits) - int(debits)
 
 
-def entries_between(conn: Connection, account_ids: list[int], start: datetime, end: datetime) -> list[dict[str, object]]:
-    rows = conn.execute(
-        select(transfers)
-        .where(
-            or_(transfers.c.debit_account_id.in_(account_ids), transfers.c.credit_account_id.in_(account_ids)),
-            transfers.c.created_at >= instant_int(start),
-            transfers.c.created_at < instant_int(end),
+def entries_between(
+    conn: Connection, account_ids: list[int], start: datetime, end: datetime
+) -> list[dict[str, object]]:
+    rows = (
+        conn.execute(
+            select(transfers)
+            .where(
+                or_(
+                    transfers.c.debit_account_id.in_(account_ids),
+                    transfers.c.credit_account_id.in_(account_ids),
+                ),
+                transfers.c.created_at >= instant_int(start),
+                transfers.c.created_at < instant_int(end),
+            )
+            .order_by(transfers.c.created_at, transfers.c.id)
         )
-        .order_by(transfers.c.created_at, transfers.c.id)
-    ).mappings().all()
+        .mappings()
+        .all()
+    )
     return [dict(row) for row in rows]

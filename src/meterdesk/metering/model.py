@@ -153,7 +153,10 @@ def check_step(profile: MeterProfile, earlier: Reading, later: Reading) -> Verdi
         )
     if earlier.bands is not None and later.bands is not None:
         band_sum = sum(
-            (register_delta(a, b, profile.modulus) for a, b in zip(earlier.bands, later.bands, strict=True)),
+            (
+                register_delta(a, b, profile.modulus)
+                for a, b in zip(earlier.bands, later.bands, strict=True)
+            ),
             Decimal(0),
         )
         tolerance = max(BAND_TOLERANCE, delta / 100)
@@ -184,6 +187,8 @@ def consumption_between(profile: MeterProfile, earlier: Reading, later: Reading)
             for band, a, b in zip(BANDS, earlier.bands, later.bands, strict=True)
         }
         total = sum(by_band.values(), Decimal(0))
-        return Consumption(earlier.measured_at, later.measured_at, total, {k: v for k, v in by_band.items() if v})
+        return Consumption(
+            earlier.measured_at, later.measured_at, total, {k: v for k, v in by_band.items() if v}
+        )
     total = register_delta(earlier.total, later.total, profile.modulus) * multiplier
     return Consumption(earlier.measured_at, later.measured_at, total, None)

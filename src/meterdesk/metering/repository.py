@@ -1,5 +1,6 @@
 """Persistence for meters, readings, cursors and quarantine, shaped for batch ingest: every
-function takes or returns whole batches so the pipeline makes a handful of queries per batch."""
+function takes or returns whole batches, and the hot ones read raw stored values (integers)
+and write with compiled-once ``executemany`` (see :mod:`meterdesk.db.bulk`)."""
 
 from __future__ import annotations
 
@@ -10,37 +11,47 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Connection, bindparam, select, update
+from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from meterdesk.db.bulk import bulk_insert
-from meterdesk.db.types import instant_int, scaled_int
+from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
+from meterdesk.db.types import instant_int, int_instant, scaled_int
 from meterdesk.metering.model import BANDS, MeterProfile, QuarantineReason, Reading, ReadingSource, Utility
-from meterdesk.metering.tables import REGISTER_PLACES, meter_cursors, meter_replacements, meters, quarantine, readings
+from meterdesk.metering.tables import REGISTER_PLACES, meter_cursors, quarantine, readings
 
 BAND_COLUMNS = tuple(f"register_{band}" for band in BANDS)
 READING_COLUMNS = ("meter_id", "generation", "measured_at", "received_at", "register_total", *BAND_COLUMNS, "source")
 CURSOR_COLUMNS = ("meter_id", "generation", "measured_at", "register_total", *BAND_COLUMNS)
+_REGISTERS_SQL = "generation, measured_at, register_total, " + ", ".join(BAND_COLUMNS)
+
+
+def _register(value: int) -> Decimal:
+    return Decimal(value).scaleb(-REGISTER_PLACES)
 
 
 def load_profiles(conn: Connection, meter_ids: Iterable[int]) -> dict[int, MeterProfile]:
     ids = sorted(set(meter_ids))
     if not ids:
         return {}
-    rows = conn.execute(select(meters).where(meters.c.id.in_(ids))).mappings().all()
+    rows = raw_rows(
+        conn,
+        "SELECT id, organisation_id, site_id, utility, ct_ratio, pt_ratio, register_modulus, max_rate_per_hour, "
+        "has_band_registers, generation FROM meters WHERE id IN :ids",
+        ids=ids,
+    )
     return {
-        row["id"]: MeterProfile(
-            meter_id=row["id"],
-            organisation_id=row["organisation_id"],
-            site_id=row["site_id"],
-            utility=Utility(row["utility"]),
-            ct_ratio=row["ct_ratio"],
-            pt_ratio=row["pt_ratio"],
-            modulus=row["register_modulus"],
-            max_rate_per_hour=row["max_rate_per_hour"],
-            has_band_registers=row["has_band_registers"],
-            generation=row["generation"],
+        row[0]: MeterProfile(
+            meter_id=row[0],
+            organisation_id=row[1],
+            site_id=row[2],
+            utility=Utility(row[3]),
+            ct_ratio=Decimal(row[4]).scaleb(-2),
+            pt_ratio=Decimal(row[5]).scaleb(-2),
+            modulus=_register(row[6]),
+            max_rate_per_hour=_register(row[7]),
+            has_band_registers=bool(row[8]),
+            generation=row[9],
         )
         for row in rows
     }
@@ -50,70 +61,59 @@ def load_replacements(conn: Connection, meter_ids: Iterable[int]) -> dict[int, l
     """For each meter, (replaced_at, generation_after) in time order."""
     ids = sorted(set(meter_ids))
     result: dict[int, list[tuple[datetime, int]]] = {}
-    if not ids:
-        return result
-    query = (
-        select(meter_replacements.c.meter_id, meter_replacements.c.replaced_at, meter_replacements.c.generation_after)
-        .where(meter_replacements.c.meter_id.in_(ids))
-        .order_by(meter_replacements.c.replaced_at)
-    )
-    for row in conn.execute(query):
-        result.setdefault(row.meter_id, []).append((row.replaced_at, row.generation_after))
+    if ids:
+        sql = "SELECT meter_id, replaced_at, generation_after FROM meter_replacements WHERE meter_id IN :ids ORDER BY replaced_at"
+        for meter_id, replaced_at, generation in raw_rows(conn, sql, ids=ids):
+            result.setdefault(meter_id, []).append((int_instant(replaced_at), generation))
     return result
 
 
+def _reading(meter_id: int, row: Sequence[object], source: ReadingSource = ReadingSource.REALTIME) -> Reading:
+    """Row layout: generation, measured_at, register_total, five band registers (stored ints)."""
+    bands = row[3:8]
+    return Reading(
+        meter_id=meter_id,
+        generation=int(row[0]),  # type: ignore[call-overload]
+        measured_at=int_instant(int(row[1])),  # type: ignore[call-overload]
+        total=_register(int(row[2])),  # type: ignore[call-overload]
+        bands=tuple(_register(int(b)) for b in bands) if all(b is not None for b in bands) else None,  # type: ignore[call-overload]
+        source=source,
+    )
+
+
 def load_cursors(conn: Connection, meter_ids: Iterable[int]) -> dict[int, Reading]:
+    """Each meter's last accepted reading; on PostgreSQL the cursor rows stay locked until the
+    batch commits, so two ingest processes never place readings of one meter at once."""
     ids = sorted(set(meter_ids))
     if not ids:
         return {}
-    table = meter_cursors
-    query = select(
-        table.c.meter_id,
-        table.c.generation,
-        table.c.measured_at,
-        table.c.register_total,
-        *(table.c[c] for c in BAND_COLUMNS),
-    ).where(table.c.meter_id.in_(ids))
-    return {row[0]: _reading_from_raw(row[0], row[1:]) for row in conn.execute(query).all()}
+    lock = " ORDER BY meter_id FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    rows = raw_rows(conn, f"SELECT meter_id, {_REGISTERS_SQL} FROM meter_cursors WHERE meter_id IN :ids{lock}", ids=ids)
+    return {row[0]: _reading(row[0], row[1:]) for row in rows}
 
 
-def _reading_from_raw(meter_id: int, row: Sequence[object]) -> Reading:
-    # Values come back through the Scaled/Instant types already converted.
-    generation, measured_at, total = row[0], row[1], row[2]
-    band_values = row[3:8]
-    bands = tuple(band_values) if all(value is not None for value in band_values) else None
-    assert isinstance(measured_at, datetime) and isinstance(total, Decimal)
-    return Reading(
-        meter_id=meter_id,
-        generation=int(str(generation)),
-        measured_at=measured_at,
-        total=total,
-        bands=bands,  # type: ignore[arg-type]
-        source=ReadingSource(str(row[8])) if len(row) > 8 else ReadingSource.REALTIME,
+def load_tails(conn: Connection, since: dict[int, datetime]) -> dict[int, list[Reading]]:
+    """For each meter, its accepted readings from the last one before ``since[meter]`` to the
+    end, in order — one query for the whole batch."""
+    if not since:
+        return {}
+    params: dict[str, int] = {}
+    values = []
+    for i, (meter_id, bound) in enumerate(sorted(since.items())):
+        params[f"m{i}"], params[f"b{i}"] = meter_id, instant_int(bound)
+        values.append(f"(:m{i}, :b{i})")
+    sql = (
+        f"WITH bounds(meter_id, bound) AS (VALUES {', '.join(values)}), "
+        "starts AS (SELECT b.meter_id, COALESCE((SELECT MAX(p.measured_at) FROM readings p "
+        "WHERE p.meter_id = b.meter_id AND p.measured_at < b.bound), b.bound) AS start FROM bounds b) "
+        f"SELECT r.meter_id, {', '.join('r.' + c for c in _REGISTERS_SQL.split(', '))}, r.source FROM readings r "
+        "JOIN starts s ON r.meter_id = s.meter_id AND r.measured_at >= s.start "
+        "ORDER BY r.meter_id, r.measured_at, r.generation"
     )
-
-
-def load_tail(conn: Connection, meter_id: int, since: datetime) -> list[Reading]:
-    """Accepted readings of one meter from the last one before ``since`` to the end, in order."""
-    previous = conn.execute(
-        select(readings.c.measured_at)
-        .where(readings.c.meter_id == meter_id, readings.c.measured_at < instant_int(since))
-        .order_by(readings.c.measured_at.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-    start = previous if previous is not None else since
-    query = (
-        select(
-            readings.c.generation,
-            readings.c.measured_at,
-            readings.c.register_total,
-            *(readings.c[c] for c in BAND_COLUMNS),
-            readings.c.source,
-        )
-        .where(readings.c.meter_id == meter_id, readings.c.measured_at >= instant_int(start))
-        .order_by(readings.c.measured_at, readings.c.generation)
-    )
-    return [_reading_from_raw(meter_id, row) for row in conn.execute(query).all()]
+    tails: dict[int, list[Reading]] = {m: [] for m in since}
+    for row in raw_rows(conn, sql, **params):
+        tails[row[0]].append(_reading(row[0], row[1:9], ReadingSource(row[9])))
+    return tails
 
 
 def _raw_registers(reading: Reading) -> list[int | None]:
@@ -135,18 +135,9 @@ def insert_readings(conn: Connection, accepted: Sequence[Reading], received_at: 
 def save_cursors(conn: Connection, latest: dict[int, Reading], existing: Iterable[int]) -> None:
     """Move each meter's cursor to its latest accepted reading (insert for new meters)."""
     known = set(existing)
-    new_rows = [_cursor_row(r) for meter_id, r in latest.items() if meter_id not in known]
-    bulk_insert(conn, meter_cursors, CURSOR_COLUMNS, new_rows)
-    changed = [dict(zip(CURSOR_COLUMNS, _cursor_row(r), strict=True)) for m, r in latest.items() if m in known]
-    if changed:
-        for item in changed:
-            item["target"] = item.pop("meter_id")
-        conn.execute(
-            update(meter_cursors)
-            .where(meter_cursors.c.meter_id == bindparam("target"))
-            .values({name: bindparam(name, type_=BigInteger()) for name in CURSOR_COLUMNS if name != "meter_id"}),
-            changed,
-        )
+    rows = {meter_id: _cursor_row(reading) for meter_id, reading in latest.items()}
+    bulk_insert(conn, meter_cursors, CURSOR_COLUMNS, [row for m, row in rows.items() if m not in known])
+    bulk_update(conn, meter_cursors, ("meter_id",), CURSOR_COLUMNS[1:], [(*row[1:], row[0]) for m, row in rows.items() if m in known])
 
 
 def _cursor_row(reading: Reading) -> tuple[object, ...]:
@@ -166,11 +157,8 @@ class QuarantineItem:
 
 def fingerprint(item: QuarantineItem) -> str:
     """Same data, same reason → same fingerprint, so a re-sent bad reading is stored once."""
-    body = json.dumps(
-        [item.meter_id, item.source_ref, item.measured_at and item.measured_at.isoformat(), item.payload, item.reason_code.value],
-        sort_keys=True,
-        default=str,
-    )
+    when = item.measured_at.isoformat() if item.measured_at else None
+    body = json.dumps([item.meter_id, item.source_ref, when, item.payload, item.reason_code.value], sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()
 
 

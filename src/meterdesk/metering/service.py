@@ -18,6 +18,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
+from meterdesk.db import counters
 from meterdesk.db.database import Database
 from meterdesk.metering.model import MeterKind, Protocol, QuarantineReason, ReadingSource, Utility
 from meterdesk.metering.tables import meter_replacements, meters, quarantine, readings
@@ -50,7 +51,9 @@ def _enum(kind: Any, value: str, field: str) -> Any:
     try:
         return kind(value)
     except ValueError:
-        raise ValidationError(f"{field}: {value!r} is not one of {', '.join(k.value for k in kind)}") from None
+        raise ValidationError(
+            f"{field}: {value!r} is not one of {', '.join(k.value for k in kind)}"
+        ) from None
 
 
 def _positive(value: object, field: str, places: int) -> Decimal:
@@ -65,8 +68,12 @@ def create_meter(db: Database, *, organisation_id: int, spec: MeterSpec, actor: 
     kind = _enum(MeterKind, spec.kind, "kind")
     protocol = _enum(Protocol, spec.protocol, "protocol")
     if (kind is MeterKind.WATER) != (utility is Utility.WATER):
-        raise ValidationError("kind: a water meter measures water and an electricity meter electricity")
-    max_rate = spec.max_rate_per_hour if spec.max_rate_per_hour is not None else DEFAULT_MAX_RATE[utility]
+        raise ValidationError(
+            "kind: a water meter measures water and an electricity meter electricity"
+        )
+    max_rate = (
+        spec.max_rate_per_hour if spec.max_rate_per_hour is not None else DEFAULT_MAX_RATE[utility]
+    )
     values = {
         "organisation_id": organisation_id,
         "number": spec.number.strip(),
@@ -93,8 +100,16 @@ def create_meter(db: Database, *, organisation_id: int, spec: MeterSpec, actor: 
             raise ConflictError(f"meter {spec.number!r} already exists") from None
         key = result.inserted_primary_key
         assert key is not None
-        audit.record(conn, organisation_id=organisation_id, actor=actor, action="meter.create",
-                     subject=f"meter:{key[0]}", at=now, detail={"number": values["number"]})
+        counters.bump(conn)
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="meter.create",
+            subject=f"meter:{key[0]}",
+            at=now,
+            detail={"number": values["number"]},
+        )
         return int(key[0])
 
 
@@ -102,7 +117,11 @@ def _placement(conn: Connection, organisation_id: int, spec: MeterSpec) -> tuple
     if spec.room_id is not None:
         row = conn.execute(
             select(sites.c.id)
-            .select_from(rooms.join(sites.metadata.tables["floors"]).join(sites.metadata.tables["buildings"]).join(sites))
+            .select_from(
+                rooms.join(sites.metadata.tables["floors"])
+                .join(sites.metadata.tables["buildings"])
+                .join(sites)
+            )
             .where(rooms.c.id == spec.room_id, rooms.c.organisation_id == organisation_id)
         ).scalar_one_or_none()
         if row is None:
@@ -111,7 +130,9 @@ def _placement(conn: Connection, organisation_id: int, spec: MeterSpec) -> tuple
     if spec.site_id is None:
         raise ValidationError("a meter needs a room or a site")
     found = conn.execute(
-        select(sites.c.id).where(sites.c.id == spec.site_id, sites.c.organisation_id == organisation_id)
+        select(sites.c.id).where(
+            sites.c.id == spec.site_id, sites.c.organisation_id == organisation_id
+        )
     ).scalar_one_or_none()
     if found is None:
         raise NotFoundError(f"site {spec.site_id} not found")
@@ -120,7 +141,9 @@ def _placement(conn: Connection, organisation_id: int, spec: MeterSpec) -> tuple
 
 def find_meter(conn: Connection, *, organisation_id: int, number: str) -> int:
     found = conn.execute(
-        select(meters.c.id).where(meters.c.organisation_id == organisation_id, meters.c.number == number)
+        select(meters.c.id).where(
+            meters.c.organisation_id == organisation_id, meters.c.number == number
+        )
     ).scalar_one_or_none()
     if found is None:
         raise NotFoundError(f"meter {number!r} not found")
@@ -128,36 +151,59 @@ def find_meter(conn: Connection, *, organisation_id: int, number: str) -> int:
 
 
 def meter_organisation(conn: Connection, meter_id: int) -> int:
-    found = conn.execute(select(meters.c.organisation_id).where(meters.c.id == meter_id)).scalar_one_or_none()
+    found = conn.execute(
+        select(meters.c.organisation_id).where(meters.c.id == meter_id)
+    ).scalar_one_or_none()
     if found is None:
         raise NotFoundError(f"meter {meter_id} not found")
     return int(found)
 
 
-def record_replacement(conn: Connection, *, meter_id: int, at: datetime, new_address: str, actor: str) -> int:
+def record_replacement(
+    conn: Connection, *, meter_id: int, at: datetime, new_address: str, actor: str
+) -> int:
     """Start a new device generation at ``at`` (the caller stores the old device's final reading
     before and the new device's initial reading after, in the same transaction)."""
-    row = conn.execute(select(meters.c.generation, meters.c.address).where(meters.c.id == meter_id)).one()
+    row = conn.execute(
+        select(meters.c.generation, meters.c.address).where(meters.c.id == meter_id)
+    ).one()
     generation = row.generation + 1
+    counters.bump(conn)
     conn.execute(
         insert(meter_replacements).values(
-            meter_id=meter_id, replaced_at=at, generation_after=generation, old_address=row.address,
-            new_address=new_address or row.address, actor=actor,
+            meter_id=meter_id,
+            replaced_at=at,
+            generation_after=generation,
+            old_address=row.address,
+            new_address=new_address or row.address,
+            actor=actor,
         )
     )
-    conn.execute(update(meters).where(meters.c.id == meter_id).values(generation=generation, address=new_address or row.address))
+    conn.execute(
+        update(meters)
+        .where(meters.c.id == meter_id)
+        .values(generation=generation, address=new_address or row.address)
+    )
     return generation
 
 
-def list_quarantine(db: Database, *, organisation_id: int, status: str = "open", limit: int = 200) -> list[dict[str, Any]]:
+def list_quarantine(
+    db: Database, *, organisation_id: int, status: str = "open", limit: int = 200
+) -> list[dict[str, Any]]:
     with db.read() as conn:
-        rows = conn.execute(
-            select(quarantine, meters.c.number.label("meter_number"))
-            .outerjoin(meters, meters.c.id == quarantine.c.meter_id)
-            .where(quarantine.c.organisation_id == organisation_id, quarantine.c.status == status)
-            .order_by(quarantine.c.id)
-            .limit(limit)
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                select(quarantine, meters.c.number.label("meter_number"))
+                .outerjoin(meters, meters.c.id == quarantine.c.meter_id)
+                .where(
+                    quarantine.c.organisation_id == organisation_id, quarantine.c.status == status
+                )
+                .order_by(quarantine.c.id)
+                .limit(limit)
+            )
+            .mappings()
+            .all()
+        )
     return [dict(row) for row in rows]
 
 
@@ -173,10 +219,18 @@ class QuarantinedReading:
     source: ReadingSource
 
 
-def open_quarantined(conn: Connection, *, organisation_id: int, quarantine_id: int) -> QuarantinedReading:
-    row = conn.execute(
-        select(quarantine).where(quarantine.c.id == quarantine_id, quarantine.c.organisation_id == organisation_id)
-    ).mappings().one_or_none()
+def open_quarantined(
+    conn: Connection, *, organisation_id: int, quarantine_id: int
+) -> QuarantinedReading:
+    row = (
+        conn.execute(
+            select(quarantine).where(
+                quarantine.c.id == quarantine_id, quarantine.c.organisation_id == organisation_id
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
     if row is None:
         raise NotFoundError(f"quarantined reading {quarantine_id} not found")
     if row["status"] != "open":
@@ -198,7 +252,9 @@ def open_quarantined(conn: Connection, *, organisation_id: int, quarantine_id: i
     )
 
 
-def resolve_quarantined(conn: Connection, *, quarantine_id: int, resolution: str, actor: str, at: datetime) -> None:
+def resolve_quarantined(
+    conn: Connection, *, quarantine_id: int, resolution: str, actor: str, at: datetime
+) -> None:
     conn.execute(
         update(quarantine)
         .where(quarantine.c.id == quarantine_id)
@@ -207,6 +263,11 @@ def resolve_quarantined(conn: Connection, *, quarantine_id: int, resolution: str
 
 
 def reading_exists(conn: Connection, *, meter_id: int, measured_at: datetime) -> bool:
-    return conn.execute(
-        select(readings.c.id).where(readings.c.meter_id == meter_id, readings.c.measured_at == measured_at).limit(1)
-    ).first() is not None
+    return (
+        conn.execute(
+            select(readings.c.id)
+            .where(readings.c.meter_id == meter_id, readings.c.measured_at == measured_at)
+            .limit(1)
+        ).first()
+        is not None
+    )

@@ -82,7 +82,8 @@ readings = Table(
     Column("register_total", Scaled(REGISTER_PLACES), nullable=False),
     *_band_columns,
     Column("source", String(20), nullable=False),
-    UniqueConstraint("meter_id", "generation", "measured_at"),
+    # (meter, time, generation): unique, and the index for "readings of a meter around a time"
+    UniqueConstraint("meter_id", "measured_at", "generation"),
 )
 
 # The last accepted reading of each meter, kept beside the readings so the common case (a new

@@ -50,7 +50,9 @@ def create_organisation(db: Database, *, name: str, timezone: str = "Asia/Shangh
 
 def organisation_by_name(db: Database, *, name: str) -> int:
     with db.read() as conn:
-        found = conn.execute(select(organisations.c.id).where(organisations.c.name == name)).scalar_one_or_none()
+        found = conn.execute(
+            select(organisations.c.id).where(organisations.c.name == name)
+        ).scalar_one_or_none()
     if found is None:
         raise NotFoundError(f"organisation {name!r} not found")
     return int(found)
@@ -61,7 +63,10 @@ def create_site(db: Database, *, organisation_id: int, name: str, timezone: str)
     with db.transaction() as conn:
         _require(conn, organisations, organisation_id, None, "organisation")
         statement = insert(sites).values(
-            organisation_id=organisation_id, name=_name(name, "name"), timezone=timezone, created_at=db.clock()
+            organisation_id=organisation_id,
+            name=_name(name, "name"),
+            timezone=timezone,
+            created_at=db.clock(),
         )
         return _insert(conn, statement, f"site {name!r}")
 
@@ -69,26 +74,41 @@ def create_site(db: Database, *, organisation_id: int, name: str, timezone: str)
 def create_building(db: Database, *, organisation_id: int, site_id: int, name: str) -> int:
     with db.transaction() as conn:
         _require(conn, sites, site_id, organisation_id, "site")
-        statement = insert(buildings).values(organisation_id=organisation_id, site_id=site_id, name=_name(name, "name"))
+        statement = insert(buildings).values(
+            organisation_id=organisation_id, site_id=site_id, name=_name(name, "name")
+        )
         return _insert(conn, statement, f"building {name!r}")
 
 
-def create_floor(db: Database, *, organisation_id: int, building_id: int, name: str, level: int) -> int:
+def create_floor(
+    db: Database, *, organisation_id: int, building_id: int, name: str, level: int
+) -> int:
     with db.transaction() as conn:
         _require(conn, buildings, building_id, organisation_id, "building")
         statement = insert(floors).values(
-            organisation_id=organisation_id, building_id=building_id, name=_name(name, "name"), level=level
+            organisation_id=organisation_id,
+            building_id=building_id,
+            name=_name(name, "name"),
+            level=level,
         )
         return _insert(conn, statement, f"floor {name!r}")
 
 
 def create_room(
-    db: Database, *, organisation_id: int, floor_id: int, name: str, kind: str, area_m2: object = None
+    db: Database,
+    *,
+    organisation_id: int,
+    floor_id: int,
+    name: str,
+    kind: str,
+    area_m2: object = None,
 ) -> int:
     try:
         room_kind = RoomKind(kind)
     except ValueError:
-        raise ValidationError(f"kind: {kind!r} is not one of {', '.join(k.value for k in RoomKind)}") from None
+        raise ValidationError(
+            f"kind: {kind!r} is not one of {', '.join(k.value for k in RoomKind)}"
+        ) from None
     area: Decimal | None = None
     if area_m2 is not None and area_m2 != "":
         area = to_decimal(area_m2, field="area_m2")
@@ -97,7 +117,11 @@ def create_room(
     with db.transaction() as conn:
         _require(conn, floors, floor_id, organisation_id, "floor")
         statement = insert(rooms).values(
-            organisation_id=organisation_id, floor_id=floor_id, name=_name(name, "name"), kind=room_kind.value, area_m2=area
+            organisation_id=organisation_id,
+            floor_id=floor_id,
+            name=_name(name, "name"),
+            kind=room_kind.value,
+            area_m2=area,
         )
         return _insert(conn, statement, f"room {name!r}")
 
@@ -126,7 +150,9 @@ def create_customer(
         return _insert(conn, statement, f"customer {name!r}")
 
 
-def _require(conn: Connection, table: object, row_id: int, organisation_id: int | None, what: str) -> None:
+def _require(
+    conn: Connection, table: object, row_id: int, organisation_id: int | None, what: str
+) -> None:
     columns = table.c  # type: ignore[attr-defined]
     query = select(columns.id).where(columns.id == row_id)
     if organisation_id is not None:

@@ -194,8 +194,7 @@ def test_master_relay_command_decodes_with_its_deadline() -> None:
 
 
 def test_master_reads_our_block_and_status_replies() -> None:
-    block = (Decimal("1000.00"), Decimal("100.00"), Decimal("400.00"), Decimal("300.00"))
-    block += (Decimal("200.00"),)
+    block = tuple(Decimal(text) for text in ("1000.00", "100.00", "400.00", "300.00", "200.00"))
     raw = encode_frame(d.read_value_reply("000000000002", 0x0000FF00, block))
     address, code, data = peer_parse(raw) or (b"", 0, b"")
     assert (address, code, len(data)) == (peer_bcd_addr(2), 0x91, 24)
@@ -548,3 +547,41 @@ def test_deadline_round_trip(moment: datetime) -> None:
         d.parse_relay_control_request(decode_frame(encode_frame(frame)), SHANGHAI).deadline
         == moment
     )
+
+
+def _bad_builder_calls() -> list[object]:
+    deadline = datetime(2025, 11, 25, 10, 35, 0, tzinfo=SHANGHAI)
+    return [
+        lambda: d.freeze_request(minute=60),
+        lambda: d.freeze_request(month=13),
+        lambda: d.read_follow_up_request(METER_1, 0, 256),
+        lambda: d.read_request(METER_1, 1 << 32),
+        lambda: d.change_baud_request(METER_1, 0x03),  # type: ignore[arg-type]
+        lambda: Password(level=10),
+        lambda: Password(level=1, code="12345"),
+        lambda: d.clear_meter_request(METER_1, password=SUPERVISOR, operator_code="xyz"),
+        lambda: d.relay_control_request(
+            METER_1,
+            0x99,  # type: ignore[arg-type]
+            deadline=deadline,
+            zone=SHANGHAI,
+            password=SUPERVISOR,
+            operator_code=OPERATOR,
+        ),
+        lambda: d.write_address_request("12345678901"),
+        lambda: d.read_request("12345678901A", 0),
+        lambda: d.parse_relay_control_request(d.read_request(METER_1, 0), SHANGHAI),
+        lambda: d.parse_read_reply(Dlt645Frame(METER_1, 0x91, b"\x00")),
+        lambda: d.parse_read_reply(Dlt645Frame(METER_1, 0x92, b"\x00\x00\x00\x00")),
+        lambda: d.error_status(Dlt645Frame(METER_1, 0xD1, b"")),
+        lambda: d.parse_freeze_request(Dlt645Frame(METER_1, 0x16, h("AB 00 00 00"))),
+        lambda: d.parse_change_baud_request(Dlt645Frame(METER_1, 0x17, h("05"))),
+        lambda: d.parse_read_address_reply(Dlt645Frame(METER_1, 0x93, h("0F 00 00 00 00 00"))),
+    ]
+
+
+@pytest.mark.parametrize("call", _bad_builder_calls())
+def test_bad_builder_input_raises_codec_errors_only(call: object) -> None:
+    assert callable(call)
+    with pytest.raises(Dlt645Error):
+        call()

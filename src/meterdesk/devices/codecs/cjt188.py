@@ -10,7 +10,8 @@ Invariants:
   the DI is read or written (:class:`DiOrder`, a per-model setting, ``HIGH_FIRST`` by default,
   and the SER byte always follows the DI).
 - :class:`Cjt188Decoder` never raises: garbage, bad checksums and truncated frames are skipped
-  byte by byte, and a complete frame after an incomplete candidate is not held back.
+  byte by byte, and a complete frame after an incomplete candidate is not held back
+  (see :mod:`meterdesk.devices.codecs.stream`).
 - Volumes are exact ``Decimal`` m³ (0.01 m³ resolution on the wire); the meter clock is read as
   the wall clock of the zone the caller passes, never a naive datetime.
 - Error replies (C1, C4) carry ``SER + ST ST``; they raise :class:`Cjt188RefusedError` in the
@@ -25,6 +26,7 @@ from decimal import Decimal
 from enum import Enum, IntEnum
 
 from meterdesk.devices.codecs import bcd
+from meterdesk.devices.codecs.stream import FrameScanner, Verdict
 from meterdesk.shared.errors import ValidationError
 
 START = 0x68
@@ -142,21 +144,21 @@ def encode_frame(frame: Cjt188Frame, *, preamble: int = 2) -> bytes:
     return bytes([PREAMBLE_BYTE]) * preamble + body + bytes([sum(body) & 0xFF, END])
 
 
-def _try_parse(buffer: bytes | bytearray, at: int) -> tuple[bool, Cjt188Frame | None, int]:
-    """(complete?, frame if valid, end). ``(False, None, 0)`` means wait for more bytes."""
+def _try_parse(buffer: bytes | bytearray, at: int) -> tuple[Verdict, Cjt188Frame | None, int]:
+    """Judge the candidate frame starting with the ``68`` at ``at``; return its end if complete."""
     if len(buffer) - at < HEADER_BYTES:
-        return False, None, 0
+        return Verdict.INCOMPLETE, None, 0
     end = at + HEADER_BYTES + buffer[at + 10] + 2
     if len(buffer) < end:
-        return False, None, 0
+        return Verdict.INCOMPLETE, None, 0
     if sum(buffer[at : end - 2]) & 0xFF != buffer[end - 2] or buffer[end - 1] != END:
-        return True, None, 0
+        return Verdict.INVALID, None, 0
     try:
         address = bcd.address_from_wire(bytes(buffer[at + 2 : at + 9]))
     except bcd.BcdError:
-        return True, None, 0
+        return Verdict.INVALID, None, 0
     data = bytes(buffer[at + HEADER_BYTES : end - 2])
-    return True, Cjt188Frame(buffer[at + 1], address, buffer[at + 9], data), end
+    return Verdict.COMPLETE, Cjt188Frame(buffer[at + 1], address, buffer[at + 9], data), end
 
 
 def decode_frame(raw: bytes) -> Cjt188Frame:
@@ -164,8 +166,8 @@ def decode_frame(raw: bytes) -> Cjt188Frame:
     start = len(raw) - len(raw.lstrip(bytes([PREAMBLE_BYTE])))
     if start >= len(raw) or raw[start] != START:
         raise Cjt188FrameError("no frame start (68) after the preamble")
-    complete, frame, end = _try_parse(raw, start)
-    if not complete:
+    verdict, frame, end = _try_parse(raw, start)
+    if verdict is Verdict.INCOMPLETE:
         raise Cjt188FrameError(f"truncated frame ({len(raw) - start} bytes)")
     if frame is None:
         raise Cjt188FrameError("bad frame: checksum, end byte or address")
@@ -174,54 +176,11 @@ def decode_frame(raw: bytes) -> Cjt188Frame:
     return frame
 
 
-class Cjt188Decoder:
-    """Turns a byte stream into frames (same resynchronisation rules as the DL/T 645 one)."""
+class Cjt188Decoder(FrameScanner[Cjt188Frame]):
+    """Turns a byte stream into frames; resynchronisation as in :mod:`.stream` (FE skipped)."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.discarded_byte_count = 0
-
-    @property
-    def pending(self) -> bytes:
-        return bytes(self._buffer)
-
-    def feed(self, data: bytes) -> list[Cjt188Frame]:
-        self._buffer.extend(data)
-        frames: list[Cjt188Frame] = []
-        while (frame := self._next_frame()) is not None:
-            frames.append(frame)
-        return frames
-
-    def _discard(self, count: int) -> None:
-        self.discarded_byte_count += count - self._buffer[:count].count(PREAMBLE_BYTE)
-        del self._buffer[:count]
-
-    def _next_frame(self) -> Cjt188Frame | None:
-        while True:
-            start = self._buffer.find(START)
-            if start < 0:
-                self._discard(len(self._buffer))
-                return None
-            self._discard(start)
-            complete, frame, end = _try_parse(self._buffer, 0)
-            if frame is not None:
-                del self._buffer[:end]
-                return frame
-            if complete:
-                self._discard(1)
-                continue
-            return self._look_ahead()
-
-    def _look_ahead(self) -> Cjt188Frame | None:
-        at = self._buffer.find(START, 1)
-        while at >= 0:
-            _complete, frame, end = _try_parse(self._buffer, at)
-            if frame is not None:
-                self._discard(at)
-                del self._buffer[: end - at]
-                return frame
-            at = self._buffer.find(START, at + 1)
-        return None
+        super().__init__(bytes([START]), _try_parse, PREAMBLE_BYTE)
 
 
 @dataclass(frozen=True, slots=True)

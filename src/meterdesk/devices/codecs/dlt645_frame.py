@@ -8,8 +8,8 @@ Invariants:
 - :class:`Dlt645Frame` always holds the *plain* data (0x33 already removed) and an address of
   six BCD pairs or ``AA`` wildcards; a frame that exists can always be encoded.
 - :class:`Dlt645Decoder` never raises on input: garbage, bad checksums and truncated frames are
-  skipped byte by byte, so a good frame that follows (or hides inside) garbage is still found.
-  It keeps at most one frame's worth of bytes while waiting, and it yields frames in wire order.
+  skipped byte by byte, so a good frame that follows (or hides inside) garbage is still found
+  (see :mod:`meterdesk.devices.codecs.stream`).
 - Nothing here reads a clock or touches a socket (sans-I/O, in the manner of h11).
 """
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from meterdesk.devices.codecs.bcd import BcdError, address_from_wire, address_to_wire
+from meterdesk.devices.codecs.stream import FrameScanner, Verdict
 from meterdesk.shared.errors import ValidationError
 
 START = 0x68
@@ -167,32 +168,26 @@ def encode_frame(frame: Dlt645Frame, *, preamble: int = 4) -> bytes:
     return bytes([PREAMBLE_BYTE]) * preamble + body + bytes([sum(body) & 0xFF, END])
 
 
-class _Verdict(IntEnum):
-    COMPLETE = 0
-    INCOMPLETE = 1
-    INVALID = 2
-
-
-def _try_parse(buffer: bytes | bytearray, at: int) -> tuple[_Verdict, Dlt645Frame | None, int]:
+def _try_parse(buffer: bytes | bytearray, at: int) -> tuple[Verdict, Dlt645Frame | None, int]:
     """Judge the candidate frame starting with the ``68`` at ``at``; return its end if complete."""
     available = len(buffer) - at
     if available > 7 and buffer[at + 7] != START:
-        return _Verdict.INVALID, None, 0
+        return Verdict.INVALID, None, 0
     if available < HEADER_BYTES:
-        return _Verdict.INCOMPLETE, None, 0
+        return Verdict.INCOMPLETE, None, 0
     length = buffer[at + 9]
     end = at + HEADER_BYTES + length + 2
     if len(buffer) < end:
-        return _Verdict.INCOMPLETE, None, 0
+        return Verdict.INCOMPLETE, None, 0
     checksum_at = end - 2
     if sum(buffer[at:checksum_at]) & 0xFF != buffer[checksum_at] or buffer[end - 1] != END:
-        return _Verdict.INVALID, None, 0
+        return Verdict.INVALID, None, 0
     try:
         address = address_from_wire(bytes(buffer[at + 1 : at + 7]))
     except BcdError:
-        return _Verdict.INVALID, None, 0
+        return Verdict.INVALID, None, 0
     data = bytes((byte - SCRAMBLE) & 0xFF for byte in buffer[at + HEADER_BYTES : checksum_at])
-    return _Verdict.COMPLETE, Dlt645Frame(address, buffer[at + 8], data), end
+    return Verdict.COMPLETE, Dlt645Frame(address, buffer[at + 8], data), end
 
 
 def decode_frame(raw: bytes) -> Dlt645Frame:
@@ -203,7 +198,7 @@ def decode_frame(raw: bytes) -> Dlt645Frame:
     if start >= len(raw) or raw[start] != START:
         raise Dlt645FrameError("no frame start (68) after the preamble")
     verdict, frame, end = _try_parse(raw, start)
-    if verdict is _Verdict.INCOMPLETE:
+    if verdict is Verdict.INCOMPLETE:
         raise Dlt645FrameError(f"truncated frame ({len(raw) - start} bytes)")
     if frame is None:
         raise Dlt645FrameError("bad frame: second 68, checksum, end byte or address")
@@ -212,60 +207,8 @@ def decode_frame(raw: bytes) -> Dlt645Frame:
     return frame
 
 
-class Dlt645Decoder:
-    """Turns a byte stream into frames; feed it whatever the transport received.
-
-    Resynchronisation: a candidate that proves invalid costs one byte and the search restarts
-    at the next ``68``. A candidate still waiting for bytes does not block a complete, valid
-    frame that already follows it in the buffer (a garbage ``68 … 68 C L`` with a large ``L``
-    would otherwise swallow the meter's real reply on a half-duplex line).
-    """
+class Dlt645Decoder(FrameScanner[Dlt645Frame]):
+    """Turns a byte stream into frames; resynchronisation as in :mod:`.stream` (FE skipped)."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.discarded_byte_count = 0  # non-preamble bytes thrown away, for diagnostics
-
-    @property
-    def pending(self) -> bytes:
-        """Bytes held back while waiting for the rest of a frame."""
-        return bytes(self._buffer)
-
-    def feed(self, data: bytes) -> list[Dlt645Frame]:
-        self._buffer.extend(data)
-        frames: list[Dlt645Frame] = []
-        while (frame := self._next_frame()) is not None:
-            frames.append(frame)
-        return frames
-
-    def _discard(self, count: int) -> None:
-        skipped = self._buffer[:count]
-        self.discarded_byte_count += count - skipped.count(PREAMBLE_BYTE)
-        del self._buffer[:count]
-
-    def _next_frame(self) -> Dlt645Frame | None:
-        while True:
-            start = self._buffer.find(START)
-            if start < 0:
-                self._discard(len(self._buffer))
-                return None
-            self._discard(start)
-            verdict, frame, end = _try_parse(self._buffer, 0)
-            if verdict is _Verdict.INVALID:
-                self._discard(1)
-                continue
-            if verdict is _Verdict.INCOMPLETE:
-                return self._look_ahead()
-            del self._buffer[:end]
-            return frame
-
-    def _look_ahead(self) -> Dlt645Frame | None:
-        """A complete valid frame after the incomplete candidate at 0 wins over the candidate."""
-        at = self._buffer.find(START, 1)
-        while at >= 0:
-            _verdict, frame, end = _try_parse(self._buffer, at)
-            if frame is not None:
-                self._discard(at)
-                del self._buffer[: end - at]
-                return frame
-            at = self._buffer.find(START, at + 1)
-        return None
+        super().__init__(bytes([START]), _try_parse, PREAMBLE_BYTE)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from meterdesk.devices.codecs.stream import FrameScanner, Verdict
 from meterdesk.shared.errors import ValidationError
 
 HEAD = b"##"
@@ -176,60 +177,24 @@ def decode_message(raw: bytes) -> Hj212Message:
     return parse_segment(decode_packet(raw))
 
 
-class Hj212Decoder:
-    """Finds packets in a TCP byte stream; anything unreadable is skipped, never raised.
+def _judge(buffer: bytearray, at: int) -> tuple[Verdict, Hj212Message | None, int]:
+    """Judge the candidate packet starting with the ``##`` at ``at``."""
+    length_text = bytes(buffer[at + 2 : at + 6])
+    if any(not 0x30 <= byte <= 0x39 for byte in length_text):  # the length is four digits
+        return Verdict.INVALID, None, 0
+    if len(length_text) < 4:
+        return Verdict.INCOMPLETE, None, 0
+    end = at + 12 + int(length_text)
+    if len(buffer) < end:
+        return Verdict.INCOMPLETE, None, 0
+    try:
+        return Verdict.COMPLETE, decode_message(bytes(buffer[at:end])), end
+    except Hj212Error:
+        return Verdict.INVALID, None, 0
 
-    A candidate that fails its length or CRC costs two bytes (its ``##``); one still waiting
-    for bytes does not hold back a complete, valid packet that already follows it.
-    """
+
+class Hj212Decoder(FrameScanner[Hj212Message]):
+    """Finds packets in a TCP byte stream; resynchronisation as in :mod:`.stream`."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.rejected_count = 0
-
-    def feed(self, data: bytes) -> list[Hj212Message]:
-        self._buffer.extend(data)
-        messages: list[Hj212Message] = []
-        while (message := self._next_message()) is not None:
-            messages.append(message)
-        return messages
-
-    def _judge(self, at: int) -> tuple[bool, Hj212Message | None, int]:
-        """(complete?, message if valid, end) for the candidate at ``at``."""
-        length_text = bytes(self._buffer[at + 2 : at + 6])
-        if len(length_text) == 4 and not length_text.isdigit():
-            return True, None, 0
-        end = at + 12 + int(length_text) if len(length_text) == 4 else len(self._buffer) + 1
-        if len(self._buffer) < end:
-            return False, None, 0
-        try:
-            return True, decode_message(bytes(self._buffer[at:end])), end
-        except Hj212Error:
-            return True, None, 0
-
-    def _next_message(self) -> Hj212Message | None:
-        while True:
-            start = self._buffer.find(HEAD)
-            if start < 0:
-                del self._buffer[: max(len(self._buffer) - 1, 0)]  # a lone "#" may start "##"
-                return None
-            del self._buffer[:start]
-            complete, message, end = self._judge(0)
-            if message is not None:
-                del self._buffer[:end]
-                return message
-            if not complete:
-                return self._look_ahead()
-            self.rejected_count += 1
-            del self._buffer[:2]
-
-    def _look_ahead(self) -> Hj212Message | None:
-        at = self._buffer.find(HEAD, 1)
-        while at >= 0:
-            _complete, message, end = self._judge(at)
-            if message is not None:
-                self.rejected_count += 1
-                del self._buffer[:end]
-                return message
-            at = self._buffer.find(HEAD, at + 1)
-        return None
+        super().__init__(HEAD, _judge)

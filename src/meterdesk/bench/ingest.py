@@ -1,0 +1,179 @@
+"""``meterdesk bench ingest`` — targets P1, P1-pg and P1-naive (docs/PERFORMANCE.md).
+
+Three runs over the same seeded workload, side by side, on the same database engine:
+
+1. ours: the real pipeline (dedupe → place → price → ledger → one commit per batch);
+2. bulk: a raw insert of the same distinct readings into the same ``readings`` table — one
+   ``executemany`` in one transaction on SQLite, ``COPY`` on PostgreSQL — the floor no pipeline
+   can beat;
+3. naive: our pipeline forced to one transaction per reading, on a sample of the stream.
+
+After run 1 the result is checked against the reference pricer (expected deduction per meter,
+to the fen) and the ledger invariants. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, text
+
+from meterdesk.bench import setup
+from meterdesk.bench.checks import check_invariants
+from meterdesk.bench.reference import expected_fen
+from meterdesk.bench.workload import Workload, build
+from meterdesk.billing.ingest import IncomingReading, Ingestor
+from meterdesk.db.database import Database
+from meterdesk.db.engine import build_engine
+from meterdesk.shared.time import system_clock
+
+
+def run(*, quick: bool, database_url: str | None, meters: int | None, seed: int, repeat: int = 1) -> dict[str, Any]:
+    meter_count = meters or (2000 if quick else 10_000)
+    rounds = 10 if quick else 20
+    naive_sample = 400 if quick else 2000
+    workload = build(seed=seed, meters=meter_count, rounds=rounds)
+    backend = "postgresql" if database_url else "sqlite"
+    say(f"workload: seed {seed}, {meter_count} meters, {rounds} readings each, {len(workload.truth)} distinct readings, "
+        f"{workload.delivered} delivered in {len(workload.batches)} batches (duplicates, reordering, late, rollovers)")
+    with tempfile.TemporaryDirectory(prefix="meterdesk-bench-") as folder:
+        places = _Places(Path(folder), database_url)
+        results = [_one_round(workload, places, naive_sample) for _ in range(repeat)]
+    summary = _summarise(results, workload, backend, seed)
+    print(json.dumps(summary, sort_keys=True))
+    return summary
+
+
+class _Places:
+    """Fresh, separate databases for each run: files on SQLite, schemas on PostgreSQL."""
+
+    def __init__(self, folder: Path, database_url: str | None) -> None:
+        self.folder, self.url, self.count = folder, database_url, 0
+
+    def fresh(self, name: str) -> Engine:
+        self.count += 1
+        if self.url is None:
+            return build_engine(f"sqlite:///{self.folder}/{name}-{self.count}.sqlite3")
+        schema = f"bench_{name}_{os.getpid()}_{self.count}"
+        admin = create_engine(self.url)
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        admin.dispose()
+        separator = "&" if "?" in self.url else "?"
+        return build_engine(f"{self.url}{separator}options=-csearch_path%3D{schema}")
+
+    def drop(self, engine: Engine) -> None:
+        if self.url is not None:
+            schema = engine.url.query.get("options", "").split("=")[-1]
+            engine.dispose()
+            admin = create_engine(self.url)
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            admin.dispose()
+        else:
+            engine.dispose()
+
+
+def _one_round(workload: Workload, places: _Places, naive_sample: int) -> dict[str, Any]:
+    ours_engine = places.fresh("ours")
+    prepared = setup.prepare(Database(ours_engine, system_clock), workload)
+    batches = [[prepared.incoming(item) for item in batch] for batch in workload.batches]
+    naive_engine = _copy_prepared(places, ours_engine, workload)
+    ours_s = _timed(lambda: _ingest_batches(Ingestor(Database(ours_engine, system_clock)), batches))
+    say(f"ours: {len(workload.truth)} distinct readings ({workload.delivered} delivered) in {ours_s:.3f} s "
+        f"= {len(workload.truth) / ours_s:,.0f} readings/s")
+    expected = expected_fen(workload, prepared.opening)
+    checks = check_invariants(ours_engine, workload, prepared, expected)
+    for name, ok in checks.items():
+        say(f"check {name}: {'ok' if ok else 'FAILED'}")
+    places.drop(ours_engine)
+    bulk_engine = places.fresh("bulk")
+    bulk_s = setup.bulk_insert_readings(bulk_engine, workload, prepared)
+    say(f"bulk insert: {len(workload.truth)} readings in {bulk_s:.3f} s = {len(workload.truth) / bulk_s:,.0f} readings/s")
+    places.drop(bulk_engine)
+    sample = [item for batch in batches for item in batch][:naive_sample]
+    naive_pipeline = Ingestor(Database(naive_engine, system_clock))
+    naive_s = _timed(lambda: [naive_pipeline.ingest([item]) for item in sample])
+    say(f"one transaction per reading: {len(sample)} readings in {naive_s:.3f} s = {len(sample) / naive_s:,.0f} readings/s")
+    places.drop(naive_engine)
+    return {
+        "readings_per_s": len(workload.truth) / ours_s,
+        "delivered_per_s": workload.delivered / ours_s,
+        "bulk_insert_readings_per_s": len(workload.truth) / bulk_s,
+        "per_reading_tx_readings_per_s": len(sample) / naive_s,
+        "checks": checks,
+    }
+
+
+def _copy_prepared(places: _Places, prepared_engine: Engine, workload: Workload) -> Engine:
+    """The naive run starts from the same prepared state as ours."""
+    if places.url is None:
+        source = prepared_engine.url.database
+        assert source is not None
+        target = places.folder / f"naive-{places.count}.sqlite3"
+        with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+            src.backup(dst)
+        return build_engine(f"sqlite:///{target}")
+    engine = places.fresh("naive")
+    setup.prepare(Database(engine, system_clock), workload)
+    return engine
+
+
+def _ingest_batches(pipeline: Ingestor, batches: list[list[IncomingReading]]) -> None:
+    for batch in batches:
+        pipeline.ingest(batch)
+
+
+def _timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def _summarise(results: list[dict[str, Any]], workload: Workload, backend: str, seed: int) -> dict[str, Any]:
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in results)
+
+    ours, bulk, naive = median("readings_per_s"), median("bulk_insert_readings_per_s"), median("per_reading_tx_readings_per_s")
+    invariants_ok = all(all(r["checks"].values()) for r in results)
+    summary = {
+        "bench": "ingest",
+        "backend": backend,
+        "readings_per_s": round(ours),
+        "delivered_per_s": round(median("delivered_per_s")),
+        "bulk_insert_readings_per_s": round(bulk),
+        "per_reading_tx_readings_per_s": round(naive),
+        "ratio_vs_bulk_insert": round(bulk / ours, 2),  # our time / bulk-insert time, same readings
+        "ratio_vs_per_reading_tx": round(ours / naive, 1),  # how many times faster than one tx per reading
+        "invariants_ok": invariants_ok,
+        "runs": len(results),
+        "meters": len(workload.meters),
+        "distinct_readings": len(workload.truth),
+        "delivered_readings": workload.delivered,
+        "seed": seed,
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
+                    "sqlite": sqlite3.sqlite_version},
+    }
+    say(f"ratio vs bulk insert: {summary['ratio_vs_bulk_insert']}× the time (target ≤ {8 if backend == 'sqlite' else 12}×); "
+        f"vs one transaction per reading: {summary['ratio_vs_per_reading_tx']}× faster (target ≥ 15×)")
+    return summary
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def copy_file(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
