@@ -4,7 +4,8 @@ charged twice, every distinct reading stored exactly once)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, text
 
@@ -14,27 +15,49 @@ if TYPE_CHECKING:
     from meterdesk.bench.setup import Prepared
 
 
-def check_invariants(engine: Engine, workload: Workload, prepared: Prepared, expected: dict[int, int]) -> dict[str, bool]:
+def check_invariants(
+    engine: Engine, workload: Workload, prepared: Prepared, expected: dict[int, int]
+) -> dict[str, bool]:
     with engine.connect() as conn:
-        balances_sum = conn.execute(text("SELECT COALESCE(SUM(balance_fen), 0) FROM ledger_accounts")).scalar_one()
-        mismatched = conn.execute(text(
-            "SELECT COUNT(*) FROM ledger_accounts a WHERE a.balance_fen <> "
-            "(SELECT COALESCE(SUM(amount_fen), 0) FROM transfers t WHERE t.credit_account_id = a.id) - "
-            "(SELECT COALESCE(SUM(amount_fen), 0) FROM transfers t WHERE t.debit_account_id = a.id)"
-        )).scalar_one()
-        charged = dict(conn.execute(text(
-            "SELECT meter_id, SUM(CASE WHEN reason = 'deduction' THEN amount_fen ELSE -amount_fen END) FROM transfers "
-            "WHERE reason IN ('deduction', 'deduction_correction') GROUP BY meter_id"
-        )).all())
-        posted = dict(conn.execute(text("SELECT meter_id, SUM(posted_fen) FROM period_totals GROUP BY meter_id")).all())
+        balances_sum = conn.execute(
+            text("SELECT COALESCE(SUM(balance_fen), 0) FROM ledger_accounts")
+        ).scalar_one()
+        mismatched = conn.execute(
+            text(
+                "SELECT COUNT(*) FROM ledger_accounts a WHERE a.balance_fen <> "
+                "(SELECT COALESCE(SUM(amount_fen), 0) FROM transfers t WHERE t.credit_account_id = a.id) - "
+                "(SELECT COALESCE(SUM(amount_fen), 0) FROM transfers t WHERE t.debit_account_id = a.id)"
+            )
+        ).scalar_one()
+        charged: dict[int, int] = dict(
+            conn.execute(
+                text(
+                    "SELECT meter_id, SUM(CASE WHEN reason = 'deduction' THEN amount_fen "
+                    "ELSE -amount_fen END) FROM transfers "
+                    "WHERE reason IN ('deduction', 'deduction_correction') GROUP BY meter_id"
+                )
+            ).all()
+        )
+        posted: dict[int, int] = dict(
+            conn.execute(
+                text("SELECT meter_id, SUM(posted_fen) FROM period_totals GROUP BY meter_id")
+            ).all()
+        )
         stored = conn.execute(text("SELECT COUNT(*) FROM readings")).scalar_one()
-        lines = conn.execute(text(
-            "SELECT meter_id, interval_start, interval_end FROM charge_lines WHERE active ORDER BY meter_id, interval_start, interval_end"
-        )).all()
+        lines = conn.execute(
+            text(
+                "SELECT meter_id, interval_start, interval_end FROM charge_lines WHERE active "
+                "ORDER BY meter_id, interval_start, interval_end"
+            )
+        ).all()
     by_id = {prepared.meter_ids[index]: fen for index, fen in expected.items()}
     return {
-        "bills_match_reference": all(int(charged.get(meter_id, 0)) == fen for meter_id, fen in by_id.items()),
-        "period_totals_match_ledger": all(int(posted.get(m, 0)) == int(charged.get(m, 0)) for m in by_id),
+        "bills_match_reference": all(
+            int(charged.get(meter_id, 0)) == fen for meter_id, fen in by_id.items()
+        ),
+        "period_totals_match_ledger": all(
+            int(posted.get(m, 0)) == int(charged.get(m, 0)) for m in by_id
+        ),
         "entries_sum_to_zero": int(balances_sum) == 0,
         "balances_equal_entries": int(mismatched) == 0,
         "no_window_charged_twice": _no_overlap(lines),
@@ -42,9 +65,9 @@ def check_invariants(engine: Engine, workload: Workload, prepared: Prepared, exp
     }
 
 
-def _no_overlap(lines: list[object]) -> bool:
+def _no_overlap(lines: Sequence[Any]) -> bool:
     last: dict[int, tuple[int, int]] = {}
-    for meter_id, start, end in lines:  # type: ignore[misc]
+    for meter_id, start, end in lines:
         previous = last.get(meter_id)
         if previous is not None and previous != (start, end) and start < previous[1]:
             return False

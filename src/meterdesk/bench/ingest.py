@@ -39,14 +39,19 @@ from meterdesk.db.engine import build_engine
 from meterdesk.shared.time import system_clock
 
 
-def run(*, quick: bool, database_url: str | None, meters: int | None, seed: int, repeat: int = 1) -> dict[str, Any]:
+def run(
+    *, quick: bool, database_url: str | None, meters: int | None, seed: int, repeat: int = 1
+) -> dict[str, Any]:
     meter_count = meters or (2000 if quick else 10_000)
     rounds = 10 if quick else 20
     naive_sample = 400 if quick else 2000
     workload = build(seed=seed, meters=meter_count, rounds=rounds)
     backend = "postgresql" if database_url else "sqlite"
-    say(f"workload: seed {seed}, {meter_count} meters, {rounds} readings each, {len(workload.truth)} distinct readings, "
-        f"{workload.delivered} delivered in {len(workload.batches)} batches (duplicates, reordering, late, rollovers)")
+    say(
+        f"workload: seed {seed}, {meter_count} meters, {rounds} readings each, "
+        f"{len(workload.truth)} distinct readings, "
+        f"{workload.delivered} delivered in {len(workload.batches)} batches (duplicates, reordering, late, rollovers)"
+    )
     with tempfile.TemporaryDirectory(prefix="meterdesk-bench-") as folder:
         places = _Places(Path(folder), database_url)
         results = [_one_round(workload, places, naive_sample) for _ in range(repeat)]
@@ -76,7 +81,8 @@ class _Places:
 
     def drop(self, engine: Engine) -> None:
         if self.url is not None:
-            schema = engine.url.query.get("options", "").split("=")[-1]
+            options = engine.url.query.get("options", "")
+            schema = (options if isinstance(options, str) else options[0]).split("=")[-1]
             engine.dispose()
             admin = create_engine(self.url)
             with admin.begin() as conn:
@@ -92,8 +98,10 @@ def _one_round(workload: Workload, places: _Places, naive_sample: int) -> dict[s
     batches = [[prepared.incoming(item) for item in batch] for batch in workload.batches]
     naive_engine = _copy_prepared(places, ours_engine, workload)
     ours_s = _timed(lambda: _ingest_batches(Ingestor(Database(ours_engine, system_clock)), batches))
-    say(f"ours: {len(workload.truth)} distinct readings ({workload.delivered} delivered) in {ours_s:.3f} s "
-        f"= {len(workload.truth) / ours_s:,.0f} readings/s")
+    say(
+        f"ours: {len(workload.truth)} distinct readings ({workload.delivered} delivered) in {ours_s:.3f} s "
+        f"= {len(workload.truth) / ours_s:,.0f} readings/s"
+    )
     expected = expected_fen(workload, prepared.opening)
     checks = check_invariants(ours_engine, workload, prepared, expected)
     for name, ok in checks.items():
@@ -101,12 +109,18 @@ def _one_round(workload: Workload, places: _Places, naive_sample: int) -> dict[s
     places.drop(ours_engine)
     bulk_engine = places.fresh("bulk")
     bulk_s = setup.bulk_insert_readings(bulk_engine, workload, prepared)
-    say(f"bulk insert: {len(workload.truth)} readings in {bulk_s:.3f} s = {len(workload.truth) / bulk_s:,.0f} readings/s")
+    say(
+        f"bulk insert: {len(workload.truth)} readings in {bulk_s:.3f} s "
+        f"= {len(workload.truth) / bulk_s:,.0f} readings/s"
+    )
     places.drop(bulk_engine)
     sample = [item for batch in batches for item in batch][:naive_sample]
     naive_pipeline = Ingestor(Database(naive_engine, system_clock))
     naive_s = _timed(lambda: [naive_pipeline.ingest([item]) for item in sample])
-    say(f"one transaction per reading: {len(sample)} readings in {naive_s:.3f} s = {len(sample) / naive_s:,.0f} readings/s")
+    say(
+        f"one transaction per reading: {len(sample)} readings in {naive_s:.3f} s "
+        f"= {len(sample) / naive_s:,.0f} readings/s"
+    )
     places.drop(naive_engine)
     return {
         "readings_per_s": len(workload.truth) / ours_s,
@@ -142,11 +156,17 @@ def _timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def _summarise(results: list[dict[str, Any]], workload: Workload, backend: str, seed: int) -> dict[str, Any]:
+def _summarise(
+    results: list[dict[str, Any]], workload: Workload, backend: str, seed: int
+) -> dict[str, Any]:
     def median(key: str) -> float:
-        return statistics.median(r[key] for r in results)
+        return float(statistics.median(r[key] for r in results))
 
-    ours, bulk, naive = median("readings_per_s"), median("bulk_insert_readings_per_s"), median("per_reading_tx_readings_per_s")
+    ours, bulk, naive = (
+        median("readings_per_s"),
+        median("bulk_insert_readings_per_s"),
+        median("per_reading_tx_readings_per_s"),
+    )
     invariants_ok = all(all(r["checks"].values()) for r in results)
     summary = {
         "bench": "ingest",
@@ -156,18 +176,27 @@ def _summarise(results: list[dict[str, Any]], workload: Workload, backend: str, 
         "bulk_insert_readings_per_s": round(bulk),
         "per_reading_tx_readings_per_s": round(naive),
         "ratio_vs_bulk_insert": round(bulk / ours, 2),  # our time / bulk-insert time, same readings
-        "ratio_vs_per_reading_tx": round(ours / naive, 1),  # how many times faster than one tx per reading
+        "ratio_vs_per_reading_tx": round(
+            ours / naive, 1
+        ),  # how many times faster than one tx per reading
         "invariants_ok": invariants_ok,
         "runs": len(results),
         "meters": len(workload.meters),
         "distinct_readings": len(workload.truth),
         "delivered_readings": workload.delivered,
         "seed": seed,
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-                    "sqlite": sqlite3.sqlite_version},
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "sqlite": sqlite3.sqlite_version,
+        },
     }
-    say(f"ratio vs bulk insert: {summary['ratio_vs_bulk_insert']}× the time (target ≤ {8 if backend == 'sqlite' else 12}×); "
-        f"vs one transaction per reading: {summary['ratio_vs_per_reading_tx']}× faster (target ≥ 15×)")
+    say(
+        f"ratio vs bulk insert: {summary['ratio_vs_bulk_insert']}× the time "
+        f"(target ≤ {8 if backend == 'sqlite' else 12}×); "
+        f"vs one transaction per reading: {summary['ratio_vs_per_reading_tx']}× faster (target ≥ 15×)"
+    )
     return summary
 
 

@@ -15,10 +15,28 @@ from zoneinfo import ZoneInfo
 
 from meterdesk.bench.workload import MODULUS, START, ZONE, BenchMeter, Workload
 
-TOU_PRICE = {"sharp": Decimal("1.3561"), "peak": Decimal("1.0827"), "flat": Decimal("0.6537"), "valley": Decimal("0.3126")}
-TOU_HOURS = [(0, "valley"), (8, "flat"), (10, "peak"), (12, "sharp"), (14, "peak"), (17, "flat"), (21, "peak"), (23, "valley")]
+TOU_PRICE = {
+    "sharp": Decimal("1.3561"),
+    "peak": Decimal("1.0827"),
+    "flat": Decimal("0.6537"),
+    "valley": Decimal("0.3126"),
+}
+TOU_HOURS = [
+    (0, "valley"),
+    (8, "flat"),
+    (10, "peak"),
+    (12, "sharp"),
+    (14, "peak"),
+    (17, "flat"),
+    (21, "peak"),
+    (23, "valley"),
+]
 TOU_TIERS = [(Decimal(200), Decimal(0)), (Decimal(400), Decimal("0.05")), (None, Decimal("0.3"))]
-FLAT_TIERS = [(Decimal(100), Decimal("0.55")), (Decimal(300), Decimal("0.6")), (None, Decimal("0.85"))]
+FLAT_TIERS = [
+    (Decimal(100), Decimal("0.55")),
+    (Decimal(300), Decimal("0.6")),
+    (None, Decimal("0.85")),
+]
 
 
 def _band(at: datetime) -> str:
@@ -26,7 +44,9 @@ def _band(at: datetime) -> str:
     return [band for start, band in TOU_HOURS if start <= hour][-1]
 
 
-def _climb(used: Decimal, quantity: Decimal, ladder: list[tuple[Decimal | None, Decimal]], base: Decimal) -> Decimal:
+def _climb(
+    used: Decimal, quantity: Decimal, ladder: list[tuple[Decimal | None, Decimal]], base: Decimal
+) -> Decimal:
     cost, lower = Decimal(0), Decimal(0)
     for upper, price in ladder:
         top = used + quantity if upper is None else min(upper, used + quantity)
@@ -45,11 +65,15 @@ def expected_fen(workload: Workload, opening: dict[int, Decimal]) -> dict[int, i
         by_meter.setdefault(index, []).append((at, total))
     result = {}
     for meter in workload.meters:
-        result[meter.index] = _meter_cost(meter, opening[meter.index], by_meter.get(meter.index, []))
+        result[meter.index] = _meter_cost(
+            meter, opening[meter.index], by_meter.get(meter.index, [])
+        )
     return result
 
 
-def _meter_cost(meter: BenchMeter, opening: Decimal, readings: list[tuple[datetime, Decimal]]) -> int:
+def _meter_cost(
+    meter: BenchMeter, opening: Decimal, readings: list[tuple[datetime, Decimal]]
+) -> int:
     exact, used = Decimal(0), Decimal(0)
     previous, previous_at = opening, START
     for at_end, total in sorted(readings):

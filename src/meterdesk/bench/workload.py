@@ -31,14 +31,25 @@ TOU_TARIFF = {
                     "name": "all year",
                     "months": list(range(1, 13)),
                     "workday": [
-                        ["00:00", "valley"], ["08:00", "flat"], ["10:00", "peak"], ["12:00", "sharp"],
-                        ["14:00", "peak"], ["17:00", "flat"], ["21:00", "peak"], ["23:00", "valley"],
+                        ["00:00", "valley"],
+                        ["08:00", "flat"],
+                        ["10:00", "peak"],
+                        ["12:00", "sharp"],
+                        ["14:00", "peak"],
+                        ["17:00", "flat"],
+                        ["21:00", "peak"],
+                        ["23:00", "valley"],
                     ],
                 }
             ],
             "tiers": {
-                "period": "month", "mode": "adder",
-                "blocks": [{"up_to": "200", "price": "0"}, {"up_to": "400", "price": "0.05"}, {"up_to": None, "price": "0.3"}],
+                "period": "month",
+                "mode": "adder",
+                "blocks": [
+                    {"up_to": "200", "price": "0"},
+                    {"up_to": "400", "price": "0.05"},
+                    {"up_to": None, "price": "0.3"},
+                ],
             },
         }
     ],
@@ -50,8 +61,13 @@ TIERED_TARIFF = {
             "effective_from": "2026-01-01",
             "prices": {},
             "tiers": {
-                "period": "month", "mode": "price",
-                "blocks": [{"up_to": "100", "price": "0.55"}, {"up_to": "300", "price": "0.6"}, {"up_to": None, "price": "0.85"}],
+                "period": "month",
+                "mode": "price",
+                "blocks": [
+                    {"up_to": "100", "price": "0.55"},
+                    {"up_to": "300", "price": "0.6"},
+                    {"up_to": None, "price": "0.85"},
+                ],
             },
         }
     ],
@@ -90,7 +106,9 @@ def build(*, seed: int, meters: int, rounds: int, batch_size: int = 2000) -> Wor
     for round_number in range(1, rounds + 1):
         at = START + STEP * round_number
         for meter in bench_meters:
-            step = Decimal(rng.randint(30_000, 200_000)).scaleb(-4) / meter.ct  # 3–20 kWh primary per quarter hour
+            step = (
+                Decimal(rng.randint(30_000, 200_000)).scaleb(-4) / meter.ct
+            )  # 3–20 kWh primary per quarter hour
             totals[meter.index] = (totals[meter.index] + step.quantize(Decimal("0.0001"))) % MODULUS
             workload.truth.append((meter.index, at, totals[meter.index]))
     workload.batches = _deliver(rng, workload.truth, batch_size)
@@ -99,12 +117,18 @@ def build(*, seed: int, meters: int, rounds: int, batch_size: int = 2000) -> Wor
 
 def _meter(rng: random.Random, index: int) -> BenchMeter:
     near_rollover = rng.random() < 0.05
-    start = MODULUS - Decimal(rng.randint(1, 40)) if near_rollover else Decimal(rng.randint(0, 50_000))
+    start = (
+        MODULUS - Decimal(rng.randint(1, 40)) if near_rollover else Decimal(rng.randint(0, 50_000))
+    )
     credit = Decimal(20) if rng.random() < 0.1 else Decimal(5000)  # some run into arrears
-    return BenchMeter(index, "tou" if rng.random() < 0.6 else "tiered", start, rng.choice((1, 1, 1, 2, 5)), credit)
+    return BenchMeter(
+        index, "tou" if rng.random() < 0.6 else "tiered", start, rng.choice((1, 1, 1, 2, 5)), credit
+    )
 
 
-def _deliver(rng: random.Random, truth: list[tuple[int, datetime, Decimal]], batch_size: int) -> list[list[tuple[int, datetime, Decimal]]]:
+def _deliver(
+    rng: random.Random, truth: list[tuple[int, datetime, Decimal]], batch_size: int
+) -> list[list[tuple[int, datetime, Decimal]]]:
     """5 % duplicates, 10 % swapped with a neighbour, 2 % delayed by several batches."""
     stream = list(truth)
     for i in range(len(stream) - 1):
@@ -112,7 +136,7 @@ def _deliver(rng: random.Random, truth: list[tuple[int, datetime, Decimal]], bat
             j = min(len(stream) - 1, i + rng.randint(1, 50))
             stream[i], stream[j] = stream[j], stream[i]
     delayed: list[tuple[int, tuple[int, datetime, Decimal]]] = []
-    kept = []
+    kept: list[tuple[int, datetime, Decimal]] = []
     for item in stream:
         if rng.random() < 0.02:
             delayed.append((len(kept) + batch_size * rng.randint(3, 6), item))

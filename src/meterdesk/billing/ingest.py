@@ -223,9 +223,13 @@ class Ingestor:
             for reading, verdict in merge.rejected:
                 assert verdict.reason_code is not None
                 batch.quarantine.append(
-                    _quarantined(batch.profiles[meter_id], reading, verdict.reason_code, verdict.reason)
+                    _quarantined(
+                        batch.profiles[meter_id], reading, verdict.reason_code, verdict.reason
+                    )
                 )
-            if merge.sequence and (cursor is None or merge.sequence[-1].order_key > cursor.order_key):
+            if merge.sequence and (
+                cursor is None or merge.sequence[-1].order_key > cursor.order_key
+            ):
                 latest[meter_id] = merge.sequence[-1]
         metering_repository.save_cursors(conn, latest, cursors)
 
@@ -245,14 +249,18 @@ class Ingestor:
         for meter_id, meter_pairs in pairs.items():
             profile = batch.profiles[meter_id]
             for earlier, later in meter_pairs:
-                assignment = _covering(assignments[meter_id], earlier.measured_at, later.measured_at)
+                assignment = _covering(
+                    assignments[meter_id], earlier.measured_at, later.measured_at
+                )
                 if assignment is None:
                     continue  # no account held the meter then: stored, not billed
                 rows.extend(self._price(profile, assignment, earlier, later, totals, changed))
                 batch.report.intervals_priced += 1
         billing_repository.insert_lines(conn, rows)
         by_account = {a.account_id: a for found in assignments.values() for a in found}
-        postings.post_due(conn, changed, by_account, batch.profiles, batch.received_at, batch.report)
+        postings.post_due(
+            conn, changed, by_account, batch.profiles, batch.received_at, batch.report
+        )
         billing_repository.save_totals(conn, changed, known)
 
     def _supersede(

@@ -94,7 +94,9 @@ class _Posting:
     period: str
     at: datetime
 
-    def _transfer(self, suffix: str, debit: int, credit: int, amount: int, reason: Reason) -> TransferRequest:
+    def _transfer(
+        self, suffix: str, debit: int, credit: int, amount: int, reason: Reason
+    ) -> TransferRequest:
         return TransferRequest(
             organisation_id=self.account.organisation_id,
             idempotency_key=f"{self.key}:{suffix}",
@@ -112,7 +114,9 @@ class _Posting:
     def deduction(self, amount: int, running: dict[int, int], floor: int) -> list[TransferRequest]:
         """From the wallet down to its floor; the rest (energy already used) becomes arrears."""
         wallet, arrears = self.account.wallet_id, self.account.arrears_id
-        from_wallet, to_arrears = split_debit(amount_fen=amount, balance_fen=running[wallet], floor_fen=floor)
+        from_wallet, to_arrears = split_debit(
+            amount_fen=amount, balance_fen=running[wallet], floor_fen=floor
+        )
         made = []
         if from_wallet:
             made.append(self._transfer("w", wallet, self.revenue_id, from_wallet, Reason.DEDUCTION))
@@ -127,7 +131,9 @@ class _Posting:
         wallet, arrears = self.account.wallet_id, self.account.arrears_id
         made = [self._transfer("c", self.revenue_id, wallet, amount, Reason.DEDUCTION_CORRECTION)]
         running[wallet] += amount
-        repay = arrears_repayment(wallet_balance_fen=running[wallet], arrears_balance_fen=running[arrears])
+        repay = arrears_repayment(
+            wallet_balance_fen=running[wallet], arrears_balance_fen=running[arrears]
+        )
         if repay:
             made.append(self._transfer("r", wallet, arrears, repay, Reason.ARREARS_REPAYMENT))
             running[wallet] -= repay

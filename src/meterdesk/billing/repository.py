@@ -8,19 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from meterdesk.billing.model import BillingMode, PeriodTotal
 from meterdesk.billing.tables import (
     QUANTITY_PLACES,
-    accounts,
     charge_lines,
-    meter_assignments,
     period_totals,
 )
 from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
 from meterdesk.db.types import instant_int, int_instant, scaled_int
-from meterdesk.ledger.tables import ledger_accounts
 
 LINE_COLUMNS = (
     "meter_id",
@@ -87,7 +84,9 @@ def load_assignments(conn: Connection, meter_ids: Iterable[int]) -> dict[int, li
     return result
 
 
-def load_totals(conn: Connection, meter_ids: Iterable[int], period_keys: Iterable[str]) -> dict[TotalKey, PeriodTotal]:
+def load_totals(
+    conn: Connection, meter_ids: Iterable[int], period_keys: Iterable[str]
+) -> dict[TotalKey, PeriodTotal]:
     ids, keys = sorted(set(meter_ids)), sorted(set(period_keys))
     if not ids or not keys:
         return {}
@@ -99,21 +98,44 @@ def load_totals(conn: Connection, meter_ids: Iterable[int], period_keys: Iterabl
         keys=keys,
     )
     return {
-        (m, a, p): PeriodTotal(Decimal(q).scaleb(-QUANTITY_PLACES), Decimal(c), f, n) for m, a, p, q, c, f, n in rows
+        (m, a, p): PeriodTotal(Decimal(q).scaleb(-QUANTITY_PLACES), Decimal(c), f, n)
+        for m, a, p, q, c, f, n in rows
     }
 
 
-TOTAL_COLUMNS = ("meter_id", "account_id", "period_key", "quantity", "exact_cost", "posted_fen", "postings")
+TOTAL_COLUMNS = (
+    "meter_id",
+    "account_id",
+    "period_key",
+    "quantity",
+    "exact_cost",
+    "posted_fen",
+    "postings",
+)
 
 
-def save_totals(conn: Connection, changed: dict[TotalKey, PeriodTotal], known: set[TotalKey]) -> None:
+def save_totals(
+    conn: Connection, changed: dict[TotalKey, PeriodTotal], known: set[TotalKey]
+) -> None:
     rows = {
-        key: (*key, scaled_int(t.quantity, QUANTITY_PLACES), f"{t.exact_cost:f}", t.posted_fen, t.postings)
+        key: (
+            *key,
+            scaled_int(t.quantity, QUANTITY_PLACES),
+            f"{t.exact_cost:f}",
+            t.posted_fen,
+            t.postings,
+        )
         for key, t in changed.items()
     }
-    bulk_insert(conn, period_totals, TOTAL_COLUMNS, [row for key, row in rows.items() if key not in known])
+    bulk_insert(
+        conn, period_totals, TOTAL_COLUMNS, [row for key, row in rows.items() if key not in known]
+    )
     bulk_update(
-        conn, period_totals, TOTAL_COLUMNS[:3], TOTAL_COLUMNS[3:], [(*row[3:], *row[:3]) for key, row in rows.items() if key in known]
+        conn,
+        period_totals,
+        TOTAL_COLUMNS[:3],
+        TOTAL_COLUMNS[3:],
+        [(*row[3:], *row[:3]) for key, row in rows.items() if key in known],
     )
 
 
@@ -125,7 +147,9 @@ class SupersededLine:
     cost: Decimal
 
 
-def supersede_lines(conn: Connection, starts: dict[int, datetime]) -> list[tuple[int, SupersededLine]]:
+def supersede_lines(
+    conn: Connection, starts: dict[int, datetime]
+) -> list[tuple[int, SupersededLine]]:
     """Deactivate, for each meter, the active lines of intervals starting at or after
     ``starts[meter]`` (they are about to be priced again) and return what they had counted."""
     if not starts:
@@ -142,7 +166,13 @@ def supersede_lines(conn: Connection, starts: dict[int, datetime]) -> list[tuple
     chosen = [row for row in rows if row[2] >= bounds[row[1]]]
     bulk_update(conn, charge_lines, ("id",), ("active",), [(False, row[0]) for row in chosen])
     return [
-        (row[1], SupersededLine(row[3], row[4], Decimal(row[5]).scaleb(-QUANTITY_PLACES), Decimal(row[6]))) for row in chosen
+        (
+            row[1],
+            SupersededLine(
+                row[3], row[4], Decimal(row[5]).scaleb(-QUANTITY_PLACES), Decimal(row[6])
+            ),
+        )
+        for row in chosen
     ]
 
 

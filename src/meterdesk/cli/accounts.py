@@ -180,7 +180,9 @@ def preset_list(org: OrgOption, as_json: JsonOption = False) -> None:
             as_json,
             lambda v: (
                 "\n".join(
-                    f"{p['account_number']}  {p['customer_name']}  {'/'.join([p['site'], p['building'], p['floor'], p['room']])}  meters {', '.join(p['meter_numbers'])}"
+                    f"{p['account_number']}  {p['customer_name']}  "
+                    f"{p['site']}/{p['building']}/{p['floor']}/{p['room']}  "
+                    f"meters {', '.join(p['meter_numbers'])}"
                     for p in v
                 )
                 or "no pending presets"
@@ -274,7 +276,8 @@ def balance(number: str, org: OrgOption, as_json: JsonOption = False) -> None:
             found,
             as_json,
             lambda v: (
-                f"account {v.number} ({v.status}, {v.billing_mode} billing): balance {v.balance} CNY, arrears {v.arrears}, overdraft allowed {v.overdraft_limit}, meters {', '.join(v.meters)}"
+                f"account {v.number} ({v.status}, {v.billing_mode} billing): balance {v.balance} CNY, "
+                f"arrears {v.arrears}, overdraft allowed {v.overdraft_limit}, meters {', '.join(v.meters)}"
             ),
         )
 
@@ -350,7 +353,8 @@ def recharge(
             done,
             as_json,
             lambda v: (
-                f"{'already recharged (same key)' if v.replayed else 'recharged'} {Decimal(amount):.2f}: balance {v.balance}, arrears {v.arrears} (transfer {v.transfer_id})"
+                f"{'already recharged (same key)' if v.replayed else 'recharged'} {Decimal(amount):.2f}: "
+                f"balance {v.balance}, arrears {v.arrears} (transfer {v.transfer_id})"
             ),
         )
 
@@ -382,7 +386,8 @@ def refund(
             done,
             as_json,
             lambda v: (
-                f"{'already refunded (same key)' if v.replayed else 'refunded'}: balance {v.balance} (transfer {v.transfer_id})"
+                f"{'already refunded (same key)' if v.replayed else 'refunded'}: "
+                f"balance {v.balance} (transfer {v.transfer_id})"
             ),
         )
 

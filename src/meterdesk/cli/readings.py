@@ -86,8 +86,9 @@ def import_(
             total,
             as_json,
             lambda r: (
-                f"{r.received} readings: {r.accepted} accepted, {r.duplicates} duplicates, {r.quarantined} quarantined, "
-                f"{r.late} meters with late data; {r.intervals_priced} intervals priced, {r.deducted_fen / 100:.2f} deducted"
+                f"{r.received} readings: {r.accepted} accepted, {r.duplicates} duplicates, "
+                f"{r.quarantined} quarantined, {r.late} meters with late data; "
+                f"{r.intervals_priced} intervals priced, {r.deducted_fen / 100:.2f} deducted"
             ),
         )
 
@@ -145,7 +146,9 @@ def list_(
             as_json,
             lambda v: (
                 "\n".join(
-                    f"#{i['id']} meter {i['meter_number'] or i['source_ref']} at {i['measured_at'].isoformat() if i['measured_at'] else '?'}: {i['reason_code']} — {i['reason']}"
+                    f"#{i['id']} meter {i['meter_number'] or i['source_ref']} at "
+                    f"{i['measured_at'].isoformat() if i['measured_at'] else '?'}: "
+                    f"{i['reason_code']} — {i['reason']}"
                     for i in v
                 )
                 or f"no {status} items"

@@ -26,7 +26,9 @@ def _driver(conn: Connection) -> Any:
 
 
 @lru_cache(maxsize=256)
-def _insert_sql(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[int, ...] | None]:
+def _insert_sql(
+    dialect: Dialect, table: Table, columns: tuple[str, ...]
+) -> tuple[str, tuple[int, ...] | None]:
     compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
     positions = compiled.positiontup
     order = tuple(columns.index(name) for name in positions) if positions is not None else None
@@ -34,7 +36,9 @@ def _insert_sql(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tup
 
 
 @lru_cache(maxsize=256)
-def _update_sql(dialect: Dialect, table: Table, keys: tuple[str, ...], values: tuple[str, ...]) -> tuple[str, tuple[int, ...] | None]:
+def _update_sql(
+    dialect: Dialect, table: Table, keys: tuple[str, ...], values: tuple[str, ...]
+) -> tuple[str, tuple[int, ...] | None]:
     # Values are passed straight to the driver, so the bind parameters need no types.
     statement = (
         update(table)
@@ -48,7 +52,9 @@ def _update_sql(dialect: Dialect, table: Table, keys: tuple[str, ...], values: t
     return str(compiled), order
 
 
-def _arrange(rows: Sequence[tuple[Any, ...]], order: tuple[int, ...] | None, names: Sequence[str]) -> Sequence[Any]:
+def _arrange(
+    rows: Sequence[tuple[Any, ...]], order: tuple[int, ...] | None, names: Sequence[str]
+) -> Sequence[Any]:
     if order is None:
         return [dict(zip(names, row, strict=True)) for row in rows]
     if order == tuple(range(len(order))):
@@ -56,7 +62,9 @@ def _arrange(rows: Sequence[tuple[Any, ...]], order: tuple[int, ...] | None, nam
     return [tuple(row[i] for i in order) for row in rows]
 
 
-def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+def bulk_insert(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
     if not rows:
         return
     raw = _driver(conn)
@@ -72,7 +80,11 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
 
 
 def bulk_update(
-    conn: Connection, table: Table, keys: Sequence[str], values: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    conn: Connection,
+    table: Table,
+    keys: Sequence[str],
+    values: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
 ) -> None:
     """``UPDATE table SET values WHERE keys`` for each row; a row is (*values, *keys), stored forms."""
     if not rows:
@@ -115,6 +127,9 @@ def raw_rows(conn: Connection, sql: str, **params: Any) -> list[tuple[Any, ...]]
 
 def _copy(raw: Any, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
     column_list = ", ".join(f'"{name}"' for name in columns)
-    with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({column_list}) FROM STDIN') as copy:
+    with (
+        raw.cursor() as cursor,
+        cursor.copy(f'COPY "{table.name}" ({column_list}) FROM STDIN') as copy,
+    ):
         for row in rows:
             copy.write_row(row)

@@ -26,9 +26,15 @@ METER_CONFIG = "meter_config"
 def bump(conn: Connection, name: str = METER_CONFIG) -> None:
     builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     statement = builder(change_counters).values(name=name, value=1)
-    conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_={"value": change_counters.c.value + 1}))
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["name"], set_={"value": change_counters.c.value + 1}
+        )
+    )
 
 
 def read(conn: Connection, name: str = METER_CONFIG) -> int:
-    found = conn.execute(select(change_counters.c.value).where(change_counters.c.name == name)).scalar_one_or_none()
+    found = conn.execute(
+        select(change_counters.c.value).where(change_counters.c.name == name)
+    ).scalar_one_or_none()
     return int(found or 0)

@@ -57,7 +57,7 @@ class Scaled(TypeDecorator[Decimal]):
         if value is None:
             return None
         if isinstance(value, int):
-            return value * 10**self.places
+            return int(value * 10**self.places)
         return scaled_int(Decimal(value), self.places)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:

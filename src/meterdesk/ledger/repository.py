@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, insert, select
 
 from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
 from meterdesk.db.types import instant_int
@@ -92,7 +92,11 @@ def lock_balances(conn: Connection, account_ids: Iterable[int]) -> dict[int, Bal
     if not ids:
         return {}
     lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    rows = raw_rows(conn, f"SELECT id, balance_fen, floor_fen FROM ledger_accounts WHERE id IN :ids ORDER BY id{lock}", ids=ids)
+    rows = raw_rows(
+        conn,
+        f"SELECT id, balance_fen, floor_fen FROM ledger_accounts WHERE id IN :ids ORDER BY id{lock}",  # noqa: S608
+        ids=ids,
+    )
     if len(rows) != len(ids):
         raise NotFoundError("ledger account missing")
     return {row[0]: Balance(row[0], row[1], row[2]) for row in rows}
@@ -128,7 +132,9 @@ def apply_transfers(
                 f"below its floor of {balance.floor_fen} fen"
             )
     bulk_insert(conn, transfers, TRANSFER_COLUMNS, [_row(request) for request in requests])
-    moves = [(current[i].balance_fen + change, i) for i, change in sorted(changes.items()) if change]
+    moves = [
+        (current[i].balance_fen + change, i) for i, change in sorted(changes.items()) if change
+    ]
     bulk_update(conn, ledger_accounts, ("id",), ("balance_fen",), moves)
 
 

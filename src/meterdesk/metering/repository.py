@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -17,11 +18,26 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
 from meterdesk.db.types import instant_int, int_instant, scaled_int
-from meterdesk.metering.model import BANDS, MeterProfile, QuarantineReason, Reading, ReadingSource, Utility
+from meterdesk.metering.model import (
+    BANDS,
+    MeterProfile,
+    QuarantineReason,
+    Reading,
+    ReadingSource,
+    Utility,
+)
 from meterdesk.metering.tables import REGISTER_PLACES, meter_cursors, quarantine, readings
 
 BAND_COLUMNS = tuple(f"register_{band}" for band in BANDS)
-READING_COLUMNS = ("meter_id", "generation", "measured_at", "received_at", "register_total", *BAND_COLUMNS, "source")
+READING_COLUMNS = (
+    "meter_id",
+    "generation",
+    "measured_at",
+    "received_at",
+    "register_total",
+    *BAND_COLUMNS,
+    "source",
+)
 CURSOR_COLUMNS = ("meter_id", "generation", "measured_at", "register_total", *BAND_COLUMNS)
 _REGISTERS_SQL = "generation, measured_at, register_total, " + ", ".join(BAND_COLUMNS)
 
@@ -57,26 +73,33 @@ def load_profiles(conn: Connection, meter_ids: Iterable[int]) -> dict[int, Meter
     }
 
 
-def load_replacements(conn: Connection, meter_ids: Iterable[int]) -> dict[int, list[tuple[datetime, int]]]:
+def load_replacements(
+    conn: Connection, meter_ids: Iterable[int]
+) -> dict[int, list[tuple[datetime, int]]]:
     """For each meter, (replaced_at, generation_after) in time order."""
     ids = sorted(set(meter_ids))
     result: dict[int, list[tuple[datetime, int]]] = {}
     if ids:
-        sql = "SELECT meter_id, replaced_at, generation_after FROM meter_replacements WHERE meter_id IN :ids ORDER BY replaced_at"
+        sql = (
+            "SELECT meter_id, replaced_at, generation_after FROM meter_replacements "
+            "WHERE meter_id IN :ids ORDER BY replaced_at"
+        )
         for meter_id, replaced_at, generation in raw_rows(conn, sql, ids=ids):
             result.setdefault(meter_id, []).append((int_instant(replaced_at), generation))
     return result
 
 
-def _reading(meter_id: int, row: Sequence[object], source: ReadingSource = ReadingSource.REALTIME) -> Reading:
+def _reading(
+    meter_id: int, row: Sequence[Any], source: ReadingSource = ReadingSource.REALTIME
+) -> Reading:
     """Row layout: generation, measured_at, register_total, five band registers (stored ints)."""
     bands = row[3:8]
     return Reading(
         meter_id=meter_id,
-        generation=int(row[0]),  # type: ignore[call-overload]
-        measured_at=int_instant(int(row[1])),  # type: ignore[call-overload]
-        total=_register(int(row[2])),  # type: ignore[call-overload]
-        bands=tuple(_register(int(b)) for b in bands) if all(b is not None for b in bands) else None,  # type: ignore[call-overload]
+        generation=int(row[0]),
+        measured_at=int_instant(int(row[1])),
+        total=_register(int(row[2])),
+        bands=tuple(_register(int(b)) for b in bands) if None not in bands else None,
         source=source,
     )
 
@@ -88,7 +111,11 @@ def load_cursors(conn: Connection, meter_ids: Iterable[int]) -> dict[int, Readin
     if not ids:
         return {}
     lock = " ORDER BY meter_id FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    rows = raw_rows(conn, f"SELECT meter_id, {_REGISTERS_SQL} FROM meter_cursors WHERE meter_id IN :ids{lock}", ids=ids)
+    rows = raw_rows(
+        conn,
+        f"SELECT meter_id, {_REGISTERS_SQL} FROM meter_cursors WHERE meter_id IN :ids{lock}",  # noqa: S608 - constants only
+        ids=ids,
+    )
     return {row[0]: _reading(row[0], row[1:]) for row in rows}
 
 
@@ -102,8 +129,9 @@ def load_tails(conn: Connection, since: dict[int, datetime]) -> dict[int, list[R
     for i, (meter_id, bound) in enumerate(sorted(since.items())):
         params[f"m{i}"], params[f"b{i}"] = meter_id, instant_int(bound)
         values.append(f"(:m{i}, :b{i})")
+    # Only column names and numbered placeholders are formatted in; values are bound.
     sql = (
-        f"WITH bounds(meter_id, bound) AS (VALUES {', '.join(values)}), "
+        f"WITH bounds(meter_id, bound) AS (VALUES {', '.join(values)}), "  # noqa: S608
         "starts AS (SELECT b.meter_id, COALESCE((SELECT MAX(p.measured_at) FROM readings p "
         "WHERE p.meter_id = b.meter_id AND p.measured_at < b.bound), b.bound) AS start FROM bounds b) "
         f"SELECT r.meter_id, {', '.join('r.' + c for c in _REGISTERS_SQL.split(', '))}, r.source FROM readings r "
@@ -118,7 +146,9 @@ def load_tails(conn: Connection, since: dict[int, datetime]) -> dict[int, list[R
 
 def _raw_registers(reading: Reading) -> list[int | None]:
     bands: list[int | None] = (
-        [scaled_int(value, REGISTER_PLACES) for value in reading.bands] if reading.bands else [None] * len(BANDS)
+        [scaled_int(value, REGISTER_PLACES) for value in reading.bands]
+        if reading.bands
+        else [None] * len(BANDS)
     )
     return [scaled_int(reading.total, REGISTER_PLACES), *bands]
 
@@ -126,7 +156,14 @@ def _raw_registers(reading: Reading) -> list[int | None]:
 def insert_readings(conn: Connection, accepted: Sequence[Reading], received_at: datetime) -> None:
     received = instant_int(received_at)
     rows = [
-        (r.meter_id, r.generation, instant_int(r.measured_at), received, *_raw_registers(r), r.source.value)
+        (
+            r.meter_id,
+            r.generation,
+            instant_int(r.measured_at),
+            received,
+            *_raw_registers(r),
+            r.source.value,
+        )
         for r in accepted
     ]
     bulk_insert(conn, readings, READING_COLUMNS, rows)
@@ -136,12 +173,25 @@ def save_cursors(conn: Connection, latest: dict[int, Reading], existing: Iterabl
     """Move each meter's cursor to its latest accepted reading (insert for new meters)."""
     known = set(existing)
     rows = {meter_id: _cursor_row(reading) for meter_id, reading in latest.items()}
-    bulk_insert(conn, meter_cursors, CURSOR_COLUMNS, [row for m, row in rows.items() if m not in known])
-    bulk_update(conn, meter_cursors, ("meter_id",), CURSOR_COLUMNS[1:], [(*row[1:], row[0]) for m, row in rows.items() if m in known])
+    bulk_insert(
+        conn, meter_cursors, CURSOR_COLUMNS, [row for m, row in rows.items() if m not in known]
+    )
+    bulk_update(
+        conn,
+        meter_cursors,
+        ("meter_id",),
+        CURSOR_COLUMNS[1:],
+        [(*row[1:], row[0]) for m, row in rows.items() if m in known],
+    )
 
 
 def _cursor_row(reading: Reading) -> tuple[object, ...]:
-    return (reading.meter_id, reading.generation, instant_int(reading.measured_at), *_raw_registers(reading))
+    return (
+        reading.meter_id,
+        reading.generation,
+        instant_int(reading.measured_at),
+        *_raw_registers(reading),
+    )
 
 
 @dataclass(frozen=True)
@@ -158,11 +208,17 @@ class QuarantineItem:
 def fingerprint(item: QuarantineItem) -> str:
     """Same data, same reason → same fingerprint, so a re-sent bad reading is stored once."""
     when = item.measured_at.isoformat() if item.measured_at else None
-    body = json.dumps([item.meter_id, item.source_ref, when, item.payload, item.reason_code.value], sort_keys=True, default=str)
+    body = json.dumps(
+        [item.meter_id, item.source_ref, when, item.payload, item.reason_code.value],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def quarantine_items(conn: Connection, items: Sequence[QuarantineItem], received_at: datetime) -> None:
+def quarantine_items(
+    conn: Connection, items: Sequence[QuarantineItem], received_at: datetime
+) -> None:
     if not items:
         return
     rows = [

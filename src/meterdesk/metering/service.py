@@ -184,7 +184,7 @@ def record_replacement(
         .where(meters.c.id == meter_id)
         .values(generation=generation, address=new_address or row.address)
     )
-    return generation
+    return int(generation)
 
 
 def list_quarantine(

@@ -66,7 +66,7 @@ meter_replacements = Table(
     UniqueConstraint("meter_id", "generation_after"),
 )
 
-_band_columns = [
+_band_columns: list[Column[object]] = [
     Column(f"register_{band}", Scaled(REGISTER_PLACES), nullable=True)
     for band in ("sharp", "peak", "flat", "valley", "deep_valley")
 ]

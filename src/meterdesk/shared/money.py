@@ -26,7 +26,7 @@ EXACT = Context(prec=60, traps=[Inexact, Rounded, InvalidOperation])
 
 def to_decimal(value: object, *, field: str = "value") -> Decimal:
     """Build a Decimal from str/int/Decimal only; floats are refused because they are not exact."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise ValidationError(f"{field}: give a decimal string, not a float ({value!r})")
     if isinstance(value, Decimal):
         result = value
