@@ -21,6 +21,7 @@ def load_all_tables() -> MetaData:
     from meterdesk.audit import tables as _audit  # noqa: F401
     from meterdesk.billing import tables as _billing  # noqa: F401
     from meterdesk.db import counters as _counters  # noqa: F401
+    from meterdesk.devices import tables as _devices  # noqa: F401
     from meterdesk.ledger import tables as _ledger  # noqa: F401
     from meterdesk.metering import tables as _metering  # noqa: F401
     from meterdesk.sites import tables as _sites  # noqa: F401

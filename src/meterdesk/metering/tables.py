@@ -40,6 +40,8 @@ meters = Table(
     Column("kind", String(30), nullable=False),
     Column("protocol", String(20), nullable=False),
     Column("address", String(40), nullable=False),
+    Column("bus_id", ForeignKey("buses.id"), nullable=True, index=True),
+    Column("device_options", Text, nullable=True),  # JSON: modbus map, CJ/T 188 DI order, …
     Column("ct_ratio", Scaled(2), nullable=False),
     Column("pt_ratio", Scaled(2), nullable=False),
     Column("register_modulus", Scaled(REGISTER_PLACES), nullable=False),

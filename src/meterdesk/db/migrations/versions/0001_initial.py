@@ -34,6 +34,19 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", name=op.f("uq_organisations_name")),
     )
     op.create_table(
+        "uplink_messages",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("gateway_serial", sa.String(length=64), nullable=False),
+        sa.Column("msgid", sa.String(length=100), nullable=False),
+        sa.Column("received_at", sa.BigInteger(), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("reason", sa.String(length=300), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_uplink_messages")),
+        sa.UniqueConstraint(
+            "gateway_serial", "msgid", name=op.f("uq_uplink_messages_gateway_serial_msgid")
+        ),
+    )
+    op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("organisation_id", sa.Integer(), nullable=False),
@@ -162,6 +175,36 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_buildings_site_id"), ["site_id"], unique=False)
 
     op.create_table(
+        "gateways",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("site_id", sa.Integer(), nullable=False),
+        sa.Column("serial", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("uplink", sa.String(length=20), nullable=False),
+        sa.Column("host", sa.String(length=200), nullable=True),
+        sa.Column("port", sa.Integer(), nullable=True),
+        sa.Column("product_key", sa.String(length=64), nullable=True),
+        sa.Column("state", sa.String(length=10), nullable=False),
+        sa.Column("last_seen_at", sa.BigInteger(), nullable=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_gateways_organisation_id_organisations"),
+        ),
+        sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name=op.f("fk_gateways_site_id_sites")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_gateways")),
+        sa.UniqueConstraint(
+            "organisation_id", "serial", name=op.f("uq_gateways_organisation_id_serial")
+        ),
+    )
+    with op.batch_alter_table("gateways", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_gateways_organisation_id"), ["organisation_id"], unique=False
+        )
+
+    op.create_table(
         "tariff_versions",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("tariff_id", sa.Integer(), nullable=False),
@@ -231,6 +274,37 @@ def upgrade() -> None:
         batch_op.create_index("ix_transfers_account", ["account_id", "id"], unique=False)
         batch_op.create_index("ix_transfers_credit", ["credit_account_id", "id"], unique=False)
         batch_op.create_index("ix_transfers_debit", ["debit_account_id", "id"], unique=False)
+
+    op.create_table(
+        "buses",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("gateway_id", sa.Integer(), nullable=True),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("protocol", sa.String(length=20), nullable=False),
+        sa.Column("transport", sa.String(length=20), nullable=False),
+        sa.Column("endpoint", sa.String(length=200), nullable=False),
+        sa.Column("baud", sa.Integer(), nullable=False),
+        sa.Column("parity", sa.String(length=1), nullable=False),
+        sa.Column("timeout_ms", sa.Integer(), nullable=False),
+        sa.Column("poll_interval_s", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["gateway_id"], ["gateways.id"], name=op.f("fk_buses_gateway_id_gateways")
+        ),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_buses_organisation_id_organisations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_buses")),
+        sa.UniqueConstraint("organisation_id", "name", name=op.f("uq_buses_organisation_id_name")),
+    )
+    with op.batch_alter_table("buses", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_buses_gateway_id"), ["gateway_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_buses_organisation_id"), ["organisation_id"], unique=False
+        )
 
     op.create_table(
         "floors",
@@ -332,6 +406,8 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=30), nullable=False),
         sa.Column("protocol", sa.String(length=20), nullable=False),
         sa.Column("address", sa.String(length=40), nullable=False),
+        sa.Column("bus_id", sa.Integer(), nullable=True),
+        sa.Column("device_options", sa.Text(), nullable=True),
         sa.Column("ct_ratio", sa.BigInteger(), nullable=False),
         sa.Column("pt_ratio", sa.BigInteger(), nullable=False),
         sa.Column("register_modulus", sa.BigInteger(), nullable=False),
@@ -342,6 +418,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.CheckConstraint("ct_ratio > 0 AND pt_ratio > 0", name=op.f("ck_meters_positive_ratios")),
         sa.CheckConstraint("register_modulus > 0", name=op.f("ck_meters_positive_modulus")),
+        sa.ForeignKeyConstraint(["bus_id"], ["buses.id"], name=op.f("fk_meters_bus_id_buses")),
         sa.ForeignKeyConstraint(
             ["organisation_id"],
             ["organisations.id"],
@@ -355,6 +432,7 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("meters", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_meters_bus_id"), ["bus_id"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_meters_organisation_id"), ["organisation_id"], unique=False
         )
@@ -423,6 +501,58 @@ def upgrade() -> None:
             "ix_charge_lines_meter_end", ["meter_id", "interval_end"], unique=False
         )
 
+    op.create_table(
+        "commands",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("meter_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=30), nullable=False),
+        sa.Column("params", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=12), nullable=False),
+        sa.Column("reason", sa.String(length=300), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("max_attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.BigInteger(), nullable=False),
+        sa.Column("deadline_at", sa.BigInteger(), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=200), nullable=False),
+        sa.Column("created_by", sa.String(length=100), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("sent_at", sa.BigInteger(), nullable=True),
+        sa.Column("finished_at", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["meter_id"], ["meters.id"], name=op.f("fk_commands_meter_id_meters")
+        ),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_commands_organisation_id_organisations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_commands")),
+        sa.UniqueConstraint("idempotency_key", name=op.f("uq_commands_idempotency_key")),
+    )
+    with op.batch_alter_table("commands", schema=None) as batch_op:
+        batch_op.create_index("ix_commands_due", ["status", "next_attempt_at"], unique=False)
+        batch_op.create_index("ix_commands_meter", ["meter_id", "id"], unique=False)
+
+    op.create_table(
+        "device_status",
+        sa.Column("meter_id", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=10), nullable=False),
+        sa.Column("last_seen_at", sa.BigInteger(), nullable=True),
+        sa.Column("last_error", sa.String(length=300), nullable=True),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("relay", sa.String(length=10), nullable=True),
+        sa.Column("valve", sa.String(length=10), nullable=True),
+        sa.Column("protected", sa.Integer(), nullable=True),
+        sa.Column("remaining_money", sa.BigInteger(), nullable=True),
+        sa.Column("purchase_count", sa.Integer(), nullable=True),
+        sa.Column("live", sa.Text(), nullable=True),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["meter_id"], ["meters.id"], name=op.f("fk_device_status_meter_id_meters")
+        ),
+        sa.PrimaryKeyConstraint("meter_id", name=op.f("pk_device_status")),
+    )
     op.create_table(
         "meter_assignments",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -575,11 +705,32 @@ def upgrade() -> None:
             name=op.f("uq_readings_meter_id_measured_at_generation"),
         ),
     )
+    op.create_table(
+        "command_events",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("command_id", sa.Integer(), nullable=False),
+        sa.Column("at", sa.BigInteger(), nullable=False),
+        sa.Column("event", sa.String(length=20), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["command_id"], ["commands.id"], name=op.f("fk_command_events_command_id_commands")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_command_events")),
+    )
+    with op.batch_alter_table("command_events", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_command_events_command_id"), ["command_id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("command_events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_command_events_command_id"))
+
+    op.drop_table("command_events")
     op.drop_table("readings")
     with op.batch_alter_table("quarantine", schema=None) as batch_op:
         batch_op.drop_index("ix_quarantine_status")
@@ -603,6 +754,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_meter_assignments_account_id"))
 
     op.drop_table("meter_assignments")
+    op.drop_table("device_status")
+    with op.batch_alter_table("commands", schema=None) as batch_op:
+        batch_op.drop_index("ix_commands_meter")
+        batch_op.drop_index("ix_commands_due")
+
+    op.drop_table("commands")
     with op.batch_alter_table("charge_lines", schema=None) as batch_op:
         batch_op.drop_index("ix_charge_lines_meter_end")
 
@@ -615,6 +772,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_meters_site_id"))
         batch_op.drop_index(batch_op.f("ix_meters_room_id"))
         batch_op.drop_index(batch_op.f("ix_meters_organisation_id"))
+        batch_op.drop_index(batch_op.f("ix_meters_bus_id"))
 
     op.drop_table("meters")
     with op.batch_alter_table("accounts", schema=None) as batch_op:
@@ -632,6 +790,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_floors_building_id"))
 
     op.drop_table("floors")
+    with op.batch_alter_table("buses", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_buses_organisation_id"))
+        batch_op.drop_index(batch_op.f("ix_buses_gateway_id"))
+
+    op.drop_table("buses")
     with op.batch_alter_table("transfers", schema=None) as batch_op:
         batch_op.drop_index("ix_transfers_debit")
         batch_op.drop_index("ix_transfers_credit")
@@ -642,6 +805,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_tariff_versions_tariff_id"))
 
     op.drop_table("tariff_versions")
+    with op.batch_alter_table("gateways", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_gateways_organisation_id"))
+
+    op.drop_table("gateways")
     with op.batch_alter_table("buildings", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_buildings_site_id"))
 
@@ -663,6 +830,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_audit_org_at")
 
     op.drop_table("audit_log")
+    op.drop_table("uplink_messages")
     op.drop_table("organisations")
     op.drop_table("change_counters")
     # ### end Alembic commands ###
