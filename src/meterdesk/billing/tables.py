@@ -105,3 +105,55 @@ period_totals = Table(
     Column("posted_fen", BigInteger, nullable=False),
     Column("postings", Integer, nullable=False),
 )
+
+# -- prepaid control (issue 4) ---------------------------------------------------------------
+
+alarm_plans = Table(
+    "alarm_plans",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("levels", Text, nullable=False),  # JSON list of alarm levels (see billing.control_config)
+    Column("created_at", Instant, nullable=False),
+    UniqueConstraint("organisation_id", "name"),
+)
+
+friendly_profiles = Table(
+    "friendly_profiles",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("windows", Text, nullable=False),  # JSON: [{"start": "20:00", "end": "08:00"}]
+    Column("weekends", Boolean, nullable=False),
+    Column("holidays", Boolean, nullable=False),
+    UniqueConstraint("organisation_id", "name"),
+)
+
+site_holidays = Table(
+    "site_holidays",
+    metadata,
+    Column("site_id", ForeignKey("sites.id"), primary_key=True),
+    Column("day", String(10), primary_key=True),  # local date, ISO
+    Column("name", String(100), nullable=False),
+)
+
+# One row per account: its supply policy and the control loop's state. ``version`` grows with
+# every change, so decisions and their outbox keys are unique and never made twice.
+account_controls = Table(
+    "account_controls",
+    metadata,
+    Column("account_id", ForeignKey("accounts.id"), primary_key=True),
+    Column("alarm_plan_id", ForeignKey("alarm_plans.id"), nullable=True),
+    Column("alarm_overrides", Text, nullable=True),  # JSON {level: threshold} per account
+    Column("friendly_profile_id", ForeignKey("friendly_profiles.id"), nullable=True),
+    Column("cut_at", String(10), nullable=False),
+    Column("protect", Boolean, nullable=False),
+    Column("restore_threshold_fen", BigInteger, nullable=False),
+    Column("restore_mode", String(15), nullable=False),
+    Column("emergency_credit_fen", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),  # JSON ControlState
+    Column("version", Integer, nullable=False),
+    Column("updated_at", Instant, nullable=False),
+)

@@ -1,0 +1,312 @@
+"""The sample property, as plain data: rooms, tenants, meters, tariffs and credit.
+
+Everything comes from one seeded ``random.Random``, so every run builds the same property:
+a shopping street (35 shops, six big ones on three-phase meters with CT 5, four restaurants
+with a water meter too), two apartment blocks (60 flats, a few with a water meter) and an
+office floor (6 offices) — 101 rooms, one account each. Most accounts start rich; a few start
+nearly empty so they run into arrears during the demo, one may overdraw by 50.00, and two
+tenants never come to the desk while the demo runs.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+SEED = 2026
+ORGANISATION = "示例物业 Demo Property"
+SITE = "示例广场 Demo Plaza"
+TIMEZONE = "Asia/Shanghai"
+
+RESIDENTIAL = "居民分时阶梯 Residential TOU+tier"
+COMMERCIAL = "商业分时 Commercial TOU"
+WATER = "阶梯水价 Water tiered"
+
+
+@dataclass(frozen=True)
+class MeterPlan:
+    number: str
+    utility: str  # electricity | water
+    kind: str  # single_phase | three_phase | water
+    tariff: str
+    ct: int
+    load_per_hour: Decimal  # primary kWh or m³ per hour at full activity
+    start_total: Decimal  # register at opening
+
+
+@dataclass(frozen=True)
+class TenantPlan:
+    account: str  # A-0001
+    building: str
+    floor: str
+    level: int
+    room: str  # A-105
+    kind: str  # shop | apartment | office
+    area_m2: str
+    label: str  # "Shop A-105", as the live view names the room
+    customer: str
+    phone: str
+    profile: str  # load profile: shop | restaurant | apartment | office
+    meters: tuple[MeterPlan, ...]
+    credit: Decimal
+    overdraft: Decimal = Decimal(0)
+    pays_after_hours: int | None = 3  # hours in arrears before the tenant comes to the desk
+    recharge: Decimal = Decimal(200)
+    method: str = "cash"
+
+
+@dataclass(frozen=True)
+class Building:
+    name: str
+    floors: tuple[tuple[str, int], ...]  # (name, level)
+
+
+BUILDINGS = (
+    Building("A 商业街 Shopping Street", (("1F", 1), ("2F", 2))),
+    Building("B1 公寓 Apartments", tuple((f"{n}F", n) for n in range(2, 7))),
+    Building("B2 公寓 Apartments", tuple((f"{n}F", n) for n in range(2, 7))),
+    Building("C 写字楼 Offices", (("10F", 10),)),
+)
+
+SURNAMES = "张王李刘陈杨赵黄周吴徐孙马朱胡郭何林高罗郑梁谢宋唐许韩冯邓曹"
+GIVEN = (
+    "伟 芳 娜 敏 静 磊 洋 勇 艳 杰 军 涛 明 超 霞 平 刚 丽 强 婷 鹏 辉 玲 华 晨 宇 欣 琳 浩 雪"
+).split()
+ENGLISH = (
+    "Emma Wilson",
+    "Lucas Martin",
+    "Olivia Brown",
+    "Noah Schmidt",
+    "Sofia Rossi",
+    "Daniel Kim",
+    "Hannah Müller",
+    "Ahmed Hassan",
+    "Chloe Dubois",
+    "Mateo García",
+    "Priya Sharma",
+    "James O'Connor",
+)
+SHOPS = (
+    "老王面馆 Wang's Noodles",
+    "鲜果坊 Fresh Fruit",
+    "蓝莲花咖啡 Blue Lotus Café",
+    "百味川菜 Sichuan Kitchen",
+    "明亮眼镜 Bright Optics",
+    "小熊童装 Little Bear Kids",
+    "悦读书店 Joy Books",
+    "好运便利店 Lucky Mart",
+    "花语花店 Flower Talk",
+    "快剪理发 QuickCut",
+    "晨光文具 Morning Stationery",
+    "点心铺 Dim Sum House",
+)
+
+
+class _Names:
+    """Distinct tenant names: mostly Chinese, some English, shops sometimes by trade name."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._used: set[str] = set()
+        self._english = list(ENGLISH)
+        self._shops = list(SHOPS)
+        rng.shuffle(self._english)
+        rng.shuffle(self._shops)
+
+    def person(self) -> str:
+        if self._english and self._rng.random() < 0.15:
+            return self._english.pop()
+        while True:
+            name = self._rng.choice(SURNAMES) + "".join(
+                self._rng.choice(GIVEN) for _ in range(self._rng.choice((1, 1, 2)))
+            )
+            if name not in self._used:
+                self._used.add(name)
+                return name
+
+    def shop(self) -> str:
+        if self._shops and self._rng.random() < 0.35:
+            return self._shops.pop()
+        return self.person()
+
+
+def _phone(rng: random.Random) -> str:
+    return f"1{rng.choice('35789')}{rng.randint(0, 999_999_999):09d}"
+
+
+def _money(rng: random.Random, low: int, high: int, step: int = 100) -> Decimal:
+    return Decimal(rng.randrange(low, high + 1, step))
+
+
+def _register(rng: random.Random, high: int = 9000) -> Decimal:
+    """A register at opening, with four decimal places (100.0000 .. ``high``)."""
+    return Decimal(rng.randint(1_000_000, high * 10_000)).scaleb(-4)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.accounts = 0
+        self.electricity = 0
+        self.water = 0
+
+    def account(self) -> str:
+        self.accounts += 1
+        return f"A-{self.accounts:04d}"
+
+    def meter(self, utility: str) -> str:
+        if utility == "water":
+            self.water += 1
+            return f"W-{self.water:03d}"
+        self.electricity += 1
+        return f"E-{self.electricity:03d}"
+
+
+def build_plan(seed: int = SEED) -> list[TenantPlan]:
+    rng = random.Random(seed)  # noqa: S311 — sample data, not security
+    names, counter = _Names(rng), _Counter()
+    tenants = _shops(rng, names, counter)
+    for building in BUILDINGS[1:3]:
+        tenants += _apartments(rng, names, counter, building)
+    tenants += _offices(rng, names, counter)
+    return _make_some_poor(rng, tenants)
+
+
+def _electricity(
+    rng: random.Random, counter: _Counter, tariff: str, load: str, *, ct: int = 1
+) -> MeterPlan:
+    kind = "three_phase" if ct > 1 else "single_phase"
+    number = counter.meter("electricity")
+    return MeterPlan(number, "electricity", kind, tariff, ct, Decimal(load), _register(rng))
+
+
+def _water(rng: random.Random, counter: _Counter, load: str) -> MeterPlan:
+    number = counter.meter("water")
+    return MeterPlan(number, "water", "water", WATER, 1, Decimal(load), _register(rng, 900))
+
+
+def _shops(rng: random.Random, names: _Names, counter: _Counter) -> list[TenantPlan]:
+    building = BUILDINGS[0]
+    rooms = [(f"A-1{n:02d}", "1F", 1) for n in range(1, 21)]
+    rooms += [(f"A-2{n:02d}", "2F", 2) for n in range(1, 16)]
+    big = set(rng.sample(range(len(rooms)), 6))
+    restaurants = set(rng.sample(sorted(set(range(len(rooms))) - big), 4))
+    tenants = []
+    for index, (room, floor, level) in enumerate(rooms):
+        meters: tuple[MeterPlan, ...]
+        if index in big:
+            area, profile, credit = rng.randrange(180, 420, 10), "shop", _money(rng, 15000, 30000)
+            meters = (_electricity(rng, counter, COMMERCIAL, "28", ct=5),)
+        elif index in restaurants:
+            area, profile, credit = rng.randrange(60, 140, 5), "restaurant", _money(rng, 3000, 6000)
+            meters = (
+                _electricity(rng, counter, COMMERCIAL, "9"),
+                _water(rng, counter, "0.45"),
+            )
+        else:
+            area, profile, credit = rng.randrange(25, 90, 5), "shop", _money(rng, 1500, 5000)
+            meters = (_electricity(rng, counter, COMMERCIAL, str(rng.choice((3, 4, 5, 6)))),)
+        tenants.append(
+            TenantPlan(
+                counter.account(),
+                building.name,
+                floor,
+                level,
+                room,
+                "shop",
+                str(area),
+                f"Shop {room}",
+                names.shop(),
+                _phone(rng),
+                profile,
+                meters,
+                credit,
+                recharge=Decimal(rng.choice((500, 1000, 2000))),
+                method=rng.choice(("cash", "card", "wechat", "alipay", "transfer")),
+            )
+        )
+    return tenants
+
+
+def _apartments(
+    rng: random.Random, names: _Names, counter: _Counter, building: Building
+) -> list[TenantPlan]:
+    prefix = building.name.split()[0]
+    tenants = []
+    for floor, level in building.floors:
+        for door in range(1, 7):
+            room = f"{prefix}-{level}{door:02d}"
+            meters = [_electricity(rng, counter, RESIDENTIAL, rng.choice(("1.0", "1.3", "1.6")))]
+            if prefix == "B2" and door == 1 and level <= 5:
+                meters.append(_water(rng, counter, "0.06"))
+            tenants.append(
+                TenantPlan(
+                    counter.account(),
+                    building.name,
+                    floor,
+                    level,
+                    room,
+                    "apartment",
+                    str(rng.choice((38, 45, 52, 60, 75, 89))),
+                    f"Apt {room}",
+                    names.person(),
+                    _phone(rng),
+                    "apartment",
+                    tuple(meters),
+                    _money(rng, 200, 800, 50),
+                    recharge=Decimal(rng.choice((100, 200, 300))),
+                    method=rng.choice(("cash", "wechat", "wechat", "alipay")),
+                )
+            )
+    return tenants
+
+
+def _offices(rng: random.Random, names: _Names, counter: _Counter) -> list[TenantPlan]:
+    building = BUILDINGS[3]
+    tenants = []
+    for door in range(1, 7):
+        room = f"C-10{door:02d}"
+        tenants.append(
+            TenantPlan(
+                counter.account(),
+                building.name,
+                "10F",
+                10,
+                room,
+                "office",
+                str(rng.randrange(80, 260, 10)),
+                f"Office {room}",
+                names.shop() if rng.random() < 0.5 else names.person(),
+                _phone(rng),
+                "office",
+                (_electricity(rng, counter, COMMERCIAL, str(rng.choice((5, 7, 9)))),),
+                _money(rng, 2000, 6000),
+                recharge=Decimal(1000),
+                method="transfer",
+            )
+        )
+    return tenants
+
+
+def _make_some_poor(rng: random.Random, tenants: list[TenantPlan]) -> list[TenantPlan]:
+    """Nearly empty accounts, so the demo shows arrears, an overdraft and the desk at work."""
+    shops = [i for i, t in enumerate(tenants) if t.profile == "shop" and t.meters[0].ct == 1]
+    flats = [i for i, t in enumerate(tenants) if t.profile == "apartment"]
+    restaurants = [i for i, t in enumerate(tenants) if t.profile == "restaurant"]
+    offices = [i for i, t in enumerate(tenants) if t.profile == "office"]
+    poor = {
+        **{i: (Decimal(rng.choice((15, 20, 30, 45))), 1) for i in rng.sample(shops, 4)},
+        **{i: (Decimal(rng.choice((6, 9, 12, 15))), 5) for i in rng.sample(flats, 4)},
+        rng.choice(restaurants): (Decimal(40), 1),
+        rng.choice(offices): (Decimal(35), 6),
+    }
+    never = rng.sample(sorted(poor), 2)
+    overdraft = rng.choice([i for i in flats if i not in poor])
+    changed = list(tenants)
+    for index, (credit, hours) in poor.items():
+        pays = None if index in never else hours + rng.randint(0, 3)
+        changed[index] = replace(tenants[index], credit=credit, pays_after_hours=pays)
+    changed[overdraft] = replace(
+        tenants[overdraft], credit=Decimal(5), overdraft=Decimal(50), pays_after_hours=12
+    )
+    return changed

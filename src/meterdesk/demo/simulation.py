@@ -1,0 +1,260 @@
+"""The accelerated run: every step the simulated clock moves 15 minutes, the meters' readings go
+through the real :class:`~meterdesk.billing.ingest.Ingestor` in one batch, and the cashier
+serves tenants whose balance went below zero. The same :class:`FakeClock` drives the database,
+so deductions and recharges carry simulated times."""
+
+from __future__ import annotations
+
+import time as wall
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from meterdesk.billing import cashier
+from meterdesk.billing.ingest import IngestReport
+from meterdesk.bootstrap import App
+from meterdesk.demo.feed import STEP, Delivery, Feed
+from meterdesk.demo.plan import TenantPlan
+from meterdesk.demo.queries import AccountState, account_states
+from meterdesk.demo.sample import SampleProperty
+from meterdesk.metering.service import list_quarantine
+from meterdesk.shared.money import from_fen
+from meterdesk.shared.time import FakeClock
+
+LOW_FEN = 5000  # "low" below 50.00
+DESK_OPENS, DESK_CLOSES = time(8, 0), time(21, 0)
+CASHIER = "demo:cashier 李收银"
+METHODS = {
+    "cash": "in cash",
+    "card": "by card",
+    "wechat": "by WeChat Pay",
+    "alipay": "by Alipay",
+    "transfer": "by bank transfer",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime
+    text: str
+
+
+@dataclass
+class Tally:
+    steps: int = 0
+    delivered: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    late: int = 0
+    quarantined: int = 0
+    deducted_fen: int = 0
+    returned_fen: int = 0
+    recharges: int = 0
+    recharged_fen: int = 0
+    recharged_accounts: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    def add(self, report: IngestReport) -> None:
+        self.delivered += report.received
+        self.accepted += report.accepted
+        self.duplicates += report.duplicates
+        self.late += report.late
+        self.quarantined += report.quarantined
+        self.deducted_fen += report.deducted_fen
+        self.returned_fen += report.returned_fen
+
+
+def label(tenant: TenantPlan) -> str:
+    return f"{tenant.label} {tenant.customer}"
+
+
+def level(state: AccountState) -> int:
+    """0 fine, 1 low, 2 using the overdraft, 3 in arrears."""
+    if state.arrears_fen > 0:
+        return 3
+    if state.balance_fen < 0:
+        return 2
+    return 1 if state.balance_fen < LOW_FEN else 0
+
+
+class Watch:
+    """Notices an account getting worse (low → overdraft → arrears) and says so once."""
+
+    def __init__(self, tenants: dict[str, TenantPlan]) -> None:
+        self._tenants = tenants
+        self._levels: dict[str, int] = {}
+
+    def changes(self, at: datetime, states: dict[str, AccountState]) -> list[Event]:
+        events = []
+        for number, state in sorted(states.items()):
+            now, before = level(state), self._levels.get(number)
+            self._levels[number] = now
+            if before is None or now <= before:
+                continue
+            who = f"{label(self._tenants[number])} ({number})"
+            balance = from_fen(state.balance_fen)
+            if now == 3:
+                text = f"{who} is in arrears: owes {from_fen(state.arrears_fen)}"
+            elif now == 2:
+                text = f"{who} is using its overdraft: balance {balance}"
+            else:
+                text = f"{who} is low on credit: {balance} left"
+            events.append(Event(at, text))
+        return events
+
+
+class Desk:
+    """The cashier (收银员): a tenant whose balance went below zero comes to the desk some hours
+    later (``pays_after_hours``; some never come during the demo), while the desk is open."""
+
+    def __init__(self, app: App, sample: SampleProperty, tz: ZoneInfo) -> None:
+        self._app, self._sample, self._tz = app, sample, tz
+        self._short_since: dict[str, datetime] = {}
+        self._visits: dict[str, int] = {}
+
+    def serve(self, at: datetime, states: dict[str, AccountState], tally: Tally) -> list[Event]:
+        events = []
+        open_now = DESK_OPENS <= at.astimezone(self._tz).time() < DESK_CLOSES
+        for number, state in sorted(states.items()):
+            if state.balance_fen >= 0 and state.arrears_fen == 0:
+                self._short_since.pop(number, None)
+                continue
+            since = self._short_since.setdefault(number, at)
+            wait = self._sample.tenants[number].pays_after_hours
+            if open_now and wait is not None and at - since >= timedelta(hours=wait):
+                events.append(self._recharge(at, number, tally))
+                del self._short_since[number]
+        return events
+
+    def _recharge(self, at: datetime, number: str, tally: Tally) -> Event:
+        tenant = self._sample.tenants[number]
+        visit = self._visits.get(number, 0) + 1
+        self._visits[number] = visit
+        result = cashier.recharge(
+            self._app.db,
+            organisation_id=self._sample.organisation_id,
+            account_id=self._sample.account_ids[number],
+            amount=tenant.recharge,
+            method=tenant.method,
+            actor=CASHIER,
+            idempotency_key=f"demo:{number}:recharge:{visit}",
+        )
+        tally.recharges += 1
+        tally.recharged_fen += int(tenant.recharge * 100)
+        tally.recharged_accounts.append(number)
+        how = METHODS.get(tenant.method, tenant.method)
+        return Event(
+            at,
+            f"{label(tenant)} ({number}) recharged {tenant.recharge:.2f} at the desk {how}; "
+            f"balance now {result.balance}",
+        )
+
+
+@dataclass
+class Hour:
+    """What the live view shows once a simulated hour."""
+
+    at: datetime
+    tally: Tally
+    states: dict[str, AccountState]
+
+
+class Simulation:
+    def __init__(
+        self,
+        app: App,
+        clock: FakeClock,
+        sample: SampleProperty,
+        feed: Feed,
+        tz: ZoneInfo,
+    ) -> None:
+        self.app, self.clock, self.sample, self.feed, self.tz = app, clock, sample, feed, tz
+        self.tally = Tally()
+        self.watch = Watch(sample.tenants)
+        self.desk = Desk(app, sample, tz)
+        self._seen_quarantine: set[int] = set()
+        self.states = account_states(app.db, organisation_id=sample.organisation_id)
+        self.watch.changes(clock.now, self.states)  # the starting point, not news
+
+    def run(
+        self,
+        steps: int,
+        speed: float,
+        on_event: Callable[[Event], None],
+        on_hour: Callable[[Hour], None],
+    ) -> Tally:
+        started = wall.monotonic()
+        try:
+            for step in range(1, steps + 1):
+                for event in self.step(step):
+                    on_event(event)
+                if step % 4 == 0 or step == steps:
+                    on_hour(Hour(self.clock.now, self.tally, self.states))
+                _pace(started, STEP * step, speed)
+            for event in self._ingest(self.feed.release_held(), self.clock.now):
+                on_event(event)
+        except KeyboardInterrupt:
+            self.tally.interrupted = True
+        return self.tally
+
+    def step(self, step: int) -> list[Event]:
+        self.clock.advance(STEP)
+        at = self.clock.now
+        events = self._ingest(self.feed.deliver(step, at), at)
+        self.states = account_states(self.app.db, organisation_id=self.sample.organisation_id)
+        events += self.watch.changes(at, self.states)
+        recharges = self.desk.serve(at, self.states, self.tally)
+        if recharges:
+            events += recharges
+            self.states = account_states(self.app.db, organisation_id=self.sample.organisation_id)
+            self.watch.changes(at, self.states)
+        self.tally.steps = step
+        return events
+
+    def _ingest(self, delivery: Delivery, at: datetime) -> list[Event]:
+        if not delivery.readings:
+            return []
+        report = self.app.ingestor.ingest(delivery.readings)
+        self.tally.add(report)
+        events = []
+        if report.late:
+            for number, measured in delivery.late:
+                local = measured.astimezone(self.tz)
+                events.append(
+                    Event(at, f"late reading of meter {number} ({local:%H:%M}) arrived after a "
+                          "newer one: its intervals were re-priced")
+                )
+        if report.quarantined:
+            events += self._quarantine_events(at)
+        return events
+
+    def _quarantine_events(self, at: datetime) -> list[Event]:
+        items = list_quarantine(self.app.db, organisation_id=self.sample.organisation_id)
+        events = []
+        for item in items:
+            if item["id"] in self._seen_quarantine:
+                continue
+            self._seen_quarantine.add(item["id"])
+            events.append(
+                Event(
+                    at,
+                    f"quarantined a {item['reason_code']} on meter {item['meter_number']} "
+                    f"(#{item['id']}): not billed, an operator decides",
+                )
+            )
+        return events
+
+
+def _pace(started: float, simulated: timedelta, speed: float) -> None:
+    """Sleep so that ``speed`` simulated seconds pass per real second (no sleeping when <= 0)."""
+    if speed <= 0:
+        return
+    delay = started + simulated.total_seconds() / speed - wall.monotonic()
+    if delay > 0:
+        wall.sleep(delay)
+
+
+def money(fen: int) -> Decimal:
+    return from_fen(fen)

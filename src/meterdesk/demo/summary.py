@@ -1,0 +1,78 @@
+"""The end of a demo run: what happened, and what to try next with the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from meterdesk.demo.plan import COMMERCIAL
+from meterdesk.demo.queries import AccountState, LedgerCheck
+from meterdesk.demo.simulation import Tally
+from meterdesk.shared.money import from_fen
+
+STATEMENT_DEFAULT_DAYS = 30  # ``meterdesk account statement`` looks this far back by default
+
+
+@dataclass(frozen=True)
+class Outcome:
+    organisation: str
+    started: datetime
+    ended: datetime
+    tally: Tally
+    states: dict[str, AccountState]
+    ledger: LedgerCheck
+
+
+def summary_lines(outcome: Outcome) -> list[str]:
+    tally, states = outcome.tally, outcome.states
+    owing = [s for s in states.values() if s.arrears_fen > 0]
+    simulated = outcome.ended - outcome.started
+    hours = simulated.total_seconds() / 3600
+    ledger = outcome.ledger
+    return [
+        f"Summary — {hours:g} simulated hours"
+        + (" (stopped early with Ctrl-C)" if tally.interrupted else ""),
+        f"  readings delivered        {tally.delivered:>10,}   accepted {tally.accepted:,}",
+        f"  duplicates ignored        {tally.duplicates:>10,}   (re-sent by gateways: never billed twice)",
+        f"  late readings re-priced   {tally.late:>10,}   (arrived after a newer one)",
+        f"  quarantined, not billed   {tally.quarantined:>10,}   (implausible jumps wait for an operator)",
+        f"  money deducted            {from_fen(tally.deducted_fen):>10,}   CNY"
+        + (f", {from_fen(tally.returned_fen)} given back by re-pricing" if tally.returned_fen else ""),
+        f"  recharges at the desk     {tally.recharges:>10,}   {from_fen(tally.recharged_fen):,} CNY",
+        f"  accounts in arrears       {len(owing):>10,}   owing "
+        f"{from_fen(sum(s.arrears_fen for s in owing)):,} CNY",
+        f"  ledger                    {ledger.transfers:>10,}   transfers; balances sum to "
+        f"{from_fen(ledger.sum_of_balances_fen)}"
+        + (" ✓" if ledger.ok else f" — {ledger.mismatched_accounts} accounts do NOT match!"),
+    ]
+
+
+def _pick(outcome: Outcome) -> tuple[str, str]:
+    """An account worth a statement (went short, then recharged) and one still owing money."""
+    states = outcome.states
+    lowest = sorted(states.values(), key=lambda s: (s.balance_fen - s.arrears_fen, s.number))
+    recharged = outcome.tally.recharged_accounts
+    owing = [s.number for s in lowest if s.arrears_fen > 0]
+    statement = recharged[0] if recharged else lowest[0].number
+    balance = owing[0] if owing else lowest[0].number
+    return statement, balance
+
+
+def suggestions(outcome: Outcome, *, where: str) -> list[str]:
+    """``where`` says how the CLI finds the same database (a directory to run from, or an
+    environment variable to keep set)."""
+    org = f'--org "{outcome.organisation}"'
+    statement, owing = _pick(outcome)
+    window = ""
+    if outcome.started < datetime.now(UTC) - timedelta(days=STATEMENT_DEFAULT_DAYS):
+        window = f" --from {outcome.started.isoformat()}"
+    return [
+        f"Try next ({where}):",
+        f"  meterdesk account statement {statement} {org}{window}",
+        f"  meterdesk account statement {statement} {org}{window} --json",
+        f"  meterdesk account balance {owing} {org}",
+        f"  meterdesk recharge {owing} 100 {org} --key my-first-recharge",
+        f"  meterdesk quarantine list {org}",
+        f'  meterdesk tariff show "{COMMERCIAL}" {org}',
+        "  meterdesk --help",
+    ]

@@ -1,0 +1,344 @@
+"""Small builders for integration tests: an organisation with a site, a room and a customer in
+one call, then tariffs, meters and accounts in one call each, and the read-side helpers the tests
+compare (balances as ``Decimal``, stored readings, transfers, period totals).
+
+Times: tests live after the ``clock`` fixture's instant (2026-11-02T00:00Z = 08:00 in
+Asia/Shanghai); :func:`minutes` gives an instant so many minutes later.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, func, select
+
+from meterdesk.billing import accounts as account_service
+from meterdesk.billing.ingest import IncomingReading, Ingestor
+from meterdesk.billing.tables import accounts, charge_lines, period_totals
+from meterdesk.db.database import Database
+from meterdesk.ledger.tables import ledger_accounts, transfers
+from meterdesk.metering import service as metering
+from meterdesk.metering.model import BANDS
+from meterdesk.metering.tables import meter_cursors, quarantine, readings
+from meterdesk.shared.money import from_fen
+from meterdesk.sites import service as sites
+from meterdesk.tariffs import service as tariffs
+
+D = Decimal
+T0 = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # the clock fixture's "now"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+ALL_MONTHS = list(range(1, 13))
+ACTOR = "test:operator"
+
+
+def minutes(count: float, start: datetime = T0) -> datetime:
+    return start + timedelta(minutes=count)
+
+
+def local(text: str, tz: ZoneInfo = SHANGHAI) -> datetime:
+    """A local wall time ``YYYY-MM-DD HH:MM`` as a UTC instant."""
+    return datetime.fromisoformat(text).replace(tzinfo=tz).astimezone(UTC)
+
+
+# --- places ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Org:
+    id: int
+    site_id: int
+    room_id: int
+    customer_id: int
+    name: str
+
+
+def make_org(db: Database, name: str = "Org A", timezone: str = "Asia/Shanghai") -> Org:
+    """An organisation with one site (Park), building (B1), floor (F1), room (101), customer."""
+    org_id = sites.create_organisation(db, name=name, timezone=timezone)
+    site_id = sites.create_site(db, organisation_id=org_id, name="Park", timezone=timezone)
+    building_id = sites.create_building(db, organisation_id=org_id, site_id=site_id, name="B1")
+    floor_id = sites.create_floor(
+        db, organisation_id=org_id, building_id=building_id, name="F1", level=1
+    )
+    room_id = sites.create_room(
+        db, organisation_id=org_id, floor_id=floor_id, name="101", kind="shop"
+    )
+    customer_id = sites.create_customer(db, organisation_id=org_id, name="Li Lei", phone="139")
+    return Org(org_id, site_id, room_id, customer_id, name)
+
+
+# --- tariffs -----------------------------------------------------------------------------------
+
+
+def flat_definition(price: str, *, utility: str = "electricity") -> dict[str, Any]:
+    return {
+        "utility": utility,
+        "versions": [{"effective_from": "2026-01-01", "prices": {"flat": price}}],
+    }
+
+
+TOU_PRICES = {"peak": "1.05", "flat": "0.68", "valley": "0.32"}
+TOU_DAY = [["00:00", "valley"], ["08:00", "flat"], ["10:00", "peak"], ["15:00", "flat"]]
+MONTH_TIERS = {
+    "period": "month",
+    "mode": "adder",
+    "blocks": [
+        {"up_to": "5", "price": "0"},
+        {"up_to": "12", "price": "0.05"},
+        {"up_to": None, "price": "0.3"},
+    ],
+}
+
+
+def tou_tier_definition() -> dict[str, Any]:
+    """Valley 00-08, flat 08-10, peak 10-15, flat 15-24 every day; monthly adder tiers at 5 and
+    12 kWh so a short test stream climbs all three blocks."""
+    return {
+        "utility": "electricity",
+        "versions": [
+            {
+                "effective_from": "2026-01-01",
+                "prices": TOU_PRICES,
+                "seasons": [{"name": "all", "months": ALL_MONTHS, "workday": TOU_DAY}],
+                "tiers": MONTH_TIERS,
+            }
+        ],
+    }
+
+
+def make_tariff(
+    db: Database, org: Org, name: str = "flat", definition: dict[str, Any] | None = None
+) -> int:
+    return tariffs.create_tariff(
+        db,
+        organisation_id=org.id,
+        name=name,
+        definition=definition or flat_definition("0.6537"),
+        actor=ACTOR,
+    )
+
+
+# --- meters and accounts -----------------------------------------------------------------------
+
+
+def make_meter(
+    db: Database,
+    org: Org,
+    number: str = "M1",
+    *,
+    modulus: str = "1000000",
+    max_rate: str | None = None,
+    bands: bool = False,
+    utility: str = "electricity",
+    ct: str = "1",
+) -> int:
+    spec = metering.MeterSpec(
+        number=number,
+        utility=utility,
+        kind="water" if utility == "water" else "single_phase",
+        room_id=org.room_id,
+        register_modulus=modulus,
+        max_rate_per_hour=max_rate,
+        has_band_registers=bands,
+        ct_ratio=ct,
+    )
+    return metering.create_meter(db, organisation_id=org.id, spec=spec, actor=ACTOR)
+
+
+def open_account(
+    db: Database,
+    org: Org,
+    number: str,
+    meters: Sequence[tuple[int, int, str | None]],
+    *,
+    credit: str = "100",
+    overdraft: str = "0",
+    ingestor: Ingestor | None = None,
+) -> account_service.OpenedAccount:
+    """Open ``number`` with (meter id, tariff id, opening reading or None) per meter."""
+    request = account_service.OpenAccount(
+        number=number,
+        customer_id=org.customer_id,
+        room_id=org.room_id,
+        meters=[
+            account_service.MeterOpening(m, t, None if r is None else D(r)) for m, t, r in meters
+        ],
+        overdraft_limit=overdraft,
+        initial_credit=credit,
+    )
+    return account_service.open_account(
+        db, organisation_id=org.id, request=request, actor=ACTOR, ingestor=ingestor
+    )
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One organisation, one meter, one tariff, one open account: the common starting point."""
+
+    org: Org
+    meter_id: int
+    tariff_id: int
+    account: account_service.OpenedAccount
+
+
+def one_meter_account(
+    db: Database,
+    *,
+    price: str = "0.6537",
+    credit: str = "100",
+    overdraft: str = "0",
+    opening: str = "1000",
+    modulus: str = "1000000",
+    max_rate: str | None = None,
+    definition: dict[str, Any] | None = None,
+) -> Setup:
+    org = make_org(db)
+    tariff_id = make_tariff(db, org, definition=definition or flat_definition(price))
+    meter_id = make_meter(db, org, modulus=modulus, max_rate=max_rate)
+    account = open_account(
+        db, org, "A-1", [(meter_id, tariff_id, opening)], credit=credit, overdraft=overdraft
+    )
+    return Setup(org, meter_id, tariff_id, account)
+
+
+def reading(
+    meter_id: int, at: datetime, total: str | Decimal, bands: dict[str, str] | None = None
+) -> IncomingReading:
+    return IncomingReading(
+        meter_id,
+        at,
+        D(total),
+        None if bands is None else {k: D(v) for k, v in bands.items()},
+    )
+
+
+# --- reading back ------------------------------------------------------------------------------
+
+
+def balance_of(db: Database, ledger_account_id: int) -> Decimal:
+    with db.read() as conn:
+        fen = conn.execute(
+            select(ledger_accounts.c.balance_fen).where(ledger_accounts.c.id == ledger_account_id)
+        ).scalar_one()
+    return from_fen(int(fen))
+
+
+def wallet(db: Database, account: account_service.OpenedAccount) -> Decimal:
+    return balance_of(db, account.wallet_id)
+
+
+def owed(db: Database, account: account_service.OpenedAccount) -> Decimal:
+    """Arrears as a positive amount owed."""
+    return -balance_of(db, account.arrears_id)
+
+
+def deducted(db: Database, account_id: int, period_key: str | None = None) -> Decimal:
+    """Net billed to an account: deductions minus corrections (all periods or one month)."""
+    with db.read() as conn:
+        query = select(transfers.c.reason, func.sum(transfers.c.amount_fen)).where(
+            transfers.c.account_id == account_id,
+            transfers.c.reason.in_(("deduction", "deduction_correction")),
+        )
+        if period_key is not None:
+            query = query.where(transfers.c.period_key == period_key)
+        sums = dict(conn.execute(query.group_by(transfers.c.reason)).all())
+    return from_fen(int(sums.get("deduction", 0)) - int(sums.get("deduction_correction", 0)))
+
+
+def posted_by_period(db: Database, meter_id: int) -> dict[str, Decimal]:
+    with db.read() as conn:
+        rows = conn.execute(
+            select(period_totals.c.period_key, period_totals.c.posted_fen).where(
+                period_totals.c.meter_id == meter_id
+            )
+        ).all()
+    return {str(key): from_fen(int(fen)) for key, fen in rows}
+
+
+def stored_readings(db: Database, meter_id: int | None = None) -> list[tuple[Any, ...]]:
+    """(meter, generation, measured_at, total, bands...) of accepted readings, in order."""
+    columns = [readings.c[f"register_{band}"] for band in BANDS]
+    query = select(
+        readings.c.meter_id,
+        readings.c.generation,
+        readings.c.measured_at,
+        readings.c.register_total,
+        *columns,
+    ).order_by(readings.c.meter_id, readings.c.measured_at, readings.c.generation)
+    if meter_id is not None:
+        query = query.where(readings.c.meter_id == meter_id)
+    with db.read() as conn:
+        return [tuple(row) for row in conn.execute(query)]
+
+
+def quarantined(db: Database, org: Org, status: str = "open") -> list[dict[str, Any]]:
+    return metering.list_quarantine(db, organisation_id=org.id, status=status)
+
+
+def count_rows(conn: Connection, table: Any) -> int:
+    return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def row_counts(db: Database) -> dict[str, int]:
+    tables = (readings, meter_cursors, quarantine, charge_lines, period_totals, transfers, accounts)
+    with db.read() as conn:
+        return {table.name: count_rows(conn, table) for table in tables}
+
+
+def all_transfers(db: Database) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        return [dict(row) for row in conn.execute(select(transfers).order_by(transfers.c.id)).mappings()]
+
+
+def ledger_balances(db: Database) -> dict[int, int]:
+    with db.read() as conn:
+        rows = conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.balance_fen)).all()
+    return {int(i): int(b) for i, b in rows}
+
+
+def balances_from_transfers(db: Database) -> dict[int, int]:
+    """Each ledger account's balance recomputed from its transfers (credits − debits)."""
+    result = dict.fromkeys(ledger_balances(db), 0)
+    for transfer in all_transfers(db):
+        result[int(transfer["credit_account_id"])] += int(transfer["amount_fen"])
+        result[int(transfer["debit_account_id"])] -= int(transfer["amount_fen"])
+    return result
+
+
+def ledger_code_balances(db: Database) -> dict[str, int]:
+    """Balances by account code (stable across databases, unlike ids)."""
+    with db.read() as conn:
+        rows = conn.execute(select(ledger_accounts.c.code, ledger_accounts.c.balance_fen)).all()
+    return {str(code): int(fen) for code, fen in rows}
+
+
+# --- streams -----------------------------------------------------------------------------------
+
+
+def steady_stream(
+    meter_id: int,
+    *,
+    start_total: Decimal,
+    count: int,
+    step: Decimal,
+    every: timedelta,
+    start: datetime = T0,
+    modulus: Decimal | None = None,
+    seed: int = 0,
+) -> list[IncomingReading]:
+    """``count`` in-order readings after ``start``: each advances by up to ``step`` (random, with
+    4 places), wrapping at ``modulus`` when given."""
+    rng = random.Random(seed)
+    total, result = start_total, []
+    for index in range(1, count + 1):
+        total += D(rng.randint(0, int(step * 10_000))).scaleb(-4)
+        if modulus is not None and total >= modulus:
+            total -= modulus
+        result.append(IncomingReading(meter_id, start + every * index, total))
+    return result

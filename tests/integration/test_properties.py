@@ -1,0 +1,267 @@
+"""Order of arrival does not matter: the money core's central promise, as a property.
+
+A generated in-order reading stream for 1-3 meters (some rolling over at a small register
+modulus, priced flat or time-of-use with monthly tiers, sometimes crossing a billing month) is
+delivered twice into two fresh databases: once sorted and de-duplicated in one batch, once with
+duplicates, shuffled and cut into random batches. Balances, posted totals, exact costs and the
+accepted readings must be identical, and each ledger must balance (entries sum to zero, every
+account's balance equals the sum of its transfers).
+
+SQLite only (a fresh file per delivery, copied from a template with the schema): the property is
+about the pipeline's logic, which is the same on both databases; the deterministic late-data
+tests in ``test_consumption.py`` run on PostgreSQL too.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from builders import (
+    T0,
+    flat_definition,
+    ledger_code_balances,
+    local,
+    make_meter,
+    make_org,
+    make_tariff,
+    open_account,
+    row_counts,
+    tou_tier_definition,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from meterdesk.billing.ingest import IncomingReading, Ingestor
+from meterdesk.billing.tables import charge_lines, period_totals
+from meterdesk.db.database import Database
+from meterdesk.db.engine import build_engine
+from meterdesk.db.metadata import load_all_tables
+from meterdesk.ledger.tables import ledger_accounts, transfers
+from meterdesk.metering.tables import meters, readings
+from meterdesk.shared.time import FakeClock
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+D = Decimal
+MONTH_END = local("2026-11-30 20:00")  # streams starting here cross into December
+
+
+@dataclass(frozen=True)
+class MeterPlan:
+    tariff: str  # "flat" or "tou_tier"
+    modulus: Decimal
+    opening: Decimal
+    steps: tuple[tuple[int, int], ...]  # (minutes after the previous reading, advance in 1e-4)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    start: datetime
+    credit: str
+    meters: tuple[MeterPlan, ...]
+
+
+@st.composite
+def meter_plans(draw: st.DrawFn) -> MeterPlan:
+    rolls_over = draw(st.booleans())
+    if rolls_over:  # close below a 10 000 register, so the stream wraps
+        modulus, opening = D(10_000), D(draw(st.integers(99_400_000, 99_999_999))).scaleb(-4)
+    else:
+        modulus, opening = D(1_000_000), D(draw(st.integers(0, 10**9))).scaleb(-4)
+    steps = draw(
+        st.lists(
+            st.tuples(st.integers(1, 300), st.integers(0, 30_000)), min_size=1, max_size=18
+        )
+    )
+    return MeterPlan(draw(st.sampled_from(["flat", "tou_tier"])), modulus, opening, tuple(steps))
+
+
+scenarios = st.builds(
+    Scenario,
+    start=st.sampled_from([T0, MONTH_END]),
+    credit=st.sampled_from(["0", "3", "40", "1000"]),
+    meters=st.lists(meter_plans(), min_size=1, max_size=3).map(tuple),
+)
+
+
+def in_order_stream(scenario: Scenario, meter_ids: list[int]) -> list[IncomingReading]:
+    stream = []
+    for meter_id, plan in zip(meter_ids, scenario.meters, strict=True):
+        at, total = scenario.start, plan.opening
+        for gap, advance in plan.steps:
+            at += timedelta(minutes=gap)
+            total = (total + D(advance).scaleb(-4)) % plan.modulus
+            stream.append(IncomingReading(meter_id, at, total))
+    return stream
+
+
+def messy_delivery(stream: list[IncomingReading], rng: random.Random) -> list[list[Any]]:
+    """Duplicated (some readings twice or three times), shuffled, cut into random batches."""
+    copies = [r for r in stream for _ in range(rng.choice((1, 1, 2, 3)))]
+    rng.shuffle(copies)
+    cuts = sorted(rng.sample(range(1, len(copies)), k=rng.randint(0, len(copies) - 1)))
+    bounds = [0, *cuts, len(copies)]
+    return [copies[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+@dataclass
+class Outcome:
+    balances: dict[str, int]
+    totals: dict[tuple[str, str], tuple[Decimal, Decimal, int]]
+    readings: set[tuple[str, int, datetime, Decimal]]
+    counts: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def template() -> Iterator[Path]:
+    """An empty database with the schema, copied for every delivery."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "template.sqlite3"
+        engine = build_engine(f"sqlite:///{path}")
+        load_all_tables().create_all(engine)
+        engine.dispose()
+        yield path
+
+
+def deliver(template: Path, scenario: Scenario, batches: Any) -> Outcome:
+    """Build the scenario's world in a fresh database, ingest the batches, read the outcome."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "run.sqlite3"
+        shutil.copy(template, path)
+        engine = build_engine(f"sqlite:///{path}")
+        try:
+            clock = FakeClock(scenario.start)
+            db = Database(engine=engine, clock=clock)
+            meter_ids = build_world(db, scenario)
+            ingestor = Ingestor(db)
+            for batch in batches(meter_ids):
+                clock.advance(timedelta(seconds=1))
+                ingestor.ingest(batch)
+            check_books(db)
+            return read_outcome(db)
+        finally:
+            engine.dispose()
+
+
+def build_world(db: Database, scenario: Scenario) -> list[int]:
+    org = make_org(db)
+    tariff_ids = {
+        "flat": make_tariff(db, org, "flat", flat_definition("0.6537")),
+        "tou_tier": make_tariff(db, org, "tou", tou_tier_definition()),
+    }
+    meter_ids = [
+        make_meter(db, org, f"M{index}", modulus=f"{plan.modulus}")
+        for index, plan in enumerate(scenario.meters)
+    ]
+    openings = [
+        (meter_id, tariff_ids[plan.tariff], f"{plan.opening}")
+        for meter_id, plan in zip(meter_ids, scenario.meters, strict=True)
+    ]
+    open_account(db, org, "A-1", openings, credit=scenario.credit)
+    return meter_ids
+
+
+def read_outcome(db: Database) -> Outcome:
+    with db.read() as conn:
+        number = dict(conn.execute(select(meters.c.id, meters.c.number)).all())
+        totals = {
+            (number[m], p): (q, c, f)
+            for m, p, q, c, f in conn.execute(
+                select(
+                    period_totals.c.meter_id,
+                    period_totals.c.period_key,
+                    period_totals.c.quantity,
+                    period_totals.c.exact_cost,
+                    period_totals.c.posted_fen,
+                )
+            )
+        }
+        accepted = {
+            (number[m], g, at, total)
+            for m, g, at, total in conn.execute(
+                select(
+                    readings.c.meter_id,
+                    readings.c.generation,
+                    readings.c.measured_at,
+                    readings.c.register_total,
+                )
+            )
+        }
+    counts = row_counts(db)
+    return Outcome(ledger_code_balances(db), totals, accepted, {"quarantine": counts["quarantine"]})
+
+
+def check_books(db: Database) -> None:
+    with db.read() as conn:
+        balances = dict(
+            conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.balance_fen)).all()
+        )
+        credits = dict(
+            conn.execute(
+                select(transfers.c.credit_account_id, func.sum(transfers.c.amount_fen)).group_by(
+                    transfers.c.credit_account_id
+                )
+            ).all()
+        )
+        debits = dict(
+            conn.execute(
+                select(transfers.c.debit_account_id, func.sum(transfers.c.amount_fen)).group_by(
+                    transfers.c.debit_account_id
+                )
+            ).all()
+        )
+        lines: dict[tuple[int, str], Decimal] = {}
+        for m, p, cost in conn.execute(
+            select(charge_lines.c.meter_id, charge_lines.c.period_key, charge_lines.c.cost).where(
+                charge_lines.c.active
+            )
+        ):
+            lines[(m, p)] = lines.get((m, p), D(0)) + cost
+        exact = {
+            (m, p): c
+            for m, p, c in conn.execute(
+                select(
+                    period_totals.c.meter_id, period_totals.c.period_key, period_totals.c.exact_cost
+                )
+            )
+        }
+    assert sum(balances.values()) == 0, "the ledger's entries must sum to zero"
+    for account_id, balance in balances.items():
+        assert balance == credits.get(account_id, 0) - debits.get(account_id, 0), account_id
+    assert {k: v for k, v in lines.items() if v} == {k: v for k, v in exact.items() if v}
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(scenario=scenarios, rng=st.randoms(use_true_random=False))
+def test_any_order_duplication_and_batching_bills_like_the_sorted_stream(
+    template: Path, scenario: Scenario, rng: random.Random
+) -> None:
+    def sorted_once(meter_ids: list[int]) -> list[list[IncomingReading]]:
+        return [sorted(in_order_stream(scenario, meter_ids), key=lambda r: r.measured_at)]
+
+    def messy(meter_ids: list[int]) -> list[list[IncomingReading]]:
+        return messy_delivery(in_order_stream(scenario, meter_ids), random.Random(seed))
+
+    seed = rng.randint(0, 2**32)
+    expected = deliver(template, scenario, sorted_once)
+    actual = deliver(template, scenario, messy)
+
+    assert expected.counts["quarantine"] == 0  # a clean stream never needs an operator
+    assert actual.readings == expected.readings
+    assert actual.totals == expected.totals
+    assert actual.balances == expected.balances
+    assert sum(actual.balances.values()) == 0
