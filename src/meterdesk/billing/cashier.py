@@ -12,7 +12,11 @@ from decimal import Decimal
 from sqlalchemy import Connection, select
 
 from meterdesk.audit import service as audit
+from meterdesk.billing import control
+from meterdesk.billing.control import Outbox
 from meterdesk.billing.model import AccountStatus
+from meterdesk.billing.outbox import DatabaseOutbox
+from meterdesk.billing.policy import Cause, emergency_repayment
 from meterdesk.billing.tables import accounts
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
@@ -88,6 +92,7 @@ def recharge(
     actor: str,
     idempotency_key: str,
     reference: str | None = None,
+    outbox: Outbox | None = None,
 ) -> MoneyResult:
     with db.transaction() as conn:
         return recharge_in(
@@ -100,6 +105,7 @@ def recharge(
             at=db.clock(),
             idempotency_key=idempotency_key,
             reference=reference,
+            outbox=outbox,
         )
 
 
@@ -114,7 +120,10 @@ def recharge_in(
     at: datetime,
     idempotency_key: str,
     reference: str | None = None,
+    outbox: Outbox | None = None,
 ) -> MoneyResult:
+    """Credit the wallet, repay emergency credit then arrears, and let the control loop decide
+    (a restore when the balance rose above the threshold) — all in the caller's transaction."""
     fen = to_fen(parse_positive_money(amount, field="amount"))
     payment = _method(method)
     account = _account(conn, organisation_id, account_id)
@@ -146,7 +155,15 @@ def recharge_in(
     if account["status"] != AccountStatus.OPEN.value:
         raise ConflictError(f"account {account['number']} is closed")
     posted = ledger_service.post(conn, request)
+    _repay_emergency(conn, account, request)
     _repay_arrears(conn, account, request)
+    control.evaluate_in(
+        conn,
+        balances=control.net_balances(conn, [account_id]),
+        at=at,
+        cause=Cause.RECHARGE,
+        outbox=outbox or DatabaseOutbox(lambda: at),
+    )
     audit.record(
         conn,
         organisation_id=organisation_id,
@@ -161,6 +178,43 @@ def recharge_in(
         },
     )
     return _result(conn, account, posted.transfer_id, False)
+
+
+def _repay_emergency(conn: Connection, account: dict[str, object], cause: TransferRequest) -> None:
+    state, _, _ = control.load_state(conn, int(str(account["id"])))
+    amount = emergency_repayment(state, cause.amount_fen)
+    if not amount:
+        return
+    receivable = ledger.system_account(
+        conn,
+        organisation_id=cause.organisation_id,
+        code="receivable:emergency_credit",
+        kind=AccountKind.CLEARING,
+        at=cause.created_at,
+    )
+    ledger.apply_transfers(
+        conn,
+        [
+            TransferRequest(
+                organisation_id=cause.organisation_id,
+                idempotency_key=f"{cause.idempotency_key}:emergency",
+                debit_account_id=cause.credit_account_id,
+                credit_account_id=receivable,
+                amount_fen=amount,
+                reason=Reason.EMERGENCY_REPAYMENT,
+                actor=cause.actor,
+                created_at=cause.created_at,
+                account_id=cause.account_id,
+                memo="repays emergency credit (应急用电)",
+            )
+        ],
+    )
+    control.record_emergency(
+        conn,
+        account_id=int(str(account["id"])),
+        outstanding_fen=state.emergency_outstanding_fen - amount,
+        at=cause.created_at,
+    )
 
 
 def _repay_arrears(conn: Connection, account: dict[str, object], cause: TransferRequest) -> None:

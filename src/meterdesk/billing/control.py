@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -31,6 +31,7 @@ from meterdesk.billing.policy import (
     Policy,
     RestoreMode,
     Situation,
+    Supply,
     decide,
 )
 from meterdesk.billing.tables import (
@@ -123,7 +124,7 @@ def evaluate_in(
     """Decide for each account (net balance in fen: wallet minus arrears) and send the decisions
     out. Returns the decisions per account that had any."""
     made: dict[int, list[Decision]] = {}
-    for account in _load(conn, balances):
+    for account in _load(conn, balances, everyone=cause is Cause.POLICY_CHANGE):
         friendly = (
             _friendly(conn, account, at)
             if balances[account.account_id] <= account.policy.cut_threshold_fen
@@ -137,7 +138,7 @@ def evaluate_in(
             (days_left or {}).get(account.account_id),
         )
         new_state, decisions = decide(account.policy, account.state, situation)
-        if new_state == account.state:
+        if new_state == account.state and cause is not Cause.POLICY_CHANGE:
             continue
         version = _save(conn, account, new_state, at)
         if decisions:
@@ -146,20 +147,44 @@ def evaluate_in(
     return made
 
 
-def _load(conn: Connection, balances: dict[int, int]) -> list[_Account]:
+def _load(conn: Connection, balances: dict[int, int], *, everyone: bool = False) -> list[_Account]:
+    """The accounts that need a decision: at or below their watch threshold, or with an active
+    state (supply off or pending, alarms sent). ``everyone`` skips the filter (policy changes)."""
     if not balances:
         return []
+    params: dict[str, int] = {}
+    values = []
+    for i, (account_id, balance) in enumerate(sorted(balances.items())):
+        params[f"a{i}"], params[f"b{i}"] = account_id, balance
+        values.append(f"(:a{i}, :b{i})")
+    wanted = (
+        ""
+        if everyone
+        else "AND (b.balance <= COALESCE(c.watch_fen, 0) OR COALESCE(c.active, FALSE)) "
+    )
     rows = raw_rows(
         conn,
+        f"WITH b(account_id, balance) AS (VALUES {', '.join(values)}) "  # noqa: S608 - placeholders only
         "SELECT a.id, a.organisation_id, a.billing_mode, w.floor_fen, c.cut_at, c.protect, c.restore_threshold_fen, "
         "c.restore_mode, c.emergency_credit_fen, c.state, c.version, c.friendly_profile_id, c.alarm_overrides, "
-        "p.levels "
-        "FROM accounts a JOIN ledger_accounts w ON w.id = a.wallet_id "
+        "p.levels FROM b JOIN accounts a ON a.id = b.account_id JOIN ledger_accounts w ON w.id = a.wallet_id "
         "LEFT JOIN account_controls c ON c.account_id = a.id LEFT JOIN alarm_plans p ON p.id = c.alarm_plan_id "
-        "WHERE a.id IN :ids AND a.status = 'open'",
-        ids=sorted(balances),
+        f"WHERE a.status = 'open' {wanted}",
+        **params,
     )
     return [_account(row) for row in rows]
+
+
+def watch(policy: Policy, state: ControlState) -> tuple[int, bool]:
+    """(watch threshold in fen, active) for the hot-path filter."""
+    thresholds = [level.threshold_fen for level in policy.alarms if level.threshold_fen is not None]
+    highest = max([policy.cut_threshold_fen, *thresholds])
+    active = (
+        state.supply is not Supply.ON
+        or any(a.sent for a in state.alarms.values())
+        or state.protect_sent != policy.protect
+    )
+    return highest, active or state.emergency_outstanding_fen > 0
 
 
 def _account(row: tuple[Any, ...]) -> _Account:
@@ -263,7 +288,14 @@ def _site(conn: Connection, account_id: int) -> tuple[int, ZoneInfo]:
 
 def _save(conn: Connection, account: _Account, state: ControlState, at: datetime) -> int:
     version = account.version + 1
-    values = {"state": control_config.state_to_json(state), "version": version, "updated_at": at}
+    watch_fen, active = watch(account.policy, state)
+    values = {
+        "state": control_config.state_to_json(state),
+        "version": version,
+        "updated_at": at,
+        "watch_fen": watch_fen,
+        "active": active,
+    }
     if account.stored:
         conn.execute(
             update(account_controls)
@@ -393,3 +425,61 @@ def net_balances(conn: Connection, account_ids: Iterable[int]) -> dict[int, int]
         )
     }
     return {int(row.id): int(row.wallet) + int(arrears.get(row.id, 0)) for row in rows}
+
+
+def load_state(conn: Connection, account_id: int) -> tuple[ControlState, int, bool]:
+    """An account's control state, version, and whether a row exists."""
+    row = conn.execute(
+        select(account_controls.c.state, account_controls.c.version).where(
+            account_controls.c.account_id == account_id
+        )
+    ).one_or_none()
+    if row is None:
+        return ControlState(), 0, False
+    return control_config.state_from_json(row.state), int(row.version), True
+
+
+def record_emergency(
+    conn: Connection, *, account_id: int, outstanding_fen: int, at: datetime
+) -> None:
+    """Store how much emergency credit is still owed (after it is taken or repaid)."""
+    state, version, stored = load_state(conn, account_id)
+    new_state = replace(state, emergency_outstanding_fen=outstanding_fen)
+    loaded = _load(conn, {account_id: 0}, everyone=True)
+    watch_fen, active = watch(loaded[0].policy, new_state) if loaded else (0, outstanding_fen > 0)
+    values = {
+        "state": control_config.state_to_json(new_state),
+        "version": version + 1,
+        "updated_at": at,
+        "watch_fen": watch_fen,
+        "active": active,
+    }
+    if stored:
+        conn.execute(
+            update(account_controls)
+            .where(account_controls.c.account_id == account_id)
+            .values(**values)
+        )
+    else:
+        conn.execute(
+            insert(account_controls).values(
+                account_id=account_id, **default_policy_columns(), **values
+            )
+        )
+
+
+def watch_thresholds(conn: Connection, account_ids: Iterable[int]) -> dict[int, int]:
+    """Each account's watch threshold in fen (0 — cut at zero — without a stored policy)."""
+    ids = sorted(set(account_ids))
+    found = (
+        dict(
+            raw_rows(
+                conn,
+                "SELECT account_id, watch_fen FROM account_controls WHERE account_id IN :ids",
+                ids=ids,
+            )
+        )
+        if ids
+        else {}
+    )
+    return {account_id: int(found.get(account_id, 0)) for account_id in ids}

@@ -21,9 +21,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, select
 
-from meterdesk.billing import postings
+from meterdesk.billing import control, postings
 from meterdesk.billing import repository as billing_repository
 from meterdesk.billing.model import Merge, PeriodTotal, intervals, merge_readings
+from meterdesk.billing.outbox import DatabaseOutbox
+from meterdesk.billing.policy import Cause
 from meterdesk.billing.repository import Assignment, TotalKey
 from meterdesk.db import counters
 from meterdesk.db.database import Database
@@ -91,13 +93,16 @@ class Ingestor:
     """Long-lived: keeps tariff and zone caches between batches. Thread-compatible, not
     thread-safe: give each worker its own."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, outbox: control.Outbox | None = None) -> None:
         self.db = db
+        self.outbox = outbox or DatabaseOutbox(db.clock)
         self.tariffs = TariffCache()
         self._zones: dict[int, ZoneInfo] = {}
         self._config_version: int | None = None
         self._profiles: dict[int, MeterProfile] = {}
         self._assignments: dict[int, list[Assignment]] = {}
+        self._control_version: int | None = None
+        self._watch: dict[int, int] = {}
 
     def ingest(
         self, readings: Sequence[IncomingReading], *, received_at: datetime | None = None
@@ -258,10 +263,33 @@ class Ingestor:
                 batch.report.intervals_priced += 1
         billing_repository.insert_lines(conn, rows)
         by_account = {a.account_id: a for found in assignments.values() for a in found}
-        postings.post_due(
+        balances = postings.post_due(
             conn, changed, by_account, batch.profiles, batch.received_at, batch.report
         )
         billing_repository.save_totals(conn, changed, known)
+        control.evaluate_in(
+            conn,
+            balances=self._near_threshold(conn, balances),
+            at=batch.received_at,
+            cause=Cause.DEDUCTION,
+            outbox=self.outbox,
+        )
+
+    def _near_threshold(self, conn: Connection, balances: dict[int, int]) -> dict[int, int]:
+        """The accounts a deduction could move across a threshold: a falling balance decides
+        nothing above the highest alarm/cut threshold (restores come from recharges and ticks).
+        Thresholds are cached until the control-policy counter moves."""
+        version = counters.read(conn, counters.CONTROL_POLICY)
+        if version != self._control_version:
+            self._control_version, self._watch = version, {}
+        missing = balances.keys() - self._watch.keys()
+        if missing:
+            self._watch.update(control.watch_thresholds(conn, missing))
+        return {
+            account: balance
+            for account, balance in balances.items()
+            if balance <= self._watch[account]
+        }
 
     def _supersede(
         self, conn: Connection, work: dict[int, Merge]

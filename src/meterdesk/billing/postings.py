@@ -45,14 +45,16 @@ def post_due(
     profiles: dict[int, MeterProfile],
     at: datetime,
     report: IngestReport,
-) -> None:
+) -> dict[int, int]:
+    """Post what is due; return the net balance (wallet minus arrears, fen) of every account
+    that moved, for the control loop."""
     due = {}
     for key, total in changed.items():
         amount = total.due_fen()
         if amount and accounts[key[1]].billing_mode is BillingMode.PLATFORM:
             due[key] = amount
     if not due:
-        return
+        return {}
     revenue = _revenue_accounts(conn, due, accounts, profiles, at)
     touched = {i for key in due for i in (accounts[key[1]].wallet_id, accounts[key[1]].arrears_id)}
     balances = ledger.lock_balances(conn, touched | set(revenue.values()))
@@ -80,6 +82,8 @@ def post_due(
             report.returned_fen -= amount
     ledger.apply_transfers(conn, requests, balances)
     report.transfers += len(requests)
+    moved = {accounts[key[1]] for key in due}
+    return {a.account_id: running[a.wallet_id] + running[a.arrears_id] for a in moved}
 
 
 @dataclass(frozen=True)

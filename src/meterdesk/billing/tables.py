@@ -114,7 +114,9 @@ alarm_plans = Table(
     Column("id", Integer, primary_key=True),
     Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
     Column("name", String(100), nullable=False),
-    Column("levels", Text, nullable=False),  # JSON list of alarm levels (see billing.control_config)
+    Column(
+        "levels", Text, nullable=False
+    ),  # JSON list of alarm levels (see billing.control_config)
     Column("created_at", Instant, nullable=False),
     UniqueConstraint("organisation_id", "name"),
 )
@@ -154,6 +156,10 @@ account_controls = Table(
     Column("restore_mode", String(15), nullable=False),
     Column("emergency_credit_fen", BigInteger, nullable=False),
     Column("state", Text, nullable=False),  # JSON ControlState
+    # Filters for the hot path: a batch evaluates an account only when its balance is at or below
+    # ``watch_fen`` (highest alarm/cut threshold) or its state is ``active`` (off, pending, alarmed).
+    Column("watch_fen", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False),
     Column("version", Integer, nullable=False),
     Column("updated_at", Instant, nullable=False),
 )

@@ -21,6 +21,7 @@ change_counters = Table(
 )
 
 METER_CONFIG = "meter_config"
+CONTROL_POLICY = "control_policy"
 
 
 def bump(conn: Connection, name: str = METER_CONFIG) -> None:

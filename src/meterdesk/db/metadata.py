@@ -18,6 +18,7 @@ metadata = MetaData(
 
 def load_all_tables() -> MetaData:
     """Import every area's tables so the metadata is complete (for Alembic and tests)."""
+    from meterdesk.access import tables as _access  # noqa: F401
     from meterdesk.audit import tables as _audit  # noqa: F401
     from meterdesk.billing import tables as _billing  # noqa: F401
     from meterdesk.db import counters as _counters  # noqa: F401

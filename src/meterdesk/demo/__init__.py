@@ -18,7 +18,7 @@ import math
 import random
 import time as wall
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from rich.console import Console
 
@@ -132,7 +132,3 @@ def _where(settings: Settings, prepared: storage.Prepared) -> str:
         f"the data is in {prepared.shown}: run these from this directory, "
         f"or set METERDESK_DATA_DIR={absolute}"
     )
-
-
-def _now() -> datetime:
-    return system_clock()

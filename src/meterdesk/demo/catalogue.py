@@ -17,7 +17,12 @@ def residential(effective_from: str) -> dict[str, Any]:
         "versions": [
             {
                 "effective_from": effective_from,
-                "prices": {"sharp": "0.7800", "peak": "0.6170", "flat": "0.5200", "valley": "0.3070"},
+                "prices": {
+                    "sharp": "0.7800",
+                    "peak": "0.6170",
+                    "flat": "0.5200",
+                    "valley": "0.3070",
+                },
                 "seasons": [
                     {
                         "name": "all year",
@@ -55,7 +60,12 @@ def commercial(effective_from: str) -> dict[str, Any]:
         "versions": [
             {
                 "effective_from": effective_from,
-                "prices": {"sharp": "1.3561", "peak": "1.0827", "flat": "0.6537", "valley": "0.3126"},
+                "prices": {
+                    "sharp": "1.3561",
+                    "peak": "1.0827",
+                    "flat": "0.6537",
+                    "valley": "0.3126",
+                },
                 "seasons": [
                     {
                         "name": "all year",

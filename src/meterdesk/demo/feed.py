@@ -27,17 +27,28 @@ LATE_CHANCE = 0.001
 GARBLED_CHANCE = 0.0003
 _UNITS = 10_000  # register units per kWh / m³
 
-_NIGHT = [0.05] * 9
+# Activity per local hour 0..23, 1.0 = the room's full load.
 HOURLY: dict[str, list[float]] = {
-    "apartment": [0.15, 0.12, 0.1, 0.1, 0.1, 0.12, 0.35, 0.55, 0.35, 0.2, 0.2, 0.2]
-    + [0.25, 0.2, 0.2, 0.2, 0.25, 0.4, 0.8, 1.0, 1.0, 0.9, 0.7, 0.35],
-    "shop": [*_NIGHT, 0.3, 0.8, 0.9, 1.0, 1.0, 0.9, 0.85, 0.85, 0.9, 1.0, 1.0, 1.0, 0.9, 0.3, 0.08],
-    "restaurant": [*_NIGHT, 0.2, 0.6, 1.0, 1.0, 0.7, 0.4, 0.4, 0.6, 1.0, 1.0, 1.0, 0.8, 0.5, 0.3]
-    + [0.1],
-    "office": [0.05] * 8 + [0.3, 1.0, 1.0, 1.0, 0.9, 0.8, 1.0, 1.0, 1.0, 1.0, 0.4, 0.2]
-    + [0.1, 0.05, 0.05, 0.05],
-    "apartment_water": [0.0] * 6 + [0.3, 1.0, 0.6, 0.1, 0.1, 0.2, 0.3, 0.1, 0.05, 0.05]
-    + [0.1, 0.2, 0.5, 0.8, 1.0, 0.6, 0.2, 0.0],
+    "apartment": [
+        *(0.15, 0.12, 0.1, 0.1, 0.1, 0.12, 0.35, 0.55, 0.35, 0.2, 0.2, 0.2),
+        *(0.25, 0.2, 0.2, 0.2, 0.25, 0.4, 0.8, 1.0, 1.0, 0.9, 0.7, 0.35),
+    ],
+    "shop": [
+        *(0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.3, 0.8, 0.9),
+        *(1.0, 1.0, 0.9, 0.85, 0.85, 0.9, 1.0, 1.0, 1.0, 0.9, 0.3, 0.08),
+    ],
+    "restaurant": [
+        *(0.08, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.1, 0.2, 0.6, 1.0),
+        *(1.0, 0.7, 0.4, 0.4, 0.6, 1.0, 1.0, 1.0, 0.8, 0.5, 0.3, 0.1),
+    ],
+    "office": [
+        *(0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.3, 1.0, 1.0, 1.0),
+        *(0.9, 0.8, 1.0, 1.0, 1.0, 1.0, 0.4, 0.2, 0.1, 0.05, 0.05, 0.05),
+    ],
+    "apartment_water": [
+        *(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3, 1.0, 0.6, 0.1, 0.1, 0.2),
+        *(0.3, 0.1, 0.05, 0.05, 0.1, 0.2, 0.5, 0.8, 1.0, 0.6, 0.2, 0.0),
+    ],
 }
 HOURLY["restaurant_water"] = HOURLY["restaurant"]
 assert all(len(hours) == 24 for hours in HOURLY.values())
@@ -71,7 +82,6 @@ class Delivery:
     readings: list[IncomingReading] = field(default_factory=list)
     resent: int = 0
     late: list[tuple[str, datetime]] = field(default_factory=list)  # meter number, measured at
-    garbled: list[str] = field(default_factory=list)  # meter numbers
 
 
 def simulated_meters(
@@ -79,7 +89,9 @@ def simulated_meters(
 ) -> list[SimulatedMeter]:
     return [
         SimulatedMeter(
-            meter, meter_ids[meter.number], f"{t.profile}_water" if meter.utility == "water" else t.profile
+            meter,
+            meter_ids[meter.number],
+            f"{t.profile}_water" if meter.utility == "water" else t.profile,
         )
         for t in tenants
         for meter in t.meters
@@ -132,8 +144,9 @@ class Feed:
             self._held[number] = (reading, step + 2)  # arrives after the next one
         elif roll > 1 - GARBLED_CHANCE:
             garbled = reading.total + Decimal(5000 if plan.utility == "electricity" else 800)
-            delivery.readings.append(IncomingReading(reading.meter_id, reading.measured_at, garbled))
-            delivery.garbled.append(number)
+            delivery.readings.append(
+                IncomingReading(reading.meter_id, reading.measured_at, garbled)
+            )
         else:
             delivery.readings.append(reading)
 

@@ -70,9 +70,7 @@ BUILDINGS = (
 )
 
 SURNAMES = "张王李刘陈杨赵黄周吴徐孙马朱胡郭何林高罗郑梁谢宋唐许韩冯邓曹"
-GIVEN = (
-    "伟 芳 娜 敏 静 磊 洋 勇 艳 杰 军 涛 明 超 霞 平 刚 丽 强 婷 鹏 辉 玲 华 晨 宇 欣 琳 浩 雪"
-).split()
+GIVEN = "伟芳娜敏静磊洋勇艳杰军涛明超霞平刚丽强婷鹏辉玲华晨宇欣琳浩雪"
 ENGLISH = (
     "Emma Wilson",
     "Lucas Martin",
@@ -119,7 +117,7 @@ class _Names:
             return self._english.pop()
         while True:
             name = self._rng.choice(SURNAMES) + "".join(
-                self._rng.choice(GIVEN) for _ in range(self._rng.choice((1, 1, 2)))
+                self._rng.choices(GIVEN, k=self._rng.choice((1, 1, 2)))
             )
             if name not in self._used:
                 self._used.add(name)
@@ -185,6 +183,20 @@ def _water(rng: random.Random, counter: _Counter, load: str) -> MeterPlan:
     return MeterPlan(number, "water", "water", WATER, 1, Decimal(load), _register(rng, 900))
 
 
+def _shop_fitout(
+    rng: random.Random, counter: _Counter, kind: str
+) -> tuple[int, str, Decimal, tuple[MeterPlan, ...]]:
+    """Area, load profile, initial credit and meters of a big shop, a restaurant or a shop."""
+    if kind == "big":
+        meter = _electricity(rng, counter, COMMERCIAL, "28", ct=5)
+        return rng.randrange(180, 420, 10), "shop", _money(rng, 15000, 30000), (meter,)
+    if kind == "restaurant":
+        meters = (_electricity(rng, counter, COMMERCIAL, "9"), _water(rng, counter, "0.45"))
+        return rng.randrange(60, 140, 5), "restaurant", _money(rng, 3000, 6000), meters
+    meter = _electricity(rng, counter, COMMERCIAL, str(rng.choice((3, 4, 5, 6))))
+    return rng.randrange(25, 90, 5), "shop", _money(rng, 1500, 5000), (meter,)
+
+
 def _shops(rng: random.Random, names: _Names, counter: _Counter) -> list[TenantPlan]:
     building = BUILDINGS[0]
     rooms = [(f"A-1{n:02d}", "1F", 1) for n in range(1, 21)]
@@ -193,19 +205,8 @@ def _shops(rng: random.Random, names: _Names, counter: _Counter) -> list[TenantP
     restaurants = set(rng.sample(sorted(set(range(len(rooms))) - big), 4))
     tenants = []
     for index, (room, floor, level) in enumerate(rooms):
-        meters: tuple[MeterPlan, ...]
-        if index in big:
-            area, profile, credit = rng.randrange(180, 420, 10), "shop", _money(rng, 15000, 30000)
-            meters = (_electricity(rng, counter, COMMERCIAL, "28", ct=5),)
-        elif index in restaurants:
-            area, profile, credit = rng.randrange(60, 140, 5), "restaurant", _money(rng, 3000, 6000)
-            meters = (
-                _electricity(rng, counter, COMMERCIAL, "9"),
-                _water(rng, counter, "0.45"),
-            )
-        else:
-            area, profile, credit = rng.randrange(25, 90, 5), "shop", _money(rng, 1500, 5000)
-            meters = (_electricity(rng, counter, COMMERCIAL, str(rng.choice((3, 4, 5, 6)))),)
+        kind = "big" if index in big else "restaurant" if index in restaurants else "shop"
+        area, profile, credit, meters = _shop_fitout(rng, counter, kind)
         tenants.append(
             TenantPlan(
                 counter.account(),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from meterdesk.billing.tables import accounts
 from meterdesk.db.database import Database
@@ -69,12 +69,3 @@ def check_ledger(db: Database, *, organisation_id: int) -> LedgerCheck:
             moved[int(row.debit_account_id)] -= int(row.amount_fen)
     mismatched = sum(1 for key, value in balances.items() if moved[key] != value)
     return LedgerCheck(count, sum(balances.values()), mismatched)
-
-
-def transfer_count(db: Database, *, organisation_id: int) -> int:
-    with db.read() as conn:
-        return int(
-            conn.execute(
-                select(func.count()).where(transfers.c.organisation_id == organisation_id)
-            ).scalar_one()
-        )

@@ -71,7 +71,9 @@ def _rooms(app: App, sample: SampleProperty) -> None:
 def _open(app: App, sample: SampleProperty, tenant: TenantPlan) -> None:
     db, org = app.db, sample.organisation_id
     room_id = sample.room_ids[tenant.room]
-    customer = sites.create_customer(db, organisation_id=org, name=tenant.customer, phone=tenant.phone)
+    customer = sites.create_customer(
+        db, organisation_id=org, name=tenant.customer, phone=tenant.phone
+    )
     openings = []
     for meter in tenant.meters:
         spec = MeterSpec(

@@ -9,7 +9,6 @@ import time as wall
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from meterdesk.billing import cashier
@@ -223,8 +222,11 @@ class Simulation:
             for number, measured in delivery.late:
                 local = measured.astimezone(self.tz)
                 events.append(
-                    Event(at, f"late reading of meter {number} ({local:%H:%M}) arrived after a "
-                          "newer one: its intervals were re-priced")
+                    Event(
+                        at,
+                        f"late reading of meter {number} ({local:%H:%M}) arrived after a "
+                        "newer one: its intervals were re-priced",
+                    )
                 )
         if report.quarantined:
             events += self._quarantine_events(at)
@@ -254,7 +256,3 @@ def _pace(started: float, simulated: timedelta, speed: float) -> None:
     delay = started + simulated.total_seconds() / speed - wall.monotonic()
     if delay > 0:
         wall.sleep(delay)
-
-
-def money(fen: int) -> Decimal:
-    return from_fen(fen)

@@ -37,7 +37,11 @@ def summary_lines(outcome: Outcome) -> list[str]:
         f"  late readings re-priced   {tally.late:>10,}   (arrived after a newer one)",
         f"  quarantined, not billed   {tally.quarantined:>10,}   (implausible jumps wait for an operator)",
         f"  money deducted            {from_fen(tally.deducted_fen):>10,}   CNY"
-        + (f", {from_fen(tally.returned_fen)} given back by re-pricing" if tally.returned_fen else ""),
+        + (
+            f", {from_fen(tally.returned_fen)} given back by re-pricing"
+            if tally.returned_fen
+            else ""
+        ),
         f"  recharges at the desk     {tally.recharges:>10,}   {from_fen(tally.recharged_fen):,} CNY",
         f"  accounts in arrears       {len(owing):>10,}   owing "
         f"{from_fen(sum(s.arrears_fen for s in owing)):,} CNY",

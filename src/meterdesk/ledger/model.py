@@ -34,6 +34,8 @@ class Reason(StrEnum):
     DEDUCTION_CORRECTION = "deduction_correction"
     ARREARS_REPAYMENT = "arrears_repayment"
     REVERSAL = "reversal"
+    EMERGENCY_CREDIT = "emergency_credit"
+    EMERGENCY_REPAYMENT = "emergency_repayment"
     SETTLEMENT = "settlement"
 
 

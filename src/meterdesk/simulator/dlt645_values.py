@@ -18,18 +18,25 @@ from decimal import Decimal
 
 from meterdesk.devices.codecs.dlt645 import DATA_ITEMS, DataItem, DataValue, StatusWord3
 from meterdesk.simulator.meter import ElectricityMeter, Instantaneous
-from meterdesk.simulator.prepaid import CommandRefused
+from meterdesk.simulator.prepaid import CommandRefused, PrepaidEngine
 from meterdesk.simulator.profiles import Band
 
 PHASE_LETTERS = {"a": 0, "b": 1, "c": 2}
 ENERGY_DI3 = 0x00
 BLOCK_TARIFF = 0xFF
-_PREPAID_SETTING_DIS = {
+_PREPAID_SETTING_DIS: dict[int, str] = {
     0x04001001: "alarm_1",
     0x04001002: "alarm_2",
     0x04001003: "overdraft_limit",
     0x04001004: "hoarding_limit",
     0x04001005: "close_allowed_amount",
+}
+_SETTERS: dict[int, Callable[[PrepaidEngine, Decimal], None]] = {
+    0x04001001: lambda engine, value: engine.update_settings(alarm_1=value),
+    0x04001002: lambda engine, value: engine.update_settings(alarm_2=value),
+    0x04001003: lambda engine, value: engine.update_settings(overdraft_limit=value),
+    0x04001004: lambda engine, value: engine.update_settings(hoarding_limit=value),
+    0x04001005: lambda engine, value: engine.update_settings(close_allowed_amount=value),
 }
 DATE_DI = 0x04000101
 TIME_DI = 0x04000102
@@ -95,23 +102,23 @@ def status_word_3(meter: ElectricityMeter) -> StatusWord3:
     )
 
 
-def _parameters(meter: ElectricityMeter, now: datetime) -> dict[str, Callable[[], DataValue]]:
+def _parameters(meter: ElectricityMeter, now: datetime) -> dict[str, DataValue]:
     engine = meter.engine
     shown = meter.clock.read(now).astimezone(meter.zone)
     money = engine.displayed_money
     settings = engine.settings
-    values: dict[str, Callable[[], DataValue]] = {
-        "remaining_money": lambda: max(money, Decimal("0.00")),
-        "overdraft_money": lambda: max(-money, Decimal("0.00")),
-        "date": shown.date,
-        "time": lambda: shown.time().replace(microsecond=0),
-        "communication_address": lambda: f"{meter.address:012d}",
-        "status_word_3": lambda: status_word_3(meter),
+    values: dict[str, DataValue] = {
+        "remaining_money": max(money, Decimal("0.00")),
+        "overdraft_money": max(-money, Decimal("0.00")),
+        "date": shown.date(),
+        "time": shown.time().replace(microsecond=0),
+        "communication_address": f"{meter.address:012d}",
+        "status_word_3": status_word_3(meter),
     }
-    for di, name in _PREPAID_SETTING_DIS.items():
-        values[DATA_ITEMS[di].name] = lambda name=name: getattr(settings, name)  # type: ignore[misc]
+    for di, setting in _PREPAID_SETTING_DIS.items():
+        values[DATA_ITEMS[di].name] = getattr(settings, setting)
     for di, band in PRICE_DIS.items():
-        values[DATA_ITEMS[di].name] = lambda band=band: settings.price(band)  # type: ignore[misc]
+        values[DATA_ITEMS[di].name] = settings.price(band)
     return values
 
 
@@ -127,8 +134,7 @@ def read_value(meter: ElectricityMeter, di: int, now: datetime) -> DataValue | N
     elif di >> 24 == 0x02:
         value = _instantaneous(meter, item.name, now)
     else:
-        provider = _parameters(meter, now).get(item.name)
-        value = provider() if provider is not None else None
+        value = _parameters(meter, now).get(item.name)
     if isinstance(value, Decimal):
         return _clamp(item, value)
     if isinstance(value, tuple):
@@ -140,8 +146,8 @@ def write_value(meter: ElectricityMeter, di: int, value: DataValue, now: datetim
     """Apply a write of ``di``; raises :class:`CommandRefused` when the meter says no."""
     meter.advance(now)
     engine = meter.engine
-    if di in _PREPAID_SETTING_DIS and isinstance(value, Decimal):
-        engine.update_settings(**{_PREPAID_SETTING_DIS[di]: value})
+    if di in _SETTERS and isinstance(value, Decimal):
+        _SETTERS[di](engine, value)
     elif di in PRICE_DIS and isinstance(value, Decimal):
         engine.set_price(PRICE_DIS[di], value)
     elif di == DATE_DI and isinstance(value, date):

@@ -25,6 +25,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_change_counters")),
     )
     op.create_table(
+        "login_attempts",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("username", sa.String(length=100), nullable=False),
+        sa.Column("address", sa.String(length=64), nullable=False),
+        sa.Column("at", sa.BigInteger(), nullable=False),
+        sa.Column("succeeded", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_login_attempts")),
+    )
+    with op.batch_alter_table("login_attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_login_attempts_lookup", ["username", "address", "at"], unique=False
+        )
+
+    op.create_table(
         "organisations",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
@@ -46,6 +60,72 @@ def upgrade() -> None:
             "gateway_serial", "msgid", name=op.f("uq_uplink_messages_gateway_serial_msgid")
         ),
     )
+    op.create_table(
+        "users",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("username", sa.String(length=100), nullable=False),
+        sa.Column("display_name", sa.String(length=200), nullable=False),
+        sa.Column("password_hash", sa.String(length=200), nullable=True),
+        sa.Column("locale", sa.String(length=10), nullable=False),
+        sa.Column("is_active", sa.Boolean(), nullable=False),
+        sa.Column("is_platform_admin", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("password_changed_at", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
+        sa.UniqueConstraint("username", name=op.f("uq_users_username")),
+    )
+    op.create_table(
+        "alarm_plans",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("levels", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_alarm_plans_organisation_id_organisations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alarm_plans")),
+        sa.UniqueConstraint(
+            "organisation_id", "name", name=op.f("uq_alarm_plans_organisation_id_name")
+        ),
+    )
+    op.create_table(
+        "api_tokens",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("prefix", sa.String(length=12), nullable=False),
+        sa.Column("role", sa.String(length=20), nullable=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("created_by", sa.String(length=100), nullable=False),
+        sa.Column("expires_at", sa.BigInteger(), nullable=True),
+        sa.Column("last_used_at", sa.BigInteger(), nullable=True),
+        sa.Column("revoked_at", sa.BigInteger(), nullable=True),
+        sa.CheckConstraint(
+            "role IS NULL OR role IN ('admin', 'operator', 'cashier', 'readonly')",
+            name=op.f("ck_api_tokens_known_role"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_api_tokens_organisation_id_organisations"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_api_tokens_user_id_users")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_tokens")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_api_tokens_token_hash")),
+    )
+    with op.batch_alter_table("api_tokens", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_api_tokens_organisation_id"), ["organisation_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_api_tokens_user_id"), ["user_id"], unique=False)
+
     op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -88,6 +168,43 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "friendly_profiles",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("windows", sa.Text(), nullable=False),
+        sa.Column("weekends", sa.Boolean(), nullable=False),
+        sa.Column("holidays", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_friendly_profiles_organisation_id_organisations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_friendly_profiles")),
+        sa.UniqueConstraint(
+            "organisation_id", "name", name=op.f("uq_friendly_profiles_organisation_id_name")
+        ),
+    )
+    op.create_table(
+        "idempotent_responses",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_idempotent_responses_organisation_id_organisations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotent_responses")),
+        sa.UniqueConstraint(
+            "organisation_id", "key", name=op.f("uq_idempotent_responses_organisation_id_key")
+        ),
+    )
+    op.create_table(
         "ledger_accounts",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("organisation_id", sa.Integer(), nullable=False),
@@ -114,6 +231,59 @@ def upgrade() -> None:
             "organisation_id", "code", name=op.f("uq_ledger_accounts_organisation_id_code")
         ),
     )
+    op.create_table(
+        "memberships",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("role", sa.String(length=20), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint(
+            "role IN ('admin', 'operator', 'cashier', 'readonly')",
+            name=op.f("ck_memberships_known_role"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_memberships_organisation_id_organisations"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_memberships_user_id_users")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_memberships")),
+        sa.UniqueConstraint(
+            "user_id", "organisation_id", name=op.f("uq_memberships_user_id_organisation_id")
+        ),
+    )
+    with op.batch_alter_table("memberships", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_memberships_organisation_id"), ["organisation_id"], unique=False
+        )
+
+    op.create_table(
+        "sessions",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("csrf_hash", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=True),
+        sa.Column("address", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("last_seen_at", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", sa.BigInteger(), nullable=False),
+        sa.Column("revoked_at", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_sessions_organisation_id_organisations"),
+        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_sessions_user_id_users")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_sessions")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_sessions_token_hash")),
+    )
+    with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_sessions_user_id"), ["user_id"], unique=False)
+
     op.create_table(
         "sites",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -204,6 +374,16 @@ def upgrade() -> None:
             batch_op.f("ix_gateways_organisation_id"), ["organisation_id"], unique=False
         )
 
+    op.create_table(
+        "site_holidays",
+        sa.Column("site_id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.String(length=10), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["site_id"], ["sites.id"], name=op.f("fk_site_holidays_site_id_sites")
+        ),
+        sa.PrimaryKeyConstraint("site_id", "day", name=op.f("pk_site_holidays")),
+    )
     op.create_table(
         "tariff_versions",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -439,6 +619,37 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_meters_room_id"), ["room_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_meters_site_id"), ["site_id"], unique=False)
 
+    op.create_table(
+        "account_controls",
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("alarm_plan_id", sa.Integer(), nullable=True),
+        sa.Column("alarm_overrides", sa.Text(), nullable=True),
+        sa.Column("friendly_profile_id", sa.Integer(), nullable=True),
+        sa.Column("cut_at", sa.String(length=10), nullable=False),
+        sa.Column("protect", sa.Boolean(), nullable=False),
+        sa.Column("restore_threshold_fen", sa.BigInteger(), nullable=False),
+        sa.Column("restore_mode", sa.String(length=15), nullable=False),
+        sa.Column("emergency_credit_fen", sa.BigInteger(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),
+        sa.Column("watch_fen", sa.BigInteger(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_account_controls_account_id_accounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["alarm_plan_id"],
+            ["alarm_plans.id"],
+            name=op.f("fk_account_controls_alarm_plan_id_alarm_plans"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["friendly_profile_id"],
+            ["friendly_profiles.id"],
+            name=op.f("fk_account_controls_friendly_profile_id_friendly_profiles"),
+        ),
+        sa.PrimaryKeyConstraint("account_id", name=op.f("pk_account_controls")),
+    )
     op.create_table(
         "account_presets",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -768,6 +979,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_account_presets_organisation_id"))
 
     op.drop_table("account_presets")
+    op.drop_table("account_controls")
     with op.batch_alter_table("meters", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_meters_site_id"))
         batch_op.drop_index(batch_op.f("ix_meters_room_id"))
@@ -805,6 +1017,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_tariff_versions_tariff_id"))
 
     op.drop_table("tariff_versions")
+    op.drop_table("site_holidays")
     with op.batch_alter_table("gateways", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_gateways_organisation_id"))
 
@@ -821,7 +1034,17 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sites_organisation_id"))
 
     op.drop_table("sites")
+    with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_sessions_user_id"))
+
+    op.drop_table("sessions")
+    with op.batch_alter_table("memberships", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_memberships_organisation_id"))
+
+    op.drop_table("memberships")
     op.drop_table("ledger_accounts")
+    op.drop_table("idempotent_responses")
+    op.drop_table("friendly_profiles")
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_customers_organisation_id"))
 
@@ -830,7 +1053,18 @@ def downgrade() -> None:
         batch_op.drop_index("ix_audit_org_at")
 
     op.drop_table("audit_log")
+    with op.batch_alter_table("api_tokens", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_api_tokens_user_id"))
+        batch_op.drop_index(batch_op.f("ix_api_tokens_organisation_id"))
+
+    op.drop_table("api_tokens")
+    op.drop_table("alarm_plans")
+    op.drop_table("users")
     op.drop_table("uplink_messages")
     op.drop_table("organisations")
+    with op.batch_alter_table("login_attempts", schema=None) as batch_op:
+        batch_op.drop_index("ix_login_attempts_lookup")
+
+    op.drop_table("login_attempts")
     op.drop_table("change_counters")
     # ### end Alembic commands ###

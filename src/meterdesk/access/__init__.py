@@ -1,0 +1,1 @@
+"""Users, organisations membership and roles, sessions, API tokens, login limits."""

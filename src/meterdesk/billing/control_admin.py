@@ -1,0 +1,358 @@
+"""Managing the control loop: alarm plans, each account's supply policy, friendly-hour profiles,
+site holiday calendars, and emergency credit (应急用电). Every change is scoped to the caller's
+organisation and audited; a policy change is evaluated at once (e.g. protect on restores supply).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from meterdesk.audit import service as audit
+from meterdesk.billing import control, control_config
+from meterdesk.billing.accounts import account_by_number
+from meterdesk.billing.policy import Cause, CutAt, RestoreMode, may_take_emergency_credit
+from meterdesk.billing.tables import account_controls, alarm_plans, friendly_profiles, site_holidays
+from meterdesk.db import counters
+from meterdesk.db.database import Database
+from meterdesk.ledger import repository as ledger
+from meterdesk.ledger.model import AccountKind, Reason, TransferRequest
+from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
+from meterdesk.shared.money import parse_money, to_fen
+from meterdesk.sites.tables import sites
+
+
+def create_alarm_plan(
+    db: Database, *, organisation_id: int, name: str, levels: object, actor: str
+) -> int:
+    parsed = control_config.parse_levels(levels)
+    at = db.clock()
+    with db.transaction() as conn:
+        try:
+            result = conn.execute(
+                insert(alarm_plans).values(
+                    organisation_id=organisation_id,
+                    name=name.strip(),
+                    levels=control_config.levels_to_json(parsed),
+                    created_at=at,
+                )
+            )
+        except IntegrityError:
+            raise ConflictError(f"alarm plan {name!r} already exists") from None
+        key = result.inserted_primary_key
+        assert key is not None
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="alarm_plan.create",
+            subject=f"alarm_plan:{key[0]}",
+            at=at,
+        )
+        return int(key[0])
+
+
+def create_friendly_profile(
+    db: Database,
+    *,
+    organisation_id: int,
+    name: str,
+    windows: object,
+    weekends: bool,
+    holidays: bool,
+    actor: str,
+) -> int:
+    parsed = control_config.parse_windows(windows)
+    stored = json.dumps(
+        [{"start": w.start.isoformat("minutes"), "end": w.end.isoformat("minutes")} for w in parsed]
+    )
+    at = db.clock()
+    with db.transaction() as conn:
+        try:
+            result = conn.execute(
+                insert(friendly_profiles).values(
+                    organisation_id=organisation_id,
+                    name=name.strip(),
+                    windows=stored,
+                    weekends=weekends,
+                    holidays=holidays,
+                )
+            )
+        except IntegrityError:
+            raise ConflictError(f"friendly-hours profile {name!r} already exists") from None
+        key = result.inserted_primary_key
+        assert key is not None
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="friendly.create",
+            subject=f"friendly:{key[0]}",
+            at=at,
+        )
+        return int(key[0])
+
+
+def set_site_holiday(
+    db: Database,
+    *,
+    organisation_id: int,
+    site_id: int,
+    day: date,
+    name: str,
+    actor: str,
+    remove: bool = False,
+) -> None:
+    at = db.clock()
+    with db.transaction() as conn:
+        if (
+            conn.execute(
+                select(sites.c.id).where(
+                    sites.c.id == site_id, sites.c.organisation_id == organisation_id
+                )
+            ).first()
+            is None
+        ):
+            raise NotFoundError(f"site {site_id} not found")
+        conn.execute(
+            delete(site_holidays).where(
+                site_holidays.c.site_id == site_id, site_holidays.c.day == day.isoformat()
+            )
+        )
+        if not remove:
+            conn.execute(
+                insert(site_holidays).values(
+                    site_id=site_id, day=day.isoformat(), name=name or "holiday"
+                )
+            )
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="holiday.remove" if remove else "holiday.set",
+            subject=f"site:{site_id}",
+            at=at,
+            detail={"day": day.isoformat(), "name": name},
+        )
+
+
+def list_site_holidays(db: Database, *, organisation_id: int, site_id: int) -> list[dict[str, str]]:
+    with db.read() as conn:
+        rows = conn.execute(
+            select(site_holidays.c.day, site_holidays.c.name)
+            .join(sites, sites.c.id == site_holidays.c.site_id)
+            .where(site_holidays.c.site_id == site_id, sites.c.organisation_id == organisation_id)
+            .order_by(site_holidays.c.day)
+        ).all()
+    return [{"day": row.day, "name": row.name} for row in rows]
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """Fields left as None stay as they are."""
+
+    alarm_plan: str | None = None
+    alarm_overrides: dict[str, str] | None = None  # {"1": "30.00"} per-account amounts
+    friendly_profile: str | None = None
+    cut_at: str | None = None
+    protect: bool | None = None
+    restore_threshold: str | None = None
+    restore_mode: str | None = None
+    emergency_credit: str | None = None
+
+
+def set_account_policy(
+    db: Database,
+    *,
+    organisation_id: int,
+    number: str,
+    change: PolicyChange,
+    actor: str,
+    outbox: control.Outbox,
+) -> dict[str, Any]:
+    at = db.clock()
+    with db.transaction() as conn:
+        account = account_by_number(conn, organisation_id=organisation_id, number=number)
+        account_id = int(str(account["id"]))
+        values = _policy_values(conn, organisation_id, change)
+        current = (
+            conn.execute(
+                select(account_controls).where(account_controls.c.account_id == account_id)
+            )
+            .mappings()
+            .one_or_none()
+        )
+        if current is None:
+            conn.execute(
+                insert(account_controls).values(
+                    account_id=account_id,
+                    **{**control.default_policy_columns(), **values},
+                    state=_initial_state(),
+                    version=0,
+                    watch_fen=0,
+                    active=False,
+                    updated_at=at,
+                )
+            )
+        else:
+            conn.execute(
+                update(account_controls)
+                .where(account_controls.c.account_id == account_id)
+                .values(**values, updated_at=at)
+            )
+        counters.bump(conn, counters.CONTROL_POLICY)
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="policy.set",
+            subject=f"account:{number}",
+            at=at,
+            detail={k: v for k, v in change.__dict__.items() if v is not None},
+        )
+        balances = control.net_balances(conn, [account_id])
+        control.evaluate_in(
+            conn, balances=balances, at=at, cause=Cause.POLICY_CHANGE, outbox=outbox
+        )
+        return {"account": number, **{k: v for k, v in values.items()}}
+
+
+def _initial_state() -> str:
+    from meterdesk.billing.policy import ControlState
+
+    return control_config.state_to_json(ControlState())
+
+
+def _policy_values(conn: Connection, organisation_id: int, change: PolicyChange) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if change.alarm_plan is not None:
+        values["alarm_plan_id"] = (
+            _named(conn, alarm_plans, organisation_id, change.alarm_plan, "alarm plan")
+            if change.alarm_plan
+            else None
+        )
+    if change.friendly_profile is not None:
+        values["friendly_profile_id"] = (
+            _named(
+                conn,
+                friendly_profiles,
+                organisation_id,
+                change.friendly_profile,
+                "friendly-hours profile",
+            )
+            if change.friendly_profile
+            else None
+        )
+    if change.alarm_overrides is not None:
+        for level, amount in change.alarm_overrides.items():
+            parse_money(amount, field=f"alarm level {level}")
+        values["alarm_overrides"] = (
+            json.dumps(change.alarm_overrides) if change.alarm_overrides else None
+        )
+    if change.cut_at is not None:
+        values["cut_at"] = _member(CutAt, change.cut_at, "cut_at")
+    if change.restore_mode is not None:
+        values["restore_mode"] = _member(RestoreMode, change.restore_mode, "restore_mode")
+    if change.protect is not None:
+        values["protect"] = change.protect
+    if change.restore_threshold is not None:
+        values["restore_threshold_fen"] = to_fen(
+            parse_money(change.restore_threshold, field="restore_threshold")
+        )
+    if change.emergency_credit is not None:
+        values["emergency_credit_fen"] = to_fen(
+            parse_money(change.emergency_credit, field="emergency_credit")
+        )
+    return values
+
+
+def _member(kind: Any, value: str, field: str) -> str:
+    try:
+        return str(kind(value).value)
+    except ValueError:
+        raise ValidationError(
+            f"{field}: {value!r} is not one of {', '.join(k.value for k in kind)}"
+        ) from None
+
+
+def _named(conn: Connection, table: Any, organisation_id: int, name: str, what: str) -> int:
+    found = conn.execute(
+        select(table.c.id).where(table.c.organisation_id == organisation_id, table.c.name == name)
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFoundError(f"{what} {name!r} not found")
+    return int(found)
+
+
+def take_emergency_credit(
+    db: Database, *, organisation_id: int, number: str, actor: str, outbox: control.Outbox
+) -> int:
+    """Credit the account's emergency amount once; it is owed until the next recharge repays it.
+    Returns the transfer id."""
+    at = db.clock()
+    with db.transaction() as conn:
+        account = account_by_number(conn, organisation_id=organisation_id, number=number)
+        account_id = int(str(account["id"]))
+        loaded = control._load(conn, {account_id: 0}, everyone=True)
+        if not loaded:
+            raise ConflictError(f"account {number} is not open")
+        balance = control.net_balances(conn, [account_id])[account_id]
+        refusal = may_take_emergency_credit(loaded[0].policy, loaded[0].state, balance)
+        if refusal:
+            raise ConflictError(refusal)
+        amount = loaded[0].policy.emergency_credit_fen
+        source = ledger.system_account(
+            conn,
+            organisation_id=organisation_id,
+            code="receivable:emergency_credit",
+            kind=AccountKind.CLEARING,
+            at=at,
+        )
+        request = TransferRequest(
+            organisation_id=organisation_id,
+            idempotency_key=f"emergency:{account_id}:{loaded[0].version}",
+            debit_account_id=source,
+            credit_account_id=int(str(account["wallet_id"])),
+            amount_fen=amount,
+            reason=Reason.EMERGENCY_CREDIT,
+            actor=actor,
+            created_at=at,
+            account_id=account_id,
+            memo="emergency credit (应急用电)",
+        )
+        ledger.apply_transfers(conn, [request])
+        transfer_id = ledger.find_by_keys(conn, [request.idempotency_key])[request.idempotency_key][
+            "id"
+        ]
+        control.record_emergency(conn, account_id=account_id, outstanding_fen=amount, at=at)
+        control.evaluate_in(
+            conn,
+            balances={account_id: balance + amount},
+            at=at,
+            cause=Cause.RECHARGE,
+            outbox=outbox,
+        )
+        outbox.message(
+            conn,
+            organisation_id=organisation_id,
+            account_id=account_id,
+            event="emergency_credit_taken",
+            key=f"emergency:{account_id}:{loaded[0].version}",
+            params={"amount": f"{amount / 100:.2f}"},
+            channels=None,
+        )
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="money.emergency_credit",
+            subject=f"account:{number}",
+            at=at,
+            detail={"amount": f"{amount / 100:.2f}"},
+        )
+        return int(str(transfer_id))

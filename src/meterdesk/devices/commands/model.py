@@ -1,0 +1,458 @@
+"""Device commands as desired states: what a command asks for, how read-back proves it, when to
+retry, and which command makes which obsolete. Pure: no database, no sockets, no clock reads.
+
+Invariants:
+- A command is a *desired state* of one meter with a deadline, not a message. It is confirmed
+  only when the meter's read-back shows that state (relay open/closed, protect on/off, valve
+  open/closed, purchase count = N); where the meter cannot show it (prices, limits, clock, the
+  "close allowed" arm, a field the meter does not report), the meter's acknowledgement is the
+  proof, and the log says so.
+- Statuses move only forward: pending → sent → confirmed | failed | cancelled (pending may go
+  straight to confirmed, failed or cancelled). A finished command never changes again.
+- Every failure has a reason that starts with one of: "refused by meter", "no answer",
+  "deadline passed", "read-back disagrees".
+- Every attempt carries a fresh validity window: the DL/T 645 1C deadline is
+  ``min(now + window, command deadline)``; a retry never reuses an old window and no window
+  reaches past the command's deadline. Retries back off exponentially; the last check is at the
+  deadline itself.
+- For one meter and one aspect (relay, protect, valve, prices, clock; limits when the newer
+  write covers every limit of the older) the newest command wins: an older unfinished one is
+  cancelled as "superseded by #id". Recharges are never superseded: each is its own purchase.
+- A recharge push carries a purchase count N. N is provisional until the first send; just
+  before the first send it becomes the meter's counter + 1 and from then on never changes. A
+  push that may have reached the meter is only ever re-sent with the same N (the meter refuses
+  a replay), and before every re-send the meter's counter is read: N already there means the
+  push took effect and is confirmed, never sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from meterdesk.devices.ports import MeterAddress, RelayAction, Snapshot, ValveAction
+from meterdesk.shared.errors import ValidationError
+from meterdesk.shared.money import parse_money, parse_positive_money, parse_price
+from meterdesk.tariffs.model import Band, TariffVersion
+
+REGISTER_PRICE_PLACES = 4  # DL/T 645 XXXX.XXXX, reference map 0.0001 CNY/kWh
+PRICE_SLOTS = ("sharp", "peak", "flat", "valley")  # tariff 1–4 by Chinese convention
+LIMIT_NAMES = ("alarm_1", "alarm_2", "overdraft", "hoarding", "close_allowed")
+REASON_LIMIT = 300
+
+
+class CommandKind(StrEnum):
+    RELAY_TRIP = "relay_trip"  # 拉闸
+    RELAY_CLOSE_ALLOWED = "relay_close_allowed"  # 允许合闸
+    RELAY_CLOSE = "relay_close"  # 直接合闸
+    PROTECT_ON = "protect_on"  # 保电
+    PROTECT_OFF = "protect_off"
+    VALVE_OPEN = "valve_open"  # 开阀
+    VALVE_CLOSE = "valve_close"  # 关阀
+    WRITE_PRICES = "write_prices"  # F-TAR-PUSH
+    WRITE_LIMITS = "write_limits"  # alarm 1/2, overdraft, hoarding, close-allowed amount
+    RECHARGE = "recharge"  # money to a meter-billing meter (F-MODE)
+    CLOCK_SYNC = "clock_sync"
+
+
+class Aspect(StrEnum):
+    RELAY = "relay"
+    PROTECT = "protect"
+    VALVE = "valve"
+    PRICES = "prices"
+    LIMITS = "limits"
+    MONEY = "money"
+    CLOCK = "clock"
+
+
+class CommandStatus(StrEnum):
+    PENDING = "pending"  # 待发送
+    SENT = "sent"  # 已下发
+    CONFIRMED = "confirmed"  # 已确认
+    FAILED = "failed"  # 失败
+    CANCELLED = "cancelled"
+
+
+OPEN_STATUSES = (CommandStatus.PENDING.value, CommandStatus.SENT.value)
+
+ASPECTS: Mapping[CommandKind, Aspect] = {
+    CommandKind.RELAY_TRIP: Aspect.RELAY,
+    CommandKind.RELAY_CLOSE_ALLOWED: Aspect.RELAY,
+    CommandKind.RELAY_CLOSE: Aspect.RELAY,
+    CommandKind.PROTECT_ON: Aspect.PROTECT,
+    CommandKind.PROTECT_OFF: Aspect.PROTECT,
+    CommandKind.VALVE_OPEN: Aspect.VALVE,
+    CommandKind.VALVE_CLOSE: Aspect.VALVE,
+    CommandKind.WRITE_PRICES: Aspect.PRICES,
+    CommandKind.WRITE_LIMITS: Aspect.LIMITS,
+    CommandKind.RECHARGE: Aspect.MONEY,
+    CommandKind.CLOCK_SYNC: Aspect.CLOCK,
+}
+
+RELAY_ACTIONS: Mapping[CommandKind, RelayAction] = {
+    CommandKind.RELAY_TRIP: RelayAction.TRIP,
+    CommandKind.RELAY_CLOSE_ALLOWED: RelayAction.CLOSE_ALLOWED,
+    CommandKind.RELAY_CLOSE: RelayAction.CLOSE,
+    CommandKind.PROTECT_ON: RelayAction.PROTECT_ON,
+    CommandKind.PROTECT_OFF: RelayAction.PROTECT_OFF,
+}
+VALVE_ACTIONS: Mapping[CommandKind, ValveAction] = {
+    CommandKind.VALVE_OPEN: ValveAction.OPEN,
+    CommandKind.VALVE_CLOSE: ValveAction.CLOSE,
+}
+# What the read-back must show: (Snapshot field, value, words for the log).
+WANTED: Mapping[CommandKind, tuple[str, object, str]] = {
+    CommandKind.RELAY_TRIP: ("relay", "open", "relay open"),
+    CommandKind.RELAY_CLOSE: ("relay", "closed", "relay closed"),
+    CommandKind.RELAY_CLOSE_ALLOWED: ("relay", "closed", "relay closed or close allowed"),
+    CommandKind.PROTECT_ON: ("protected", True, "protect on"),
+    CommandKind.PROTECT_OFF: ("protected", False, "protect off"),
+    CommandKind.VALVE_OPEN: ("valve", "open", "valve open"),
+    CommandKind.VALVE_CLOSE: ("valve", "closed", "valve closed"),
+}
+# Kinds whose effect the port's Snapshot cannot show: the acknowledgement is the proof.
+ACKNOWLEDGED_ONLY = frozenset(
+    {CommandKind.WRITE_PRICES, CommandKind.WRITE_LIMITS, CommandKind.CLOCK_SYNC}
+)
+DEFAULT_DEADLINE_S: Mapping[CommandKind, int] = {CommandKind.RECHARGE: 86_400}
+DEFAULT_MAX_ATTEMPTS: Mapping[CommandKind, int] = {CommandKind.RECHARGE: 60}
+FALLBACK_DEADLINE_S = 900
+FALLBACK_MAX_ATTEMPTS = 8
+MIN_DEADLINE_S, MAX_DEADLINE_S = 10, 7 * 86_400
+
+
+def parse_kind(value: object) -> CommandKind:
+    if isinstance(value, CommandKind):
+        return value
+    try:
+        return CommandKind(str(value))
+    except ValueError:
+        names = ", ".join(kind.value for kind in CommandKind)
+        raise ValidationError(f"kind: {value!r} is not one of {names}") from None
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One command's kind and validated parameters."""
+
+    kind: CommandKind
+    prices: Mapping[str, Decimal] | None = None  # write_prices: slot → CNY per unit
+    limits: Mapping[str, Decimal] | None = None  # write_limits: name → CNY
+    amount: Decimal | None = None  # recharge: CNY, whole fen
+    purchase_count: int | None = None  # recharge: N (assigned by the platform)
+    transfer_id: int | None = None  # recharge: the ledger transfer it carries to the meter
+
+    @property
+    def aspect(self) -> Aspect:
+        return ASPECTS[self.kind]
+
+    def to_params(self) -> dict[str, object]:
+        """The JSON form stored in ``commands.params`` (decimals as strings)."""
+        params: dict[str, object] = {}
+        if self.prices is not None:
+            params["prices"] = {k: f"{v:f}" for k, v in self.prices.items()}
+        if self.limits is not None:
+            params["limits"] = {k: f"{v:f}" for k, v in self.limits.items()}
+        if self.amount is not None:
+            params["amount"] = f"{self.amount:f}"
+        if self.purchase_count is not None:
+            params["purchase_count"] = self.purchase_count
+        if self.transfer_id is not None:
+            params["transfer_id"] = self.transfer_id
+        return params
+
+    def request_hash(self, meter_id: int) -> str:
+        """What makes two requests "the same" for idempotency: meter, kind and what the caller
+        asked for (not the purchase count, which the platform assigns)."""
+        asked = {k: v for k, v in self.to_params().items() if k != "purchase_count"}
+        text = json.dumps([meter_id, self.kind.value, asked], sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+    def describe(self) -> str:
+        """The desired state in words, for the log and the screens."""
+        if self.kind in WANTED:
+            return WANTED[self.kind][2]
+        if self.kind is CommandKind.RECHARGE:
+            return f"purchase {self.purchase_count} of {self.amount} accepted"
+        if self.kind is CommandKind.WRITE_PRICES:
+            return "prices " + _pairs(self.prices or {})
+        if self.kind is CommandKind.WRITE_LIMITS:
+            return "limits " + _pairs(self.limits or {})
+        return "clock set to platform time"
+
+
+def _pairs(values: Mapping[str, Decimal]) -> str:
+    return ", ".join(f"{k}={v:f}" for k, v in values.items())
+
+
+def parse_spec(kind: object, params: Mapping[str, object] | None) -> CommandSpec:
+    """Validate a command request; unknown parameters are refused (a typo must not vanish)."""
+    parsed = parse_kind(kind)
+    given = dict(params or {})
+    allowed = {
+        CommandKind.WRITE_PRICES: {"prices"},
+        CommandKind.WRITE_LIMITS: {"limits"},
+        CommandKind.RECHARGE: {"amount", "purchase_count", "transfer_id"},
+    }.get(parsed, set())
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ValidationError(f"params: {parsed.value} takes no parameter {unknown[0]!r}")
+    if parsed is CommandKind.WRITE_PRICES:
+        return CommandSpec(parsed, prices=_prices(given.get("prices")))
+    if parsed is CommandKind.WRITE_LIMITS:
+        return CommandSpec(parsed, limits=_limits(given.get("limits")))
+    if parsed is CommandKind.RECHARGE:
+        return CommandSpec(
+            parsed,
+            amount=parse_positive_money(given.get("amount"), field="params.amount"),
+            purchase_count=_optional_count(given.get("purchase_count")),
+            transfer_id=_optional_count(given.get("transfer_id"), field="transfer_id"),
+        )
+    return CommandSpec(parsed)
+
+
+def _mapping(value: object, where: str) -> Mapping[str, object]:
+    if not isinstance(value, Mapping) or not value:
+        raise ValidationError(f"{where}: give a non-empty mapping")
+    return value
+
+
+def _prices(value: object) -> dict[str, Decimal]:
+    prices: dict[str, Decimal] = {}
+    for slot, raw in _mapping(value, "params.prices").items():
+        if slot not in PRICE_SLOTS:
+            raise ValidationError(f"params.prices: {slot!r} is not one of {', '.join(PRICE_SLOTS)}")
+        price = parse_price(raw, field=f"params.prices.{slot}")
+        if price != price.quantize(Decimal(1).scaleb(-REGISTER_PRICE_PLACES)):
+            raise ValidationError(
+                f"params.prices.{slot}: {price} has more than {REGISTER_PRICE_PLACES} decimal "
+                "places; the meter's price register cannot hold it exactly"
+            )
+        prices[slot] = price
+    return {slot: prices[slot] for slot in PRICE_SLOTS if slot in prices}
+
+
+def _limits(value: object) -> dict[str, Decimal]:
+    limits: dict[str, Decimal] = {}
+    for name, raw in _mapping(value, "params.limits").items():
+        if name not in LIMIT_NAMES:
+            raise ValidationError(f"params.limits: {name!r} is not one of {', '.join(LIMIT_NAMES)}")
+        limits[name] = parse_money(raw, field=f"params.limits.{name}")
+        if limits[name] < 0:
+            raise ValidationError(f"params.limits.{name}: cannot be negative")
+    if "alarm_1" in limits and "alarm_2" in limits and limits["alarm_1"] < limits["alarm_2"]:
+        raise ValidationError("params.limits: alarm_1 must be at least alarm_2 (alarm 1 comes first)")
+    return {name: limits[name] for name in LIMIT_NAMES if name in limits}
+
+
+def _optional_count(value: object, *, field: str = "purchase_count") -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"params.{field}: a whole number of at least 1")
+    return value
+
+
+def meter_price_table(version: TariffVersion) -> dict[str, Decimal]:
+    """The price table a meter-billing meter needs for a tariff version (tariff 1–4 = sharp,
+    peak, flat, valley). A flat tariff writes its one price to all four slots, so whichever
+    slot the meter's own schedule uses, the price is the same."""
+    if version.tiers is not None:
+        raise ValidationError("a tiered tariff cannot be written to a meter's four-price table")
+    if Band.DEEP_VALLEY in version.prices:
+        raise ValidationError("the meter's price table has no deep-valley slot")
+    if not version.seasons:
+        prices = dict.fromkeys(PRICE_SLOTS, version.prices[Band.FLAT])
+    else:
+        prices = {band.value: price for band, price in version.prices.items()}
+    return _prices(prices)
+
+
+# --- read-back ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    satisfied: bool
+    detail: str  # what the meter showed, in words
+
+
+def check(spec: CommandSpec, snapshot: Snapshot | None, *, acknowledged: bool) -> Check:
+    """Does the meter show the desired state? ``acknowledged``: the meter accepted the command
+    in this attempt (a reply without error)."""
+    if spec.kind in ACKNOWLEDGED_ONLY:
+        if acknowledged:
+            return Check(True, "acknowledged by the meter (its read-back cannot show this)")
+        return Check(False, "not yet written")
+    if spec.kind is CommandKind.RECHARGE:
+        return _check_recharge(spec, snapshot)
+    name, value, words = WANTED[spec.kind]
+    shown = None if snapshot is None else getattr(snapshot, name)
+    if shown == value:
+        return Check(True, f"meter shows {words}")
+    if spec.kind is CommandKind.RELAY_CLOSE_ALLOWED and acknowledged:
+        return Check(True, "close allowed acknowledged; supply returns when the tenant presses the button")
+    if shown is None:
+        if acknowledged and snapshot is not None:
+            return Check(True, f"acknowledged; the meter does not report its {name} state")
+        return Check(False, f"the meter did not report its {name} state")
+    return Check(False, f"{name} is {_show(shown)}, expected {_show(value)}")
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _check_recharge(spec: CommandSpec, snapshot: Snapshot | None) -> Check:
+    count = None if snapshot is None else snapshot.purchase_count
+    if count is None:
+        return Check(False, "the meter did not report its purchase count")
+    if count == spec.purchase_count:
+        return Check(True, f"purchase count is {count}")
+    return Check(False, f"purchase count is {count}, expected {spec.purchase_count}")
+
+
+def money_note(*, before: Decimal | None, amount: Decimal, after: Decimal | None, tolerance: Decimal) -> str:
+    """Remaining money after an accepted push should be at least before + amount (less what the
+    tenant used meanwhile). The purchase count is the proof; a shortfall is a note that the
+    reconciliation report will show, never a reason to push again."""
+    if before is None or after is None:
+        return ""
+    expected = before + amount - tolerance
+    if after >= expected:
+        return f"remaining money {after:f} (was {before:f})"
+    return f"remaining money {after:f} is below the expected {before + amount:f}: reconcile"
+
+
+class RechargeStep(StrEnum):
+    SEND = "send"
+    CONFIRM = "confirm"
+    FAIL = "fail"
+    WAIT = "wait"  # the meter did not tell its counter: try again later
+
+
+@dataclass(frozen=True)
+class RechargeDecision:
+    step: RechargeStep
+    purchase_count: int | None
+    detail: str
+
+
+def plan_recharge(*, assigned: int | None, meter_count: int | None, ever_sent: bool) -> RechargeDecision:
+    """Decide a recharge attempt from the meter's purchase counter, read just before sending."""
+    if meter_count is None:
+        return RechargeDecision(RechargeStep.WAIT, assigned, "the meter did not report its purchase count")
+    if not ever_sent:  # N is still provisional: fix it from the counter the meter shows now
+        fixed = meter_count + 1
+        note = "" if fixed == assigned else f"purchase count set to {fixed} (meter shows {meter_count})"
+        return RechargeDecision(RechargeStep.SEND, fixed, note)
+    assert assigned is not None  # a push that was sent always has its N
+    if meter_count == assigned:
+        return RechargeDecision(RechargeStep.CONFIRM, assigned, f"purchase count is {assigned}: the push took effect")
+    if meter_count == assigned - 1:
+        return RechargeDecision(RechargeStep.SEND, assigned, f"meter shows {meter_count}: send purchase {assigned} again")
+    where = "behind" if meter_count < assigned else "past"
+    return RechargeDecision(
+        RechargeStep.FAIL,
+        assigned,
+        f"read-back disagrees: purchase count {meter_count} is {where} purchase {assigned}; reconcile before pushing again",
+    )
+
+
+# --- retries, deadlines, supersede -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    first_backoff_s: float = 5.0
+    max_backoff_s: float = 300.0
+
+    def backoff(self, attempt: int) -> timedelta:
+        """Wait after failed attempt ``attempt`` (1-based): first, 2×first, 4×first, … capped."""
+        seconds = self.first_backoff_s * 2 ** max(0, attempt - 1)
+        return timedelta(seconds=min(seconds, self.max_backoff_s))
+
+
+def next_attempt_at(
+    *, attempts: int, max_attempts: int, now: datetime, deadline: datetime, policy: RetryPolicy
+) -> datetime | None:
+    """When to try again, or None when the attempts are used up. A retry that would fall after
+    the deadline becomes one last read-back at the deadline."""
+    if attempts >= max_attempts:
+        return None
+    return min(now + policy.backoff(attempts), deadline)
+
+
+def validity_deadline(now: datetime, window: timedelta, deadline: datetime) -> datetime:
+    """The 1C validity deadline of one attempt: fresh, and never past the command's deadline."""
+    return min(now + window, deadline)
+
+
+def supersedes(newer: CommandSpec, older: CommandSpec) -> bool:
+    if CommandKind.RECHARGE in (newer.kind, older.kind) or newer.aspect is not older.aspect:
+        return False
+    if newer.aspect is Aspect.LIMITS:
+        return set(older.limits or {}) <= set(newer.limits or {})
+    return True
+
+
+def refused(text: str) -> str:
+    return clip(f"refused by meter: {text}")
+
+
+def no_answer(attempts: int) -> str:
+    return f"no answer after {attempts} attempt{'s' if attempts != 1 else ''}"
+
+
+def deadline_passed(last: str | None) -> str:
+    return clip("deadline passed" + (f" (last: {last})" if last else ""))
+
+
+def disagrees(detail: str) -> str:
+    return clip(detail if detail.startswith("read-back disagrees") else f"read-back disagrees: {detail}")
+
+
+def clip(text: str) -> str:
+    return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A stored command as the executor and the service see it."""
+
+    id: int
+    organisation_id: int
+    meter_id: int
+    spec: CommandSpec
+    status: CommandStatus
+    reason: str | None
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime
+    deadline_at: datetime
+    idempotency_key: str
+    created_by: str
+    created_at: datetime
+    request_hash: str = ""
+    sent_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status.value in OPEN_STATUSES
+
+
+@dataclass(frozen=True)
+class CommandTarget:
+    """Where a command goes: what ``driver_for`` receives to pick the meter's driver."""
+
+    meter: MeterAddress
+    bus_id: int | None
+    number: str  # the operator's meter number, for messages

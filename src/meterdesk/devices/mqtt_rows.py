@@ -1,0 +1,265 @@
+"""MQTT uplink messages → rows: the pure conversions of the MQTT ingest (tested without a
+broker or a database) and the two small writes they feed (``uplink_messages``, ``device_status``).
+
+- :func:`receive` parses a message once, on arrival; a refused payload keeps its reason and, when
+  the JSON still names one, its msgid (so the gateway can be answered ``res: 0``).
+- :func:`entry_reading` turns one meter entry into an :class:`IncomingReading`: ``energy_kwh``
+  (and the sharp/peak/flat/valley registers as bands) for electricity, ``volume_m3`` for water;
+  ``time`` (ms since the epoch) is already UTC. Registers must fit the stored scale (4 places,
+  below 10^12): anything else is refused with a reason and quarantined, never rounded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from meterdesk.billing.ingest import IncomingReading
+from meterdesk.devices.tables import device_status, uplink_messages
+from meterdesk.devices.uplink import (
+    MeterReport,
+    Report,
+    Topic,
+    UplinkRejected,
+    down_topic,
+    parse_report,
+    reply_for,
+    to_payload,
+)
+from meterdesk.metering.model import QuarantineReason, ReadingSource
+from meterdesk.metering.repository import QuarantineItem
+from meterdesk.metering.tables import REGISTER_PLACES
+
+MAX_REGISTER = Decimal(10) ** 12
+MAX_RAW_CHARS = 65_536  # of a refused payload kept in the quarantine
+LIVE_FIELDS = ("voltage_v", "current_a", "power_kw", "pf", "frequency_hz")
+BAND_FIELDS = (
+    ("sharp", "energy_sharp_kwh"),
+    ("peak", "energy_peak_kwh"),
+    ("flat", "energy_flat_kwh"),
+    ("valley", "energy_valley_kwh"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One MQTT message as received, parsed once."""
+
+    topic: str
+    payload: bytes
+    arrived: float  # monotonic seconds at receipt: the group-commit window and latency start
+    report: Report | None = None
+    reason: str | None = None  # why the payload was refused (``report`` is None)
+    msgid: str | None = None
+
+    @property
+    def readings(self) -> int:
+        return len(self.report.reported.meters) if self.report is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KnownGateway:
+    id: int
+    organisation_id: int
+    serial: str
+    product_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class KnownMeter:
+    id: int
+    organisation_id: int
+    utility: str  # electricity | water
+    gateway_id: int | None  # the gateway of the meter's bus, if any
+
+
+def receive(topic: str, payload: bytes, arrived: float) -> Inbound:
+    try:
+        report = parse_report(payload)
+    except UplinkRejected as error:
+        return Inbound(topic, payload, arrived, None, error.reason, loose_msgid(payload))
+    return Inbound(topic, payload, arrived, report, None, report.msgid)
+
+
+def loose_msgid(payload: bytes) -> str | None:
+    """The msgid of a payload that failed the contract, if it is JSON naming one."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    msgid = document.get("msgid") if isinstance(document, dict) else None
+    return msgid if isinstance(msgid, str) and 0 < len(msgid) <= 64 else None
+
+
+def entry_reading(
+    entry: MeterReport, meter: KnownMeter, source: ReadingSource
+) -> IncomingReading | None:
+    """The reading one entry carries (None: status only); raises :class:`UplinkRejected` when
+    the entry contradicts the meter or does not fit the stored registers."""
+    bands = {band: value for band, name in BAND_FIELDS if (value := getattr(entry, name)) is not None}
+    if meter.utility == "water":
+        if entry.energy_kwh is not None or bands:
+            raise UplinkRejected(f"energy registers reported for water meter {entry.addr!r}")
+        total = entry.volume_m3
+    else:
+        if entry.volume_m3 is not None:
+            raise UplinkRejected(f"a water volume reported for electricity meter {entry.addr!r}")
+        if bands and entry.energy_kwh is None:
+            raise UplinkRejected("band registers without energy_kwh")
+        total = entry.energy_kwh
+    if total is None:
+        return None
+    for value in (total, *bands.values()):
+        _check_register(value)
+    return IncomingReading(meter.id, entry.measured_at, total, bands or None, source)
+
+
+def _check_register(value: Decimal) -> None:
+    if value < 0 or value >= MAX_REGISTER:
+        raise UplinkRejected(f"register {value} is outside 0 … {MAX_REGISTER}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -REGISTER_PLACES:
+        raise UplinkRejected(f"register {value} has more than {REGISTER_PLACES} decimal places")
+
+
+def choose_meter(candidates: tuple[KnownMeter, ...] | list[KnownMeter], gateway_id: int,
+                 addr: str) -> KnownMeter | str:
+    """The one meter with this address on this gateway's buses (or on no gateway's bus), or
+    why there is none."""
+    mine = [m for m in candidates if m.gateway_id == gateway_id] or [
+        m for m in candidates if m.gateway_id is None
+    ]
+    if len(mine) == 1:
+        return mine[0]
+    if not candidates:
+        return f"no meter with address {addr!r} in the gateway's organisation"
+    if not mine:
+        return f"the meter with address {addr!r} is on another gateway's bus"
+    return f"{len(mine)} meters have address {addr!r}: give each meter a unique address"
+
+
+def reply(topic: Topic, msgid: str, *, ok: bool) -> Reply:
+    answer = reply_for(_ReplyTo(msgid), ok)  # type: ignore[arg-type]  # only .msgid is read
+    return Reply(down_topic(topic.product_key, topic.sn), to_payload(answer))
+
+
+@dataclass(frozen=True, slots=True)
+class _ReplyTo:
+    msgid: str
+
+
+def refused_item(inbound: Inbound, gateway: KnownGateway | None, reason: str) -> QuarantineItem:
+    text = inbound.payload.decode("utf-8", errors="replace")
+    payload: dict[str, object] = {"topic": inbound.topic, "raw": text[:MAX_RAW_CHARS]}
+    if len(text) > MAX_RAW_CHARS:
+        payload["truncated_from_chars"] = len(text)
+    unknown_gateway = inbound.report is not None and gateway is None
+    return QuarantineItem(
+        organisation_id=gateway.organisation_id if gateway is not None else None,
+        meter_id=None,
+        source_ref=f"mqtt:{inbound.topic}"[:200],
+        measured_at=None,
+        payload=payload,
+        reason_code=QuarantineReason.UNKNOWN_METER if unknown_gateway else QuarantineReason.MALFORMED,
+        reason=reason,
+    )
+
+
+def entry_item(gateway: KnownGateway, entry: MeterReport, source: ReadingSource,
+               meter_id: int | None, code: QuarantineReason, reason: str) -> QuarantineItem:
+    """A meter entry that cannot be billed; the msgid is left out so the same entry re-sent
+    in another report is quarantined once (same fingerprint)."""
+    return QuarantineItem(
+        organisation_id=gateway.organisation_id,
+        meter_id=meter_id,
+        source_ref=f"mqtt:{gateway.serial}:{entry.addr}"[:200],
+        measured_at=entry.measured_at,
+        payload={"source": source.value, **entry.model_dump(mode="json", exclude_none=True)},
+        reason_code=code,
+        reason=reason,
+    )
+
+
+def uplink_row(key: tuple[str, str], status: str, reason: str | None,
+               received_at: datetime) -> dict[str, object]:
+    return {
+        "gateway_serial": key[0],
+        "msgid": key[1],
+        "received_at": received_at,
+        "status": status,
+        "reason": None if reason is None else reason[:300],
+    }
+
+
+def insert_new(conn: Connection, rows: list[dict[str, object]]) -> set[tuple[str, str]]:
+    """Insert the rows not stored yet; return the keys that were new."""
+    if not rows:
+        return set()
+    builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    table = uplink_messages
+    statement = (
+        builder(table)
+        .on_conflict_do_nothing(index_elements=["gateway_serial", "msgid"])
+        .returning(table.c.gateway_serial, table.c.msgid)
+    )
+    return {(str(serial), str(msgid)) for serial, msgid in conn.execute(statement, rows)}
+
+
+def save_live(conn: Connection, live: dict[int, tuple[MeterReport, bool]],
+              received_at: datetime) -> None:
+    """Upsert ``device_status``: an online entry sets live values unless a newer one is stored;
+    an offline entry marks the meter lost and keeps its last values."""
+    online = [_status_row(m, e, received_at) for m, (e, ok) in sorted(live.items()) if ok]
+    lost = [
+        {"meter_id": m, "state": "lost", "failures": 1, "updated_at": received_at,
+         "last_error": "the gateway reports the meter offline"}
+        for m, (_, ok) in sorted(live.items()) if not ok
+    ]
+    builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    table = device_status
+    if online:
+        statement = builder(table)
+        keep = {name: func.coalesce(statement.excluded[name], table.c[name])
+                for name in ("relay", "valve", "remaining_money", "live")}
+        newer = table.c.last_seen_at.is_(None) | (table.c.last_seen_at <= statement.excluded.last_seen_at)
+        fresh = {name: statement.excluded[name]
+                 for name in ("state", "last_seen_at", "last_error", "failures", "updated_at")}
+        conn.execute(statement.on_conflict_do_update(
+            index_elements=["meter_id"], set_={**fresh, **keep}, where=newer), online)
+    if lost:
+        statement = builder(table)
+        conn.execute(statement.on_conflict_do_update(
+            index_elements=["meter_id"],
+            set_={"state": "lost", "last_error": statement.excluded.last_error,
+                  "failures": table.c.failures + 1, "updated_at": statement.excluded.updated_at}),
+            lost)
+
+
+def _status_row(meter_id: int, entry: MeterReport, received_at: datetime) -> dict[str, object]:
+    live = {name: f"{value:f}" for name in LIVE_FIELDS if (value := getattr(entry, name)) is not None}
+    money = entry.remaining_money
+    fits = money is not None and isinstance(exp := money.as_tuple().exponent, int) and exp >= -2
+    return {
+        "meter_id": meter_id,
+        "state": "online",
+        "last_seen_at": entry.measured_at,
+        "last_error": None,
+        "failures": 0,
+        "relay": entry.relay,
+        "valve": entry.valve,
+        "remaining_money": money if fits and abs(money) < MAX_REGISTER else None,  # type: ignore[arg-type]
+        "live": json.dumps(live, sort_keys=True) if live else None,
+        "updated_at": received_at,
+    }

@@ -1,0 +1,146 @@
+"""``meterdesk demo`` runs end to end through the real use cases, leaves a ledger that balances,
+and the CLI commands it suggests work on the database it wrote."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from typer.testing import CliRunner
+
+from conftest import PG_URL, postgres_unavailable
+from meterdesk.cli import cli
+from meterdesk.cli import common as cli_common
+from meterdesk.db import migrate
+from meterdesk.db.database import Database
+from meterdesk.db.engine import build_engine
+from meterdesk.demo import DemoResult, run_demo
+from meterdesk.demo.plan import ORGANISATION
+from meterdesk.ledger.tables import ledger_accounts, transfers
+from meterdesk.settings import Settings
+from meterdesk.shared.time import system_clock
+from meterdesk.sites.service import create_organisation
+
+pytestmark = pytest.mark.integration
+
+
+def _forget_cli_app() -> None:
+    """The CLI builds its app once per process: close it, so the next test builds its own."""
+    if cli_common.app.cache_info().currsize:
+        cli_common.app().db.engine.dispose()
+    cli_common.app.cache_clear()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The URL the demo and the CLI will both use: the embedded SQLite file in a temporary
+    data directory, or a new PostgreSQL schema given as METERDESK_DATABASE_URL."""
+    monkeypatch.setenv("METERDESK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("METERDESK_DATABASE_URL", raising=False)
+    _forget_cli_app()
+    if request.param == "sqlite":
+        yield Settings().resolved_database_url()
+    else:
+        reason = postgres_unavailable()
+        if reason:
+            pytest.skip(f"PostgreSQL not answering: {reason}")
+        schema = f"d_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+        migrate.upgrade(url)
+        monkeypatch.setenv("METERDESK_DATABASE_URL", url)
+        try:
+            yield url
+        finally:
+            _forget_cli_app()
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+    _forget_cli_app()
+
+
+def _cli_args(result: DemoResult, marker: str) -> list[str]:
+    line = next(line for line in result.suggestions if marker in line)
+    return shlex.split(line)[1:]  # without the program name
+
+
+def test_demo_bills_readings_keeps_the_ledger_balanced_and_its_statement_command_works(
+    database: str,
+) -> None:
+    result = run_demo(hours=6, speed=0, fresh=True)
+
+    outcome = result.outcome
+    assert outcome is not None and not outcome.tally.interrupted
+    assert outcome.tally.accepted >= 100 * 6 * 4  # ~100 meters, a reading every 15 minutes
+    assert outcome.tally.deducted_fen > 0
+    assert outcome.tally.duplicates > 0  # re-sent readings were recognised, not billed
+    engine = build_engine(database)
+    try:
+        with engine.connect() as conn:
+            total = conn.execute(select(func.sum(ledger_accounts.c.balance_fen))).scalar_one()
+            balances = dict(
+                conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.balance_fen)).all()
+            )
+            moved = dict.fromkeys(balances, 0)
+            for debit, credit, amount in conn.execute(
+                select(
+                    transfers.c.debit_account_id,
+                    transfers.c.credit_account_id,
+                    transfers.c.amount_fen,
+                )
+            ):
+                moved[debit] -= amount
+                moved[credit] += amount
+    finally:
+        engine.dispose()
+    assert total == 0
+    assert moved == balances
+
+    invoked = CliRunner().invoke(cli, _cli_args(result, "--json"))
+
+    assert invoked.exit_code == 0, invoked.output
+    statement = json.loads(invoked.stdout)
+    reasons = {line["reason"] for line in statement["lines"]}
+    assert {"recharge", "deduction"} <= reasons
+    changes = sum(Decimal(line["balance_change"]) for line in statement["lines"])
+    assert Decimal(statement["opening_balance"]) + changes == Decimal(statement["closing_balance"])
+
+
+def test_the_other_suggested_commands_work_after_the_demo(database: str) -> None:
+    result = run_demo(hours=2, speed=0, fresh=True)
+    runner = CliRunner()
+
+    for marker in ("account balance", "quarantine list", "tariff show", "recharge"):
+        invoked = runner.invoke(cli, _cli_args(result, marker))
+        assert invoked.exit_code == 0, f"{marker}: {invoked.output}"
+
+
+def test_fresh_never_deletes_a_database_that_holds_someone_elses_organisation(
+    database: str,
+) -> None:
+    if not database.startswith("sqlite"):
+        pytest.skip("only the embedded SQLite file is ever deleted")
+    run_demo(hours=1, speed=0, fresh=True)
+    again = run_demo(hours=1, speed=0, fresh=True)
+    assert again.organisation == ORGANISATION  # nothing but the demo's data: started over
+
+    engine = build_engine(database)
+    try:
+        create_organisation(Database(engine, system_clock), name="Real Property Ltd")
+    finally:
+        engine.dispose()
+    kept = run_demo(hours=1, speed=0, fresh=True)
+
+    assert kept.organisation == f"{ORGANISATION} (2)"
+    invoked = CliRunner().invoke(cli, ["account", "list", "--org", "Real Property Ltd"])
+    assert invoked.exit_code == 0 and "no accounts" in invoked.output
