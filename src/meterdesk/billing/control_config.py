@@ -124,10 +124,12 @@ def state_from_json(text: str) -> ControlState:
 @dataclass(frozen=True)
 class Window:
     start: time
-    end: time  # may be earlier than start: the window runs over midnight
+    end: time  # earlier than start: the window runs over midnight; equal to start: all day
 
     def contains(self, wall: time) -> bool:
-        if self.start <= self.end:
+        if self.start == self.end:
+            return True
+        if self.start < self.end:
             return self.start <= wall < self.end
         return wall >= self.start or wall < self.end
 

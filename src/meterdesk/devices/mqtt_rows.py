@@ -25,11 +25,11 @@ from meterdesk.devices.tables import device_status, uplink_messages
 from meterdesk.devices.uplink import (
     MeterReport,
     Report,
+    ReportReply,
     Topic,
     UplinkRejected,
     down_topic,
     parse_report,
-    reply_for,
     to_payload,
 )
 from meterdesk.metering.model import QuarantineReason, ReadingSource
@@ -108,7 +108,9 @@ def entry_reading(
 ) -> IncomingReading | None:
     """The reading one entry carries (None: status only); raises :class:`UplinkRejected` when
     the entry contradicts the meter or does not fit the stored registers."""
-    bands = {band: value for band, name in BAND_FIELDS if (value := getattr(entry, name)) is not None}
+    bands = {
+        band: value for band, name in BAND_FIELDS if (value := getattr(entry, name)) is not None
+    }
     if meter.utility == "water":
         if entry.energy_kwh is not None or bands:
             raise UplinkRejected(f"energy registers reported for water meter {entry.addr!r}")
@@ -134,8 +136,9 @@ def _check_register(value: Decimal) -> None:
         raise UplinkRejected(f"register {value} has more than {REGISTER_PLACES} decimal places")
 
 
-def choose_meter(candidates: tuple[KnownMeter, ...] | list[KnownMeter], gateway_id: int,
-                 addr: str) -> KnownMeter | str:
+def choose_meter(
+    candidates: tuple[KnownMeter, ...] | list[KnownMeter], gateway_id: int, addr: str
+) -> KnownMeter | str:
     """The one meter with this address on this gateway's buses (or on no gateway's bus), or
     why there is none."""
     mine = [m for m in candidates if m.gateway_id == gateway_id] or [
@@ -151,13 +154,9 @@ def choose_meter(candidates: tuple[KnownMeter, ...] | list[KnownMeter], gateway_
 
 
 def reply(topic: Topic, msgid: str, *, ok: bool) -> Reply:
-    answer = reply_for(_ReplyTo(msgid), ok)  # type: ignore[arg-type]  # only .msgid is read
+    """``report_reply`` on the gateway's down topic (``res`` 1 stored, 0 refused)."""
+    answer = ReportReply(msgid=msgid, res=1 if ok else 0)
     return Reply(down_topic(topic.product_key, topic.sn), to_payload(answer))
-
-
-@dataclass(frozen=True, slots=True)
-class _ReplyTo:
-    msgid: str
 
 
 def refused_item(inbound: Inbound, gateway: KnownGateway | None, reason: str) -> QuarantineItem:
@@ -172,13 +171,21 @@ def refused_item(inbound: Inbound, gateway: KnownGateway | None, reason: str) ->
         source_ref=f"mqtt:{inbound.topic}"[:200],
         measured_at=None,
         payload=payload,
-        reason_code=QuarantineReason.UNKNOWN_METER if unknown_gateway else QuarantineReason.MALFORMED,
+        reason_code=QuarantineReason.UNKNOWN_METER
+        if unknown_gateway
+        else QuarantineReason.MALFORMED,
         reason=reason,
     )
 
 
-def entry_item(gateway: KnownGateway, entry: MeterReport, source: ReadingSource,
-               meter_id: int | None, code: QuarantineReason, reason: str) -> QuarantineItem:
+def entry_item(
+    gateway: KnownGateway,
+    entry: MeterReport,
+    source: ReadingSource,
+    meter_id: int | None,
+    code: QuarantineReason,
+    reason: str,
+) -> QuarantineItem:
     """A meter entry that cannot be billed; the msgid is left out so the same entry re-sent
     in another report is quarantined once (same fingerprint)."""
     return QuarantineItem(
@@ -192,8 +199,9 @@ def entry_item(gateway: KnownGateway, entry: MeterReport, source: ReadingSource,
     )
 
 
-def uplink_row(key: tuple[str, str], status: str, reason: str | None,
-               received_at: datetime) -> dict[str, object]:
+def uplink_row(
+    key: tuple[str, str], status: str, reason: str | None, received_at: datetime
+) -> dict[str, object]:
     return {
         "gateway_serial": key[0],
         "msgid": key[1],
@@ -217,40 +225,64 @@ def insert_new(conn: Connection, rows: list[dict[str, object]]) -> set[tuple[str
     return {(str(serial), str(msgid)) for serial, msgid in conn.execute(statement, rows)}
 
 
-def save_live(conn: Connection, live: dict[int, tuple[MeterReport, bool]],
-              received_at: datetime) -> None:
+def save_live(
+    conn: Connection, live: dict[int, tuple[MeterReport, bool]], received_at: datetime
+) -> None:
     """Upsert ``device_status``: an online entry sets live values unless a newer one is stored;
     an offline entry marks the meter lost and keeps its last values."""
     online = [_status_row(m, e, received_at) for m, (e, ok) in sorted(live.items()) if ok]
     lost = [
-        {"meter_id": m, "state": "lost", "failures": 1, "updated_at": received_at,
-         "last_error": "the gateway reports the meter offline"}
-        for m, (_, ok) in sorted(live.items()) if not ok
+        {
+            "meter_id": m,
+            "state": "lost",
+            "failures": 1,
+            "updated_at": received_at,
+            "last_error": "the gateway reports the meter offline",
+        }
+        for m, (_, ok) in sorted(live.items())
+        if not ok
     ]
     builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     table = device_status
     if online:
         statement = builder(table)
-        keep = {name: func.coalesce(statement.excluded[name], table.c[name])
-                for name in ("relay", "valve", "remaining_money", "live")}
-        newer = table.c.last_seen_at.is_(None) | (table.c.last_seen_at <= statement.excluded.last_seen_at)
-        fresh = {name: statement.excluded[name]
-                 for name in ("state", "last_seen_at", "last_error", "failures", "updated_at")}
-        conn.execute(statement.on_conflict_do_update(
-            index_elements=["meter_id"], set_={**fresh, **keep}, where=newer), online)
+        keep = {
+            name: func.coalesce(statement.excluded[name], table.c[name])
+            for name in ("relay", "valve", "remaining_money", "live")
+        }
+        newer = table.c.last_seen_at.is_(None) | (
+            table.c.last_seen_at <= statement.excluded.last_seen_at
+        )
+        fresh = {
+            name: statement.excluded[name]
+            for name in ("state", "last_seen_at", "last_error", "failures", "updated_at")
+        }
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["meter_id"], set_={**fresh, **keep}, where=newer
+            ),
+            online,
+        )
     if lost:
         statement = builder(table)
-        conn.execute(statement.on_conflict_do_update(
-            index_elements=["meter_id"],
-            set_={"state": "lost", "last_error": statement.excluded.last_error,
-                  "failures": table.c.failures + 1, "updated_at": statement.excluded.updated_at}),
-            lost)
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["meter_id"],
+                set_={
+                    "state": "lost",
+                    "last_error": statement.excluded.last_error,
+                    "failures": table.c.failures + 1,
+                    "updated_at": statement.excluded.updated_at,
+                },
+            ),
+            lost,
+        )
 
 
 def _status_row(meter_id: int, entry: MeterReport, received_at: datetime) -> dict[str, object]:
-    live = {name: f"{value:f}" for name in LIVE_FIELDS if (value := getattr(entry, name)) is not None}
-    money = entry.remaining_money
-    fits = money is not None and isinstance(exp := money.as_tuple().exponent, int) and exp >= -2
+    live = {
+        name: f"{value:f}" for name in LIVE_FIELDS if (value := getattr(entry, name)) is not None
+    }
     return {
         "meter_id": meter_id,
         "state": "online",
@@ -259,7 +291,16 @@ def _status_row(meter_id: int, entry: MeterReport, received_at: datetime) -> dic
         "failures": 0,
         "relay": entry.relay,
         "valve": entry.valve,
-        "remaining_money": money if fits and abs(money) < MAX_REGISTER else None,  # type: ignore[arg-type]
+        "remaining_money": _money(entry.remaining_money),
         "live": json.dumps(live, sort_keys=True) if live else None,
         "updated_at": received_at,
     }
+
+
+def _money(value: Decimal | None) -> Decimal | None:
+    """The meter's remaining money when it fits the column (2 places); the live view only, so a
+    value that does not fit is left out rather than rounded."""
+    if value is None or abs(value) >= MAX_REGISTER:
+        return None
+    exponent = value.as_tuple().exponent
+    return value if isinstance(exponent, int) and exponent >= -2 else None

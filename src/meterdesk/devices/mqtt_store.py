@@ -28,12 +28,10 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 
 from sqlalchemy import Connection, func, select, tuple_, update
 
@@ -155,23 +153,31 @@ class UplinkStore:
             return
         if decision.status == REJECTED:
             work.stats.rejected += 1
-            work.quarantine.append(mqtt_rows.refused_item(decision.inbound, decision.gateway,
-                                                          decision.reason or "refused"))
+            work.quarantine.append(
+                mqtt_rows.refused_item(
+                    decision.inbound, decision.gateway, decision.reason or "refused"
+                )
+            )
             return
         report, gateway = decision.inbound.report, decision.gateway
         assert report is not None and gateway is not None
         work.gateways.add(gateway.id)
         self._entries(conn, report, gateway, work)
 
-    def _entries(self, conn: Connection, report: Report, gateway: KnownGateway, work: _Work) -> None:
+    def _entries(
+        self, conn: Connection, report: Report, gateway: KnownGateway, work: _Work
+    ) -> None:
         history = report.reported.source == "HISTORY"
         source = ReadingSource.HISTORY if history else ReadingSource.REALTIME
         work.stats.history_messages += int(history)
         for entry in report.reported.meters:
             meter = self.directory.meter(conn, gateway, entry.addr)
             if isinstance(meter, str):
-                work.quarantine.append(mqtt_rows.entry_item(
-                    gateway, entry, source, None, QuarantineReason.UNKNOWN_METER, meter))
+                work.quarantine.append(
+                    mqtt_rows.entry_item(
+                        gateway, entry, source, None, QuarantineReason.UNKNOWN_METER, meter
+                    )
+                )
                 continue
             if entry.state == "OFFLINE":
                 work.live.setdefault(meter.id, (entry, False))
@@ -179,8 +185,11 @@ class UplinkStore:
             try:
                 incoming = entry_reading(entry, meter, source)
             except UplinkRejected as error:
-                work.quarantine.append(mqtt_rows.entry_item(
-                    gateway, entry, source, meter.id, QuarantineReason.MALFORMED, error.reason))
+                work.quarantine.append(
+                    mqtt_rows.entry_item(
+                        gateway, entry, source, meter.id, QuarantineReason.MALFORMED, error.reason
+                    )
+                )
                 continue
             if incoming is not None:
                 work.readings.append(incoming)
@@ -195,37 +204,35 @@ def _latest(live: dict[int, tuple[MeterReport, bool]], meter_id: int, entry: Met
 
 
 def _record(conn: Connection, decisions: list[_Decision], received_at: datetime) -> None:
-    """Insert-or-ignore each (gateway, msgid); mark the ones already stored (or repeated in this
-    batch) as re-sent, with the result stored the first time."""
+    """Insert-or-ignore each (gateway, msgid). A message stored before, or repeated in this
+    batch, is a re-send: it takes the result stored the first time and ingests nothing."""
     first: dict[tuple[str, str], _Decision] = {}
     for decision in decisions:
         key = decision.key
-        if key is None:
-            continue
-        if key in first:
-            decision.new = False
-            decision.status = first[key].status
-        else:
-            first[key] = decision
+        if key is not None:
+            decision.new = key not in first
+            first.setdefault(key, decision)
     rows = [mqtt_rows.uplink_row(key, d.status, d.reason, received_at) for key, d in first.items()]
-    fresh = mqtt_rows.insert_new(conn, rows)
-    stored = set(first) - fresh
-    if not stored:
-        return
-    statuses = dict(
-        conn.execute(
-            select(tuple_(uplink_messages.c.gateway_serial, uplink_messages.c.msgid),
-                   uplink_messages.c.status)
-            .where(tuple_(uplink_messages.c.gateway_serial, uplink_messages.c.msgid).in_(stored))
-        ).tuples().all()
-    )
+    stored = set(first) - mqtt_rows.insert_new(conn, rows)
+    statuses = _statuses(conn, stored)
     for key in stored:
-        first[key].new = False
-        first[key].status = str(statuses.get(key, INGESTED))
+        first[key].new, first[key].status = False, statuses.get(key, INGESTED)
     for decision in decisions:
         key = decision.key
-        if key is not None and not decision.new and decision is not first[key]:
+        if key is not None and decision is not first[key]:
             decision.status = first[key].status
+
+
+def _statuses(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    if not keys:
+        return {}
+    pair = tuple_(uplink_messages.c.gateway_serial, uplink_messages.c.msgid)
+    rows = conn.execute(
+        select(
+            uplink_messages.c.gateway_serial, uplink_messages.c.msgid, uplink_messages.c.status
+        ).where(pair.in_(sorted(keys)))
+    )
+    return {(str(serial), str(msgid)): str(status) for serial, msgid, status in rows}
 
 
 def _write(conn: Connection, ingestor: Ingestor, work: _Work) -> None:
@@ -241,7 +248,8 @@ def _write(conn: Connection, ingestor: Ingestor, work: _Work) -> None:
     mqtt_rows.save_live(conn, work.live, work.received_at)
     if work.gateways:
         conn.execute(
-            update(gateways).where(gateways.c.id.in_(sorted(work.gateways)))
+            update(gateways)
+            .where(gateways.c.id.in_(sorted(work.gateways)))
             .values(state="online", last_seen_at=work.received_at)
         )
 
@@ -305,8 +313,12 @@ def _load_meters(conn: Connection, organisation_id: int) -> dict[str, list[Known
     found: dict[str, list[KnownMeter]] = {}
     for meter_id, address, utility, gateway_id in rows:
         found.setdefault(str(address), []).append(
-            KnownMeter(int(meter_id), organisation_id, str(utility),
-                       None if gateway_id is None else int(gateway_id))
+            KnownMeter(
+                int(meter_id),
+                organisation_id,
+                str(utility),
+                None if gateway_id is None else int(gateway_id),
+            )
         )
     return found
 
@@ -315,7 +327,3 @@ def count_uplink_messages(conn: Connection, statuses: Iterable[str] = (INGESTED,
     """How many distinct reports were recorded (for benches and checks)."""
     query = select(func.count()).select_from(uplink_messages)
     return int(conn.execute(query.where(uplink_messages.c.status.in_(list(statuses)))).scalar_one())
-
-
-__all__ = ["INGESTED", "REJECTED", "BatchOutcome", "BatchStats", "Decimal", "Directory",
-           "UplinkStore"]

@@ -42,6 +42,8 @@ LOCAL_TIME_FORMAT = "%Y-%m-%d %H:%M"
 
 _WORDS: dict[str, dict[str, dict[str, str]]] = {
     "zh-CN": {
+        "customer": {"": "客户"},
+        "place": {"room": "房间{}", "account": "账户{}", "": "账户"},
         "level": {"1": "一级", "2": "二级", "3": "三级"},
         "utility": {"electricity": "电费", "water": "水费", "mixed": "水电费"},
         "supply": {"electricity": "电", "water": "水", "mixed": "水电"},
@@ -57,6 +59,8 @@ _WORDS: dict[str, dict[str, dict[str, str]]] = {
         },
     },
     "en": {
+        "customer": {"": "customer"},
+        "place": {"room": "room {}", "account": "account {}", "": "account"},
         "level": {"1": "level 1", "2": "level 2", "3": "level 3"},
         "utility": {"electricity": "electricity", "water": "water", "mixed": "utility"},
         "supply": {"electricity": "power", "water": "water", "mixed": "supply"},
@@ -119,6 +123,8 @@ def template_values(params: Mapping[str, Any], language: str, tz: ZoneInfo) -> d
             values[name] = _format_number(value)
         else:
             values[name] = str(value)
+    values.setdefault("customer", _WORDS[language]["customer"][""])
+    values.setdefault("organisation", "meterdesk")
     values.update(_words(values, language))
     return values
 
@@ -132,6 +138,11 @@ def _words(values: Mapping[str, str], language: str) -> dict[str, str]:
         "cut_name": words["cut"].get(utility, utility),
         "restore_name": words["restore"].get(utility, utility),
     }
+    place = words["place"]
+    found["place"] = next(
+        (place[key].format(values[key]) for key in ("room", "account") if key in values),
+        place[""],
+    )
     if "level" in values:
         found["level_name"] = words["level"].get(values["level"], values["level"])
     if "command" in values:

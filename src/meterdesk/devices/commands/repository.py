@@ -1,0 +1,385 @@
+"""Persistence of device commands, their events and what the platform last saw of each meter.
+
+Every status change is a conditional update (``WHERE status IN ('pending', 'sent')``), so a
+finished command never changes again and a result that arrives after an operator cancelled the
+command is logged, not applied. Claiming takes due commands with ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL (two workers never take the same row; SQLite's ``BEGIN IMMEDIATE`` serialises its one
+writer) and leases them by moving ``next_attempt_at`` forward, so a worker that dies mid-attempt
+loses the command to another worker when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from meterdesk.devices.commands.model import (
+    OPEN_STATUSES,
+    Command,
+    CommandKind,
+    CommandSpec,
+    CommandStatus,
+    CommandTarget,
+    clip,
+    parse_spec,
+)
+from meterdesk.devices.ports import MeterAddress, Snapshot
+from meterdesk.devices.tables import command_events, commands, device_status
+from meterdesk.metering.tables import meters
+
+REQUEST_HASH = "request_hash"  # kept beside the parameters in commands.params
+
+
+def _command(row: Mapping[str, Any]) -> Command:
+    params = json.loads(row["params"])
+    request_hash = str(params.pop(REQUEST_HASH, ""))
+    return Command(
+        id=int(row["id"]),
+        organisation_id=int(row["organisation_id"]),
+        meter_id=int(row["meter_id"]),
+        spec=parse_spec(row["kind"], params),
+        status=CommandStatus(row["status"]),
+        reason=row["reason"],
+        attempts=int(row["attempts"]),
+        max_attempts=int(row["max_attempts"]),
+        next_attempt_at=row["next_attempt_at"],
+        deadline_at=row["deadline_at"],
+        idempotency_key=str(row["idempotency_key"]),
+        created_by=str(row["created_by"]),
+        created_at=row["created_at"],
+        request_hash=request_hash,
+        sent_at=row["sent_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _params_text(spec: CommandSpec, request_hash: str) -> str:
+    return json.dumps({**spec.to_params(), REQUEST_HASH: request_hash}, sort_keys=True)
+
+
+def insert_command(
+    conn: Connection,
+    *,
+    organisation_id: int,
+    meter_id: int,
+    spec: CommandSpec,
+    idempotency_key: str,
+    actor: str,
+    at: datetime,
+    deadline_at: datetime,
+    max_attempts: int,
+) -> int:
+    result = conn.execute(
+        insert(commands).values(
+            organisation_id=organisation_id,
+            meter_id=meter_id,
+            kind=spec.kind.value,
+            params=_params_text(spec, spec.request_hash(meter_id)),
+            status=CommandStatus.PENDING.value,
+            reason=None,
+            attempts=0,
+            max_attempts=max_attempts,
+            next_attempt_at=at,
+            deadline_at=deadline_at,
+            idempotency_key=idempotency_key,
+            created_by=actor,
+            created_at=at,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def find_by_key(conn: Connection, idempotency_key: str) -> Command | None:
+    row = (
+        conn.execute(select(commands).where(commands.c.idempotency_key == idempotency_key))
+        .mappings()
+        .one_or_none()
+    )
+    return None if row is None else _command(row)
+
+
+def get(conn: Connection, command_id: int, organisation_id: int | None = None) -> Command | None:
+    query = select(commands).where(commands.c.id == command_id)
+    if organisation_id is not None:
+        query = query.where(commands.c.organisation_id == organisation_id)
+    row = conn.execute(query).mappings().one_or_none()
+    return None if row is None else _command(row)
+
+
+def many(conn: Connection, command_ids: Iterable[int]) -> list[Command]:
+    ids = sorted(set(command_ids))
+    if not ids:
+        return []
+    rows = conn.execute(select(commands).where(commands.c.id.in_(ids)).order_by(commands.c.id))
+    return [_command(row) for row in rows.mappings()]
+
+
+def for_meter(conn: Connection, meter_id: int, statuses: Iterable[str]) -> list[Command]:
+    rows = conn.execute(
+        select(commands)
+        .where(commands.c.meter_id == meter_id, commands.c.status.in_(list(statuses)))
+        .order_by(commands.c.id)
+    )
+    return [_command(row) for row in rows.mappings()]
+
+
+def select_commands(
+    conn: Connection,
+    *,
+    organisation_id: int,
+    status: str | None = None,
+    meter_id: int | None = None,
+    limit: int = 100,
+) -> list[Command]:
+    query = select(commands).where(commands.c.organisation_id == organisation_id)
+    if status is not None:
+        query = query.where(commands.c.status == status)
+    if meter_id is not None:
+        query = query.where(commands.c.meter_id == meter_id)
+    rows = conn.execute(query.order_by(commands.c.id.desc()).limit(limit))
+    return [_command(row) for row in rows.mappings()]
+
+
+def add_event(
+    conn: Connection, command_id: int, at: datetime, event: str, detail: Mapping[str, object]
+) -> None:
+    conn.execute(
+        insert(command_events).values(
+            command_id=command_id,
+            at=at,
+            event=event,
+            detail=json.dumps(dict(detail), ensure_ascii=False, sort_keys=True, default=str),
+        )
+    )
+
+
+def events(conn: Connection, command_id: int) -> list[tuple[datetime, str, dict[str, Any]]]:
+    rows = conn.execute(
+        select(command_events.c.at, command_events.c.event, command_events.c.detail)
+        .where(command_events.c.command_id == command_id)
+        .order_by(command_events.c.id)
+    )
+    return [(at, str(event), json.loads(detail)) for at, event, detail in rows]
+
+
+def last_event_detail(conn: Connection, command_id: int, event: str) -> dict[str, Any] | None:
+    detail = conn.execute(
+        select(command_events.c.detail)
+        .where(command_events.c.command_id == command_id, command_events.c.event == event)
+        .order_by(command_events.c.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return None if detail is None else dict(json.loads(detail))
+
+
+def _open(command_id: int) -> Any:
+    return and_(commands.c.id == command_id, commands.c.status.in_(OPEN_STATUSES))
+
+
+def finish(
+    conn: Connection, command_id: int, status: CommandStatus, reason: str | None, at: datetime
+) -> bool:
+    """Finish an open command; False when it was already finished (e.g. cancelled)."""
+    result = conn.execute(
+        update(commands)
+        .where(_open(command_id))
+        .values(status=status.value, reason=None if reason is None else clip(reason), finished_at=at)
+    )
+    return result.rowcount == 1
+
+
+def reschedule(conn: Connection, command_id: int, next_at: datetime, reason: str) -> bool:
+    result = conn.execute(
+        update(commands)
+        .where(_open(command_id))
+        .values(next_attempt_at=next_at, reason=clip(reason))
+    )
+    return result.rowcount == 1
+
+
+def mark_sent(conn: Connection, command: Command, spec: CommandSpec, at: datetime) -> bool:
+    """Record that the command is about to go out (before the bytes leave, so a crash can never
+    hide a send). A recharge's purchase count may change only while it was never sent."""
+    condition = _open(command.id)
+    if spec != command.spec:
+        condition = and_(condition, commands.c.sent_at.is_(None))
+    result = conn.execute(
+        update(commands)
+        .where(condition)
+        .values(
+            status=CommandStatus.SENT.value,
+            sent_at=func.coalesce(commands.c.sent_at, at),
+            params=_params_text(spec, command.request_hash),
+        )
+    )
+    return result.rowcount == 1
+
+
+def claim(conn: Connection, *, now: datetime, limit: int, lease: timedelta) -> list[int]:
+    """Take up to ``limit`` due commands and lease them. A recharge waits while an older
+    recharge of the same meter is unfinished: purchases reach a meter in order."""
+    older = commands.alias("older")
+    earlier_push = exists().where(
+        older.c.meter_id == commands.c.meter_id,
+        older.c.kind == CommandKind.RECHARGE.value,
+        older.c.id < commands.c.id,
+        older.c.status.in_(OPEN_STATUSES),
+    )
+    query = (
+        select(commands.c.id)
+        .where(
+            commands.c.status.in_(OPEN_STATUSES),
+            commands.c.next_attempt_at <= now,
+            or_(commands.c.kind != CommandKind.RECHARGE.value, ~earlier_push),
+        )
+        .order_by(commands.c.next_attempt_at, commands.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=commands)
+    )
+    ids = [int(i) for i in conn.execute(query).scalars()]
+    if ids:
+        conn.execute(
+            update(commands)
+            .where(commands.c.id.in_(ids))
+            .values(next_attempt_at=now + lease, attempts=commands.c.attempts + 1)
+        )
+    return ids
+
+
+def targets(conn: Connection, meter_ids: Iterable[int]) -> dict[int, CommandTarget]:
+    ids = sorted(set(meter_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(
+            meters.c.id,
+            meters.c.number,
+            meters.c.protocol,
+            meters.c.address,
+            meters.c.bus_id,
+            meters.c.device_options,
+        ).where(meters.c.id.in_(ids))
+    )
+    result = {}
+    for meter_id, number, protocol, address, bus_id, options in rows:
+        loaded = json.loads(options) if options else {}
+        address_ = MeterAddress(
+            int(meter_id), str(protocol), str(address), {str(k): str(v) for k, v in loaded.items()}
+        )
+        result[int(meter_id)] = CommandTarget(address_, bus_id, str(number))
+    return result
+
+
+def lock_meter(conn: Connection, *, organisation_id: int, meter_id: int) -> dict[str, Any] | None:
+    """The meter row, locked for the rest of the transaction (PostgreSQL), so commands for one
+    meter are created one after the other: supersede and purchase counts never race."""
+    row = (
+        conn.execute(
+            select(meters.c.id, meters.c.number, meters.c.utility, meters.c.site_id)
+            .where(meters.c.id == meter_id, meters.c.organisation_id == organisation_id)
+            .with_for_update()
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return None if row is None else dict(row)
+
+
+# --- device status -----------------------------------------------------------------------------
+
+_MIRRORED = ("relay", "valve", "protected", "remaining_money", "purchase_count")
+
+
+def _upsert(
+    conn: Connection, values: dict[str, Any], keep: Iterable[str], insert_only: Iterable[str] = ()
+) -> None:
+    """Insert or update one device_status row; columns in ``keep`` keep their stored value when
+    the new value is NULL (a read that did not include them); ``insert_only`` columns are set
+    only when the row is new."""
+    builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = builder(device_status).values(**values)
+    fixed = {"meter_id", "failures", *insert_only}
+    changes: dict[str, Any] = {
+        name: statement.excluded[name] for name in values if name not in fixed
+    }
+    for name in keep:
+        changes[name] = func.coalesce(statement.excluded[name], device_status.c[name])
+    changes["failures"] = (
+        device_status.c.failures + 1 if values["failures"] else statement.excluded.failures
+    )
+    conn.execute(statement.on_conflict_do_update(index_elements=["meter_id"], set_=changes))
+
+
+def save_snapshot(conn: Connection, snapshot: Snapshot, at: datetime) -> None:
+    """What a successful read showed: online, and every field the meter reported."""
+    values: dict[str, Any] = {
+        "meter_id": snapshot.meter_id,
+        "state": "online",
+        "last_seen_at": snapshot.measured_at,
+        "last_error": None,
+        "failures": 0,
+        "relay": snapshot.relay,
+        "valve": snapshot.valve,
+        "protected": None if snapshot.protected is None else int(snapshot.protected),
+        "remaining_money": snapshot.remaining_money,
+        "purchase_count": snapshot.purchase_count,
+        "updated_at": at,
+    }
+    _upsert(conn, values, _MIRRORED)
+
+
+def save_failure(conn: Connection, meter_id: int, error: str, at: datetime) -> None:
+    """A command could not reach the meter. Online/lost is the poller's call: only count it."""
+    values: dict[str, Any] = {
+        "meter_id": meter_id,
+        "state": "unknown",
+        "last_error": clip(error),
+        "failures": 1,
+        "updated_at": at,
+    }
+    _upsert(conn, values, (), insert_only=("state",))
+
+
+def status_of(conn: Connection, meter_id: int) -> dict[str, Any] | None:
+    row = (
+        conn.execute(select(device_status).where(device_status.c.meter_id == meter_id))
+        .mappings()
+        .one_or_none()
+    )
+    return None if row is None else dict(row)
+
+
+def highest_purchase(conn: Connection, meter_id: int) -> int | None:
+    """The highest purchase count of this meter's pushes that are open or confirmed."""
+    pushes = conn.execute(
+        select(commands.c.params).where(
+            commands.c.meter_id == meter_id,
+            commands.c.kind == CommandKind.RECHARGE.value,
+            commands.c.status.in_((*OPEN_STATUSES, CommandStatus.CONFIRMED.value)),
+        )
+    ).scalars()
+    counts = [json.loads(text).get("purchase_count") for text in pushes]
+    known = [int(count) for count in counts if count is not None]
+    return max(known, default=None)
+
+
+def recharges_for_meter(conn: Connection, meter_id: int) -> list[Command]:
+    rows = conn.execute(
+        select(commands)
+        .where(commands.c.meter_id == meter_id, commands.c.kind == CommandKind.RECHARGE.value)
+        .order_by(commands.c.id)
+    )
+    return [_command(row) for row in rows.mappings()]
+
+
+def decimal_or_none(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
