@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from meterdesk.billing import accounts, cashier, control_admin
+from meterdesk.billing import accounts, cashier, control_admin, control_tick
 from meterdesk.billing.control import RecordingOutbox
 from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.db.database import Database
@@ -201,3 +201,52 @@ def test_decisions_leave_through_the_database_outbox_by_default(
         rows = conn.execute(select(commands.c.kind, commands.c.status, commands.c.params)).all()
     assert [(row.kind, row.status) for row in rows] == [("relay_trip", "pending")]
     assert json.loads(rows[0].params)["reason"] == "cut"
+
+
+def test_a_cut_deferred_by_friendly_hours_happens_at_the_first_tick_after_the_window(
+    room: Room, db: Database, clock: FakeClock
+) -> None:
+    # 20:00–08:00 Asia/Shanghai is 12:00–00:00 UTC; the fixture clock starts at 00:00 UTC (08:00 local).
+    control_admin.create_friendly_profile(
+        db,
+        organisation_id=room.org,
+        name="nights",
+        windows=[{"start": "20:00", "end": "08:00"}],
+        weekends=False,
+        holidays=False,
+        actor="op",
+    )
+    room.policy(friendly_profile="nights")
+    clock.now = clock.now.replace(hour=13)  # 21:00 local: inside the window
+    for _ in range(7):
+        room.use("5")
+    assert "relay_trip" not in room.kinds()
+    clock.now = clock.now.replace(hour=23, minute=30)  # 07:30 local next morning: still inside
+    assert control_tick.tick(db, outbox=room.outbox).decisions == 0
+    clock.now = clock.now + timedelta(hours=1)  # 08:30 local: the window is over
+    control_tick.tick(db, outbox=room.outbox)
+    assert room.kinds() == ["relay_trip"]
+    control_tick.tick(db, outbox=room.outbox)
+    assert room.kinds() == ["relay_trip"], "a tick never cuts twice"
+
+
+def test_days_of_credit_alarm_fires_from_the_usage_forecast(db: Database, clock: FakeClock) -> None:
+    r = Room(db, clock, RecordingOutbox())
+    control_admin.create_alarm_plan(
+        db,
+        organisation_id=r.org,
+        name="days",
+        levels=[{"level": 1, "days_left": 3, "channels": ["sms"]}],
+        actor="op",
+    )
+    r.policy(alarm_plan="days")
+    for _ in range(4):
+        r.use(
+            "2"
+        )  # 8.00 used within an hour: a week-average of 8/7 per day against 22.00 left ≈ 19 days
+    control_tick.tick(db, outbox=r.outbox)
+    assert r.events() == []
+    for _ in range(8):
+        r.use("2")  # 24.00 used this week, 6.00 left: 6 / (24/7) ≈ 1.75 days
+    control_tick.tick(db, outbox=r.outbox)
+    assert r.events() == ["alarm_level_1"]

@@ -95,7 +95,8 @@ def run_once(
                 )
             )
             if not replayed_by_service:
-                _audit(conn, caller, action, subject, {"idempotency_key": key, "result": body})
+                detail = {"idempotency_key": key, "result": _summary(body)}
+                _audit(conn, caller, action, subject, detail)
     except IntegrityError:
         # A concurrent twin stored its answer first: answer what it answered.
         with caller.db.read() as conn:
@@ -103,6 +104,13 @@ def run_once(
     if replayed_by_service:
         return JSONResponse(body, status_code=200, headers={REPLAY_HEADER: "true"})
     return JSONResponse(body, status_code=status_code)
+
+
+def _summary(body: dict[str, Any]) -> dict[str, Any]:
+    """The answer as audited: whole when small, without its lists when large (an import)."""
+    if len(json.dumps(body, default=str)) <= 2000:
+        return body
+    return {name: value for name, value in body.items() if not isinstance(value, list)}
 
 
 def _audit(

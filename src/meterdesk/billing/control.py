@@ -120,11 +120,12 @@ def evaluate_in(
     cause: Cause,
     outbox: Outbox,
     days_left: dict[int, float] | None = None,
+    everyone: bool = False,
 ) -> dict[int, list[Decision]]:
     """Decide for each account (net balance in fen: wallet minus arrears) and send the decisions
     out. Returns the decisions per account that had any."""
     made: dict[int, list[Decision]] = {}
-    for account in _load(conn, balances, everyone=cause is Cause.POLICY_CHANGE):
+    for account in _load(conn, balances, everyone=everyone or cause is Cause.POLICY_CHANGE):
         friendly = (
             _friendly(conn, account, at)
             if balances[account.account_id] <= account.policy.cut_threshold_fen

@@ -116,12 +116,17 @@ class GroupCommitter:
         max_attempts: int = 5,
         backoff_s: tuple[float, float] = (0.5, 30.0),
         clock: Callable[[], float] = time.monotonic,
-        run_sync: Callable[[Callable[[list[Inbound]], BatchOutcome], list[Inbound]],
-                           Awaitable[BatchOutcome]] | None = None,
+        run_sync: Callable[
+            [Callable[[list[Inbound]], BatchOutcome], list[Inbound]], Awaitable[BatchOutcome]
+        ]
+        | None = None,
     ) -> None:
         self._commit, self._sender, self._clock = commit, sender, clock
         self.window_s, self.max_batch_readings, self.max_attempts = (
-            window_s, max_batch_readings, max_attempts)
+            window_s,
+            max_batch_readings,
+            max_attempts,
+        )
         self._backoff = backoff_s
         self._run_sync = run_sync or asyncio.to_thread
         self._pending: deque[_Pending] = deque()
@@ -198,12 +203,15 @@ class GroupCommitter:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    def _record(self, stats: BatchStats, inbound: list[Inbound], started: float, done: float) -> None:
+    def _record(
+        self, stats: BatchStats, inbound: list[Inbound], started: float, done: float
+    ) -> None:
         self.stats.merge(stats)
         self.stats.batches += 1
         self.stats.commit_s += done - started
         self.stats.batch_readings_max = max(
-            self.stats.batch_readings_max, sum(i.readings for i in inbound))
+            self.stats.batch_readings_max, sum(i.readings for i in inbound)
+        )
         self.stats.latencies_s.extend(done - i.arrived for i in inbound)
 
     async def _failed(self, batch: list[_Pending]) -> None:
@@ -213,8 +221,11 @@ class GroupCommitter:
             item.attempts += 1
             if item.attempts >= self.max_attempts:
                 self.stats.dropped += 1
-                log.error("MQTT ingest: giving up on %s after %d attempts; the gateway will re-send",
-                          item.inbound.topic, item.attempts)
+                log.error(
+                    "MQTT ingest: giving up on %s after %d attempts; the gateway will re-send",
+                    item.inbound.topic,
+                    item.attempts,
+                )
                 continue
             self._pending.appendleft(item)
             self._pending_readings += item.inbound.readings
@@ -267,11 +278,16 @@ class MqttIngestService:
         self.settings = settings
         self.sender = MqttReplySender(settings.reply_qos)
         self.committer = GroupCommitter(
-            commit, self.sender, window_s=settings.window_s,
-            max_batch_readings=settings.max_batch_readings, max_attempts=settings.max_attempts,
-            backoff_s=(settings.backoff_min_s, settings.backoff_max_s))
+            commit,
+            self.sender,
+            window_s=settings.window_s,
+            max_batch_readings=settings.max_batch_readings,
+            max_attempts=settings.max_attempts,
+            backoff_s=(settings.backoff_min_s, settings.backoff_max_s),
+        )
         self.on_control_reply = on_control_reply
         self.ready = asyncio.Event()  # subscribed on a live connection
+        self._committing: asyncio.Task[None] | None = None
 
     @property
     def stats(self) -> IngestStats:
@@ -279,12 +295,12 @@ class MqttIngestService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set; then stop reading, commit what arrived, reply, disconnect."""
-        committing = asyncio.create_task(self.committer.run())
+        self._committing = asyncio.create_task(self.committer.run())
         try:
             await self._connections(stop)
         finally:
             self.committer.stop()
-            await committing
+            await self._committing
 
     async def _connections(self, stop: asyncio.Event) -> None:
         delay = self.settings.backoff_min_s
@@ -304,8 +320,11 @@ class MqttIngestService:
     async def _session(self, stop: asyncio.Event) -> None:
         settings = self.settings
         client = aiomqtt.Client(
-            settings.host, settings.port, identifier=settings.client_id,
-            clean_session=not settings.persistent, keepalive=settings.keepalive_s,
+            settings.host,
+            settings.port,
+            identifier=settings.client_id,
+            clean_session=not settings.persistent,
+            keepalive=settings.keepalive_s,
             max_inflight_messages=settings.max_inflight,
         )
         client.pending_calls_threshold = 1_000_000  # thousands of replies in flight are normal
@@ -315,35 +334,38 @@ class MqttIngestService:
             self.ready.set()
             try:
                 await self._receive_until(client, stop)
-                self._drain(client)  # stopping: what the client already took is ours to ack
+                # Stopping: what the client already took (and PUBACKed) is ours to commit and
+                # answer while the connection is still up.
+                await self._drain(client)
                 self.committer.stop()
-                await self._flushed()
+                assert self._committing is not None  # started by run()
+                await self._committing
             finally:
                 self.sender.client = None
-                self.ready.clear()
 
     async def _receive_until(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         reader = asyncio.create_task(self._read(client))
         stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({reader, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (reader, stopped):
-            task.cancel()
-        await asyncio.gather(stopped, return_exceptions=True)
-        if not reader.cancelled() and reader.done() and reader.exception() is not None:
-            raise reader.exception()  # type: ignore[misc]  # an MqttError: reconnect
-        with suppress(asyncio.CancelledError):
-            await reader
+        try:
+            await asyncio.wait({reader, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reader.cancel()
+            stopped.cancel()
+        results = await asyncio.gather(reader, stopped, return_exceptions=True)
+        if isinstance(results[0], Exception):
+            raise results[0]  # MqttError: the connection dropped
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            self._take(message)
+            self._accept(message)
+        raise aiomqtt.MqttError("message stream ended")
 
-    def _drain(self, client: aiomqtt.Client) -> None:
-        queue = client._queue  # noqa: SLF001 - aiomqtt has no public non-blocking get
-        while not queue.empty():
-            self._take(queue.get_nowait())
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        messages = client.messages
+        while len(messages):
+            self._accept(await anext(messages))
 
-    def _take(self, message: aiomqtt.Message) -> None:
+    def _accept(self, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes) else b""
         inbound = receive(message.topic.value, payload, time.monotonic())
         if inbound.report is None and self._control_reply(inbound):
@@ -351,17 +373,15 @@ class MqttIngestService:
         self.committer.add(inbound)
 
     def _control_reply(self, inbound: Inbound) -> bool:
-        """A command's answer arrives on the up topic too: hand it over, not to the quarantine."""
-        if self.on_control_reply is None:
-            return False
+        """A command's answer arrives on the up topic too: it is not a report, so it goes to
+        the handler (or is ignored), never to the quarantine."""
         try:
             answer = parse_control_reply(inbound.payload)
             topic = parse_topic(inbound.topic)
         except UplinkRejected:
             return False
-        self.on_control_reply(topic.sn, answer)
+        if self.on_control_reply is not None:
+            self.on_control_reply(topic.sn, answer)
+        else:
+            log.debug("MQTT ingest: control_reply %s from %s ignored", answer.msgid, topic.sn)
         return True
-
-    async def _flushed(self) -> None:
-        while self.committer.pending or self.committer._sending:  # noqa: SLF001
-            await asyncio.sleep(0.01)

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from sqlalchemy import Connection, func, select, tuple_, update
 
-from meterdesk.billing.ingest import IncomingReading, IngestReport, Ingestor
+from meterdesk.billing.ingest import IncomingReading, Ingestor, IngestReport
 from meterdesk.db import counters
 from meterdesk.db.database import Database
 from meterdesk.devices import mqtt_rows
@@ -62,8 +62,8 @@ class BatchStats:
     quarantined: int = 0  # entries and payloads put in the quarantine
 
     def merge(self, other: BatchStats) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for counter in fields(BatchStats):
+            setattr(self, counter.name, getattr(self, counter.name) + getattr(other, counter.name))
 
 
 @dataclass(frozen=True)

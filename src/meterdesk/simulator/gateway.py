@@ -200,7 +200,9 @@ class VirtualGateway:
     def read_meters(self) -> None:
         """Read every meter now; publish when connected, else keep for the history resend."""
         now = self.clock()
-        entries = [meter_report(meter, now) for meter in self.meters.values()]
+        self._deliver([meter_report(meter, now) for meter in self.meters.values()], now)
+
+    def _deliver(self, entries: list[MeterReport], now: datetime) -> None:
         if self._connected:
             self.outbox.realtime(entries, epoch_ms(now))
             self._wake.set()
@@ -216,11 +218,7 @@ class VirtualGateway:
             now = self.clock()
             entries = [meter_report(meter, now) for meter in self.meters.values()]
             await asyncio.sleep(self.spec.stagger_s / self.speed)
-            if self._connected:
-                self.outbox.realtime(entries, epoch_ms(now))
-                self._wake.set()
-            else:
-                self.outbox.buffer(entries)
+            self._deliver(entries, now)
 
     async def _uplink_loop(self) -> None:
         spec = self.spec

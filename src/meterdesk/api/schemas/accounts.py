@@ -1,0 +1,213 @@
+"""Accounts: opening, presets, bulk import, balance, statement, closing; and the desk's money
+calls (recharge, refund, reversal)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from meterdesk.api.schemas.common import Money, Register, SignedMoney, examples
+
+PaymentMethod = Literal["cash", "card", "transfer", "wechat", "alipay", "online"]
+BillingMode = Literal["platform", "meter"]
+Number = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Reference = Annotated[str, StringConstraints(max_length=200)]
+
+
+class MeterOpeningIn(BaseModel):
+    model_config = examples({"meter_id": 1, "tariff_id": 1, "reading": "1000"})
+    meter_id: int
+    tariff_id: int
+    reading: Register | None = Field(
+        default=None, description="opening register; omit to start from the last reading"
+    )
+
+
+class AccountIn(BaseModel):
+    model_config = examples(
+        {
+            "number": "A-101",
+            "customer_id": 1,
+            "room_id": 1,
+            "meters": [{"meter_id": 1, "tariff_id": 1, "reading": "1000"}],
+            "initial_credit": "0",
+        }
+    )
+    number: Number
+    customer_id: int
+    room_id: int | None = None
+    meters: list[MeterOpeningIn] = Field(min_length=1, max_length=50)
+    billing_mode: BillingMode = "platform"
+    overdraft_limit: Money = "0"
+    initial_credit: Money = "0"
+    payment_method: PaymentMethod = "cash"
+
+
+class OpenedAccountOut(BaseModel):
+    id: int
+    number: str
+    meter_ids: list[int]
+    initial_transfer_id: int | None
+
+
+class AccountOut(BaseModel):
+    id: int
+    number: str
+    customer_id: int
+    customer: str
+    room_id: int | None
+    status: str
+    billing_mode: str
+    opened_at: datetime
+    closed_at: datetime | None
+    opened_by: str
+    balance: SignedMoney
+    arrears: SignedMoney
+
+
+class BalanceOut(BaseModel):
+    account_id: int
+    number: str
+    status: str
+    billing_mode: str
+    balance: SignedMoney
+    arrears: SignedMoney
+    overdraft_limit: SignedMoney
+    meters: list[str]
+
+
+class StatementLineOut(BaseModel):
+    at: datetime
+    transfer_id: int
+    reason: str
+    memo: str
+    meter_id: int | None
+    period_key: str | None
+    method: str | None
+    balance_change: SignedMoney
+    arrears_change: SignedMoney
+    balance_after: SignedMoney
+    arrears_after: SignedMoney
+
+
+class StatementOut(BaseModel):
+    account_id: int
+    number: str
+    start: datetime
+    end: datetime
+    opening_balance: SignedMoney
+    opening_arrears: SignedMoney
+    closing_balance: SignedMoney
+    closing_arrears: SignedMoney
+    totals: dict[str, SignedMoney]
+    lines: list[StatementLineOut]
+
+
+class FinalReadingIn(BaseModel):
+    model_config = examples({"meter_id": 1, "total": "1100.5"})
+    meter_id: int
+    total: Register
+    bands: dict[str, Register] | None = None
+
+
+class CloseIn(BaseModel):
+    model_config = examples(
+        {"final_readings": [{"meter_id": 1, "total": "1100.5"}], "refund_method": "cash"}
+    )
+    final_readings: list[FinalReadingIn] = Field(min_length=1, max_length=50)
+    refund_method: PaymentMethod = "cash"
+
+
+class ClosedOut(BaseModel):
+    account_id: int
+    number: str
+    refunded: SignedMoney
+    arrears: SignedMoney
+    refund_transfer_id: int | None
+
+
+class PresetIn(BaseModel):
+    model_config = examples(
+        {
+            "account_number": "A-102",
+            "customer_name": "Han Meimei",
+            "site": "North Park",
+            "building": "B1",
+            "floor": "F1",
+            "room": "102",
+            "meter_numbers": ["E-102"],
+            "tariffs": ["Shop flat"],
+        }
+    )
+    account_number: Number
+    customer_name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    site: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    building: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    floor: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    room: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    meter_numbers: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=50
+    )
+    tariffs: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        min_length=1, max_length=50
+    )
+    opening_readings: list[Register | Literal[""]] = Field(default_factory=list, max_length=50)
+    customer_phone: Annotated[str, StringConstraints(max_length=40)] = ""
+    customer_email: Annotated[str, StringConstraints(max_length=200)] = ""
+    initial_credit: Money = "0"
+    overdraft_limit: Money = "0"
+    billing_mode: BillingMode = "platform"
+    payment_method: PaymentMethod = "cash"
+
+
+class PresetOut(BaseModel):
+    id: int
+    account_number: str
+    status: str
+    created_at: datetime
+    opened_account_id: int | None
+    data: dict[str, object]
+
+
+class ImportRowOut(BaseModel):
+    row: int
+    account_number: str
+    ok: bool
+    message: str
+
+
+class ImportOut(BaseModel):
+    opened: bool
+    ok: int
+    failed: int
+    rows: list[ImportRowOut]
+
+
+# -- the desk ------------------------------------------------------------------------------------
+
+
+class RechargeIn(BaseModel):
+    model_config = examples({"amount": "100.00", "method": "cash"})
+    amount: Money
+    method: PaymentMethod = "cash"
+    reference: Reference | None = None
+
+
+class MoneyOut(BaseModel):
+    account_id: int
+    transfer_id: int
+    amount: SignedMoney
+    balance: SignedMoney = Field(description="the wallet balance right after this call")
+    arrears: SignedMoney
+
+
+class ReversalIn(BaseModel):
+    model_config = examples({"memo": "entered twice"})
+    memo: Annotated[str, StringConstraints(max_length=300)] | None = None
+
+
+class ReversalOut(BaseModel):
+    transfer_id: int
+    reversal_transfer_id: int

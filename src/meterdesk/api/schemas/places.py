@@ -1,0 +1,92 @@
+"""Sites, buildings, floors, rooms and customers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from meterdesk.api.schemas.common import Name, examples
+
+RoomKind = Literal["apartment", "shop", "office", "public", "dormitory"]
+Zone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class SiteIn(BaseModel):
+    model_config = examples({"name": "North Park", "timezone": "Asia/Shanghai"})
+    name: Name
+    timezone: Zone = Field(description="IANA time zone of the site, e.g. Asia/Shanghai")
+
+
+class SiteOut(BaseModel):
+    id: int
+    name: str
+    timezone: str
+    created_at: datetime
+
+
+class BuildingIn(BaseModel):
+    model_config = examples({"site_id": 1, "name": "B1"})
+    site_id: int
+    name: Name
+
+
+class BuildingOut(BaseModel):
+    id: int
+    site_id: int
+    name: str
+
+
+class FloorIn(BaseModel):
+    model_config = examples({"building_id": 1, "name": "F1", "level": 1})
+    building_id: int
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    level: int = Field(ge=-100, le=300)
+
+
+class FloorOut(BaseModel):
+    id: int
+    building_id: int
+    name: str
+    level: int
+
+
+class RoomIn(BaseModel):
+    model_config = examples({"floor_id": 1, "name": "101", "kind": "shop", "area_m2": "35.50"})
+    floor_id: int
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    kind: RoomKind
+    area_m2: (
+        Annotated[str, StringConstraints(pattern=r"^\d{1,7}(\.\d{1,2})?$")] | None
+    ) = Field(default=None, description="area in m² as a decimal string")
+
+
+class RoomOut(BaseModel):
+    id: int
+    floor_id: int
+    building_id: int
+    site_id: int
+    name: str
+    kind: str
+    area_m2: str | None
+    site: str
+    building: str
+    floor: str
+
+
+class CustomerIn(BaseModel):
+    model_config = examples({"name": "Li Lei", "phone": "13900000000", "email": "li@example.com"})
+    name: Name
+    phone: Annotated[str, StringConstraints(max_length=40)] | None = None
+    email: Annotated[str, StringConstraints(max_length=200)] | None = None
+    wechat_openid: Annotated[str, StringConstraints(max_length=100)] | None = None
+
+
+class CustomerOut(BaseModel):
+    id: int
+    name: str
+    phone: str | None
+    email: str | None
+    wechat_openid: str | None
+    created_at: datetime

@@ -1,0 +1,91 @@
+"""The control loop's clock: a periodic tick that carries out cuts deferred by friendly hours once
+the window ends, repeats alarms at their interval, and checks "days of credit left" levels
+against a forecast from the account's recent usage. Each tick works in batches of accounts, one
+transaction per batch, so a restart in the middle loses nothing and repeats nothing (the control
+state and its version move with the decisions)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from meterdesk.billing import control
+from meterdesk.billing.outbox import DatabaseOutbox
+from meterdesk.billing.policy import Cause
+from meterdesk.db.bulk import raw_rows
+from meterdesk.db.database import Database
+from meterdesk.db.types import instant_int
+
+FORECAST_WINDOW = timedelta(days=7)
+BATCH = 500
+
+
+@dataclass
+class TickReport:
+    accounts: int = 0
+    decisions: int = 0
+
+
+def tick(
+    db: Database, *, outbox: control.Outbox | None = None, now: datetime | None = None
+) -> TickReport:
+    at = now or db.clock()
+    sender = outbox or DatabaseOutbox(lambda: at)
+    report = TickReport()
+    with db.read() as conn:
+        candidates = _candidates(conn)
+    for chunk in _chunks(candidates, BATCH):
+        with db.transaction() as conn:
+            balances = control.net_balances(conn, chunk)
+            forecast = days_left(conn, balances, at)
+            made = control.evaluate_in(
+                conn,
+                balances=balances,
+                at=at,
+                cause=Cause.TICK,
+                outbox=sender,
+                days_left=forecast,
+                everyone=True,
+            )
+        report.accounts += len(chunk)
+        report.decisions += sum(len(d) for d in made.values())
+    return report
+
+
+def _candidates(conn: Connection) -> list[int]:
+    """Accounts whose state is active (cut pending, off, alarmed) or whose plan has a days-left level."""
+    rows = raw_rows(
+        conn,
+        "SELECT c.account_id FROM account_controls c JOIN accounts a ON a.id = c.account_id "
+        "LEFT JOIN alarm_plans p ON p.id = c.alarm_plan_id "
+        "WHERE a.status = 'open' AND (c.active OR p.levels LIKE :days) ORDER BY c.account_id",
+        days='%"days_left"%',
+    )
+    return [int(row[0]) for row in rows]
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def days_left(conn: Connection, balances: dict[int, int], at: datetime) -> dict[int, float]:
+    """Credit forecast: balance ÷ average daily deductions over the last week (accounts with no
+    recent use are left out — they have no forecast)."""
+    if not balances:
+        return {}
+    rows = raw_rows(
+        conn,
+        "SELECT account_id, SUM(CASE WHEN reason = 'deduction' THEN amount_fen ELSE -amount_fen END) FROM transfers "
+        "WHERE account_id IN :ids AND reason IN ('deduction', 'deduction_correction') AND created_at >= :since "
+        "GROUP BY account_id",
+        ids=sorted(balances),
+        since=instant_int(at - FORECAST_WINDOW),
+    )
+    per_day = {
+        int(account): int(total) / FORECAST_WINDOW.days for account, total in rows if int(total) > 0
+    }
+    return {account: max(balances[account], 0) / daily for account, daily in per_day.items()}

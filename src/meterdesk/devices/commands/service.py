@@ -1,0 +1,372 @@
+"""Device command use cases: send (as a desired state), list, show the log, cancel, and push a
+meter's tariff prices (F-TAR-PUSH).
+
+``send_command`` only *records* the command (the commands table is the outbox): the bytes go
+out after commit, from :mod:`meterdesk.devices.commands.executor`. A use case that must send a
+command together with other writes (a recharge and its push to a meter-billing meter) calls the
+``*_in`` variant inside its own transaction, so both commit or neither does.
+
+Idempotency: the key is scoped by organisation. The same key with the same request (meter,
+kind, parameters) returns the first command; the same key with anything else is an
+``IdempotencyConflictError``. The meter's row is locked while a command is created, so two
+operators acting on one meter are serialised and the newer command always supersedes the older.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
+
+from meterdesk.audit import service as audit
+from meterdesk.billing.repository import load_assignments
+from meterdesk.db.database import Database
+from meterdesk.devices.commands import repository
+from meterdesk.devices.commands.model import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_ATTEMPTS,
+    FALLBACK_DEADLINE_S,
+    FALLBACK_MAX_ATTEMPTS,
+    MAX_DEADLINE_S,
+    MIN_DEADLINE_S,
+    Command,
+    CommandKind,
+    CommandSpec,
+    CommandStatus,
+    meter_price_table,
+    parse_spec,
+    supersedes,
+)
+from meterdesk.metering.tables import meters
+from meterdesk.shared.errors import (
+    ConflictError,
+    IdempotencyConflictError,
+    NotFoundError,
+    ValidationError,
+)
+from meterdesk.shared.time import local_date, zone
+from meterdesk.sites.tables import sites
+from meterdesk.tariffs.repository import load_tariff
+
+
+@dataclass(frozen=True)
+class CommandView:
+    id: int
+    meter_id: int
+    meter_number: str
+    kind: str
+    params: dict[str, object]
+    desired: str
+    status: str
+    reason: str | None
+    attempts: int
+    max_attempts: int
+    deadline_at: datetime
+    next_attempt_at: datetime
+    created_by: str
+    created_at: datetime
+    sent_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    command: CommandView
+    replayed: bool  # the key had already been used for this very request
+    superseded: tuple[int, ...] = ()  # older commands this one cancelled
+
+
+@dataclass(frozen=True)
+class CommandEvent:
+    at: datetime
+    event: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CommandLog:
+    command: CommandView
+    events: list[CommandEvent]
+
+
+def view(command: Command, meter_number: str) -> CommandView:
+    return CommandView(
+        id=command.id,
+        meter_id=command.meter_id,
+        meter_number=meter_number,
+        kind=command.spec.kind.value,
+        params=command.spec.to_params(),
+        desired=command.spec.describe(),
+        status=command.status.value,
+        reason=command.reason,
+        attempts=command.attempts,
+        max_attempts=command.max_attempts,
+        deadline_at=command.deadline_at,
+        next_attempt_at=command.next_attempt_at,
+        created_by=command.created_by,
+        created_at=command.created_at,
+        sent_at=command.sent_at,
+        finished_at=command.finished_at,
+    )
+
+
+def _views(conn: Connection, found: list[Command]) -> list[CommandView]:
+    ids = sorted({c.meter_id for c in found})
+    numbers = dict(conn.execute(select(meters.c.id, meters.c.number).where(meters.c.id.in_(ids))).tuples())
+    return [view(command, str(numbers.get(command.meter_id, "?"))) for command in found]
+
+
+def send_command(
+    db: Database,
+    *,
+    organisation_id: int,
+    meter_id: int,
+    kind: str,
+    params: dict[str, object] | None,
+    actor: str,
+    idempotency_key: str,
+    deadline_s: int | None = None,
+    max_attempts: int | None = None,
+) -> SendResult:
+    """Record a command for the executor; supersede older ones of the same aspect."""
+    with db.transaction() as conn:
+        return send_command_in(
+            conn,
+            organisation_id=organisation_id,
+            meter_id=meter_id,
+            kind=kind,
+            params=params,
+            actor=actor,
+            at=db.clock(),
+            idempotency_key=idempotency_key,
+            deadline_s=deadline_s,
+            max_attempts=max_attempts,
+        )
+
+
+def send_command_in(
+    conn: Connection,
+    *,
+    organisation_id: int,
+    meter_id: int,
+    kind: str,
+    params: dict[str, object] | None,
+    actor: str,
+    at: datetime,
+    idempotency_key: str,
+    deadline_s: int | None = None,
+    max_attempts: int | None = None,
+) -> SendResult:
+    spec = parse_spec(kind, params)
+    if spec.kind is CommandKind.RECHARGE:
+        raise ValidationError(
+            "kind: money reaches a meter only from a ledger recharge (push_recharge_for_transfer)"
+        )
+    return create_in(
+        conn,
+        organisation_id=organisation_id,
+        meter_id=meter_id,
+        spec=spec,
+        actor=actor,
+        at=at,
+        idempotency_key=idempotency_key,
+        deadline_s=deadline_s,
+        max_attempts=max_attempts,
+    )
+
+
+def _limits(spec: CommandSpec, deadline_s: int | None, max_attempts: int | None) -> tuple[int, int]:
+    seconds = deadline_s if deadline_s is not None else DEFAULT_DEADLINE_S.get(spec.kind, FALLBACK_DEADLINE_S)
+    attempts = max_attempts if max_attempts is not None else DEFAULT_MAX_ATTEMPTS.get(spec.kind, FALLBACK_MAX_ATTEMPTS)
+    if not MIN_DEADLINE_S <= seconds <= MAX_DEADLINE_S:
+        raise ValidationError(f"deadline_s: between {MIN_DEADLINE_S} and {MAX_DEADLINE_S} seconds")
+    if not 1 <= attempts <= 1000:
+        raise ValidationError("max_attempts: between 1 and 1000")
+    return seconds, attempts
+
+
+def _replay(existing: Command, spec: CommandSpec, meter_id: int, key: str) -> Command:
+    if existing.meter_id != meter_id or existing.request_hash != spec.request_hash(meter_id):
+        raise IdempotencyConflictError(
+            f"idempotency key {key!r} was already used for a different command (#{existing.id})"
+        )
+    return existing
+
+
+def create_in(
+    conn: Connection,
+    *,
+    organisation_id: int,
+    meter_id: int,
+    spec: CommandSpec,
+    actor: str,
+    at: datetime,
+    idempotency_key: str,
+    deadline_s: int | None = None,
+    max_attempts: int | None = None,
+) -> SendResult:
+    """Record a validated command (recharges included) inside the caller's transaction."""
+    if not idempotency_key.strip():
+        raise ValidationError("idempotency_key: must not be empty")
+    seconds, attempts = _limits(spec, deadline_s, max_attempts)
+    key = f"{organisation_id}:{idempotency_key}"
+    existing = repository.find_by_key(conn, key)
+    if existing is not None:
+        return SendResult(_views(conn, [_replay(existing, spec, meter_id, idempotency_key)])[0], True)
+    meter = repository.lock_meter(conn, organisation_id=organisation_id, meter_id=meter_id)
+    if meter is None:
+        raise NotFoundError(f"meter {meter_id} not found")
+    try:
+        with conn.begin_nested():
+            command_id = repository.insert_command(
+                conn,
+                organisation_id=organisation_id,
+                meter_id=meter_id,
+                spec=spec,
+                idempotency_key=key,
+                actor=actor,
+                at=at,
+                deadline_at=at + timedelta(seconds=seconds),
+                max_attempts=attempts,
+            )
+    except IntegrityError:  # the same key, committed by someone else a moment ago
+        existing = repository.find_by_key(conn, key)
+        assert existing is not None
+        return SendResult(_views(conn, [_replay(existing, spec, meter_id, idempotency_key)])[0], True)
+    repository.add_event(conn, command_id, at, "created", {"desired": spec.describe(), "by": actor})
+    superseded = _supersede(conn, meter_id, command_id, spec, at)
+    audit.record(
+        conn,
+        organisation_id=organisation_id,
+        actor=actor,
+        action="command.send",
+        subject=f"meter:{meter['number']}",
+        at=at,
+        detail={"command": command_id, "kind": spec.kind.value, "params": spec.to_params(), "superseded": list(superseded)},
+    )
+    created = repository.get(conn, command_id)
+    assert created is not None
+    return SendResult(view(created, str(meter["number"])), False, superseded)
+
+
+def _supersede(conn: Connection, meter_id: int, newer_id: int, spec: CommandSpec, at: datetime) -> tuple[int, ...]:
+    """Cancel the meter's older unfinished commands that the new desired state replaces."""
+    done = []
+    for older in repository.for_meter(conn, meter_id, (CommandStatus.PENDING.value, CommandStatus.SENT.value)):
+        if older.id == newer_id or not supersedes(spec, older.spec):
+            continue
+        reason = f"superseded by #{newer_id}"
+        if repository.finish(conn, older.id, CommandStatus.CANCELLED, reason, at):
+            repository.add_event(conn, older.id, at, "cancelled", {"reason": reason})
+            done.append(older.id)
+    return tuple(done)
+
+
+def list_commands(
+    db: Database,
+    *,
+    organisation_id: int,
+    status: str | None = None,
+    meter_id: int | None = None,
+    limit: int = 100,
+) -> list[CommandView]:
+    """Newest first."""
+    if status is not None and status not in {s.value for s in CommandStatus}:
+        raise ValidationError(f"status: {status!r} is not one of {', '.join(s.value for s in CommandStatus)}")
+    if not 1 <= limit <= 10_000:
+        raise ValidationError("limit: between 1 and 10000")
+    with db.read() as conn:
+        found = repository.select_commands(
+            conn, organisation_id=organisation_id, status=status, meter_id=meter_id, limit=limit
+        )
+        return _views(conn, found)
+
+
+def command_log(db: Database, *, organisation_id: int, command_id: int) -> CommandLog:
+    """One command with every event, oldest first."""
+    with db.read() as conn:
+        command = repository.get(conn, command_id, organisation_id)
+        if command is None:
+            raise NotFoundError(f"command {command_id} not found")
+        events = [CommandEvent(at, event, detail) for at, event, detail in repository.events(conn, command_id)]
+        return CommandLog(_views(conn, [command])[0], events)
+
+
+def cancel(
+    db: Database, *, organisation_id: int, command_id: int, actor: str, reason: str | None = None
+) -> CommandView:
+    """Stop an unfinished command. A recharge push that may already have reached the meter
+    cannot be cancelled: it runs until the meter's counter proves it one way or the other."""
+    at = db.clock()
+    with db.transaction() as conn:
+        command = repository.get(conn, command_id, organisation_id)
+        if command is None:
+            raise NotFoundError(f"command {command_id} not found")
+        if not command.is_open:
+            raise ConflictError(f"command #{command_id} is already {command.status.value}")
+        if command.spec.kind is CommandKind.RECHARGE and command.sent_at is not None:
+            raise ConflictError(
+                f"recharge push #{command_id} may already have reached the meter: it cannot be "
+                "cancelled; wait until it is confirmed or failed, then reconcile"
+            )
+        why = f"cancelled by {actor}" + (f": {reason}" if reason else "")
+        if not repository.finish(conn, command_id, CommandStatus.CANCELLED, why, at):
+            raise ConflictError(f"command #{command_id} finished meanwhile")
+        repository.add_event(conn, command_id, at, "cancelled", {"reason": why})
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="command.cancel",
+            subject=f"command:{command_id}",
+            at=at,
+            detail={"reason": reason or ""},
+        )
+        cancelled = repository.get(conn, command_id)
+        assert cancelled is not None
+        return _views(conn, [cancelled])[0]
+
+
+def push_tariff_prices(
+    db: Database,
+    *,
+    organisation_id: int,
+    meter_id: int,
+    actor: str,
+    idempotency_key: str,
+    deadline_s: int | None = None,
+) -> SendResult:
+    """F-TAR-PUSH: write the price table of the tariff the meter is billed by (the version in
+    force today, in the site's time zone) to the meter."""
+    at = db.clock()
+    with db.transaction() as conn:
+        prices = tariff_prices(conn, organisation_id=organisation_id, meter_id=meter_id, at=at)
+        return send_command_in(
+            conn,
+            organisation_id=organisation_id,
+            meter_id=meter_id,
+            kind=CommandKind.WRITE_PRICES.value,
+            params={"prices": {slot: str(price) for slot, price in prices.items()}},
+            actor=actor,
+            at=at,
+            idempotency_key=idempotency_key,
+            deadline_s=deadline_s,
+        )
+
+
+def tariff_prices(conn: Connection, *, organisation_id: int, meter_id: int, at: datetime) -> dict[str, Any]:
+    current = [a for a in load_assignments(conn, [meter_id]).get(meter_id, []) if a.end_at is None]
+    if not current or current[0].organisation_id != organisation_id:
+        raise ConflictError(f"meter {meter_id} belongs to no open account: it has no tariff to push")
+    tariff = load_tariff(conn, current[0].tariff_id)
+    timezone = conn.execute(
+        select(sites.c.timezone).join(meters, meters.c.site_id == sites.c.id).where(meters.c.id == meter_id)
+    ).scalar_one()
+    today = local_date(at, zone(str(timezone)))
+    in_force = [v for v in tariff.versions if v.effective_from <= today]
+    if not in_force:
+        raise ConflictError(f"the meter's tariff has no version in force on {today}")
+    return dict(meter_price_table(in_force[-1]))
