@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from meterdesk.cli import accounts, places, readings, tariffs
+from meterdesk.cli import accounts, control, places, readings, tariffs
 from meterdesk.cli.common import handled
 
 cli = typer.Typer(
@@ -28,6 +28,12 @@ cli.add_typer(readings.quarantine_cli, name="quarantine")
 cli.command("recharge")(accounts.recharge)
 cli.command("refund")(accounts.refund)
 cli.command("reverse")(accounts.reverse)
+cli.add_typer(control.alarm_cli, name="alarm-plan")
+cli.add_typer(control.policy_cli, name="policy")
+cli.add_typer(control.friendly_cli, name="friendly")
+cli.add_typer(control.holiday_cli, name="holiday")
+cli.command("emergency-credit")(control.emergency)
+cli.command("control-tick")(control.tick_command)
 
 bench_cli = typer.Typer(
     help="Benchmarks that print figures and ratios (see docs/benchmarks.md).", no_args_is_help=True
