@@ -7,7 +7,6 @@ Each PostgreSQL test gets its own schema, so tests never see each other's rows.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,25 +18,7 @@ from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
 from meterdesk.shared.time import FakeClock
-
-PG_URL = os.environ.get(
-    "METERDESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-_pg_state: dict[str, str | None] = {}
-
-
-def postgres_unavailable() -> str | None:
-    """None when PostgreSQL answers, else why not (checked once per run)."""
-    if "reason" not in _pg_state:
-        try:
-            engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
-            with engine.connect() as conn:
-                conn.execute(text("select 1"))
-            engine.dispose()
-            _pg_state["reason"] = None
-        except Exception as error:
-            _pg_state["reason"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
-    return _pg_state["reason"]
+from support.database import PG_URL, _pg_state, postgres_unavailable
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -96,6 +96,20 @@ MONTH_TIERS = {
 }
 
 
+def tou_definition() -> dict[str, Any]:
+    """Valley 00-08, flat 08-10, peak 10-15, flat 15-24 every day; no tiers."""
+    return {
+        "utility": "electricity",
+        "versions": [
+            {
+                "effective_from": "2026-01-01",
+                "prices": TOU_PRICES,
+                "seasons": [{"name": "all", "months": ALL_MONTHS, "workday": TOU_DAY}],
+            }
+        ],
+    }
+
+
 def tou_tier_definition() -> dict[str, Any]:
     """Valley 00-08, flat 08-10, peak 10-15, flat 15-24 every day; monthly adder tiers at 5 and
     12 kWh so a short test stream climbs all three blocks."""
@@ -293,7 +307,9 @@ def row_counts(db: Database) -> dict[str, int]:
 
 def all_transfers(db: Database) -> list[dict[str, Any]]:
     with db.read() as conn:
-        return [dict(row) for row in conn.execute(select(transfers).order_by(transfers.c.id)).mappings()]
+        return [
+            dict(row) for row in conn.execute(select(transfers).order_by(transfers.c.id)).mappings()
+        ]
 
 
 def ledger_balances(db: Database) -> dict[int, int]:

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from typer.testing import CliRunner
 
-from conftest import PG_URL, postgres_unavailable
 from meterdesk.cli import cli
 from meterdesk.cli import common as cli_common
 from meterdesk.db import migrate
@@ -26,6 +25,7 @@ from meterdesk.ledger.tables import ledger_accounts, transfers
 from meterdesk.settings import Settings
 from meterdesk.shared.time import system_clock
 from meterdesk.sites.service import create_organisation
+from support.database import PG_URL, postgres_unavailable
 
 pytestmark = pytest.mark.integration
 

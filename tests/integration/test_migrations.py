@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import CheckConstraint, MetaData, create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from conftest import PG_URL, postgres_unavailable
 from meterdesk.db import migrate
 from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
+from support.database import PG_URL, postgres_unavailable
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,7 @@ tests in ``test_consumption.py`` run on PostgreSQL too.
 
 from __future__ import annotations
 
+import itertools
 import random
 import shutil
 import tempfile
@@ -79,9 +80,7 @@ def meter_plans(draw: st.DrawFn) -> MeterPlan:
     else:
         modulus, opening = D(1_000_000), D(draw(st.integers(0, 10**9))).scaleb(-4)
     steps = draw(
-        st.lists(
-            st.tuples(st.integers(1, 300), st.integers(0, 30_000)), min_size=1, max_size=18
-        )
+        st.lists(st.tuples(st.integers(1, 300), st.integers(0, 30_000)), min_size=1, max_size=18)
     )
     return MeterPlan(draw(st.sampled_from(["flat", "tou_tier"])), modulus, opening, tuple(steps))
 
@@ -111,7 +110,7 @@ def messy_delivery(stream: list[IncomingReading], rng: random.Random) -> list[li
     rng.shuffle(copies)
     cuts = sorted(rng.sample(range(1, len(copies)), k=rng.randint(0, len(copies) - 1)))
     bounds = [0, *cuts, len(copies)]
-    return [copies[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [copies[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @dataclass
@@ -174,6 +173,7 @@ def build_world(db: Database, scenario: Scenario) -> list[int]:
 def read_outcome(db: Database) -> Outcome:
     with db.read() as conn:
         number = dict(conn.execute(select(meters.c.id, meters.c.number)).all())
+        # A month whose lines were all superseded keeps a row of zeros: the same as no row.
         totals = {
             (number[m], p): (q, c, f)
             for m, p, q, c, f in conn.execute(
@@ -185,6 +185,7 @@ def read_outcome(db: Database) -> Outcome:
                     period_totals.c.posted_fen,
                 )
             )
+            if q or c or f
         }
         accepted = {
             (number[m], g, at, total)

@@ -112,9 +112,7 @@ def start_session(
     if organisation_id is None:
         organisation_id = allowed[0] if allowed else None
     elif organisation_id not in allowed:
-        raise ValidationError(
-            f"organisation_id: you are not a member of organisation {organisation_id}"
-        )
+        raise NotFoundError(f"organisation {organisation_id} not found")
     now = db.clock()
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     expires = now + min(policy.idle, policy.max_age)

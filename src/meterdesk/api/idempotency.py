@@ -46,12 +46,16 @@ def fingerprint(request: Request, payload: Any) -> str:
 
 
 def _stored(conn: Connection, organisation_id: int, key: str) -> Any:
-    return conn.execute(
-        select(idempotent_responses).where(
-            idempotent_responses.c.organisation_id == organisation_id,
-            idempotent_responses.c.key == key,
+    return (
+        conn.execute(
+            select(idempotent_responses).where(
+                idempotent_responses.c.organisation_id == organisation_id,
+                idempotent_responses.c.key == key,
+            )
         )
-    ).mappings().first()
+        .mappings()
+        .first()
+    )
 
 
 def _replay(row: Any, request_hash: str, key: str) -> JSONResponse:
@@ -128,7 +132,9 @@ def _audit(
     )
 
 
-def audited(caller: Caller, *, action: str, subject: str, detail: dict[str, Any] | None = None) -> None:
+def audited(
+    caller: Caller, *, action: str, subject: str, detail: dict[str, Any] | None = None
+) -> None:
     """Record an API action (after the service committed it) with the caller's address."""
     with caller.db.transaction() as conn:
         _audit(conn, caller, action, subject, detail or {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -66,6 +67,47 @@ def demo_command(
 
     with handled():
         run_demo(hours=hours, speed=speed, fresh=fresh)
+
+
+@cli.command("simulate")
+def simulate_command(
+    dlt645_tcp: Annotated[
+        str | None, typer.Option("--dlt645-tcp", help="HOST:PORT for DL/T 645 meters")
+    ] = None,
+    modbus_tcp: Annotated[
+        str | None, typer.Option("--modbus-tcp", help="HOST:PORT for Modbus TCP meters")
+    ] = None,
+    modbus_rtu_tcp: Annotated[
+        str | None, typer.Option("--modbus-rtu-tcp", help="HOST:PORT for Modbus RTU over TCP")
+    ] = None,
+    cjt188_tcp: Annotated[
+        str | None, typer.Option("--cjt188-tcp", help="HOST:PORT for CJ/T 188 water meters")
+    ] = None,
+    mqtt_broker: Annotated[
+        str | None, typer.Option("--mqtt-broker", help="HOST:PORT of the broker for a gateway")
+    ] = None,
+    meters: Annotated[int, typer.Option(help="meters per socket (without --config)")] = 3,
+    config: Annotated[Path | None, typer.Option(help="TOML file describing the site")] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="simulated seconds per real second (default 1)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of load curves and start values")] = None,
+) -> None:
+    """Virtual meters and gateways on real sockets, until Ctrl-C (see docs/simulator.md)."""
+    from meterdesk.simulator.cli import run_simulator
+
+    with handled():
+        run_simulator(
+            dlt645_tcp=dlt645_tcp,
+            modbus_tcp=modbus_tcp,
+            modbus_rtu_tcp=modbus_rtu_tcp,
+            cjt188_tcp=cjt188_tcp,
+            mqtt_broker=mqtt_broker,
+            meters=meters,
+            config=config,
+            speed=speed,
+            seed=seed,
+        )
 
 
 @bench_cli.command("ingest")

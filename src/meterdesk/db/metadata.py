@@ -25,6 +25,7 @@ def load_all_tables() -> MetaData:
     from meterdesk.devices import tables as _devices  # noqa: F401
     from meterdesk.ledger import tables as _ledger  # noqa: F401
     from meterdesk.metering import tables as _metering  # noqa: F401
+    from meterdesk.notifications import tables as _notifications  # noqa: F401
     from meterdesk.sites import tables as _sites  # noqa: F401
     from meterdesk.tariffs import tables as _tariffs  # noqa: F401
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from meterdesk.demo.plan import COMMERCIAL
 from meterdesk.demo.queries import AccountState, LedgerCheck
@@ -62,21 +66,36 @@ def _pick(outcome: Outcome) -> tuple[str, str]:
     return statement, balance
 
 
+def program() -> str:
+    """How to call meterdesk from here: ``meterdesk`` when it is on the PATH, else the path of
+    the one running (``.venv/bin/meterdesk`` right after ``make demo``)."""
+    if shutil.which("meterdesk"):
+        return "meterdesk"
+    script = Path(sys.executable).parent / "meterdesk"
+    if not script.exists():
+        return "meterdesk"
+    try:
+        relative = os.path.relpath(script)
+    except ValueError:  # another drive on Windows
+        return str(script)
+    return str(script) if relative.startswith("..") else relative
+
+
 def suggestions(outcome: Outcome, *, where: str) -> list[str]:
     """``where`` says how the CLI finds the same database (a directory to run from, or an
     environment variable to keep set)."""
-    org = f'--org "{outcome.organisation}"'
+    org, md = f'--org "{outcome.organisation}"', program()
     statement, owing = _pick(outcome)
     window = ""
     if outcome.started < datetime.now(UTC) - timedelta(days=STATEMENT_DEFAULT_DAYS):
         window = f" --from {outcome.started.isoformat()}"
     return [
         f"Try next ({where}):",
-        f"  meterdesk account statement {statement} {org}{window}",
-        f"  meterdesk account statement {statement} {org}{window} --json",
-        f"  meterdesk account balance {owing} {org}",
-        f"  meterdesk recharge {owing} 100 {org} --key my-first-recharge",
-        f"  meterdesk quarantine list {org}",
-        f'  meterdesk tariff show "{COMMERCIAL}" {org}',
-        "  meterdesk --help",
+        f"  {md} account statement {statement} {org}{window}",
+        f"  {md} account statement {statement} {org}{window} --json",
+        f"  {md} account balance {owing} {org}",
+        f"  {md} recharge {owing} 100 {org} --key my-first-recharge",
+        f"  {md} quarantine list {org}",
+        f'  {md} tariff show "{COMMERCIAL}" {org}',
+        f"  {md} --help",
     ]

@@ -293,6 +293,13 @@ class MqttIngestService:
     def stats(self) -> IngestStats:
         return self.committer.stats
 
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish on the service's connection (QoS 1), e.g. ``control`` commands."""
+        client = self.sender.client
+        if client is None:
+            raise aiomqtt.MqttError("not connected to the broker")
+        await client.publish(topic, payload, qos=1)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set; then stop reading, commit what arrived, reply, disconnect."""
         self._committing = asyncio.create_task(self.committer.run())

@@ -12,16 +12,18 @@ broker or a database) and the two small writes they feed (``uplink_messages``, `
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, func
+from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from meterdesk.billing.ingest import IncomingReading
-from meterdesk.devices.tables import device_status, uplink_messages
+from meterdesk.db.types import instant_int, scaled_int
+from meterdesk.devices.tables import uplink_messages
 from meterdesk.devices.uplink import (
     MeterReport,
     Report,
@@ -38,7 +40,7 @@ from meterdesk.metering.tables import REGISTER_PLACES
 
 MAX_REGISTER = Decimal(10) ** 12
 MAX_RAW_CHARS = 65_536  # of a refused payload kept in the quarantine
-LIVE_FIELDS = ("voltage_v", "current_a", "power_kw", "pf", "frequency_hz")
+LIVE_FIELDS = ("current_a", "frequency_hz", "pf", "power_kw", "voltage_v")  # sorted: stable JSON
 BAND_FIELDS = (
     ("sharp", "energy_sharp_kwh"),
     ("peak", "energy_peak_kwh"),
@@ -225,76 +227,74 @@ def insert_new(conn: Connection, rows: list[dict[str, object]]) -> set[tuple[str
     return {(str(serial), str(msgid)) for serial, msgid in conn.execute(statement, rows)}
 
 
+# Raw SQL (the same text on SQLite and PostgreSQL) over stored values: no per-value type
+# processing, as in meterdesk.db.bulk. ``{marks}`` becomes the driver's placeholders.
+_ONLINE_SQL = (
+    "INSERT INTO device_status (meter_id, state, last_seen_at, last_error, failures, relay, valve, "
+    "remaining_money, live, updated_at) VALUES ({marks}) "
+    "ON CONFLICT (meter_id) DO UPDATE SET state = excluded.state, "
+    "last_seen_at = excluded.last_seen_at, last_error = NULL, failures = 0, "
+    "relay = COALESCE(excluded.relay, device_status.relay), "
+    "valve = COALESCE(excluded.valve, device_status.valve), "
+    "remaining_money = COALESCE(excluded.remaining_money, device_status.remaining_money), "
+    "live = COALESCE(excluded.live, device_status.live), updated_at = excluded.updated_at "
+    "WHERE device_status.last_seen_at IS NULL OR device_status.last_seen_at <= excluded.last_seen_at"
+)
+_LOST_SQL = (
+    "INSERT INTO device_status (meter_id, state, failures, last_error, updated_at) "
+    "VALUES ({marks}) ON CONFLICT (meter_id) DO UPDATE SET state = excluded.state, "
+    "failures = device_status.failures + 1, last_error = excluded.last_error, "
+    "updated_at = excluded.updated_at"
+)
+OFFLINE_REASON = "the gateway reports the meter offline"
+
+
 def save_live(
     conn: Connection, live: dict[int, tuple[MeterReport, bool]], received_at: datetime
 ) -> None:
-    """Upsert ``device_status``: an online entry sets live values unless a newer one is stored;
-    an offline entry marks the meter lost and keeps its last values."""
-    online = [_status_row(m, e, received_at) for m, (e, ok) in sorted(live.items()) if ok]
-    lost = [
-        {
-            "meter_id": m,
-            "state": "lost",
-            "failures": 1,
-            "updated_at": received_at,
-            "last_error": "the gateway reports the meter offline",
-        }
-        for m, (_, ok) in sorted(live.items())
-        if not ok
-    ]
-    builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    table = device_status
-    if online:
-        statement = builder(table)
-        keep = {
-            name: func.coalesce(statement.excluded[name], table.c[name])
-            for name in ("relay", "valve", "remaining_money", "live")
-        }
-        newer = table.c.last_seen_at.is_(None) | (
-            table.c.last_seen_at <= statement.excluded.last_seen_at
-        )
-        fresh = {
-            name: statement.excluded[name]
-            for name in ("state", "last_seen_at", "last_error", "failures", "updated_at")
-        }
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["meter_id"], set_={**fresh, **keep}, where=newer
-            ),
-            online,
-        )
-    if lost:
-        statement = builder(table)
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["meter_id"],
-                set_={
-                    "state": "lost",
-                    "last_error": statement.excluded.last_error,
-                    "failures": table.c.failures + 1,
-                    "updated_at": statement.excluded.updated_at,
-                },
-            ),
-            lost,
-        )
+    """Upsert ``device_status``: an online entry sets the live values unless a newer one is
+    stored; an offline entry marks the meter lost and keeps its last values."""
+    at = instant_int(received_at)
+    online = [_status_row(m, e, at) for m, (e, ok) in sorted(live.items()) if ok]
+    lost = [(m, "lost", 1, OFFLINE_REASON, at) for m, (_, ok) in sorted(live.items()) if not ok]
+    _executemany(conn, _ONLINE_SQL, online)
+    _executemany(conn, _LOST_SQL, lost)
 
 
-def _status_row(meter_id: int, entry: MeterReport, received_at: datetime) -> dict[str, object]:
-    live = {
-        name: f"{value:f}" for name in LIVE_FIELDS if (value := getattr(entry, name)) is not None
-    }
-    return {
-        "meter_id": meter_id,
-        "state": "online",
-        "last_seen_at": entry.measured_at,
-        "last_error": None,
-        "failures": 0,
-        "relay": entry.relay,
-        "valve": entry.valve,
-        "remaining_money": _money(entry.remaining_money),
-        "live": json.dumps(live, sort_keys=True) if live else None,
-        "updated_at": received_at,
-    }
+def _executemany(conn: Connection, template: str, rows: Sequence[tuple[object, ...]]) -> None:
+    if not rows:
+        return
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(template.format(marks=", ".join([marker] * len(rows[0]))), rows)
+    finally:
+        cursor.close()
+
+
+def _status_row(meter_id: int, entry: MeterReport, at: int) -> tuple[object, ...]:
+    money = _money(entry.remaining_money)
+    return (
+        meter_id,
+        "online",
+        instant_int(entry.measured_at),
+        None,
+        0,
+        entry.relay,
+        entry.valve,
+        None if money is None else scaled_int(money, 2),
+        live_json(entry),
+        at,
+    )
+
+
+def live_json(entry: MeterReport) -> str | None:
+    """The live values as a JSON object of decimal strings. Built by hand (it runs for every
+    entry): names are constants and ``format(value, "f")`` gives only digits, sign and point."""
+    values = [(name, value) for name in LIVE_FIELDS if (value := getattr(entry, name)) is not None]
+    if not values:
+        return None
+    return "{" + ", ".join(f'"{name}": "{value:f}"' for name, value in values) + "}"
 
 
 def _money(value: Decimal | None) -> Decimal | None:

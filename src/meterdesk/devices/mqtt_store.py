@@ -13,11 +13,13 @@ Decisions:
 - A message is known by (gateway serial, msgid). A re-sent one is answered again with the stored
   result and ingests nothing. HISTORY reports overlapping what was received are not special: the
   core drops their duplicates and re-prices late readings.
-- A malformed payload, a payload whose ``sn`` differs from its topic, and a report from an
-  unknown gateway are quarantined (raw payload and reason) and answered ``res: 0``. The contract's
-  ``report_reply`` has no reason field, so the reason lives in the quarantine only. An unknown
-  gateway's message is not recorded in ``uplink_messages``: once the gateway is registered, its
-  re-sent reports are ingested.
+- A malformed payload and a payload whose ``sn`` differs from its topic are quarantined (raw
+  payload and reason) and answered ``res: 0``. The contract's ``report_reply`` has no reason
+  field, so the reason lives in the quarantine only.
+- A report from an unknown gateway is quarantined and *not answered* and not recorded in
+  ``uplink_messages``: the gateway re-sends it at its own pace (a ``res: 0`` would make a gateway
+  that treats it as "resend now", like the simulator's, resend in a tight loop), and once the
+  gateway is registered its re-sent reports are ingested. The quarantine keeps one copy.
 - A meter entry is matched by ``addr`` among the meters of the gateway's organisation that sit on
   a bus of that gateway or on no gateway's bus; no match or several matches quarantine the entry
   (the rest of the report is ingested and acknowledged).
@@ -127,13 +129,11 @@ class UplinkStore:
         return BatchOutcome(replies, work.stats)
 
     def _decide(self, conn: Connection, inbound: Inbound) -> _Decision:
-        try:
-            topic: Topic | None = parse_topic(inbound.topic)
-        except UplinkRejected as error:
-            decision = _Decision(inbound, None, inbound.msgid)
-            decision.reject(error.reason)
+        topic = _up_topic(inbound.topic)
+        if isinstance(topic, str):
+            decision = _Decision(inbound, None, inbound.msgid)  # no topic to answer on
+            decision.reject(topic)
             return decision
-        assert topic is not None
         decision = _Decision(inbound, topic, inbound.msgid)
         decision.gateway = self.directory.gateway(conn, topic.product_key, topic.sn)
         report = inbound.report
@@ -197,6 +197,15 @@ class UplinkStore:
                 _latest(work.live, meter.id, entry)
 
 
+def _up_topic(text: str) -> Topic | str:
+    """The up topic, or why the message cannot be answered."""
+    try:
+        topic = parse_topic(text)
+    except UplinkRejected as error:
+        return error.reason
+    return topic if topic.direction == "up" else f"{text!r} is not an up topic"
+
+
 def _latest(live: dict[int, tuple[MeterReport, bool]], meter_id: int, entry: MeterReport) -> None:
     seen = live.get(meter_id)
     if seen is None or not seen[1] or seen[0].time <= entry.time:
@@ -212,7 +221,12 @@ def _record(conn: Connection, decisions: list[_Decision], received_at: datetime)
         if key is not None:
             decision.new = key not in first
             first.setdefault(key, decision)
-    rows = [mqtt_rows.uplink_row(key, d.status, d.reason, received_at) for key, d in first.items()]
+    # In key order: two ingest processes holding the same re-sent msgids wait for each other in
+    # one order instead of deadlocking on the unique index.
+    rows = [
+        mqtt_rows.uplink_row(k, first[k].status, first[k].reason, received_at)
+        for k in sorted(first)
+    ]
     stored = set(first) - mqtt_rows.insert_new(conn, rows)
     statuses = _statuses(conn, stored)
     for key in stored:
@@ -257,6 +271,8 @@ def _write(conn: Connection, ingestor: Ingestor, work: _Work) -> None:
 def _reply(decision: _Decision) -> Reply | None:
     if decision.topic is None or decision.msgid is None:
         return None  # no topic or no msgid to answer to
+    if decision.gateway is None:
+        return None  # unknown gateway: it re-sends at its own pace until it is registered
     return mqtt_rows.reply(decision.topic, decision.msgid, ok=decision.status == INGESTED)
 
 

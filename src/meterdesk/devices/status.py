@@ -23,7 +23,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -109,9 +109,7 @@ class StatusBook:
         self._dirty_meters: set[int] = set()
         self._dirty_gateways: set[int] = set()
 
-    def track(
-        self, meter_id: int, gateway_id: int | None, known: MeterState | None = None
-    ) -> None:
+    def track(self, meter_id: int, gateway_id: int | None, known: MeterState | None = None) -> None:
         state = known or MeterState(meter_id)
         state.gateway_id = gateway_id
         self.meters[meter_id] = state
@@ -210,7 +208,7 @@ def write_changes(conn: Connection, changes: StatusChanges) -> None:
         )
 
 
-def _state_from_row(row: Mapping[str, Any]) -> MeterState:
+def _state_from_row(row: RowMapping) -> MeterState:
     return MeterState(
         meter_id=int(row["meter_id"]),
         state=str(row["state"]),

@@ -280,15 +280,19 @@ class SerialTransport(_StreamTransport):
         import serial_asyncio_fast  # imported here: only serial buses need it
 
         loop = asyncio.get_running_loop()
-        transport, _ = await serial_asyncio_fast.create_serial_connection(
-            loop,
-            lambda: receiver,
-            self.port,
-            baudrate=self.baud,
-            parity=self.parity,
-            bytesize=self.bytesize,
-            stopbits=self.stopbits,
-        )
+        try:
+            transport, _ = await serial_asyncio_fast.create_serial_connection(
+                loop,
+                lambda: receiver,
+                self.port,
+                baudrate=self.baud,
+                parity=self.parity,
+                bytesize=self.bytesize,
+                stopbits=self.stopbits,
+            )
+        except Exception as error:  # SerialException, termios.error (not an OSError), …
+            self.stats.errors += 1
+            raise DeviceConnectionError(f"{self.name}: cannot open: {error}") from None
         return transport
 
 
@@ -305,14 +309,24 @@ class _FakeWire(asyncio.WriteTransport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
             raise OSError("fake line closed")
-        self._owner.written.append(bytes(data))
-        answer = self._owner.responder(bytes(data))
+        owner = self._owner
+        owner.written.append(bytes(data))
+        answer = owner.responder(bytes(data))
         chunks = [(0.0, answer)] if isinstance(answer, bytes) else list(answer or ())
+        if chunks:  # a request on the line whose answer is still to come
+            owner.outstanding += 1
+            owner.max_outstanding = max(owner.max_outstanding, owner.outstanding)
+        last = max(range(len(chunks)), key=lambda i: chunks[i][0], default=-1)
         loop = asyncio.get_running_loop()
-        for delay_s, chunk in chunks:
-            loop.call_later(delay_s, self._deliver, chunk)
+        for index, (delay_s, chunk) in enumerate(chunks):
+            if delay_s > 0:
+                loop.call_later(delay_s, self._deliver, chunk, index == last)
+            else:  # in order, right after this write
+                loop.call_soon(self._deliver, chunk, index == last)
 
-    def _deliver(self, chunk: bytes) -> None:
+    def _deliver(self, chunk: bytes, last: bool) -> None:
+        if last:
+            self._owner.outstanding -= 1
         if not self._closed:
             self._receiver.data_received(chunk)
 
@@ -336,6 +350,8 @@ class FakeTransport(_StreamTransport):
         self.responder = responder
         self.connect_error = connect_error
         self.written: list[bytes] = []
+        self.outstanding = 0  # requests written whose answer has not fully arrived yet
+        self.max_outstanding = 0  # seen on the line itself: > 1 means two requests overlapped
 
     async def _open(self, receiver: _Receiver) -> asyncio.WriteTransport:
         if self.connect_error is not None:

@@ -40,7 +40,9 @@ class Channel(StrEnum):
 
 
 #: Channels that reach a person; a caller's ``channels`` choice restricts these only.
-PERSON_CHANNELS = frozenset({Channel.SMS, Channel.VOICE, Channel.EMAIL, Channel.WECHAT, Channel.PUSH})
+PERSON_CHANNELS = frozenset(
+    {Channel.SMS, Channel.VOICE, Channel.EMAIL, Channel.WECHAT, Channel.PUSH}
+)
 #: Channels that feed systems (an integration, the demo's log): every subscribed event goes there.
 SYSTEM_CHANNELS = frozenset({Channel.WEBHOOK, Channel.LOG})
 
@@ -134,6 +136,14 @@ def channel(value: str) -> Channel:
     except ValueError:
         known = ", ".join(item.value for item in Channel)
         raise ValidationError(f"unknown channel {value!r} (known: {known})") from None
+
+
+def status(value: str) -> Status:
+    try:
+        return Status(value)
+    except ValueError:
+        known = ", ".join(item.value for item in Status)
+        raise ValidationError(f"unknown status {value!r} (known: {known})") from None
 
 
 def language(value: str | None) -> str:

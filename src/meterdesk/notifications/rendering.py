@@ -173,9 +173,7 @@ class Renderer:
             values = template_values(params, language, tz)
             text = self.environment.get_template(f"{language}/{template}.txt.j2")
             context = text.new_context(dict(values))
-            blocks = {
-                name: "".join(block(context)).strip() for name, block in text.blocks.items()
-            }
+            blocks = {name: "".join(block(context)).strip() for name, block in text.blocks.items()}
             subject, body = blocks["subject"], blocks["body"]
             html = self.environment.get_template("email.html.j2").render(
                 language=language, subject=subject, paragraphs=body.splitlines()

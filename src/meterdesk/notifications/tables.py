@@ -66,7 +66,11 @@ notification_outbox = Table(
 )
 
 # The worker's claim query: due rows in order.
-Index("ix_notification_outbox_due", notification_outbox.c.status, notification_outbox.c.next_attempt_at)
+Index(
+    "ix_notification_outbox_due",
+    notification_outbox.c.status,
+    notification_outbox.c.next_attempt_at,
+)
 Index(
     "ix_notification_outbox_org_created",
     notification_outbox.c.organisation_id,

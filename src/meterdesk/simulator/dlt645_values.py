@@ -129,7 +129,7 @@ def read_value(meter: ElectricityMeter, di: int, now: datetime) -> DataValue | N
         return None
     meter.advance(now)
     value: DataValue | None
-    if di >> 24 == ENERGY_DI3:
+    if di >> 24 == ENERGY_DI3 and item.unit == "kWh":
         value = _energy(meter, di)
     elif di >> 24 == 0x02:
         value = _instantaneous(meter, item.name, now)

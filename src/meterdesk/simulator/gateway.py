@@ -203,6 +203,8 @@ class VirtualGateway:
         self._deliver([meter_report(meter, now) for meter in self.meters.values()], now)
 
     def _deliver(self, entries: list[MeterReport], now: datetime) -> None:
+        if not entries:
+            return
         if self._connected:
             self.outbox.realtime(entries, epoch_ms(now))
             self._wake.set()

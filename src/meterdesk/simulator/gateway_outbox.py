@@ -3,8 +3,10 @@
 - While the uplink is up, each reading becomes a ``REALTIME`` report that stays *pending* until
   the platform acknowledges it (``report_reply`` with ``res`` 1); a pending report is resent
   with the same ``msgid`` every ``resend_after_s`` (``res`` 0 asks for a resend at once).
-- While the uplink is down, readings go to the *backlog* (bounded: the oldest are dropped, as a
-  gateway's flash is finite).
+- While the uplink is down, readings go to the *backlog*. Backlog and pending reports are
+  bounded (the oldest are dropped, as a gateway's memory is finite), and ``due`` hands out at
+  most a burst at a time, so a platform that never acknowledges cannot make the gateway flood
+  the broker.
 - On reconnect, the backlog and every report still pending from before the outage (the platform
   may or may not have received those: overlap) are sent as ``HISTORY`` reports of at most
   ``history_chunk`` meter entries, with new ``msgid`` values, and are pending like any report.
@@ -21,7 +23,9 @@ from dataclasses import dataclass
 
 from meterdesk.devices.uplink import MeterReport, Report, Reported
 
-DEFAULT_BACKLOG = 100_000
+DEFAULT_BACKLOG = 100_000  # meter entries kept while the uplink is down
+DEFAULT_MAX_PENDING = 1_000  # reports waiting for an acknowledgement
+DEFAULT_BURST = 100  # reports published per call of ``due``
 
 
 @dataclass
@@ -40,8 +44,10 @@ class Outbox:
         resend_after_s: float = 30.0,
         history_chunk: int = 20,
         backlog_limit: int = DEFAULT_BACKLOG,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self.sn, self.run = sn, run
+        self.max_pending = max_pending
         self.resend_after_s, self.history_chunk = resend_after_s, history_chunk
         self._counter = 0
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
@@ -55,6 +61,8 @@ class Outbox:
         reported = Reported.model_validate({"source": source, "meters": meters})
         report = Report(msgid=self._msgid(), sn=self.sn, timestamp=now_ms, reported=reported)
         self._pending[report.msgid] = _Pending(report)
+        while len(self._pending) > self.max_pending:  # the gateway's memory is finite
+            self._pending.popitem(last=False)
         return report
 
     def realtime(self, meters: list[MeterReport], now_ms: int) -> Report:
@@ -88,15 +96,21 @@ class Outbox:
         else:
             pending.resend_now = True
 
-    def due(self, now_s: float) -> list[Report]:
-        """Reports to publish now (never sent, refused, or unacknowledged for too long)."""
+    def due(self, now_s: float, limit: int = DEFAULT_BURST) -> list[Report]:
+        """Up to ``limit`` reports to publish now (never sent, refused, or unacknowledged for
+        too long), oldest first."""
         due: list[Report] = []
         for pending in self._pending.values():
+            if len(due) >= limit:
+                break
             stale = pending.sent_at_s is None or now_s - pending.sent_at_s >= self.resend_after_s
             if stale or pending.resend_now:
                 pending.sent_at_s, pending.resend_now = now_s, False
                 due.append(pending.report)
         return due
+
+    def is_pending(self, msgid: str) -> bool:
+        return msgid in self._pending
 
     @property
     def pending_count(self) -> int:

@@ -258,9 +258,14 @@ class ElectricityMeter:
         self._bands[band - 1] += (self.spec.modulus - before - total) % self.spec.modulus
 
     def replace(self, now: datetime) -> None:
-        """Fault: a new meter at the same address — registers, money and counter restart."""
+        """Fault: a new meter at the same address. Registers, purchase counter, relay state,
+        settlements and clock restart; the remaining money is carried over (the installer
+        transfers it) and the thresholds and prices are set as on the old meter."""
         self.advance(now)
-        self._fresh_registers([Decimal(0)] * 4, Decimal(0), now)
+        money, settings = self.engine.money, self.engine.settings
+        self._fresh_registers([Decimal(0)] * 4, money, now)
+        self.engine.settings = settings
+        self.engine.evaluate()
         self.clock = MeterClock()
 
 
@@ -381,6 +386,11 @@ class WaterMeter:
         """What the position switches show: the old position until the move completes."""
         self.advance(now)
         return self.valve.position
+
+    def jump_to_rollover(self, now: datetime, before: Decimal = Decimal("1.00")) -> None:
+        """Fault: the volume register jumps to ``modulus - before`` and soon rolls over."""
+        self.advance(now)
+        self._volume = self.spec.modulus - before
 
     def replace(self, now: datetime) -> None:
         self.advance(now)

@@ -47,7 +47,9 @@ class SessionOut(BaseModel):
 
 
 class PasswordChangeIn(BaseModel):
-    model_config = examples({"current_password": "old secret pass", "new_password": "new secret pass"})
+    model_config = examples(
+        {"current_password": "old secret pass", "new_password": "new secret pass"}
+    )
     current_password: Password
     new_password: Password
 

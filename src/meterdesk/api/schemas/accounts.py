@@ -188,7 +188,7 @@ class ImportOut(BaseModel):
 # -- the desk ------------------------------------------------------------------------------------
 
 
-class RechargeIn(BaseModel):
+class MoneyIn(BaseModel):
     model_config = examples({"amount": "100.00", "method": "cash"})
     amount: Money
     method: PaymentMethod = "cash"

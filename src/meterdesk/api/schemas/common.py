@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
 MONEY_PATTERN = r"^\d{1,12}(\.\d{1,2})?$"
 
@@ -19,7 +19,9 @@ SignedMoney = Annotated[
 Register = Annotated[
     str,
     StringConstraints(pattern=r"^\d{1,14}(\.\d{1,4})?$"),
-    Field(description="a register value as a decimal string, at most 4 places", examples=["1234.5"]),
+    Field(
+        description="a register value as a decimal string, at most 4 places", examples=["1234.5"]
+    ),
 ]
 Ratio = Annotated[
     str,
@@ -29,10 +31,12 @@ Ratio = Annotated[
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-def examples(*values: dict[str, object]) -> ConfigDict:
+def examples(*values: dict[str, Any]) -> ConfigDict:
     """Config for a request body: unknown fields refused; ``values`` shown in the docs (and used
     by the API tests to build requests for every route)."""
-    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(values)})
+    return ConfigDict(
+        extra="forbid", json_schema_extra={"examples": cast(list[JsonValue], list(values))}
+    )
 
 
 class Created(BaseModel):

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Register, Ratio, SignedMoney, examples
+from meterdesk.api.schemas.common import Ratio, Register, SignedMoney, examples
 
 Utility = Literal["electricity", "water"]
 MeterKind = Literal["single_phase", "three_phase", "multi_user_circuit", "water"]
@@ -88,7 +88,11 @@ class ReadingIn(BaseModel):
 
 class ReadingsIn(BaseModel):
     model_config = examples(
-        {"readings": [{"meter_id": 1, "measured_at": "2026-11-02T08:15:00+08:00", "total": "1001.25"}]}
+        {
+            "readings": [
+                {"meter_id": 1, "measured_at": "2026-11-02T08:15:00+08:00", "total": "1001.25"}
+            ]
+        }
     )
     readings: list[ReadingIn] = Field(min_length=1, max_length=10_000)
 

@@ -57,9 +57,9 @@ class RoomIn(BaseModel):
     floor_id: int
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     kind: RoomKind
-    area_m2: (
-        Annotated[str, StringConstraints(pattern=r"^\d{1,7}(\.\d{1,2})?$")] | None
-    ) = Field(default=None, description="area in m² as a decimal string")
+    area_m2: Annotated[str, StringConstraints(pattern=r"^\d{1,7}(\.\d{1,2})?$")] | None = Field(
+        default=None, description="area in m² as a decimal string"
+    )
 
 
 class RoomOut(BaseModel):

@@ -29,20 +29,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from meterdesk.devices.ports import MeterAddress, RelayAction, Snapshot, ValveAction
+from meterdesk.devices.ports import MeterAddress, RelayAction, ValveAction
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.money import parse_money, parse_positive_money, parse_price
 from meterdesk.tariffs.model import Band, TariffVersion
 
 REGISTER_PRICE_PLACES = 4  # DL/T 645 XXXX.XXXX, reference map 0.0001 CNY/kWh
 PRICE_SLOTS = ("sharp", "peak", "flat", "valley")  # tariff 1–4 by Chinese convention
-LIMIT_NAMES = ("alarm_1", "alarm_2", "overdraft", "hoarding", "close_allowed")
+LIMIT_NAMES = ("alarm_1", "alarm_2", "overdraft_limit", "hoarding_limit", "close_allowed")
 REASON_LIMIT = 300
 
 
@@ -190,16 +190,40 @@ def _pairs(values: Mapping[str, Decimal]) -> str:
     return ", ".join(f"{k}={v:f}" for k, v in values.items())
 
 
+SPEC_KEYS: Mapping[CommandKind, set[str]] = {
+    CommandKind.WRITE_PRICES: {"prices"},
+    CommandKind.WRITE_LIMITS: {"limits"},
+    CommandKind.RECHARGE: {"amount", "purchase_count", "transfer_id"},
+}
+
+
+def split_stored(
+    kind: object, params: Mapping[str, object]
+) -> tuple[CommandSpec, dict[str, object]]:
+    """A stored row's parameters: the spec, and the context beside it (why the command was
+    made, for which account …) that other writers such as the control loop keep there."""
+    parsed = parse_kind(kind)
+    keys = SPEC_KEYS.get(parsed, set())
+    spec = parse_spec(parsed, {k: v for k, v in params.items() if k in keys})
+    return spec, {k: v for k, v in params.items() if k not in keys}
+
+
+def parse_context(context: Mapping[str, object] | None, kind: CommandKind) -> dict[str, object]:
+    """Informational parameters (not part of the desired state): plain JSON scalars only."""
+    given = dict(context or {})
+    for key, value in given.items():
+        if key in SPEC_KEYS.get(kind, set()) or key == "request_hash":
+            raise ValidationError(f"context: {key!r} is a command parameter, not context")
+        if value is not None and not isinstance(value, str | int | bool):
+            raise ValidationError(f"context.{key}: a string or a whole number")
+    return given
+
+
 def parse_spec(kind: object, params: Mapping[str, object] | None) -> CommandSpec:
     """Validate a command request; unknown parameters are refused (a typo must not vanish)."""
     parsed = parse_kind(kind)
     given = dict(params or {})
-    allowed = {
-        CommandKind.WRITE_PRICES: {"prices"},
-        CommandKind.WRITE_LIMITS: {"limits"},
-        CommandKind.RECHARGE: {"amount", "purchase_count", "transfer_id"},
-    }.get(parsed, set())
-    unknown = sorted(set(given) - allowed)
+    unknown = sorted(set(given) - SPEC_KEYS.get(parsed, set()))
     if unknown:
         raise ValidationError(f"params: {parsed.value} takes no parameter {unknown[0]!r}")
     if parsed is CommandKind.WRITE_PRICES:
@@ -246,7 +270,9 @@ def _limits(value: object) -> dict[str, Decimal]:
         if limits[name] < 0:
             raise ValidationError(f"params.limits.{name}: cannot be negative")
     if "alarm_1" in limits and "alarm_2" in limits and limits["alarm_1"] < limits["alarm_2"]:
-        raise ValidationError("params.limits: alarm_1 must be at least alarm_2 (alarm 1 comes first)")
+        raise ValidationError(
+            "params.limits: alarm_1 must be at least alarm_2 (alarm 1 comes first)"
+        )
     return {name: limits[name] for name in LIMIT_NAMES if name in limits}
 
 
@@ -271,99 +297,6 @@ def meter_price_table(version: TariffVersion) -> dict[str, Decimal]:
     else:
         prices = {band.value: price for band, price in version.prices.items()}
     return _prices(prices)
-
-
-# --- read-back ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Check:
-    satisfied: bool
-    detail: str  # what the meter showed, in words
-
-
-def check(spec: CommandSpec, snapshot: Snapshot | None, *, acknowledged: bool) -> Check:
-    """Does the meter show the desired state? ``acknowledged``: the meter accepted the command
-    in this attempt (a reply without error)."""
-    if spec.kind in ACKNOWLEDGED_ONLY:
-        if acknowledged:
-            return Check(True, "acknowledged by the meter (its read-back cannot show this)")
-        return Check(False, "not yet written")
-    if spec.kind is CommandKind.RECHARGE:
-        return _check_recharge(spec, snapshot)
-    name, value, words = WANTED[spec.kind]
-    shown = None if snapshot is None else getattr(snapshot, name)
-    if shown == value:
-        return Check(True, f"meter shows {words}")
-    if spec.kind is CommandKind.RELAY_CLOSE_ALLOWED and acknowledged:
-        return Check(True, "close allowed acknowledged; supply returns when the tenant presses the button")
-    if shown is None:
-        if acknowledged and snapshot is not None:
-            return Check(True, f"acknowledged; the meter does not report its {name} state")
-        return Check(False, f"the meter did not report its {name} state")
-    return Check(False, f"{name} is {_show(shown)}, expected {_show(value)}")
-
-
-def _show(value: object) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
-
-
-def _check_recharge(spec: CommandSpec, snapshot: Snapshot | None) -> Check:
-    count = None if snapshot is None else snapshot.purchase_count
-    if count is None:
-        return Check(False, "the meter did not report its purchase count")
-    if count == spec.purchase_count:
-        return Check(True, f"purchase count is {count}")
-    return Check(False, f"purchase count is {count}, expected {spec.purchase_count}")
-
-
-def money_note(*, before: Decimal | None, amount: Decimal, after: Decimal | None, tolerance: Decimal) -> str:
-    """Remaining money after an accepted push should be at least before + amount (less what the
-    tenant used meanwhile). The purchase count is the proof; a shortfall is a note that the
-    reconciliation report will show, never a reason to push again."""
-    if before is None or after is None:
-        return ""
-    expected = before + amount - tolerance
-    if after >= expected:
-        return f"remaining money {after:f} (was {before:f})"
-    return f"remaining money {after:f} is below the expected {before + amount:f}: reconcile"
-
-
-class RechargeStep(StrEnum):
-    SEND = "send"
-    CONFIRM = "confirm"
-    FAIL = "fail"
-    WAIT = "wait"  # the meter did not tell its counter: try again later
-
-
-@dataclass(frozen=True)
-class RechargeDecision:
-    step: RechargeStep
-    purchase_count: int | None
-    detail: str
-
-
-def plan_recharge(*, assigned: int | None, meter_count: int | None, ever_sent: bool) -> RechargeDecision:
-    """Decide a recharge attempt from the meter's purchase counter, read just before sending."""
-    if meter_count is None:
-        return RechargeDecision(RechargeStep.WAIT, assigned, "the meter did not report its purchase count")
-    if not ever_sent:  # N is still provisional: fix it from the counter the meter shows now
-        fixed = meter_count + 1
-        note = "" if fixed == assigned else f"purchase count set to {fixed} (meter shows {meter_count})"
-        return RechargeDecision(RechargeStep.SEND, fixed, note)
-    assert assigned is not None  # a push that was sent always has its N
-    if meter_count == assigned:
-        return RechargeDecision(RechargeStep.CONFIRM, assigned, f"purchase count is {assigned}: the push took effect")
-    if meter_count == assigned - 1:
-        return RechargeDecision(RechargeStep.SEND, assigned, f"meter shows {meter_count}: send purchase {assigned} again")
-    where = "behind" if meter_count < assigned else "past"
-    return RechargeDecision(
-        RechargeStep.FAIL,
-        assigned,
-        f"read-back disagrees: purchase count {meter_count} is {where} purchase {assigned}; reconcile before pushing again",
-    )
 
 
 # --- retries, deadlines, supersede -------------------------------------------------------------
@@ -416,7 +349,9 @@ def deadline_passed(last: str | None) -> str:
 
 
 def disagrees(detail: str) -> str:
-    return clip(detail if detail.startswith("read-back disagrees") else f"read-back disagrees: {detail}")
+    return clip(
+        detail if detail.startswith("read-back disagrees") else f"read-back disagrees: {detail}"
+    )
 
 
 def clip(text: str) -> str:
@@ -443,10 +378,25 @@ class Command:
     request_hash: str = ""
     sent_at: datetime | None = None
     finished_at: datetime | None = None
+    context: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def is_open(self) -> bool:
         return self.status.value in OPEN_STATUSES
+
+
+def superseded_by(command: Command, others: Iterable[Command]) -> int | None:
+    """The newest open command of the same meter that replaces this one, if any. Also applied
+    by the executor, for rows written without :func:`service.send_command` (the control loop)."""
+    newer = [
+        other.id
+        for other in others
+        if other.meter_id == command.meter_id
+        and other.id > command.id
+        and other.is_open
+        and supersedes(other.spec, command.spec)
+    ]
+    return max(newer, default=None)
 
 
 @dataclass(frozen=True)

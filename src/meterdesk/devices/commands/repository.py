@@ -16,10 +16,20 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    and_,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 
+from meterdesk.db.types import Instant
 from meterdesk.devices.commands.model import (
     OPEN_STATUSES,
     Command,
@@ -28,23 +38,25 @@ from meterdesk.devices.commands.model import (
     CommandStatus,
     CommandTarget,
     clip,
-    parse_spec,
+    split_stored,
+    superseded_by,
 )
-from meterdesk.devices.ports import MeterAddress, Snapshot
-from meterdesk.devices.tables import command_events, commands, device_status
+from meterdesk.devices.ports import MeterAddress
+from meterdesk.devices.tables import command_events, commands
 from meterdesk.metering.tables import meters
 
 REQUEST_HASH = "request_hash"  # kept beside the parameters in commands.params
 
 
-def _command(row: Mapping[str, Any]) -> Command:
+def _command(row: RowMapping) -> Command:
     params = json.loads(row["params"])
     request_hash = str(params.pop(REQUEST_HASH, ""))
+    spec, context = split_stored(row["kind"], params)
     return Command(
         id=int(row["id"]),
         organisation_id=int(row["organisation_id"]),
         meter_id=int(row["meter_id"]),
-        spec=parse_spec(row["kind"], params),
+        spec=spec,
         status=CommandStatus(row["status"]),
         reason=row["reason"],
         attempts=int(row["attempts"]),
@@ -54,14 +66,15 @@ def _command(row: Mapping[str, Any]) -> Command:
         idempotency_key=str(row["idempotency_key"]),
         created_by=str(row["created_by"]),
         created_at=row["created_at"],
-        request_hash=request_hash,
+        request_hash=request_hash or spec.request_hash(int(row["meter_id"])),
         sent_at=row["sent_at"],
         finished_at=row["finished_at"],
+        context=context,
     )
 
 
-def _params_text(spec: CommandSpec, request_hash: str) -> str:
-    return json.dumps({**spec.to_params(), REQUEST_HASH: request_hash}, sort_keys=True)
+def _params_text(spec: CommandSpec, request_hash: str, context: Mapping[str, object]) -> str:
+    return json.dumps({**context, **spec.to_params(), REQUEST_HASH: request_hash}, sort_keys=True)
 
 
 def insert_command(
@@ -75,13 +88,14 @@ def insert_command(
     at: datetime,
     deadline_at: datetime,
     max_attempts: int,
+    context: Mapping[str, object],
 ) -> int:
     result = conn.execute(
         insert(commands).values(
             organisation_id=organisation_id,
             meter_id=meter_id,
             kind=spec.kind.value,
-            params=_params_text(spec, spec.request_hash(meter_id)),
+            params=_params_text(spec, spec.request_hash(meter_id), context),
             status=CommandStatus.PENDING.value,
             reason=None,
             attempts=0,
@@ -124,9 +138,17 @@ def many(conn: Connection, command_ids: Iterable[int]) -> list[Command]:
 
 
 def for_meter(conn: Connection, meter_id: int, statuses: Iterable[str]) -> list[Command]:
+    return for_meters(conn, [meter_id], statuses)
+
+
+def for_meters(
+    conn: Connection, meter_ids: Iterable[int], statuses: Iterable[str]
+) -> list[Command]:
     rows = conn.execute(
         select(commands)
-        .where(commands.c.meter_id == meter_id, commands.c.status.in_(list(statuses)))
+        .where(
+            commands.c.meter_id.in_(sorted(set(meter_ids))), commands.c.status.in_(list(statuses))
+        )
         .order_by(commands.c.id)
     )
     return [_command(row) for row in rows.mappings()]
@@ -192,7 +214,9 @@ def finish(
     result = conn.execute(
         update(commands)
         .where(_open(command_id))
-        .values(status=status.value, reason=None if reason is None else clip(reason), finished_at=at)
+        .values(
+            status=status.value, reason=None if reason is None else clip(reason), finished_at=at
+        )
     )
     return result.rowcount == 1
 
@@ -217,11 +241,36 @@ def mark_sent(conn: Connection, command: Command, spec: CommandSpec, at: datetim
         .where(condition)
         .values(
             status=CommandStatus.SENT.value,
-            sent_at=func.coalesce(commands.c.sent_at, at),
-            params=_params_text(spec, command.request_hash),
+            sent_at=func.coalesce(commands.c.sent_at, literal(at, Instant)),
+            params=_params_text(spec, command.request_hash, command.context),
         )
     )
     return result.rowcount == 1
+
+
+def record_sent(
+    conn: Connection,
+    command: Command,
+    spec: CommandSpec,
+    at: datetime,
+    detail: Mapping[str, object],
+    meter_count: int | None,
+) -> bool:
+    """Mark sent and log it (and a recharge's purchase count fixed on its first send)."""
+    if not mark_sent(conn, command, spec, at):
+        return False
+    if spec.purchase_count != command.spec.purchase_count:
+        renumbered = {"from": command.spec.purchase_count, "to": spec.purchase_count}
+        add_event(conn, command.id, at, "renumbered", {**renumbered, "meter_count": meter_count})
+    add_event(conn, command.id, at, "sent", detail)
+    return True
+
+
+def record_retry(
+    conn: Connection, command_id: int, at: datetime, when: datetime, detail: Mapping[str, object]
+) -> None:
+    rescheduled = reschedule(conn, command_id, when, str(detail["reason"]))
+    add_event(conn, command_id, at, "retry" if rescheduled else "late_result", detail)
 
 
 def claim(conn: Connection, *, now: datetime, limit: int, lease: timedelta) -> list[int]:
@@ -253,6 +302,26 @@ def claim(conn: Connection, *, now: datetime, limit: int, lease: timedelta) -> l
             .values(next_attempt_at=now + lease, attempts=commands.c.attempts + 1)
         )
     return ids
+
+
+def claim_batch(
+    conn: Connection, *, now: datetime, limit: int, lease: timedelta
+) -> list[tuple[Command, CommandTarget]]:
+    """Claim due commands with their targets. A claimed command that a newer open one replaces
+    is cancelled here: rows written without ``send_command`` (the control loop's outbox) were
+    never superseded when they were created."""
+    found = many(conn, claim(conn, now=now, limit=limit, lease=lease))
+    meter_ids = {c.meter_id for c in found}
+    rivals = for_meters(conn, meter_ids, OPEN_STATUSES)
+    live = []
+    for command in found:
+        newer = superseded_by(command, rivals)
+        if newer is None:
+            live.append(command)
+        elif finish(conn, command.id, CommandStatus.CANCELLED, f"superseded by #{newer}", now):
+            add_event(conn, command.id, now, "cancelled", {"reason": f"superseded by #{newer}"})
+    found_targets = targets(conn, meter_ids)
+    return [(c, found_targets[c.meter_id]) for c in live]
 
 
 def targets(conn: Connection, meter_ids: Iterable[int]) -> dict[int, CommandTarget]:
@@ -288,70 +357,6 @@ def lock_meter(conn: Connection, *, organisation_id: int, meter_id: int) -> dict
             .where(meters.c.id == meter_id, meters.c.organisation_id == organisation_id)
             .with_for_update()
         )
-        .mappings()
-        .one_or_none()
-    )
-    return None if row is None else dict(row)
-
-
-# --- device status -----------------------------------------------------------------------------
-
-_MIRRORED = ("relay", "valve", "protected", "remaining_money", "purchase_count")
-
-
-def _upsert(
-    conn: Connection, values: dict[str, Any], keep: Iterable[str], insert_only: Iterable[str] = ()
-) -> None:
-    """Insert or update one device_status row; columns in ``keep`` keep their stored value when
-    the new value is NULL (a read that did not include them); ``insert_only`` columns are set
-    only when the row is new."""
-    builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = builder(device_status).values(**values)
-    fixed = {"meter_id", "failures", *insert_only}
-    changes: dict[str, Any] = {
-        name: statement.excluded[name] for name in values if name not in fixed
-    }
-    for name in keep:
-        changes[name] = func.coalesce(statement.excluded[name], device_status.c[name])
-    changes["failures"] = (
-        device_status.c.failures + 1 if values["failures"] else statement.excluded.failures
-    )
-    conn.execute(statement.on_conflict_do_update(index_elements=["meter_id"], set_=changes))
-
-
-def save_snapshot(conn: Connection, snapshot: Snapshot, at: datetime) -> None:
-    """What a successful read showed: online, and every field the meter reported."""
-    values: dict[str, Any] = {
-        "meter_id": snapshot.meter_id,
-        "state": "online",
-        "last_seen_at": snapshot.measured_at,
-        "last_error": None,
-        "failures": 0,
-        "relay": snapshot.relay,
-        "valve": snapshot.valve,
-        "protected": None if snapshot.protected is None else int(snapshot.protected),
-        "remaining_money": snapshot.remaining_money,
-        "purchase_count": snapshot.purchase_count,
-        "updated_at": at,
-    }
-    _upsert(conn, values, _MIRRORED)
-
-
-def save_failure(conn: Connection, meter_id: int, error: str, at: datetime) -> None:
-    """A command could not reach the meter. Online/lost is the poller's call: only count it."""
-    values: dict[str, Any] = {
-        "meter_id": meter_id,
-        "state": "unknown",
-        "last_error": clip(error),
-        "failures": 1,
-        "updated_at": at,
-    }
-    _upsert(conn, values, (), insert_only=("state",))
-
-
-def status_of(conn: Connection, meter_id: int) -> dict[str, Any] | None:
-    row = (
-        conn.execute(select(device_status).where(device_status.c.meter_id == meter_id))
         .mappings()
         .one_or_none()
     )

@@ -14,6 +14,7 @@ operators acting on one meter are serialised and the newer command always supers
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +23,6 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
-from meterdesk.billing.repository import load_assignments
 from meterdesk.db.database import Database
 from meterdesk.devices.commands import repository
 from meterdesk.devices.commands.model import (
@@ -36,7 +36,7 @@ from meterdesk.devices.commands.model import (
     CommandKind,
     CommandSpec,
     CommandStatus,
-    meter_price_table,
+    parse_context,
     parse_spec,
     supersedes,
 )
@@ -47,9 +47,6 @@ from meterdesk.shared.errors import (
     NotFoundError,
     ValidationError,
 )
-from meterdesk.shared.time import local_date, zone
-from meterdesk.sites.tables import sites
-from meterdesk.tariffs.repository import load_tariff
 
 
 @dataclass(frozen=True)
@@ -70,6 +67,7 @@ class CommandView:
     created_at: datetime
     sent_at: datetime | None
     finished_at: datetime | None
+    context: dict[str, object]  # why the command was made (control loop: reason, account)
 
 
 @dataclass(frozen=True)
@@ -110,12 +108,14 @@ def view(command: Command, meter_number: str) -> CommandView:
         created_at=command.created_at,
         sent_at=command.sent_at,
         finished_at=command.finished_at,
+        context=dict(command.context),
     )
 
 
 def _views(conn: Connection, found: list[Command]) -> list[CommandView]:
     ids = sorted({c.meter_id for c in found})
-    numbers = dict(conn.execute(select(meters.c.id, meters.c.number).where(meters.c.id.in_(ids))).tuples())
+    rows = conn.execute(select(meters.c.id, meters.c.number).where(meters.c.id.in_(ids)))
+    numbers = {int(meter_id): str(number) for meter_id, number in rows}
     return [view(command, str(numbers.get(command.meter_id, "?"))) for command in found]
 
 
@@ -130,6 +130,7 @@ def send_command(
     idempotency_key: str,
     deadline_s: int | None = None,
     max_attempts: int | None = None,
+    context: Mapping[str, object] | None = None,
 ) -> SendResult:
     """Record a command for the executor; supersede older ones of the same aspect."""
     with db.transaction() as conn:
@@ -144,6 +145,7 @@ def send_command(
             idempotency_key=idempotency_key,
             deadline_s=deadline_s,
             max_attempts=max_attempts,
+            context=context,
         )
 
 
@@ -159,6 +161,7 @@ def send_command_in(
     idempotency_key: str,
     deadline_s: int | None = None,
     max_attempts: int | None = None,
+    context: Mapping[str, object] | None = None,
 ) -> SendResult:
     spec = parse_spec(kind, params)
     if spec.kind is CommandKind.RECHARGE:
@@ -175,12 +178,21 @@ def send_command_in(
         idempotency_key=idempotency_key,
         deadline_s=deadline_s,
         max_attempts=max_attempts,
+        context=context,
     )
 
 
 def _limits(spec: CommandSpec, deadline_s: int | None, max_attempts: int | None) -> tuple[int, int]:
-    seconds = deadline_s if deadline_s is not None else DEFAULT_DEADLINE_S.get(spec.kind, FALLBACK_DEADLINE_S)
-    attempts = max_attempts if max_attempts is not None else DEFAULT_MAX_ATTEMPTS.get(spec.kind, FALLBACK_MAX_ATTEMPTS)
+    seconds = (
+        deadline_s
+        if deadline_s is not None
+        else DEFAULT_DEADLINE_S.get(spec.kind, FALLBACK_DEADLINE_S)
+    )
+    attempts = (
+        max_attempts
+        if max_attempts is not None
+        else DEFAULT_MAX_ATTEMPTS.get(spec.kind, FALLBACK_MAX_ATTEMPTS)
+    )
     if not MIN_DEADLINE_S <= seconds <= MAX_DEADLINE_S:
         raise ValidationError(f"deadline_s: between {MIN_DEADLINE_S} and {MAX_DEADLINE_S} seconds")
     if not 1 <= attempts <= 1000:
@@ -188,12 +200,19 @@ def _limits(spec: CommandSpec, deadline_s: int | None, max_attempts: int | None)
     return seconds, attempts
 
 
-def _replay(existing: Command, spec: CommandSpec, meter_id: int, key: str) -> Command:
+def _replayed(
+    conn: Connection, key: str, spec: CommandSpec, meter_id: int, given_key: str
+) -> SendResult | None:
+    """The command already recorded under this key for this very request, if any."""
+    existing = repository.find_by_key(conn, key)
+    if existing is None:
+        return None
     if existing.meter_id != meter_id or existing.request_hash != spec.request_hash(meter_id):
         raise IdempotencyConflictError(
-            f"idempotency key {key!r} was already used for a different command (#{existing.id})"
+            f"idempotency key {given_key!r} was already used for a different command "
+            f"(#{existing.id})"
         )
-    return existing
+    return SendResult(_views(conn, [existing])[0], True)
 
 
 def create_in(
@@ -207,15 +226,14 @@ def create_in(
     idempotency_key: str,
     deadline_s: int | None = None,
     max_attempts: int | None = None,
+    context: Mapping[str, object] | None = None,
 ) -> SendResult:
     """Record a validated command (recharges included) inside the caller's transaction."""
-    if not idempotency_key.strip():
-        raise ValidationError("idempotency_key: must not be empty")
     seconds, attempts = _limits(spec, deadline_s, max_attempts)
-    key = f"{organisation_id}:{idempotency_key}"
-    existing = repository.find_by_key(conn, key)
-    if existing is not None:
-        return SendResult(_views(conn, [_replay(existing, spec, meter_id, idempotency_key)])[0], True)
+    key = _scoped_key(organisation_id, idempotency_key)
+    replayed = _replayed(conn, key, spec, meter_id, idempotency_key)
+    if replayed is not None:
+        return replayed
     meter = repository.lock_meter(conn, organisation_id=organisation_id, meter_id=meter_id)
     if meter is None:
         raise NotFoundError(f"meter {meter_id} not found")
@@ -231,13 +249,38 @@ def create_in(
                 at=at,
                 deadline_at=at + timedelta(seconds=seconds),
                 max_attempts=attempts,
+                context=parse_context(context, spec.kind),
             )
     except IntegrityError:  # the same key, committed by someone else a moment ago
-        existing = repository.find_by_key(conn, key)
-        assert existing is not None
-        return SendResult(_views(conn, [_replay(existing, spec, meter_id, idempotency_key)])[0], True)
+        return _replayed(conn, key, spec, meter_id, idempotency_key) or _missing(key)
+    superseded = _created(conn, organisation_id, meter, command_id, spec, actor, at)
+    created = repository.get(conn, command_id)
+    assert created is not None
+    return SendResult(view(created, str(meter["number"])), False, superseded)
+
+
+def _scoped_key(organisation_id: int, idempotency_key: str) -> str:
+    if not idempotency_key.strip():
+        raise ValidationError("idempotency_key: must not be empty")
+    return f"{organisation_id}:{idempotency_key}"
+
+
+def _missing(key: str) -> SendResult:
+    raise ConflictError(f"idempotency key {key!r} is taken but its command cannot be read")
+
+
+def _created(
+    conn: Connection,
+    organisation_id: int,
+    meter: dict[str, Any],
+    command_id: int,
+    spec: CommandSpec,
+    actor: str,
+    at: datetime,
+) -> tuple[int, ...]:
+    """Log and audit the creation; cancel what the new desired state replaces."""
     repository.add_event(conn, command_id, at, "created", {"desired": spec.describe(), "by": actor})
-    superseded = _supersede(conn, meter_id, command_id, spec, at)
+    superseded = _supersede(conn, int(meter["id"]), command_id, spec, at)
     audit.record(
         conn,
         organisation_id=organisation_id,
@@ -245,17 +288,24 @@ def create_in(
         action="command.send",
         subject=f"meter:{meter['number']}",
         at=at,
-        detail={"command": command_id, "kind": spec.kind.value, "params": spec.to_params(), "superseded": list(superseded)},
+        detail={
+            "command": command_id,
+            "kind": spec.kind.value,
+            "params": spec.to_params(),
+            "superseded": list(superseded),
+        },
     )
-    created = repository.get(conn, command_id)
-    assert created is not None
-    return SendResult(view(created, str(meter["number"])), False, superseded)
+    return superseded
 
 
-def _supersede(conn: Connection, meter_id: int, newer_id: int, spec: CommandSpec, at: datetime) -> tuple[int, ...]:
+def _supersede(
+    conn: Connection, meter_id: int, newer_id: int, spec: CommandSpec, at: datetime
+) -> tuple[int, ...]:
     """Cancel the meter's older unfinished commands that the new desired state replaces."""
     done = []
-    for older in repository.for_meter(conn, meter_id, (CommandStatus.PENDING.value, CommandStatus.SENT.value)):
+    for older in repository.for_meter(
+        conn, meter_id, (CommandStatus.PENDING.value, CommandStatus.SENT.value)
+    ):
         if older.id == newer_id or not supersedes(spec, older.spec):
             continue
         reason = f"superseded by #{newer_id}"
@@ -275,7 +325,9 @@ def list_commands(
 ) -> list[CommandView]:
     """Newest first."""
     if status is not None and status not in {s.value for s in CommandStatus}:
-        raise ValidationError(f"status: {status!r} is not one of {', '.join(s.value for s in CommandStatus)}")
+        raise ValidationError(
+            f"status: {status!r} is not one of {', '.join(s.value for s in CommandStatus)}"
+        )
     if not 1 <= limit <= 10_000:
         raise ValidationError("limit: between 1 and 10000")
     with db.read() as conn:
@@ -291,7 +343,10 @@ def command_log(db: Database, *, organisation_id: int, command_id: int) -> Comma
         command = repository.get(conn, command_id, organisation_id)
         if command is None:
             raise NotFoundError(f"command {command_id} not found")
-        events = [CommandEvent(at, event, detail) for at, event, detail in repository.events(conn, command_id)]
+        events = [
+            CommandEvent(at, event, detail)
+            for at, event, detail in repository.events(conn, command_id)
+        ]
         return CommandLog(_views(conn, [command])[0], events)
 
 
@@ -328,45 +383,3 @@ def cancel(
         cancelled = repository.get(conn, command_id)
         assert cancelled is not None
         return _views(conn, [cancelled])[0]
-
-
-def push_tariff_prices(
-    db: Database,
-    *,
-    organisation_id: int,
-    meter_id: int,
-    actor: str,
-    idempotency_key: str,
-    deadline_s: int | None = None,
-) -> SendResult:
-    """F-TAR-PUSH: write the price table of the tariff the meter is billed by (the version in
-    force today, in the site's time zone) to the meter."""
-    at = db.clock()
-    with db.transaction() as conn:
-        prices = tariff_prices(conn, organisation_id=organisation_id, meter_id=meter_id, at=at)
-        return send_command_in(
-            conn,
-            organisation_id=organisation_id,
-            meter_id=meter_id,
-            kind=CommandKind.WRITE_PRICES.value,
-            params={"prices": {slot: str(price) for slot, price in prices.items()}},
-            actor=actor,
-            at=at,
-            idempotency_key=idempotency_key,
-            deadline_s=deadline_s,
-        )
-
-
-def tariff_prices(conn: Connection, *, organisation_id: int, meter_id: int, at: datetime) -> dict[str, Any]:
-    current = [a for a in load_assignments(conn, [meter_id]).get(meter_id, []) if a.end_at is None]
-    if not current or current[0].organisation_id != organisation_id:
-        raise ConflictError(f"meter {meter_id} belongs to no open account: it has no tariff to push")
-    tariff = load_tariff(conn, current[0].tariff_id)
-    timezone = conn.execute(
-        select(sites.c.timezone).join(meters, meters.c.site_id == sites.c.id).where(meters.c.id == meter_id)
-    ).scalar_one()
-    today = local_date(at, zone(str(timezone)))
-    in_force = [v for v in tariff.versions if v.effective_from <= today]
-    if not in_force:
-        raise ConflictError(f"the meter's tariff has no version in force on {today}")
-    return dict(meter_price_table(in_force[-1]))

@@ -85,9 +85,7 @@ class HttpOptions:
         )
 
 
-async def request(
-    options: HttpOptions, method: str, url: str, **kwargs: Any
-) -> httpx.Response:
+async def request(options: HttpOptions, method: str, url: str, **kwargs: Any) -> httpx.Response:
     """One HTTP call with network errors and 5xx / 429 turned into transient failures."""
     try:
         async with options.client() as client:

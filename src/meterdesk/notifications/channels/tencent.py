@@ -71,9 +71,7 @@ def canonical_request(
     lowered = {name.lower(): value for name, value in headers.items()}
     names = sorted(name.lower() for name in signed_headers)
     canonical_headers = "".join(f"{name}:{lowered[name].strip().lower()}\n" for name in names)
-    return "\n".join(
-        [method, "/", query, canonical_headers, ";".join(names), sha256_hex(payload)]
-    )
+    return "\n".join([method, "/", query, canonical_headers, ";".join(names), sha256_hex(payload)])
 
 
 def credential_scope(timestamp: int, service: str) -> str:

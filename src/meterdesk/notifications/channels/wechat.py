@@ -91,14 +91,18 @@ class WeChatTemplate:
             try:
                 return await self._post(await self.token(), body)
             except _TokenRejectedError as error:
-                raise TransientDeliveryError(f"wechat: access token rejected twice: {error}") from None
+                raise TransientDeliveryError(
+                    f"wechat: access token rejected twice: {error}"
+                ) from None
 
     def _body(self, message: OutgoingMessage, ref: WeChatTemplateRef) -> dict[str, Any]:
         values = {**message.values, "subject": message.subject, "text": message.text}
         body: dict[str, Any] = {
             "touser": message.address,
             "template_id": ref.template_id,
-            "data": {name: {"value": fill(pattern, values)} for name, pattern in ref.fields.items()},
+            "data": {
+                name: {"value": fill(pattern, values)} for name, pattern in ref.fields.items()
+            },
             "client_msg_id": message.idempotency_key,
         }
         if ref.url:

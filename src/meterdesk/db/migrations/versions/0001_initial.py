@@ -261,6 +261,44 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "notification_channel_settings",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("channel", sa.String(length=20), nullable=False),
+        sa.Column("provider", sa.String(length=20), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("events", sa.Text(), nullable=True),
+        sa.Column("config", sa.Text(), nullable=False),
+        sa.Column("secret_refs", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.Column("updated_by", sa.String(length=100), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_notification_channel_settings_organisation_id_organisations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_channel_settings")),
+        sa.UniqueConstraint(
+            "organisation_id",
+            "channel",
+            name=op.f("uq_notification_channel_settings_organisation_id_channel"),
+        ),
+    )
+    op.create_table(
+        "notification_quiet_hours",
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("start_local", sa.String(length=5), nullable=False),
+        sa.Column("end_local", sa.String(length=5), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.Column("updated_by", sa.String(length=100), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_notification_quiet_hours_organisation_id_organisations"),
+        ),
+        sa.PrimaryKeyConstraint("organisation_id", name=op.f("pk_notification_quiet_hours")),
+    )
+    op.create_table(
         "sessions",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
@@ -839,6 +877,67 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "notification_outbox",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("event_kind", sa.String(length=40), nullable=False),
+        sa.Column("event_key", sa.String(length=200), nullable=False),
+        sa.Column("customer_id", sa.Integer(), nullable=True),
+        sa.Column("account_id", sa.Integer(), nullable=True),
+        sa.Column("channel", sa.String(length=20), nullable=False),
+        sa.Column("address", sa.String(length=500), nullable=False),
+        sa.Column("language", sa.String(length=10), nullable=False),
+        sa.Column("timezone", sa.String(length=64), nullable=False),
+        sa.Column("template_key", sa.String(length=60), nullable=False),
+        sa.Column("params", sa.Text(), nullable=False),
+        sa.Column("dedupe_key", sa.String(length=64), nullable=False),
+        sa.Column("urgency", sa.String(length=10), nullable=False),
+        sa.Column("status", sa.String(length=12), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.BigInteger(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("provider_message_id", sa.String(length=200), nullable=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("sent_at", sa.BigInteger(), nullable=True),
+        sa.CheckConstraint(
+            "status IN ('pending', 'sending', 'sent', 'failed', 'suppressed')",
+            name=op.f("ck_notification_outbox_status"),
+        ),
+        sa.CheckConstraint(
+            "urgency IN ('urgent', 'normal')", name=op.f("ck_notification_outbox_urgency")
+        ),
+        sa.CheckConstraint("attempts >= 0", name=op.f("ck_notification_outbox_attempts")),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_notification_outbox_account_id_accounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+            name=op.f("fk_notification_outbox_customer_id_customers"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_notification_outbox_organisation_id_organisations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_outbox")),
+        sa.UniqueConstraint("dedupe_key", name=op.f("uq_notification_outbox_dedupe_key")),
+    )
+    with op.batch_alter_table("notification_outbox", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_notification_outbox_account_id"), ["account_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_notification_outbox_customer_id"), ["customer_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_notification_outbox_due", ["status", "next_attempt_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_notification_outbox_org_created", ["organisation_id", "created_at"], unique=False
+        )
+
+    op.create_table(
         "period_totals",
         sa.Column("meter_id", sa.Integer(), nullable=False),
         sa.Column("account_id", sa.Integer(), nullable=False),
@@ -933,11 +1032,50 @@ def upgrade() -> None:
             batch_op.f("ix_command_events_command_id"), ["command_id"], unique=False
         )
 
+    op.create_table(
+        "notification_log",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "outbox_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("at", sa.BigInteger(), nullable=False),
+        sa.Column("channel", sa.String(length=20), nullable=False),
+        sa.Column("result", sa.String(length=12), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("provider_message_id", sa.String(length=200), nullable=True),
+        sa.Column("detail", sa.Text(), nullable=True),
+        sa.CheckConstraint(
+            "result IN ('sent', 'retry', 'failed', 'deferred', 'suppressed')",
+            name=op.f("ck_notification_log_result"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_notification_log_organisation_id_organisations"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["outbox_id"],
+            ["notification_outbox.id"],
+            name=op.f("fk_notification_log_outbox_id_notification_outbox"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_log")),
+    )
+    with op.batch_alter_table("notification_log", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_notification_log_outbox_id"), ["outbox_id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("notification_log", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_notification_log_outbox_id"))
+
+    op.drop_table("notification_log")
     with op.batch_alter_table("command_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_command_events_command_id"))
 
@@ -950,6 +1088,13 @@ def downgrade() -> None:
 
     op.drop_table("quarantine")
     op.drop_table("period_totals")
+    with op.batch_alter_table("notification_outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_notification_outbox_org_created")
+        batch_op.drop_index("ix_notification_outbox_due")
+        batch_op.drop_index(batch_op.f("ix_notification_outbox_customer_id"))
+        batch_op.drop_index(batch_op.f("ix_notification_outbox_account_id"))
+
+    op.drop_table("notification_outbox")
     with op.batch_alter_table("meter_replacements", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_meter_replacements_meter_id"))
 
@@ -1038,6 +1183,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sessions_user_id"))
 
     op.drop_table("sessions")
+    op.drop_table("notification_quiet_hours")
+    op.drop_table("notification_channel_settings")
     with op.batch_alter_table("memberships", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_memberships_organisation_id"))
 

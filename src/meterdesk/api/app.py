@@ -1,0 +1,67 @@
+"""``create_app``: the FastAPI application over a built :class:`meterdesk.bootstrap.App`.
+
+The API lives under ``/api/v1``; the OpenAPI document at ``/openapi.json``; Swagger UI at
+``/api/docs`` from local files. The console (issue 5, later) mounts its pages at ``/``.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from meterdesk import __version__
+from meterdesk.api import docs, errors
+from meterdesk.api.context import ApiConfig, ApiContext
+from meterdesk.api.routers import (
+    accounts,
+    audit,
+    meters,
+    money,
+    places,
+    presets,
+    readings,
+    session,
+    tariffs,
+    users,
+)
+from meterdesk.bootstrap import App
+
+PREFIX = "/api/v1"
+ROUTERS = (
+    session.router,
+    users.router,
+    places.router,
+    meters.router,
+    readings.router,
+    tariffs.router,
+    accounts.router,
+    presets.router,
+    money.router,
+    audit.router,
+)
+DESCRIPTION = """Prepaid water & electricity: places, meters, tariffs, accounts, money.
+
+* **Auth**: `Authorization: Bearer mdk_…` (API token), or the console session cookie from
+  `POST /api/v1/session` plus `X-CSRF-Token` on every change.
+* **Money** is a decimal string (`"100.00"`), never a JSON number.
+* **Idempotency-Key** is required on every call that moves money; a repeat answers the first
+  result with `Idempotent-Replay: true`.
+* **Errors**: `{"error": {"code": "...", "message": "..."}}`.
+* Every id belongs to your organisation; another organisation's ids answer 404.
+"""
+
+
+def create_app(app: App, *, config: ApiConfig | None = None) -> FastAPI:
+    api = FastAPI(
+        title="meterdesk API",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    api.state.meterdesk = ApiContext(app=app, config=config or ApiConfig())
+    errors.install(api)
+    for router in ROUTERS:
+        api.include_router(router, prefix=PREFIX)
+    docs.install(api)
+    return api

@@ -1,0 +1,131 @@
+"""Read-back: does what the meter shows prove a command's desired state, and what should a
+recharge attempt do given the meter's purchase counter? Pure, like ``model.py``.
+
+- Relay, protect and valve commands are proved by the meter showing the state; "close allowed"
+  only arms the relay (the tenant presses the button), so the meter's acknowledgement proves it
+  unless the relay already shows closed. A field the meter does not report at all (``None`` in
+  an otherwise good read) leaves the acknowledgement as the proof.
+- Prices, limits and the clock cannot be read back through the port: the acknowledgement is the
+  proof, and the log says so.
+- A recharge is proved by the purchase counter alone (purchase count = N). Remaining money is
+  compared too, but a shortfall is a note for the reconciliation report, never a reason to push
+  again: the money is on the meter once the counter shows N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from meterdesk.devices.commands.model import ACKNOWLEDGED_ONLY, WANTED, CommandKind, CommandSpec
+from meterdesk.devices.ports import Snapshot
+
+
+@dataclass(frozen=True)
+class Check:
+    satisfied: bool
+    detail: str  # what the meter showed, in words
+
+
+def check(spec: CommandSpec, snapshot: Snapshot | None, *, acknowledged: bool) -> Check:
+    """Does the meter show the desired state? ``acknowledged``: the meter accepted the command
+    in this attempt (a reply without error)."""
+    if spec.kind in ACKNOWLEDGED_ONLY:
+        if acknowledged:
+            return Check(True, "acknowledged by the meter (its read-back cannot show this)")
+        return Check(False, "not yet written")
+    if spec.kind is CommandKind.RECHARGE:
+        return _check_recharge(spec, snapshot)
+    name, value, words = WANTED[spec.kind]
+    shown = None if snapshot is None else getattr(snapshot, name)
+    if shown == value:
+        return Check(True, f"meter shows {words}")
+    if spec.kind is CommandKind.RELAY_CLOSE_ALLOWED and acknowledged:
+        return Check(
+            True, "close allowed acknowledged; supply returns when the tenant presses the button"
+        )
+    if shown is None:
+        if acknowledged and snapshot is not None:
+            return Check(True, f"acknowledged; the meter does not report its {name} state")
+        return Check(False, f"the meter did not report its {name} state")
+    return Check(False, f"{name} is {_show(shown)}, expected {_show(value)}")
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _check_recharge(spec: CommandSpec, snapshot: Snapshot | None) -> Check:
+    count = None if snapshot is None else snapshot.purchase_count
+    if count is None:
+        return Check(False, "the meter did not report its purchase count")
+    if count == spec.purchase_count:
+        return Check(True, f"purchase count is {count}")
+    return Check(False, f"purchase count is {count}, expected {spec.purchase_count}")
+
+
+def money_note(
+    *, before: Decimal | None, amount: Decimal, after: Decimal | None, tolerance: Decimal
+) -> str:
+    """Remaining money after an accepted push should be at least before + amount (less what the
+    tenant used meanwhile). The purchase count is the proof; a shortfall is a note that the
+    reconciliation report will show, never a reason to push again."""
+    if before is None or after is None:
+        return ""
+    expected = before + amount - tolerance
+    if after >= expected:
+        return f"remaining money {after:f} (was {before:f})"
+    return f"remaining money {after:f} is below the expected {before + amount:f}: reconcile"
+
+
+class RechargeStep(StrEnum):
+    SEND = "send"
+    CONFIRM = "confirm"
+    FAIL = "fail"
+    WAIT = "wait"  # the meter did not tell its counter: try again later
+
+
+@dataclass(frozen=True)
+class RechargeDecision:
+    step: RechargeStep
+    purchase_count: int | None
+    detail: str
+
+
+def plan_recharge(
+    *, assigned: int | None, meter_count: int | None, ever_sent: bool
+) -> RechargeDecision:
+    """Decide a recharge attempt from the meter's purchase counter, read just before sending."""
+    if meter_count is None:
+        return RechargeDecision(
+            RechargeStep.WAIT, assigned, "the meter did not report its purchase count"
+        )
+    if not ever_sent:  # N is still provisional: fix it from the counter the meter shows now
+        fixed = meter_count + 1
+        note = (
+            ""
+            if fixed == assigned
+            else f"purchase count set to {fixed} (meter shows {meter_count})"
+        )
+        return RechargeDecision(RechargeStep.SEND, fixed, note)
+    assert assigned is not None  # a push that was sent always has its N
+    if meter_count == assigned:
+        return RechargeDecision(
+            RechargeStep.CONFIRM, assigned, f"purchase count is {assigned}: the push took effect"
+        )
+    if meter_count == assigned - 1:
+        return RechargeDecision(
+            RechargeStep.SEND,
+            assigned,
+            f"meter shows {meter_count}: send purchase {assigned} again",
+        )
+    where = "behind" if meter_count < assigned else "past"
+    return RechargeDecision(
+        RechargeStep.FAIL,
+        assigned,
+        f"read-back disagrees: purchase count {meter_count} is {where} purchase {assigned}; "
+        "reconcile before pushing again",
+    )

@@ -1,0 +1,381 @@
+"""Meter billing (表端计费, F-MODE): money and prices pushed to the meter, the meter's remaining
+money mirrored back, and the two compared (F-RECON).
+
+**The meter is authoritative.** In meter billing the meter prices what it measures, deducts it
+from its own balance and trips by itself; the platform cannot see inside and never corrects the
+meter on its own. The platform keeps the money side (every recharge is a ledger transfer),
+pushes each recharge to the meter exactly once, mirrors what the meter reports, and flags every
+difference for a person to look at.
+
+- A recharge push carries the transfer's money (less any part the ledger used to repay arrears)
+  and a purchase count. Its idempotency key is derived from the transfer id, so one transfer can
+  never make two pushes. The count given here is provisional (the last count known + 1); the
+  executor fixes it from a fresh read of the meter's counter just before the first send.
+- The platform's idea of the meter's money: the wallet (recharges less refunds; nothing is
+  deducted in meter billing), less what the platform priced from the meter's readings at the
+  account's tariff, less the recharges that have not (yet) been confirmed on the meter. Money on
+  the meter before the account opened is assumed to be zero (meters are cleared on opening).
+- Purchases: the highest purchase count of a confirmed push should equal the meter's counter.
+  A higher counter means a top-up reached the meter some other way (or a failed push did land).
+
+Rows list every open meter-billing account and meter with the verdict ``ok`` or what differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, select
+
+from meterdesk.billing.model import AccountStatus, BillingMode
+from meterdesk.billing.repository import load_assignments
+from meterdesk.billing.tables import accounts, meter_assignments, period_totals
+from meterdesk.db.database import Database
+from meterdesk.devices.commands import device_state, repository, service
+from meterdesk.devices.commands.model import (
+    CommandKind,
+    CommandSpec,
+    CommandStatus,
+    meter_price_table,
+)
+from meterdesk.devices.ports import Snapshot
+from meterdesk.ledger.model import Reason
+from meterdesk.ledger.tables import ledger_accounts, transfers
+from meterdesk.metering.tables import meters
+from meterdesk.shared.errors import ConflictError, NotFoundError
+from meterdesk.shared.money import from_fen, round_fen
+from meterdesk.shared.time import local_date, zone
+from meterdesk.sites.tables import sites
+from meterdesk.tariffs.repository import load_tariff
+
+DEFAULT_TOLERANCE = Decimal("0.50")
+
+
+def push_key(transfer_id: int) -> str:
+    return f"recharge-push:transfer:{transfer_id}"
+
+
+def push_recharge_for_transfer(
+    db: Database, transfer_id: int, actor: str, *, organisation_id: int | None = None
+) -> service.SendResult:
+    """Push a desk recharge to the meter of its meter-billing account (once per transfer)."""
+    with db.transaction() as conn:
+        return push_recharge_in(
+            conn,
+            transfer_id=transfer_id,
+            actor=actor,
+            at=db.clock(),
+            organisation_id=organisation_id,
+        )
+
+
+def push_recharge_in(
+    conn: Connection,
+    *,
+    transfer_id: int,
+    actor: str,
+    at: datetime,
+    organisation_id: int | None = None,
+) -> service.SendResult:
+    transfer = _recharge_transfer(conn, transfer_id, organisation_id)
+    account = (
+        conn.execute(select(accounts).where(accounts.c.id == transfer["account_id"]))
+        .mappings()
+        .one()
+    )
+    if account["billing_mode"] != BillingMode.METER.value:
+        raise ConflictError(f"account {account['number']} uses platform billing: nothing to push")
+    meter_ids = _open_meters(conn, int(account["id"]))
+    if len(meter_ids) != 1:
+        raise ConflictError(
+            f"account {account['number']} has {len(meter_ids)} meters: meter billing pushes money to exactly one"
+        )
+    amount_fen = int(transfer["amount_fen"]) - _repaid_fen(conn, str(transfer["idempotency_key"]))
+    if amount_fen <= 0:
+        raise ConflictError(f"transfer {transfer_id} only repaid arrears: no money to push")
+    spec = CommandSpec(
+        CommandKind.RECHARGE,
+        amount=from_fen(amount_fen),
+        purchase_count=_provisional_count(conn, meter_ids[0]),
+        transfer_id=transfer_id,
+    )
+    return service.create_in(
+        conn,
+        organisation_id=int(transfer["organisation_id"]),
+        meter_id=meter_ids[0],
+        spec=spec,
+        actor=actor,
+        at=at,
+        idempotency_key=push_key(transfer_id),
+    )
+
+
+def _provisional_count(conn: Connection, meter_id: int) -> int:
+    """The last purchase count known (mirrored, or of a push already queued) + 1."""
+    status = device_state.status_of(conn, meter_id) or {}
+    known = [status.get("purchase_count"), repository.highest_purchase(conn, meter_id)]
+    return max((int(c) for c in known if c is not None), default=0) + 1
+
+
+def _recharge_transfer(
+    conn: Connection, transfer_id: int, organisation_id: int | None
+) -> RowMapping:
+    query = select(transfers).where(transfers.c.id == transfer_id)
+    if organisation_id is not None:
+        query = query.where(transfers.c.organisation_id == organisation_id)
+    transfer = conn.execute(query).mappings().one_or_none()
+    if transfer is None:
+        raise NotFoundError(f"transfer {transfer_id} not found")
+    if transfer["reason"] != Reason.RECHARGE.value or transfer["account_id"] is None:
+        raise ConflictError(f"transfer {transfer_id} is a {transfer['reason']}, not a recharge")
+    reversed_by = conn.execute(
+        select(transfers.c.id).where(transfers.c.reverses_id == transfer_id)
+    ).scalar_one_or_none()
+    if reversed_by is not None:
+        raise ConflictError(f"transfer {transfer_id} was reversed by transfer {reversed_by}")
+    return transfer
+
+
+def _repaid_fen(conn: Connection, recharge_key: str) -> int:
+    """What the ledger took from this recharge to repay arrears (it never reached the wallet)."""
+    found = conn.execute(
+        select(transfers.c.amount_fen).where(transfers.c.idempotency_key == f"{recharge_key}:repay")
+    ).scalar_one_or_none()
+    return int(found or 0)
+
+
+def _open_meters(conn: Connection, account_id: int) -> list[int]:
+    rows = conn.execute(
+        select(meter_assignments.c.meter_id).where(
+            meter_assignments.c.account_id == account_id, meter_assignments.c.end_at.is_(None)
+        )
+    ).scalars()
+    return sorted(int(m) for m in rows)
+
+
+# --- prices (F-TAR-PUSH) -----------------------------------------------------------------------
+
+
+def push_tariff_prices(
+    db: Database,
+    *,
+    organisation_id: int,
+    meter_id: int,
+    actor: str,
+    idempotency_key: str,
+    deadline_s: int | None = None,
+) -> service.SendResult:
+    """Write the price table of the tariff the meter is billed by (the version in force today,
+    in the site's time zone) to the meter."""
+    at = db.clock()
+    with db.transaction() as conn:
+        prices = tariff_prices(conn, organisation_id=organisation_id, meter_id=meter_id, at=at)
+        return service.send_command_in(
+            conn,
+            organisation_id=organisation_id,
+            meter_id=meter_id,
+            kind=CommandKind.WRITE_PRICES.value,
+            params={"prices": {slot: str(price) for slot, price in prices.items()}},
+            actor=actor,
+            at=at,
+            idempotency_key=idempotency_key,
+            deadline_s=deadline_s,
+        )
+
+
+def tariff_prices(
+    conn: Connection, *, organisation_id: int, meter_id: int, at: datetime
+) -> dict[str, Decimal]:
+    current = [a for a in load_assignments(conn, [meter_id]).get(meter_id, []) if a.end_at is None]
+    if not current or current[0].organisation_id != organisation_id:
+        raise ConflictError(
+            f"meter {meter_id} belongs to no open account: it has no tariff to push"
+        )
+    tariff = load_tariff(conn, current[0].tariff_id)
+    timezone = conn.execute(
+        select(sites.c.timezone)
+        .join(meters, meters.c.site_id == sites.c.id)
+        .where(meters.c.id == meter_id)
+    ).scalar_one()
+    today = local_date(at, zone(str(timezone)))
+    in_force = [v for v in tariff.versions if v.effective_from <= today]
+    if not in_force:
+        raise ConflictError(f"the meter's tariff has no version in force on {today}")
+    return meter_price_table(in_force[-1])
+
+
+# --- mirror and reconciliation -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconciliationRow:
+    account_id: int
+    account_number: str
+    meter_id: int
+    meter_number: str
+    platform_balance: Decimal  # the wallet in the ledger (recharges less refunds)
+    priced_usage: Decimal  # what the platform priced from the readings, not deducted
+    not_on_meter: Decimal  # recharges whose push is not confirmed
+    expected_meter_money: Decimal | None
+    meter_money: Decimal | None  # as last mirrored
+    mirrored_at: datetime | None
+    purchases_expected: int | None  # highest purchase count of a confirmed push
+    purchases_meter: int | None
+    difference: Decimal | None  # meter money − expected
+    verdict: str  # "ok", or what differs
+    notes: tuple[str, ...] = ()
+
+
+def mirror(
+    db: Database, snapshot: Snapshot, *, tolerance: Decimal = DEFAULT_TOLERANCE
+) -> ReconciliationRow | None:
+    """Keep what a read of the meter showed (remaining money, purchase count, relay …) and, for
+    a meter-billing meter, compare it at once; None for a meter billed by the platform."""
+    at = db.clock()
+    with db.transaction() as conn:
+        device_state.save_snapshot(conn, snapshot, at)
+        current = [
+            a
+            for a in load_assignments(conn, [snapshot.meter_id])[snapshot.meter_id]
+            if a.end_at is None
+        ]
+        if not current or current[0].billing_mode is not BillingMode.METER:
+            return None
+        row = _accounts_query().where(accounts.c.id == current[0].account_id)
+        found = [_row(conn, dict(r), tolerance) for r in conn.execute(row).mappings()]
+        return next((r for r in found if r.meter_id == snapshot.meter_id), None)
+
+
+def reconcile(
+    db: Database, organisation_id: int, *, tolerance: Decimal = DEFAULT_TOLERANCE
+) -> list[ReconciliationRow]:
+    """Every open meter-billing account and meter of the organisation, compared."""
+    with db.read() as conn:
+        query = _accounts_query().where(accounts.c.organisation_id == organisation_id)
+        rows = conn.execute(query.order_by(accounts.c.number, meters.c.number)).mappings().all()
+        return [_row(conn, dict(row), tolerance) for row in rows]
+
+
+def _accounts_query() -> Any:
+    return (
+        select(
+            accounts.c.id.label("account_id"),
+            accounts.c.number.label("account_number"),
+            accounts.c.wallet_id,
+            accounts.c.arrears_id,
+            meters.c.id.label("meter_id"),
+            meters.c.number.label("meter_number"),
+            ledger_accounts.c.balance_fen,
+        )
+        .join(meter_assignments, meter_assignments.c.account_id == accounts.c.id)
+        .join(meters, meters.c.id == meter_assignments.c.meter_id)
+        .join(ledger_accounts, ledger_accounts.c.id == accounts.c.wallet_id)
+        .where(
+            accounts.c.billing_mode == BillingMode.METER.value,
+            accounts.c.status == AccountStatus.OPEN.value,
+            meter_assignments.c.end_at.is_(None),
+        )
+    )
+
+
+def _row(conn: Connection, base: dict[str, Any], tolerance: Decimal) -> ReconciliationRow:
+    account_id, meter_id = int(base["account_id"]), int(base["meter_id"])
+    balance = from_fen(int(base["balance_fen"]))
+    priced = _priced_usage(conn, account_id, meter_id)
+    pushes = repository.recharges_for_meter(conn, meter_id)
+    missing, notes = _not_on_meter(conn, account_id, pushes)
+    status = device_state.status_of(conn, meter_id) or {}
+    confirmed = [p.spec.purchase_count or 0 for p in pushes if p.status is CommandStatus.CONFIRMED]
+    expected_count = max(confirmed, default=None)
+    meter_money = status.get("remaining_money")
+    shared = len(_open_meters(conn, account_id)) > 1
+    expected = None if shared else balance - priced - missing
+    difference = None if expected is None or meter_money is None else meter_money - expected
+    verdict = _verdict(
+        shared, meter_money, expected_count, status.get("purchase_count"), difference, tolerance
+    )
+    return ReconciliationRow(
+        account_id=account_id,
+        account_number=str(base["account_number"]),
+        meter_id=meter_id,
+        meter_number=str(base["meter_number"]),
+        platform_balance=balance,
+        priced_usage=priced,
+        not_on_meter=missing,
+        expected_meter_money=expected,
+        meter_money=meter_money,
+        mirrored_at=status.get("updated_at"),
+        purchases_expected=expected_count,
+        purchases_meter=status.get("purchase_count"),
+        difference=difference,
+        verdict=verdict,
+        notes=tuple(notes),
+    )
+
+
+def _verdict(
+    shared: bool,
+    meter_money: Decimal | None,
+    expected_count: int | None,
+    meter_count: int | None,
+    difference: Decimal | None,
+    tolerance: Decimal,
+) -> str:
+    if shared:
+        return "several meters share this account: compare by hand"
+    if meter_money is None:
+        return "not mirrored: the meter's remaining money was never read"
+    issues = []
+    if expected_count is not None and meter_count is not None and meter_count != expected_count:
+        issues.append(f"purchases differ: meter {meter_count}, expected {expected_count}")
+    if difference is not None and abs(difference) > tolerance:
+        issues.append(f"money differs by {difference:f}")
+    return "; ".join(issues) or "ok"
+
+
+def _priced_usage(conn: Connection, account_id: int, meter_id: int) -> Decimal:
+    """What the platform's tariff made of the meter's readings and did not deduct."""
+    rows = conn.execute(
+        select(period_totals.c.exact_cost, period_totals.c.posted_fen).where(
+            period_totals.c.account_id == account_id, period_totals.c.meter_id == meter_id
+        )
+    ).all()
+    return sum(
+        (round_fen(Decimal(cost)) - from_fen(int(posted)) for cost, posted in rows), Decimal("0.00")
+    )
+
+
+def _not_on_meter(
+    conn: Connection, account_id: int, pushes: list[Any]
+) -> tuple[Decimal, list[str]]:
+    """Recharges the ledger credited whose push the meter has not confirmed, with notes."""
+    by_transfer = {p.spec.transfer_id: p for p in pushes}
+    recharges = conn.execute(
+        select(transfers.c.id, transfers.c.amount_fen, transfers.c.idempotency_key).where(
+            transfers.c.account_id == account_id, transfers.c.reason == Reason.RECHARGE.value
+        )
+    ).all()
+    reversed_ids = set(
+        conn.execute(
+            select(transfers.c.reverses_id).where(
+                transfers.c.account_id == account_id, transfers.c.reverses_id.is_not(None)
+            )
+        ).scalars()
+    )
+    missing, notes = Decimal("0.00"), []
+    for transfer_id, amount_fen, key in recharges:
+        if transfer_id in reversed_ids:
+            continue
+        push = by_transfer.get(int(transfer_id))
+        if push is not None and push.status is CommandStatus.CONFIRMED:
+            continue
+        missing += from_fen(int(amount_fen) - _repaid_fen(conn, str(key)))
+        state = "never pushed" if push is None else f"push #{push.id} {push.status.value}"
+        notes.append(
+            f"transfer {transfer_id}: {state}"
+            + (f" ({push.reason})" if push is not None and push.reason else "")
+        )
+    return missing, notes

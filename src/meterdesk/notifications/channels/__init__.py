@@ -1,0 +1,1 @@
+"""Channel adapters: one small async class per provider behind :class:`base.ChannelAdapter`."""

@@ -1,0 +1,162 @@
+"""The delivery worker: claims due outbox rows, waits out quiet hours, renders, sends through
+the channel adapters, retries with backoff, and records every attempt.
+
+Run one per process (``await Dispatcher(...).run(stop)``); on PostgreSQL several processes can
+run side by side (rows are claimed with ``FOR UPDATE SKIP LOCKED``), on SQLite run one. Database
+work runs in worker threads (``asyncio.to_thread``) so sends of one batch overlap, up to
+``concurrency`` at a time.
+
+Per message:
+1. channel switched off (or removed) since it was queued → ``suppressed``;
+2. a normal-urgency message inside the organisation's quiet hours → back to ``pending`` until
+   the window ends in the site's zone (not counted as an attempt);
+3. render (a broken template fails the message with the error; fix it and retry it);
+4. send with a timeout: success → ``sent`` with the provider's message id; a transient error →
+   ``pending`` again after :func:`~meterdesk.notifications.model.retry_delay`, or ``failed``
+   once ``max_attempts`` are used; a permanent error → ``failed`` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from meterdesk.db.database import Database
+from meterdesk.notifications import model, outbox
+from meterdesk.notifications.channels.base import (
+    DeliveryError,
+    OutgoingMessage,
+    PermanentDeliveryError,
+)
+from meterdesk.notifications.channels.registry import ChannelRegistry
+from meterdesk.notifications.configuration import ChannelSetting, channel_settings, quiet_hours_of
+from meterdesk.notifications.model import QuietHours, Urgency
+from meterdesk.notifications.outbox import Claimed, Outcome
+from meterdesk.notifications.rendering import Renderer, RenderError
+from meterdesk.shared.time import zone
+
+
+@dataclass(frozen=True)
+class _Batch:
+    claimed: list[Claimed]
+    settings: Mapping[tuple[int, str], ChannelSetting]
+    quiet: Mapping[int, QuietHours]
+
+
+@dataclass
+class Dispatcher:
+    db: Database
+    registry: ChannelRegistry = field(default_factory=ChannelRegistry)
+    renderer: Renderer = field(default_factory=Renderer)
+    batch_size: int = 50
+    concurrency: int = 10
+    lease: timedelta = timedelta(minutes=5)
+    send_timeout_s: float = 60.0
+    max_attempts: int = model.MAX_ATTEMPTS
+
+    async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
+        """Deliver until ``stop`` is set, sleeping ``idle_s`` whenever nothing was due."""
+        while not stop.is_set():
+            if await self.run_once() == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), idle_s)
+
+    async def run_once(self) -> int:
+        """Claim one batch of due messages and deliver it; returns how many were claimed."""
+        batch = await asyncio.to_thread(self._claim, self.db.clock())
+        if not batch.claimed:
+            return 0
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(claimed: Claimed) -> None:
+            async with gate:
+                outcome = await self._attempt(claimed, batch)
+            await asyncio.to_thread(self._record, claimed, outcome)
+
+        await asyncio.gather(*(one(claimed) for claimed in batch.claimed))
+        return len(batch.claimed)
+
+    async def drain(self, *, rounds: int = 100) -> int:
+        """Run until nothing is due now (tests, the demo); returns how many were handled."""
+        handled = 0
+        for _ in range(rounds):
+            count = await self.run_once()
+            if count == 0:
+                break
+            handled += count
+        return handled
+
+    def _claim(self, now: datetime) -> _Batch:
+        with self.db.transaction() as conn:
+            claimed = outbox.claim_due(conn, now=now, limit=self.batch_size, lease=self.lease)
+            organisations = sorted({item.organisation_id for item in claimed})
+            settings = {
+                (setting.organisation_id, setting.channel.value): setting
+                for organisation_id in organisations
+                for setting in channel_settings(conn, organisation_id)
+            }
+            quiet = quiet_hours_of(conn, organisations) if organisations else {}
+        return _Batch(claimed, settings, quiet)
+
+    def _record(self, claimed: Claimed, outcome: Outcome) -> None:
+        with self.db.transaction() as conn:
+            outbox.record(conn, claimed, outcome, now=self.db.clock())
+
+    async def _attempt(self, claimed: Claimed, batch: _Batch) -> Outcome:
+        now = self.db.clock()
+        setting = batch.settings.get((claimed.organisation_id, claimed.channel))
+        if setting is None or not setting.enabled:
+            return Outcome("suppressed", error=f"channel {claimed.channel} is not enabled")
+        tz = zone(claimed.timezone)
+        quiet = batch.quiet.get(claimed.organisation_id)
+        if claimed.urgency is Urgency.NORMAL and quiet is not None:
+            ends = quiet.ends_at(now, tz)
+            if ends is not None:
+                return Outcome("deferred", error="quiet hours", next_attempt_at=ends)
+        try:
+            message = self._message(claimed)
+            adapter = self.registry.adapter(setting)
+            result = await asyncio.wait_for(adapter.send(message), self.send_timeout_s)
+        except (RenderError, PermanentDeliveryError) as error:
+            return Outcome("failed", error=str(error))
+        except DeliveryError as error:
+            return self._again(claimed, str(error), now)
+        except TimeoutError:
+            return self._again(claimed, f"no answer within {self.send_timeout_s:g} s", now)
+        except Exception as error:  # an adapter bug must not stop the worker; try again later
+            return self._again(claimed, f"unexpected {type(error).__name__}: {error}", now)
+        return Outcome("sent", provider_message_id=result.provider_message_id, detail=result.detail)
+
+    def _again(self, claimed: Claimed, error: str, now: datetime) -> Outcome:
+        if model.gives_up(claimed.attempts, self.max_attempts):
+            return Outcome("failed", error=f"gave up after {claimed.attempts} attempts: {error}")
+        delay = model.retry_delay(claimed.attempts, seed=claimed.id)
+        return Outcome("retry", error=error, next_attempt_at=now + delay)
+
+    def _message(self, claimed: Claimed) -> OutgoingMessage:
+        rendered = self.renderer.render(
+            template=claimed.template_key,
+            language=claimed.language,
+            params=claimed.params,
+            tz=zone(claimed.timezone),
+        )
+        return OutgoingMessage(
+            outbox_id=claimed.id,
+            organisation_id=claimed.organisation_id,
+            event_kind=claimed.event_kind,
+            template_key=claimed.template_key,
+            channel=claimed.channel,
+            address=claimed.address,
+            language=claimed.language,
+            subject=rendered.subject,
+            text=rendered.text,
+            voice_text=rendered.voice,
+            html=rendered.html,
+            values=rendered.values,
+            params=claimed.params,
+            created_at=claimed.created_at,
+            attempt=claimed.attempts,
+        )
