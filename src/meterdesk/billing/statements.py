@@ -107,8 +107,10 @@ def statement(
             wallet += wallet_change
             owed += arrears_change
             reason = str(entry["reason"])
+            # Each transfer counts once in its reason's total (a repayment moves money between
+            # the wallet and arrears; it is one amount, not two).
             result.totals[reason] = result.totals.get(reason, Decimal("0.00")) + from_fen(
-                abs(wallet_change) + abs(arrears_change)
+                int(str(entry["amount_fen"]))
             )
             result.lines.append(
                 StatementLine(

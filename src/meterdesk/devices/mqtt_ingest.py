@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,9 +37,11 @@ from typing import Protocol
 
 import aiomqtt
 
+from meterdesk.db.database import Database
 from meterdesk.devices.mqtt_rows import Inbound, Reply, receive
-from meterdesk.devices.mqtt_store import BatchOutcome, BatchStats
+from meterdesk.devices.mqtt_store import BatchOutcome, BatchStats, UplinkStore
 from meterdesk.devices.uplink import ControlReply, UplinkRejected, parse_control_reply, parse_topic
+from meterdesk.shared.errors import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ def parse_broker(text: str) -> tuple[str, int]:
     if not host:
         return text, 1883
     if not port.isdigit():
-        raise ValueError(f"broker {text!r}: give HOST:PORT")
+        raise ValidationError(f"broker {text!r}: give HOST:PORT")
     return host, int(port)
 
 
@@ -392,3 +395,19 @@ class MqttIngestService:
         else:
             log.debug("MQTT ingest: control_reply %s from %s ignored", answer.msgid, topic.sn)
         return True
+
+
+def serve(db: Database, settings: MqttSettings) -> IngestStats:
+    """The ``meterdesk ingest-mqtt`` service: run until SIGINT or SIGTERM, then commit and
+    acknowledge what was received, disconnect and return the counters."""
+    return asyncio.run(_serve(db, settings))
+
+
+async def _serve(db: Database, settings: MqttSettings) -> IngestStats:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    service = MqttIngestService(UplinkStore(db).commit, settings)
+    await service.run(stop)
+    return service.stats

@@ -134,6 +134,11 @@ def _max_plausible_raw(profile: MeterProfile, earlier: Reading, later: Reading) 
     return profile.max_rate_per_hour * hours / profile.multiplier
 
 
+def _plain(value: Decimal) -> str:
+    """A quantity for people: no trailing zeros, no exponent (5000.02830000 → 5000.0283)."""
+    return f"{value.normalize():f}"
+
+
 def check_step(profile: MeterProfile, earlier: Reading, later: Reading) -> Verdict:
     """May ``later`` follow ``earlier`` (same meter, same generation, later in time)?"""
     limit = _max_plausible_raw(profile, earlier, later)
@@ -148,8 +153,8 @@ def check_step(profile: MeterProfile, earlier: Reading, later: Reading) -> Verdi
         return Verdict(
             False,
             QuarantineReason.JUMP,
-            f"{delta * profile.multiplier} in {later.measured_at - earlier.measured_at} exceeds the "
-            f"meter's maximum of {profile.max_rate_per_hour} per hour",
+            f"{_plain(delta * profile.multiplier)} in {later.measured_at - earlier.measured_at} exceeds the "
+            f"meter's maximum of {_plain(profile.max_rate_per_hour)} per hour",
         )
     if earlier.bands is not None and later.bands is not None:
         band_sum = sum(

@@ -37,6 +37,7 @@ from meterdesk.devices.mqtt_rows import (
 from meterdesk.devices.mqtt_store import BatchOutcome, BatchStats
 from meterdesk.devices.uplink import MeterReport, Topic, UplinkRejected, parse_report_reply
 from meterdesk.metering.model import QuarantineReason, ReadingSource
+from meterdesk.shared.errors import ValidationError
 
 D = Decimal
 AT_MS = 1764028800000  # 2025-11-25T00:00:00Z
@@ -201,7 +202,7 @@ def test_a_refused_payload_is_quarantined_raw_and_a_huge_one_truncated() -> None
 def test_a_broker_address_is_host_and_port() -> None:
     assert parse_broker("10.0.0.5:1884") == ("10.0.0.5", 1884)
     assert parse_broker("broker") == ("broker", 1883)
-    with pytest.raises(ValueError, match="HOST:PORT"):
+    with pytest.raises(ValidationError, match="HOST:PORT"):
         parse_broker("broker:mqtt")
     assert MqttSettings(share_group="ingest").subscription == "$share/ingest/data/up/+/+"
 
