@@ -1,5 +1,6 @@
-"""Builders and fixtures for the API tests (``conftest.py`` re-exports the fixtures): two fully stocked organisations, Alpha and Bravo, each with one
-user and one API token per role, and a TestClient over the app.
+"""Builders and fixtures for the API tests (``conftest.py`` re-exports the fixtures): two fully
+stocked organisations, Alpha and Bravo, each with one user and one API token per role, and a
+TestClient over the app.
 
 Alpha is "us"; Bravo is "another organisation" whose ids and names must never come back to an
 Alpha caller. Every Bravo name contains ``Bravo`` so a leak is easy to spot in any answer.

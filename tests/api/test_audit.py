@@ -66,13 +66,19 @@ def test_export_csv(world: World) -> None:
 
 
 def test_export_neutralises_spreadsheet_formulas(world: World) -> None:
-    made = world.client.post("/api/v1/users", json={"username": "=1+1", "role": "admin"}, headers=world.alpha.auth())
+    made = world.client.post(
+        "/api/v1/users", json={"username": "=1+1", "role": "admin"}, headers=world.alpha.auth()
+    )
     token = world.client.post(
-        "/api/v1/tokens", json={"name": "f", "user_id": made.json()["id"]}, headers=world.alpha.auth()
+        "/api/v1/tokens",
+        json={"name": "f", "user_id": made.json()["id"]},
+        headers=world.alpha.auth(),
     ).json()["token"]
     body = {"name": "Formula", "definition": flat_tariff()}
     world.client.post("/api/v1/tariffs", json=body, headers={"Authorization": f"Bearer {token}"})
-    response = world.client.get("/api/v1/audit/export?action=tariff.create", headers=world.alpha.auth())
+    response = world.client.get(
+        "/api/v1/audit/export?action=tariff.create", headers=world.alpha.auth()
+    )
     rows = list(csv.DictReader(io.StringIO(response.text.lstrip("\ufeff"))))
     assert [r["actor"][:4] for r in rows] == ["setu", "'=1+"]
 

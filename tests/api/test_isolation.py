@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apikit import ROLES, Org, World, make_world, password_of, sqlite_engine
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.testclient import TestClient
 
-from apikit import ROLES, Org, World, make_world, password_of, sqlite_engine
 from meterdesk.access.model import ROLE_PERMISSIONS, Permission, Role
 
 # Routes outside any one organisation's data: the caller's own session and organisations.

@@ -156,7 +156,7 @@ def test_tokens_are_issued_listed_and_revoked(world: World) -> None:
     assert token.startswith("mdk_") and made.json()["prefix"] == token[:12]
     narrowed = {"Authorization": f"Bearer {token}"}
     me = world.client.get("/api/v1/session", headers=narrowed).json()
-    assert me["role"] == "operator" and me["token_role"] == "readonly"
+    assert (me["role"], me["token_role"]) == ("operator", "readonly")
     assert me["permissions"] == ["read"]  # operator ∩ readonly
     site = {"name": "Nope", "timezone": "Asia/Shanghai"}
     assert world.client.post("/api/v1/sites", json=site, headers=narrowed).status_code == 403

@@ -358,3 +358,62 @@ def steady_stream(
             total -= modulus
         result.append(IncomingReading(meter_id, start + every * index, total))
     return result
+
+
+def shuffled_batches(
+    stream: Sequence[IncomingReading], *, size: int, window: int, seed: int
+) -> list[list[IncomingReading]]:
+    """The stream in batches of ``size``, shuffled within windows of ``window`` readings (so
+    some readings arrive late), deterministically."""
+    rng = random.Random(seed)
+    ordered = sorted(stream, key=lambda r: (r.measured_at, r.meter_id))
+    mixed: list[IncomingReading] = []
+    for start in range(0, len(ordered), window):
+        part = ordered[start : start + window]
+        rng.shuffle(part)
+        mixed.extend(part)
+    return [mixed[start : start + size] for start in range(0, len(mixed), size)]
+
+
+def snapshot(db: Database) -> dict[str, Any]:
+    """Everything the money core writes, without surrogate ids (comparable across databases
+    and across runs): readings, cursors, quarantine, active charge lines, period totals,
+    transfers and balances by ledger account code."""
+    with db.read() as conn:
+        codes = dict(conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.code)).all())
+
+        def rows(table: Any, *skip: str, where: Any = None) -> list[tuple[Any, ...]]:
+            columns = [c for c in table.c if c.name not in ("id", *skip)]
+            query = select(*columns)
+            if where is not None:
+                query = query.where(where)
+            return sorted((tuple(row) for row in conn.execute(query)), key=repr)
+
+        transfer_rows = [
+            (codes[row[0]], codes[row[1]], *row[2:])
+            for row in conn.execute(
+                select(
+                    transfers.c.debit_account_id,
+                    transfers.c.credit_account_id,
+                    transfers.c.idempotency_key,
+                    transfers.c.amount_fen,
+                    transfers.c.reason,
+                    transfers.c.period_key,
+                    transfers.c.created_at,
+                )
+            )
+        ]
+        return {
+            "readings": rows(readings),
+            "cursors": rows(meter_cursors),
+            "quarantine": rows(quarantine),
+            "lines": rows(charge_lines, "active", where=charge_lines.c.active),
+            "totals": rows(period_totals),
+            "transfers": sorted(transfer_rows, key=repr),
+            "balances": {
+                codes[i]: int(fen)
+                for i, fen in conn.execute(
+                    select(ledger_accounts.c.id, ledger_accounts.c.balance_fen)
+                )
+            },
+        }

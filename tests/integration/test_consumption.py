@@ -199,6 +199,22 @@ def test_consumption_before_the_opening_reading_is_stored_but_never_billed(db: D
     assert len(stored_readings(db, setup.meter_id)) == 2
 
 
+def test_a_meter_with_its_own_tou_registers_is_billed_from_them(db: Database) -> None:
+    """09:00-10:00 is flat by the clock (0.68), but the meter's registers say 6 kWh valley
+    (0.32) and 4 flat: 6 × 0.32 + 4 × 0.68 = 4.64, where time alone would give 6.80. The first
+    interval (from the opening reading, which has no registers) is spread by time: 6.80."""
+    org = make_org(db)
+    tariff = make_tariff(db, org, "tou", tou_definition())
+    meter = make_meter(db, org, "M1", bands=True)
+    account = open_account(db, org, "A-1", [(meter, tariff, "1000")])
+    pipeline = Ingestor(db)
+
+    pipeline.ingest([reading(meter, minutes(60), "1010", {"valley": "1010"})])
+    pipeline.ingest([reading(meter, minutes(120), "1020", {"valley": "1016", "flat": "4"})])
+
+    assert deducted(db, account.account_id) == D("11.44")
+
+
 # --- quarantine --------------------------------------------------------------------------------
 
 

@@ -41,6 +41,7 @@ from builders import (
 from sqlalchemy import func, insert, select
 
 from meterdesk.db.database import Database
+from meterdesk.devices.mqtt_driver import device_status_snapshot
 from meterdesk.devices.mqtt_ingest import MqttIngestService, MqttSettings
 from meterdesk.devices.mqtt_rows import Inbound
 from meterdesk.devices.mqtt_store import BatchOutcome, UplinkStore
@@ -235,6 +236,12 @@ async def running(
         await asyncio.wait_for(task, 30)
 
 
+def device_snapshot(db: Database, meter_id: int) -> dict[str, Any]:
+    with db.read() as conn:
+        query = select(device_status).where(device_status.c.meter_id == meter_id)
+        return dict(conn.execute(query).mappings().one())
+
+
 def count(db: Database, table: Any) -> int:
     with db.read() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
@@ -274,21 +281,15 @@ def test_report_becomes_deductions_and_is_answered_only_after_its_commit(
     asyncio.run(scenario())
     assert deducted(db, site.accounts[addr].account_id) == D("6.54")  # 10 kWh × 0.6537
     assert wallet(db, site.accounts[addr]) == D("493.46")
-    with db.read() as conn:
-        status = (
-            conn.execute(
-                select(device_status).where(device_status.c.meter_id == site.meter_ids[addr])
-            )
-            .mappings()
-            .one()
-        )
-        gateway_row = conn.execute(select(gateways)).mappings().one()
+    status = device_snapshot(db, site.meter_ids[addr])
     assert (status["state"], status["relay"], status["remaining_money"]) == (
         "online",
         "closed",
         D("12.34"),
     )
     assert json.loads(status["live"]) == {"voltage_v": "220.1"}
+    with db.read() as conn:
+        gateway_row = conn.execute(select(gateways)).mappings().one()
     assert gateway_row["state"] == "online" and gateway_row["last_seen_at"] is not None
 
 
@@ -414,8 +415,7 @@ def test_an_offline_entry_marks_the_meter_lost_and_history_does_not_move_live_va
     }
 
     def status() -> dict[str, Any]:
-        with db.read() as conn:
-            return dict(conn.execute(select(device_status)).mappings().one())
+        return device_snapshot(db, site.meter_ids[addr])
 
     async def scenario() -> None:
         async with running(db, site.product_key), Gateway(*broker, site.product_key) as gateway:
@@ -432,6 +432,9 @@ def test_an_offline_entry_marks_the_meter_lost_and_history_does_not_move_live_va
     assert final["last_seen_at"] == T0 + timedelta(minutes=30)
     assert count(db, readings) == 3  # opening, 15 (history, billed), 30; not the offline one
     assert deducted(db, site.accounts[addr].account_id) == D("13.07")  # 20 kWh × 0.6537
+    seen = device_status_snapshot(db, site.meter_ids[addr])  # the MQTT driver's read-back
+    assert seen is not None and (seen.relay, seen.remaining_money) == ("closed", D("12.34"))
+    assert seen.measured_at == T0 + timedelta(minutes=30)
 
 
 # --- broker restart: a private Mosquitto ----------------------------------------------------------
@@ -503,8 +506,10 @@ def test_ingest_survives_a_broker_restart_without_losing_a_report(
             async with Gateway("127.0.0.1", port, site.product_key) as gateway:
                 assert (await gateway.send(report("a", [(addr, at[0], "1010")]), "a")).res == 1
             private_broker.stop()
-            await asyncio.sleep(0.5)
-            assert not service.ready.is_set()
+            deadline = time.monotonic() + 10
+            while service.ready.is_set():  # the service notices the broker went away
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
             private_broker.start()
             # published before the service is back: the broker keeps it in the service's
             # persistent session and delivers it on reconnect

@@ -289,7 +289,8 @@ def test_wechat_fetches_a_token_once_caches_it_and_sends_template_messages(
 
     assert [r["status"] for r in rows(db)] == ["sent", "sent"]
     assert wechat.tokens_issued == 1
-    first = wechat.sent[0]
+    by_template = {sent["template_id"]: sent for sent in wechat.sent}  # sent concurrently
+    first = by_template["tmpl-alarm"]
     assert first["touser"] == "oOPENID-zhangwei" and first["template_id"] == "tmpl-alarm"
     assert first["url"] == "https://m.example/r/A-1"
     assert first["client_msg_id"] == f"md{rows(db)[0]['id']}"
@@ -298,7 +299,7 @@ def test_wechat_fetches_a_token_once_caches_it_and_sends_template_messages(
         "amount2": {"value": "12.30元"},
         "thing3": {"value": "一级告警"},
     }
-    assert wechat.sent[1]["data"]["first"]["value"] == "拉闸断电通知"
+    assert by_template["tmpl-cut"]["data"]["first"]["value"] == "拉闸断电通知"
 
     # A token WeChat no longer accepts (renewed elsewhere) is fetched again and the send retried.
     wechat.valid.clear()

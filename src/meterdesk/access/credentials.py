@@ -225,11 +225,8 @@ def create_token(
     expires_at: datetime | None = None,
 ) -> NewToken:
     narrowed = None if role is None else parse_role(role)
-    if not name.strip() or len(name.strip()) > 100:
-        raise ValidationError("name: 1 to 100 characters")
     now = db.clock()
-    if expires_at is not None and expires_at <= now:
-        raise ValidationError("expires_at: must be in the future")
+    _check_token_request(name, expires_at, now)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with db.transaction() as conn:
         _require_member(conn, organisation_id, user_id)
@@ -258,6 +255,13 @@ def create_token(
             detail={"user": user_id, "name": name.strip(), "role": role},
         )
     return NewToken(int(key[0]), token, token[:12])
+
+
+def _check_token_request(name: str, expires_at: datetime | None, now: datetime) -> None:
+    if not name.strip() or len(name.strip()) > 100:
+        raise ValidationError("name: 1 to 100 characters")
+    if expires_at is not None and expires_at <= now:
+        raise ValidationError("expires_at: must be in the future")
 
 
 def _require_member(conn: Connection, organisation_id: int, user_id: int) -> None:

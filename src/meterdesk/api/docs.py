@@ -27,5 +27,6 @@ def install(app: FastAPI) -> None:
             swagger_js_url=f"{ASSETS}/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS}/swagger-ui/favicon-32x32.png",
-            swagger_ui_parameters={"persistAuthorization": False, "withCredentials": True},
+            # validatorUrl None: Swagger UI would otherwise fetch a badge from an online validator.
+            swagger_ui_parameters={"validatorUrl": None, "withCredentials": True},
         )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -36,6 +37,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from multiprocessing.connection import Connection
@@ -188,8 +190,9 @@ async def _serve(kind: str, lines: int, meters: int, seed: int, pipe: Connection
         ports, handle = await _lean_servers(lines, meters, counters)
     pipe.send(ports)
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, pipe.recv)  # until the parent says stop
-    pipe.send(counters)
+    while await loop.run_in_executor(None, pipe.recv) == "cpu":
+        pipe.send(_cpu_s())  # the parent's question: how busy were the meters?
+    pipe.send(counters)  # the parent said stop
     if kind == "simulator":
         await handle.stop()
 
@@ -217,6 +220,7 @@ class CountingSink:
 @dataclass
 class RunResult:
     reads_per_s: float
+    server_cpu_share: float
     requests_per_s: float
     cpu_us_per_read: float
     max_in_flight_per_bus: int
@@ -253,7 +257,12 @@ async def _warm_up(poller: Poller, lines: int, limit_s: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def measure(plans: list[BusPlan], duration_s: float, sink: Any) -> RunResult:
+async def measure(
+    plans: list[BusPlan],
+    duration_s: float,
+    sink: Any,
+    server_cpu: Callable[[], float] = lambda: 0.0,
+) -> RunResult:
     poller = Poller(plans, sink=sink, settings=PollerSettings(flush_interval_s=1.0))
     task = asyncio.create_task(poller.run())
     await _warm_up(poller, len(plans))
@@ -264,7 +273,9 @@ async def measure(plans: list[BusPlan], duration_s: float, sink: Any) -> RunResu
         time.perf_counter(),
     )
     requests0 = sum(c.stats.requests for c in poller.connections.values())
+    server0 = server_cpu()
     await asyncio.sleep(duration_s)
+    server_share = (server_cpu() - server0) / (time.perf_counter() - t0)
     reads, elapsed, cpu = poller.stats.reads - reads0, time.perf_counter() - t0, _cpu_s() - cpu0
     requests = sum(c.stats.requests for c in poller.connections.values()) - requests0
     per_line = [
@@ -275,6 +286,7 @@ async def measure(plans: list[BusPlan], duration_s: float, sink: Any) -> RunResu
     await task
     return RunResult(
         reads_per_s=reads / elapsed,
+        server_cpu_share=server_share,
         requests_per_s=requests / elapsed,
         cpu_us_per_read=cpu / max(reads, 1) * 1e6,
         max_in_flight_per_bus=max(c.stats.max_in_flight for c in poller.connections.values()),
@@ -304,18 +316,18 @@ def _ingest_sink(
 
 
 def _server_kind(server: str) -> str:
-    if server != "auto":
-        if server not in SERVERS:
-            raise ValueError(f"--server must be auto or one of {', '.join(SERVERS)}")
-        return server
-    import importlib.util
-
-    return "simulator" if importlib.util.find_spec("meterdesk.simulator.runtime") else "pymodbus"
+    if server not in SERVERS:
+        raise ValueError(f"--server must be one of {', '.join(SERVERS)}")
+    return server
 
 
 def _measure_all(
-    ports: list[int], meters: int, duration_s: float, runs: int, ingest: bool
+    ports: list[int], meters: int, duration_s: float, runs: int, ingest: bool, pipe: Connection
 ) -> list[RunResult]:
+    def server_cpu() -> float:
+        pipe.send("cpu")
+        return float(pipe.recv())
+
     results = []
     with tempfile.TemporaryDirectory(prefix="meterdesk-bench-poll-") as folder:
         sink: Any = CountingSink()
@@ -324,12 +336,13 @@ def _measure_all(
             sink, meter_ids = _ingest_sink(Path(folder), len(ports), meters)
         plans = plans_for(ports, meters, meter_ids)
         for number in range(1, runs + 1):
-            result = asyncio.run(measure(plans, duration_s, sink))
+            result = asyncio.run(measure(plans, duration_s, sink, server_cpu))
             say(
                 f"run {number}: {result.reads_per_s:,.0f} reads/s, {result.requests_per_s:,.0f} Modbus "
-                f"requests/s, {result.cpu_us_per_read:.0f} µs CPU per read, max in flight per line "
-                f"{result.max_in_flight_per_bus}, failures {result.failures}, reads per line "
-                f"{result.reads_per_line_min}–{result.reads_per_line_max}"
+                f"requests/s, {result.cpu_us_per_read:.0f} µs poller CPU per read, max in flight per "
+                f"line {result.max_in_flight_per_bus}, failures {result.failures}, reads per line "
+                f"{result.reads_per_line_min}–{result.reads_per_line_max}, meters' process busy "
+                f"{result.server_cpu_share:.0%} of a core"
             )
             results.append(result)
     return results
@@ -342,7 +355,7 @@ def run(
     meters: int | None = None,
     duration_s: float | None = None,
     runs: int | None = None,
-    server: str = "auto",
+    server: str = "lean",
     ingest: bool = False,
     seed: int = 1,
 ) -> dict[str, Any]:
@@ -350,6 +363,7 @@ def run(
     duration_s = duration_s or (8.0 if quick else 30.0)
     runs = runs or (2 if quick else 3)
     kind = _server_kind(server)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # late answers after a stop
     say(
         f"P6 poll bench: {lines} lines × {meters} meters ({kind} server, separate process), {runs} × {duration_s:g} s"
     )
@@ -364,7 +378,7 @@ def run(
         if not parent.poll(120):
             raise RuntimeError("the simulated meters did not start within 120 s")
         ports: list[int] = parent.recv()
-        results = _measure_all(ports, meters, duration_s, runs, ingest)
+        results = _measure_all(ports, meters, duration_s, runs, ingest, parent)
         parent.send("stop")
         counters: dict[str, int] = parent.recv() if parent.poll(10) else {}
     finally:
@@ -402,6 +416,7 @@ def _summary(
         "max_in_flight_per_bus": max(r.max_in_flight_per_bus for r in results),
         "modbus_requests_per_s": round(median("requests_per_s")),
         "poller_cpu_us_per_read": round(median("cpu_us_per_read")),
+        "meters_process_cpu_share": round(median("server_cpu_share"), 2),
         "failures": sum(r.failures for r in results),
         "reads_per_line_min_max": [
             min(r.reads_per_line_min for r in results),
@@ -423,6 +438,8 @@ def _summary(
             "pymodbus": pymodbus.__version__,
         },
     }
+    if summary["meters_process_cpu_share"] >= 0.9:
+        say("note: the simulated meters' process was saturated: the figure is a floor set by it")
     if "max_pipelined" in counters and kind == "lean":
         summary["server_max_requests_before_answer"] = counters["max_pipelined"]
     say(

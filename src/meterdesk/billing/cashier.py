@@ -14,7 +14,7 @@ from sqlalchemy import Connection, select
 from meterdesk.audit import service as audit
 from meterdesk.billing import control
 from meterdesk.billing.control import Outbox
-from meterdesk.billing.model import AccountStatus
+from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause, emergency_repayment
 from meterdesk.billing.tables import accounts
@@ -155,6 +155,18 @@ def recharge_in(
     if account["status"] != AccountStatus.OPEN.value:
         raise ConflictError(f"account {account['number']} is closed")
     posted = ledger_service.post(conn, request)
+    if account["billing_mode"] == BillingMode.METER.value:
+        # 表端计费: the money must reach the meter; the push carries the next purchase count, so
+        # it can never be applied twice (devices.reconcile).
+        from meterdesk.devices import reconcile
+
+        reconcile.push_recharge_in(
+            conn,
+            transfer_id=posted.transfer_id,
+            actor=actor,
+            at=at,
+            organisation_id=organisation_id,
+        )
     _repay_emergency(conn, account, request)
     _repay_arrears(conn, account, request)
     control.evaluate_in(

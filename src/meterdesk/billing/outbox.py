@@ -5,19 +5,15 @@ the decision, so a decision can never leave twice."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from meterdesk.devices.tables import commands
 from meterdesk.shared.time import Clock, system_clock
 
 COMMAND_DEADLINE = timedelta(minutes=30)
-COMMAND_ATTEMPTS = 8
+CONTROL_ACTOR = "system:control"
 
 
 class DatabaseOutbox:
@@ -34,26 +30,21 @@ class DatabaseOutbox:
         key: str,
         params: dict[str, Any],
     ) -> None:
-        now = self.clock()
-        builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(
-            builder(commands)
-            .values(
-                organisation_id=organisation_id,
-                meter_id=meter_id,
-                kind=kind,
-                params=json.dumps(params, sort_keys=True),
-                status="pending",
-                reason=None,
-                attempts=0,
-                max_attempts=COMMAND_ATTEMPTS,
-                next_attempt_at=now,
-                deadline_at=now + COMMAND_DEADLINE,
-                idempotency_key=key,
-                created_by="system:control",
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        """A desired state for the device layer: superseding older commands for the same relay
+        or valve, audited, with its created event; the executor sends it after commit."""
+        from meterdesk.devices.commands import service as commands
+
+        commands.send_command_in(
+            conn,
+            organisation_id=organisation_id,
+            meter_id=meter_id,
+            kind=kind,
+            params=None,
+            actor=CONTROL_ACTOR,
+            at=self.clock(),
+            idempotency_key=key,
+            deadline_s=int(COMMAND_DEADLINE.total_seconds()),
+            context=params,
         )
 
     def message(

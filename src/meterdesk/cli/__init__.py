@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from meterdesk.cli import accounts, control, places, readings, tariffs
+from meterdesk.cli import accounts, commands, control, places, readings, tariffs
 from meterdesk.cli.common import handled
 
 cli = typer.Typer(
@@ -29,6 +29,7 @@ cli.add_typer(readings.quarantine_cli, name="quarantine")
 cli.command("recharge")(accounts.recharge)
 cli.command("refund")(accounts.refund)
 cli.command("reverse")(accounts.reverse)
+cli.add_typer(commands.command_cli, name="command")
 cli.add_typer(control.alarm_cli, name="alarm-plan")
 cli.add_typer(control.policy_cli, name="policy")
 cli.add_typer(control.friendly_cli, name="friendly")

@@ -12,15 +12,12 @@ Acknowledgement, at two levels:
   committed. A crash between receipt and commit loses nothing: no reply went out, so the gateway
   re-sends; a re-send of a stored report is recognised by (gateway, msgid) and answered again.
 
-Group commit: :class:`GroupCommitter` collects messages until the first one has waited
-``window_s`` (50 ms) or ``max_batch_readings`` (2,000) readings are waiting, then hands them to
-:meth:`UplinkStore.commit` in a worker thread (one at a time) while the event loop keeps
-receiving. While a commit runs the next batch fills, so batches grow with the load. A failed
-commit is retried with back-off; a message that has failed before is retried alone, so one bad
-message cannot block the others; after ``max_attempts`` it is dropped unanswered (the gateway
-re-sends it later). Several processes may share the load with an MQTT shared subscription
-(``$share/<group>/data/up/+/+``); on PostgreSQL the meter cursors and the unique (gateway, msgid)
-index keep them from billing anything twice.
+Group commit (:mod:`meterdesk.devices.mqtt_commit`): messages are collected for up to 50 ms or
+2,000 readings and stored in one transaction (:mod:`meterdesk.devices.mqtt_store`) in a worker
+thread while the event loop keeps receiving. Several processes may share the load with an MQTT
+shared subscription (``$share/<group>/data/up/+/+``; each process needs its own stable client
+id); on PostgreSQL the meter cursors and the unique (gateway, msgid) index keep them from
+billing anything twice.
 """
 
 from __future__ import annotations
@@ -29,17 +26,16 @@ import asyncio
 import logging
 import signal
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import aiomqtt
 
 from meterdesk.db.database import Database
+from meterdesk.devices.mqtt_commit import CommitBatch, GroupCommitter, IngestStats
 from meterdesk.devices.mqtt_rows import Inbound, Reply, receive
-from meterdesk.devices.mqtt_store import BatchOutcome, BatchStats, UplinkStore
+from meterdesk.devices.mqtt_store import UplinkStore
 from meterdesk.devices.uplink import ControlReply, UplinkRejected, parse_control_reply, parse_topic
 from meterdesk.shared.errors import ValidationError
 
@@ -82,169 +78,6 @@ def parse_broker(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class ReplySender(Protocol):
-    async def send(self, replies: Sequence[Reply]) -> None: ...
-
-
-@dataclass
-class IngestStats(BatchStats):
-    batches: int = 0
-    failed_batches: int = 0
-    dropped: int = 0  # messages given up after max_attempts (no reply: the gateway re-sends)
-    replies_sent: int = 0
-    replies_failed: int = 0
-    reconnects: int = 0
-    batch_readings_max: int = 0
-    commit_s: float = 0.0  # time spent in commits
-    # receipt → commit of each message (the balance reflects its readings from then on)
-    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
-
-
-@dataclass
-class _Pending:
-    inbound: Inbound
-    attempts: int = 0
-
-
-class GroupCommitter:
-    """Collects messages, commits them in groups, then sends their replies."""
-
-    def __init__(
-        self,
-        commit: Callable[[list[Inbound]], BatchOutcome],
-        sender: ReplySender,
-        *,
-        window_s: float = 0.05,
-        max_batch_readings: int = 2000,
-        max_attempts: int = 5,
-        backoff_s: tuple[float, float] = (0.5, 30.0),
-        clock: Callable[[], float] = time.monotonic,
-        run_sync: Callable[
-            [Callable[[list[Inbound]], BatchOutcome], list[Inbound]], Awaitable[BatchOutcome]
-        ]
-        | None = None,
-    ) -> None:
-        self._commit, self._sender, self._clock = commit, sender, clock
-        self.window_s, self.max_batch_readings, self.max_attempts = (
-            window_s,
-            max_batch_readings,
-            max_attempts,
-        )
-        self._backoff = backoff_s
-        self._run_sync = run_sync or asyncio.to_thread
-        self._pending: deque[_Pending] = deque()
-        self._pending_readings = 0
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._failures = 0
-        self._sending: set[asyncio.Task[None]] = set()
-        self.stats = IngestStats()
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def add(self, inbound: Inbound) -> None:
-        self._pending.append(_Pending(inbound))
-        self._pending_readings += inbound.readings
-        if len(self._pending) == 1 or self._pending_readings >= self.max_batch_readings:
-            self._wake.set()
-
-    async def run(self) -> None:
-        """Commit batches until :meth:`stop`; then flush what is pending and wait for replies."""
-        while batch := await self._next_batch():
-            await self._commit_batch(batch)
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-
-    async def _next_batch(self) -> list[_Pending]:
-        while not self._pending:
-            if self._stopping:
-                return []
-            self._wake.clear()
-            await self._wake.wait()
-        while not self._stopping and self._pending_readings < self.max_batch_readings:
-            remaining = self._pending[0].inbound.arrived + self.window_s - self._clock()
-            if remaining <= 0:
-                break
-            self._wake.clear()
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
-        return self._take()
-
-    def _take(self) -> list[_Pending]:
-        """The oldest messages up to the reading limit; a message that failed before, alone."""
-        batch = [self._pending.popleft()]
-        readings = batch[0].inbound.readings
-        if batch[0].attempts == 0:
-            while self._pending and self._pending[0].attempts == 0:
-                size = self._pending[0].inbound.readings
-                if readings + size > self.max_batch_readings:
-                    break
-                batch.append(self._pending.popleft())
-                readings += size
-        self._pending_readings -= readings
-        return batch
-
-    async def _commit_batch(self, batch: list[_Pending]) -> None:
-        inbound = [item.inbound for item in batch]
-        started = self._clock()
-        try:
-            outcome = await self._run_sync(self._commit, inbound)
-        except Exception:
-            log.exception("MQTT ingest: commit of %d message(s) failed", len(batch))
-            await self._failed(batch)
-            return
-        done = self._clock()
-        self._failures = 0
-        self._record(outcome.stats, inbound, started, done)
-        task = asyncio.create_task(self._send(outcome.replies))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    def _record(
-        self, stats: BatchStats, inbound: list[Inbound], started: float, done: float
-    ) -> None:
-        self.stats.merge(stats)
-        self.stats.batches += 1
-        self.stats.commit_s += done - started
-        self.stats.batch_readings_max = max(
-            self.stats.batch_readings_max, sum(i.readings for i in inbound)
-        )
-        self.stats.latencies_s.extend(done - i.arrived for i in inbound)
-
-    async def _failed(self, batch: list[_Pending]) -> None:
-        self.stats.failed_batches += 1
-        self._failures += 1
-        for item in reversed(batch):
-            item.attempts += 1
-            if item.attempts >= self.max_attempts:
-                self.stats.dropped += 1
-                log.error(
-                    "MQTT ingest: giving up on %s after %d attempts; the gateway will re-send",
-                    item.inbound.topic,
-                    item.attempts,
-                )
-                continue
-            self._pending.appendleft(item)
-            self._pending_readings += item.inbound.readings
-        low, high = self._backoff
-        await asyncio.sleep(min(high, low * 2 ** (self._failures - 1)))
-
-    async def _send(self, replies: Sequence[Reply]) -> None:
-        try:
-            await self._sender.send(replies)
-            self.stats.replies_sent += len(replies)
-        except Exception:
-            # Committed already; the gateway re-sends and gets the stored result again.
-            self.stats.replies_failed += len(replies)
-            log.warning("MQTT ingest: %d replies not sent", len(replies), exc_info=True)
-
-
 class MqttReplySender:
     """Publishes replies on the current connection (none while reconnecting)."""
 
@@ -273,7 +106,7 @@ class MqttIngestService:
 
     def __init__(
         self,
-        commit: Callable[[list[Inbound]], BatchOutcome],
+        commit: CommitBatch,
         settings: MqttSettings,
         *,
         on_control_reply: ControlReplyHandler | None = None,

@@ -249,14 +249,13 @@ _LOST_SQL = (
 OFFLINE_REASON = "the gateway reports the meter offline"
 
 
-def save_live(
-    conn: Connection, live: dict[int, tuple[MeterReport, bool]], received_at: datetime
-) -> None:
+def save_live(conn: Connection, live: dict[int, MeterReport], received_at: datetime) -> None:
     """Upsert ``device_status``: an online entry sets the live values unless a newer one is
     stored; an offline entry marks the meter lost and keeps its last values."""
     at = instant_int(received_at)
-    online = [_status_row(m, e, at) for m, (e, ok) in sorted(live.items()) if ok]
-    lost = [(m, "lost", 1, OFFLINE_REASON, at) for m, (_, ok) in sorted(live.items()) if not ok]
+    ordered = sorted(live.items())  # one lock order for concurrent ingest processes
+    online = [_status_row(m, e, at) for m, e in ordered if e.state == "ONLINE"]
+    lost = [(m, "lost", 1, OFFLINE_REASON, at) for m, e in ordered if e.state == "OFFLINE"]
     _executemany(conn, _ONLINE_SQL, online)
     _executemany(conn, _LOST_SQL, lost)
 

@@ -101,7 +101,7 @@ class _Work:
     received_at: datetime
     readings: list[IncomingReading] = field(default_factory=list)
     quarantine: list[QuarantineItem] = field(default_factory=list)
-    live: dict[int, tuple[MeterReport, bool]] = field(default_factory=dict)  # meter → latest
+    live: dict[int, MeterReport] = field(default_factory=dict)  # meter → newest REALTIME entry
     gateways: set[int] = field(default_factory=set)
     stats: BatchStats = field(default_factory=BatchStats)
 
@@ -179,9 +179,10 @@ class UplinkStore:
                     )
                 )
                 continue
+            if not history:
+                _latest(work.live, meter.id, entry)
             if entry.state == "OFFLINE":
-                work.live.setdefault(meter.id, (entry, False))
-                continue
+                continue  # registers repeated for an unreachable meter are not a measurement
             try:
                 incoming = entry_reading(entry, meter, source)
             except UplinkRejected as error:
@@ -193,8 +194,6 @@ class UplinkStore:
                 continue
             if incoming is not None:
                 work.readings.append(incoming)
-            if not history:
-                _latest(work.live, meter.id, entry)
 
 
 def _up_topic(text: str) -> Topic | str:
@@ -206,10 +205,11 @@ def _up_topic(text: str) -> Topic | str:
     return topic if topic.direction == "up" else f"{text!r} is not an up topic"
 
 
-def _latest(live: dict[int, tuple[MeterReport, bool]], meter_id: int, entry: MeterReport) -> None:
+def _latest(live: dict[int, MeterReport], meter_id: int, entry: MeterReport) -> None:
+    """Keep each meter's newest REALTIME entry of the batch (online or offline)."""
     seen = live.get(meter_id)
-    if seen is None or not seen[1] or seen[0].time <= entry.time:
-        live[meter_id] = (entry, True)
+    if seen is None or seen.time <= entry.time:
+        live[meter_id] = entry
 
 
 def _record(conn: Connection, decisions: list[_Decision], received_at: datetime) -> None:

@@ -59,7 +59,7 @@ class Dlt645Meter:
 
     address: str = "000000000001"
     values: dict[int, c.DataValue] = field(default_factory=dict)
-    password: str = "123456"
+    password: str = "123456"  # noqa: S105 - the fake meter's relay password
     silent_for: int = 0  # requests ignored before answering
     relay_commands: list[c.RelayCommand] = field(default_factory=list)
     writes: list[c.WriteCommand] = field(default_factory=list)
@@ -176,7 +176,7 @@ def test_dlt645_relay_sends_deadline_in_the_meter_zone_and_password_from_options
 
 
 def test_dlt645_refused_relay_carries_the_meters_reason() -> None:
-    driver, _ = dlt645(Dlt645Meter(password="999999"))
+    driver, _ = dlt645(Dlt645Meter(password="999999"))  # noqa: S106 - a wrong one
     with pytest.raises(DeviceRefusedError, match="UNAUTHORISED"):
         run(driver.relay(ELECTRIC, RelayAction.CLOSE, NOW + timedelta(minutes=5)))
     expired, _ = dlt645(Dlt645Meter())

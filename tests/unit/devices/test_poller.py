@@ -4,6 +4,7 @@ with fake drivers (no sockets, no database)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -133,7 +134,7 @@ def test_a_bus_slower_than_its_interval_polls_round_robin_without_bursts() -> No
     run_for(poller, clock, 95)
     assert [m for m, _ in drivers[1].polls] == [1, 2, 3, 1, 2, 3, 1, 2, 3]
     times = [t for _, t in drivers[1].polls]
-    assert all(b - a == 10 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a == 10 for a, b in itertools.pairwise(times))
 
 
 def test_one_request_in_flight_per_bus_while_buses_run_concurrently() -> None:

@@ -31,6 +31,7 @@ from meterdesk.api.schemas.accounts import (
     StatementLineOut,
     StatementOut,
 )
+from meterdesk.api.schemas.common import Id
 from meterdesk.billing import accounts, statements
 from meterdesk.shared.money import format_money, parse_quantity
 from meterdesk.shared.time import require_utc
@@ -53,7 +54,7 @@ def require_money(caller: Caller, amount: str | None) -> None:
         raise PermissionDeniedError("putting credit on an account needs the cashier or admin role")
 
 
-def number_of(caller: Caller, account_id: int) -> str:
+def number_of(caller: Caller, account_id: Id) -> str:
     with caller.db.read() as conn:
         return queries.account_number(conn, caller.organisation_id, account_id)
 
@@ -62,8 +63,8 @@ def number_of(caller: Caller, account_id: int) -> str:
 def list_accounts(
     caller: Reader,
     status: Literal["open", "closed"] | None = None,
-    customer_id: int | None = None,
-    room_id: int | None = None,
+    customer_id: Id | None = None,
+    room_id: Id | None = None,
     q: Annotated[str | None, Query(max_length=64, description="part of the account number")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
@@ -131,7 +132,7 @@ def open_account(
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut)
-def get_account(account_id: int, caller: Reader) -> AccountOut:
+def get_account(account_id: Id, caller: Reader) -> AccountOut:
     with caller.db.read() as conn:
         return AccountOut.model_validate(
             queries.one_account(conn, caller.organisation_id, account_id)
@@ -139,7 +140,7 @@ def get_account(account_id: int, caller: Reader) -> AccountOut:
 
 
 @router.get("/accounts/{account_id}/balance", response_model=BalanceOut)
-def get_balance(account_id: int, caller: Reader) -> BalanceOut:
+def get_balance(account_id: Id, caller: Reader) -> BalanceOut:
     """Credit left (negative while an allowed overdraft is used), arrears and meters."""
     found = statements.balance(
         caller.db, organisation_id=caller.organisation_id, number=number_of(caller, account_id)
@@ -158,7 +159,7 @@ def get_balance(account_id: int, caller: Reader) -> BalanceOut:
 
 @router.get("/accounts/{account_id}/statement", response_model=StatementOut)
 def get_statement(
-    account_id: int,
+    account_id: Id,
     caller: Reader,
     start: AwareDatetime | None = None,
     end: AwareDatetime | None = None,
@@ -195,6 +196,19 @@ def _line(line: statements.StatementLine) -> StatementLineOut:
     )
 
 
+def _final_readings(body: CloseIn) -> list[accounts.FinalReading]:
+    return [
+        accounts.FinalReading(
+            r.meter_id,
+            parse_quantity(r.total, field="total"),
+            None
+            if r.bands is None
+            else {b: parse_quantity(v, field=b) for b, v in r.bands.items()},
+        )
+        for r in body.final_readings
+    ]
+
+
 @router.post(
     "/accounts/{account_id}/close",
     response_model=ClosedOut,
@@ -202,7 +216,7 @@ def _line(line: statements.StatementLine) -> StatementLineOut:
     responses=replay_doc(ClosedOut),
 )
 def close_account(
-    account_id: int, body: CloseIn, request: Request, caller: AccountsWriter, key: IdempotencyKey
+    account_id: Id, body: CloseIn, request: Request, caller: AccountsWriter, key: IdempotencyKey
 ) -> JSONResponse:
     """Close (销户): final readings, final charges, refund of the credit left; arrears stay owed."""
     number = number_of(caller, account_id)
@@ -212,16 +226,7 @@ def close_account(
             caller.db,
             organisation_id=caller.organisation_id,
             number=number,
-            final_readings=[
-                accounts.FinalReading(
-                    r.meter_id,
-                    parse_quantity(r.total, field="total"),
-                    None
-                    if r.bands is None
-                    else {b: parse_quantity(v, field=b) for b, v in r.bands.items()},
-                )
-                for r in body.final_readings
-            ],
+            final_readings=_final_readings(body),
             refund_method=body.refund_method,
             actor=caller.actor,
             idempotency_key=key,

@@ -15,6 +15,7 @@ from meterdesk.api.pagination import Cursor, Limit, Page, after_id, decode
 from meterdesk.api.queries import meters as queries
 from meterdesk.api.queries.common import Window
 from meterdesk.api.queries.places import one
+from meterdesk.api.schemas.common import Id
 from meterdesk.api.schemas.meters import (
     MeterIn,
     MeterOut,
@@ -31,7 +32,7 @@ from meterdesk.shared.money import parse_quantity
 router = APIRouter(responses=ERROR_RESPONSES, tags=["meters"])
 
 
-def _meter(caller: Caller, meter_id: int) -> MeterOut:
+def _meter(caller: Caller, meter_id: Id) -> MeterOut:
     with caller.db.read() as conn:
         row = one(conn, meters, caller.organisation_id, meter_id, "meter")
     return MeterOut.model_validate(queries.meter_dict(row))
@@ -40,8 +41,8 @@ def _meter(caller: Caller, meter_id: int) -> MeterOut:
 @router.get("/meters", response_model=Page[MeterOut])
 def list_meters(
     caller: Reader,
-    site_id: int | None = None,
-    room_id: int | None = None,
+    site_id: Id | None = None,
+    room_id: Id | None = None,
     utility: Utility | None = None,
     q: Annotated[str | None, Query(max_length=64, description="part of the meter number")] = None,
     limit: Limit = 50,
@@ -81,7 +82,7 @@ def create_meter(body: MeterIn, caller: MetersWriter) -> MeterOut:
 
 
 @router.get("/meters/{meter_id}", response_model=MeterOut)
-def get_meter(meter_id: int, caller: Reader) -> MeterOut:
+def get_meter(meter_id: Id, caller: Reader) -> MeterOut:
     return _meter(caller, meter_id)
 
 
@@ -92,7 +93,7 @@ def get_meter(meter_id: int, caller: Reader) -> MeterOut:
     responses={200: {"model": ReplacementOut, "description": "Idempotent replay"}},
 )
 def replace_meter(
-    meter_id: int,
+    meter_id: Id,
     body: ReplacementIn,
     request: Request,
     caller: MetersWriter,
@@ -130,7 +131,7 @@ def replace_meter(
 
 @router.get("/meters/{meter_id}/readings", response_model=Page[ReadingOut])
 def list_readings(
-    meter_id: int,
+    meter_id: Id,
     caller: Reader,
     start: AwareDatetime | None = None,
     end: AwareDatetime | None = None,

@@ -13,6 +13,7 @@ from meterdesk.api.errors import ERROR_RESPONSES
 from meterdesk.api.idempotency import run_once
 from meterdesk.api.routers.accounts import number_of, replay_doc
 from meterdesk.api.schemas.accounts import MoneyIn, MoneyOut, ReversalIn, ReversalOut
+from meterdesk.api.schemas.common import BigId, Id
 from meterdesk.billing import cashier
 from meterdesk.shared.money import format_money, parse_positive_money
 
@@ -20,7 +21,7 @@ router = APIRouter(responses=ERROR_RESPONSES, tags=["money"])
 
 
 def _money(
-    caller: Caller, account_id: int, body: MoneyIn, key: str, kind: str
+    caller: Caller, account_id: Id, body: MoneyIn, key: str, kind: str
 ) -> tuple[BaseModel, bool]:
     use_case = cashier.recharge if kind == "recharge" else cashier.refund
     result = use_case(
@@ -44,7 +45,7 @@ def _money(
 
 
 def _desk(
-    caller: Caller, request: Request, account_id: int, body: MoneyIn, key: str, kind: str
+    caller: Caller, request: Request, account_id: Id, body: MoneyIn, key: str, kind: str
 ) -> JSONResponse:
     number = number_of(caller, account_id)  # 404 for another organisation's account
     return run_once(
@@ -65,7 +66,7 @@ def _desk(
     responses=replay_doc(MoneyOut),
 )
 def recharge(
-    account_id: int, body: MoneyIn, request: Request, caller: Cashier, key: IdempotencyKey
+    account_id: Id, body: MoneyIn, request: Request, caller: Cashier, key: IdempotencyKey
 ) -> JSONResponse:
     """Credit money to the account (arrears are repaid first); supply restores by policy."""
     return _desk(caller, request, account_id, body, key, "recharge")
@@ -78,7 +79,7 @@ def recharge(
     responses=replay_doc(MoneyOut),
 )
 def refund(
-    account_id: int, body: MoneyIn, request: Request, caller: Cashier, key: IdempotencyKey
+    account_id: Id, body: MoneyIn, request: Request, caller: Cashier, key: IdempotencyKey
 ) -> JSONResponse:
     """Pay back part or all of the credit (409 when the balance is not enough)."""
     return _desk(caller, request, account_id, body, key, "refund")
@@ -91,7 +92,7 @@ def refund(
     responses=replay_doc(ReversalOut),
 )
 def reverse(
-    transfer_id: int, body: ReversalIn, request: Request, caller: Reverser, key: IdempotencyKey
+    transfer_id: BigId, body: ReversalIn, request: Request, caller: Reverser, key: IdempotencyKey
 ) -> JSONResponse:
     """Reverse a recharge or refund made in error, with a new opposite transfer (冲正)."""
 

@@ -11,6 +11,7 @@ from meterdesk.api.errors import ERROR_RESPONSES
 from meterdesk.api.pagination import Cursor, Limit, Page, after_id
 from meterdesk.api.queries import places as queries
 from meterdesk.api.queries.common import Window, text
+from meterdesk.api.schemas.common import Id
 from meterdesk.api.schemas.places import (
     BuildingIn,
     BuildingOut,
@@ -38,7 +39,7 @@ def _window(cursor: str | None, limit: int) -> Window:
 # -- sites ---------------------------------------------------------------------------------------
 
 
-def _site(caller: Caller, site_id: int) -> SiteOut:
+def _site(caller: Caller, site_id: Id) -> SiteOut:
     with caller.db.read() as conn:
         return SiteOut.model_validate(
             queries.one(conn, sites, caller.organisation_id, site_id, "site")
@@ -61,14 +62,14 @@ def create_site(body: SiteIn, caller: PlacesWriter) -> SiteOut:
 
 
 @router.get("/sites/{site_id}", response_model=SiteOut)
-def get_site(site_id: int, caller: Reader) -> SiteOut:
+def get_site(site_id: Id, caller: Reader) -> SiteOut:
     return _site(caller, site_id)
 
 
 # -- buildings -----------------------------------------------------------------------------------
 
 
-def _building(caller: Caller, building_id: int) -> BuildingOut:
+def _building(caller: Caller, building_id: Id) -> BuildingOut:
     with caller.db.read() as conn:
         row = queries.one(conn, buildings, caller.organisation_id, building_id, "building")
     return BuildingOut.model_validate(row)
@@ -76,7 +77,7 @@ def _building(caller: Caller, building_id: int) -> BuildingOut:
 
 @router.get("/buildings", response_model=Page[BuildingOut])
 def list_buildings(
-    caller: Reader, site_id: int | None = None, limit: Limit = 50, cursor: Cursor = None
+    caller: Reader, site_id: Id | None = None, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[BuildingOut]:
     with caller.db.read() as conn:
         rows, next_cursor = queries.list_buildings(
@@ -96,14 +97,14 @@ def create_building(body: BuildingIn, caller: PlacesWriter) -> BuildingOut:
 
 
 @router.get("/buildings/{building_id}", response_model=BuildingOut)
-def get_building(building_id: int, caller: Reader) -> BuildingOut:
+def get_building(building_id: Id, caller: Reader) -> BuildingOut:
     return _building(caller, building_id)
 
 
 # -- floors --------------------------------------------------------------------------------------
 
 
-def _floor(caller: Caller, floor_id: int) -> FloorOut:
+def _floor(caller: Caller, floor_id: Id) -> FloorOut:
     with caller.db.read() as conn:
         return FloorOut.model_validate(
             queries.one(conn, floors, caller.organisation_id, floor_id, "floor")
@@ -112,7 +113,7 @@ def _floor(caller: Caller, floor_id: int) -> FloorOut:
 
 @router.get("/floors", response_model=Page[FloorOut])
 def list_floors(
-    caller: Reader, building_id: int | None = None, limit: Limit = 50, cursor: Cursor = None
+    caller: Reader, building_id: Id | None = None, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[FloorOut]:
     with caller.db.read() as conn:
         rows, next_cursor = queries.list_floors(
@@ -134,7 +135,7 @@ def create_floor(body: FloorIn, caller: PlacesWriter) -> FloorOut:
 
 
 @router.get("/floors/{floor_id}", response_model=FloorOut)
-def get_floor(floor_id: int, caller: Reader) -> FloorOut:
+def get_floor(floor_id: Id, caller: Reader) -> FloorOut:
     return _floor(caller, floor_id)
 
 
@@ -150,9 +151,9 @@ def _room_out(row: object) -> RoomOut:
 @router.get("/rooms", response_model=Page[RoomOut])
 def list_rooms(
     caller: Reader,
-    site_id: int | None = None,
-    building_id: int | None = None,
-    floor_id: int | None = None,
+    site_id: Id | None = None,
+    building_id: Id | None = None,
+    floor_id: Id | None = None,
     kind: RoomKind | None = None,
     q: Search = None,
     limit: Limit = 50,
@@ -180,7 +181,7 @@ def create_room(body: RoomIn, caller: PlacesWriter) -> RoomOut:
 
 
 @router.get("/rooms/{room_id}", response_model=RoomOut)
-def get_room(room_id: int, caller: Reader) -> RoomOut:
+def get_room(room_id: Id, caller: Reader) -> RoomOut:
     with caller.db.read() as conn:
         return _room_out(queries.one_room(conn, caller.organisation_id, room_id))
 
@@ -188,7 +189,7 @@ def get_room(room_id: int, caller: Reader) -> RoomOut:
 # -- customers -----------------------------------------------------------------------------------
 
 
-def _customer(caller: Caller, customer_id: int) -> CustomerOut:
+def _customer(caller: Caller, customer_id: Id) -> CustomerOut:
     with caller.db.read() as conn:
         row = queries.one(conn, customers, caller.organisation_id, customer_id, "customer")
     return CustomerOut.model_validate(row)
@@ -222,5 +223,5 @@ def create_customer(body: CustomerIn, caller: PlacesWriter) -> CustomerOut:
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerOut)
-def get_customer(customer_id: int, caller: Reader) -> CustomerOut:
+def get_customer(customer_id: Id, caller: Reader) -> CustomerOut:
     return _customer(caller, customer_id)

@@ -26,6 +26,7 @@ from meterdesk.api.schemas.accounts import (
     PresetIn,
     PresetOut,
 )
+from meterdesk.api.schemas.common import Id
 from meterdesk.billing import presets
 from meterdesk.shared.errors import ValidationError
 
@@ -33,7 +34,7 @@ router = APIRouter(responses=ERROR_RESPONSES, tags=["accounts"])
 SUFFIXES = (".csv", ".xlsx", ".xlsm")
 
 
-def _preset(caller: Caller, preset_id: int) -> PresetOut:
+def _preset(caller: Caller, preset_id: Id) -> PresetOut:
     with caller.db.read() as conn:
         return PresetOut.model_validate(queries.one_preset(conn, caller.organisation_id, preset_id))
 
@@ -63,7 +64,7 @@ def add_preset(body: PresetIn, caller: AccountsWriter) -> PresetOut:
 
 
 @router.get("/account-presets/{preset_id}", response_model=PresetOut)
-def get_preset(preset_id: int, caller: Reader) -> PresetOut:
+def get_preset(preset_id: Id, caller: Reader) -> PresetOut:
     return _preset(caller, preset_id)
 
 
@@ -74,7 +75,7 @@ def get_preset(preset_id: int, caller: Reader) -> PresetOut:
     responses=replay_doc(OpenedAccountOut),
 )
 def open_preset(
-    preset_id: int, request: Request, caller: AccountsWriter, key: IdempotencyKey
+    preset_id: Id, request: Request, caller: AccountsWriter, key: IdempotencyKey
 ) -> JSONResponse:
     """Open a pre-entered account with one call."""
     found = _preset(caller, preset_id)

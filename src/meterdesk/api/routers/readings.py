@@ -22,6 +22,7 @@ from meterdesk.api.idempotency import audited, run_once
 from meterdesk.api.pagination import Cursor, Limit, Page, after_id
 from meterdesk.api.queries import meters as queries
 from meterdesk.api.queries.common import Window
+from meterdesk.api.schemas.common import Id
 from meterdesk.api.schemas.meters import (
     IngestReportOut,
     QuarantineOut,
@@ -104,7 +105,7 @@ def ingest_readings(
 def list_quarantine(
     caller: Reader,
     status: Literal["open", "released", "discarded"] = "open",
-    meter_id: int | None = None,
+    meter_id: Id | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[QuarantineOut]:
@@ -125,7 +126,7 @@ def list_quarantine(
     responses=REPLAY,
 )
 def release(
-    quarantine_id: int, request: Request, caller: QuarantineWriter, key: IdempotencyKey
+    quarantine_id: Id, request: Request, caller: QuarantineWriter, key: IdempotencyKey
 ) -> JSONResponse:
     """Accept a quarantined reading as real and bill it (a decrease becomes a device reset)."""
     with caller.db.read() as conn:
@@ -154,7 +155,7 @@ def release(
 
 
 @router.post("/quarantine/{quarantine_id}/discard", response_model=QuarantineResolvedOut)
-def discard(quarantine_id: int, caller: QuarantineWriter) -> QuarantineResolvedOut:
+def discard(quarantine_id: Id, caller: QuarantineWriter) -> QuarantineResolvedOut:
     """Keep a quarantined reading on record but never bill it."""
     with caller.db.read() as conn:
         queries.one_quarantined(conn, caller.organisation_id, quarantine_id)

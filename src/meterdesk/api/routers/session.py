@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from meterdesk.access import credentials, login, service
 from meterdesk.access.credentials import Principal
-from meterdesk.api.context import CSRF_COOKIE, SESSION_COOKIE, ApiContext
+from meterdesk.api.context import CSRF_COOKIE, SESSION_COOKIE, ApiConfig, ApiContext
 from meterdesk.api.deps import Authenticated, client_address, context
 from meterdesk.api.errors import ERROR_RESPONSES, BadRequestError, ErrorBody
 from meterdesk.api.schemas.access import LoginIn, MembershipOut, PasswordChangeIn, SessionOut
@@ -35,6 +35,24 @@ def describe(ctx: ApiContext, who: Principal) -> SessionOut:
             for m in identity.memberships
         ],
     )
+
+
+def _set_cookies(response: Response, started: credentials.NewSession, config: ApiConfig) -> None:
+    """The session cookie (HttpOnly) and the CSRF cookie the console's script reads."""
+    max_age = int(config.session_policy.max_age.total_seconds())
+    for name, value, http_only in (
+        (SESSION_COOKIE, started.token, True),
+        (CSRF_COOKIE, started.csrf_token, False),
+    ):
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            httponly=http_only,
+            secure=config.cookie_secure,
+            samesite="lax",
+            path="/",
+        )
 
 
 @router.post(
@@ -66,20 +84,7 @@ def log_in(
         address=address,
         policy=config.session_policy,
     )
-    max_age = int(config.session_policy.max_age.total_seconds())
-    for name, value, http_only in (
-        (SESSION_COOKIE, started.token, True),
-        (CSRF_COOKIE, started.csrf_token, False),
-    ):
-        response.set_cookie(
-            name,
-            value,
-            max_age=max_age,
-            httponly=http_only,
-            secure=config.cookie_secure,
-            samesite="lax",
-            path="/",
-        )
+    _set_cookies(response, started, config)
     principal = credentials.session_principal(db, token=started.token, policy=config.session_policy)
     assert principal is not None
     answer = describe(ctx, principal)

@@ -11,6 +11,7 @@ from meterdesk.api.idempotency import audited
 from meterdesk.api.pagination import Cursor, Limit, Page, after_id
 from meterdesk.api.queries import tariffs as queries
 from meterdesk.api.queries.common import Window
+from meterdesk.api.schemas.common import Id
 from meterdesk.api.schemas.meters import Utility
 from meterdesk.api.schemas.tariffs import (
     TariffIn,
@@ -26,7 +27,7 @@ from meterdesk.tariffs import service
 router = APIRouter(responses=ERROR_RESPONSES, tags=["tariffs"])
 
 
-def _describe(caller: Caller, tariff_id: int) -> TariffOut:
+def _describe(caller: Caller, tariff_id: Id) -> TariffOut:
     found = service.describe(caller.db, organisation_id=caller.organisation_id, tariff_id=tariff_id)
     return TariffOut.model_validate(found)
 
@@ -67,13 +68,13 @@ def create_tariff(body: TariffIn, caller: TariffsWriter) -> TariffOut:
 
 
 @router.get("/tariffs/{tariff_id}", response_model=TariffOut)
-def get_tariff(tariff_id: int, caller: Reader) -> TariffOut:
+def get_tariff(tariff_id: Id, caller: Reader) -> TariffOut:
     """A tariff with every version's definition."""
     return _describe(caller, tariff_id)
 
 
 @router.get("/tariffs/{tariff_id}/versions", response_model=list[TariffVersionOut])
-def list_versions(tariff_id: int, caller: Reader) -> list[TariffVersionOut]:
+def list_versions(tariff_id: Id, caller: Reader) -> list[TariffVersionOut]:
     """The tariff's versions in effective-date order, with who added each and when."""
     with caller.db.read() as conn:
         rows = queries.list_versions(conn, caller.organisation_id, tariff_id)
@@ -81,7 +82,7 @@ def list_versions(tariff_id: int, caller: Reader) -> list[TariffVersionOut]:
 
 
 @router.post("/tariffs/{tariff_id}/versions", response_model=TariffOut, status_code=201)
-def add_version(tariff_id: int, body: TariffVersionIn, caller: TariffsWriter) -> TariffOut:
+def add_version(tariff_id: Id, body: TariffVersionIn, caller: TariffsWriter) -> TariffOut:
     """Add a version effective from a later date than today (the past is never re-priced)."""
     effective = service.add_version(
         caller.db,

@@ -24,6 +24,7 @@ from meterdesk.api.schemas.access import (
     TokenIn,
     TokenOut,
 )
+from meterdesk.api.schemas.common import Id
 from meterdesk.shared.errors import NotFoundError
 from meterdesk.sites import service as sites
 from meterdesk.sites.tables import organisations
@@ -46,7 +47,7 @@ def _slice(
 # -- organisations -------------------------------------------------------------------------------
 
 
-def _organisation(ctx: ApiContext, organisation_id: int, role: str | None) -> OrganisationOut:
+def _organisation(ctx: ApiContext, organisation_id: Id, role: str | None) -> OrganisationOut:
     with ctx.app.db.read() as conn:
         row = (
             conn.execute(select(organisations).where(organisations.c.id == organisation_id))
@@ -81,7 +82,7 @@ def create_organisation(body: OrganisationIn, who: Authenticated, ctx: Context) 
 @router.get(
     "/organisations/{organisation_id}", response_model=OrganisationOut, tags=["organisations"]
 )
-def get_organisation(organisation_id: int, who: Authenticated, ctx: Context) -> OrganisationOut:
+def get_organisation(organisation_id: Id, who: Authenticated, ctx: Context) -> OrganisationOut:
     """One of your organisations (any other answers 404)."""
     identity = service.identity(ctx.app.db, user_id=who.user_id)
     for membership in identity.memberships:
@@ -93,7 +94,7 @@ def get_organisation(organisation_id: int, who: Authenticated, ctx: Context) -> 
 # -- members -------------------------------------------------------------------------------------
 
 
-def _member(caller: Any, user_id: int) -> MemberOut:
+def _member(caller: Any, user_id: Id) -> MemberOut:
     for row in service.list_members(caller.db, organisation_id=caller.organisation_id):
         if row["id"] == user_id:
             return MemberOut.model_validate(row)
@@ -132,12 +133,12 @@ def create_user(body: MemberIn, caller: UsersManager) -> MemberOut:
 
 
 @router.get("/users/{user_id}", response_model=MemberOut, tags=["users"])
-def get_user(user_id: int, caller: UsersManager) -> MemberOut:
+def get_user(user_id: Id, caller: UsersManager) -> MemberOut:
     return _member(caller, user_id)
 
 
 @router.put("/users/{user_id}/role", response_model=MemberOut, tags=["users"])
-def set_role(user_id: int, body: RoleIn, caller: UsersManager) -> MemberOut:
+def set_role(user_id: Id, body: RoleIn, caller: UsersManager) -> MemberOut:
     """Change a member's role (an organisation always keeps one admin)."""
     service.set_role(
         caller.db,
@@ -150,7 +151,7 @@ def set_role(user_id: int, body: RoleIn, caller: UsersManager) -> MemberOut:
 
 
 @router.put("/users/{user_id}/password", tags=["users"], status_code=204, response_class=Response)
-def reset_password(user_id: int, body: PasswordIn, caller: UsersManager) -> Response:
+def reset_password(user_id: Id, body: PasswordIn, caller: UsersManager) -> Response:
     """Set a member's password (only for users of no other organisation); their sessions end."""
     service.reset_password(
         caller.db,
@@ -164,7 +165,7 @@ def reset_password(user_id: int, body: PasswordIn, caller: UsersManager) -> Resp
 
 
 @router.delete("/users/{user_id}", tags=["users"], status_code=204, response_class=Response)
-def remove_user(user_id: int, caller: UsersManager) -> Response:
+def remove_user(user_id: Id, caller: UsersManager) -> Response:
     """End a membership; the user's tokens and sessions here end with it."""
     service.remove_member(
         caller.db, organisation_id=caller.organisation_id, user_id=user_id, actor=caller.actor
@@ -200,7 +201,7 @@ def create_token(body: TokenIn, caller: UsersManager) -> NewTokenOut:
 
 
 @router.delete("/tokens/{token_id}", tags=["tokens"], status_code=204, response_class=Response)
-def revoke_token(token_id: int, caller: UsersManager) -> Response:
+def revoke_token(token_id: Id, caller: UsersManager) -> Response:
     credentials.revoke_token(
         caller.db, organisation_id=caller.organisation_id, token_id=token_id, actor=caller.actor
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Name, examples
+from meterdesk.api.schemas.common import Id, Name, examples
 
 RoleName = Literal["admin", "operator", "cashier", "readonly"]
 Locale = Literal["zh-CN", "en"]
@@ -19,22 +19,22 @@ class LoginIn(BaseModel):
     model_config = examples({"username": "alice", "password": "correct horse battery"})
     username: Username
     password: Password
-    organisation_id: int | None = Field(
+    organisation_id: Id | None = Field(
         default=None, description="which of your organisations to work in (default: the first)"
     )
 
 
 class MembershipOut(BaseModel):
-    organisation_id: int
+    organisation_id: Id
     organisation: str
     role: RoleName
 
 
 class SessionOut(BaseModel):
-    user_id: int
+    user_id: Id
     username: str
     via: Literal["session", "token"]
-    organisation_id: int | None
+    organisation_id: Id | None
     role: RoleName | None
     token_role: RoleName | None
     permissions: list[str]
@@ -101,14 +101,14 @@ class PasswordIn(BaseModel):
 class TokenIn(BaseModel):
     model_config = examples({"name": "gateway uplink", "user_id": 1, "role": "operator"})
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    user_id: int | None = Field(default=None, description="whose token (default: yours)")
+    user_id: Id | None = Field(default=None, description="whose token (default: yours)")
     role: RoleName | None = Field(default=None, description="narrow the token to this role")
     expires_at: AwareDatetime | None = None
 
 
 class TokenOut(BaseModel):
     id: int
-    user_id: int
+    user_id: Id
     username: str
     name: str
     prefix: str

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Money, Register, SignedMoney, examples
+from meterdesk.api.schemas.common import BigId, Id, Money, Register, SignedMoney, examples
 
 PaymentMethod = Literal["cash", "card", "transfer", "wechat", "alipay", "online"]
 BillingMode = Literal["platform", "meter"]
@@ -18,8 +18,8 @@ Reference = Annotated[str, StringConstraints(max_length=200)]
 
 class MeterOpeningIn(BaseModel):
     model_config = examples({"meter_id": 1, "tariff_id": 1, "reading": "1000"})
-    meter_id: int
-    tariff_id: int
+    meter_id: Id
+    tariff_id: Id
     reading: Register | None = Field(
         default=None, description="opening register; omit to start from the last reading"
     )
@@ -36,8 +36,8 @@ class AccountIn(BaseModel):
         }
     )
     number: Number
-    customer_id: int
-    room_id: int | None = None
+    customer_id: Id
+    room_id: Id | None = None
     meters: list[MeterOpeningIn] = Field(min_length=1, max_length=50)
     billing_mode: BillingMode = "platform"
     overdraft_limit: Money = "0"
@@ -49,15 +49,15 @@ class OpenedAccountOut(BaseModel):
     id: int
     number: str
     meter_ids: list[int]
-    initial_transfer_id: int | None
+    initial_transfer_id: Id | None
 
 
 class AccountOut(BaseModel):
     id: int
     number: str
-    customer_id: int
+    customer_id: Id
     customer: str
-    room_id: int | None
+    room_id: Id | None
     status: str
     billing_mode: str
     opened_at: datetime
@@ -68,7 +68,7 @@ class AccountOut(BaseModel):
 
 
 class BalanceOut(BaseModel):
-    account_id: int
+    account_id: Id
     number: str
     status: str
     billing_mode: str
@@ -80,10 +80,10 @@ class BalanceOut(BaseModel):
 
 class StatementLineOut(BaseModel):
     at: datetime
-    transfer_id: int
+    transfer_id: BigId
     reason: str
     memo: str
-    meter_id: int | None
+    meter_id: Id | None
     period_key: str | None
     method: str | None
     balance_change: SignedMoney
@@ -93,7 +93,7 @@ class StatementLineOut(BaseModel):
 
 
 class StatementOut(BaseModel):
-    account_id: int
+    account_id: Id
     number: str
     start: datetime
     end: datetime
@@ -107,7 +107,7 @@ class StatementOut(BaseModel):
 
 class FinalReadingIn(BaseModel):
     model_config = examples({"meter_id": 1, "total": "1100.5"})
-    meter_id: int
+    meter_id: Id
     total: Register
     bands: dict[str, Register] | None = None
 
@@ -121,11 +121,11 @@ class CloseIn(BaseModel):
 
 
 class ClosedOut(BaseModel):
-    account_id: int
+    account_id: Id
     number: str
     refunded: SignedMoney
     arrears: SignedMoney
-    refund_transfer_id: int | None
+    refund_transfer_id: Id | None
 
 
 class PresetIn(BaseModel):
@@ -167,7 +167,7 @@ class PresetOut(BaseModel):
     account_number: str
     status: str
     created_at: datetime
-    opened_account_id: int | None
+    opened_account_id: Id | None
     data: dict[str, object]
 
 
@@ -196,8 +196,8 @@ class MoneyIn(BaseModel):
 
 
 class MoneyOut(BaseModel):
-    account_id: int
-    transfer_id: int
+    account_id: Id
+    transfer_id: BigId
     amount: SignedMoney
     balance: SignedMoney = Field(description="the wallet balance right after this call")
     arrears: SignedMoney
@@ -209,5 +209,5 @@ class ReversalIn(BaseModel):
 
 
 class ReversalOut(BaseModel):
-    transfer_id: int
-    reversal_transfer_id: int
+    transfer_id: BigId
+    reversal_transfer_id: Id

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, cast
 
+from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
+# Ids fit the database's integer columns (PostgreSQL INTEGER; transfers are BIGINT).
+Id = Annotated[int, Ge(1), Le(2**31 - 1)]
+BigId = Annotated[int, Ge(1), Le(2**63 - 1)]
 MONEY_PATTERN = r"^\d{1,12}(\.\d{1,2})?$"
 
 Money = Annotated[

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Ratio, Register, SignedMoney, examples
+from meterdesk.api.schemas.common import Id, Ratio, Register, SignedMoney, examples
 
 Utility = Literal["electricity", "water"]
 MeterKind = Literal["single_phase", "three_phase", "multi_user_circuit", "water"]
@@ -31,8 +31,8 @@ class MeterIn(BaseModel):
     kind: MeterKind
     protocol: Protocol = "manual"
     address: Annotated[str, StringConstraints(max_length=40)] = ""
-    room_id: int | None = Field(default=None, description="the room; or give site_id")
-    site_id: int | None = None
+    room_id: Id | None = Field(default=None, description="the room; or give site_id")
+    site_id: Id | None = None
     ct_ratio: Ratio = "1"
     pt_ratio: Ratio = "1"
     register_modulus: Register = "1000000"
@@ -48,8 +48,8 @@ class MeterOut(BaseModel):
     kind: str
     protocol: str
     address: str
-    site_id: int
-    room_id: int | None
+    site_id: Id
+    room_id: Id | None
     ct_ratio: str
     pt_ratio: str
     register_modulus: str
@@ -71,7 +71,7 @@ class ReplacementIn(BaseModel):
 
 
 class ReplacementOut(BaseModel):
-    meter_id: int
+    meter_id: Id
     generation: int
 
 
@@ -79,7 +79,7 @@ class ReadingIn(BaseModel):
     model_config = examples(
         {"meter_id": 1, "measured_at": "2026-11-02T08:15:00+08:00", "total": "1001.25"}
     )
-    meter_id: int
+    meter_id: Id
     measured_at: AwareDatetime
     total: Register
     bands: dict[BandName, Register] | None = None
@@ -110,7 +110,7 @@ class IngestReportOut(BaseModel):
 
 
 class ReadingOut(BaseModel):
-    meter_id: int
+    meter_id: Id
     generation: int
     measured_at: datetime
     received_at: datetime
@@ -121,7 +121,7 @@ class ReadingOut(BaseModel):
 
 class QuarantineOut(BaseModel):
     id: int
-    meter_id: int | None
+    meter_id: Id | None
     meter_number: str | None
     measured_at: datetime | None
     received_at: datetime

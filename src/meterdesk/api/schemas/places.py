@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Name, examples
+from meterdesk.api.schemas.common import Id, Name, examples
 
 RoomKind = Literal["apartment", "shop", "office", "public", "dormitory"]
 Zone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -28,33 +28,33 @@ class SiteOut(BaseModel):
 
 class BuildingIn(BaseModel):
     model_config = examples({"site_id": 1, "name": "B1"})
-    site_id: int
+    site_id: Id
     name: Name
 
 
 class BuildingOut(BaseModel):
     id: int
-    site_id: int
+    site_id: Id
     name: str
 
 
 class FloorIn(BaseModel):
     model_config = examples({"building_id": 1, "name": "F1", "level": 1})
-    building_id: int
+    building_id: Id
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     level: int = Field(ge=-100, le=300)
 
 
 class FloorOut(BaseModel):
     id: int
-    building_id: int
+    building_id: Id
     name: str
     level: int
 
 
 class RoomIn(BaseModel):
     model_config = examples({"floor_id": 1, "name": "101", "kind": "shop", "area_m2": "35.50"})
-    floor_id: int
+    floor_id: Id
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     kind: RoomKind
     area_m2: Annotated[str, StringConstraints(pattern=r"^\d{1,7}(\.\d{1,2})?$")] | None = Field(
@@ -64,9 +64,9 @@ class RoomIn(BaseModel):
 
 class RoomOut(BaseModel):
     id: int
-    floor_id: int
-    building_id: int
-    site_id: int
+    floor_id: Id
+    building_id: Id
+    site_id: Id
     name: str
     kind: str
     area_m2: str | None

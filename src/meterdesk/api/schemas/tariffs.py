@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from meterdesk.api.schemas.common import Name, examples
+from meterdesk.api.schemas.common import Id, Name, examples
 
 _VERSION = {"effective_from": "2026-01-01", "prices": {"flat": "0.6537"}}
 
@@ -42,7 +42,7 @@ class TariffOut(BaseModel):
 
 
 class TariffVersionOut(BaseModel):
-    tariff_id: int
+    tariff_id: Id
     effective_from: date
     created_at: datetime
     created_by: str

@@ -221,7 +221,7 @@ def test_a_preset_naming_an_unknown_meter_is_refused_when_entered(db: Database) 
 
 # --- bulk import -------------------------------------------------------------------------------
 
-HEADER = list(preset_row("x", "x").keys()) + ["opening_readings", "payment_method"]
+HEADER = [*preset_row("x", "x"), "opening_readings", "payment_method"]
 
 
 def import_world(db: Database) -> tuple[Org, dict[str, int]]:
@@ -316,7 +316,7 @@ def test_an_import_can_pre_enter_accounts_to_open_later(db: Database, clock: Fak
         actor=ACTOR,
     )
 
-    assert [(r.ok, r.message) for r in results][0] == (True, "pre-entered")
+    assert (results[0].ok, results[0].message) == (True, "pre-entered")
     assert not results[1].ok and "already exists" in results[1].message
     presets.open_preset(db, organisation_id=org.id, account_number="A-1", actor=ACTOR)
     assert statements.balance(db, organisation_id=org.id, number="A-1").balance == D("60.00")
