@@ -126,5 +126,72 @@ def bench_ingest(
     run(quick=quick, database_url=database_url, meters=meters, seed=seed)
 
 
+@cli.command("ingest-mqtt")
+def ingest_mqtt_command(
+    broker: Annotated[str, typer.Option(help="MQTT broker HOST:PORT")] = "127.0.0.1:1883",
+    client_id: Annotated[
+        str, typer.Option(help="stable MQTT client id (keeps the session); one per process")
+    ] = "meterdesk-ingest",
+    share_group: Annotated[
+        str | None, typer.Option(help="MQTT shared-subscription group, to run several processes")
+    ] = None,
+    topic_filter: Annotated[str, typer.Option(help="uplink topics")] = "data/up/+/+",
+    window_ms: Annotated[int, typer.Option(help="group-commit window")] = 50,
+    max_batch: Annotated[int, typer.Option(help="readings per commit at most")] = 2000,
+) -> None:
+    """Ingest gateway reports over MQTT; each is acknowledged after its batch committed. Ctrl-C
+    (or SIGTERM) commits and acknowledges what arrived, then stops."""
+    from meterdesk.cli.common import app
+    from meterdesk.devices.mqtt_ingest import MqttSettings, parse_broker, serve
+
+    with handled():
+        host, port = parse_broker(broker)
+        settings = MqttSettings(
+            host=host,
+            port=port,
+            client_id=client_id,
+            share_group=share_group,
+            topic_filter=topic_filter,
+            window_s=window_ms / 1000,
+            max_batch_readings=max_batch,
+        )
+        typer.echo(f"ingesting {settings.subscription} from {host}:{port} as {client_id}")
+        stats = serve(app().db, settings)
+        typer.echo(
+            f"stopped: {stats.messages} reports in {stats.batches} commits, {stats.accepted} readings accepted, "
+            f"{stats.duplicates} duplicates, {stats.resent} re-sent reports, {stats.rejected} refused, "
+            f"{stats.quarantined} quarantined"
+        )
+
+
+@bench_cli.command("mqtt")
+def bench_mqtt(
+    quick: Annotated[bool, typer.Option(help="small run, under a minute")] = False,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL; default: a temporary SQLite file")
+    ] = None,
+    broker: Annotated[str, typer.Option(help="MQTT broker HOST:PORT")] = "127.0.0.1:1883",
+    meters: Annotated[int | None, typer.Option(help="meters in the workload")] = None,
+    rate: Annotated[
+        int | None,
+        typer.Option(help="readings/s for the paced phase (default: half the saturated rate)"),
+    ] = None,
+    publishers: Annotated[int, typer.Option(help="gateway publisher processes")] = 2,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Readings end to end through MQTT (QoS 1, 10 per report) with acks after commit: target P2."""
+    from meterdesk.bench.mqtt import run
+
+    run(
+        quick=quick,
+        database_url=database_url,
+        broker=broker,
+        meters=meters,
+        seed=seed,
+        rate=rate,
+        publishers=publishers,
+    )
+
+
 def main() -> None:
     cli()
