@@ -36,6 +36,7 @@ from meterdesk.bench.workload import Workload, build
 from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
+from meterdesk.shared.runtime import tune_for_long_running
 from meterdesk.shared.time import system_clock
 
 
@@ -46,6 +47,7 @@ def run(
     rounds = 10 if quick else 20
     naive_sample = 400 if quick else 2000
     workload = build(seed=seed, meters=meter_count, rounds=rounds)
+    tune_for_long_running()  # as every long-running meterdesk process does (shared.runtime)
     backend = "postgresql" if database_url else "sqlite"
     say(
         f"workload: seed {seed}, {meter_count} meters, {rounds} readings each, "
