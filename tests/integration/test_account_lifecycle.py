@@ -432,10 +432,6 @@ def test_after_closing_the_next_tenant_pays_only_from_their_own_opening(
     assert wallet(db, second) == D("17.00")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a rolled-back opening leaves its meter assignment in the Ingestor's cache",
-)
 def test_a_failed_opening_leaves_no_trace_in_a_long_lived_ingestor(db: Database) -> None:
     """The first attempt (tariff "cheap", payment method "bitcoin") fails in
     cashier.recharge_in after accounts._assign_meters has bumped the config counter and run the
@@ -564,10 +560,6 @@ def test_another_organisations_quarantine_is_invisible_and_cannot_be_released(
     assert [i["id"] for i in quarantined(db, setup.org)] == [item["id"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: corrections.discard answers ValidationError, not NotFoundError, for another org",
-)
 def test_discarding_another_organisations_quarantined_reading_is_not_found(
     db: Database, two_orgs: tuple[Any, Org]
 ) -> None:
@@ -578,10 +570,6 @@ def test_discarding_another_organisations_quarantined_reading_is_not_found(
         corrections.discard(db, organisation_id=stranger.id, quarantine_id=item["id"], actor="x")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: corrections.replace_meter answers ValidationError for another org's meter",
-)
 def test_replacing_another_organisations_meter_is_not_found(
     db: Database, two_orgs: tuple[Any, Org]
 ) -> None:

@@ -390,10 +390,6 @@ def test_a_recharge_smaller_than_the_arrears_repays_part_of_them(db: Database) -
     assert (result.balance, result.arrears) == (D("0.00"), D("5.00"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with an overdraft in use a recharge fills the overdraft before repaying arrears",
-)
 def test_with_an_overdraft_in_use_a_recharge_still_repays_arrears_first(db: Database) -> None:
     """Wallet at its -50.00 floor, 30.00 in arrears; a 40.00 recharge should clear the arrears
     (30.00) and leave -40.00 in the wallet. cashier._repay_arrears only repays from a positive
@@ -408,10 +404,6 @@ def test_with_an_overdraft_in_use_a_recharge_still_repays_arrears_first(db: Data
     assert (result.balance, result.arrears) == (D("-40.00"), D("0.00"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a re-pricing correction with the overdraft in use does not repay arrears first",
-)
 def test_the_wallet_and_arrears_after_late_data_do_not_depend_on_arrival_order(
     db: Database,
 ) -> None:

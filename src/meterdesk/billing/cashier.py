@@ -235,6 +235,7 @@ def _repay_arrears(conn: Connection, account: dict[str, object], cause: Transfer
     amount = arrears_repayment(
         wallet_balance_fen=balances[wallet_id].balance_fen,
         arrears_balance_fen=balances[arrears_id].balance_fen,
+        floor_fen=balances[wallet_id].floor_fen or 0,
     )
     if amount:
         ledger.apply_transfers(

@@ -25,7 +25,7 @@ from meterdesk.db.types import instant_int
 from meterdesk.metering import service as metering
 from meterdesk.metering.model import QuarantineReason, ReadingSource
 from meterdesk.metering.tables import quarantine, readings
-from meterdesk.shared.errors import ConflictError, ValidationError
+from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 
 RELEASABLE = {QuarantineReason.JUMP, QuarantineReason.BANDS_DISAGREE, QuarantineReason.DECREASED}
 RECHECK = (
@@ -140,7 +140,7 @@ def discard(db: Database, *, organisation_id: int, quarantine_id: int, actor: st
             )
         ).scalar_one_or_none()
         if row is None:
-            raise ValidationError(f"quarantined item {quarantine_id} not found")
+            raise NotFoundError(f"quarantined item {quarantine_id} not found")
         if row != "open":
             raise ConflictError(f"quarantined item {quarantine_id} is already {row}")
         metering.resolve_quarantined(
@@ -181,7 +181,7 @@ def replace_meter(
     r = replacement
     with db.transaction() as conn:
         if metering.meter_organisation(conn, r.meter_id) != organisation_id:
-            raise ValidationError(f"meter {r.meter_id} not found")
+            raise NotFoundError(f"meter {r.meter_id} not found")
         final = pipeline.ingest_in(
             conn,
             [

@@ -78,7 +78,9 @@ def post_due(
             requests.extend(posting.deduction(amount, running, floor))
             report.deducted_fen += amount
         else:
-            requests.extend(posting.correction(-amount, running))
+            requests.extend(
+                posting.correction(-amount, running, balances[account.wallet_id].floor_fen or 0)
+            )
             report.returned_fen -= amount
     ledger.apply_transfers(conn, requests, balances)
     report.transfers += len(requests)
@@ -130,13 +132,15 @@ class _Posting:
             running[arrears] -= to_arrears
         return made
 
-    def correction(self, amount: int, running: dict[int, int]) -> list[TransferRequest]:
+    def correction(self, amount: int, running: dict[int, int], floor: int) -> list[TransferRequest]:
         """Give back what a re-priced interval no longer costs; it repays arrears first."""
         wallet, arrears = self.account.wallet_id, self.account.arrears_id
         made = [self._transfer("c", self.revenue_id, wallet, amount, Reason.DEDUCTION_CORRECTION)]
         running[wallet] += amount
         repay = arrears_repayment(
-            wallet_balance_fen=running[wallet], arrears_balance_fen=running[arrears]
+            wallet_balance_fen=running[wallet],
+            arrears_balance_fen=running[arrears],
+            floor_fen=floor,
         )
         if repay:
             made.append(self._transfer("r", wallet, arrears, repay, Reason.ARREARS_REPAYMENT))

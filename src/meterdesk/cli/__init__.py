@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from meterdesk.cli import accounts, commands, control, places, readings, tariffs
+from meterdesk.cli import accounts, commands, control, places, readings, tariffs, users
 from meterdesk.cli.common import handled
 
 cli = typer.Typer(
@@ -30,6 +30,7 @@ cli.command("recharge")(accounts.recharge)
 cli.command("refund")(accounts.refund)
 cli.command("reverse")(accounts.reverse)
 cli.add_typer(commands.command_cli, name="command")
+cli.add_typer(users.user_cli, name="user")
 cli.add_typer(control.alarm_cli, name="alarm-plan")
 cli.add_typer(control.policy_cli, name="policy")
 cli.add_typer(control.friendly_cli, name="friendly")
@@ -191,6 +192,19 @@ def bench_mqtt(
         rate=rate,
         publishers=publishers,
     )
+
+
+@cli.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Serve the REST API (/api/v1, docs at /api/docs) at http://HOST:PORT."""
+    from meterdesk.api.serve import serve
+    from meterdesk.cli.common import app
+
+    with handled():
+        serve(app(), host=host, port=port)
 
 
 def main() -> None:

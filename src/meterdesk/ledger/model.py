@@ -100,8 +100,13 @@ def split_debit(*, amount_fen: int, balance_fen: int, floor_fen: int) -> tuple[i
     return from_wallet, amount_fen - from_wallet
 
 
-def arrears_repayment(*, wallet_balance_fen: int, arrears_balance_fen: int) -> int:
-    """How much of a positive wallet balance goes to repay arrears (arrears balances are ≤ 0)."""
-    if wallet_balance_fen <= 0 or arrears_balance_fen >= 0:
+def arrears_repayment(
+    *, wallet_balance_fen: int, arrears_balance_fen: int, floor_fen: int = 0
+) -> int:
+    """How much of the wallet goes to repay arrears (arrears balances are ≤ 0). Arrears are debt
+    beyond the allowed overdraft, so they are repaid first from everything above the floor: with
+    an overdraft in use, a recharge clears the arrears before it refills the overdraft."""
+    available = wallet_balance_fen - floor_fen
+    if available <= 0 or arrears_balance_fen >= 0:
         return 0
-    return min(wallet_balance_fen, -arrears_balance_fen)
+    return min(available, -arrears_balance_fen)
