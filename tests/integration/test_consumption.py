@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from builders import (
@@ -278,6 +279,40 @@ def test_releasing_a_jump_bills_it_and_accepts_the_readings_that_followed(db: Da
     assert (wallet(db, setup.account), owed(db, setup.account)) == (D("0.00"), D("1915.00"))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: releasing a jump contradicted by a later accepted reading bills a fake rollover",
+)
+def test_a_jump_contradicted_by_a_later_accepted_reading_cannot_be_released(
+    db: Database,
+) -> None:
+    """1005, then a 5000 spike (quarantined as a jump), then 1010 (accepted: it fits 1005).
+    Releasing the spike skips every check (ReadingSource.RELEASED in billing.model.merge_readings)
+    and corrections.release only looks for later readings when the reason is "decreased", so
+    the spike is placed before 1010 and 5000 → 1010 is priced as a rollover at the 1 000 000
+    modulus: 3 995 + 996 010 kWh, 1 000 000.00 billed. It should be refused like a decrease
+    that later readings contradict, changing nothing."""
+    setup = one_meter_account(db, price="1", credit="100")
+    pipeline = Ingestor(db)
+    pipeline.ingest(
+        [
+            reading(setup.meter_id, minutes(60), "1005"),
+            reading(setup.meter_id, minutes(120), "5000"),
+            reading(setup.meter_id, minutes(180), "1010"),
+        ]
+    )
+    [spike] = quarantined(db, setup.org)
+    assert spike["reason_code"] == "jump"
+
+    with pytest.raises(ConflictError):
+        corrections.release(
+            db, organisation_id=setup.org.id, quarantine_id=spike["id"], actor="checker"
+        )
+
+    assert deducted(db, setup.account.account_id) == D("10.00")
+    assert [i["id"] for i in quarantined(db, setup.org)] == [spike["id"]]
+
+
 def test_releasing_a_decrease_starts_a_new_generation_billing_nothing_across_it(
     db: Database,
 ) -> None:
@@ -465,3 +500,26 @@ def test_a_late_november_reading_reprices_both_months_to_the_in_order_result(
     assert (late.deducted_fen, late.returned_fen) == (33, 32)
     assert posted_by_period(db, setup.meter_id) == {"2026-11": D("2.94"), "2026-12": D("0.33")}
     assert wallet(db, setup.account) == D("96.73")
+
+
+def test_the_billing_month_follows_the_sites_own_zone(engine: Engine) -> None:
+    """A site in New York: local midnight of 1 November 2026 is 04:00Z (EDT, the clocks go back
+    at 02:00 that night). 2 kWh from 23:00 to 01:00 local are split 1 + 1 between October and
+    November, although both readings are on 1 November in UTC and in Shanghai."""
+    new_york = ZoneInfo("America/New_York")
+    clock = FakeClock(local("2026-10-31 20:00", new_york))
+    db = Database(engine=engine, clock=clock)
+    org = make_org(db, timezone="America/New_York")
+    tariff = make_tariff(db, org, "flat", flat_definition("1"))
+    meter = make_meter(db, org)
+    account = open_account(db, org, "A-1", [(meter, tariff, "1000")])
+
+    Ingestor(db).ingest(
+        [
+            reading(meter, local("2026-10-31 23:00", new_york), "1003"),
+            reading(meter, local("2026-11-01 01:00", new_york), "1005"),
+        ]
+    )
+
+    assert posted_by_period(db, meter) == {"2026-10": D("4.00"), "2026-11": D("1.00")}
+    assert deducted(db, account.account_id) == D("5.00")

@@ -169,12 +169,14 @@ def recharge_in(
         )
     _repay_emergency(conn, account, request)
     _repay_arrears(conn, account, request)
+    sender = outbox or DatabaseOutbox(lambda: at)
+    _tell(conn, sender, account, "recharge_credited", f"recharge:{posted.transfer_id}", fen, at)
     control.evaluate_in(
         conn,
         balances=control.net_balances(conn, [account_id]),
         at=at,
         cause=Cause.RECHARGE,
-        outbox=outbox or DatabaseOutbox(lambda: at),
+        outbox=sender,
     )
     audit.record(
         conn,
@@ -190,6 +192,32 @@ def recharge_in(
         },
     )
     return _result(conn, account, posted.transfer_id, False)
+
+
+def _tell(
+    conn: Connection,
+    outbox: Outbox,
+    account: dict[str, object],
+    event: str,
+    key: str,
+    fen: int,
+    at: datetime,
+) -> None:
+    """Queue a money message for the tenant (recharge credited, refund) with the new balance."""
+    balance = ledger_service.balance_fen(conn, int(str(account["wallet_id"])))
+    outbox.message(
+        conn,
+        organisation_id=int(str(account["organisation_id"])),
+        account_id=int(str(account["id"])),
+        event=event,
+        key=key,
+        params={
+            "amount": str(from_fen(fen)),
+            "balance": str(from_fen(balance)),
+            "at": at.isoformat(),
+        },
+        channels=None,
+    )
 
 
 def _repay_emergency(conn: Connection, account: dict[str, object], cause: TransferRequest) -> None:
@@ -266,6 +294,7 @@ def refund(
     actor: str,
     idempotency_key: str,
     reference: str | None = None,
+    outbox: Outbox | None = None,
 ) -> MoneyResult:
     at = db.clock()
     fen = to_fen(parse_positive_money(amount, field="amount"))
@@ -303,6 +332,15 @@ def refund(
                 f"only {from_fen(max(balance, 0))} can be refunded; {from_fen(fen)} was asked"
             )
         posted = ledger_service.post(conn, request)
+        _tell(
+            conn,
+            outbox or DatabaseOutbox(lambda: at),
+            account,
+            "refund",
+            f"refund:{posted.transfer_id}",
+            fen,
+            at,
+        )
         audit.record(
             conn,
             organisation_id=organisation_id,

@@ -58,4 +58,17 @@ class DatabaseOutbox:
         params: dict[str, Any],
         channels: tuple[str, ...] | None,
     ) -> None:
-        """Tenant messages are queued by the notifications area once it exists (issue 4)."""
+        """A message to the tenant (and operators' webhooks/log), queued in the caller's
+        transaction and delivered by the notifications dispatcher after commit."""
+        from meterdesk.notifications import service as notifications
+
+        notifications.enqueue_in(
+            conn,
+            organisation_id=organisation_id,
+            event=event,
+            key=key,
+            params=params,
+            at=self.clock(),
+            account_id=account_id,
+            channels=channels,
+        )

@@ -298,10 +298,14 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def _excel_rows(path: Path) -> list[dict[str, str]]:
     from openpyxl import load_workbook
 
-    sheet = load_workbook(path, read_only=True, data_only=True).active
-    if sheet is None:
-        raise ValidationError(f"{path.name}: the workbook has no sheet")
-    rows = list(sheet.iter_rows(values_only=True))
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    try:  # a read-only workbook keeps the file open until closed
+        sheet = workbook.active
+        if sheet is None:
+            raise ValidationError(f"{path.name}: the workbook has no sheet")
+        rows = list(sheet.iter_rows(values_only=True))
+    finally:
+        workbook.close()
     if not rows:
         return []
     header = [str(cell or "").strip() for cell in rows[0]]

@@ -1,0 +1,130 @@
+"""Rendering the console's pages: one Jinja2 environment per language (autoescaped, with that
+language's catalog and formatters installed, so rendering in threads shares nothing mutable),
+the language of a request, and the context every page gets (who is logged in, what they may do,
+the CSRF token for the meta tag htmx reads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, PackageLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
+
+from meterdesk import __version__
+from meterdesk.access.credentials import Principal
+from meterdesk.access.model import Permission
+from meterdesk.api.context import CSRF_COOKIE
+from meterdesk.web.i18n import DEFAULT_LOCALE, LANGUAGE_NAMES, LOCALES, formatter, normalise, translations
+
+LANG_COOKIE = "meterdesk_lang"
+DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def _zone(ctx: Context) -> ZoneInfo:
+    found = ctx.get("tz")
+    if isinstance(found, ZoneInfo):
+        return found
+    return ZoneInfo(found) if isinstance(found, str) and found else DEFAULT_ZONE
+
+
+def _filters(locale: str) -> dict[str, Any]:
+    fmt = formatter(locale)
+
+    @pass_context
+    def when(ctx: Context, value: datetime | None, part: str = "datetime") -> str:
+        return fmt.datetime(value, _zone(ctx), part=part)
+
+    def money(value: Decimal | int | None) -> str:
+        return fmt.money(value)
+
+    def fen(value: int | None) -> str:
+        return fmt.money(value, fen=True)
+
+    def number(value: Decimal | int | float | None, places: int = 2) -> str:
+        return "—" if value is None else fmt.number(value, places)
+
+    return {"when": when, "money": money, "fen": fen, "number": number}
+
+
+@lru_cache(maxsize=None)
+def environment(locale: str) -> Environment:
+    env = Environment(
+        loader=PackageLoader("meterdesk.web", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    env.filters.update(_filters(locale))
+    env.globals.update(
+        locale=locale,
+        html_lang="zh-CN" if locale == "zh-CN" else "en",
+        languages=[(code, LANGUAGE_NAMES[code]) for code in LOCALES],
+        version=__version__,
+    )
+    return env
+
+
+def request_locale(request: Request, who: Principal | None = None) -> str:
+    """The language chosen in this browser, else the user's own, else zh-CN."""
+    return (
+        normalise(request.cookies.get(LANG_COOKIE))
+        or (normalise(who.locale) if who is not None else None)
+        or DEFAULT_LOCALE
+    )
+
+
+def gettext_for(request: Request, who: Principal | None = None) -> Any:
+    return translations(request_locale(request, who)).gettext
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """What a template needs to know about the person looking at it."""
+
+    username: str
+    role: str
+    permissions: frozenset[str]
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+
+def viewer(who: Principal | None) -> Viewer | None:
+    if who is None:
+        return None
+    return Viewer(
+        who.username,
+        "" if who.role is None else who.role.value,
+        frozenset(p.value for p in who.permissions()),
+    )
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any] | None = None,
+    *,
+    who: Principal | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    locale = request_locale(request, who)
+    values = {
+        "request": request,
+        "me": viewer(who),
+        "P": Permission,
+        "csrf_token": request.cookies.get(CSRF_COOKIE, ""),
+        "htmx": request.headers.get("HX-Request") == "true",
+        **(context or {}),
+    }
+    body = environment(locale).get_template(template).render(values)
+    return HTMLResponse(body, status_code=status_code, headers=headers)
