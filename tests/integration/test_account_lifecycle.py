@@ -301,7 +301,7 @@ def excel_file(path: Path) -> Path:
 
 
 def collect_quietly() -> None:
-    """Collect leaked workbooks (see the xfail below) here, rather than in whichever later
+    """Collect leaked workbooks (if the reader ever leaks one again) here, rather than in whichever later
     test the garbage collector happens to run."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
@@ -356,9 +356,6 @@ def test_an_import_can_pre_enter_accounts_to_open_later(db: Database, clock: Fak
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts handles in /proc")
-@pytest.mark.xfail(
-    strict=True, reason="BUG: presets._excel_rows never closes its read-only workbook (file leak)"
-)
 def test_reading_an_excel_file_closes_it(tmp_path: Path) -> None:
     """load_workbook(read_only=True) keeps the file open until the workbook is closed;
     _excel_rows never calls close(), so the handle lives until the garbage collector breaks

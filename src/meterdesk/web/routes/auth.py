@@ -12,7 +12,7 @@ import hmac
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from meterdesk.access import credentials
@@ -49,8 +49,10 @@ def _login_page(request: Request, target: str, error: str | None, status: int = 
 
 
 @router.get("/login")
-def login_form(request: Request, next: str | None = None) -> HTMLResponse:  # noqa: A002
-    return _login_page(request, next or "/rooms", None)
+def login_form(
+    request: Request, next_path: Annotated[str | None, Query(alias="next", max_length=500)] = None
+) -> HTMLResponse:
+    return _login_page(request, next_path or "/rooms", None)
 
 
 @router.post("/login", response_model=None)
@@ -60,19 +62,19 @@ def log_in(
     username: Annotated[str, Form(max_length=100)],
     password: Annotated[str, Form(max_length=1024)],
     login_token: Annotated[str, Form(max_length=100)] = "",
-    next: Annotated[str, Form(max_length=500)] = "/rooms",  # noqa: A002
+    next_path: Annotated[str, Form(alias="next", max_length=500)] = "/rooms",
 ) -> Response:
     _ = gettext_for(request)
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(expected, login_token):
-        return _login_page(request, next, _("The form expired; please try again."), 400)
-    response = RedirectResponse(_safe_next(next), status_code=303)
+        return _login_page(request, next_path, _("The form expired; please try again."), 400)
+    response = RedirectResponse(_safe_next(next_path), status_code=303)
     try:
         answer = session.log_in(
             LoginIn(username=username, password=password), request, response, ctx
         )
     except MeterdeskError:
-        return _login_page(request, next, _("Wrong username or password, or too many tries."), 401)
+        return _login_page(request, next_path, _("Wrong username or password, or too many tries."), 401)
     response.delete_cookie(LOGIN_COOKIE, path="/")
     if not request.cookies.get(LANG_COOKIE):
         locale = normalise(answer.locale) or "zh-CN"
