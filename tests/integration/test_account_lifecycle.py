@@ -301,19 +301,11 @@ def excel_file(path: Path) -> Path:
 
 
 def collect_quietly() -> None:
-    """Collect leaked workbooks (if the reader ever leaks one again) here, rather than in whichever later
+    """Collect a leaked workbook here, should one leak again, rather than in whichever later
     test the garbage collector happens to run."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
-
-
-def read_excel_quietly(path: Path) -> list[dict[str, str]]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        rows = presets.read_rows(path)
-    collect_quietly()
-    return rows
 
 
 def handles_open_on(path: Path) -> int:
@@ -327,7 +319,7 @@ def handles_open_on(path: Path) -> int:
 
 def test_an_excel_import_reads_numbers_and_reports_per_row(db: Database, tmp_path: Path) -> None:
     org, _ = import_world(db)
-    rows = read_excel_quietly(excel_file(tmp_path / "accounts.xlsx"))
+    rows = presets.read_rows(excel_file(tmp_path / "accounts.xlsx"))
 
     results = presets.import_accounts(
         db, organisation_id=org.id, rows=rows, open_now=True, actor=ACTOR
@@ -357,9 +349,9 @@ def test_an_import_can_pre_enter_accounts_to_open_later(db: Database, clock: Fak
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts handles in /proc")
 def test_reading_an_excel_file_closes_it(tmp_path: Path) -> None:
-    """load_workbook(read_only=True) keeps the file open until the workbook is closed;
-    _excel_rows never calls close(), so the handle lives until the garbage collector breaks
-    the workbook's reference cycle (sometimes with a ResourceWarning, an error in this suite)."""
+    """load_workbook(read_only=True) keeps the file open until the workbook is closed; left to
+    the garbage collector the handle lingers (and sometimes surfaces as a ResourceWarning, an
+    error in this suite, in whichever test happens to run then)."""
     path = excel_file(tmp_path / "accounts.xlsx")
     try:
         with warnings.catch_warnings():
@@ -484,11 +476,10 @@ def test_after_closing_the_next_tenant_pays_only_from_their_own_opening(
 
 def test_a_failed_opening_leaves_no_trace_in_a_long_lived_ingestor(db: Database) -> None:
     """The first attempt (tariff "cheap", payment method "bitcoin") fails in
-    cashier.recharge_in after accounts._assign_meters has bumped the config counter and run the
-    shared ingestor, which cached the new assignment under the bumped counter value. The
-    rollback undoes the bump, the corrected attempt bumps to the same value again, so
-    Ingestor._meter_config keeps the stale assignment and prices with "cheap" (5.00) instead of
-    "dear" (20.00) — on PostgreSQL it even points at ids that were never committed."""
+    cashier.recharge_in after accounts._assign_meters bumped the config counter and ran the
+    shared ingestor, which cached the new assignment. The corrected attempt must not be priced
+    from that cache: "dear" gives 20.00 (a bug once gave 5.00 from "cheap", and a foreign-key
+    error on PostgreSQL)."""
     org = make_org(db)
     cheap = make_tariff(db, org, "cheap", flat_definition("0.50"))
     dear = make_tariff(db, org, "dear", flat_definition("2.00"))
@@ -623,9 +614,8 @@ def test_discarding_another_organisations_quarantined_reading_is_not_found(
 def test_replacing_another_organisations_meter_is_not_found(
     db: Database, two_orgs: tuple[Any, Org]
 ) -> None:
-    """A meter id that does not exist at all gives NotFoundError (from
-    metering.meter_organisation); one that exists in another organisation gives
-    ValidationError — which also tells the caller that the id exists elsewhere."""
+    """Like a meter id that does not exist at all — a different answer would tell the caller
+    that the id exists elsewhere."""
     setup, stranger = two_orgs
     replacement = corrections.Replacement(setup.meter_id, minutes(120), D("1001"), D("0"))
 

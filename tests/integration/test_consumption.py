@@ -279,10 +279,6 @@ def test_releasing_a_jump_bills_it_and_accepts_the_readings_that_followed(db: Da
     assert (wallet(db, setup.account), owed(db, setup.account)) == (D("0.00"), D("1915.00"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: releasing a jump contradicted by a later accepted reading bills a fake rollover",
-)
 def test_a_jump_contradicted_by_a_later_accepted_reading_cannot_be_released(
     db: Database,
 ) -> None:

@@ -4,6 +4,8 @@ becomes and what the next recharge repays first."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -26,12 +28,14 @@ from builders import (
     tou_definition,
     wallet,
 )
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.billing import cashier
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
+from meterdesk.ledger import repository as ledger
+from meterdesk.ledger.model import AccountKind
 from meterdesk.shared.errors import (
     ConflictError,
     IdempotencyConflictError,
@@ -391,10 +395,8 @@ def test_a_recharge_smaller_than_the_arrears_repays_part_of_them(db: Database) -
 
 
 def test_with_an_overdraft_in_use_a_recharge_still_repays_arrears_first(db: Database) -> None:
-    """Wallet at its -50.00 floor, 30.00 in arrears; a 40.00 recharge should clear the arrears
-    (30.00) and leave -40.00 in the wallet. cashier._repay_arrears only repays from a positive
-    wallet balance (ledger.model.arrears_repayment), so the wallet goes to -10.00 and the
-    arrears stay at 30.00."""
+    """Wallet at its -50.00 floor, 30.00 in arrears; a 40.00 recharge clears the arrears (30.00)
+    and leaves -40.00 in the wallet — not -10.00 with the arrears untouched (a bug once)."""
     setup = one_meter_account(db, price="1", credit="10", overdraft="50")
     use(db, setup, 60, "1090")
     assert (wallet(db, setup.account), owed(db, setup.account)) == (D("-50.00"), D("30.00"))
@@ -409,9 +411,8 @@ def test_the_wallet_and_arrears_after_late_data_do_not_depend_on_arrival_order(
 ) -> None:
     """Credit 30.00, overdraft 50.00, time-of-use prices. In order (10:00 1100, 15:00 1101) the
     tenant owes 69.05: wallet -39.05, no arrears. When 15:00 arrives first, 95.37 is deducted
-    (wallet -50.00, arrears 15.37); the late 10:00 reading gives 26.32 back, which
-    postings._Posting.correction credits to the wallet (-23.68) and repays arrears only from a
-    positive wallet — so the tenant ends with wallet -23.68 and arrears 15.37 instead."""
+    (wallet -50.00, arrears 15.37); the late 10:00 reading gives 26.32 back, which must repay
+    the arrears first: wallet -39.05, no arrears (once it ended at -23.68 and 15.37)."""
     in_order = one_meter_account(db, credit="30", overdraft="50", definition=tou_definition())
     meter_b = make_meter(db, in_order.org, "M2")
     account_b = open_account(
@@ -453,3 +454,73 @@ def test_after_a_day_at_the_desk_the_ledger_sums_to_zero_and_balances_match_tran
     assert sum(balances.values()) == 0
     assert balances == balances_from_transfers(db)
     assert all(t["amount_fen"] > 0 for t in all_transfers(db))
+
+
+# --- concurrency -------------------------------------------------------------------------------
+
+
+def wait_until_waiting_for_a_lock(engine: Engine, pid: int) -> None:
+    """Poll PostgreSQL until backend ``pid`` waits for a lock (10 s at most)."""
+    deadline = time.monotonic() + 10
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"),
+                {"pid": pid},
+            ).scalar_one_or_none()
+            conn.rollback()  # a fresh statistics snapshot on the next round
+            if waiting == "Lock":
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"backend {pid} never waited for a lock")
+
+
+def test_two_transactions_creating_an_organisations_system_account_get_the_same_one(
+    engine: Engine, request: pytest.FixtureRequest
+) -> None:
+    """Revenue and clearing accounts are created on first use (ledger.repository.system_account:
+    SELECT, then INSERT). Two ingest workers, or a worker and the desk, can use one for the
+    first time together: the second must find the first's account. On PostgreSQL the second
+    INSERT waits for the first transaction and then fails with a unique violation, so that whole
+    batch or recharge is lost; SQLite's BEGIN IMMEDIATE runs the two one after the other."""
+    db = Database(engine=engine, clock=FakeClock(minutes(0)))
+    org = make_org(db)
+    first_inserted, release = threading.Event(), threading.Event()
+    found: dict[str, object] = {}
+
+    def create(name: str, hold: bool) -> None:
+        try:
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    found[f"{name}-pid"] = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+                found[name] = ledger.system_account(
+                    conn,
+                    organisation_id=org.id,
+                    code="revenue:electricity:energy",
+                    kind=AccountKind.REVENUE,
+                    at=minutes(0),
+                )
+                if hold:
+                    first_inserted.set()
+                    release.wait(10)
+        except Exception as error:  # reported below, in the test's own thread
+            found[name] = error
+
+    first = threading.Thread(target=create, args=("first", True))
+    second = threading.Thread(target=create, args=("second", False))
+    first.start()
+    assert first_inserted.wait(10)
+    second.start()
+    if engine.dialect.name == "postgresql":
+        deadline = time.monotonic() + 10
+        while "second-pid" not in found and time.monotonic() < deadline:
+            time.sleep(0.01)
+        wait_until_waiting_for_a_lock(engine, int(str(found["second-pid"])))
+    else:
+        time.sleep(0.2)
+    release.set()
+    first.join(10)
+    second.join(10)
+
+    assert not isinstance(found["second"], Exception), found["second"]
+    assert found["second"] == found["first"]

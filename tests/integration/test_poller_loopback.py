@@ -42,9 +42,10 @@ SITE: dict[str, Any] = {
         {"name": "water", "protocol": "cjt188", "listen": "127.0.0.1:0"},
     ],
     "meters": [
-        {"first_address": 1, "bus": "dlt", "profile": "constant", "rated_kw": "20", "energy_kwh": "100.00"},
-        {"first_address": 1, "bus": "mb", "profile": "constant", "rated_kw": "20", "energy_kwh": "200.00", "money": "80.00"},
-        {"first_address": 1, "bus": "water", "kind": "water", "volume_m3": "10.00", "rated_flow_m3h": "30"},
+        {"first_address": 1, "bus": "dlt", "profile": "constant", "rated_kw": "20", "energy_kwh": "100"},
+        {"first_address": 1, "bus": "mb", "profile": "constant", "rated_kw": "20", "energy_kwh": "200",
+         "money": "80.00"},
+        {"first_address": 1, "bus": "water", "kind": "water", "volume_m3": "10", "rated_flow_m3h": "30"},
     ],
 }  # fmt: skip
 OPENING = {"dlt": "100", "mb": "200", "water": "10"}
@@ -60,8 +61,14 @@ def wire(db: Database, ports: dict[str, int]) -> tuple[Any, dict[str, int], dict
         "water": make_tariff(db, org, "water", flat_definition(str(WATER_PRICE), utility="water")),
     }
     gateway = service.create_gateway(
-        db, organisation_id=org.id, site_id=org.site_id, serial="DTU-1", name="DTU", uplink="transparent_tcp", actor=ACTOR
-    )  # fmt: skip
+        db,
+        organisation_id=org.id,
+        site_id=org.site_id,
+        serial="DTU-1",
+        name="DTU",
+        uplink="transparent_tcp",
+        actor=ACTOR,
+    )
     meters, accounts = {}, {}
     for number, name in enumerate(ports, start=1):
         utility = "water" if name == "water" else "electricity"
@@ -86,7 +93,9 @@ async def poll_for(db: Database, organisation_id: int, seconds: float) -> Poller
     await asyncio.sleep(seconds / 2)
     dlt = next(plan for plan in plans if plan.config.protocol == "dlt645")
     deadline = datetime.now(UTC) + timedelta(hours=1)
-    await poller.connection(dlt.config.bus_id).driver.relay(dlt.meters[0], RelayAction.TRIP, deadline)
+    await poller.connection(dlt.config.bus_id).driver.relay(
+        dlt.meters[0], RelayAction.TRIP, deadline
+    )
     await asyncio.sleep(seconds / 2)
     poller.stop()
     await task
@@ -105,7 +114,7 @@ def test_poller_readings_become_deductions_and_status_shows_the_meters(db: Datab
         finally:
             await simulation.stop()
 
-    _ports, org, meters, accounts, poller = asyncio.run(scenario())
+    _ports, _org, meters, accounts, poller = asyncio.run(scenario())
     assert poller.stats.failures == 0 and poller.stats.reads >= 9
     assert max(c.stats.max_in_flight for c in poller.connections.values()) == 1
     for name, meter_id in meters.items():

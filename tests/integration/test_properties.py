@@ -1,11 +1,12 @@
 """Order of arrival does not matter: the money core's central promise, as a property.
 
 A generated in-order reading stream for 1-3 meters (some rolling over at a small register
-modulus, priced flat or time-of-use with monthly tiers, sometimes crossing a billing month) is
-delivered twice into two fresh databases: once sorted and de-duplicated in one batch, once with
-duplicates, shuffled and cut into random batches. Balances, posted totals, exact costs and the
-accepted readings must be identical, and each ledger must balance (entries sum to zero, every
-account's balance equals the sum of its transfers).
+modulus, priced flat or time-of-use with monthly tiers, sometimes crossing a billing month, on
+one account with or without an overdraft) is delivered twice into two fresh databases: once
+sorted and de-duplicated in one batch, once with duplicates, shuffled and cut into random
+batches. Balances, posted totals, exact costs and the accepted readings must be identical, and
+each ledger must balance (entries sum to zero, every account's balance equals the sum of its
+transfers).
 
 SQLite only (a fresh file per delivery, copied from a template with the schema): the property is
 about the pipeline's logic, which is the same on both databases; the deterministic late-data
@@ -69,6 +70,7 @@ class MeterPlan:
 class Scenario:
     start: datetime
     credit: str
+    overdraft: str
     meters: tuple[MeterPlan, ...]
 
 
@@ -89,6 +91,7 @@ scenarios = st.builds(
     Scenario,
     start=st.sampled_from([T0, MONTH_END]),
     credit=st.sampled_from(["0", "3", "40", "1000"]),
+    overdraft=st.sampled_from(["0", "0", "5", "30"]),
     meters=st.lists(meter_plans(), min_size=1, max_size=3).map(tuple),
 )
 
@@ -166,7 +169,7 @@ def build_world(db: Database, scenario: Scenario) -> list[int]:
         (meter_id, tariff_ids[plan.tariff], f"{plan.opening}")
         for meter_id, plan in zip(meter_ids, scenario.meters, strict=True)
     ]
-    open_account(db, org, "A-1", openings, credit=scenario.credit)
+    open_account(db, org, "A-1", openings, credit=scenario.credit, overdraft=scenario.overdraft)
     return meter_ids
 
 

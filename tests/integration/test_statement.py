@@ -12,15 +12,18 @@ The story used throughout, one event per hour after T0 (price 1.00/kWh):
 from __future__ import annotations
 
 import itertools
+import threading
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from builders import T0, D, Setup, minutes, one_meter_account, reading
+from sqlalchemy import func, select
 
 from meterdesk.billing import cashier, statements
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
+from meterdesk.ledger.tables import transfers
 from meterdesk.shared.time import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -158,3 +161,28 @@ def test_statement_totals_per_reason_count_each_transfer_once(
         "arrears_repayment": Decimal("20.00"),
         "refund": Decimal("5.00"),
     }
+
+
+def test_reading_a_statement_does_not_hold_up_billing(
+    db: Database, clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    """A statement or report reads inside ``Database.read()``; meanwhile readings keep coming.
+    On SQLite (WAL: readers never block the writer) the engine's "begin" hook issues BEGIN
+    IMMEDIATE for every transaction, reads included (db/engine.py ``_on_begin``), so an open
+    read holds the write lock: ingest waits for it (up to the 30 s busy timeout, then "database
+    is locked"), and a read opened inside another read in one thread deadlocks."""
+    setup = one_meter_account(db, price="1")
+    billed = threading.Event()
+
+    def ingest() -> None:
+        Ingestor(db).ingest([reading(setup.meter_id, minutes(60), "1001")])
+        billed.set()
+
+    with db.read() as conn:
+        conn.execute(select(func.count()).select_from(transfers))  # a statement query
+        worker = threading.Thread(target=ingest)
+        worker.start()
+        in_time = billed.wait(2)
+    worker.join(60)
+
+    assert in_time, "ingest waited for a reader"

@@ -24,6 +24,7 @@ from meterdesk.api.routers import (
     users,
 )
 from meterdesk.bootstrap import App
+from meterdesk.web import mount as mount_console
 
 PREFIX = "/api/v1"
 ROUTERS = (
@@ -64,4 +65,5 @@ def create_app(app: App, *, config: ApiConfig | None = None) -> FastAPI:
     for router in ROUTERS:
         api.include_router(router, prefix=PREFIX)
     docs.install(api)
+    mount_console(api)  # the operator console at / (issue 5)
     return api

@@ -14,6 +14,7 @@ import uvicorn
 from meterdesk.api.app import create_app
 from meterdesk.api.context import ApiConfig
 from meterdesk.bootstrap import App
+from meterdesk.shared.runtime import tune_for_long_running
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -42,5 +43,6 @@ def server(
 
 
 def serve(app: App, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Serve the API until interrupted (Ctrl-C)."""
+    """Serve the API and console until interrupted (Ctrl-C)."""
+    tune_for_long_running()  # keeps full GC passes off the 10,000-room grid (P5)
     server(app, host=host, port=port).run()

@@ -6,14 +6,17 @@ by a **separate process** so that the figure is the poller's own process. The po
 line as fast as one-request-in-flight allows (``poll_interval_s`` = 0) for a fixed duration,
 after a warm-up in which every line has connected and answered.
 
-Meter servers (``--server``):
-- ``simulator``: meterdesk's simulator (``meterdesk.simulator``), the reference prepaid map on
-  pymodbus' server with the meter model refreshed before every access — realistic, and costly;
-- ``pymodbus``: a minimal pymodbus server with the reference map's registers and fixed values;
-- ``lean``: a tiny asyncio Modbus TCP responder (same registers, exception 02 for the map's
-  gaps), so that the meter side takes little of the machine's two cores. It also counts
-  requests that arrived before the previous one was answered on the same connection — a
-  second, independent check of one-in-flight.
+Meter servers (``--server``), all in the separate process:
+- ``lean`` (default): a tiny asyncio Modbus TCP responder with the reference map's registers
+  (exception 02 for the map's gaps, like the simulator). It leaves the machine's second core
+  mostly to the poller, so the figure measures the poller; it also counts requests that arrived
+  before the previous one on the same connection was answered — an independent check of
+  one-in-flight on the meters' side.
+- ``pymodbus``: a minimal pymodbus server with the same registers and fixed values;
+- ``simulator``: meterdesk's simulator (the meter model refreshed before every register access).
+  Realistic, but its process saturates one core near 1,000 reads/s, so with it the figure is
+  the simulator's ceiling, not the poller's; the summary's ``meters_process_cpu_share`` shows
+  which side was the limit.
 
 Figures: reads/s (one read = one ``ModbusDriver.read``: energy, live values, money, relay and
 status — five Modbus requests with the reference map, whose gaps cannot be bridged), Modbus
@@ -323,7 +326,7 @@ def _server_kind(server: str) -> str:
 
 def _measure_all(
     ports: list[int], meters: int, duration_s: float, runs: int, ingest: bool, pipe: Connection
-) -> list[RunResult]:
+) -> tuple[list[RunResult], dict[str, int]]:
     def server_cpu() -> float:
         pipe.send("cpu")
         return float(pipe.recv())
@@ -345,7 +348,26 @@ def _measure_all(
                 f"{result.server_cpu_share:.0%} of a core"
             )
             results.append(result)
-    return results
+        counts = _stored_counts(sink) if ingest else {}
+    return results, counts
+
+
+def _stored_counts(sink: DatabaseSink) -> dict[str, int]:
+    """What the core made of the polled readings: accepted, quarantined, ledger transfers."""
+    from sqlalchemy import func, select
+
+    from meterdesk.ledger.tables import transfers
+    from meterdesk.metering.tables import quarantine, readings
+
+    with sink.db.read() as conn:
+        counts = {
+            f"db_{table.name}": int(
+                conn.execute(select(func.count()).select_from(table)).scalar_one()
+            )
+            for table in (readings, quarantine, transfers)
+        }
+    say(f"database: {counts}")
+    return counts
 
 
 def run(
@@ -375,10 +397,14 @@ def run(
     )
     process.start()
     try:
-        if not parent.poll(120):
-            raise RuntimeError("the simulated meters did not start within 120 s")
+        started = time.monotonic()
+        while not parent.poll(0.2):
+            if not process.is_alive() or time.monotonic() - started > 120:
+                raise RuntimeError(
+                    "the simulated meters' process did not start (see its error above)"
+                )
         ports: list[int] = parent.recv()
-        results = _measure_all(ports, meters, duration_s, runs, ingest, parent)
+        results, counts = _measure_all(ports, meters, duration_s, runs, ingest, parent)
         parent.send("stop")
         counters: dict[str, int] = parent.recv() if parent.poll(10) else {}
     finally:
@@ -386,6 +412,7 @@ def run(
         if process.is_alive():
             process.terminate()
     summary = _summary(results, kind, lines, meters, duration_s, ingest, counters, load_before)
+    summary.update(counts)
     print(json.dumps(summary, sort_keys=True), flush=True)
     return summary
 
@@ -400,8 +427,6 @@ def _summary(
     counters: dict[str, int],
     load_before: float,
 ) -> dict[str, Any]:
-    import pymodbus
-
     def median(name: str) -> float:
         return float(statistics.median(getattr(result, name) for result in results))
 
@@ -430,13 +455,7 @@ def _summary(
         "server": kind,
         "ingest": ingest,
         "stored_readings": sum(r.stored for r in results) if ingest else None,
-        "machine": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_average_before": round(load_before, 2),
-            "pymodbus": pymodbus.__version__,
-        },
+        "machine": _machine(load_before),
     }
     if summary["meters_process_cpu_share"] >= 0.9:
         say("note: the simulated meters' process was saturated: the figure is a floor set by it")
@@ -448,6 +467,18 @@ def _summary(
         f"{summary['max_in_flight_per_bus']} request in flight per line"
     )
     return summary
+
+
+def _machine(load_before: float) -> dict[str, Any]:
+    import pymodbus
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average_before": round(load_before, 2),
+        "pymodbus": pymodbus.__version__,
+    }
 
 
 def say(message: str) -> None:

@@ -22,8 +22,12 @@ from meterdesk.audit import service as audit
 from meterdesk.billing.ingest import IncomingReading, Ingestor, IngestReport
 from meterdesk.db.database import Database
 from meterdesk.db.types import instant_int
+from meterdesk.metering import repository as metering_repository
 from meterdesk.metering import service as metering
-from meterdesk.metering.model import QuarantineReason, ReadingSource
+from meterdesk.metering.model import (
+    QuarantineReason,
+    ReadingSource,
+)
 from meterdesk.metering.tables import quarantine, readings
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 
@@ -54,6 +58,8 @@ def release(
                 f"a reading quarantined as {item.reason_code.value} cannot be released, only discarded"
             )
         source = ReadingSource.RELEASED
+        if item.reason_code is not QuarantineReason.DECREASED:
+            _require_fits_later(conn, item)
         if item.reason_code is QuarantineReason.DECREASED:
             _require_nothing_later(conn, item.meter_id, item.measured_at)
             metering.record_replacement(
@@ -83,6 +89,20 @@ def release(
             },
         )
     return report
+
+
+def _require_fits_later(conn: Connection, item: metering.QuarantinedReading) -> None:
+    """A released jump must still be followed consistently by the next accepted reading:
+    otherwise (a spike between two normal readings) accepting it would bill the spike and then a
+    false rollover back down."""
+    tails = metering_repository.load_tails(conn, {item.meter_id: item.measured_at})
+    later = [r for r in tails.get(item.meter_id, []) if r.measured_at > item.measured_at]
+    if not later:
+        return
+    if later[0].total < item.total:
+        raise ConflictError(
+            "a later accepted reading is lower than this one: it was a spike; discard it instead"
+        )
 
 
 def _require_nothing_later(conn: Connection, meter_id: int, measured_at: datetime) -> None:

@@ -63,12 +63,33 @@ def demo_command(
     hours: Annotated[float, typer.Option(help="simulated hours to run")] = 72.0,
     speed: Annotated[float, typer.Option(help="simulated seconds per real second")] = 7200.0,
     fresh: Annotated[bool, typer.Option(help="start from an empty demo database")] = True,
+    serve: Annotated[
+        bool, typer.Option(help="then serve the console at http://127.0.0.1:8000")
+    ] = True,
+    port: Annotated[int, typer.Option(help="console port")] = 8000,
 ) -> None:
-    """Build a sample site and feed it readings in accelerated time."""
+    """Build a sample site, feed it readings in accelerated time, then serve the console."""
     from meterdesk.demo import run_demo
 
     with handled():
-        run_demo(hours=hours, speed=speed, fresh=fresh)
+        result = run_demo(hours=hours, speed=speed, fresh=fresh)
+        if serve and result.outcome is not None:
+            _serve_demo(result.organisation, port)
+
+
+def _serve_demo(organisation: str, port: int) -> None:
+    from meterdesk.api.serve import serve
+    from meterdesk.cli.common import app
+    from meterdesk.sites.service import organisation_by_name
+    from meterdesk.web.demo_login import ensure_demo_login
+
+    username, password = ensure_demo_login(
+        app().db, organisation_by_name(app().db, name=organisation)
+    )
+    typer.echo(
+        f"\nConsole: http://127.0.0.1:{port}  login: {username}  password: {password}  (Ctrl-C stops)"
+    )
+    serve(app(), port=port)
 
 
 @cli.command("simulate")
@@ -205,6 +226,22 @@ def serve_command(
 
     with handled():
         serve(app(), host=host, port=port)
+
+
+@bench_cli.command("api")
+def bench_api(
+    quick: Annotated[bool, typer.Option(help="2,000 rooms, fewer requests")] = False,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL; default: a temporary SQLite file")
+    ] = None,
+    rooms: Annotated[int | None, typer.Option(help="rooms (default 10,000)")] = None,
+    requests: Annotated[int | None, typer.Option(help="requests per endpoint")] = None,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """P5: the room-monitoring API and page with 10,000 rooms, p95 server time."""
+    from meterdesk.bench.api import run
+
+    run(quick=quick, database_url=database_url, rooms_total=rooms, requests=requests, seed=seed)
 
 
 def main() -> None:

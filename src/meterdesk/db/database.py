@@ -27,7 +27,7 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(meterdesk_read_only=True) as conn:
             yield conn
 
     @property

@@ -40,7 +40,10 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (Database.read) take no write lock, so a long statement read never holds up
+        # billing; WAL gives them a consistent snapshot.
+        read_only = connection.get_execution_options().get("meterdesk_read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -167,6 +167,21 @@ def default_opener(config: BusConfig, clock: Callable[[], datetime]) -> BusConne
     return open_bus(config, clock=clock)
 
 
+async def _cancel(tasks: list[asyncio.Task[None]], *, rounds: int = 100) -> None:
+    """Cancel until done. On Python 3.11 ``asyncio.wait_for`` (used inside pymodbus) drops a
+    cancel that races with the awaited reply, so one ``cancel()`` may not stop a task."""
+    for _ in range(rounds):
+        pending = [task for task in tasks if not task.done()]
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("poller task failed", exc_info=task.exception())
+
+
 class _Schedule:
     """When each meter of one bus is due next (monotonic seconds)."""
 
@@ -224,18 +239,26 @@ class Poller:
 
     async def run(self) -> None:
         for plan in self.plans:
-            self.connections[plan.config.bus_id] = self._opener(plan.config, self.clock.now)
-        buses = [asyncio.create_task(self._poll_bus(plan)) for plan in self.plans]
+            try:
+                self.connections[plan.config.bus_id] = self._opener(plan.config, self.clock.now)
+            except DeviceError as error:  # a misconfigured bus must not stop the others
+                log.error("bus %d not polled: %s", plan.config.bus_id, error)
+                for meter in plan.meters:
+                    self._failed(meter, f"bus not polled: {error}", connection=True)
+        opened = [plan for plan in self.plans if plan.config.bus_id in self.connections]
+        buses = [asyncio.create_task(self._poll_bus(plan)) for plan in opened]
         flusher = asyncio.create_task(self._flusher())
         try:
             await self._stopping.wait()
         finally:
-            await self._shutdown([*buses, flusher])
+            await self._shutdown(buses, flusher)
 
-    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def _shutdown(self, buses: list[asyncio.Task[None]], flusher: asyncio.Task[None]) -> None:
+        self._stopping.set()  # the loops also check it: a cancel can be lost (see _cancel)
+        await _cancel(buses)
+        self._flush_now.set()  # the flusher is not cancelled: a write in its thread would go on
+        with contextlib.suppress(Exception):
+            await flusher
         await self.flush()
         if self._pending:
             log.warning("poller stopped with %d readings not stored", len(self._pending))
@@ -247,7 +270,7 @@ class Poller:
         connection = self.connections[plan.config.bus_id]
         schedule = _Schedule(len(plan.meters), plan.poll_interval_s, self.clock.monotonic())
         next_sync = self.clock.monotonic() if plan.config.protocol == "dlt645" else None
-        while True:
+        while not self._stopping.is_set():
             due, index = schedule.next()
             await self.clock.sleep(due - self.clock.monotonic())
             if next_sync is not None and self.clock.monotonic() >= next_sync:
@@ -301,7 +324,7 @@ class Poller:
             self._room.clear()
 
     async def _flusher(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             waiter = asyncio.ensure_future(self._flush_now.wait())
             sleeper = asyncio.ensure_future(self.clock.sleep(self.settings.flush_interval_s))
             try:

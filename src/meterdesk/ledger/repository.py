@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
 from meterdesk.db.types import instant_int
@@ -74,15 +76,29 @@ def create_account(
 def system_account(
     conn: Connection, *, organisation_id: int, code: str, kind: AccountKind, at: datetime
 ) -> int:
-    """The organisation's account with this code, created on first use."""
-    found = conn.execute(
-        select(ledger_accounts.c.id).where(
-            ledger_accounts.c.organisation_id == organisation_id, ledger_accounts.c.code == code
-        )
-    ).scalar_one_or_none()
+    """The organisation's account with this code, created on first use. Two transactions that
+    both use it first get the same account: the insert does nothing on a conflict (on PostgreSQL
+    it waits for the other transaction and then finds its row)."""
+    query = select(ledger_accounts.c.id).where(
+        ledger_accounts.c.organisation_id == organisation_id, ledger_accounts.c.code == code
+    )
+    found = conn.execute(query).scalar_one_or_none()
     if found is not None:
         return int(found)
-    return create_account(conn, organisation_id=organisation_id, code=code, kind=kind, at=at)
+    builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(
+        builder(ledger_accounts)
+        .values(
+            organisation_id=organisation_id,
+            code=code,
+            kind=kind.value,
+            balance_fen=0,
+            floor_fen=None,
+            created_at=at,
+        )
+        .on_conflict_do_nothing(index_elements=["organisation_id", "code"])
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def lock_balances(conn: Connection, account_ids: Iterable[int]) -> dict[int, Balance]:

@@ -25,12 +25,21 @@ def _meters_query(organisation_id: int, where: MeterFilter) -> Any:
     state = func.coalesce(device_status.c.state, "unknown")
     query = (
         select(
-            meters.c.id, meters.c.number, meters.c.utility, meters.c.kind, meters.c.protocol,
-            meters.c.address, rooms.c.id.label("room_id"), rooms.c.name.label("room"),
-            gateways.c.name.label("gateway"), state.label("connection"),
-            device_status.c.last_seen_at, device_status.c.relay, device_status.c.valve,
+            meters.c.id,
+            meters.c.number,
+            meters.c.utility,
+            meters.c.kind,
+            meters.c.protocol,
+            meters.c.address,
+            rooms.c.id.label("room_id"),
+            rooms.c.name.label("room"),
+            gateways.c.name.label("gateway"),
+            state.label("connection"),
+            device_status.c.last_seen_at,
+            device_status.c.relay,
+            device_status.c.valve,
             device_status.c.last_error,
-        )  # fmt: skip
+        )
         .select_from(
             meters.outerjoin(rooms, rooms.c.id == meters.c.room_id)
             .outerjoin(device_status, device_status.c.meter_id == meters.c.id)
@@ -81,10 +90,16 @@ def gateway_rows(conn: Connection, organisation_id: int) -> list[dict[str, Any]]
     )
     rows = conn.execute(
         select(
-            gateways.c.id, gateways.c.serial, gateways.c.name, gateways.c.uplink, gateways.c.host,
-            gateways.c.port, gateways.c.state, gateways.c.last_seen_at,
+            gateways.c.id,
+            gateways.c.serial,
+            gateways.c.name,
+            gateways.c.uplink,
+            gateways.c.host,
+            gateways.c.port,
+            gateways.c.state,
+            gateways.c.last_seen_at,
             meter_count.label("meters"),
-        )  # fmt: skip
+        )
         .where(gateways.c.organisation_id == organisation_id)
         .order_by(gateways.c.name)
     ).mappings()

@@ -28,6 +28,17 @@ from meterdesk.shared.errors import NotFoundError
 from meterdesk.sites.tables import buildings, customers, floors, rooms, sites
 from meterdesk.tariffs.tables import tariffs
 
+DEFAULT_POLICY: dict[str, Any] = {
+    "protect": False,
+    "cut_at": "zero",
+    "restore_mode": "direct",
+    "restore_threshold_fen": 0,
+    "emergency_credit_fen": 0,
+    "alarm_plan": None,
+    "plan_levels": [],
+    "alarm_overrides": {},
+    "friendly_profile": None,
+}
 ORDER_REASONS = ("recharge", "refund", "reversal", "emergency_credit", "settlement")
 
 
@@ -80,15 +91,24 @@ class MeterView:
 def room_header(conn: Connection, organisation_id: int, room_id: int) -> RoomHeader:
     row = conn.execute(
         select(
-            rooms.c.id, rooms.c.name, rooms.c.kind, rooms.c.area_m2, sites.c.name,
-            buildings.c.name, buildings.c.id, floors.c.name, floors.c.id, sites.c.timezone,
-        )  # fmt: skip
+            rooms.c.id,
+            rooms.c.name,
+            rooms.c.kind,
+            rooms.c.area_m2,
+            sites.c.name,
+            buildings.c.name,
+            buildings.c.id,
+            floors.c.name,
+            floors.c.id,
+            sites.c.timezone,
+        )
         .select_from(rooms.join(floors).join(buildings).join(sites))
         .where(rooms.c.id == room_id, rooms.c.organisation_id == organisation_id)
     ).first()
     if row is None:
         raise NotFoundError(f"room {room_id} not found")
-    return RoomHeader(*row)
+    values: tuple[Any, ...] = tuple(row)
+    return RoomHeader(*values)
 
 
 def room_account(conn: Connection, organisation_id: int, room_id: int) -> AccountView | None:
@@ -97,10 +117,15 @@ def room_account(conn: Connection, organisation_id: int, room_id: int) -> Accoun
     row = (
         conn.execute(
             select(
-                accounts.c.id, accounts.c.number, accounts.c.billing_mode,
-                customers.c.name.label("customer"), customers.c.phone,
-                wallet.c.balance_fen, wallet.c.floor_fen, owed.c.balance_fen.label("owed"),
-            )  # fmt: skip
+                accounts.c.id,
+                accounts.c.number,
+                accounts.c.billing_mode,
+                customers.c.name.label("customer"),
+                customers.c.phone,
+                wallet.c.balance_fen,
+                wallet.c.floor_fen,
+                owed.c.balance_fen.label("owed"),
+            )
             .join(customers, customers.c.id == accounts.c.customer_id)
             .join(wallet, wallet.c.id == accounts.c.wallet_id)
             .join(owed, owed.c.id == accounts.c.arrears_id)
@@ -143,7 +168,7 @@ def _policy(conn: Connection, account_id: int) -> tuple[dict[str, Any], dict[str
         .first()
     )
     if row is None:
-        return {"protect": False, "cut_at": "zero", "restore_mode": "direct"}, {"supply": "on"}
+        return dict(DEFAULT_POLICY), {"supply": "on", "alarms": {}}
     policy = {
         "protect": bool(row["protect"]),
         "cut_at": row["cut_at"],
@@ -161,16 +186,26 @@ def _policy(conn: Connection, account_id: int) -> tuple[dict[str, Any], dict[str
 def room_meters(conn: Connection, organisation_id: int, room_id: int) -> list[MeterView]:
     rows = conn.execute(
         select(
-            meters.c.id, meters.c.number, meters.c.utility, meters.c.kind, tariffs.c.name,
-            tariffs.c.id, device_status.c.state, device_status.c.last_seen_at, device_status.c.relay,
-            device_status.c.valve, device_status.c.protected, device_status.c.live,
-        )  # fmt: skip
+            meters.c.id,
+            meters.c.number,
+            meters.c.utility,
+            meters.c.kind,
+            tariffs.c.name,
+            tariffs.c.id,
+            device_status.c.state,
+            device_status.c.last_seen_at,
+            device_status.c.relay,
+            device_status.c.valve,
+            device_status.c.protected,
+            device_status.c.live,
+        )
         .select_from(
             meters.outerjoin(device_status, device_status.c.meter_id == meters.c.id)
             .outerjoin(
                 meter_assignments,
                 and_(
-                    meter_assignments.c.meter_id == meters.c.id, meter_assignments.c.end_at.is_(None)
+                    meter_assignments.c.meter_id == meters.c.id,
+                    meter_assignments.c.end_at.is_(None),
                 ),
             )
             .outerjoin(tariffs, tariffs.c.id == meter_assignments.c.tariff_id)
@@ -180,14 +215,26 @@ def room_meters(conn: Connection, organisation_id: int, room_id: int) -> list[Me
     ).all()
     return [
         MeterView(
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6] or "unknown", r[7], r[8], r[9],
-            None if r[10] is None else bool(r[10]), json.loads(r[11]) if r[11] else {},
-        )  # fmt: skip
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6] or "unknown",
+            r[7],
+            r[8],
+            r[9],
+            None if r[10] is None else bool(r[10]),
+            json.loads(r[11]) if r[11] else {},
+        )
         for r in rows
     ]
 
 
-def add_usage(conn: Connection, meter_views: list[MeterView], start: datetime, end: datetime) -> None:
+def add_usage(
+    conn: Connection, meter_views: list[MeterView], start: datetime, end: datetime
+) -> None:
     """Fill each meter's energy (or water) and money in ``[start, end)`` from its charge lines."""
     by_id = {m.id: m for m in meter_views}
     if not by_id:
@@ -206,12 +253,19 @@ def add_usage(conn: Connection, meter_views: list[MeterView], start: datetime, e
         view.today_cost += cost
 
 
-def recent_readings(conn: Connection, meter_ids: list[int], limit: int = 12) -> list[dict[str, Any]]:
+def recent_readings(
+    conn: Connection, meter_ids: list[int], limit: int = 12
+) -> list[dict[str, Any]]:
     if not meter_ids:
         return []
     rows = conn.execute(
-        select(meters.c.number, readings.c.measured_at, readings.c.received_at,
-               readings.c.register_total, readings.c.source)  # fmt: skip
+        select(
+            meters.c.number,
+            readings.c.measured_at,
+            readings.c.received_at,
+            readings.c.register_total,
+            readings.c.source,
+        )
         .join(meters, meters.c.id == readings.c.meter_id)
         .where(readings.c.meter_id.in_(meter_ids))
         .order_by(readings.c.measured_at.desc())
@@ -224,9 +278,14 @@ def orders(conn: Connection, account_id: int, limit: int = 12) -> list[dict[str,
     """Desk and online money of the account (recharges, refunds, reversals …), newest first."""
     rows = conn.execute(
         select(
-            transfers.c.id, transfers.c.created_at, transfers.c.reason, transfers.c.amount_fen,
-            transfers.c.method, transfers.c.actor, transfers.c.reference,
-        )  # fmt: skip
+            transfers.c.id,
+            transfers.c.created_at,
+            transfers.c.reason,
+            transfers.c.amount_fen,
+            transfers.c.method,
+            transfers.c.actor,
+            transfers.c.reference,
+        )
         .where(transfers.c.account_id == account_id, transfers.c.reason.in_(ORDER_REASONS))
         .order_by(transfers.c.id.desc())
         .limit(limit)
@@ -234,10 +293,26 @@ def orders(conn: Connection, account_id: int, limit: int = 12) -> list[dict[str,
     return [dict(row) for row in rows]
 
 
-def balance_points(lines: list[tuple[datetime, Decimal]], bucket_s: int = 3600) -> list[tuple[int, str]]:
+def balance_points(
+    lines: list[tuple[datetime, Decimal]], bucket_s: int = 3600
+) -> list[tuple[int, str]]:
     """A running balance thinned to the last value per ``bucket_s`` (for a chart): (ms, amount)."""
     points: dict[int, tuple[int, str]] = {}
     for at, amount in lines:
         epoch_s = int(at.timestamp())
         points[epoch_s // bucket_s] = (epoch_s * 1000, f"{amount:.2f}")
     return list(points.values())
+
+
+def policy_choices(conn: Connection, organisation_id: int) -> dict[str, list[str]]:
+    """Names of the organisation's alarm plans and friendly-hours profiles."""
+    found = {}
+    for name, table in (("alarm_plans", alarm_plans), ("friendly_profiles", friendly_profiles)):
+        found[name] = list(
+            conn.execute(
+                select(table.c.name)
+                .where(table.c.organisation_id == organisation_id)
+                .order_by(table.c.name)
+            ).scalars()
+        )
+    return found

@@ -69,9 +69,12 @@ class MeterInfo:
 def meter_info(conn: Connection, organisation_id: int, meter_id: int) -> MeterInfo:
     row = conn.execute(
         select(
-            meters.c.number, meters.c.utility, meters.c.has_band_registers,
-            meter_assignments.c.tariff_id, sites.c.timezone,
-        )  # fmt: skip
+            meters.c.number,
+            meters.c.utility,
+            meters.c.has_band_registers,
+            meter_assignments.c.tariff_id,
+            sites.c.timezone,
+        )
         .join(sites, sites.c.id == meters.c.site_id)
         .outerjoin(
             meter_assignments,
@@ -90,9 +93,12 @@ def usages(
     """The meter's billed intervals inside ``[start, end)`` and what they cost (exact)."""
     rows = conn.execute(
         select(
-            charge_lines.c.interval_start, charge_lines.c.interval_end, charge_lines.c.band,
-            charge_lines.c.quantity, charge_lines.c.cost,
-        )  # fmt: skip
+            charge_lines.c.interval_start,
+            charge_lines.c.interval_end,
+            charge_lines.c.band,
+            charge_lines.c.quantity,
+            charge_lines.c.cost,
+        )
         .where(
             charge_lines.c.meter_id == meter_id,
             charge_lines.c.active.is_(True),
@@ -108,7 +114,12 @@ def usages(
         bands[band] = bands.get(band, Decimal(0)) + quantity
         billed += cost
     found = [
-        Usage(s, e, sum(bands.values(), Decimal(0)), {Band(b): q for b, q in bands.items()} if by_band else None)
+        Usage(
+            s,
+            e,
+            sum(bands.values(), Decimal(0)),
+            {Band(b): q for b, q in bands.items()} if by_band else None,
+        )
         for (s, e), bands in grouped.items()
         if sum(bands.values(), Decimal(0)) > 0
     ]
@@ -135,13 +146,24 @@ def reprice(found: list[Usage], tariff: Tariff, tz: ZoneInfo) -> Priced:
 
 
 def what_if(
-    conn: Connection, organisation_id: int, meter_id: int, draft: Tariff, start: datetime, end: datetime
+    conn: Connection,
+    organisation_id: int,
+    meter_id: int,
+    draft: Tariff,
+    start: datetime,
+    end: datetime,
 ) -> WhatIf:
     info = meter_info(conn, organisation_id, meter_id)
     if info.utility != draft.utility.value:
-        raise ValidationError(f"meter: {info.number} measures {info.utility}, the draft prices {draft.utility.value}")
+        raise ValidationError(
+            f"meter: {info.number} measures {info.utility}, the draft prices {draft.utility.value}"
+        )
     found, billed = usages(conn, meter_id, start, end, info.has_bands)
-    current = Priced() if info.tariff_id is None else reprice(found, load_tariff(conn, info.tariff_id), info.tz)
+    current = (
+        Priced()
+        if info.tariff_id is None
+        else reprice(found, load_tariff(conn, info.tariff_id), info.tz)
+    )
     priced = reprice(found, as_if_always(draft), info.tz)
     return WhatIf(
         meter_number=info.number,

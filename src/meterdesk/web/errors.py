@@ -54,7 +54,9 @@ def console_error(request: Request, error: Exception) -> Response:
     if isinstance(error, AuthenticationError) and not isinstance(error, RateLimitedError):
         return login_redirect(request)
     status, message = _message(error)
-    template = "partials/error.html" if request.headers.get("HX-Request") == "true" else "error.html"
+    template = (
+        "partials/error.html" if request.headers.get("HX-Request") == "true" else "error.html"
+    )
     return render(request, template, {"status": status, "message": message}, status_code=status)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,7 +21,14 @@ from meterdesk import __version__
 from meterdesk.access.credentials import Principal
 from meterdesk.access.model import Permission
 from meterdesk.api.context import CSRF_COOKIE
-from meterdesk.web.i18n import DEFAULT_LOCALE, LANGUAGE_NAMES, LOCALES, formatter, normalise, translations
+from meterdesk.web.i18n import (
+    DEFAULT_LOCALE,
+    LANGUAGE_NAMES,
+    LOCALES,
+    formatter,
+    normalise,
+    translations,
+)
 
 LANG_COOKIE = "meterdesk_lang"
 DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")
@@ -38,8 +45,9 @@ def _filters(locale: str) -> dict[str, Any]:
     fmt = formatter(locale)
 
     @pass_context
-    def when(ctx: Context, value: datetime | None, part: str = "datetime") -> str:
-        return fmt.datetime(value, _zone(ctx), part=part)
+    def when(ctx: Context, value: datetime | str | None, part: str = "datetime") -> str:
+        instant = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return fmt.datetime(instant, _zone(ctx), part=part)
 
     def money(value: Decimal | int | None) -> str:
         return fmt.money(value)
@@ -47,13 +55,15 @@ def _filters(locale: str) -> dict[str, Any]:
     def fen(value: int | None) -> str:
         return fmt.money(value, fen=True)
 
-    def number(value: Decimal | int | float | None, places: int = 2) -> str:
-        return "—" if value is None else fmt.number(value, places)
+    def number(value: Decimal | int | float | str | None, places: int = 2) -> str:
+        if isinstance(value, str):
+            value = Decimal(value)
+        return fmt.number(value, places) if isinstance(value, Decimal | int | float) else "—"
 
     return {"when": when, "money": money, "fen": fen, "number": number}
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment(locale: str) -> Environment:
     env = Environment(
         loader=PackageLoader("meterdesk.web", "templates"),

@@ -8,7 +8,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -380,7 +380,7 @@ def test_pymodbus_port_reads_refusals_and_connection_errors_over_loopback() -> N
         )
         server = ModbusTcpServer(device, address=("127.0.0.1", 0))
         await server.serve_forever(background=True)
-        port_number = server.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port_number = cast(asyncio.Server, server.transport).sockets[0].getsockname()[1]
         port = PymodbusPort.tcp("127.0.0.1", port_number, timeout_s=1.0)
         try:
             words = await port.read_registers(3, 0, 4, timeout_s=1.0)

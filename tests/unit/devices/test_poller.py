@@ -117,7 +117,7 @@ def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
 
 
 def test_meters_of_a_bus_are_spread_evenly_over_the_interval() -> None:
-    clock, drivers, sink = FakePollClock(START), {}, MemorySink()
+    clock, drivers, sink = FakePollClock(START), dict[int, FakeDriver](), MemorySink()
     poller = poller_for([plan(1, range(1, 5), interval_s=60)], clock, drivers, sink)
     run_for(poller, clock, 130)
     assert drivers[1].polls == [
@@ -254,7 +254,7 @@ def test_readings_wait_at_most_the_flush_interval() -> None:
 
 
 def test_stop_flushes_pending_readings_and_closes_the_buses() -> None:
-    clock, sink, drivers = FakePollClock(START), MemorySink(), {}
+    clock, sink, drivers = FakePollClock(START), MemorySink(), dict[int, FakeDriver]()
     poller = poller_for([plan(1, [1, 2], interval_s=10)], clock, drivers, sink, flush_interval_s=60)
     run_for(poller, clock, 6)
     assert [r.meter_id for r in sink.readings] == [1, 2]
@@ -262,7 +262,7 @@ def test_stop_flushes_pending_readings_and_closes_the_buses() -> None:
 
 
 def test_a_failed_flush_keeps_its_readings_and_full_memory_pauses_polling() -> None:
-    clock, sink, drivers = FakePollClock(START), MemorySink(fail=True), {}
+    clock, sink, drivers = FakePollClock(START), MemorySink(fail=True), dict[int, FakeDriver]()
     plans = [plan(1, [1, 2], interval_s=1)]
     poller = poller_for(plans, clock, drivers, sink, flush_interval_s=1, max_pending_readings=6)
 
@@ -282,7 +282,7 @@ def test_a_failed_flush_keeps_its_readings_and_full_memory_pauses_polling() -> N
 
 
 def test_dlt645_buses_sync_clocks_at_start_and_daily() -> None:
-    clock, sink, drivers = FakePollClock(START), MemorySink(), {}
+    clock, sink, drivers = FakePollClock(START), MemorySink(), dict[int, FakeDriver]()
     plans = [plan(1, [1], interval_s=3600, protocol="dlt645"), plan(2, [2], interval_s=3600)]
     poller = poller_for(
         plans, clock, drivers, sink, clock_sync_interval_s=86_400, flush_interval_s=3600
@@ -290,3 +290,20 @@ def test_dlt645_buses_sync_clocks_at_start_and_daily() -> None:
     run_for(poller, clock, 2 * 86_400 - 1)
     assert len(drivers[1].syncs) == 2 and drivers[1].syncs[0] == START
     assert drivers[2].syncs == []
+
+
+def test_a_bus_that_cannot_be_opened_does_not_stop_the_others() -> None:
+    clock, sink, drivers = FakePollClock(START), MemorySink(), dict[int, FakeDriver]()
+    plans = [plan(1, [1], interval_s=10), plan(2, [2], interval_s=10, gateway_id=5)]
+
+    def opener(config: BusConfig, now: Callable[[], datetime]) -> BusConnection:
+        if config.bus_id == 2:
+            raise DeviceError("endpoint 'x' is not host:port")
+        driver = drivers.setdefault(config.bus_id, FakeDriver(clock))
+        return BusConnection(config.bus_id, driver, TransportStats(), driver.close)  # type: ignore[arg-type]
+
+    poller = Poller(plans, sink=sink, clock=clock, opener=opener)
+    run_for(poller, clock, 5)
+    assert [m for m, _ in drivers[1].polls] == [1]
+    assert poller.status.meters[2].last_error is not None
+    assert poller.status.gateways[5].state == LOST

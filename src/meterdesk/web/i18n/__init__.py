@@ -19,7 +19,7 @@ import io
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -53,7 +53,7 @@ def babel_name(locale: str) -> str:
     return locale.replace("-", "_")
 
 
-@lru_cache(maxsize=None)
+@cache
 def translations(locale: str) -> gettext.NullTranslations:
     """The message catalog of ``locale`` (English: the messages themselves)."""
     folder = resources.files("meterdesk.web.i18n") / babel_name(locale) / "LC_MESSAGES"
@@ -70,7 +70,9 @@ def translations(locale: str) -> gettext.NullTranslations:
 
 def catalog_messages(locale: str) -> dict[str, str]:
     """msgid → msgstr of the locale's .po file (for the completeness test)."""
-    source = resources.files("meterdesk.web.i18n") / babel_name(locale) / "LC_MESSAGES" / "messages.po"
+    source = (
+        resources.files("meterdesk.web.i18n") / babel_name(locale) / "LC_MESSAGES" / "messages.po"
+    )
     with source.open("rb") as handle:
         catalog = read_po(handle, locale=babel_name(locale))
     return {str(m.id): str(m.string) for m in catalog if m.id and isinstance(m.id, str)}
@@ -107,7 +109,9 @@ class Formatter:
         if value is None:
             return "—"
         local = value.astimezone(tz)
-        pattern = {"date": self.date_pattern, "time": self.time_pattern}.get(part, self.datetime_pattern)
+        pattern = {"date": self.date_pattern, "time": self.time_pattern}.get(
+            part, self.datetime_pattern
+        )
         return str(pattern.apply(local, self.babel_locale))
 
 
@@ -115,7 +119,7 @@ def _pattern(value: Any) -> str:
     return str(getattr(value, "pattern", value))
 
 
-@lru_cache(maxsize=None)
+@cache
 def formatter(locale: str) -> Formatter:
     parsed = Locale.parse(babel_name(locale))
     date_text = _pattern(get_date_format("medium", locale=parsed))
@@ -128,7 +132,9 @@ def formatter(locale: str) -> Formatter:
         currency_prefix=prefix,
         group=str(symbols.get("group", ",")),
         decimal=str(symbols.get("decimal", ".")),
-        datetime_pattern=parse_date_pattern(glue.replace("{1}", date_text).replace("{0}", time_text)),
+        datetime_pattern=parse_date_pattern(
+            glue.replace("{1}", date_text).replace("{0}", time_text)
+        ),
         date_pattern=parse_date_pattern(date_text),
         time_pattern=parse_date_pattern(time_text),
         babel_locale=parsed,

@@ -36,7 +36,9 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def _login_page(request: Request, target: str, error: str | None, status: int = 200) -> HTMLResponse:
+def _login_page(
+    request: Request, target: str, error: str | None, status: int = 200
+) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     response = render(
         request,
@@ -44,7 +46,9 @@ def _login_page(request: Request, target: str, error: str | None, status: int = 
         {"next": _safe_next(target), "login_token": token, "error": error},
         status_code=status,
     )
-    response.set_cookie(LOGIN_COOKIE, token, max_age=3600, httponly=True, samesite="strict", path="/")
+    response.set_cookie(
+        LOGIN_COOKIE, token, max_age=3600, httponly=True, samesite="strict", path="/"
+    )
     return response
 
 
@@ -74,7 +78,9 @@ def log_in(
             LoginIn(username=username, password=password), request, response, ctx
         )
     except MeterdeskError:
-        return _login_page(request, next_path, _("Wrong username or password, or too many tries."), 401)
+        return _login_page(
+            request, next_path, _("Wrong username or password, or too many tries."), 401
+        )
     response.delete_cookie(LOGIN_COOKIE, path="/")
     if not request.cookies.get(LANG_COOKIE):
         locale = normalise(answer.locale) or "zh-CN"

@@ -1,0 +1,28 @@
+"""The console's pages and fragments (``ROUTERS``, hidden from the OpenAPI document) and the
+room-grid API route (``grid_api.router``, under ``/api/v1``)."""
+
+from __future__ import annotations
+
+from meterdesk.web.routes import (
+    actions,
+    auth,
+    devices,
+    monitor,
+    policy,
+    presets,
+    room,
+    tariffs,
+    wizard,
+)
+
+ROUTERS = (
+    auth.router,
+    monitor.router,
+    room.router,
+    actions.router,
+    policy.router,
+    wizard.router,
+    presets.router,
+    tariffs.router,
+    devices.router,
+)

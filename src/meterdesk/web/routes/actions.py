@@ -1,0 +1,177 @@
+"""Actions from a room (F-MON-CTRL): recharge, refund, relay cut / restore, valve open / close,
+and the supply policy (protect 保电, alarm amounts, friendly hours).
+
+Each action opens a confirmation dialog (``GET …/dialog/{action}``) whose form carries a fresh
+idempotency key, so a double submit does the work once. The POST goes through the API's own
+dependencies (role, organisation, CSRF header) and its handlers or ``run_once`` (the stored
+answer and the ``api.*`` audit entry with the client address), and answers the result; device
+commands then show their status, polled until the meter confirms or the command fails.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from meterdesk.access.model import Permission, PermissionDeniedError
+from meterdesk.api.deps import Caller, Cashier, MetersWriter, Reader
+from meterdesk.api.idempotency import run_once
+from meterdesk.api.routers import money
+from meterdesk.api.schemas.accounts import MoneyIn
+from meterdesk.api.schemas.common import Id
+from meterdesk.devices.commands import service as commands
+from meterdesk.reports import room_detail
+from meterdesk.shared.errors import NotFoundError, ValidationError
+from meterdesk.web.forms import blank_to_none, build
+from meterdesk.web.routes.common import ROOM_CHANGED, answer_of, new_key, page
+
+router = APIRouter(include_in_schema=False)
+Key = Annotated[str, Form(min_length=8, max_length=100)]
+
+DIALOGS: dict[str, tuple[Permission, str]] = {
+    "recharge": (Permission.MONEY_WRITE, "dialogs/money.html"),
+    "refund": (Permission.MONEY_WRITE, "dialogs/money.html"),
+    "relay_trip": (Permission.METERS_WRITE, "dialogs/command.html"),
+    "relay_close": (Permission.METERS_WRITE, "dialogs/command.html"),
+    "valve_close": (Permission.METERS_WRITE, "dialogs/command.html"),
+    "valve_open": (Permission.METERS_WRITE, "dialogs/command.html"),
+    "policy": (Permission.ACCOUNTS_WRITE, "dialogs/policy.html"),
+}
+COMMAND_KINDS = ("relay_trip", "relay_close", "valve_close", "valve_open")
+FINISHED = ("confirmed", "failed", "cancelled")
+
+
+class CommandSent(BaseModel):
+    command_id: int
+    meter_id: int
+    kind: str
+    status: str
+    superseded: list[int]
+
+
+def room_state(caller: Caller, room_id: int) -> dict[str, Any]:
+    with caller.db.read() as conn:
+        return {
+            "room": room_detail.room_header(conn, caller.organisation_id, room_id),
+            "account": room_detail.room_account(conn, caller.organisation_id, room_id),
+            "meters": room_detail.room_meters(conn, caller.organisation_id, room_id),
+            "choices": room_detail.policy_choices(conn, caller.organisation_id),
+        }
+
+
+def require_account(state: dict[str, Any]) -> room_detail.AccountView:
+    account = state["account"]
+    if account is None:
+        raise NotFoundError(f"room {state['room'].name} has no open account")
+    assert isinstance(account, room_detail.AccountView)
+    return account
+
+
+@router.get("/rooms/{room_id}/dialog/{action}", response_class=HTMLResponse)
+def dialog(room_id: Id, action: str, request: Request, caller: Reader) -> HTMLResponse:
+    if action not in DIALOGS:
+        raise NotFoundError(f"action {action!r} not found")
+    permission, template = DIALOGS[action]
+    if permission not in caller.principal.permissions():
+        raise PermissionDeniedError(f"your role may not do this ({permission.value})")
+    state = room_state(caller, room_id)
+    if action != "policy" and not action.startswith(("relay", "valve")):
+        require_account(state)
+    context = {**state, "action": action, "key": new_key(), "tz": state["room"].timezone}
+    return page(request, caller, template, context)
+
+
+def result(request: Request, caller: Caller, context: dict[str, Any]) -> HTMLResponse:
+    return page(
+        request,
+        caller,
+        "partials/action_result.html",
+        context,
+        headers={"HX-Trigger": ROOM_CHANGED},
+    )
+
+
+@router.post("/rooms/{room_id}/money/{kind}", response_class=HTMLResponse)
+def move_money(
+    room_id: Id,
+    kind: str,
+    request: Request,
+    caller: Cashier,
+    amount: Annotated[str, Form(max_length=20)],
+    idempotency_key: Key,
+    method: Annotated[str, Form(max_length=20)] = "cash",
+    reference: Annotated[str | None, Form(max_length=200)] = None,
+) -> HTMLResponse:
+    if kind not in ("recharge", "refund"):
+        raise NotFoundError(f"{kind!r} not found")
+    account = require_account(room_state(caller, room_id))
+    body = build(MoneyIn, amount=amount.strip(), method=method, reference=blank_to_none(reference))
+    handler = money.recharge if kind == "recharge" else money.refund
+    answer = answer_of(handler(account.id, body, request, caller, idempotency_key))
+    return result(request, caller, {"kind": kind, "answer": answer, "account": account})
+
+
+@router.post("/rooms/{room_id}/command", response_class=HTMLResponse)
+def send_command(
+    room_id: Id,
+    request: Request,
+    caller: MetersWriter,
+    meter_id: Annotated[int, Form()],
+    kind: Annotated[str, Form(max_length=30)],
+    idempotency_key: Key,
+) -> HTMLResponse:
+    if kind not in COMMAND_KINDS:
+        raise ValidationError(f"kind: {kind!r} is not one of {', '.join(COMMAND_KINDS)}")
+    meters = room_state(caller, room_id)["meters"]
+    meter = next((m for m in meters if m.id == meter_id), None)
+    if meter is None:
+        raise NotFoundError(f"meter {meter_id} not found in this room")
+
+    def perform() -> tuple[BaseModel, bool]:
+        sent = commands.send_command(
+            caller.db,
+            organisation_id=caller.organisation_id,
+            meter_id=meter_id,
+            kind=kind,
+            params=None,
+            actor=caller.actor,
+            idempotency_key=idempotency_key,
+        )
+        answer = CommandSent(
+            command_id=sent.command.id,
+            meter_id=meter_id,
+            kind=kind,
+            status=sent.command.status,
+            superseded=list(sent.superseded),
+        )
+        return answer, sent.replayed
+
+    answer = answer_of(
+        run_once(
+            caller,
+            request,
+            key=idempotency_key,
+            payload={"meter_id": meter_id, "kind": kind},
+            action="command.send",
+            subject=f"meter:{meter.number}",
+            perform=perform,
+        )
+    )
+    return result(request, caller, {"kind": kind, "answer": answer, "meter": meter})
+
+
+@router.get("/commands/{command_id}/status", response_class=HTMLResponse)
+def command_status(command_id: Id, request: Request, caller: Reader) -> HTMLResponse:
+    """A command's status; the fragment polls itself until the command is finished."""
+    found = commands.command_log(
+        caller.db, organisation_id=caller.organisation_id, command_id=command_id
+    )
+    finished = found.command.status in FINISHED
+    headers = (
+        {"HX-Trigger": ROOM_CHANGED} if finished and request.headers.get("HX-Request") else None
+    )
+    context = {"command": found.command, "events": found.events, "finished": finished}
+    return page(request, caller, "partials/command_status.html", context, headers=headers)

@@ -1,0 +1,152 @@
+"""Screenshots of the console's main screens in both languages, for docs/screenshots/ and for
+looking at what we build.
+
+    METERDESK_DATA_DIR=/tmp/shots .venv/bin/meterdesk demo --hours 48 --speed 0
+    .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots
+
+It copies the demo's database, gives room A-203's meter live values, serves the console on a
+free loopback port, logs in as the demo admin and photographs each screen (Debian's Chromium).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from devicefake import confirm_open_commands
+
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port
+from meterdesk.access import service
+from meterdesk.api.serve import server as make_server
+from meterdesk.bootstrap import build
+from meterdesk.devices.status import MeterState, StatusChanges, write_changes
+from meterdesk.metering import service as metering
+from meterdesk.settings import Settings
+from meterdesk.sites import service as sites
+from meterdesk.web.demo_login import ensure_demo_login
+
+PASSWORD = "screenshots-password"  # noqa: S105 - a throwaway copy of the demo database
+LIVE = {
+    "voltage_v": "221.4",
+    "current_a": "4.12",
+    "power_kw": "0.874",
+    "power_factor": "0.96",
+    "frequency_hz": "50.01",
+}
+
+
+def prepare(source: Path, folder: Path) -> Any:
+    for suffix in ("", "-wal"):
+        found = source / f"meterdesk.sqlite3{suffix}"
+        if found.exists():
+            shutil.copyfile(found, folder / found.name)
+    app = build(Settings(data_dir=folder))
+    username, _ = ensure_demo_login(app.db, 1)
+    service.set_password(
+        app.db, user_id=service.user_id_by_username(app.db, username=username), password=PASSWORD
+    )
+    room = sites.create_room(app.db, organisation_id=1, floor_id=1, name="A-121", kind="shop")
+    spec = metering.MeterSpec(
+        number="E-121", utility="electricity", kind="single_phase", room_id=room
+    )
+    metering.create_meter(app.db, organisation_id=1, spec=spec, actor="screenshots")
+    now = datetime.now(UTC)
+    with app.db.transaction() as conn:
+        rows = [
+            MeterState(
+                m, state="online", last_seen_at=now, relay="closed", live=LIVE, updated_at=now
+            ).row()
+            for m in range(1, 100)
+        ]
+        rows.append(
+            MeterState(101, state="lost", last_seen_at=now, relay="closed", updated_at=now).row()
+        )
+        write_changes(conn, StatusChanges(meters=rows))
+    return app, username
+
+
+def shoot(page: Any, url: str, name: str, out: Path, width: int = 1400, full: bool = False) -> None:
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(out / f"{name}.png"), full_page=full)
+    print(out / f"{name}.png")
+
+
+def screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
+    shoot(page, f"{base}/rooms", f"{lang}-room-grid", out)
+    shoot(
+        page,
+        f"{base}/rooms?view=table&building=2",
+        f"{lang}-room-grid-tablet-table",
+        out,
+        width=820,
+    )
+    shoot(page, f"{base}/rooms", f"{lang}-room-grid-phone", out, width=390)
+    shoot(page, f"{base}/rooms/23", f"{lang}-room-detail", out, full=True)
+    page.click("[data-action=relay_trip]")
+    page.wait_for_selector("dialog[open]")
+    page.screenshot(path=str(out / f"{lang}-room-cut-dialog.png"))
+    page.click("dialog button[type=submit]")
+    page.wait_for_selector("[data-result=command]")
+    confirm_open_commands(db)
+    page.wait_for_selector("[data-result=command][data-status=confirmed]", timeout=10_000)
+    page.screenshot(path=str(out / f"{lang}-room-cut-confirmed.png"))
+    page.click("dialog .form-actions [data-close-dialog]")
+    page.click("[data-action=recharge]")
+    page.wait_for_selector("dialog[open]")
+    page.fill("dialog input[name=amount]", "200")
+    page.screenshot(path=str(out / f"{lang}-room-recharge-dialog.png"))
+    shoot(page, f"{base}/accounts/open", f"{lang}-wizard", out)
+    page.select_option("select[name=room_id]", index=0)
+    page.fill("input[name=customer_name]", "张伟 Zhang Wei")
+    page.click("button[name=step]")
+    page.wait_for_selector("input[name=number]")
+    page.screenshot(path=str(out / f"{lang}-wizard-step-2.png"))
+    shoot(page, f"{base}/tariffs/2", f"{lang}-tariff-editor", out)
+    page.fill("input[name=meter]", "E-023")
+    page.click("form.editor button[type=submit]")
+    page.wait_for_selector("[data-result=whatif]")
+    page.screenshot(path=str(out / f"{lang}-tariff-what-if.png"), full_page=True)
+    shoot(page, f"{base}/commands", f"{lang}-commands", out)
+    shoot(page, f"{base}/meters", f"{lang}-meters", out)
+
+
+def main(source: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        app, username = prepare(source, Path(scratch))
+        port = free_port()
+        server = make_server(app, port=port, log_level="warning")
+        threading.Thread(target=server.run, daemon=True).start()
+        while not server.started:
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            for lang in ("zh-CN", "en"):
+                context = browser.new_context()
+                context.add_cookies([{"name": "meterdesk_lang", "value": lang, "url": base}])
+                page = context.new_page()
+                page.goto(f"{base}/login")
+                page.fill("input[name=username]", username)
+                page.fill("input[name=password]", PASSWORD)
+                page.click("button[type=submit]")
+                page.wait_for_url("**/rooms")
+                screens(page, base, out, lang, app.db)
+            browser.close()
+        server.should_exit = True
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -1,0 +1,194 @@
+"""Actions from the console go through the API's handlers: money moves once per form, is audited
+with the address, and device commands show their status."""
+
+from __future__ import annotations
+
+import json
+
+from apikit import World
+from consolekit import HTMX, Console
+from sqlalchemy import select
+
+from meterdesk.audit.tables import audit_log
+
+
+def balance(world: World, console: Console) -> str:
+    return str(
+        console.client.get(f"/api/v1/accounts/{world.alpha.account_id}/balance").json()["balance"]
+    )
+
+
+def test_recharge_moves_money_once_per_form_and_is_audited(world: World) -> None:
+    console = Console(world.client, world.alpha, "cashier")
+    room = world.alpha.room_id
+    dialog = console.get(f"/rooms/{room}/dialog/recharge", **HTMX)
+    assert dialog.status_code == 200
+    key = dialog.text.split('name="idempotency_key" value="')[1].split('"')[0]
+    before = balance(world, console)
+    data = {"amount": "50.5", "method": "cash", "idempotency_key": key}
+    first = console.post(f"/rooms/{room}/money/recharge", data)
+    assert first.status_code == 200, first.text
+    assert first.headers["HX-Trigger"] == "room-changed"
+    assert 'data-result="recharge"' in first.text
+    again = console.post(f"/rooms/{room}/money/recharge", data)  # a double click
+    assert again.status_code == 200
+    assert float(balance(world, console)) == float(before) + 50.5
+    with world.db.read() as conn:
+        entries = conn.execute(
+            select(audit_log.c.action, audit_log.c.source).where(
+                audit_log.c.action == "api.money.recharge"
+            )
+        ).all()
+    assert entries == [("api.money.recharge", "testclient")]
+
+
+def test_a_bad_amount_is_explained_in_the_dialog(world: World) -> None:
+    console = Console(world.client, world.alpha, "cashier")
+    response = console.post(
+        f"/rooms/{world.alpha.room_id}/money/refund",
+        {"amount": "99999", "idempotency_key": "refund-12345678"},
+    )
+    assert response.status_code == 409
+    assert 'class="alert error"' in response.text
+
+
+def test_cutting_supply_records_a_command_and_shows_its_status(world: World) -> None:
+    console = Console(world.client, world.alpha, "operator")
+    room, meter = world.alpha.room_id, world.alpha.meter_id
+    data = {"meter_id": meter, "kind": "relay_trip", "idempotency_key": "cut-12345678"}
+    response = console.post(f"/rooms/{room}/command", data)
+    assert response.status_code == 200, response.text
+    command_id = int(response.text.split('hx-get="/commands/')[1].split("/")[0])
+    status = console.get(f"/commands/{command_id}/status", **HTMX)
+    assert 'data-status="pending"' in status.text
+    assert 'hx-trigger="every 2s"' in status.text  # keeps polling until the meter answers
+    assert console.get(f"/commands/{command_id}").status_code == 200
+    assert f'href="/commands/{command_id}"' in console.get("/commands?status=pending").text
+    activity = console.get(f"/rooms/{room}/activity")
+    assert f'data-command="{command_id}"' in activity.text
+
+
+def test_protect_and_alarm_amounts_are_saved_as_the_account_policy(world: World) -> None:
+    console = Console(world.client, world.alpha, "operator")
+    room = world.alpha.room_id
+    data = {"protect": "on", "alarm_1": "30", "idempotency_key": "policy-12345678"}
+    response = console.post(f"/rooms/{room}/policy", data)
+    assert response.status_code == 200, response.text
+    status = console.get(f"/rooms/{room}/status").text
+    assert "Protected" in status
+
+
+def test_the_wizard_opens_an_account_for_a_new_customer(world: World) -> None:
+    console = Console(world.client, world.alpha, "admin")
+    alpha = world.alpha
+    page = console.get(f"/accounts/open?room_id={alpha.spare_room_id}")
+    assert page.status_code == 200
+    base = {
+        "room_id": alpha.spare_room_id,
+        "customer_name": "Wizard Tenant",
+        "customer_phone": "138",
+        "key": "wizard-12345678",
+    }
+    step2 = console.post("/accounts/open/step", {**base, "step": 1})
+    assert step2.status_code == 200 and "Alpha-M3" in step2.text
+    meters = {"meter": [alpha.spare_meter_id], "tariff": [str(alpha.tariff_id)], "reading": ["0"]}
+    choice = {**base, "number": "W-1", "billing_mode": "platform", "overdraft_limit": "0", **meters}
+    step3 = console.post("/accounts/open/step", {**choice, "step": 2})
+    assert step3.status_code == 200 and "W-1" in step3.text
+    opened = console.post(
+        "/accounts/open", {**choice, "initial_credit": "20", "payment_method": "cash"}
+    )
+    assert opened.status_code == 200, opened.text
+    assert 'data-result="opened"' in opened.text
+    accounts = console.client.get("/api/v1/accounts?q=W-1").json()["items"]
+    assert [a["number"] for a in accounts] == ["W-1"]
+
+
+def test_the_wizard_refuses_a_missing_room(world: World) -> None:
+    console = Console(world.client, world.alpha, "operator")
+    response = console.post("/accounts/open/step", {"step": 1, "key": "wizard-00000000"})
+    assert response.status_code == 422
+
+
+def test_a_pre_entered_account_opens_with_one_click(world: World) -> None:
+    console = Console(world.client, world.alpha, "admin")
+    page = console.get("/accounts/presets")
+    assert "Alpha-ACC-2" in page.text
+    response = console.post(
+        f"/accounts/presets/{world.alpha.preset_id}/open", {"idempotency_key": "preset-12345678"}
+    )
+    assert response.status_code == 200, response.text
+    assert "Alpha-ACC-2" in response.text
+
+
+def test_bulk_import_shows_a_report_per_row(world: World) -> None:
+    console = Console(world.client, world.alpha, "operator")
+    alpha = world.alpha
+    header = "account_number,customer_name,site,building,floor,room,meter_numbers,tariffs,opening_readings"
+    place = f"{alpha.name('Park')},{alpha.name('B1')},{alpha.name('F1')}"
+    good = f"I-1,Imported,{place},{alpha.name('102')},Alpha-M3,{alpha.name('Flat')},0"
+    bad = f"I-2,Nobody,{place},{alpha.name('999')},Alpha-M9,{alpha.name('Flat')},0"
+    files = {"file": ("accounts.csv", f"{header}\n{good}\n{bad}\n".encode(), "text/csv")}
+    response = console.post("/accounts/import", {"idempotency_key": "import-12345678"}, files=files)
+    assert response.status_code == 200, response.text
+    assert "I-1" in response.text and "I-2" in response.text
+    assert 'data-result="import"' in response.text
+    assert 'id="import-key"' in response.text  # a fresh key for the next file
+
+
+def test_the_tariff_editor_validates_previews_and_runs_a_what_if(world: World) -> None:
+    console = Console(world.client, world.alpha, "admin")
+    bad = console.post(
+        "/tariffs/check",
+        {
+            "definition": json.dumps(
+                {
+                    "utility": "electricity",
+                    "versions": [{"effective_from": "2026-01-01", "prices": {"flat": 0.5}}],
+                }
+            ),
+            "day": "2026-11-02",
+        },
+    )
+    assert 'data-result="invalid"' in bad.text and "versions[0].prices.flat" in bad.text
+    broken = console.post("/tariffs/check", {"definition": "{", "day": "2026-11-02"})
+    assert "JSON" in broken.text
+    day = [["00:00", "valley"], ["08:00", "peak"], ["22:00", "valley"]]
+    season = {"name": "all", "months": list(range(1, 13)), "workday": day}
+    version = {
+        "effective_from": "2027-01-01",
+        "prices": {"peak": "1.0", "valley": "0.3"},
+        "seasons": [season],
+    }
+    tou = json.dumps({"utility": "electricity", "versions": [version]})
+    good = console.post(
+        "/tariffs/check", {"definition": tou, "day": "2026-11-02", "meter": "Alpha-M1"}
+    )
+    assert 'data-result="bands"' in good.text and 'data-result="whatif"' in good.text
+    other = console.post(
+        "/tariffs/check", {"definition": tou, "day": "2026-11-02", "meter": "Bravo-M1"}
+    )
+    assert "Bravo-M1" in other.text and 'data-result="whatif"' not in other.text  # not found
+    saved = console.post("/tariffs", {"name": "Console TOU", "definition": tou})
+    assert saved.status_code == 204 and saved.headers["HX-Redirect"].startswith("/tariffs/")
+
+
+def test_a_quarantined_reading_can_be_discarded(world: World) -> None:
+    console = Console(world.client, world.alpha, "operator")
+    response = console.post(
+        f"/quarantine/{world.alpha.quarantine_id}/discard", {"idempotency_key": "q-12345678"}
+    )
+    assert response.status_code == 200, response.text
+    assert console.client.get("/api/v1/quarantine").json()["items"] == []
+
+
+def test_the_grid_api_counts_every_state_and_pages(world: World) -> None:
+    console = Console(world.client, world.alpha, "readonly")
+    answer = console.client.get("/api/v1/monitor/rooms?limit=1").json()
+    assert answer["total"] == 2 and answer["matched"] == 2 and len(answer["items"]) == 1
+    assert answer["counts"]["normal"] == 1 and answer["counts"]["vacant"] == 1
+    first = answer["items"][0]
+    assert first["account_number"] == "Alpha-ACC-1" and first["balance"] == "100.00"
+    vacant = console.client.get("/api/v1/monitor/rooms?state=vacant").json()
+    assert [item["room"] for item in vacant["items"]] == ["Alpha 102"]
+    assert console.client.get("/api/v1/monitor/rooms?q=customer").json()["matched"] == 1

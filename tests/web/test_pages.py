@@ -1,0 +1,198 @@
+"""Every console page renders for every role; what a role may not do is neither shown nor done;
+another organisation's ids are not found; changes need the CSRF header; logging in and out."""
+
+from __future__ import annotations
+
+import pytest
+from apikit import ROLES, Org, World
+from consolekit import HTMX, Console
+
+from meterdesk.api.context import CSRF_COOKIE, SESSION_COOKIE
+
+
+def pages(org: Org) -> list[str]:
+    return [
+        "/rooms",
+        "/rooms?view=table",
+        "/rooms?state=normal&q=101",
+        f"/rooms?building={org.building_id}&floor={org.floor_id}",
+        f"/rooms/{org.room_id}",
+        f"/rooms/{org.spare_room_id}",
+        f"/rooms/{org.room_id}/status",
+        f"/rooms/{org.room_id}/activity",
+        "/accounts/presets",
+        "/accounts/import",
+        "/tariffs",
+        "/tariffs/new",
+        f"/tariffs/{org.tariff_id}",
+        "/meters",
+        "/meters?connection=lost&q=M",
+        "/gateways",
+        "/commands",
+        "/commands?status=failed",
+        "/quarantine",
+        "/quarantine?status=released",
+    ]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_page_renders_for_every_role(world: World, role: str) -> None:
+    console = Console(world.client, world.alpha, role)
+    for path in pages(world.alpha):
+        response = console.get(path)
+        assert response.status_code == 200, (
+            f"{role} {path}: {response.status_code} {response.text[:300]}"
+        )
+        assert "Bravo" not in response.text, path
+
+
+@pytest.mark.parametrize(
+    ("role", "audit", "wizard"),
+    [("admin", 200, 200), ("operator", 403, 200), ("cashier", 403, 403), ("readonly", 200, 403)],
+)
+def test_pages_that_need_a_permission(world: World, role: str, audit: int, wizard: int) -> None:
+    console = Console(world.client, world.alpha, role)
+    assert console.get("/audit").status_code == audit
+    assert console.get("/accounts/open").status_code == wizard
+
+
+@pytest.mark.parametrize(
+    ("role", "shown"),
+    [
+        ("admin", {"recharge", "refund", "policy", "relay_trip", "relay_close"}),
+        ("operator", {"policy", "relay_trip", "relay_close"}),
+        ("cashier", {"recharge", "refund"}),
+        ("readonly", set()),
+    ],
+)
+def test_a_room_shows_only_the_actions_the_role_may_do(
+    world: World, role: str, shown: set[str]
+) -> None:
+    console = Console(world.client, world.alpha, role)
+    html = console.get(f"/rooms/{world.alpha.room_id}").text
+    every = {"recharge", "refund", "policy", "relay_trip", "relay_close"}
+    for action in every:
+        assert (f'data-action="{action}"' in html) == (action in shown), (role, action)
+
+
+@pytest.mark.parametrize("role", ["operator", "readonly"])
+def test_money_is_refused_on_the_server_for_roles_without_it(world: World, role: str) -> None:
+    console = Console(world.client, world.alpha, role)
+    room = world.alpha.room_id
+    response = console.post(
+        f"/rooms/{room}/money/recharge", {"amount": "10", "idempotency_key": "k-12345678"}
+    )
+    assert response.status_code == 403
+    assert console.get(f"/rooms/{room}/dialog/recharge", **HTMX).status_code == 403
+
+
+@pytest.mark.parametrize("role", ["cashier", "readonly"])
+def test_supply_commands_are_refused_for_roles_without_them(world: World, role: str) -> None:
+    console = Console(world.client, world.alpha, role)
+    data = {"meter_id": world.alpha.meter_id, "kind": "relay_trip", "idempotency_key": "k-12345678"}
+    assert console.post(f"/rooms/{world.alpha.room_id}/command", data).status_code == 403
+    policy = {"protect": "on", "idempotency_key": "k-87654321"}
+    assert console.post(f"/rooms/{world.alpha.room_id}/policy", policy).status_code == 403
+
+
+def test_another_organisations_ids_are_not_found(world: World) -> None:
+    console = Console(world.client, world.alpha, "admin")
+    bravo = world.bravo
+    for path in (
+        f"/rooms/{bravo.room_id}",
+        f"/rooms/{bravo.room_id}/status",
+        f"/rooms/{bravo.room_id}/activity",
+        f"/rooms/{bravo.room_id}/dialog/recharge",
+        f"/tariffs/{bravo.tariff_id}",
+        f"/api/v1/monitor/rooms?building_id={bravo.building_id}",
+        f"/rooms?building={bravo.building_id}",
+    ):
+        response = console.get(path)
+        assert response.status_code in (404, 200), path
+        assert "Bravo" not in response.text, path
+        if "?" not in path or "api" in path:
+            assert response.status_code == 404, path
+    posts = [
+        (
+            f"/rooms/{bravo.room_id}/money/recharge",
+            {"amount": "5", "idempotency_key": "x-12345678"},
+        ),
+        (
+            f"/rooms/{bravo.room_id}/command",
+            {"meter_id": bravo.meter_id, "kind": "relay_trip", "idempotency_key": "y-12345678"},
+        ),
+        (
+            f"/rooms/{world.alpha.room_id}/command",
+            {"meter_id": bravo.meter_id, "kind": "relay_trip", "idempotency_key": "z-12345678"},
+        ),
+        (f"/rooms/{bravo.room_id}/policy", {"protect": "on", "idempotency_key": "w-12345678"}),
+        (f"/quarantine/{bravo.quarantine_id}/release", {"idempotency_key": "v-12345678"}),
+        (f"/accounts/presets/{bravo.preset_id}/open", {"idempotency_key": "u-12345678"}),
+    ]
+    for path, data in posts:
+        response = console.post(path, data)
+        assert response.status_code == 404, (path, response.status_code, response.text[:200])
+        assert "Bravo" not in response.text
+
+
+def test_a_change_without_the_csrf_header_is_refused_and_changes_nothing(world: World) -> None:
+    console = Console(world.client, world.alpha, "cashier")
+    before = world.client.get(f"/api/v1/accounts/{world.alpha.account_id}/balance").json()[
+        "balance"
+    ]
+    data = {"amount": "10", "idempotency_key": "csrf-12345678"}
+    response = console.post(f"/rooms/{world.alpha.room_id}/money/recharge", data, csrf=False)
+    assert response.status_code == 403
+    assert "X-CSRF-Token" in response.text
+    after = world.client.get(f"/api/v1/accounts/{world.alpha.account_id}/balance").json()["balance"]
+    assert before == after
+
+
+def test_pages_send_you_to_the_login_and_htmx_requests_are_told_to(world: World) -> None:
+    client = world.client
+    client.cookies.clear()
+    page = client.get("/rooms", follow_redirects=False)
+    assert page.status_code == 303
+    assert page.headers["location"] == "/login?next=/rooms"
+    fragment = client.get("/rooms", headers=HTMX, follow_redirects=False)
+    assert fragment.status_code == 401
+    assert fragment.headers["HX-Redirect"].startswith("/login")
+    assert client.get("/api/v1/monitor/rooms").json()["error"]["code"] == "unauthenticated"
+
+
+def test_the_login_form_logs_in_and_logout_ends_the_session(world: World) -> None:
+    client = world.client
+    client.cookies.clear()
+    form = client.get("/login?next=/tariffs")
+    token = form.text.split('name="login_token" value="')[1].split('"')[0]
+    username = world.alpha.username("operator")
+    wrong = client.post(
+        "/login", data={"username": username, "password": "nope-nope-nope", "login_token": token}
+    )
+    assert wrong.status_code == 401
+    form = client.get("/login")
+    token = form.text.split('name="login_token" value="')[1].split('"')[0]
+    data = {
+        "username": username,
+        "password": f"pw-{username}-long-enough",
+        "login_token": token,
+        "next": "//evil.example",
+    }
+    answer = client.post("/login", data=data, follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/rooms"  # never off-site
+    assert client.cookies.get(SESSION_COOKIE)
+    csrf = client.cookies.get(CSRF_COOKIE)
+    assert csrf and f'content="{csrf}"' in client.get("/rooms").text
+    out = client.post("/logout", headers={**HTMX, "X-CSRF-Token": csrf})
+    assert out.status_code == 204
+    assert out.headers["HX-Redirect"] == "/login"
+    assert client.get("/rooms", follow_redirects=False).status_code == 303
+
+
+def test_the_login_form_needs_its_own_token(world: World) -> None:
+    client = world.client
+    client.cookies.clear()
+    username = world.alpha.username("admin")
+    data = {"username": username, "password": f"pw-{username}-long-enough", "login_token": "forged"}
+    assert client.post("/login", data=data, follow_redirects=False).status_code == 400
