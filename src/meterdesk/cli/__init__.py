@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from meterdesk.cli import accounts, commands, control, places, readings, tariffs, users
+from meterdesk.cli import accounts, commands, control, devices, places, readings, tariffs, users
 from meterdesk.cli.common import handled
 
 cli = typer.Typer(
@@ -31,6 +31,11 @@ cli.command("refund")(accounts.refund)
 cli.command("reverse")(accounts.reverse)
 cli.add_typer(commands.command_cli, name="command")
 cli.add_typer(users.user_cli, name="user")
+cli.add_typer(devices.gateway_cli, name="gateway")
+cli.add_typer(devices.bus_cli, name="bus")
+places.meter_cli.command("link")(devices.link_meter)
+places.meter_cli.command("unlink")(devices.unlink_meter)
+cli.command("poll")(devices.poll)
 cli.add_typer(control.alarm_cli, name="alarm-plan")
 cli.add_typer(control.policy_cli, name="policy")
 cli.add_typer(control.friendly_cli, name="friendly")
@@ -42,6 +47,7 @@ bench_cli = typer.Typer(
     help="Benchmarks that print figures and ratios (see docs/benchmarks.md).", no_args_is_help=True
 )
 cli.add_typer(bench_cli, name="bench")
+bench_cli.command("poll")(devices.bench_poll)
 
 
 @cli.command("migrate")

@@ -19,6 +19,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from meterdesk.shared.errors import ValidationError
+
 BANDS = ("sharp", "peak", "flat", "valley", "deep_valley")
 MIN_PLAUSIBLE_HOURS = Decimal(1) / Decimal(60)
 BAND_TOLERANCE = Decimal("0.05")
@@ -109,7 +111,8 @@ def bands_from_mapping(values: Mapping[str, Decimal] | None) -> tuple[Decimal, .
     if not values:
         return None
     if set(values) - set(BANDS):
-        raise ValueError(f"unknown band(s): {sorted(set(values) - set(BANDS))}")
+        unknown = sorted(set(values) - set(BANDS))
+        raise ValidationError(f"bands: unknown band(s) {unknown}; use {', '.join(BANDS)}")
     return tuple(values.get(band, Decimal(0)) for band in BANDS)
 
 

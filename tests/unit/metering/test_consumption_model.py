@@ -20,6 +20,7 @@ from meterdesk.metering.model import (
     consumption_between,
     register_delta,
 )
+from meterdesk.shared.errors import ValidationError
 
 D = Decimal
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -193,7 +194,7 @@ def test_bands_from_a_mapping_come_in_band_order_with_missing_bands_zero() -> No
 
 
 def test_an_unknown_band_name_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown band"):
+    with pytest.raises(ValidationError, match="unknown band"):
         bands_from_mapping({"midday": D("1")})
 
 
