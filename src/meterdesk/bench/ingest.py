@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import sqlite3
 import statistics
 import sys
@@ -204,7 +203,3 @@ def _summarise(
 
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-def copy_file(source: Path, target: Path) -> None:
-    shutil.copyfile(source, target)
