@@ -109,6 +109,43 @@ def recharge(
         )
 
 
+def _desk_transfer(
+    conn: Connection,
+    account: dict[str, object],
+    clearing: int,
+    fen: int,
+    reason: Reason,
+    payment: PaymentMethod,
+    *,
+    actor: str,
+    at: datetime,
+    key: str,
+    reference: str | None,
+) -> tuple[TransferRequest, int | None]:
+    """The transfer of a desk recharge (clearing → wallet) or refund (wallet → clearing), and the
+    id of the transfer already posted under the same key for the same request (a replay)."""
+    wallet = int(str(account["wallet_id"]))
+    inbound = reason is Reason.RECHARGE
+    organisation_id = int(str(account["organisation_id"]))
+    request = TransferRequest(
+        organisation_id=organisation_id,
+        idempotency_key=f"{organisation_id}:{key}",
+        debit_account_id=clearing if inbound else wallet,
+        credit_account_id=wallet if inbound else clearing,
+        amount_fen=fen,
+        reason=reason,
+        actor=actor,
+        created_at=at,
+        account_id=int(str(account["id"])),
+        method=payment.value,
+        reference=reference,
+    )
+    replay = ledger_service.replayed_transfer(
+        conn, idempotency_key=request.idempotency_key, request_hash=request.request_hash()
+    )
+    return request, replay
+
+
 def recharge_in(
     conn: Connection,
     *,
@@ -134,21 +171,17 @@ def recharge_in(
         kind=AccountKind.CLEARING,
         at=at,
     )
-    request = TransferRequest(
-        organisation_id=organisation_id,
-        idempotency_key=f"{organisation_id}:{idempotency_key}",
-        debit_account_id=clearing,
-        credit_account_id=int(str(account["wallet_id"])),
-        amount_fen=fen,
-        reason=Reason.RECHARGE,
+    request, replay = _desk_transfer(
+        conn,
+        account,
+        clearing,
+        fen,
+        Reason.RECHARGE,
+        payment,
         actor=actor,
-        created_at=at,
-        account_id=account_id,
-        method=payment.value,
+        at=at,
+        key=idempotency_key,
         reference=reference,
-    )
-    replay = ledger_service.replayed_transfer(
-        conn, idempotency_key=request.idempotency_key, request_hash=request.request_hash()
     )
     if replay is not None:
         return _result(conn, account, replay, True)
@@ -308,21 +341,17 @@ def refund(
             kind=AccountKind.CLEARING,
             at=at,
         )
-        request = TransferRequest(
-            organisation_id=organisation_id,
-            idempotency_key=f"{organisation_id}:{idempotency_key}",
-            debit_account_id=int(str(account["wallet_id"])),
-            credit_account_id=clearing,
-            amount_fen=fen,
-            reason=Reason.REFUND,
+        request, replay = _desk_transfer(
+            conn,
+            account,
+            clearing,
+            fen,
+            Reason.REFUND,
+            payment,
             actor=actor,
-            created_at=at,
-            account_id=account_id,
-            method=payment.value,
+            at=at,
+            key=idempotency_key,
             reference=reference,
-        )
-        replay = ledger_service.replayed_transfer(
-            conn, idempotency_key=request.idempotency_key, request_hash=request.request_hash()
         )
         if replay is not None:
             return _result(conn, account, replay, True)

@@ -13,6 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -126,3 +127,13 @@ def parse_when(value: str | None) -> datetime | None:
 
 def stderr(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def load_json_file(path: Path) -> object:
+    """A JSON file given on the command line, or a clear error with the line of the mistake."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValidationError(
+            f"{path.name}: not valid JSON ({error.msg} at line {error.lineno})"
+        ) from None

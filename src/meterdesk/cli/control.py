@@ -3,7 +3,6 @@ control loop's settings from the shell (issue 4)."""
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +18,7 @@ from meterdesk.cli.common import (
     app,
     emit,
     handled,
+    load_json_file,
     organisation_id,
     who,
 )
@@ -40,15 +40,6 @@ holiday_cli = typer.Typer(
 )
 
 
-def _json_file(path: Path) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValidationError(
-            f"{path.name}: not valid JSON ({error.msg} at line {error.lineno})"
-        ) from None
-
-
 @alarm_cli.command("create")
 def alarm_create(
     name: str,
@@ -65,7 +56,7 @@ def alarm_create(
             app().db,
             organisation_id=organisation_id(org),
             name=name,
-            levels=_json_file(file),
+            levels=load_json_file(file),
             actor=who(actor),
         )
         emit({"id": new, "name": name}, as_json, lambda v: f"alarm plan {name} created (id {new})")

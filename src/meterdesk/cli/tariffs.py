@@ -15,6 +15,7 @@ from meterdesk.cli.common import (
     app,
     emit,
     handled,
+    load_json_file,
     organisation_id,
     who,
 )
@@ -29,12 +30,7 @@ FileArgument = Annotated[
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValidationError(
-            f"{path.name}: not valid JSON ({error.msg} at line {error.lineno})"
-        ) from None
+    loaded = load_json_file(path)
     if not isinstance(loaded, dict):
         raise ValidationError(f"{path.name}: expected a JSON object")
     return loaded
