@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import Engine, create_engine, text
 
 from meterdesk.db.database import Database
@@ -19,6 +20,11 @@ from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
 from meterdesk.shared.time import FakeClock
 from support.database import PG_URL, _pg_state, postgres_unavailable
+
+# Tests never assert timings: Hypothesis's default 200 ms deadline per example would fail a
+# correct test on a busy machine, so it is off for every property test.
+settings.register_profile("meterdesk", deadline=None)
+settings.load_profile("meterdesk")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -221,6 +221,48 @@ def bench_mqtt(
     )
 
 
+@cli.command("run")
+def run_command(
+    broker: Annotated[
+        str | None,
+        typer.Option(help="MQTT broker HOST:PORT for gateway reports; default: no MQTT ingest"),
+    ] = None,
+    tick_interval: Annotated[
+        float, typer.Option(help="seconds between control ticks (alarms repeat, deferred cuts)")
+    ] = 60.0,
+    seconds: Annotated[
+        float | None, typer.Option(help="stop after this long; default: until Ctrl-C")
+    ] = None,
+) -> None:
+    """Run the device side: poll every bus, send and confirm commands, ingest MQTT reports,
+    deliver notifications and tick the control loop, in one process, until Ctrl-C."""
+    import logging
+
+    from meterdesk.cli.common import app, stderr
+    from meterdesk.devices.mqtt_ingest import MqttSettings, parse_broker
+    from meterdesk.runtime import Runtime, RuntimeSettings, run_until_stopped
+    from meterdesk.shared.runtime import tune_for_long_running
+
+    with handled():
+        mqtt = None
+        if broker is not None:
+            host, port = parse_broker(broker)
+            mqtt = MqttSettings(host=host, port=port, client_id="meterdesk-run")
+        if tick_interval <= 0:
+            raise typer.BadParameter("must be positive", param_hint="--tick-interval")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        tune_for_long_running()
+        runtime = Runtime(app().db, RuntimeSettings(mqtt=mqtt, tick_interval_s=tick_interval))
+        where = f"MQTT from {broker}" if broker else "no MQTT"
+        stderr(f"running: poller, command executor, notifications, control tick; {where}")
+        stats = run_until_stopped(runtime, seconds=seconds)
+        stderr(
+            f"stopped: {stats.reads} reads ({stats.read_failures} failed), "
+            f"{stats.readings_stored} readings stored, {stats.ticks} control ticks "
+            f"({stats.tick_decisions} decisions), {stats.poller_reloads} poller reloads"
+        )
+
+
 @cli.command("serve")
 def serve_command(
     host: Annotated[str, typer.Option()] = "127.0.0.1",

@@ -66,6 +66,25 @@ class SystemPollClock:
         await asyncio.sleep(max(seconds, 0.0))
 
 
+class ScaledPollClock:
+    """Instants from ``clock`` (real or accelerated, e.g. the simulator's), sleeps shortened by
+    ``speed`` so schedules keep the clock's pace."""
+
+    def __init__(self, clock: Callable[[], datetime], speed: float = 1.0) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self._clock, self.speed = clock, speed
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def monotonic(self) -> float:
+        return time.monotonic() * self.speed
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(seconds, 0.0) / self.speed)
+
+
 class FakePollClock:
     """Virtual time for tests: sleepers wake only when :meth:`advance` passes their time."""
 

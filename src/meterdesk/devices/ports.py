@@ -75,6 +75,11 @@ class DeviceRefusedError(DeviceError):
     """The meter answered with an error (wrong password, expired deadline, replayed recharge …)."""
 
 
+class BusUnavailableError(DeviceError):
+    """The meter's bus is not connected right now (starting, reconnecting, reloading): a command
+    for it is retried later rather than failed."""
+
+
 class MeterDriver(Protocol):
     """What the poller and the command executor need from a protocol driver."""
 

@@ -58,7 +58,13 @@ from meterdesk.devices.commands.readback import (
     money_note,
     plan_recharge,
 )
-from meterdesk.devices.ports import DeviceError, DeviceRefusedError, MeterDriver, Snapshot
+from meterdesk.devices.ports import (
+    BusUnavailableError,
+    DeviceError,
+    DeviceRefusedError,
+    MeterDriver,
+    Snapshot,
+)
 from meterdesk.shared.time import Clock
 
 log = logging.getLogger(__name__)
@@ -153,6 +159,9 @@ class CommandExecutor:
     async def _process(self, command: Command, target: CommandTarget) -> None:
         try:
             driver = self.driver_for(target)
+        except BusUnavailableError as error:  # the bus is (re)connecting: try again later
+            await _Attempt(self, command, target, None).retry_or_fail(f"no answer: {error}")
+            return
         except Exception as error:  # no driver for this protocol or bus
             await _Attempt(self, command, target, None).fail(f"no answer: no driver ({error})")
             return

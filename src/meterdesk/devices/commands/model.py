@@ -406,3 +406,4 @@ class CommandTarget:
     meter: MeterAddress
     bus_id: int | None
     number: str  # the operator's meter number, for messages
+    transport: str | None = None  # the bus's: tcp | serial | mqtt (None: on no bus)

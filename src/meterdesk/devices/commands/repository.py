@@ -42,7 +42,7 @@ from meterdesk.devices.commands.model import (
     superseded_by,
 )
 from meterdesk.devices.ports import MeterAddress
-from meterdesk.devices.tables import command_events, commands
+from meterdesk.devices.tables import buses, command_events, commands, gateways
 from meterdesk.metering.tables import meters
 
 REQUEST_HASH = "request_hash"  # kept beside the parameters in commands.params
@@ -325,6 +325,8 @@ def claim_batch(
 
 
 def targets(conn: Connection, meter_ids: Iterable[int]) -> dict[int, CommandTarget]:
+    """Where each meter answers. A meter behind an MQTT gateway also gets the gateway's
+    ``product_key`` and ``gateway_sn`` in its options: the MQTT driver addresses the gateway."""
     ids = sorted(set(meter_ids))
     if not ids:
         return {}
@@ -336,15 +338,24 @@ def targets(conn: Connection, meter_ids: Iterable[int]) -> dict[int, CommandTarg
             meters.c.address,
             meters.c.bus_id,
             meters.c.device_options,
-        ).where(meters.c.id.in_(ids))
+            buses.c.transport,
+            gateways.c.serial,
+            gateways.c.product_key,
+        )
+        .select_from(meters)
+        .outerjoin(buses, buses.c.id == meters.c.bus_id)
+        .outerjoin(gateways, gateways.c.id == buses.c.gateway_id)
+        .where(meters.c.id.in_(ids))
     )
     result = {}
-    for meter_id, number, protocol, address, bus_id, options in rows:
-        loaded = json.loads(options) if options else {}
-        address_ = MeterAddress(
-            int(meter_id), str(protocol), str(address), {str(k): str(v) for k, v in loaded.items()}
-        )
-        result[int(meter_id)] = CommandTarget(address_, bus_id, str(number))
+    for row in rows:
+        loaded = json.loads(row.device_options) if row.device_options else {}
+        options = {str(k): str(v) for k, v in loaded.items()}
+        if row.transport == "mqtt" and row.serial is not None:
+            options.setdefault("gateway_sn", str(row.serial))
+            options.setdefault("product_key", str(row.product_key or ""))
+        address_ = MeterAddress(int(row.id), str(row.protocol), str(row.address), options)
+        result[int(row.id)] = CommandTarget(address_, row.bus_id, str(row.number), row.transport)
     return result
 
 
