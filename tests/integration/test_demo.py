@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -21,10 +22,14 @@ from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.demo import DemoResult, run_demo
 from meterdesk.demo.plan import ORGANISATION
+from meterdesk.devices.commands.service import send_command
+from meterdesk.devices.tables import commands, device_status
 from meterdesk.ledger.tables import ledger_accounts, transfers
+from meterdesk.metering.tables import meters
 from meterdesk.settings import Settings
 from meterdesk.shared.time import system_clock
 from meterdesk.sites.service import create_organisation
+from meterdesk.sites.tables import organisations
 from support.database import PG_URL, postgres_unavailable
 
 pytestmark = pytest.mark.integration
@@ -81,9 +86,10 @@ def test_demo_bills_readings_keeps_the_ledger_balanced_and_its_statement_command
 
     outcome = result.outcome
     assert outcome is not None and not outcome.tally.interrupted
-    assert outcome.tally.accepted >= 100 * 6 * 4  # ~100 meters, a reading every 15 minutes
+    # ~100 simulated meters read over their lines every 15 minutes
+    assert outcome.tally.delivered == outcome.tally.accepted >= 100 * 6 * 4
     assert outcome.tally.deducted_fen > 0
-    assert outcome.tally.duplicates > 0  # re-sent readings were recognised, not billed
+    assert outcome.tally.messages > 0  # tenants who start low were warned (log channel)
     engine = build_engine(database)
     try:
         with engine.connect() as conn:
@@ -144,3 +150,77 @@ def test_fresh_never_deletes_a_database_that_holds_someone_elses_organisation(
     assert kept.organisation == f"{ORGANISATION} (2)"
     invoked = CliRunner().invoke(cli, ["account", "list", "--org", "Real Property Ltd"])
     assert invoked.exit_code == 0 and "no accounts" in invoked.output
+
+
+def test_a_day_of_the_demo_cuts_and_restores_simulated_meters_confirmed_by_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METERDESK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("METERDESK_DATABASE_URL", raising=False)
+    result = run_demo(hours=24, speed=0, fresh=True)
+
+    tally = result.outcome.tally if result.outcome else None
+    assert tally is not None
+    assert tally.cuts >= 1 and tally.restores >= 1 and tally.commands_failed == 0
+    engine = build_engine(Settings().resolved_database_url())
+    try:
+        with engine.connect() as conn:
+            finished = dict(
+                conn.execute(
+                    select(commands.c.status, func.count()).group_by(commands.c.status)
+                ).all()
+            )
+            relays = dict(
+                conn.execute(select(device_status.c.meter_id, device_status.c.relay)).all()
+            )
+    finally:
+        engine.dispose()
+    assert finished.get("confirmed", 0) == tally.cuts + tally.restores
+    assert "open" in relays.values()  # someone who never paid is still cut off
+    log = (tmp_path / "data" / "notifications.log").read_text(encoding="utf-8")
+    assert "supply_cut" in log and "supply_restored" in log and "alarm_level_3" in log
+
+
+def test_after_the_history_the_runtime_confirms_a_console_relay_command_in_real_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the console's cut button does while ``meterdesk demo`` serves it: the command is
+    sent by the live runtime over the simulated line and confirmed by reading the meter back."""
+    monkeypatch.setenv("METERDESK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("METERDESK_DATABASE_URL", raising=False)
+    seen: dict[str, str] = {}
+
+    def operator_cuts_a_room(result: DemoResult) -> None:
+        engine = build_engine(Settings().resolved_database_url())
+        db = Database(engine, system_clock)
+        try:
+            with db.read() as conn:
+                org = conn.execute(select(organisations.c.id)).scalar_one()
+                meter = conn.execute(
+                    select(meters.c.id).where(meters.c.number == "E-001")
+                ).scalar_one()
+            sent = send_command(
+                db,
+                organisation_id=org,
+                meter_id=meter,
+                kind="relay_trip",
+                params=None,
+                actor="test:operator",
+                idempotency_key="console-cut-E-001",
+            )
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with db.read() as conn:
+                    status = conn.execute(
+                        select(commands.c.status).where(commands.c.id == sent.command.id)
+                    ).scalar_one()
+                if status in ("confirmed", "failed"):
+                    break
+                time.sleep(0.2)
+            seen["status"] = status
+        finally:
+            engine.dispose()
+
+    run_demo(hours=1, speed=0, fresh=True, then=operator_cuts_a_room)
+
+    assert seen["status"] == "confirmed"

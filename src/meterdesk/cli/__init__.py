@@ -74,13 +74,15 @@ def demo_command(
     ] = True,
     port: Annotated[int, typer.Option(help="console port")] = 8000,
 ) -> None:
-    """Build a sample site, feed it readings in accelerated time, then serve the console."""
-    from meterdesk.demo import run_demo
+    """Build a sample site on simulated meters, run it in accelerated time, then serve the
+    console while the meters go on in real time."""
+    from meterdesk.demo import DemoResult, run_demo
+
+    def serve_console(result: DemoResult) -> None:
+        _serve_demo(result.organisation, port)
 
     with handled():
-        result = run_demo(hours=hours, speed=speed, fresh=fresh)
-        if serve and result.outcome is not None:
-            _serve_demo(result.organisation, port)
+        run_demo(hours=hours, speed=speed, fresh=fresh, then=serve_console if serve else None)
 
 
 def _serve_demo(organisation: str, port: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 SEED = 2026
 ORGANISATION = "示例物业 Demo Property"
@@ -22,6 +22,8 @@ TIMEZONE = "Asia/Shanghai"
 RESIDENTIAL = "居民分时阶梯 Residential TOU+tier"
 COMMERCIAL = "商业分时 Commercial TOU"
 WATER = "阶梯水价 Water tiered"
+
+CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
@@ -138,8 +140,10 @@ def _money(rng: random.Random, low: int, high: int, step: int = 100) -> Decimal:
 
 
 def _register(rng: random.Random, high: int = 9000) -> Decimal:
-    """A register at opening, with four decimal places (100.0000 .. ``high``)."""
-    return Decimal(rng.randint(1_000_000, high * 10_000)).scaleb(-4)
+    """A register at opening as the meter shows it: DL/T 645 energy and CJ/T 188 volume have two
+    decimal places (100.00 .. ``high``). An opening reading finer than the register would make
+    the meter's first reading look lower than it (quarantined as a decrease)."""
+    return Decimal(rng.randint(1_000_000, high * 10_000)).scaleb(-4).quantize(CENT, ROUND_DOWN)
 
 
 class _Counter:

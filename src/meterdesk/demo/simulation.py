@@ -1,7 +1,9 @@
-"""The accelerated run: every step the simulated clock moves 15 minutes, the meters' readings go
-through the real :class:`~meterdesk.billing.ingest.Ingestor` in one batch, and the cashier
-serves tenants whose balance went below zero. The same :class:`FakeClock` drives the database,
-so deductions and recharges carry simulated times."""
+"""The accelerated run: every step the simulated clock moves 15 minutes, the poller reads every
+simulated meter over its line and the readings go through the real ingest in one batch; the
+control loop's cuts and restores go out to the meters and are confirmed by reading them back;
+messages are delivered; and the cashier serves tenants whose balance went below zero. The same
+:class:`FakeClock` drives the database, the simulator and the executor, so readings, deductions,
+commands and recharges all carry simulated times."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from zoneinfo import ZoneInfo
 from meterdesk.billing import cashier
 from meterdesk.billing.ingest import IngestReport
 from meterdesk.bootstrap import App
-from meterdesk.demo.feed import STEP, Delivery, Feed
+from meterdesk.demo.devices import DemoDevices, DeviceEvent
 from meterdesk.demo.plan import TenantPlan
 from meterdesk.demo.queries import AccountState, account_states
 from meterdesk.demo.sample import SampleProperty
@@ -34,10 +36,8 @@ METHODS = {
 }
 
 
-@dataclass(frozen=True)
-class Event:
-    at: datetime
-    text: str
+STEP = timedelta(minutes=15)
+Event = DeviceEvent
 
 
 @dataclass
@@ -53,6 +53,10 @@ class Tally:
     recharges: int = 0
     recharged_fen: int = 0
     recharged_accounts: list[str] = field(default_factory=list)
+    cuts: int = 0  # relay / valve commands confirmed by read-back
+    restores: int = 0
+    commands_failed: int = 0
+    messages: int = 0
     interrupted: bool = False
 
     def add(self, report: IngestReport) -> None:
@@ -63,6 +67,17 @@ class Tally:
         self.quarantined += report.quarantined
         self.deducted_fen += report.deducted_fen
         self.returned_fen += report.returned_fen
+
+    def count(self, events: list[Event]) -> None:
+        for event in events:
+            if event.kind == "cut":
+                self.cuts += 1
+            elif event.kind == "restore":
+                self.restores += 1
+            elif event.kind == "failed":
+                self.commands_failed += 1
+            elif event.kind == "message":
+                self.messages += 1
 
 
 def label(tenant: TenantPlan) -> str:
@@ -166,11 +181,12 @@ class Simulation:
         app: App,
         clock: FakeClock,
         sample: SampleProperty,
-        feed: Feed,
+        devices: DemoDevices,
         tz: ZoneInfo,
     ) -> None:
-        self.app, self.clock, self.sample, self.feed, self.tz = app, clock, sample, feed, tz
+        self.app, self.clock, self.sample, self.devices, self.tz = app, clock, sample, devices, tz
         self.tally = Tally()
+        self._start = clock.now
         self.watch = Watch(sample.tenants)
         self.desk = Desk(app, sample, tz)
         self._seen_quarantine: set[int] = set()
@@ -192,44 +208,33 @@ class Simulation:
                 if step % 4 == 0 or step == steps:
                     on_hour(Hour(self.clock.now, self.tally, self.states))
                 _pace(started, STEP * step, speed)
-            for event in self._ingest(self.feed.release_held(), self.clock.now):
-                on_event(event)
         except KeyboardInterrupt:
             self.tally.interrupted = True
         return self.tally
 
     def step(self, step: int) -> list[Event]:
-        self.clock.advance(STEP)
+        # to the next quarter hour: the executor's read-back pauses also move the clock a little
+        self.clock.advance(max(self._start + STEP * step - self.clock.now, timedelta(0)))
         at = self.clock.now
-        events = self._ingest(self.feed.deliver(step, at), at)
+        report, events = self.devices.read_meters()
+        self.tally.add(report)
+        if report.quarantined:
+            events += self._quarantine_events(at)
+        events += self._settle()
         self.states = account_states(self.app.db, organisation_id=self.sample.organisation_id)
         events += self.watch.changes(at, self.states)
         recharges = self.desk.serve(at, self.states, self.tally)
         if recharges:
             events += recharges
+            events += self._settle()  # a recharge restores supply at once
             self.states = account_states(self.app.db, organisation_id=self.sample.organisation_id)
             self.watch.changes(at, self.states)
         self.tally.steps = step
-        return events
+        return sorted(events, key=lambda event: event.at)
 
-    def _ingest(self, delivery: Delivery, at: datetime) -> list[Event]:
-        if not delivery.readings:
-            return []
-        report = self.app.ingestor.ingest(delivery.readings)
-        self.tally.add(report)
-        events = []
-        if report.late:
-            for number, measured in delivery.late:
-                local = measured.astimezone(self.tz)
-                events.append(
-                    Event(
-                        at,
-                        f"late reading of meter {number} ({local:%H:%M}) arrived after a "
-                        "newer one: its intervals were re-priced",
-                    )
-                )
-        if report.quarantined:
-            events += self._quarantine_events(at)
+    def _settle(self) -> list[Event]:
+        events = self.devices.settle()
+        self.tally.count(events)
         return events
 
     def _quarantine_events(self, at: datetime) -> list[Event]:

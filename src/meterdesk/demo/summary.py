@@ -36,10 +36,14 @@ def summary_lines(outcome: Outcome) -> list[str]:
     return [
         f"Summary — {hours:g} simulated hours"
         + (" (stopped early with Ctrl-C)" if tally.interrupted else ""),
-        f"  readings delivered        {tally.delivered:>10,}   accepted {tally.accepted:,}",
-        f"  duplicates ignored        {tally.duplicates:>10,}   (re-sent by gateways: never billed twice)",
+        f"  readings polled           {tally.delivered:>10,}   accepted {tally.accepted:,}",
+        f"  duplicates ignored        {tally.duplicates:>10,}   (re-sent readings: never billed twice)",
         f"  late readings re-priced   {tally.late:>10,}   (arrived after a newer one)",
-        f"  quarantined, not billed   {tally.quarantined:>10,}   (implausible jumps wait for an operator)",
+        f"  quarantined, not billed   {tally.quarantined:>10,}   (implausible readings wait for an operator)",
+        f"  supply cut / restored     {tally.cuts:>10,}   / {tally.restores:,} — each confirmed by "
+        "reading the meter back"
+        + (f"; {tally.commands_failed} commands failed" if tally.commands_failed else ""),
+        f"  messages sent             {tally.messages:>10,}   (alarms, cuts, restores, recharges)",
         f"  money deducted            {from_fen(tally.deducted_fen):>10,}   CNY"
         + (
             f", {from_fen(tally.returned_fen)} given back by re-pricing"
@@ -81,7 +85,7 @@ def program() -> str:
     return str(script) if relative.startswith("..") else relative
 
 
-def suggestions(outcome: Outcome, *, where: str) -> list[str]:
+def suggestions(outcome: Outcome, *, where: str, log: Path | None = None) -> list[str]:
     """``where`` says how the CLI finds the same database (a directory to run from, or an
     environment variable to keep set)."""
     org, md = f'--org "{outcome.organisation}"', program()
@@ -96,6 +100,16 @@ def suggestions(outcome: Outcome, *, where: str) -> list[str]:
         f"  {md} account balance {owing} {org}",
         f"  {md} recharge {owing} 100 {org} --key my-first-recharge",
         f"  {md} quarantine list {org}",
+        f"  {md} command list {org}",
         f'  {md} tariff show "{COMMERCIAL}" {org}',
         f"  {md} --help",
+        *([f"  tail {_shown(log)}    # the messages tenants were sent"] if log else []),
     ]
+
+
+def _shown(path: Path) -> str:
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if relative.startswith("..") else relative

@@ -257,20 +257,45 @@ class Poller:
         self._stopping.set()
 
     async def run(self) -> None:
+        buses = [asyncio.create_task(self._poll_bus(plan)) for plan in self._open()]
+        flusher = asyncio.create_task(self._flusher())
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._shutdown(buses, flusher)
+
+    def _open(self) -> list[BusPlan]:
+        """Open the buses not open yet; the plans whose bus is open."""
         for plan in self.plans:
+            if plan.config.bus_id in self.connections:
+                continue
             try:
                 self.connections[plan.config.bus_id] = self._opener(plan.config, self.clock.now)
             except DeviceError as error:  # a misconfigured bus must not stop the others
                 log.error("bus %d not polled: %s", plan.config.bus_id, error)
                 for meter in plan.meters:
                     self._failed(meter, f"bus not polled: {error}", connection=True)
-        opened = [plan for plan in self.plans if plan.config.bus_id in self.connections]
-        buses = [asyncio.create_task(self._poll_bus(plan)) for plan in opened]
-        flusher = asyncio.create_task(self._flusher())
-        try:
-            await self._stopping.wait()
-        finally:
-            await self._shutdown(buses, flusher)
+        return [plan for plan in self.plans if plan.config.bus_id in self.connections]
+
+    async def poll_round(self) -> None:
+        """Read every meter once, now, and flush: buses concurrently, one request in flight per
+        bus. For stepped time (the demo's accelerated history moves its clock, then polls a
+        round); :meth:`run` is the scheduled mode. :meth:`close` closes the buses afterwards."""
+
+        async def one_bus(plan: BusPlan) -> None:
+            connection = self.connections[plan.config.bus_id]
+            for meter in plan.meters:
+                await self._poll_meter(plan, connection, meter)
+
+        await asyncio.gather(*(one_bus(plan) for plan in self._open()))
+        await self.flush()
+
+    async def close(self) -> None:
+        """Close the buses (after :meth:`poll_round`; :meth:`run` closes its own). The closed
+        connections stay in :attr:`connections` for their statistics; a closed poller is done."""
+        for connection in self.connections.values():
+            with contextlib.suppress(DeviceError):
+                await connection.close()
 
     async def _shutdown(self, buses: list[asyncio.Task[None]], flusher: asyncio.Task[None]) -> None:
         self._stopping.set()  # the loops also check it: a cancel can be lost (see _cancel)
@@ -281,9 +306,7 @@ class Poller:
         await self.flush()
         if self._pending:
             log.warning("poller stopped with %d readings not stored", len(self._pending))
-        for connection in self.connections.values():
-            with contextlib.suppress(DeviceError):
-                await connection.close()
+        await self.close()
 
     async def _poll_bus(self, plan: BusPlan) -> None:
         connection = self.connections[plan.config.bus_id]
