@@ -19,6 +19,7 @@ from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
 from meterdesk.shared.time import FakeClock
+from support.broker import _broker_state
 from support.database import PG_URL, _pg_state, postgres_unavailable
 
 # Tests never assert timings: Hypothesis's default 200 ms deadline per example would fail a
@@ -37,6 +38,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     elif "reason" in _pg_state:
         terminalreporter.write_line(
             "PostgreSQL integration tests ran against " + PG_URL.split("@")[-1], green=True
+        )
+    broker = _broker_state.get("reason")
+    if broker:
+        terminalreporter.write_line(
+            f"SKIPPED the MQTT broker integration tests: {broker}", yellow=True
+        )
+    elif "reason" in _broker_state:
+        terminalreporter.write_line(
+            "MQTT broker integration tests ran against Mosquitto at 127.0.0.1:1883", green=True
         )
 
 

@@ -49,6 +49,7 @@ from meterdesk.devices.tables import device_status, gateways, uplink_messages
 from meterdesk.devices.uplink import ReportReply, down_topic, parse_report_reply, up_topic
 from meterdesk.metering import service as metering
 from meterdesk.metering.tables import quarantine, readings
+from support.broker import broker_unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +67,9 @@ def _answers(host: str, port: int) -> bool:
 
 @pytest.fixture
 def broker() -> tuple[str, int]:
-    if not _answers(*BROKER):
-        pytest.skip("no MQTT broker answers at 127.0.0.1:1883 (start Mosquitto to run these)")
+    reason = broker_unavailable()
+    if reason:
+        pytest.skip(reason)
     return BROKER
 
 

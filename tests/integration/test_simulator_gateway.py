@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,17 +24,9 @@ from meterdesk.simulator.config import parse_config
 from meterdesk.simulator.gateway import VirtualGateway, epoch_ms
 from meterdesk.simulator.meter import ElectricityMeter
 from meterdesk.simulator.runtime import Simulation
+from support.broker import BROKER, broker_unavailable
 
 pytestmark = pytest.mark.integration
-BROKER = ("127.0.0.1", 1883)
-
-
-def broker_unavailable() -> str | None:
-    try:
-        with socket.create_connection(BROKER, timeout=2):
-            return None
-    except OSError as error:
-        return f"Mosquitto does not answer on {BROKER[0]}:{BROKER[1]} ({error})"
 
 
 @pytest.fixture(autouse=True)

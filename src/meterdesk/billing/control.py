@@ -44,6 +44,7 @@ from meterdesk.billing.tables import (
 from meterdesk.db.bulk import raw_rows
 from meterdesk.ledger.tables import ledger_accounts
 from meterdesk.metering.tables import meters
+from meterdesk.shared.money import format_money, from_fen
 from meterdesk.shared.time import zone
 
 CONTROL_ACTOR = "system:control"
@@ -336,7 +337,7 @@ def _send(
     controllable = _controllable_meters(conn, account.account_id)
     for decision in decisions:
         key = f"control:{account.account_id}:{version}:{decision.action.value}"
-        params = {"balance": f"{now.balance_fen / 100:.2f}", "at": now.at.isoformat()}
+        params = {"balance": format_money(from_fen(now.balance_fen)), "at": now.at.isoformat()}
         if decision.action is Action.ALARM:
             level = next(level for level in account.policy.alarms if level.level == decision.level)
             outbox.message(
@@ -351,7 +352,7 @@ def _send(
                     "repeat": decision.repeat,
                     "threshold": None
                     if level.threshold_fen is None
-                    else f"{level.threshold_fen / 100:.2f}",
+                    else format_money(from_fen(level.threshold_fen)),
                     "days_left": now.days_left,
                 },
                 channels=level.channels,

@@ -23,7 +23,7 @@ from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger.model import AccountKind, Reason, TransferRequest
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
-from meterdesk.shared.money import parse_money, to_fen
+from meterdesk.shared.money import format_money, from_fen, parse_money, to_fen
 from meterdesk.sites.tables import sites
 
 
@@ -343,7 +343,7 @@ def take_emergency_credit(
             account_id=account_id,
             event="emergency_credit_taken",
             key=f"emergency:{account_id}:{loaded[0].version}",
-            params={"amount": f"{amount / 100:.2f}"},
+            params={"amount": format_money(from_fen(amount))},
             channels=None,
         )
         audit.record(
@@ -353,6 +353,6 @@ def take_emergency_credit(
             action="money.emergency_credit",
             subject=f"account:{number}",
             at=at,
-            detail={"amount": f"{amount / 100:.2f}"},
+            detail={"amount": format_money(from_fen(amount))},
         )
         return int(str(transfer_id))

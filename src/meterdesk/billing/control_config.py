@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from meterdesk.billing.policy import AlarmLevel, AlarmState, ControlState, Supply
 from meterdesk.shared.errors import ValidationError
-from meterdesk.shared.money import parse_money, to_fen
+from meterdesk.shared.money import format_money, from_fen, parse_money, to_fen
 
 CHANNELS = ("sms", "email", "voice", "wechat", "push", "webhook", "log")
 
@@ -86,7 +86,7 @@ def levels_to_json(levels: Iterable[AlarmLevel]) -> str:
             "channels": list(level.channels),
         }
         if level.threshold_fen is not None:
-            item["amount"] = f"{level.threshold_fen / 100:.2f}"
+            item["amount"] = format_money(from_fen(level.threshold_fen))
         if level.days_left is not None:
             item["days_left"] = level.days_left
         items.append(item)

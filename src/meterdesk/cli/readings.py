@@ -26,7 +26,7 @@ from meterdesk.cli.common import (
 from meterdesk.metering import service as metering
 from meterdesk.metering.model import BANDS, ReadingSource
 from meterdesk.shared.errors import ValidationError
-from meterdesk.shared.money import parse_quantity
+from meterdesk.shared.money import from_fen, parse_quantity
 
 readings_cli = typer.Typer(help="Meter readings: import, replace a meter.", no_args_is_help=True)
 quarantine_cli = typer.Typer(
@@ -88,7 +88,7 @@ def import_(
             lambda r: (
                 f"{r.received} readings: {r.accepted} accepted, {r.duplicates} duplicates, "
                 f"{r.quarantined} quarantined, {r.late} meters with late data; "
-                f"{r.intervals_priced} intervals priced, {r.deducted_fen / 100:.2f} deducted"
+                f"{r.intervals_priced} intervals priced, {from_fen(r.deducted_fen)} deducted"
             ),
         )
 
@@ -173,7 +173,7 @@ def release(
             report,
             as_json,
             lambda r: (
-                f"released #{item}: {r.accepted} reading(s) accepted, {r.deducted_fen / 100:.2f} deducted"
+                f"released #{item}: {r.accepted} reading(s) accepted, {from_fen(r.deducted_fen)} deducted"
             ),
         )
 
