@@ -37,9 +37,13 @@ def summary_lines(outcome: Outcome) -> list[str]:
         f"Summary — {hours:g} simulated hours"
         + (" (stopped early with Ctrl-C)" if tally.interrupted else ""),
         f"  readings polled           {tally.delivered:>10,}   accepted {tally.accepted:,}",
-        f"  duplicates ignored        {tally.duplicates:>10,}   (re-sent readings: never billed twice)",
-        f"  late readings re-priced   {tally.late:>10,}   (arrived after a newer one)",
-        f"  quarantined, not billed   {tally.quarantined:>10,}   (implausible readings wait for an operator)",
+        *_when(tally.duplicates, "duplicates ignored", "(re-sent readings: never billed twice)"),
+        *_when(tally.late, "late readings re-priced", "(arrived after a newer one)"),
+        *_when(
+            tally.quarantined,
+            "quarantined, not billed",
+            "(implausible readings wait for an operator)",
+        ),
         f"  supply cut / restored     {tally.cuts:>10,}   / {tally.restores:,} — each confirmed by "
         "reading the meter back"
         + (f"; {tally.commands_failed} commands failed" if tally.commands_failed else ""),
@@ -57,6 +61,11 @@ def summary_lines(outcome: Outcome) -> list[str]:
         f"{from_fen(ledger.sum_of_balances_fen)}"
         + (" ✓" if ledger.ok else f" — {ledger.mismatched_accounts} accounts do NOT match!"),
     ]
+
+
+def _when(count: int, what: str, why: str) -> list[str]:
+    """A summary line only for what happened at all."""
+    return [f"  {what:<25} {count:>10,}   {why}"] if count else []
 
 
 def _pick(outcome: Outcome) -> tuple[str, str]:
