@@ -118,6 +118,7 @@ def screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
     page.click("form.editor button[type=submit]")
     page.wait_for_selector("[data-result=whatif]")
     page.screenshot(path=str(out / f"{lang}-tariff-what-if.png"), full_page=True)
+    shoot(page, f"{base}/accounts/19/statement", f"{lang}-statement", out, full=True)
     shoot(page, f"{base}/commands", f"{lang}-commands", out)
     shoot(page, f"{base}/meters", f"{lang}-meters", out)
 

@@ -31,7 +31,7 @@ from rich.console import Console
 from meterdesk.bootstrap import App, build
 from meterdesk.demo import storage
 from meterdesk.demo.devices import DemoDevices
-from meterdesk.demo.plan import SITE, TIMEZONE, build_plan
+from meterdesk.demo.plan import SITE, TIMEZONE, build_plan, build_vacancies
 from meterdesk.demo.queries import account_states, check_ledger
 from meterdesk.demo.sample import SampleProperty, build_property
 from meterdesk.demo.simulation import STEP, Simulation, level
@@ -105,16 +105,21 @@ def _run(
 ) -> DemoResult:
     organisation = storage.free_organisation_name(app.db)
     tenants = build_plan()
-    meters = sum(len(t.meters) for t in tenants)
+    vacancies = build_vacancies(tenants)
+    meters = sum(len(t.meters) for t in tenants) + sum(len(v.meters) for v in vacancies)
     console.print(
-        f"meterdesk demo — building {organisation}: site {SITE} ({TIMEZONE}), {len(tenants)} "
-        f"rooms and accounts, {meters} meters, 3 tariffs …",
+        f"meterdesk demo — building {organisation}: site {SITE} ({TIMEZONE}), "
+        f"{len(tenants) + len(vacancies)} rooms ({len(tenants)} let, {len(vacancies)} empty, "
+        f"{sum(v.preset is not None for v in vacancies)} of them with their tenant pre-entered), "
+        f"{meters} meters, 3 tariffs …",
         markup=False,
         soft_wrap=True,
     )
     began = wall.monotonic()
     try:
-        sample = build_property(app, organisation=organisation, tenants=tenants)
+        sample = build_property(
+            app, organisation=organisation, tenants=tenants, vacancies=vacancies
+        )
     except KeyboardInterrupt:
         console.print("stopped while building the sample property", markup=False)
         return DemoResult(organisation, where, None, [])

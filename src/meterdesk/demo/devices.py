@@ -157,7 +157,8 @@ class DemoDevices:
         """Start the simulator, register its lines as buses, link every meter, set the alarm
         plan on every account and the log channel for the messages, and open the lines."""
         self._thread.start()
-        numbers = [(t, m) for t in tenants for m in t.meters]
+        numbers = [(t.profile, m) for t in tenants for m in t.meters]
+        numbers += [(v.profile, m) for v in self.sample.vacancies for m in v.meters]
         self._simulation = Simulation(
             parse_config(_simulator_config(numbers, self.fake.now)), clock=self.clock
         )
@@ -177,9 +178,7 @@ class DemoDevices:
             self.app.db, self._driver_for, clock=self.app.db.clock, sleep=self._sleep
         )
 
-    def _register_lines(
-        self, numbers: list[tuple[TenantPlan, MeterPlan]], ports: dict[str, int]
-    ) -> None:
+    def _register_lines(self, numbers: list[tuple[str, MeterPlan]], ports: dict[str, int]) -> None:
         db, org = self.app.db, self.sample.organisation_id
         bus_ids = {}
         for utility, (name, protocol) in LINES.items():
@@ -190,7 +189,7 @@ class DemoDevices:
                 bus_ids[utility] = devices.create_bus(
                     db, organisation_id=org, spec=spec, actor=ACTOR
                 )
-        for _tenant, plan in numbers:
+        for _profile, plan in numbers:
             width = 12 if plan.utility == "electricity" else 14
             devices.link_meter(
                 db,
@@ -420,20 +419,18 @@ def _who(params: str) -> str:
     return str(found.get("customer") or found.get("account") or "")
 
 
-def _addresses(numbers: list[tuple[TenantPlan, MeterPlan]]) -> dict[tuple[str, int], str]:
+def _addresses(numbers: list[tuple[str, MeterPlan]]) -> dict[tuple[str, int], str]:
     """(line name, address) → meter number, in the order the simulator config lists them."""
     found: dict[tuple[str, int], str] = {}
     counts = {"electricity": 0, "water": 0}
-    for _tenant, plan in numbers:
+    for _profile, plan in numbers:
         counts[plan.utility] += 1
         found[(LINES[plan.utility][0], counts[plan.utility])] = plan.number
     return found
 
 
-def _simulator_config(
-    numbers: list[tuple[TenantPlan, MeterPlan]], start: datetime
-) -> dict[str, Any]:
-    used = {plan.utility for _tenant, plan in numbers}
+def _simulator_config(numbers: list[tuple[str, MeterPlan]], start: datetime) -> dict[str, Any]:
+    used = {plan.utility for _profile, plan in numbers}
     buses = [
         {"name": name, "protocol": protocol, "listen": "127.0.0.1:0"}
         for utility, (name, protocol) in LINES.items()
@@ -441,13 +438,13 @@ def _simulator_config(
     ]
     groups: list[dict[str, Any]] = []
     counts = {"electricity": 0, "water": 0}
-    for tenant, plan in numbers:
+    for profile, plan in numbers:
         counts[plan.utility] += 1
         group: dict[str, Any] = {
             "first_address": counts[plan.utility],
             "bus": LINES[plan.utility][0],
             "kind": plan.utility,
-            "profile": PROFILES.get(tenant.profile, "apartment"),
+            "profile": PROFILES.get(profile, "apartment"),
         }
         if plan.utility == "electricity":
             group.update(

@@ -59,6 +59,22 @@ class TenantPlan:
 
 
 @dataclass(frozen=True)
+class VacantPlan:
+    """A room with its meters installed but no tenant yet: for the newcomer to open an account
+    in the console (开户), or one click away when its tenant was pre-entered (预录入)."""
+
+    building: str
+    floor: str
+    level: int
+    room: str
+    kind: str
+    area_m2: str
+    profile: str  # the standby load of an empty room
+    meters: tuple[MeterPlan, ...]
+    preset: tuple[str, str, str, Decimal] | None = None  # account, customer, phone, credit
+
+
+@dataclass(frozen=True)
 class Building:
     name: str
     floors: tuple[tuple[str, int], ...]  # (name, level)
@@ -162,6 +178,33 @@ class _Counter:
             return f"W-{self.water:03d}"
         self.electricity += 1
         return f"E-{self.electricity:03d}"
+
+
+def build_vacancies(tenants: list[TenantPlan], seed: int = SEED) -> list[VacantPlan]:
+    """Two empty offices and an empty flat, their meters numbered after the tenants'; one office
+    and the flat have their new tenant pre-entered."""
+    rng = random.Random(seed + 7)  # noqa: S311 — sample data; apart, so the tenants stay the same
+    counter = _Counter()
+    utilities = [meter.utility for tenant in tenants for meter in tenant.meters]
+    counter.electricity, counter.water = utilities.count("electricity"), utilities.count("water")
+    offices = BUILDINGS[3]
+    flats = BUILDINGS[1]
+    return [
+        VacantPlan(
+            offices.name, "10F", 10, "C-1007", "office", "120", "office",
+            (_electricity(rng, counter, COMMERCIAL, "0.3"),),
+            ("A-0102", "星河科技 Galaxy Tech", "13912345678", Decimal(3000)),
+        ),
+        VacantPlan(
+            offices.name, "10F", 10, "C-1008", "office", "95", "office",
+            (_electricity(rng, counter, COMMERCIAL, "0.3"),),
+        ),
+        VacantPlan(
+            flats.name, "6F", 6, "B1-607", "apartment", "52", "apartment",
+            (_electricity(rng, counter, RESIDENTIAL, "0.1"),),
+            ("A-0103", "赵雪", "13698765432", Decimal(300)),
+        ),
+    ]  # fmt: skip
 
 
 def build_plan(seed: int = SEED) -> list[TenantPlan]:

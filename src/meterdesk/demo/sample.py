@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from meterdesk.billing.accounts import MeterOpening, OpenAccount, open_account
+from meterdesk.billing.presets import PresetData, add_preset
 from meterdesk.bootstrap import App
 from meterdesk.demo import catalogue
-from meterdesk.demo.plan import BUILDINGS, SITE, TIMEZONE, TenantPlan
+from meterdesk.demo.plan import BUILDINGS, SITE, TIMEZONE, MeterPlan, TenantPlan, VacantPlan
 from meterdesk.metering.service import MeterSpec, create_meter
 from meterdesk.shared.time import zone
 from meterdesk.sites import service as sites
@@ -24,17 +25,26 @@ class SampleProperty:
     organisation_id: int
     site_id: int
     tenants: dict[str, TenantPlan]  # by account number
+    vacancies: list[VacantPlan] = field(default_factory=list)
     account_ids: dict[str, int] = field(default_factory=dict)
     meter_ids: dict[str, int] = field(default_factory=dict)
     tariff_ids: dict[str, int] = field(default_factory=dict)
     room_ids: dict[str, int] = field(default_factory=dict)
 
 
-def build_property(app: App, *, organisation: str, tenants: list[TenantPlan]) -> SampleProperty:
+def build_property(
+    app: App,
+    *,
+    organisation: str,
+    tenants: list[TenantPlan],
+    vacancies: list[VacantPlan] | None = None,
+) -> SampleProperty:
     db = app.db
     org = sites.create_organisation(db, name=organisation, timezone=TIMEZONE)
     site = sites.create_site(db, organisation_id=org, name=SITE, timezone=TIMEZONE)
-    sample = SampleProperty(organisation, org, site, {t.account: t for t in tenants})
+    sample = SampleProperty(
+        organisation, org, site, {t.account: t for t in tenants}, vacancies or []
+    )
     effective_from = f"{db.clock().astimezone(zone(TIMEZONE)).year:04d}-01-01"
     for name, definition in catalogue.tariffs(effective_from).items():
         sample.tariff_ids[name] = create_tariff(
@@ -43,6 +53,8 @@ def build_property(app: App, *, organisation: str, tenants: list[TenantPlan]) ->
     _rooms(app, sample)
     for tenant in tenants:
         _open(app, sample, tenant)
+    for vacancy in sample.vacancies:
+        _fit_out(app, sample, vacancy)
     return sample
 
 
@@ -57,14 +69,15 @@ def _rooms(app: App, sample: SampleProperty) -> None:
             floor_ids[(building.name, floor)] = sites.create_floor(
                 db, organisation_id=org, building_id=building_id, name=floor, level=level
             )
-    for tenant in sample.tenants.values():
-        sample.room_ids[tenant.room] = sites.create_room(
+    rooms: list[TenantPlan | VacantPlan] = [*sample.tenants.values(), *sample.vacancies]
+    for room in rooms:
+        sample.room_ids[room.room] = sites.create_room(
             db,
             organisation_id=org,
-            floor_id=floor_ids[(tenant.building, tenant.floor)],
-            name=tenant.room,
-            kind=tenant.kind,
-            area_m2=tenant.area_m2,
+            floor_id=floor_ids[(room.building, room.floor)],
+            name=room.room,
+            kind=room.kind,
+            area_m2=room.area_m2,
         )
 
 
@@ -76,15 +89,7 @@ def _open(app: App, sample: SampleProperty, tenant: TenantPlan) -> None:
     )
     openings = []
     for meter in tenant.meters:
-        spec = MeterSpec(
-            number=meter.number,
-            utility=meter.utility,
-            kind=meter.kind,
-            room_id=room_id,
-            ct_ratio=meter.ct,
-        )
-        meter_id = create_meter(db, organisation_id=org, spec=spec, actor=ACTOR)
-        sample.meter_ids[meter.number] = meter_id
+        meter_id = _install(app, sample, meter, room_id)
         openings.append(MeterOpening(meter_id, sample.tariff_ids[meter.tariff], meter.start_total))
     request = OpenAccount(
         number=tenant.account,
@@ -99,3 +104,40 @@ def _open(app: App, sample: SampleProperty, tenant: TenantPlan) -> None:
         db, organisation_id=org, request=request, actor=ACTOR, ingestor=app.ingestor
     )
     sample.account_ids[tenant.account] = opened.account_id
+
+
+def _install(app: App, sample: SampleProperty, meter: MeterPlan, room_id: int) -> int:
+    spec = MeterSpec(
+        number=meter.number,
+        utility=meter.utility,
+        kind=meter.kind,
+        room_id=room_id,
+        ct_ratio=meter.ct,
+    )
+    meter_id = create_meter(app.db, organisation_id=sample.organisation_id, spec=spec, actor=ACTOR)
+    sample.meter_ids[meter.number] = meter_id
+    return meter_id
+
+
+def _fit_out(app: App, sample: SampleProperty, vacancy: VacantPlan) -> None:
+    """An empty room with its meters; its coming tenant pre-entered when known (the opening
+    reading is left empty: the meter's latest reading when the account is opened)."""
+    for meter in vacancy.meters:
+        _install(app, sample, meter, sample.room_ids[vacancy.room])
+    if vacancy.preset is None:
+        return
+    account, customer, phone, credit = vacancy.preset
+    data = PresetData(
+        account_number=account,
+        customer_name=customer,
+        customer_phone=phone,
+        site=SITE,
+        building=vacancy.building,
+        floor=vacancy.floor,
+        room=vacancy.room,
+        meter_numbers=[meter.number for meter in vacancy.meters],
+        tariffs=[meter.tariff for meter in vacancy.meters],
+        initial_credit=str(credit),
+        payment_method="transfer",
+    )
+    add_preset(app.db, organisation_id=sample.organisation_id, data=data)

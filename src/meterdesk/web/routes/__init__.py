@@ -11,6 +11,7 @@ from meterdesk.web.routes import (
     policy,
     presets,
     room,
+    statement,
     tariffs,
     wizard,
 )
@@ -19,6 +20,7 @@ ROUTERS = (
     auth.router,
     monitor.router,
     room.router,
+    statement.router,
     actions.router,
     policy.router,
     wizard.router,
