@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
@@ -40,7 +40,7 @@ from meterdesk.billing.tables import accounts, meter_assignments, tariff_changes
 from meterdesk.db import counters
 from meterdesk.db.database import Database
 from meterdesk.metering import repository as metering_repository
-from meterdesk.metering.tables import meters
+from meterdesk.metering.tables import meters, readings
 from meterdesk.shared.errors import (
     ConflictError,
     IdempotencyConflictError,
@@ -107,11 +107,15 @@ def switch_point(
         raise NotFoundError(
             f"meter {meter['number']} is not a meter of account {account['number']}"
         )
-    cursor = metering_repository.load_cursors(conn, [meter_id]).get(meter_id)
+    # The latest accepted reading is the cursor's (read without a row lock: reads must not hold
+    # up ingest; change_tariff locks the cursor before it calls this).
+    latest = conn.execute(
+        select(func.max(readings.c.measured_at)).where(readings.c.meter_id == meter_id)
+    ).scalar_one_or_none()
     since: datetime = current["start_at"]
-    # The cursor never lies before the assignment's start (the opening reading, or the baseline,
-    # is the cursor when the account opens); max() keeps the new assignment inside the account.
-    effective = since if cursor is None else max(since, cursor.measured_at)
+    # The latest reading never lies before the assignment's start (the opening reading, or the
+    # baseline, is the cursor when the account opens); max() keeps the switch inside the account.
+    effective = since if latest is None else max(since, latest)
     return SwitchPoint(
         account_id=account_id,
         account_number=str(account["number"]),
