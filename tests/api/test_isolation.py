@@ -29,6 +29,7 @@ PERSONAL = {
     ("GET", "/api/v1/session"),
     ("DELETE", "/api/v1/session"),
     ("PUT", "/api/v1/session/password"),
+    ("PUT", "/api/v1/session/locale"),
     ("GET", "/api/v1/organisations"),
     ("POST", "/api/v1/organisations"),
     ("GET", "/api/v1/organisations/{organisation_id}"),

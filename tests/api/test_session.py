@@ -168,3 +168,26 @@ def test_change_own_password_needs_the_current_one(world: World) -> None:
     change = {"current_password": "not it at all", "new_password": "a brand new password"}
     response = world.client.put("/api/v1/session/password", json=change, headers=world.alpha.auth())
     assert response.status_code == 422
+
+
+def test_the_users_language_is_read_and_set_through_the_session(world: World) -> None:
+    body = log_in(world.client, world.alpha, "cashier")
+    assert body["locale"] == "en"
+    csrf = {"X-CSRF-Token": str(body["csrf_token"])}
+    refused = world.client.put("/api/v1/session/locale", json={"locale": "zh-CN"})
+    assert refused.status_code == 403
+    changed = world.client.put("/api/v1/session/locale", json={"locale": "zh-CN"}, headers=csrf)
+    assert changed.status_code == 200 and changed.json()["locale"] == "zh-CN"
+    world.client.cookies.clear()
+    assert log_in(world.client, world.alpha, "cashier")["locale"] == "zh-CN"  # stored on the user
+    bad = world.client.put(
+        "/api/v1/session/locale", json={"locale": "fr"}, headers=world.alpha.auth("cashier")
+    )
+    assert bad.status_code == 422
+
+
+def test_an_integration_sets_its_users_language_with_a_token(world: World) -> None:
+    headers = world.alpha.auth("readonly")
+    answer = world.client.put("/api/v1/session/locale", json={"locale": "zh-CN"}, headers=headers)
+    assert answer.status_code == 200 and answer.json()["via"] == "token"
+    assert world.client.get("/api/v1/session", headers=headers).json()["locale"] == "zh-CN"

@@ -5,7 +5,8 @@ looking at what we build.
     .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots
 
 It copies the demo's database, gives room A-203's meter live values, serves the console on a
-free loopback port, logs in as the demo admin and photographs each screen (Debian's Chromium).
+free loopback port, logs in as the demo admin (whose language is set to each in turn) and
+photographs each screen (Debian's Chromium). Changing A-203's tariff is part of it.
 """
 
 from __future__ import annotations
@@ -94,6 +95,14 @@ def screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
     )
     shoot(page, f"{base}/rooms", f"{lang}-room-grid-phone", out, width=390)
     shoot(page, f"{base}/rooms/23", f"{lang}-room-detail", out, full=True)
+    page.click("[data-action=tariff]")
+    page.wait_for_selector("dialog[open] [data-effective]")
+    page.check("dialog input[name=tariff_id]:not(:checked)")
+    page.screenshot(path=str(out / f"{lang}-room-tariff-dialog.png"))
+    page.click("dialog button[type=submit]")
+    page.wait_for_selector("[data-result=tariff]")
+    page.screenshot(path=str(out / f"{lang}-room-tariff-changed.png"))
+    page.click("dialog .form-actions [data-close-dialog]")
     page.click("[data-action=relay_trip]")
     page.wait_for_selector("dialog[open]")
     page.screenshot(path=str(out / f"{lang}-room-cut-dialog.png"))
@@ -136,6 +145,9 @@ def main(source: Path, out: Path) -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             for lang in ("zh-CN", "en"):
+                # The language is the user's own (the cookie only serves the login page).
+                user_id = service.user_id_by_username(app.db, username=username)
+                service.set_locale(app.db, user_id=user_id, locale=lang)
                 context = browser.new_context()
                 context.add_cookies([{"name": "meterdesk_lang", "value": lang, "url": base}])
                 page = context.new_page()

@@ -179,9 +179,10 @@ def test_a_preset_opens_in_one_action_from_the_meters_recent_last_reading(
         presets.open_preset(db, organisation_id=org.id, account_number="P-1", actor=ACTOR)
 
 
-def test_a_preset_is_refused_when_the_meters_last_reading_is_a_day_old(
+def test_a_preset_is_refused_when_the_meters_last_reading_is_exactly_a_day_old(
     db: Database, clock: FakeClock
 ) -> None:
+    """The rule is "less than 24 h": at exactly 24 h the baseline is already too old."""
     org = make_org(db)
     make_tariff(db, org, "flat", flat_definition("1"))
     meter = make_meter(db, org, "M1")
@@ -189,7 +190,7 @@ def test_a_preset_is_refused_when_the_meters_last_reading_is_a_day_old(
     presets.add_preset(
         db, organisation_id=org.id, data=presets.PresetData.from_row(preset_row("P-1", "M1"))
     )
-    clock.advance(timedelta(hours=24, seconds=1))
+    clock.advance(timedelta(hours=24))
     before = row_counts(db)
 
     with pytest.raises(ValidationError, match="give an opening reading"):
@@ -199,6 +200,24 @@ def test_a_preset_is_refused_when_the_meters_last_reading_is_a_day_old(
     assert [p["account_number"] for p in presets.pending_presets(db, organisation_id=org.id)] == [
         "P-1"
     ]
+
+
+def test_a_preset_opens_from_a_last_reading_one_second_under_a_day_old(
+    db: Database, clock: FakeClock
+) -> None:
+    org = make_org(db)
+    make_tariff(db, org, "flat", flat_definition("1"))
+    meter = make_meter(db, org, "M1")
+    Ingestor(db).ingest([reading(meter, minutes(0), "100")])
+    presets.add_preset(
+        db, organisation_id=org.id, data=presets.PresetData.from_row(preset_row("P-1", "M1"))
+    )
+    clock.advance(timedelta(hours=24) - timedelta(seconds=1))
+
+    account_id = presets.open_preset(db, organisation_id=org.id, account_number="P-1", actor=ACTOR)
+
+    assert presets.pending_presets(db, organisation_id=org.id) == []
+    assert account_id > 0
 
 
 def test_a_preset_for_a_meter_without_readings_is_refused(db: Database) -> None:

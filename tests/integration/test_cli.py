@@ -184,3 +184,39 @@ def test_error_exit_codes_say_what_kind_of_error_it_was(data_dir: Path, tmp_path
 
     # none of the failed commands moved money
     assert run_json("account", "balance", "A-1", *ORG)["balance"] == "75.00"
+
+
+def test_an_accounts_meter_changes_tariff_from_its_last_reading(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    open_account(set_up_places(tmp_path))
+    dearer = tmp_path / "dearer.json"
+    version = {"effective_from": "2026-01-01", "prices": {"flat": "2.00"}}
+    dearer.write_text(
+        json.dumps({"utility": "electricity", "versions": [version]}), encoding="utf-8"
+    )
+    run("tariff", "create", "dearer", *ORG, "--file", str(dearer))
+    hour = timedelta(hours=1)
+    first = tmp_path / "first.csv"
+    at = datetime.now(UTC)
+    first.write_text(f"meter_number,measured_at,total\nM1,{instant(at + hour)},1005\n", "utf-8")
+    run("readings", "import", str(first), *ORG)
+    change = ("account", "set-tariff", "A-1", *ORG, "--meter", "M1", "--tariff", "dearer")
+
+    done = run_json(*change, "--key", "switch-1")
+    again = run(*change, "--key", "switch-1")
+    same = run(*change, "--key", "switch-2")
+
+    assert (done["changed"], done["previous_tariff"], done["tariff"]) == (True, "flat", "dearer")
+    assert done["effective_at"] == (at + hour).isoformat()
+    assert "already done with this key" in again.stdout
+    assert "already billed by 'dearer'; nothing changed" in same.stdout
+    run(*change[:-1], "nope", "--key", "switch-3", code=3)
+    run(*change, "--key", "switch-1", "--json", code=0)  # the same request, the same answer
+    second = tmp_path / "second.csv"
+    second.write_text(
+        f"meter_number,measured_at,total\nM1,{instant(at + 2 * hour)},1010\n", "utf-8"
+    )
+    report = run_json("readings", "import", str(second), *ORG)
+    assert report["deducted_fen"] == 1000  # 5 kWh at 2.00, the new price
+    assert run_json("account", "balance", "A-1", *ORG)["balance"] == "34.00"  # 50 − 6 − 10

@@ -43,6 +43,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from meterdesk.billing import accounts, tariff_change
 from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.billing.tables import charge_lines, period_totals
 from meterdesk.db.database import Database
@@ -51,6 +52,7 @@ from meterdesk.db.metadata import load_all_tables
 from meterdesk.ledger.tables import ledger_accounts, transfers
 from meterdesk.metering.tables import meters, readings
 from meterdesk.shared.time import FakeClock
+from meterdesk.tariffs.service import find_tariff
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -148,11 +150,39 @@ def deliver(template: Path, scenario: Scenario, batches: Any) -> Outcome:
             ingestor = Ingestor(db)
             for batch in batches(meter_ids):
                 clock.advance(timedelta(seconds=1))
-                ingestor.ingest(batch)
+                if batch is SWITCH:
+                    switch_every_tariff(db, meter_ids)
+                else:
+                    ingestor.ingest(batch)
             check_books(db)
             return read_outcome(db)
         finally:
             engine.dispose()
+
+
+SWITCH: Any = object()  # in a delivery: change every meter's tariff here (flat <-> TOU + tiers)
+
+
+def switch_every_tariff(db: Database, meter_ids: list[int]) -> None:
+    with db.read() as conn:
+        account = accounts.account_by_number(conn, organisation_id=1, number="A-1")
+        points = [
+            tariff_change.switch_point(
+                conn, organisation_id=1, account_id=int(account["id"]), meter_id=meter_id
+            )
+            for meter_id in meter_ids
+        ]
+    for point in points:
+        other = "tou" if point.tariff == "flat" else "flat"
+        tariff_change.change_tariff(
+            db,
+            organisation_id=1,
+            account_id=point.account_id,
+            meter_id=point.meter_id,
+            tariff_id=find_tariff(db, organisation_id=1, name=other),
+            actor="property",
+            idempotency_key=f"switch-{point.meter_id}",
+        )
 
 
 def build_world(db: Database, scenario: Scenario) -> list[int]:
@@ -269,3 +299,51 @@ def test_any_order_duplication_and_batching_bills_like_the_sorted_stream(
     assert actual.totals == expected.totals
     assert actual.balances == expected.balances
     assert sum(actual.balances.values()) == 0
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(scenario=scenarios, rng=st.randoms(use_true_random=False))
+def test_a_tariff_change_mid_stream_bills_alike_whatever_the_order_of_arrival(
+    template: Path, scenario: Scenario, rng: random.Random
+) -> None:
+    """Each meter's tariff changes (flat <-> TOU with monthly tiers) once its first ``k``
+    readings have arrived, so the switch is at its ``k``-th reading (or the opening). In order:
+    those readings, the change, the rest. Messy: the ``k``-th reading and a random part of the
+    earlier ones (duplicated, shuffled, in random batches), the change, then the rest together
+    with the held-back earlier readings — which arrive late, before the switch, and must be
+    priced by the old tariff. Both deliveries bill alike, to the fen."""
+    seed = rng.randint(0, 2**32)
+    cuts = [rng.randint(0, len(plan.steps)) for plan in scenario.meters]
+
+    def split(meter_ids: list[int]) -> tuple[list[IncomingReading], list[IncomingReading]]:
+        stream = in_order_stream(scenario, meter_ids)
+        by_meter = {m: [r for r in stream if r.meter_id == m] for m in meter_ids}
+        before = [r for m, cut in zip(meter_ids, cuts, strict=True) for r in by_meter[m][:cut]]
+        after = [r for m, cut in zip(meter_ids, cuts, strict=True) for r in by_meter[m][cut:]]
+        return before, after
+
+    def in_order(meter_ids: list[int]) -> list[Any]:
+        before, after = split(meter_ids)
+        return [before, SWITCH, after] if before else [SWITCH, after]
+
+    def messy(meter_ids: list[int]) -> list[Any]:
+        mixer = random.Random(seed)
+        before, after = split(meter_ids)
+        last = {r.meter_id: r for r in before}  # each meter's switch reading must come first
+        held = [r for r in before if r not in last.values() and mixer.random() < 0.5]
+        first = [r for r in before if r not in held]
+        early = messy_delivery(first, mixer) if len(first) > 1 else [first]
+        late = messy_delivery(after + held, mixer) if len(after + held) > 1 else [after + held]
+        return [*early, SWITCH, *late]
+
+    expected = deliver(template, scenario, in_order)
+    actual = deliver(template, scenario, messy)
+
+    assert expected.counts["quarantine"] == 0
+    assert actual.readings == expected.readings
+    assert actual.totals == expected.totals
+    assert actual.balances == expected.balances

@@ -13,16 +13,23 @@ HTMX = {"HX-Request": "true"}
 class Console:
     """A logged-in browser: the session cookie, the CSRF token the page's meta tag holds."""
 
-    def __init__(self, client: TestClient, org: Org, role: str, locale: str = "en") -> None:
+    def __init__(self, client: TestClient, org: Org, role: str, locale: str | None = None) -> None:
+        """Log in (a fresh browser: no cookies); ``locale`` sets the user's own language."""
         self.client = client
         client.cookies.clear()
-        client.cookies.set("meterdesk_lang", locale)
         username = org.username(role)
         answer = client.post(
             "/api/v1/session", json={"username": username, "password": password_of(username)}
         )
         assert answer.status_code == 200, answer.text
         self.csrf = str(answer.json()["csrf_token"])
+        if locale is not None:
+            chosen = client.put(
+                "/api/v1/session/locale",
+                json={"locale": locale},
+                headers={"X-CSRF-Token": self.csrf},
+            )
+            assert chosen.status_code == 200, chosen.text
 
     def get(self, path: str, **headers: str) -> Any:
         return self.client.get(path, headers=headers, follow_redirects=False)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
-from apikit import World
+from apikit import World, flat_tariff
 from consolekit import HTMX, Console
 from sqlalchemy import select
 
 from meterdesk.audit.tables import audit_log
+from meterdesk.billing.tables import tariff_changes
+from meterdesk.tariffs import service as tariffs
 
 
 def balance(world: World, console: Console) -> str:
@@ -192,3 +194,62 @@ def test_the_grid_api_counts_every_state_and_pages(world: World) -> None:
     vacant = console.client.get("/api/v1/monitor/rooms?state=vacant").json()
     assert [item["room"] for item in vacant["items"]] == ["Alpha 102"]
     assert console.client.get("/api/v1/monitor/rooms?q=customer").json()["matched"] == 1
+
+
+def test_a_rooms_tariff_changes_in_a_dialog_listing_that_utilitys_tariffs(world: World) -> None:
+    alpha = world.alpha
+    dearer = tariffs.create_tariff(
+        world.db,
+        organisation_id=alpha.id,
+        name="Alpha Dearer",
+        definition=flat_tariff("0.9000"),
+        actor="test",
+    )
+    tariffs.create_tariff(
+        world.db,
+        organisation_id=alpha.id,
+        name="Alpha Water",
+        definition=flat_tariff("3.5", utility="water"),
+        actor="test",
+    )
+    console = Console(world.client, alpha, "operator")
+    room = alpha.room_id
+    dialog = console.get(f"/rooms/{room}/dialog/tariff", **HTMX)
+    assert dialog.status_code == 200
+    assert "Alpha Flat" in dialog.text and "Alpha Dearer" in dialog.text
+    assert "Alpha Water" not in dialog.text  # not for an electricity meter
+    assert 'data-effective="2026-11-02T00:00:00+00:00"' in dialog.text  # the opening reading
+    key = dialog.text.split('name="idempotency_key" value="')[1].split('"')[0]
+    data = {"meter_id": alpha.meter_id, "tariff_id": dearer, "idempotency_key": key}
+
+    first = console.post(f"/rooms/{room}/tariff", data)
+    again = console.post(f"/rooms/{room}/tariff", data)  # a double click
+
+    assert first.status_code == 200, first.text
+    assert first.headers["HX-Trigger"] == "room-changed"
+    assert 'data-result="tariff"' in first.text and "Alpha Dearer" in first.text
+    assert again.status_code == 200 and 'data-result="tariff"' in again.text
+    assert 'data-tariff="Alpha Dearer"' in console.get(f"/rooms/{room}/status").text
+    with world.db.read() as conn:
+        assert len(conn.execute(select(tariff_changes)).all()) == 1
+    unchanged = console.post(
+        f"/rooms/{room}/tariff", {**data, "idempotency_key": "another-12345678"}
+    )
+    assert 'data-result="tariff-unchanged"' in unchanged.text
+
+
+def test_a_tariff_of_another_utility_is_explained_in_the_dialog(world: World) -> None:
+    water = tariffs.create_tariff(
+        world.db,
+        organisation_id=world.alpha.id,
+        name="Alpha Water",
+        definition=flat_tariff("3.5", utility="water"),
+        actor="test",
+    )
+    console = Console(world.client, world.alpha, "admin")
+    response = console.post(
+        f"/rooms/{world.alpha.room_id}/tariff",
+        {"meter_id": world.alpha.meter_id, "tariff_id": water, "idempotency_key": "w-12345678"},
+    )
+    assert response.status_code == 422
+    assert 'class="alert error"' in response.text and "measures electricity" in response.text

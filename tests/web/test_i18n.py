@@ -9,7 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from apikit import World
+from apikit import World, password_of
 from babel.messages.extract import extract_from_dir
 from consolekit import HTMX, Console
 
@@ -20,28 +20,68 @@ from meterdesk.web.demo_login import ensure_demo_login
 WEB = Path(i18n.__file__).resolve().parent.parent
 
 
-def test_the_language_switch_is_remembered_and_the_page_follows(world: World) -> None:
-    console = Console(world.client, world.alpha, "admin", locale="en")
+def test_the_language_switch_is_stored_on_the_user_and_follows_them_to_any_browser(
+    world: World,
+) -> None:
+    console = Console(world.client, world.alpha, "admin")  # this user's stored locale is "en"
     assert "Room monitoring" in console.get("/rooms").text
     switched = console.post("/lang", {"locale": "zh-CN"})
     assert switched.status_code == 204 and switched.headers["HX-Refresh"] == "true"
-    assert "meterdesk_lang=zh-CN" in switched.headers["set-cookie"]
-    world.client.cookies.clear()  # keep only the server's cookies (httpx keeps both otherwise)
-    world.client.cookies.update(switched.cookies)
-    console = Console(world.client, world.alpha, "admin", locale="zh-CN")
+    assert "房间监控" in console.get("/rooms").text
+
+    console = Console(world.client, world.alpha, "admin")  # another browser: no cookies at all
     page = console.get("/rooms").text
     assert "房间监控" in page and '<html lang="zh-CN">' in page
     room = console.get(f"/rooms/{world.alpha.room_id}").text
     assert "¥100.00" in room and "充值" in room and "拉闸" in room
+    session = console.client.get("/api/v1/session").json()
+    assert session["locale"] == "zh-CN"
 
 
-def test_without_a_choice_the_language_is_the_users_then_chinese(world: World) -> None:
+def test_after_login_the_users_language_wins_over_a_browsers_cookie(world: World) -> None:
+    console = Console(world.client, world.alpha, "admin")  # stored locale "en"
+    world.client.cookies.set("meterdesk_lang", "zh-CN")
+    assert "Log out" in console.get("/rooms").text
+    missing = console.get("/rooms/999999")  # error pages too
+    assert missing.status_code == 404 and '<html lang="en">' in missing.text
+
+
+def test_before_login_the_switch_is_a_cookie_for_the_login_page(world: World) -> None:
     client = world.client
     client.cookies.clear()
-    assert "登录" in client.get("/login").text  # nobody logged in: zh-CN
-    console = Console(client, world.alpha, "admin")  # this user's stored locale is "en"
-    client.cookies.delete("meterdesk_lang")
-    assert "Log out" in console.get("/rooms").text
+    assert "登录" in client.get("/login").text  # nobody logged in, nothing chosen: zh-CN
+    switched = client.post("/lang", data={"locale": "en"})
+    assert switched.status_code == 204
+    assert "meterdesk_lang=en" in switched.headers["set-cookie"]
+    client.cookies.update(switched.cookies)
+    assert "Log in" in client.get("/login").text
+
+
+def test_a_logged_in_language_switch_needs_the_csrf_header_and_changes_nothing_without(
+    world: World,
+) -> None:
+    console = Console(world.client, world.alpha, "admin")
+    refused = console.post("/lang", {"locale": "zh-CN"}, csrf=False)
+    assert refused.status_code == 403
+    assert console.client.get("/api/v1/session").json()["locale"] == "en"
+
+
+def test_logging_in_with_the_form_sets_the_login_pages_language_to_the_users(
+    world: World,
+) -> None:
+    client = world.client
+    client.cookies.clear()
+    client.cookies.set("meterdesk_lang", "zh-CN")
+    form = client.get("/login")
+    token = form.text.split('name="login_token" value="')[1].split('"')[0]
+    username = world.alpha.username("operator")
+    answer = client.post(
+        "/login",
+        data={"username": username, "password": password_of(username), "login_token": token},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303
+    assert "meterdesk_lang=en" in answer.headers["set-cookie"]
 
 
 def test_every_message_has_a_chinese_translation() -> None:

@@ -62,8 +62,8 @@ def test_pages_that_need_a_permission(world: World, role: str, audit: int, wizar
 @pytest.mark.parametrize(
     ("role", "shown"),
     [
-        ("admin", {"recharge", "refund", "policy", "relay_trip", "relay_close"}),
-        ("operator", {"policy", "relay_trip", "relay_close"}),
+        ("admin", {"recharge", "refund", "tariff", "policy", "relay_trip", "relay_close"}),
+        ("operator", {"tariff", "policy", "relay_trip", "relay_close"}),
         ("cashier", {"recharge", "refund"}),
         ("readonly", set()),
     ],
@@ -73,7 +73,7 @@ def test_a_room_shows_only_the_actions_the_role_may_do(
 ) -> None:
     console = Console(world.client, world.alpha, role)
     html = console.get(f"/rooms/{world.alpha.room_id}").text
-    every = {"recharge", "refund", "policy", "relay_trip", "relay_close"}
+    every = {"recharge", "refund", "tariff", "policy", "relay_trip", "relay_close"}
     for action in every:
         assert (f'data-action="{action}"' in html) == (action in shown), (role, action)
 
@@ -96,6 +96,13 @@ def test_supply_commands_are_refused_for_roles_without_them(world: World, role: 
     assert console.post(f"/rooms/{world.alpha.room_id}/command", data).status_code == 403
     policy = {"protect": "on", "idempotency_key": "k-87654321"}
     assert console.post(f"/rooms/{world.alpha.room_id}/policy", policy).status_code == 403
+    tariff = {
+        "meter_id": world.alpha.meter_id,
+        "tariff_id": world.alpha.tariff_id,
+        "idempotency_key": "k-11223344",
+    }
+    assert console.post(f"/rooms/{world.alpha.room_id}/tariff", tariff).status_code == 403
+    assert console.get(f"/rooms/{world.alpha.room_id}/dialog/tariff", **HTMX).status_code == 403
 
 
 def test_another_organisations_ids_are_not_found(world: World) -> None:
@@ -108,6 +115,7 @@ def test_another_organisations_ids_are_not_found(world: World) -> None:
         f"/rooms/{bravo.room_id}/dialog/recharge",
         f"/accounts/{bravo.account_id}/statement",
         f"/accounts/{bravo.account_id}/statement.csv",
+        f"/rooms/{bravo.room_id}/dialog/tariff",
         f"/tariffs/{bravo.tariff_id}",
         f"/api/v1/monitor/rooms?building_id={bravo.building_id}",
         f"/rooms?building={bravo.building_id}",
@@ -131,6 +139,30 @@ def test_another_organisations_ids_are_not_found(world: World) -> None:
             {"meter_id": bravo.meter_id, "kind": "relay_trip", "idempotency_key": "z-12345678"},
         ),
         (f"/rooms/{bravo.room_id}/policy", {"protect": "on", "idempotency_key": "w-12345678"}),
+        (
+            f"/rooms/{bravo.room_id}/tariff",
+            {
+                "meter_id": bravo.meter_id,
+                "tariff_id": bravo.tariff_id,
+                "idempotency_key": "t-12345678",
+            },
+        ),
+        (
+            f"/rooms/{world.alpha.room_id}/tariff",
+            {
+                "meter_id": bravo.meter_id,
+                "tariff_id": bravo.tariff_id,
+                "idempotency_key": "t-56781234",
+            },
+        ),
+        (
+            f"/rooms/{world.alpha.room_id}/tariff",
+            {
+                "meter_id": world.alpha.meter_id,
+                "tariff_id": bravo.tariff_id,
+                "idempotency_key": "t-90123456",
+            },
+        ),
         (f"/quarantine/{bravo.quarantine_id}/release", {"idempotency_key": "v-12345678"}),
         (f"/accounts/presets/{bravo.preset_id}/open", {"idempotency_key": "u-12345678"}),
     ]

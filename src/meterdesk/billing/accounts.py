@@ -38,7 +38,7 @@ from meterdesk.tariffs.tables import tariffs
 @dataclass(frozen=True)
 class MeterOpening:
     """A meter joining the account. Without an opening reading, the meter's last accepted reading
-    is the baseline, provided it is recent (``BASELINE_MAX_AGE``)."""
+    is the baseline, provided it is less than ``BASELINE_MAX_AGE`` old."""
 
     meter_id: int
     tariff_id: int
@@ -223,6 +223,7 @@ def _check_references(conn: Connection, organisation_id: int, request: OpenAccou
             )
 
 
+# A baseline must be younger than this: a reading exactly 24 h old is already too old.
 BASELINE_MAX_AGE = timedelta(hours=24)
 
 
@@ -277,7 +278,7 @@ def _assign_meters(
 def _recent_baseline(cursor: Reading | None, meter_id: int, at: datetime) -> datetime:
     if cursor is None:
         raise ValidationError(f"meter {meter_id} has no reading yet: give an opening reading")
-    if at - cursor.measured_at > BASELINE_MAX_AGE:
+    if at - cursor.measured_at >= BASELINE_MAX_AGE:
         raise ValidationError(
             f"the last reading of meter {meter_id} is from {cursor.measured_at.isoformat()}: give an opening reading"
         )

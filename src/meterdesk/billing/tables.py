@@ -58,6 +58,25 @@ Index(
     postgresql_where=meter_assignments.c.end_at.is_(None),
 )
 
+# One row per change of a meter's tariff within an open account (改电价): the old assignment ends
+# and the new one starts at ``effective_at`` (the meter's latest accepted reading). The key makes
+# the change idempotent per organisation; the row is also the change's history.
+tariff_changes = Table(
+    "tariff_changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("idempotency_key", String(150), nullable=False),
+    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("meter_id", ForeignKey("meters.id"), nullable=False, index=True),
+    Column("from_tariff_id", ForeignKey("tariffs.id"), nullable=False),
+    Column("to_tariff_id", ForeignKey("tariffs.id"), nullable=False),
+    Column("effective_at", Instant, nullable=False),
+    Column("changed_at", Instant, nullable=False),
+    Column("changed_by", String(100), nullable=False),
+    UniqueConstraint("organisation_id", "idempotency_key"),
+)
+
 account_presets = Table(
     "account_presets",
     metadata,

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from meterdesk.cli import accounts, commands, control, devices, places, readings, tariffs, users
+from meterdesk.cli import (
+    accounts,
+    commands,
+    control,
+    devices,
+    places,
+    readings,
+    tariff_change,
+    tariffs,
+    users,
+)
 from meterdesk.cli.common import handled
 
 cli = typer.Typer(
@@ -24,6 +34,7 @@ cli.add_typer(places.customer_cli, name="customer")
 cli.add_typer(places.meter_cli, name="meter")
 cli.add_typer(tariffs.tariff_cli, name="tariff")
 cli.add_typer(accounts.account_cli, name="account")
+accounts.account_cli.command("set-tariff")(tariff_change.set_tariff)
 cli.add_typer(readings.readings_cli, name="readings")
 cli.add_typer(readings.quarantine_cli, name="quarantine")
 cli.command("recharge")(accounts.recharge)

@@ -86,6 +86,7 @@ class MeterView:
     live: dict[str, Any]
     today_quantity: Decimal = Decimal(0)
     today_cost: Decimal = Decimal(0)
+    tariff_since: datetime | None = None  # the current tariff prices what follows this instant
 
 
 def room_header(conn: Connection, organisation_id: int, room_id: int) -> RoomHeader:
@@ -198,6 +199,7 @@ def room_meters(conn: Connection, organisation_id: int, room_id: int) -> list[Me
             device_status.c.valve,
             device_status.c.protected,
             device_status.c.live,
+            meter_assignments.c.start_at,
         )
         .select_from(
             meters.outerjoin(device_status, device_status.c.meter_id == meters.c.id)
@@ -227,6 +229,7 @@ def room_meters(conn: Connection, organisation_id: int, room_id: int) -> list[Me
             r[9],
             None if r[10] is None else bool(r[10]),
             json.loads(r[11]) if r[11] else {},
+            tariff_since=r[12],
         )
         for r in rows
     ]

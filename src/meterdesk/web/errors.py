@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from meterdesk.access.model import AuthenticationError, RateLimitedError
 from meterdesk.api.errors import status_of
 from meterdesk.shared.errors import MeterdeskError
-from meterdesk.web.render import render
+from meterdesk.web.render import render, session_viewer
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]
 API_PREFIXES = ("/api/", "/openapi.json")
@@ -57,7 +57,9 @@ def console_error(request: Request, error: Exception) -> Response:
     template = (
         "partials/error.html" if request.headers.get("HX-Request") == "true" else "error.html"
     )
-    return render(request, template, {"status": status, "message": message}, status_code=status)
+    context = {"status": status, "message": message}
+    # In the user's language (and with the menu) when someone is logged in.
+    return render(request, template, context, who=session_viewer(request), status_code=status)
 
 
 def _wrap(original: Handler) -> Callable[[Request, Exception], Any]:

@@ -18,9 +18,10 @@ from jinja2 import Environment, PackageLoader, pass_context, select_autoescape
 from jinja2.runtime import Context
 
 from meterdesk import __version__
+from meterdesk.access import credentials
 from meterdesk.access.credentials import Principal
 from meterdesk.access.model import Permission
-from meterdesk.api.context import CSRF_COOKIE
+from meterdesk.api.context import CSRF_COOKIE, SESSION_COOKIE, ApiContext
 from meterdesk.web.i18n import (
     DEFAULT_LOCALE,
     LANGUAGE_NAMES,
@@ -84,12 +85,22 @@ def environment(locale: str) -> Environment:
 
 
 def request_locale(request: Request, who: Principal | None = None) -> str:
-    """The language chosen in this browser, else the user's own, else zh-CN."""
-    return (
-        normalise(request.cookies.get(LANG_COOKIE))
-        or (normalise(who.locale) if who is not None else None)
-        or DEFAULT_LOCALE
-    )
+    """Logged in: the user's own language (stored on the user, so every browser shows it).
+    Before login: the language chosen in this browser for the login page, else zh-CN."""
+    if who is not None:
+        return normalise(who.locale) or DEFAULT_LOCALE
+    return normalise(request.cookies.get(LANG_COOKIE)) or DEFAULT_LOCALE
+
+
+def session_viewer(request: Request) -> Principal | None:
+    """Who is logged in with this browser's session cookie, if anyone (for the pages that are
+    not behind a permission: errors, the language switch)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    ctx = request.app.state.meterdesk
+    assert isinstance(ctx, ApiContext)
+    return credentials.session_principal(ctx.app.db, token=token, policy=ctx.config.session_policy)
 
 
 def gettext_for(request: Request, who: Principal | None = None) -> Any:

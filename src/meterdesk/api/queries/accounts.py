@@ -135,7 +135,7 @@ def meter_ids(conn: Connection, account_id: int) -> list[int]:
         .where(meter_assignments.c.account_id == account_id)
         .order_by(meter_assignments.c.id)
     ).scalars()
-    return [int(m) for m in rows]
+    return list(dict.fromkeys(int(m) for m in rows))  # a tariff change adds a second row
 
 
 def initial_transfer(conn: Connection, account_id: int) -> int | None:

@@ -1,4 +1,5 @@
-"""Accounts (电户): open, list, balance, statement, close; pre-entered accounts and bulk import.
+"""Accounts (电户): open, list, balance, statement, close, change a meter's tariff (改电价);
+pre-entered accounts and bulk import.
 
 Putting money on an account needs the money permission as well: opening with initial credit,
 opening a preset or importing rows that carry initial credit.
@@ -27,12 +28,15 @@ from meterdesk.api.schemas.accounts import (
     BalanceOut,
     ClosedOut,
     CloseIn,
+    MeterTariffOut,
     OpenedAccountOut,
     StatementLineOut,
     StatementOut,
+    TariffChangeIn,
+    TariffChangeOut,
 )
 from meterdesk.api.schemas.common import Id
-from meterdesk.billing import accounts, statements
+from meterdesk.billing import accounts, statements, tariff_change
 from meterdesk.shared.money import format_money, parse_quantity
 from meterdesk.shared.time import require_utc
 
@@ -248,4 +252,67 @@ def close_account(
         action="account.close",
         subject=f"account:{number}",
         perform=perform,
+    )
+
+
+METER_TARIFF = "/accounts/{account_id}/meters/{meter_id}/tariff"
+
+
+@router.get(METER_TARIFF, response_model=MeterTariffOut)
+def get_meter_tariff(account_id: Id, meter_id: Id, caller: Reader) -> MeterTariffOut:
+    """The tariff a meter of an open account is billed by, and from when a change made now
+    would apply (the meter's latest accepted reading)."""
+    with caller.db.read() as conn:
+        point = tariff_change.switch_point(
+            conn, organisation_id=caller.organisation_id, account_id=account_id, meter_id=meter_id
+        )
+    return MeterTariffOut(
+        account_id=account_id,
+        account_number=point.account_number,
+        meter_id=meter_id,
+        meter_number=point.meter_number,
+        tariff_id=point.tariff_id,
+        tariff=point.tariff,
+        since=point.tariff_since,
+        change_from=point.effective_at,
+    )
+
+
+@router.put(METER_TARIFF, response_model=TariffChangeOut)
+def change_meter_tariff(
+    account_id: Id,
+    meter_id: Id,
+    body: TariffChangeIn,
+    request: Request,
+    caller: AccountsWriter,
+    key: IdempotencyKey,
+) -> JSONResponse:
+    """Change the tariff of a meter of an open account (改电价). The new tariff prices what the
+    meter measures after its latest accepted reading; everything up to that reading (also a
+    reading that arrives late) stays priced by the old one. The same tariff changes nothing
+    (``changed: false``)."""
+    number = number_of(caller, account_id)  # 404 for another organisation's account
+
+    def perform() -> tuple[BaseModel, bool]:
+        done = tariff_change.change_tariff(
+            caller.db,
+            organisation_id=caller.organisation_id,
+            account_id=account_id,
+            meter_id=meter_id,
+            tariff_id=body.tariff_id,
+            actor=caller.actor,
+            idempotency_key=key,
+        )
+        fields = {name: getattr(done, name) for name in TariffChangeOut.model_fields}
+        return TariffChangeOut.model_validate(fields), done.replayed
+
+    return run_once(
+        caller,
+        request,
+        key=key,
+        payload=body,
+        action="account.tariff_change",
+        subject=f"account:{number}",
+        perform=perform,
+        status_code=200,
     )

@@ -1,8 +1,10 @@
 """Console login and logout (``/session``): a password login answers a session cookie and the
-CSRF token the console repeats in ``X-CSRF-Token`` on every change."""
+CSRF token the console repeats in ``X-CSRF-Token`` on every change. The caller's own password and
+language (``/session/password``, ``/session/locale``) are here too."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -12,7 +14,13 @@ from meterdesk.access.credentials import Principal
 from meterdesk.api.context import CSRF_COOKIE, SESSION_COOKIE, ApiConfig, ApiContext
 from meterdesk.api.deps import Authenticated, client_address, context
 from meterdesk.api.errors import ERROR_RESPONSES, BadRequestError, ErrorBody
-from meterdesk.api.schemas.access import LoginIn, MembershipOut, PasswordChangeIn, SessionOut
+from meterdesk.api.schemas.access import (
+    LocaleIn,
+    LoginIn,
+    MembershipOut,
+    PasswordChangeIn,
+    SessionOut,
+)
 
 router = APIRouter(tags=["session"], responses=ERROR_RESPONSES)
 
@@ -125,3 +133,13 @@ def change_password(
         keep_session_id=who.credential_id if who.via == "session" else None,
     )
     return Response(status_code=204)
+
+
+@router.put("/session/locale", response_model=SessionOut)
+def set_locale(
+    body: LocaleIn, who: Authenticated, ctx: Annotated[ApiContext, Depends(context)]
+) -> SessionOut:
+    """Set your own language (zh-CN or en): the console shows every page in it after login, on
+    any browser. Answers the session with the new ``locale``."""
+    service.set_locale(ctx.app.db, user_id=who.user_id, locale=body.locale)
+    return describe(ctx, replace(who, locale=body.locale))

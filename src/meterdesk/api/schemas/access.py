@@ -46,6 +46,11 @@ class SessionOut(BaseModel):
     expires_at: datetime | None = None
 
 
+class LocaleIn(BaseModel):
+    model_config = examples({"locale": "en"})
+    locale: Locale = Field(description="the console's language for this user, on every browser")
+
+
 class PasswordChangeIn(BaseModel):
     model_config = examples(
         {"current_password": "old secret pass", "new_password": "new secret pass"}

@@ -211,3 +211,40 @@ class ReversalIn(BaseModel):
 class ReversalOut(BaseModel):
     transfer_id: BigId
     reversal_transfer_id: Id
+
+
+class TariffChangeIn(BaseModel):
+    model_config = examples({"tariff_id": 1})
+    tariff_id: Id = Field(description="a tariff of your organisation for the meter's utility")
+
+
+class MeterTariffOut(BaseModel):
+    account_id: Id
+    account_number: str
+    meter_id: Id
+    meter_number: str
+    tariff_id: Id
+    tariff: str
+    since: datetime = Field(description="the current tariff applies from this instant")
+    change_from: datetime = Field(
+        description="a change made now applies from this instant: the meter's latest accepted "
+        "reading (or the opening reading when there is none since)"
+    )
+
+
+class TariffChangeOut(BaseModel):
+    account_id: Id
+    account_number: str
+    meter_id: Id
+    meter_number: str
+    previous_tariff_id: Id
+    previous_tariff: str
+    tariff_id: Id
+    tariff: str
+    effective_at: datetime = Field(
+        description="the new tariff prices every interval after this instant (the meter's reading "
+        "at the switch); when nothing changed, the instant the current tariff applies from"
+    )
+    changed: bool = Field(description="false: the meter already had this tariff")
+    change_id: Id | None
+    message: str

@@ -1,5 +1,6 @@
 """Actions from a room (F-MON-CTRL): recharge, refund, relay cut / restore, valve open / close,
-and the supply policy (protect 保电, alarm amounts, friendly hours).
+change a meter's tariff (改电价), and the supply policy (protect 保电, alarm amounts, friendly
+hours).
 
 Each action opens a confirmation dialog (``GET …/dialog/{action}``) whose form carries a fresh
 idempotency key, so a double submit does the work once. The POST goes through the API's own
@@ -17,13 +18,15 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from meterdesk.access.model import Permission, PermissionDeniedError
-from meterdesk.api.deps import Caller, Cashier, MetersWriter, Reader
+from meterdesk.api.deps import AccountsWriter, Caller, Cashier, MetersWriter, Reader
 from meterdesk.api.idempotency import run_once
+from meterdesk.api.routers import accounts as accounts_api
 from meterdesk.api.routers import money
-from meterdesk.api.schemas.accounts import MoneyIn
+from meterdesk.api.schemas.accounts import MoneyIn, TariffChangeIn
 from meterdesk.api.schemas.common import Id
 from meterdesk.devices.commands import service as commands
 from meterdesk.reports import room_detail
+from meterdesk.reports.tariff_choices import tariff_choices
 from meterdesk.shared.errors import NotFoundError, ValidationError
 from meterdesk.web.forms import blank_to_none, build
 from meterdesk.web.routes.common import ROOM_CHANGED, answer_of, new_key, page
@@ -39,6 +42,7 @@ DIALOGS: dict[str, tuple[Permission, str]] = {
     "valve_close": (Permission.METERS_WRITE, "dialogs/command.html"),
     "valve_open": (Permission.METERS_WRITE, "dialogs/command.html"),
     "policy": (Permission.ACCOUNTS_WRITE, "dialogs/policy.html"),
+    "tariff": (Permission.ACCOUNTS_WRITE, "dialogs/tariff.html"),
 }
 COMMAND_KINDS = ("relay_trip", "relay_close", "valve_close", "valve_open")
 FINISHED = ("confirmed", "failed", "cancelled")
@@ -81,7 +85,19 @@ def dialog(room_id: Id, action: str, request: Request, caller: Reader) -> HTMLRe
     if action != "policy" and not action.startswith(("relay", "valve")):
         require_account(state)
     context = {**state, "action": action, "key": new_key(), "tz": state["room"].timezone}
+    if action == "tariff":
+        context["options"] = _tariff_options(caller, state)
     return page(request, caller, template, context)
+
+
+def _tariff_options(caller: Caller, state: dict[str, Any]) -> list[Any]:
+    with caller.db.read() as conn:
+        return tariff_choices(
+            conn,
+            organisation_id=caller.organisation_id,
+            account_id=require_account(state).id,
+            meter_ids=[m.id for m in state["meters"]],
+        )
 
 
 def result(request: Request, caller: Caller, context: dict[str, Any]) -> HTMLResponse:
@@ -112,6 +128,30 @@ def move_money(
     handler = money.recharge if kind == "recharge" else money.refund
     answer = answer_of(handler(account.id, body, request, caller, idempotency_key))
     return result(request, caller, {"kind": kind, "answer": answer, "account": account})
+
+
+@router.post("/rooms/{room_id}/tariff", response_class=HTMLResponse)
+def change_tariff(
+    room_id: Id,
+    request: Request,
+    caller: AccountsWriter,
+    meter_id: Annotated[int, Form()],
+    tariff_id: Annotated[int, Form()],
+    idempotency_key: Key,
+) -> HTMLResponse:
+    """改电价 through the API's own handler (idempotent, ``api.account.tariff_change`` audit)."""
+    state = room_state(caller, room_id)
+    account = require_account(state)
+    meter = next((m for m in state["meters"] if m.id == meter_id), None)
+    if meter is None:
+        raise NotFoundError(f"meter {meter_id} not found in this room")
+    body = build(TariffChangeIn, tariff_id=tariff_id)
+    answer = answer_of(
+        accounts_api.change_meter_tariff(
+            account.id, meter_id, body, request, caller, idempotency_key
+        )
+    )
+    return result(request, caller, {"kind": "tariff", "answer": answer, "meter": meter})
 
 
 @router.post("/rooms/{room_id}/command", response_class=HTMLResponse)

@@ -1,4 +1,5 @@
-"""Log in, log out, and the language switch.
+"""Log in, log out, and the language switch (stored on the user once logged in; a cookie only
+for the login page before anyone is logged in).
 
 The login form posts to the console, which logs in through the API's own ``POST /session``
 handler (same lockout, same session and CSRF cookies). The form carries a random token that must
@@ -15,14 +16,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from meterdesk.access import credentials
-from meterdesk.api.context import CSRF_COOKIE, SESSION_COOKIE, ApiContext
+from meterdesk.access import credentials, service
+from meterdesk.access.model import PermissionDeniedError
+from meterdesk.api.context import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, ApiContext
 from meterdesk.api.deps import Authenticated, context
 from meterdesk.api.routers import session
 from meterdesk.api.schemas.access import LoginIn
 from meterdesk.shared.errors import MeterdeskError
-from meterdesk.web.i18n import normalise
-from meterdesk.web.render import LANG_COOKIE, gettext_for, render
+from meterdesk.web.i18n import DEFAULT_LOCALE, normalise
+from meterdesk.web.render import LANG_COOKIE, gettext_for, render, session_viewer
 
 router = APIRouter(include_in_schema=False)
 LOGIN_COOKIE = "meterdesk_login"
@@ -82,9 +84,9 @@ def log_in(
             request, next_path, _("Wrong username or password, or too many tries."), 401
         )
     response.delete_cookie(LOGIN_COOKIE, path="/")
-    if not request.cookies.get(LANG_COOKIE):
-        locale = normalise(answer.locale) or "zh-CN"
-        response.set_cookie(LANG_COOKIE, locale, max_age=YEAR_S, samesite="lax", path="/")
+    # The pages follow the user's own language; the cookie makes the login page after logging
+    # out in this browser follow it too.
+    remember_language(response, normalise(answer.locale) or DEFAULT_LOCALE)
     return response
 
 
@@ -98,10 +100,24 @@ def log_out(who: Authenticated, ctx: Annotated[ApiContext, Depends(context)]) ->
     return response
 
 
+def remember_language(response: Response, locale: str) -> None:
+    response.set_cookie(LANG_COOKIE, locale, max_age=YEAR_S, samesite="lax", path="/")
+
+
 @router.post("/lang")
-def switch_language(locale: Annotated[str, Form(max_length=10)]) -> Response:
-    """Remember the language in this browser for a year; the page reloads in it."""
-    chosen = normalise(locale) or "zh-CN"
+def switch_language(
+    request: Request,
+    ctx: Annotated[ApiContext, Depends(context)],
+    locale: Annotated[str, Form(max_length=10)],
+) -> Response:
+    """Logged in: store the language on the user (every page, every browser, from now on).
+    Before login: remember it in this browser for the login page. The page reloads in it."""
+    chosen = normalise(locale) or DEFAULT_LOCALE
+    who = session_viewer(request)
+    if who is not None:
+        if not who.csrf_matches(request.headers.get(CSRF_HEADER)):
+            raise PermissionDeniedError(f"missing or wrong {CSRF_HEADER} header")
+        service.set_locale(ctx.app.db, user_id=who.user_id, locale=chosen)
     response = Response(status_code=204, headers={"HX-Refresh": "true"})
-    response.set_cookie(LANG_COOKIE, chosen, max_age=YEAR_S, samesite="lax", path="/")
+    remember_language(response, chosen)
     return response

@@ -1016,6 +1016,50 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "tariff_changes",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=150), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("meter_id", sa.Integer(), nullable=False),
+        sa.Column("from_tariff_id", sa.Integer(), nullable=False),
+        sa.Column("to_tariff_id", sa.Integer(), nullable=False),
+        sa.Column("effective_at", sa.BigInteger(), nullable=False),
+        sa.Column("changed_at", sa.BigInteger(), nullable=False),
+        sa.Column("changed_by", sa.String(length=100), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_tariff_changes_account_id_accounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["from_tariff_id"],
+            ["tariffs.id"],
+            name=op.f("fk_tariff_changes_from_tariff_id_tariffs"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["meter_id"], ["meters.id"], name=op.f("fk_tariff_changes_meter_id_meters")
+        ),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_tariff_changes_organisation_id_organisations"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["to_tariff_id"], ["tariffs.id"], name=op.f("fk_tariff_changes_to_tariff_id_tariffs")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tariff_changes")),
+        sa.UniqueConstraint(
+            "organisation_id",
+            "idempotency_key",
+            name=op.f("uq_tariff_changes_organisation_id_idempotency_key"),
+        ),
+    )
+    with op.batch_alter_table("tariff_changes", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_tariff_changes_account_id"), ["account_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_tariff_changes_meter_id"), ["meter_id"], unique=False)
+
+    op.create_table(
         "command_events",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("command_id", sa.Integer(), nullable=False),
@@ -1080,6 +1124,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_command_events_command_id"))
 
     op.drop_table("command_events")
+    with op.batch_alter_table("tariff_changes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_tariff_changes_meter_id"))
+        batch_op.drop_index(batch_op.f("ix_tariff_changes_account_id"))
+
+    op.drop_table("tariff_changes")
     op.drop_table("readings")
     with op.batch_alter_table("quarantine", schema=None) as batch_op:
         batch_op.drop_index("ix_quarantine_status")
