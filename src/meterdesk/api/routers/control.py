@@ -47,7 +47,7 @@ from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.tables import alarm_plans, friendly_profiles
 from meterdesk.ledger.tables import transfers
 from meterdesk.shared.errors import NotFoundError, ValidationError
-from meterdesk.shared.money import format_money, from_fen
+from meterdesk.shared.money import format_money, from_fen, parse_money
 from meterdesk.sites.tables import sites
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["control"])
@@ -239,7 +239,11 @@ def policy_change(caller: Caller, body: PolicyIn) -> control_admin.PolicyChange:
         raise ValidationError("policy: give at least one field to change")
     return control_admin.PolicyChange(
         alarm_plan=_named(caller, body, "alarm_plan_id"),
-        alarm_overrides=body.alarm_amounts,
+        alarm_overrides=None
+        if body.alarm_amounts is None
+        else {
+            level: format_money(parse_money(v)) for level, v in sorted(body.alarm_amounts.items())
+        },
         friendly_profile=_named(caller, body, "friendly_profile_id"),
         cut_at=body.cut_at,
         protect=body.protect,
