@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from meterdesk.cli import accounts, commands, control, devices, places, readings, tariffs, users
+from meterdesk.cli import notifications as notification_commands
 from meterdesk.cli.common import handled
 
 cli = typer.Typer(
@@ -42,6 +43,7 @@ cli.add_typer(control.friendly_cli, name="friendly")
 cli.add_typer(control.holiday_cli, name="holiday")
 cli.command("emergency-credit")(control.emergency)
 cli.command("control-tick")(control.tick_command)
+cli.add_typer(notification_commands.notification_cli, name="notification")
 
 bench_cli = typer.Typer(
     help="Benchmarks that print figures and ratios (see docs/benchmarks.md).", no_args_is_help=True
