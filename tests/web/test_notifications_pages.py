@@ -142,7 +142,9 @@ def test_an_admin_saves_a_channel_and_sees_what_is_missing(
         ({**CHANNEL_FORM, "secret_variable": ["plain secret"]}, "secret_refs"),
     ],
 )
-def test_bad_channel_settings_are_explained(world: World, form: dict[str, object], message: str) -> None:
+def test_bad_channel_settings_are_explained(
+    world: World, form: dict[str, object], message: str
+) -> None:
     console = Console(world.client, world.alpha, "admin")
     refused = console.post("/settings/notifications/channels/webhook", form)
     assert refused.status_code == 422 and message in refused.text
