@@ -63,6 +63,22 @@ def _older(where: dict[str, str | None], rows: list[dict[str, Any]]) -> str | No
     return "/notifications?" + urlencode({**kept, "before": rows[PAGE_SIZE - 1]["id"]})
 
 
+def _rows(
+    caller: Caller, where: dict[str, str | None], account_id: int | None, before: int | None
+) -> list[dict[str, Any]]:
+    """One page of the log and one more row, which says whether there is an older page."""
+    return service.list_notifications(
+        caller.db,
+        organisation_id=caller.organisation_id,
+        status=where["status"],
+        event=where["event"],
+        channel=where["channel"],
+        account_id=account_id,
+        before_id=before,
+        limit=PAGE_SIZE + 1,
+    )
+
+
 @router.get("/notifications", response_class=HTMLResponse)
 def notifications_page(
     request: Request,
@@ -80,20 +96,7 @@ def notifications_page(
         "account": blank_to_none(account),
     }
     account_id, known = _account_id(caller, account)
-    rows = (
-        service.list_notifications(
-            caller.db,
-            organisation_id=caller.organisation_id,
-            status=where["status"],
-            event=where["event"],
-            channel=where["channel"],
-            account_id=account_id,
-            before_id=before,
-            limit=PAGE_SIZE + 1,
-        )
-        if known
-        else []
-    )
+    rows = _rows(caller, where, account_id, before) if known else []
     context = {
         "items": rows[:PAGE_SIZE],
         "older_href": _older(where, rows),
