@@ -29,6 +29,8 @@ def get(world: World, path: str) -> Any:
 
 
 def test_a_relay_close_is_recorded_and_supersedes_the_open_trip(world: World) -> None:
+    trip = send(world, {"kind": "relay_trip"}, "c-0").json()["command"]
+    assert trip["status"] == "pending"
     response = send(world, {"kind": "relay_close"}, "c-1")
     assert response.status_code == 201, response.text
     body = response.json()
@@ -39,8 +41,8 @@ def test_a_relay_close_is_recorded_and_supersedes_the_open_trip(world: World) ->
         "relay closed",
     )
     assert command["meter_number"] == "Alpha-M1" and command["created_by"].startswith("alpha-op")
-    assert body["superseded"] == [world.alpha.command_id]
-    older = get(world, f"/commands/{world.alpha.command_id}")
+    assert body["superseded"] == [trip["id"]]
+    older = get(world, f"/commands/{trip['id']}")
     assert older["status"] == "cancelled" and older["reason"] == f"superseded by #{command['id']}"
 
 
@@ -61,7 +63,7 @@ def test_without_a_key_it_is_400_and_nothing_is_recorded(world: World) -> None:
         headers=world.alpha.auth("operator"),
     )
     assert response.status_code == 400
-    assert len(get(world, "/commands")["items"]) == 1
+    assert [c["id"] for c in get(world, "/commands")["items"]] == [world.alpha.command_id]
 
 
 @pytest.mark.parametrize("role", ["cashier", "readonly"])
@@ -118,7 +120,10 @@ def test_lists_filter_by_status_kind_and_meter_and_page_newest_first(world: Worl
     assert [c["kind"] for c in spare] == ["relay_trip", "protect_on", "clock_sync"]
     assert [c["kind"] for c in get(world, "/commands?kind=protect_on")["items"]] == ["protect_on"]
     pending = get(world, "/commands?status=pending")["items"]
-    assert len(pending) == 4  # the world's trip of M1 and the three above
+    assert len(pending) == 3
+    assert [c["id"] for c in get(world, "/commands?status=cancelled")["items"]] == [
+        world.alpha.command_id
+    ]
     first = get(world, "/commands?limit=3")
     rest = get(world, f"/commands?limit=3&cursor={first['next_cursor']}")
     ids = [c["id"] for c in first["items"] + rest["items"]]
@@ -128,9 +133,10 @@ def test_lists_filter_by_status_kind_and_meter_and_page_newest_first(world: Worl
 
 def test_one_command_shows_its_log(world: World) -> None:
     found = get(world, f"/commands/{world.alpha.command_id}")
-    assert found["kind"] == "relay_trip" and found["status"] == "pending"
-    assert [e["event"] for e in found["events"]] == ["created"]
+    assert found["kind"] == "relay_trip" and found["status"] == "cancelled"
+    assert [e["event"] for e in found["events"]] == ["created", "cancelled"]
     assert found["events"][0]["detail"]["desired"] == "relay open"
+    assert found["reason"] == "cancelled by setup"
 
 
 def cancel(world: World, command_id: int, name: str, role: str = "operator") -> Any:
@@ -142,15 +148,16 @@ def cancel(world: World, command_id: int, name: str, role: str = "operator") -> 
 
 
 def test_cancel_stops_an_open_command_once(world: World) -> None:
-    done = cancel(world, world.alpha.command_id, "x-1")
+    command_id = send(world, {"kind": "valve_close"}, "x-0").json()["command"]["id"]
+    done = cancel(world, command_id, "x-1")
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "cancelled"
     assert done.json()["reason"].endswith("wrong room")
-    replay = cancel(world, world.alpha.command_id, "x-1")
+    replay = cancel(world, command_id, "x-1")
     assert replay.headers["Idempotent-Replay"] == "true" and replay.json() == done.json()
-    again = cancel(world, world.alpha.command_id, "x-2")
+    again = cancel(world, command_id, "x-2")
     assert error_code(again) == "conflict" and "already cancelled" in again.text
-    log = get(world, f"/commands/{world.alpha.command_id}")["events"]
+    log = get(world, f"/commands/{command_id}")["events"]
     assert [e["event"] for e in log] == ["created", "cancelled"]
 
 

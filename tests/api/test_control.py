@@ -206,7 +206,7 @@ def test_the_change_is_evaluated_at_once_cut_then_protect_restores(world: World)
     ]
     replay = patch_policy(world, {"protect": True}, "e-2")
     assert replay.headers["Idempotent-Replay"] == "true" and replay.json() == protected
-    assert len(commands(world)) == 4  # the world's trip, the cut, protect, restore: no more
+    assert len(commands(world)) == 4  # the world's cancelled trip, the cut, protect, restore
 
 
 def take(world: World, name: str, role: str = "cashier") -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from apikit import World, error_code
 
 from meterdesk.devices.status import MeterState, StatusChanges, write_changes
@@ -58,6 +59,13 @@ def test_gateway_pages_follow_the_cursor(world: World) -> None:
     assert len(first["items"]) == 2 and first["next_cursor"]
     rest = get(world, f"/gateways?limit=2&cursor={first['next_cursor']}")
     assert [g["serial"] for g in rest["items"]] == ["G-3"] and rest["next_cursor"] is None
+
+
+@pytest.mark.parametrize("path", ["/gateways", "/customers", "/commands", "/notifications"])
+@pytest.mark.parametrize("cursor", ["%C2%B9", "x", "1.2"])
+def test_a_cursor_no_list_gave_is_422(world: World, path: str, cursor: str) -> None:
+    response = world.client.get(f"{API}{path}?cursor={cursor}", headers=world.alpha.auth())
+    assert response.status_code == 422 and error_code(response) == "validation_error"
 
 
 def test_a_bus_is_created_on_a_gateway_with_protocol_defaults(world: World) -> None:
