@@ -13,7 +13,7 @@ import copy
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,17 @@ from sqlalchemy import Engine
 from meterdesk.access import credentials, service
 from meterdesk.api.app import create_app
 from meterdesk.api.context import ApiConfig
-from meterdesk.billing import accounts, presets
+from meterdesk.billing import accounts, control_admin, presets
 from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.bootstrap import App
 from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
+from meterdesk.devices import service as devices
+from meterdesk.devices.commands import service as commands
 from meterdesk.metering import service as metering
+from meterdesk.notifications import configuration
+from meterdesk.notifications import service as notifications
 from meterdesk.settings import Settings
 from meterdesk.shared.time import FakeClock
 from meterdesk.sites import service as sites
@@ -77,6 +81,12 @@ class Org:
     transfer_id: int = 0
     preset_id: int = 0
     quarantine_id: int = 0
+    gateway_id: int = 0
+    bus_id: int = 0
+    command_id: int = 0
+    alarm_plan_id: int = 0
+    friendly_profile_id: int = 0
+    notification_id: int = 0
     user_ids: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     token_ids: dict[str, int] = field(default_factory=dict)
@@ -90,8 +100,8 @@ class Org:
     def auth(self, role: str = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
-    def ids(self) -> dict[str, int]:
-        """Ids by the path/body parameter names the API uses."""
+    def ids(self) -> dict[str, Any]:
+        """Ids (and the other path parameters) by the names the API uses."""
         return {
             "organisation_id": self.id,
             "site_id": self.site_id,
@@ -107,6 +117,15 @@ class Org:
             "quarantine_id": self.quarantine_id,
             "user_id": self.user_ids["readonly"],
             "token_id": self.token_ids["readonly"],
+            "gateway_id": self.gateway_id,
+            "bus_id": self.bus_id,
+            "command_id": self.command_id,
+            "alarm_plan_id": self.alarm_plan_id,
+            "friendly_profile_id": self.friendly_profile_id,
+            "notification_id": self.notification_id,
+            # Not ids: the same name in every organisation, scoped by the caller's.
+            "channel": "log",
+            "day": "2026-10-01",
         }
 
 
@@ -185,6 +204,66 @@ def _preset_and_quarantine(db: Database, org: Org) -> None:
     org.quarantine_id = int(metering.list_quarantine(db, organisation_id=org.id)[0]["id"])
 
 
+def _devices_and_control(db: Database, org: Org) -> None:
+    """A gateway with a bus, a cancelled command, an alarm plan, a friendly-hours profile, a site holiday
+    and one notification (the log channel hears a recharge)."""
+    org.gateway_id = devices.create_gateway(
+        db,
+        organisation_id=org.id,
+        site_id=org.site_id,
+        serial=f"{org.label}-GW1",
+        name=org.name("Gateway"),
+        uplink="transparent_tcp",
+        actor="setup",
+    )
+    spec = devices.BusSpec(org.name("Bus"), "dlt645", "tcp", "127.0.0.1:4001", org.gateway_id)
+    org.bus_id = devices.create_bus(db, organisation_id=org.id, spec=spec, actor="setup")
+    org.command_id = commands.send_command(
+        db,
+        organisation_id=org.id,
+        meter_id=org.meter_id,
+        kind="relay_trip",
+        params=None,
+        actor="setup",
+        idempotency_key="setup-trip",
+    ).command.id
+    # Finished, so no test finds an open command it did not make (the browser tests confirm
+    # every open one).
+    commands.cancel(db, organisation_id=org.id, command_id=org.command_id, actor="setup")
+    levels = [{"level": 1, "amount": "20.00", "channels": ["sms"]}]
+    org.alarm_plan_id = control_admin.create_alarm_plan(
+        db, organisation_id=org.id, name=org.name("Plan"), levels=levels, actor="setup"
+    )
+    org.friendly_profile_id = control_admin.create_friendly_profile(
+        db,
+        organisation_id=org.id,
+        name=org.name("Nights"),
+        windows=[{"start": "20:00", "end": "08:00"}],
+        weekends=True,
+        holidays=True,
+        actor="setup",
+    )
+    control_admin.set_site_holiday(
+        db,
+        organisation_id=org.id,
+        site_id=org.site_id,
+        day=date(2026, 10, 1),
+        name=org.name("National Day"),
+        actor="setup",
+    )
+    configuration.configure_channel(
+        db, organisation_id=org.id, channel="log", provider="log", actor="setup"
+    )
+    (org.notification_id,) = notifications.enqueue(
+        db,
+        organisation_id=org.id,
+        event="recharge_credited",
+        key=f"transfer:{org.transfer_id}",
+        params={"amount": "100.00", "balance": "100.00"},
+        account_id=org.account_id,
+    )
+
+
 def _people(db: Database, org: Org) -> None:
     for role in ROLES:
         username = org.username(role)
@@ -211,6 +290,7 @@ def build_org(db: Database, label: str) -> Org:
     _places(db, org)
     _money(db, org)
     _preset_and_quarantine(db, org)
+    _devices_and_control(db, org)
     _people(db, org)
     return org
 

@@ -43,6 +43,12 @@ BRAVO_MARKERS = (
     "Bravo-M1",
     "Bravo-M2",
     "bravo-",
+    "Bravo Gateway",
+    "Bravo-GW1",
+    "Bravo Bus",
+    "Bravo Plan",
+    "Bravo Nights",
+    "Bravo National Day",
 )
 
 
@@ -135,7 +141,8 @@ def call(client: TestClient, method: str, route: Any, caller: Org, target: Org, 
 
 def takes_ids(route: Any) -> bool:
     body = example_body(route) or {}
-    return bool(route.param_convertors) or "_id" in json.dumps(body)
+    named = any(name.endswith("_id") for name in route.param_convertors)
+    return named or "_id" in json.dumps(body)
 
 
 def bravo_snapshot(world: World) -> dict[str, Any]:
@@ -151,6 +158,17 @@ def bravo_snapshot(world: World) -> dict[str, Any]:
             "tokens": "/api/v1/tokens",
             "presets": "/api/v1/account-presets",
             "sites": "/api/v1/sites",
+            "gateways": "/api/v1/gateways",
+            "bus": f"/api/v1/buses/{bravo.bus_id}",
+            "meter": f"/api/v1/meters/{bravo.meter_id}",
+            "commands": "/api/v1/commands",
+            "alarm_plans": "/api/v1/alarm-plans",
+            "friendly": "/api/v1/friendly-profiles",
+            "holidays": f"/api/v1/sites/{bravo.site_id}/holidays",
+            "policy": f"/api/v1/accounts/{bravo.account_id}/policy",
+            "notifications": "/api/v1/notifications",
+            "channels": "/api/v1/notification-channels",
+            "quiet_hours": "/api/v1/notification-quiet-hours",
         }.items()
     }
 

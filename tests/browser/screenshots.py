@@ -2,11 +2,13 @@
 looking at what we build.
 
     METERDESK_DATA_DIR=/tmp/shots .venv/bin/meterdesk demo --hours 48 --speed 0
-    .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots
+    .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots [rooms,notifications]
 
-It copies the demo's database, gives room A-203's meter live values, serves the console on a
-free loopback port, logs in as the demo admin (whose language is set to each in turn) and
-photographs each screen (Debian's Chromium). Changing A-203's tariff is part of it.
+It copies the demo's database, gives room A-203's meter live values, adds notification channels
+and a day of messages (delivered, failed, waiting), serves the console on a free loopback port,
+logs in as the demo admin (whose language is set to each in turn) and photographs each screen
+(Debian's Chromium). Changing A-203's tariff is part of it. The optional third argument picks
+groups of screens (default: all).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from playwright.sync_api import sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from devicefake import confirm_open_commands
+from notification_samples import add_notification_samples
 
 from conftest import CHROMIUM, CHROMIUM_ARGS, free_port
 from meterdesk.access import service
@@ -73,6 +76,7 @@ def prepare(source: Path, folder: Path) -> Any:
             MeterState(101, state="lost", last_seen_at=now, relay="closed", updated_at=now).row()
         )
         write_changes(conn, StatusChanges(meters=rows))
+    add_notification_samples(app.db, organisation_id=1)
     return app, username
 
 
@@ -82,6 +86,19 @@ def shoot(page: Any, url: str, name: str, out: Path, width: int = 1400, full: bo
     page.wait_for_load_state("networkidle")
     page.screenshot(path=str(out / f"{name}.png"), full_page=full)
     print(out / f"{name}.png")
+
+
+def notification_screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(f"{base}/notifications")
+    page.wait_for_load_state("networkidle")
+    failed = page.locator("tr.row-failed").first
+    failed.locator("[data-action=attempts]").click()
+    page.wait_for_selector("tr.attempts")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(out / f"{lang}-notifications.png"), full_page=True)
+    print(out / f"{lang}-notifications.png")
+    shoot(page, f"{base}/settings/notifications", f"{lang}-notification-settings", out, full=True)
 
 
 def screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
@@ -132,7 +149,10 @@ def screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
     shoot(page, f"{base}/meters", f"{lang}-meters", out)
 
 
-def main(source: Path, out: Path) -> None:
+GROUPS = {"rooms": screens, "notifications": notification_screens}
+
+
+def main(source: Path, out: Path, groups: tuple[str, ...] = tuple(GROUPS)) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         app, username = prepare(source, Path(scratch))
@@ -148,7 +168,7 @@ def main(source: Path, out: Path) -> None:
                 # The language is the user's own (the cookie only serves the login page).
                 user_id = service.user_id_by_username(app.db, username=username)
                 service.set_locale(app.db, user_id=user_id, locale=lang)
-                context = browser.new_context()
+                context = browser.new_context(locale=lang)
                 context.add_cookies([{"name": "meterdesk_lang", "value": lang, "url": base}])
                 page = context.new_page()
                 page.goto(f"{base}/login")
@@ -156,10 +176,12 @@ def main(source: Path, out: Path) -> None:
                 page.fill("input[name=password]", PASSWORD)
                 page.click("button[type=submit]")
                 page.wait_for_url("**/rooms")
-                screens(page, base, out, lang, app.db)
+                for group in groups:
+                    GROUPS[group](page, base, out, lang, app.db)
             browser.close()
         server.should_exit = True
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    chosen = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else tuple(GROUPS)
+    main(Path(sys.argv[1]), Path(sys.argv[2]), chosen)

@@ -62,6 +62,8 @@ class Permission(StrEnum):
     READINGS_WRITE = "readings.write"  # ingest a batch of readings
     QUARANTINE_WRITE = "quarantine.write"  # release / discard
     USERS_MANAGE = "users.manage"  # members, roles, passwords, API tokens
+    NOTIFICATIONS_WRITE = "notifications.write"  # send a failed message again
+    SETTINGS_WRITE = "settings.write"  # notification channels and quiet hours
 
 
 _ALL = frozenset(Permission)
@@ -75,6 +77,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.ACCOUNTS_WRITE,
             Permission.READINGS_WRITE,
             Permission.QUARANTINE_WRITE,
+            Permission.NOTIFICATIONS_WRITE,
         }
     ),
     Role.CASHIER: frozenset({Permission.READ, Permission.MONEY_WRITE}),

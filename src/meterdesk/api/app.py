@@ -14,8 +14,12 @@ from meterdesk.api.context import ApiConfig, ApiContext
 from meterdesk.api.routers import (
     accounts,
     audit,
+    commands,
+    control,
+    devices,
     meters,
     money,
+    notifications,
     places,
     presets,
     readings,
@@ -38,14 +42,19 @@ ROUTERS = (
     presets.router,
     money.router,
     audit.router,
+    devices.router,
+    commands.router,
+    control.router,
+    notifications.router,
 )
-DESCRIPTION = """Prepaid water & electricity: places, meters, tariffs, accounts, money.
+DESCRIPTION = """Prepaid water & electricity: places, meters, tariffs, accounts, money, devices,
+commands, supply control and notifications.
 
 * **Auth**: `Authorization: Bearer mdk_…` (API token), or the console session cookie from
   `POST /api/v1/session` plus `X-CSRF-Token` on every change.
 * **Money** is a decimal string (`"100.00"`), never a JSON number.
-* **Idempotency-Key** is required on every call that moves money; a repeat answers the first
-  result with `Idempotent-Replay: true`.
+* **Idempotency-Key** is required on every call that moves money or supply; a repeat answers
+  the first result with `Idempotent-Replay: true`.
 * **Errors**: `{"error": {"code": "...", "message": "..."}}`.
 * Every id belongs to your organisation; another organisation's ids answer 404.
 """

@@ -116,6 +116,8 @@ Reverser = Annotated[Caller, Depends(need(Permission.MONEY_REVERSE))]
 ReadingsWriter = Annotated[Caller, Depends(need(Permission.READINGS_WRITE))]
 QuarantineWriter = Annotated[Caller, Depends(need(Permission.QUARANTINE_WRITE))]
 UsersManager = Annotated[Caller, Depends(need(Permission.USERS_MANAGE))]
+NotificationsWriter = Annotated[Caller, Depends(need(Permission.NOTIFICATIONS_WRITE))]
+SettingsWriter = Annotated[Caller, Depends(need(Permission.SETTINGS_WRITE))]
 Authenticated = Annotated[Principal, Depends(principal)]
 
 

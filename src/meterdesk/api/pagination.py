@@ -29,7 +29,10 @@ def decode(cursor: str | None, parts: int = 1) -> tuple[int, ...] | None:
     if cursor is None or cursor == "":
         return None
     pieces = cursor.split(".")
-    if len(pieces) != parts or not all(p.isdigit() and len(p) <= 18 for p in pieces):
+    # isascii: str.isdigit also accepts "¹" and other digits int() refuses.
+    if len(pieces) != parts or not all(
+        p.isascii() and p.isdigit() and len(p) <= 18 for p in pieces
+    ):
         raise ValidationError(f"cursor: {cursor!r} is not a cursor this list gave")
     return tuple(int(p) for p in pieces)
 

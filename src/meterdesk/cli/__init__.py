@@ -18,6 +18,7 @@ from meterdesk.cli import (
     tariffs,
     users,
 )
+from meterdesk.cli import notifications as notification_commands
 from meterdesk.cli.common import handled
 
 cli = typer.Typer(
@@ -53,6 +54,7 @@ cli.add_typer(control.friendly_cli, name="friendly")
 cli.add_typer(control.holiday_cli, name="holiday")
 cli.command("emergency-credit")(control.emergency)
 cli.command("control-tick")(control.tick_command)
+cli.add_typer(notification_commands.notification_cli, name="notification")
 
 bench_cli = typer.Typer(
     help="Benchmarks that print figures and ratios (see docs/benchmarks.md).", no_args_is_help=True

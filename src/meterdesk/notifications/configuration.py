@@ -34,6 +34,16 @@ PROVIDERS: dict[Channel, tuple[str, ...]] = {
     Channel.LOG: ("log",),
 }
 SECRET_WORDS = ("secret", "password", "token", "passwd", "private")
+#: The secrets each provider's adapter reads through ``secret_refs`` (SMTP's password is optional).
+SECRET_NAMES: dict[str, tuple[str, ...]] = {
+    "aliyun": ("access_key_secret",),
+    "tencent": ("secret_key",),
+    "smtp": ("password",),
+    "wechat": ("app_secret",),
+    "http": ("token",),
+    "webhook": ("secret",),
+    "log": (),
+}
 
 
 @dataclass(frozen=True)

@@ -206,6 +206,41 @@ _LISTED = (
 )
 
 
+@dataclass(frozen=True)
+class NotificationFilter:
+    """Which messages an operator wants to see; None matches everything."""
+
+    status: str | None = None
+    channel: str | None = None
+    event: str | None = None
+    customer_id: int | None = None
+    account_id: int | None = None
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+
+
+def _conditions(organisation_id: int, where: NotificationFilter) -> list[Any]:
+    table = notification_outbox
+    conditions = [table.c.organisation_id == organisation_id]
+    if where.status is not None:
+        conditions.append(table.c.status == model.status(where.status).value)
+    if where.channel is not None:
+        conditions.append(table.c.channel == model.channel(where.channel).value)
+    if where.event is not None:
+        conditions.append(table.c.event_kind == model.event_kind(where.event).value)
+    for column, value in (
+        (table.c.customer_id, where.customer_id),
+        (table.c.account_id, where.account_id),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if where.since is not None:
+        conditions.append(table.c.created_at >= require_utc(where.since, field="since"))
+    if where.until is not None:
+        conditions.append(table.c.created_at < require_utc(where.until, field="until"))
+    return conditions
+
+
 def list_notifications(
     db: Database,
     *,
@@ -215,22 +250,15 @@ def list_notifications(
     event: str | None = None,
     customer_id: int | None = None,
     account_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     before_id: int | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """Newest first; page with ``before_id`` (the last id of the previous page)."""
     table = notification_outbox
-    conditions = [table.c.organisation_id == organisation_id]
-    if status is not None:
-        conditions.append(table.c.status == model.status(status).value)
-    if channel is not None:
-        conditions.append(table.c.channel == model.channel(channel).value)
-    if event is not None:
-        conditions.append(table.c.event_kind == model.event_kind(event).value)
-    if customer_id is not None:
-        conditions.append(table.c.customer_id == customer_id)
-    if account_id is not None:
-        conditions.append(table.c.account_id == account_id)
+    where = NotificationFilter(status, channel, event, customer_id, account_id, since, until)
+    conditions = _conditions(organisation_id, where)
     if before_id is not None:
         conditions.append(table.c.id < before_id)
     query = (
@@ -242,6 +270,19 @@ def list_notifications(
     with db.read() as conn:
         rows = conn.execute(query).mappings().all()
     return [{**row, "params": json.loads(row["params"])} for row in rows]
+
+
+def get_notification(db: Database, *, organisation_id: int, outbox_id: int) -> dict[str, Any]:
+    """One message of the organisation, as listed (NotFoundError for another's)."""
+    table = notification_outbox
+    query = select(*(table.c[name] for name in _LISTED), table.c.params).where(
+        table.c.id == outbox_id, table.c.organisation_id == organisation_id
+    )
+    with db.read() as conn:
+        row = conn.execute(query).mappings().one_or_none()
+    if row is None:
+        raise NotFoundError(f"notification {outbox_id} not found")
+    return {**row, "params": json.loads(row["params"])}
 
 
 def notification_attempts(

@@ -160,13 +160,20 @@ def select_commands(
     organisation_id: int,
     status: str | None = None,
     meter_id: int | None = None,
+    kind: str | None = None,
+    before_id: int | None = None,
     limit: int = 100,
 ) -> list[Command]:
     query = select(commands).where(commands.c.organisation_id == organisation_id)
-    if status is not None:
-        query = query.where(commands.c.status == status)
-    if meter_id is not None:
-        query = query.where(commands.c.meter_id == meter_id)
+    for column, value in (
+        (commands.c.status, status),
+        (commands.c.meter_id, meter_id),
+        (commands.c.kind, kind),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if before_id is not None:
+        query = query.where(commands.c.id < before_id)
     rows = conn.execute(query.order_by(commands.c.id.desc()).limit(limit))
     return [_command(row) for row in rows.mappings()]
 

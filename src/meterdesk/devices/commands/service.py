@@ -37,6 +37,7 @@ from meterdesk.devices.commands.model import (
     CommandSpec,
     CommandStatus,
     parse_context,
+    parse_kind,
     parse_spec,
     supersedes,
 )
@@ -321,9 +322,11 @@ def list_commands(
     organisation_id: int,
     status: str | None = None,
     meter_id: int | None = None,
+    kind: str | None = None,
+    before_id: int | None = None,
     limit: int = 100,
 ) -> list[CommandView]:
-    """Newest first."""
+    """Newest first; page with ``before_id`` (the last id of the previous page)."""
     if status is not None and status not in {s.value for s in CommandStatus}:
         raise ValidationError(
             f"status: {status!r} is not one of {', '.join(s.value for s in CommandStatus)}"
@@ -332,7 +335,13 @@ def list_commands(
         raise ValidationError("limit: between 1 and 10000")
     with db.read() as conn:
         found = repository.select_commands(
-            conn, organisation_id=organisation_id, status=status, meter_id=meter_id, limit=limit
+            conn,
+            organisation_id=organisation_id,
+            status=status,
+            meter_id=meter_id,
+            kind=None if kind is None else parse_kind(kind).value,
+            before_id=before_id,
+            limit=limit,
         )
         return _views(conn, found)
 

@@ -8,6 +8,7 @@ from meterdesk.web.routes import (
     auth,
     devices,
     monitor,
+    notifications,
     policy,
     presets,
     room,
@@ -27,4 +28,5 @@ ROUTERS = (
     presets.router,
     tariffs.router,
     devices.router,
+    notifications.router,
 )

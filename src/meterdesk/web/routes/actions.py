@@ -4,9 +4,10 @@ hours).
 
 Each action opens a confirmation dialog (``GET …/dialog/{action}``) whose form carries a fresh
 idempotency key, so a double submit does the work once. The POST goes through the API's own
-dependencies (role, organisation, CSRF header) and its handlers or ``run_once`` (the stored
-answer and the ``api.*`` audit entry with the client address), and answers the result; device
-commands then show their status, polled until the meter confirms or the command fails.
+dependencies (role, organisation, CSRF header) and handlers (``money.recharge`` / ``refund``,
+``commands.send_command``: the stored answer and the ``api.*`` audit entry with the client
+address), and answers the result; device commands then show their status, polled until the
+meter confirms or the command fails.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
 
 from meterdesk.access.model import Permission, PermissionDeniedError
 from meterdesk.api.deps import AccountsWriter, Caller, Cashier, MetersWriter, Reader
-from meterdesk.api.idempotency import run_once
 from meterdesk.api.routers import accounts as accounts_api
+from meterdesk.api.routers import commands as commands_api
 from meterdesk.api.routers import money
 from meterdesk.api.schemas.accounts import MoneyIn, TariffChangeIn
+from meterdesk.api.schemas.commands import CommandIn
 from meterdesk.api.schemas.common import Id
 from meterdesk.devices.commands import service as commands
 from meterdesk.reports import room_detail
@@ -46,14 +47,6 @@ DIALOGS: dict[str, tuple[Permission, str]] = {
 }
 COMMAND_KINDS = ("relay_trip", "relay_close", "valve_close", "valve_open")
 FINISHED = ("confirmed", "failed", "cancelled")
-
-
-class CommandSent(BaseModel):
-    command_id: int
-    meter_id: int
-    kind: str
-    status: str
-    superseded: list[int]
 
 
 def room_state(caller: Caller, room_id: int) -> dict[str, Any]:
@@ -169,37 +162,8 @@ def send_command(
     meter = next((m for m in meters if m.id == meter_id), None)
     if meter is None:
         raise NotFoundError(f"meter {meter_id} not found in this room")
-
-    def perform() -> tuple[BaseModel, bool]:
-        sent = commands.send_command(
-            caller.db,
-            organisation_id=caller.organisation_id,
-            meter_id=meter_id,
-            kind=kind,
-            params=None,
-            actor=caller.actor,
-            idempotency_key=idempotency_key,
-        )
-        answer = CommandSent(
-            command_id=sent.command.id,
-            meter_id=meter_id,
-            kind=kind,
-            status=sent.command.status,
-            superseded=list(sent.superseded),
-        )
-        return answer, sent.replayed
-
-    answer = answer_of(
-        run_once(
-            caller,
-            request,
-            key=idempotency_key,
-            payload={"meter_id": meter_id, "kind": kind},
-            action="command.send",
-            subject=f"meter:{meter.number}",
-            perform=perform,
-        )
-    )
+    body = build(CommandIn, kind=kind)
+    answer = answer_of(commands_api.send_command(meter_id, body, request, caller, idempotency_key))
     return result(request, caller, {"kind": kind, "answer": answer, "meter": meter})
 
 

@@ -1,22 +1,24 @@
 """An account's supply policy from its room: alarm plan and per-account alarm amounts (告警金额),
-protect (保电) and friendly hours. The control loop evaluates the change at once (protect on
-restores a cut supply) through the billing service, which audits it."""
+protect (保电) and friendly hours. The form is turned into the API's ``PolicyIn`` and handed to
+the API's own handler (``PATCH /accounts/{id}/policy``): the billing service evaluates the
+change at once (protect on restores a cut supply) and audits it, the handler stores the answer
+under the form's idempotency key and audits the client address."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
+from sqlalchemy import Table, select
 
-from meterdesk.api.deps import AccountsWriter
-from meterdesk.api.idempotency import run_once
+from meterdesk.api.deps import AccountsWriter, Caller
+from meterdesk.api.routers import control as control_api
 from meterdesk.api.schemas.common import Id
-from meterdesk.billing import control_admin
-from meterdesk.billing.outbox import DatabaseOutbox
-from meterdesk.shared.money import format_money, parse_money
-from meterdesk.web.forms import blank_to_none
+from meterdesk.api.schemas.control import PolicyIn
+from meterdesk.billing.tables import alarm_plans, friendly_profiles
+from meterdesk.shared.errors import NotFoundError
+from meterdesk.web.forms import blank_to_none, build
 from meterdesk.web.routes.actions import Key, require_account, result, room_state
 from meterdesk.web.routes.common import answer_of
 
@@ -25,20 +27,19 @@ Amount = Annotated[str | None, Form(max_length=20)]
 Name = Annotated[str | None, Form(max_length=100)]
 
 
-class PolicySet(BaseModel):
-    account: str
-    protect: bool
-    alarm_plan: str | None
-    alarm_amounts: dict[str, str]
-    friendly_profile: str | None
-
-
-def _amounts(values: dict[str, str | None]) -> dict[str, str]:
-    return {
-        level: format_money(parse_money(value, field=f"alarm level {level}"))
-        for level, value in values.items()
-        if blank_to_none(value)
-    }
+def _id_of(caller: Caller, table: Table, name: str | None, what: str) -> int | None:
+    """The id of the plan or profile the form names (the dialog lists names); None for "—"."""
+    if not blank_to_none(name):
+        return None
+    with caller.db.read() as conn:
+        found = conn.execute(
+            select(table.c.id).where(
+                table.c.organisation_id == caller.organisation_id, table.c.name == name
+            )
+        ).scalar_one_or_none()
+    if found is None:
+        raise NotFoundError(f"{what} {name!r} not found")
+    return int(found)
 
 
 @router.post("/rooms/{room_id}/policy", response_class=HTMLResponse)
@@ -55,40 +56,21 @@ def set_policy(
     friendly_profile: Name = None,
 ) -> HTMLResponse:
     account = require_account(room_state(caller, room_id))
-    change = control_admin.PolicyChange(
-        alarm_plan=alarm_plan or "",
-        alarm_overrides=_amounts({"1": alarm_1, "2": alarm_2, "3": alarm_3}),
-        friendly_profile=friendly_profile or "",
+    amounts: dict[str, Any] = {
+        level: value.strip()
+        for level, value in (("1", alarm_1), ("2", alarm_2), ("3", alarm_3))
+        if value and value.strip()
+    }
+    body = build(
+        PolicyIn,
         protect=protect == "on",
+        alarm_plan_id=_id_of(caller, alarm_plans, alarm_plan, "alarm plan"),
+        alarm_amounts=amounts,
+        friendly_profile_id=_id_of(
+            caller, friendly_profiles, friendly_profile, "friendly-hours profile"
+        ),
     )
-
-    def perform() -> tuple[BaseModel, bool]:
-        control_admin.set_account_policy(
-            caller.db,
-            organisation_id=caller.organisation_id,
-            number=account.number,
-            change=change,
-            actor=caller.actor,
-            outbox=DatabaseOutbox(caller.db.clock),
-        )
-        answer = PolicySet(
-            account=account.number,
-            protect=bool(change.protect),
-            alarm_plan=change.alarm_plan or None,
-            alarm_amounts=change.alarm_overrides or {},
-            friendly_profile=change.friendly_profile or None,
-        )
-        return answer, False
-
     answer = answer_of(
-        run_once(
-            caller,
-            request,
-            key=idempotency_key,
-            payload=change.__dict__,
-            action="policy.set",
-            subject=f"account:{account.number}",
-            perform=perform,
-        )
+        control_api.change_policy(account.id, body, request, caller, idempotency_key)
     )
     return result(request, caller, {"kind": "policy", "answer": answer, "account": account})

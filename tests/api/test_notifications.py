@@ -1,0 +1,262 @@
+"""The notification log, retries, channel settings and quiet hours through the API: filters and
+pages over the outbox, each message's delivery attempts, a failed message sent again (once per
+key, audited), channel settings whose secrets stay in the environment — never returned — and
+the quiet window."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from apikit import World, error_code, key
+
+from meterdesk.notifications import service
+from meterdesk.notifications.channels.base import (
+    DeliveryResult,
+    OutgoingMessage,
+    PermanentDeliveryError,
+)
+from meterdesk.notifications.channels.log import LogChannel
+from meterdesk.notifications.channels.registry import ChannelRegistry
+from meterdesk.notifications.dispatcher import Dispatcher
+from meterdesk.notifications.model import Channel
+
+API = "/api/v1"
+SECRET_VALUE = "s3cr3t-never-shown"  # noqa: S105 - a test value that must never be echoed
+
+
+def get(world: World, path: str, role: str = "readonly") -> Any:
+    response = world.client.get(f"{API}{path}", headers=world.alpha.auth(role))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+class Refusing:
+    async def send(self, message: OutgoingMessage) -> DeliveryResult:
+        raise PermanentDeliveryError("the provider refused the template")
+
+
+def deliver(world: World, adapter: Any) -> None:
+    registry = ChannelRegistry(overrides={Channel.LOG: adapter}, clock=world.db.clock)
+    asyncio.run(Dispatcher(world.db, registry).drain())
+
+
+def queue(world: World, event: str, key_: str, **params: Any) -> int:
+    (found,) = service.enqueue(
+        world.db,
+        organisation_id=world.alpha.id,
+        event=event,
+        key=key_,
+        params=params,
+        account_id=world.alpha.account_id,
+    )
+    return found
+
+
+def test_the_log_lists_the_worlds_message_with_its_snapshot(world: World) -> None:
+    (item,) = get(world, "/notifications")["items"]
+    assert item["id"] == world.alpha.notification_id
+    assert (item["event_kind"], item["channel"], item["status"]) == (
+        "recharge_credited",
+        "log",
+        "pending",
+    )
+    assert item["params"]["amount"] == "100.00" and item["params"]["customer"] == "Alpha Customer"
+    assert get(world, "/notification-counts") == {
+        "pending": 1,
+        "sending": 0,
+        "sent": 0,
+        "failed": 0,
+        "suppressed": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "found"),
+    [
+        ("status=pending", 1),
+        ("status=failed", 0),
+        ("event=recharge_credited", 1),
+        ("event=refund", 0),
+        ("channel=log", 1),
+        ("channel=sms", 0),
+        ("account_id={account}", 1),
+        ("customer_id={customer}", 0),  # the log channel's row names no customer
+        ("since=2026-11-02T00:00:00Z", 1),
+        ("since=2026-11-02T00:00:01Z", 0),
+        ("until=2026-11-02T00:00:00Z", 0),
+    ],
+)
+def test_the_log_filters(world: World, query: str, found: int) -> None:
+    ids = {"account": world.alpha.account_id, "customer": world.alpha.customer_id}
+    assert len(get(world, f"/notifications?{query.format(**ids)}")["items"]) == found
+
+
+def test_bad_filters_are_422(world: World) -> None:
+    for query in ("status=lost", "event=party", "since=2026-11-02T00:00:00"):
+        response = world.client.get(f"{API}/notifications?{query}", headers=world.alpha.auth())
+        assert response.status_code == 422, query
+
+
+def test_the_log_pages_newest_first(world: World) -> None:
+    made = [queue(world, "refund", f"refund:{n}", amount="1.00", balance="99.00") for n in range(3)]
+    first = get(world, "/notifications?limit=2")
+    rest = get(world, f"/notifications?limit=2&cursor={first['next_cursor']}")
+    ids = [n["id"] for n in first["items"] + rest["items"]]
+    assert ids == [*reversed(made), world.alpha.notification_id]
+    assert rest["next_cursor"] is None
+
+
+def test_a_delivered_message_shows_its_attempt(world: World) -> None:
+    deliver(world, LogChannel(io.StringIO()))
+    found = get(world, f"/notifications/{world.alpha.notification_id}")
+    assert found["status"] == "sent" and found["attempts"] == 1
+    (attempt,) = found["attempt_log"]
+    assert attempt["result"] == "sent" and attempt["attempt"] == 1
+    assert attempt["provider_message_id"] == f"log-{world.alpha.notification_id}"
+    assert "100.00" in (attempt["detail"] or "")
+
+
+def retry(world: World, name: str, role: str = "operator") -> Any:
+    return world.client.post(
+        f"{API}/notifications/{world.alpha.notification_id}/retry",
+        headers={**world.alpha.auth(role), **key(name)},
+    )
+
+
+def test_a_failed_message_is_sent_again_once_per_key(world: World) -> None:
+    assert error_code(retry(world, "r-0")) == "conflict"  # still pending: nothing to retry
+    deliver(world, Refusing())
+    failed = get(world, f"/notifications/{world.alpha.notification_id}")
+    assert failed["status"] == "failed" and "refused the template" in failed["last_error"]
+    again = retry(world, "r-1")
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "pending" and again.json()["attempts"] == 0
+    assert [a["result"] for a in again.json()["attempt_log"]] == ["failed"]
+    replay = retry(world, "r-1")
+    assert replay.headers["Idempotent-Replay"] == "true" and replay.json() == again.json()
+    deliver(world, LogChannel(io.StringIO()))
+    sent = get(world, f"/notifications/{world.alpha.notification_id}")
+    assert sent["status"] == "sent"
+    assert [a["result"] for a in sent["attempt_log"]] == ["failed", "sent"]
+    entries = world.client.get(f"{API}/audit?limit=500", headers=world.alpha.auth()).json()
+    actions = {e["action"]: e for e in entries["items"]}
+    assert actions["api.notifications.retry"]["source"] == "testclient"
+    assert actions["notifications.retry"]["detail"] == {"was": "failed"}
+
+
+@pytest.mark.parametrize("role", ["cashier", "readonly"])
+def test_cashiers_and_readonly_may_not_retry(world: World, role: str) -> None:
+    assert retry(world, "r-x", role=role).status_code == 403
+
+
+def put_channel(world: World, channel: str, body: dict[str, Any], role: str = "admin") -> Any:
+    return world.client.put(
+        f"{API}/notification-channels/{channel}", json=body, headers=world.alpha.auth(role)
+    )
+
+
+WEBHOOK = {
+    "provider": "webhook",
+    "config": {"url": "https://example.com/hook"},
+    "secret_refs": {"secret": "METERDESK_TEST_WEBHOOK_SECRET"},
+    "events": ["supply_cut", "supply_restored"],
+}
+
+
+def test_every_channel_is_listed_configured_or_not(world: World) -> None:
+    channels = {c["channel"]: c for c in get(world, "/notification-channels")["items"]}
+    assert list(channels) == ["sms", "voice", "email", "wechat", "push", "webhook", "log"]
+    assert channels["log"]["configured"] and channels["log"]["problem"] is None
+    assert not channels["sms"]["configured"] and channels["sms"]["providers"] == [
+        "aliyun",
+        "tencent",
+    ]
+
+
+def test_a_secret_shows_as_its_variable_and_whether_it_is_set_never_its_value(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("METERDESK_TEST_WEBHOOK_SECRET", raising=False)
+    saved = put_channel(world, "webhook", WEBHOOK)
+    assert saved.status_code == 200, saved.text
+    body = saved.json()
+    assert body["secrets"] == [
+        {"name": "secret", "variable": "METERDESK_TEST_WEBHOOK_SECRET", "set": False}
+    ]
+    assert "METERDESK_TEST_WEBHOOK_SECRET is not set" in body["problem"]
+    assert body["events"] == ["supply_cut", "supply_restored"] and body["enabled"] is True
+    monkeypatch.setenv("METERDESK_TEST_WEBHOOK_SECRET", SECRET_VALUE)
+    shown = get(world, "/notification-channels/webhook")
+    assert shown["secrets"][0]["set"] is True and shown["problem"] is None
+    everything = world.client.get(f"{API}/notification-channels", headers=world.alpha.auth())
+    audit = world.client.get(f"{API}/audit?limit=500", headers=world.alpha.auth())
+    assert SECRET_VALUE not in everything.text + audit.text + saved.text
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {**WEBHOOK, "config": {"url": "https://x", "secret": SECRET_VALUE}},
+            "looks like a secret",
+        ),
+        ({**WEBHOOK, "secret_refs": {"secret": SECRET_VALUE}}, "secret_refs"),
+        ({**WEBHOOK, "provider": "aliyun"}, "unknown provider"),
+        ({**WEBHOOK, "events": ["party"]}, "events"),
+    ],
+)
+def test_bad_channel_settings_are_422_and_nothing_is_stored(
+    world: World, body: dict[str, Any], message: str
+) -> None:
+    refused = put_channel(world, "webhook", body)
+    assert refused.status_code == 422 and message in refused.json()["error"]["message"]
+    assert SECRET_VALUE not in refused.text
+    assert get(world, "/notification-channels/webhook")["configured"] is False
+
+
+def test_settings_without_a_needed_value_say_what_is_missing(world: World) -> None:
+    saved = put_channel(world, "email", {"provider": "smtp", "config": {"host": "mail"}}).json()
+    assert saved["problem"] == "email: setting 'port' is missing"
+    assert saved["secrets"] == [{"name": "password", "variable": None, "set": False}]
+
+
+@pytest.mark.parametrize("role", ["operator", "cashier", "readonly"])
+def test_only_an_admin_changes_channels_and_quiet_hours(world: World, role: str) -> None:
+    assert put_channel(world, "webhook", WEBHOOK, role=role).status_code == 403
+    quiet = world.client.put(
+        f"{API}/notification-quiet-hours",
+        json={"start": "22:00", "end": "07:00"},
+        headers=world.alpha.auth(role),
+    )
+    assert quiet.status_code == 403
+
+
+def put_quiet(world: World, body: dict[str, Any]) -> Any:
+    return world.client.put(
+        f"{API}/notification-quiet-hours", json=body, headers=world.alpha.auth("admin")
+    )
+
+
+def test_quiet_hours_are_set_and_cleared(world: World) -> None:
+    assert get(world, "/notification-quiet-hours") == {"start": None, "end": None}
+    assert put_quiet(world, {"start": "22:00", "end": "07:30"}).json() == {
+        "start": "22:00",
+        "end": "07:30",
+    }
+    assert get(world, "/notification-quiet-hours") == {"start": "22:00", "end": "07:30"}
+    assert put_quiet(world, {"start": "22:00"}).status_code == 422
+    assert put_quiet(world, {"start": "24:00", "end": "07:00"}).status_code == 422
+    assert get(world, "/notification-quiet-hours")["start"] == "22:00"
+    assert put_quiet(world, {"start": None, "end": None}).json() == {"start": None, "end": None}
+
+
+def test_quiet_hours_hold_a_normal_message(world: World) -> None:
+    put_quiet(world, {"start": "00:00", "end": "23:59"})  # Shanghai: always quiet, but a minute
+    world.clock.advance(timedelta(minutes=1))
+    made = queue(world, "refund", "refund:quiet", amount="1.00", balance="99.00")
+    found = get(world, f"/notifications/{made}")
+    assert found["urgency"] == "normal" and found["next_attempt_at"] > found["created_at"]
