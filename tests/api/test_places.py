@@ -141,6 +141,50 @@ def test_customers(world: World) -> None:
     assert [c["name"] for c in by_phone] == ["Wang Fang"]
 
 
+def test_a_customer_reads_messages_in_zh_cn_unless_created_or_changed_to_english(
+    world: World,
+) -> None:
+    auth = world.alpha.auth("operator")
+    default = world.client.post("/api/v1/customers", json={"name": "Zhao"}, headers=auth).json()
+    assert default["language"] == "zh-CN"
+    body = {"name": "Anna", "email": "anna@example.com", "language": "en"}
+    english = world.client.post("/api/v1/customers", json=body, headers=auth)
+    assert english.status_code == 201 and english.json()["language"] == "en"
+
+    changed = world.client.patch(
+        f"/api/v1/customers/{default['id']}", json={"language": "en", "phone": "139"}, headers=auth
+    )
+    assert changed.status_code == 200
+    assert (changed.json()["language"], changed.json()["phone"]) == ("en", "139")
+    assert changed.json()["name"] == "Zhao"  # what was not sent stays
+    cleared = world.client.patch(
+        f"/api/v1/customers/{default['id']}", json={"phone": ""}, headers=auth
+    )
+    assert cleared.json()["phone"] is None and cleared.json()["language"] == "en"
+
+
+def test_a_customer_language_outside_zh_cn_and_en_is_422_and_changes_nothing(
+    world: World,
+) -> None:
+    auth = world.alpha.auth("operator")
+    bad = world.client.post("/api/v1/customers", json={"name": "X", "language": "fr"}, headers=auth)
+    assert bad.status_code == 422
+    path = f"/api/v1/customers/{world.alpha.customer_id}"
+    before = world.client.get(path, headers=auth).json()
+    assert world.client.patch(path, json={"language": "de"}, headers=auth).status_code == 422
+    assert world.client.patch(path, json={}, headers=auth).status_code == 422
+    assert world.client.get(path, headers=auth).json() == before
+
+
+def test_changing_another_organisations_customer_is_404(world: World) -> None:
+    response = world.client.patch(
+        f"/api/v1/customers/{world.bravo.customer_id}",
+        json={"language": "en"},
+        headers=world.alpha.auth("operator"),
+    )
+    assert response.status_code == 404
+
+
 def test_customer_with_a_bad_email_is_422(world: World) -> None:
     body = {"name": "X", "email": "not-an-address"}
     response = world.client.post(

@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 from click.testing import Result
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from meterdesk.cli import cli
 from meterdesk.cli import common as cli_common
+from meterdesk.sites.tables import customers
 
 pytestmark = pytest.mark.integration
 
@@ -220,3 +222,28 @@ def test_an_accounts_meter_changes_tariff_from_its_last_reading(
     report = run_json("readings", "import", str(second), *ORG)
     assert report["deducted_fen"] == 1000  # 5 kWh at 2.00, the new price
     assert run_json("account", "balance", "A-1", *ORG)["balance"] == "34.00"  # 50 − 6 − 10
+
+
+def test_a_customers_message_language_is_set_at_creation_and_changed_later(
+    data_dir: Path,
+) -> None:
+    run("org", "create", "Acme")
+    english = run_json("customer", "create", "Anna", *ORG, "--language", "en")
+    assert english["language"] == "en"
+    default = run_json("customer", "create", "Li Lei", *ORG, "--phone", "139")
+    assert default["language"] == "zh-CN"
+
+    updated = run(
+        "customer", "update", str(default["id"]), *ORG, "--language", "en", "--phone", "",
+        "--actor", "li",
+    )  # fmt: skip
+    assert f"customer {default['id']} updated (language, phone)" in updated.stdout
+    assert (
+        "not one of zh-CN, en"
+        in run("customer", "update", str(default["id"]), *ORG, "--language", "fr", code=2).output
+    )
+    run("customer", "create", "X", *ORG, "--language", "de", code=2)
+    run("customer", "update", "999", *ORG, "--language", "en", code=3)
+    with cli_common.app().db.read() as conn:
+        rows = conn.execute(select(customers.c.name, customers.c.phone, customers.c.language))
+        assert sorted(tuple(r) for r in rows) == [("Anna", None, "en"), ("Li Lei", None, "en")]

@@ -115,6 +115,19 @@ def test_reports_arrive_with_every_meter_and_are_resent_until_acknowledged() -> 
     asyncio.run(scenario())
 
 
+def test_on_publish_sees_each_report_before_it_is_published() -> None:
+    async def scenario() -> None:
+        async with gateway_and_platform() as (_, gateway, platform):
+            announced: list[str] = []
+            gateway.on_publish = lambda report: announced.append(report.msgid)
+            report = await platform.report()
+            while report.msgid not in announced:  # one published before the hook was set
+                report = await platform.report()
+            assert announced[0] == report.msgid
+
+    asyncio.run(scenario())
+
+
 def test_a_control_is_applied_answered_and_visible_in_the_next_report() -> None:
     async def scenario() -> None:
         async with gateway_and_platform() as (simulation, _, platform):

@@ -121,6 +121,23 @@ def test_dlt645_reads_energy_and_trips_through_the_socket() -> None:
     run(scenario)
 
 
+def test_a_bus_observer_sees_each_request_as_it_arrives_and_cannot_break_the_reply() -> None:
+    async def scenario(simulation: Simulation, ports: dict[str, int]) -> None:
+        [server] = [server for bus, server in simulation.listening if bus.name == "dlt"]
+        seen: list[d.Dlt645Frame] = []
+
+        def observe(frame: d.Dlt645Frame) -> None:
+            seen.append(frame)
+            raise RuntimeError("a broken observer")
+
+        server.observer = observe  # type: ignore[attr-defined]
+        got = await dlt(ports["dlt"], d.read_request("000000000001", 0x00000000))
+        assert got is not None and d.parse_read_reply(got).value() is not None  # still answered
+        assert [(f.address, f.function) for f in seen] == [("000000000001", d.Function.READ)]
+
+    run(scenario)
+
+
 def test_dlt645_silence_for_absent_and_offline_meters() -> None:
     async def scenario(simulation: Simulation, ports: dict[str, int]) -> None:
         assert await dlt(ports["dlt"], d.read_request("000000000009", 0), wait_s=0.5) is None

@@ -106,6 +106,44 @@ def test_the_wizard_opens_an_account_for_a_new_customer(world: World) -> None:
     assert [a["number"] for a in accounts] == ["W-1"]
 
 
+def test_the_wizards_new_customer_reads_messages_in_the_chosen_language(world: World) -> None:
+    console = Console(world.client, world.alpha, "admin")
+    alpha = world.alpha
+    assert (
+        'name="customer_language"'
+        in console.get(f"/accounts/open?room_id={alpha.spare_room_id}").text
+    )
+    base = {
+        "room_id": alpha.spare_room_id,
+        "customer_name": "Anna Tenant",
+        "customer_email": "anna@example.com",
+        "customer_language": "en",
+        "key": "wizard-87654321",
+    }
+    meters = {"meter": [alpha.spare_meter_id], "tariff": [str(alpha.tariff_id)], "reading": ["0"]}
+    choice = {**base, "number": "W-2", "billing_mode": "platform", "overdraft_limit": "0", **meters}
+    step3 = console.post("/accounts/open/step", {**choice, "step": 2})
+    assert 'name="customer_language" value="en"' in step3.text  # carried to the last step
+    assert "English" in step3.text
+    opened = console.post("/accounts/open", {**choice, "initial_credit": "0"})
+    assert opened.status_code == 200, opened.text
+    found = console.client.get("/api/v1/customers?q=Anna").json()["items"]
+    assert [(c["name"], c["language"]) for c in found] == [("Anna Tenant", "en")]
+
+
+def test_the_wizard_refuses_a_customer_language_it_has_no_templates_for(world: World) -> None:
+    console = Console(world.client, world.alpha, "admin")
+    alpha = world.alpha
+    data = {
+        "room_id": alpha.spare_room_id, "customer_name": "X", "customer_language": "fr",
+        "key": "wizard-11112222", "number": "W-3", "billing_mode": "platform",
+        "overdraft_limit": "0", "meter": [alpha.spare_meter_id], "tariff": [str(alpha.tariff_id)],
+        "reading": ["0"], "initial_credit": "0",
+    }  # fmt: skip
+    assert console.post("/accounts/open", data).status_code == 422
+    assert console.client.get("/api/v1/customers?q=X").json()["items"] == []
+
+
 def test_the_wizard_refuses_a_missing_room(world: World) -> None:
     console = Console(world.client, world.alpha, "operator")
     response = console.post("/accounts/open/step", {"step": 1, "key": "wizard-00000000"})

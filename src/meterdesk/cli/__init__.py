@@ -236,6 +236,47 @@ def bench_mqtt(
     )
 
 
+@bench_cli.command("control")
+def bench_control(
+    quick: Annotated[bool, typer.Option(help="20 accounts, 25 s of load: under a minute")] = False,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL; default: a temporary SQLite file")
+    ] = None,
+    broker: Annotated[str, typer.Option(help="MQTT broker HOST:PORT")] = "127.0.0.1:1883",
+    rate: Annotated[
+        int | None, typer.Option(help="background readings/s (default 10,000: half of P2)")
+    ] = None,
+    meters: Annotated[
+        int | None, typer.Option(help="accounts whose credit runs out (simulated meters)")
+    ] = None,
+    publishers: Annotated[int, typer.Option(help="background gateway processes")] = 2,
+    seconds: Annotated[
+        float | None, typer.Option(help="how long the background load runs (25 quick, 80 full)")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Credit gone → trip on the wire, recharge → close on the wire (p99), under MQTT load."""
+    from meterdesk.bench.control import run
+    from meterdesk.shared.runtime import tune_for_long_running
+
+    if seconds is not None and seconds < 5:
+        raise typer.BadParameter("at least 5 seconds", param_hint="--seconds")
+    for value, hint in ((rate, "--rate"), (meters, "--meters"), (publishers, "--publishers")):
+        if value is not None and value < 1:
+            raise typer.BadParameter("must be positive", param_hint=hint)
+    tune_for_long_running()  # the runtime in this process, as `meterdesk run` tunes it
+    run(
+        quick=quick,
+        database_url=database_url,
+        broker=broker,
+        rate=rate,
+        meters=meters,
+        seed=seed,
+        publishers=publishers,
+        seconds=seconds,
+    )
+
+
 @cli.command("run")
 def run_command(
     broker: Annotated[

@@ -20,6 +20,7 @@ from meterdesk.cli.common import (
 from meterdesk.metering import service as metering
 from meterdesk.shared.errors import NotFoundError, ValidationError
 from meterdesk.sites import service as sites
+from meterdesk.sites.model import DEFAULT_LANGUAGE
 from meterdesk.sites.tables import buildings, floors
 from meterdesk.sites.tables import sites as sites_table
 
@@ -186,6 +187,11 @@ def room_create(
         )
 
 
+LanguageOption = Annotated[
+    str | None, typer.Option(help="language of the customer's messages: zh-CN or en")
+]
+
+
 @customer_cli.command("create")
 def customer_create(
     name: str,
@@ -193,9 +199,10 @@ def customer_create(
     phone: Annotated[str | None, typer.Option()] = None,
     email: Annotated[str | None, typer.Option()] = None,
     wechat_openid: Annotated[str | None, typer.Option()] = None,
+    language: LanguageOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a customer (tenant)."""
+    """Create a customer (tenant); their messages are in zh-CN unless --language en."""
     with handled():
         new = sites.create_customer(
             app().db,
@@ -204,11 +211,41 @@ def customer_create(
             phone=phone,
             email=email,
             wechat_openid=wechat_openid,
+            language=language or DEFAULT_LANGUAGE,
         )
         emit(
-            {"id": new, "name": name},
+            {"id": new, "name": name, "language": language or DEFAULT_LANGUAGE},
             as_json,
-            lambda v: f"customer {v['name']} created (id {v['id']})",
+            lambda v: f"customer {v['name']} created (id {v['id']}, messages in {v['language']})",
+        )
+
+
+@customer_cli.command("update")
+def customer_update(
+    customer_id: Annotated[int, typer.Argument(help="customer id")],
+    org: OrgOption,
+    name: Annotated[str | None, typer.Option()] = None,
+    phone: Annotated[str | None, typer.Option(help='"" clears it')] = None,
+    email: Annotated[str | None, typer.Option(help='"" clears it')] = None,
+    wechat_openid: Annotated[str | None, typer.Option(help='"" clears it')] = None,
+    language: LanguageOption = None,
+    actor: ActorOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Change a customer's name, phone, e-mail, WeChat openid or message language (audited)."""
+    with handled():
+        change = sites.CustomerChange(name, phone, email, wechat_openid, language)
+        sites.update_customer(
+            app().db,
+            organisation_id=organisation_id(org),
+            customer_id=customer_id,
+            change=change,
+            actor=who(actor),
+        )
+        emit(
+            {"id": customer_id, "changed": sorted(change.values())},
+            as_json,
+            lambda v: f"customer {v['id']} updated ({', '.join(v['changed'])})",
         )
 
 

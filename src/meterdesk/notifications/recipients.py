@@ -2,7 +2,8 @@
 
 Reads other areas' tables (organisations, sites, rooms, customers, accounts, meters) without
 changing them: the names are snapshotted into the outbox row so a message says what was true
-when the event happened, and the addresses are the customer's at that moment.
+when the event happened, and the addresses — and the language the customer reads — are the
+customer's at that moment.
 """
 
 from __future__ import annotations
@@ -34,6 +35,19 @@ def operator_addresses(config: Mapping[str, Any]) -> list[str]:
     """Who hears operator events on a channel: its ``operator_addresses`` setting."""
     found = config.get("operator_addresses") or []
     return [str(address) for address in found if str(address).strip()]
+
+
+def language_for(kind: EventKind, context: Context, requested: str | None) -> str:
+    """The language of a message: the caller's when given; else, for an event the customer
+    hears about, the customer's own language; else (operators, or no customer) the default.
+    System channels (webhook, log) of a customer event get the customer's language too, so an
+    integrator forwarding the text forwards what the tenant would have read."""
+    if requested is not None:
+        return model.language(requested)
+    customer = context.customer
+    if customer is not None and model.audience_of(kind) is Audience.CUSTOMER:
+        return model.language(str(customer["language"]))
+    return model.DEFAULT_LANGUAGE
 
 
 def recipients(
@@ -107,6 +121,7 @@ def _customer(conn: Connection, organisation_id: int, customer_id: int) -> Mappi
                 customers.c.phone,
                 customers.c.email,
                 customers.c.wechat_openid,
+                customers.c.language,
             ).where(customers.c.id == customer_id, customers.c.organisation_id == organisation_id)
         )
         .mappings()

@@ -54,8 +54,9 @@ def enqueue_in(
 
     ``key`` identifies this occurrence of the event (a transfer id, "control:<account>:<version>
     :alarm:1:0", ...): calling again with the same key queues nothing new. ``channels`` limits
-    the person channels (unknown names are ignored); ``language`` is ``zh-CN`` (default) or
-    ``en``; the zone for quiet hours and local times is ``site_id``'s when given, else the
+    the person channels (unknown names are ignored); ``language`` (``zh-CN`` or ``en``) forces
+    the language, else a customer event is written in the customer's own language and an
+    operator event in zh-CN; the zone for quiet hours and local times is ``site_id``'s when given, else the
     site of the account's room, else the organisation's. Returns the ids of the rows written now (empty when
     nothing is subscribed, or on a repeat).
     """
@@ -70,7 +71,7 @@ def enqueue_in(
         **_row(kind, key, {**context.params, "at": when.isoformat(), **params}, when),
         "organisation_id": organisation_id,
         "account_id": account_id,
-        "language": model.language(language),
+        "language": recipients.language_for(kind, context, language),
         "timezone": context.timezone,
         "next_attempt_at": model.release_at(
             model.urgency_of(kind), quiet, when, zone(context.timezone)

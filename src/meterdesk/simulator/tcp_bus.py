@@ -11,6 +11,9 @@ Invariants:
   master waits for the first one's reply, as behind a real DTU.
 - A responder error never kills the connection: it is logged and the request gets no reply
   (what a master sees when a meter does not understand a frame).
+
+``observer`` (optional) sees every request frame the moment it is decoded off the socket, before
+it waits for the line: benchmarks use it to time when a command reached the meter.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class BusServer(Generic[FrameT]):
         self._line = asyncio.Lock()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.observer: Callable[[FrameT], None] | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._connection, self.host, self.port)
@@ -84,6 +88,7 @@ class BusServer(Generic[FrameT]):
         try:
             while data := await reader.read(READ_CHUNK):
                 for frame in decoder.feed(data):
+                    self._observe(frame)
                     await self._answer(frame, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -92,6 +97,14 @@ class BusServer(Generic[FrameT]):
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    def _observe(self, frame: FrameT) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer(frame)
+        except Exception:  # an observer's bug must not cost the master its reply
+            log.exception("%s: observer failed on %r", self.name, frame)
 
     async def _answer(self, frame: FrameT, writer: asyncio.StreamWriter) -> None:
         async with self._line:

@@ -6,17 +6,19 @@ Every function takes the caller's ``organisation_id`` and refuses ids of another
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from meterdesk.audit import service as audit
 from meterdesk.db.database import Database
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 from meterdesk.shared.money import to_decimal
 from meterdesk.shared.time import zone
-from meterdesk.sites.model import RoomKind
+from meterdesk.sites.model import DEFAULT_LANGUAGE, Language, RoomKind
 from meterdesk.sites.tables import buildings, customers, floors, organisations, rooms, sites
 
 
@@ -126,6 +128,21 @@ def create_room(
         return _insert(conn, statement, f"room {name!r}")
 
 
+def parse_language(value: str) -> Language:
+    """A customer's message language, or a clear error naming the choices."""
+    try:
+        return Language(value)
+    except ValueError:
+        choices = ", ".join(choice.value for choice in Language)
+        raise ValidationError(f"language: {value!r} is not one of {choices}") from None
+
+
+def _email(value: str | None) -> str | None:
+    if value and "@" not in value:
+        raise ValidationError(f"email: {value!r} is not an e-mail address")
+    return value or None
+
+
 def create_customer(
     db: Database,
     *,
@@ -134,20 +151,76 @@ def create_customer(
     phone: str | None = None,
     email: str | None = None,
     wechat_openid: str | None = None,
+    language: str = DEFAULT_LANGUAGE,
 ) -> int:
-    if email and "@" not in email:
-        raise ValidationError(f"email: {email!r} is not an e-mail address")
+    """A customer (tenant); ``language`` is what their messages are written in."""
+    chosen = parse_language(language)
     with db.transaction() as conn:
         _require(conn, organisations, organisation_id, None, "organisation")
         statement = insert(customers).values(
             organisation_id=organisation_id,
             name=_name(name, "name"),
             phone=phone or None,
-            email=email or None,
+            email=_email(email),
             wechat_openid=wechat_openid or None,
+            language=chosen.value,
             created_at=db.clock(),
         )
         return _insert(conn, statement, f"customer {name!r}")
+
+
+@dataclass(frozen=True)
+class CustomerChange:
+    """What to change on a customer: ``None`` keeps a field, ``""`` clears an optional one."""
+
+    name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    wechat_openid: str | None = None
+    language: str | None = None
+
+    def values(self) -> dict[str, Any]:
+        given = {f.name: getattr(self, f.name) for f in fields(self)}
+        changed = {key: value for key, value in given.items() if value is not None}
+        if not changed:
+            raise ValidationError("give at least one field to change")
+        if "name" in changed:
+            changed["name"] = _name(changed["name"], "name")
+        if "email" in changed:
+            changed["email"] = _email(changed["email"])
+        if "language" in changed:
+            changed["language"] = parse_language(changed["language"]).value
+        for optional in ("phone", "wechat_openid"):
+            if optional in changed:
+                changed[optional] = changed[optional] or None
+        return changed
+
+
+def update_customer(
+    db: Database,
+    *,
+    organisation_id: int,
+    customer_id: int,
+    change: CustomerChange,
+    actor: str,
+    source: str | None = None,
+) -> None:
+    """Change a customer's name, addresses or message language (audited: who, what, from
+    which address)."""
+    values = change.values()
+    with db.transaction() as conn:
+        _require(conn, customers, customer_id, organisation_id, "customer")
+        conn.execute(update(customers).where(customers.c.id == customer_id).values(**values))
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="customer.update",
+            subject=f"customer:{customer_id}",
+            at=db.clock(),
+            detail={"changed": sorted(values)},
+            source=source,
+        )
 
 
 def _require(

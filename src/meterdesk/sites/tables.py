@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Integer, String, Table, UniqueConstraint
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Integer, String, Table, UniqueConstraint
 
 from meterdesk.db.metadata import metadata
 from meterdesk.db.types import Instant, Scaled
@@ -69,5 +69,8 @@ customers = Table(
     Column("phone", String(40), nullable=True),
     Column("email", String(200), nullable=True),
     Column("wechat_openid", String(100), nullable=True),
+    # the language the tenant's messages are written in (notification templates exist for these)
+    Column("language", String(10), nullable=False, server_default="zh-CN"),
     Column("created_at", Instant, nullable=False),
+    CheckConstraint("language IN ('zh-CN', 'en')", name="known_language"),
 )

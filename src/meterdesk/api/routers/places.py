@@ -17,6 +17,7 @@ from meterdesk.api.schemas.places import (
     BuildingOut,
     CustomerIn,
     CustomerOut,
+    CustomerPatch,
     FloorIn,
     FloorOut,
     RoomIn,
@@ -218,6 +219,21 @@ def create_customer(body: CustomerIn, caller: PlacesWriter) -> CustomerOut:
         phone=body.phone,
         email=body.email,
         wechat_openid=body.wechat_openid,
+        language=body.language,
+    )
+    return _customer(caller, customer_id)
+
+
+@router.patch("/customers/{customer_id}", response_model=CustomerOut)
+def update_customer(customer_id: Id, body: CustomerPatch, caller: PlacesWriter) -> CustomerOut:
+    """Change a customer's name, addresses or message language (audited)."""
+    service.update_customer(
+        caller.db,
+        organisation_id=caller.organisation_id,
+        customer_id=customer_id,
+        change=service.CustomerChange(**body.model_dump(exclude_unset=True, exclude_none=True)),
+        actor=caller.actor,
+        source=caller.address[:100],
     )
     return _customer(caller, customer_id)
 

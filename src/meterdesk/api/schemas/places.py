@@ -75,12 +75,32 @@ class RoomOut(BaseModel):
     floor: str
 
 
+Language = Literal["zh-CN", "en"]
+Phone = Annotated[str, StringConstraints(max_length=40)]
+Email = Annotated[str, StringConstraints(max_length=200)]
+OpenId = Annotated[str, StringConstraints(max_length=100)]
+
+
 class CustomerIn(BaseModel):
-    model_config = examples({"name": "Li Lei", "phone": "13900000000", "email": "li@example.com"})
+    model_config = examples(
+        {"name": "Li Lei", "phone": "13900000000", "email": "li@example.com", "language": "zh-CN"}
+    )
     name: Name
-    phone: Annotated[str, StringConstraints(max_length=40)] | None = None
-    email: Annotated[str, StringConstraints(max_length=200)] | None = None
-    wechat_openid: Annotated[str, StringConstraints(max_length=100)] | None = None
+    phone: Phone | None = None
+    email: Email | None = None
+    wechat_openid: OpenId | None = None
+    language: Language = Field(default="zh-CN", description="language of the customer's messages")
+
+
+class CustomerPatch(BaseModel):
+    """Only the fields sent change; an empty string clears phone, e-mail or openid."""
+
+    model_config = examples({"language": "en"})
+    name: Name | None = None
+    phone: Phone | None = None
+    email: Email | None = None
+    wechat_openid: OpenId | None = None
+    language: Language | None = None
 
 
 class CustomerOut(BaseModel):
@@ -89,4 +109,5 @@ class CustomerOut(BaseModel):
     phone: str | None
     email: str | None
     wechat_openid: str | None
+    language: Language
     created_at: datetime

@@ -368,12 +368,18 @@ def targets(conn: Connection, meter_ids: Iterable[int]) -> dict[int, CommandTarg
 
 def lock_meter(conn: Connection, *, organisation_id: int, meter_id: int) -> dict[str, Any] | None:
     """The meter row, locked for the rest of the transaction (PostgreSQL), so commands for one
-    meter are created one after the other: supersede and purchase counts never race."""
+    meter are created one after the other: supersede and purchase counts never race.
+
+    ``FOR NO KEY UPDATE``, not ``FOR UPDATE``: rows that merely reference the meter (a reading,
+    a charge line, its device status) take ``KEY SHARE`` on it, which ``FOR UPDATE`` would wait
+    for. A recharge (wallet, then this lock) and an ingest batch of the same meter (readings
+    referencing it, then the wallet) would deadlock; two command writers still wait for each
+    other."""
     row = (
         conn.execute(
             select(meters.c.id, meters.c.number, meters.c.utility, meters.c.site_id)
             .where(meters.c.id == meter_id, meters.c.organisation_id == organisation_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         .mappings()
         .one_or_none()

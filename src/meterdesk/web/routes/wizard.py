@@ -20,6 +20,7 @@ from meterdesk.api.schemas.places import CustomerIn
 from meterdesk.reports import opening
 from meterdesk.shared.errors import MeterdeskError, ValidationError
 from meterdesk.web.forms import blank_to_none, build
+from meterdesk.web.i18n import LANGUAGE_NAMES
 from meterdesk.web.routes.common import answer_of, new_key, page
 
 router = APIRouter(include_in_schema=False)
@@ -33,6 +34,7 @@ class WizardData:
     customer_name: str = ""
     customer_phone: str = ""
     customer_email: str = ""
+    customer_language: str = "zh-CN"  # what a new customer's messages are written in
     number: str = ""
     billing_mode: str = "platform"
     overdraft_limit: str = "0"
@@ -55,6 +57,7 @@ def wizard_data(
     customer_name: Short = "",
     customer_phone: Short = "",
     customer_email: Short = "",
+    customer_language: Short = "zh-CN",
     number: Short = "",
     billing_mode: Short = "platform",
     overdraft_limit: Short = "0",
@@ -67,7 +70,7 @@ def wizard_data(
 ) -> WizardData:
     return WizardData(
         room_id, customer_id, customer_name.strip(), customer_phone.strip(), customer_email.strip(),
-        number.strip(), billing_mode, overdraft_limit.strip() or "0", meter or [], tariff or [],
+        customer_language, number.strip(), billing_mode, overdraft_limit.strip() or "0", meter or [], tariff or [],
         reading or [], initial_credit.strip() or "0", payment_method, key or new_key(),
     )  # fmt: skip
 
@@ -89,6 +92,7 @@ def _context(caller: Caller, data: WizardData, step: int, q: str | None = None) 
             "customer": opening.customer_name(conn, org, data.customer_id)
             if data.customer_id
             else None,
+            "message_languages": LANGUAGE_NAMES,
         }
         if step >= 2 and data.room_id:
             context["meters"] = opening.free_meters(conn, org, data.room_id)
@@ -151,6 +155,7 @@ def _customer(caller: Caller, request: Request, data: WizardData) -> int:
         name=data.customer_name,
         phone=blank_to_none(data.customer_phone),
         email=blank_to_none(data.customer_email),
+        language=data.customer_language,
     )
     return int(places_api.create_customer(body, caller).id)
 

@@ -1,0 +1,77 @@
+"""The figures of ``meterdesk bench control``: latency percentiles and their breakdown, the
+background load the platform actually sustained, and the lines printed for people."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from meterdesk.bench.control_load import LoadResult
+from meterdesk.bench.control_results import Latencies, percentile
+
+
+def seconds(value: float) -> float | None:
+    """Rounded to the millisecond; None when nothing was measured (JSON has no NaN)."""
+    return None if math.isnan(value) else round(value, 3)
+
+
+def load_figures(results: list[LoadResult], controlled: int, window_s: float) -> dict[str, Any]:
+    """What the background load achieved: readings answered per second of publishing."""
+    first = min(r.first_publish for r in results)
+    last = max(max(r.last_reply, r.last_publish) for r in results)
+    answered = sum(r.answered_readings for r in results)
+    acks = sorted(x for r in results for x in r.latencies_s)
+    return {
+        "background_readings_per_s": round(answered / max(last - first, 1e-9)),
+        "background_readings_answered": answered,
+        "background_readings_sent": sum(r.readings for r in results),
+        "background_ack_p50_s": seconds(percentile(acks, 0.5)),
+        "background_ack_p99_s": seconds(percentile(acks, 0.99)),
+        "background_unanswered_reports": sum(r.unanswered for r in results),
+        "controlled_readings_per_s": controlled,  # one reading a second from each
+        "load_window_s": round(window_s, 1),
+    }
+
+
+def latency_figures(latencies: Latencies) -> dict[str, Any]:
+    """p50 / p99 / max of each latency, and of each part of it."""
+    figures: dict[str, Any] = {
+        "trips": len(latencies.trip_s),
+        "restores": len(latencies.restore_s),
+        "trip_p50_s": seconds(percentile(latencies.trip_s, 0.5)),
+        "trip_p99_s": seconds(percentile(latencies.trip_s, 0.99)),
+        "trip_max_s": seconds(max(latencies.trip_s, default=math.nan)),
+        "restore_p50_s": seconds(percentile(latencies.restore_s, 0.5)),
+        "restore_p99_s": seconds(percentile(latencies.restore_s, 0.99)),
+        "restore_max_s": seconds(max(latencies.restore_s, default=math.nan)),
+        "crossings_by_a_poll": latencies.not_published,
+        "not_measured": latencies.missing,
+    }
+    figures["breakdown_p50_p99_s"] = {
+        name: [seconds(percentile(values, 0.5)), seconds(percentile(values, 0.99))]
+        for name, values in sorted(latencies.parts.items())
+    }
+    return figures
+
+
+def report(summary: dict[str, Any], say: Callable[[str], None]) -> None:
+    """The figures for people, before the JSON line."""
+    for name, ok in summary["checks"].items():
+        say(f"check {name}: {'ok' if ok else 'FAILED'}")
+    for reason in summary["not_measured"]:
+        say(f"not measured: {reason}")
+    for name, (p50, p99) in summary["breakdown_p50_p99_s"].items():
+        say(f"  {name}: p50 {p50} s, p99 {p99} s")
+    say(
+        f"background load sustained: {summary['background_readings_per_s']:,} readings/s "
+        f"(target {summary['target_readings_per_s']:,}; ack p99 {summary['background_ack_p99_s']} s)"
+    )
+    say(
+        f"credit gone → trip on the wire: p50 {summary['trip_p50_s']} s, p99 "
+        f"{summary['trip_p99_s']} s over {summary['trips']} trips (target p99 ≤ {summary['target_p99_s']} s)"
+    )
+    say(
+        f"recharge → close on the wire: p50 {summary['restore_p50_s']} s, p99 "
+        f"{summary['restore_p99_s']} s over {summary['restores']} restores"
+    )
