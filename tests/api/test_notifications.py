@@ -260,3 +260,72 @@ def test_quiet_hours_hold_a_normal_message(world: World) -> None:
     made = queue(world, "refund", "refund:quiet", amount="1.00", balance="99.00")
     found = get(world, f"/notifications/{made}")
     assert found["urgency"] == "normal" and found["next_attempt_at"] > found["created_at"]
+
+
+# --- a test message per channel ----------------------------------------------------------------
+
+
+def send_test(world: World, channel: str, body: dict[str, Any], role: str = "admin") -> Any:
+    return world.client.post(
+        f"{API}/notification-channels/{channel}/test", json=body, headers=world.alpha.auth(role)
+    )
+
+
+def test_a_test_message_goes_out_at_once_and_shows_in_the_log(world: World) -> None:
+    put_quiet(world, {"start": "00:00", "end": "23:59"})  # quiet all day: a test still goes now
+    sent = send_test(world, "log", {"language": "en"})
+    assert sent.status_code == 202, sent.text
+    made = sent.json()
+    assert (made["event_kind"], made["channel"], made["address"], made["status"]) == (
+        "channel_test",
+        "log",
+        "stdout",
+        "pending",
+    )
+    stream = io.StringIO()
+    deliver(world, LogChannel(stream))
+    found = get(world, f"/notifications/{made['id']}")
+    assert found["status"] == "sent" and found["language"] == "en"
+    assert "Test message from meterdesk on the log channel" in stream.getvalue()
+    again = send_test(world, "log", {}).json()  # each press is a message of its own
+    assert again["id"] != made["id"] and again["language"] == "zh-CN"
+    entries = world.client.get(f"{API}/audit?limit=500", headers=world.alpha.auth()).json()
+    tests = [e for e in entries["items"] if e["action"] == "notifications.test_message"]
+    assert len(tests) == 2 and tests[0]["source"] == "testclient"
+
+
+@pytest.mark.parametrize(
+    ("channel", "body", "message"),
+    [
+        ("sms", {}, "not configured"),
+        ("log", {"address": "someone@example.com"}, "configured target"),
+        ("email", {"address": "not an address"}, "not an e-mail address"),
+        ("email", {}, "give an address"),
+        ("log", {"language": "fr"}, "language"),
+    ],
+)
+def test_a_test_message_that_cannot_go_is_422_and_nothing_is_queued(
+    world: World, channel: str, body: dict[str, Any], message: str
+) -> None:
+    put_channel(world, "email", {"provider": "smtp", "config": {"host": "mail", "port": 25}})
+    before = get(world, "/notifications")["items"]
+    refused = send_test(world, channel, body)
+    assert refused.status_code == 422, refused.text
+    assert message in refused.text
+    assert get(world, "/notifications")["items"] == before
+
+
+def test_a_disabled_channel_sends_no_test(world: World) -> None:
+    put_channel(world, "log", {"provider": "log", "enabled": False})
+    refused = send_test(world, "log", {})
+    assert refused.status_code == 422 and "disabled" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("role", ["operator", "cashier", "readonly"])
+def test_only_an_admin_sends_test_messages(world: World, role: str) -> None:
+    assert send_test(world, "log", {}, role=role).status_code == 403
+
+
+def test_a_test_message_is_not_an_event_to_subscribe_to(world: World) -> None:
+    refused = put_channel(world, "webhook", {**WEBHOOK, "events": ["channel_test"]})
+    assert refused.status_code == 422

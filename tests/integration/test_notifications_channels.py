@@ -25,7 +25,7 @@ from sqlalchemy import select
 from test_notifications_outbox import ACTOR, Place, alarm, make_place
 
 from meterdesk.db.database import Database
-from meterdesk.notifications import configuration, service
+from meterdesk.notifications import channel_test, configuration, service
 from meterdesk.notifications.channels.base import HttpOptions
 from meterdesk.notifications.channels.registry import ChannelRegistry
 from meterdesk.notifications.channels.webhook import verify_webhook
@@ -205,6 +205,43 @@ def test_email_is_delivered_to_a_real_smtp_server_and_marked_sent(
     assert text is not None and html is not None
     assert "您的房间A-105电费余额为 12.30 元，已低于一级告警金额 20.00 元" in text.get_content()
     assert "<h2>电费余额一级告警</h2>" in html.get_content()
+
+
+def test_a_test_message_reaches_a_real_smtp_server(db: Database, clock: FakeClock) -> None:
+    place = make_place(db)
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        configure(
+            db,
+            place,
+            "email",
+            "smtp",
+            host="127.0.0.1",
+            port=port,
+            sender="notify@demo.example",
+            security="none",
+            operator_addresses=["ops@demo.example"],
+        )
+        made = channel_test.send_test_message(
+            db,
+            organisation_id=place.org.id,
+            channel="email",
+            address=None,
+            language=None,
+            actor="admin@demo",
+        )
+        deliver(db)
+    finally:
+        controller.stop()
+    (row,) = [r for r in rows(db) if r["id"] == made]
+    assert row["status"] == "sent" and row["event_kind"] == "channel_test"
+    [(recipients, email)] = inbox.messages
+    assert recipients == ["ops@demo.example"]  # no address given: the first operator address
+    assert email["Subject"] == "meterdesk 测试消息"
+    text = email.get_body(preferencelist=("plain",))
+    assert text is not None and "通过电子邮件通道发送的测试消息（admin@demo" in text.get_content()
 
 
 def test_an_unreachable_smtp_server_is_retried_later(db: Database, clock: FakeClock) -> None:

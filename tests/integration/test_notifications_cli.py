@@ -130,3 +130,17 @@ def test_quiet_hours_are_shown_set_and_cleared(data_dir: Path) -> None:
     run("notification", "quiet-hours", *ORG, "--clear", "--start", "01:00", code=2)
     run("notification", "quiet-hours", *ORG, "--clear")
     assert run_json("notification", "quiet-hours", *ORG) == {"start": None, "end": None}
+
+
+def test_a_test_message_is_queued_and_delivered(data_dir: Path, tmp_path: Path) -> None:
+    set_up_places(tmp_path)
+    run("notification", "channel", "set", "log", *ORG, "--provider", "log")
+    made = run_json("notification", "channel", "test", "log", *ORG, "--language", "en")
+    assert (made["event_kind"], made["address"], made["status"]) == (
+        "channel_test",
+        "stdout",
+        "pending",
+    )
+    assert "notification show" in run("notification", "channel", "test", "log", *ORG).stdout
+    refused = run("notification", "channel", "test", "email", *ORG, "--to", "x@y.z", code=2)
+    assert "not configured" in refused.output

@@ -176,3 +176,23 @@ def test_the_pages_speak_chinese(world: World) -> None:
     assert "消息通知" in log and "充值到账" in log and "待发送" in log
     settings = console.get("/settings/notifications").text
     assert "免打扰时段" in settings and "短信" in settings and "环境变量" in settings
+
+
+def test_an_admin_sends_a_test_message_and_follows_it_in_the_log(world: World) -> None:
+    console = Console(world.client, world.alpha, "admin")
+    card = console.get("/settings/notifications").text.split('data-channel="log"')[1]
+    assert "Send a test message" in card.split("</section>")[0]
+    sent = console.post("/settings/notifications/channels/log/test", {"language": "en"})
+    assert sent.status_code == 200, sent.text
+    assert 'data-result="test-message"' in sent.text and "queued for stdout" in sent.text
+    assert "/notifications?channel=log&amp;event=channel_test" in sent.text
+    log = console.get("/notifications?channel=log&event=channel_test").text
+    assert "Test message" in log and "stdout" in log
+    refused = console.post("/settings/notifications/channels/sms/test", {"address": "13800000000"})
+    assert refused.status_code == 422 and "not configured" in refused.text
+
+
+def test_operators_see_no_test_button_and_may_not_send(world: World) -> None:
+    console = Console(world.client, world.alpha, "operator")
+    assert "Send a test message" not in console.get("/settings/notifications").text
+    assert console.post("/settings/notifications/channels/log/test", {}).status_code == 403

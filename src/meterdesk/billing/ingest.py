@@ -43,7 +43,8 @@ from meterdesk.metering.repository import QuarantineItem
 from meterdesk.shared.time import local_date, month_key, next_month_start, zone
 from meterdesk.sites.tables import sites
 from meterdesk.tariffs.model import Band, Tariff, TierPeriod
-from meterdesk.tariffs.pricing import Usage, price_usage
+from meterdesk.tariffs.pricing import PricedLine, Usage, price_usage
+from meterdesk.tariffs.pricing_fast import SingleLine, price_single_line
 from meterdesk.tariffs.repository import TariffCache
 
 
@@ -314,16 +315,23 @@ class Ingestor:
         superseded: dict[TotalKey, list[tuple[Decimal, Decimal]]],
     ) -> tuple[dict[TotalKey, PeriodTotal], set[TotalKey]]:
         keys: set[str] = {key[2] for key in superseded}
+        # Meters of a batch mostly share their tariffs and reading times: work each answer out
+        # once per batch rather than once per meter.
+        year_tiers: dict[int, bool] = {}
+        spans: set[tuple[datetime, datetime, ZoneInfo, bool]] = set()
         for meter_id, meter_pairs in pairs.items():
             if not meter_pairs:
                 continue
             tz = self._zone(conn, profiles[meter_id].site_id)
-            years = any(self._year_tiers(a.tariff_id) for a in assignments.get(meter_id, ()))
-            keys.update(
-                _period_keys(
-                    meter_pairs[0][0].measured_at, meter_pairs[-1][1].measured_at, tz, years
-                )
-            )
+            years = False
+            for assignment in assignments.get(meter_id, ()):
+                tariff_id = assignment.tariff_id
+                if tariff_id not in year_tiers:
+                    year_tiers[tariff_id] = self._year_tiers(tariff_id)
+                years = years or year_tiers[tariff_id]
+            spans.add((meter_pairs[0][0].measured_at, meter_pairs[-1][1].measured_at, tz, years))
+        for start, end, tz, years in spans:
+            keys.update(_period_keys(start, end, tz, years))
         loaded = billing_repository.load_totals(conn, pairs, keys)
         known = set(loaded)
         totals: dict[TotalKey, PeriodTotal] = defaultdict(
@@ -348,6 +356,21 @@ class Ingestor:
         if consumption.total == 0:
             return
         tariff = self.tariffs.get(assignment.tariff_id)
+        used = _TierUsage(totals, profile.meter_id, assignment.account_id)
+        tz = self._zone_cached(profile.site_id)
+        start, end = instant_int(consumption.start), instant_int(consumption.end)
+        single = (
+            price_single_line(
+                consumption.start, consumption.end, consumption.total, tariff, tz, used
+            )
+            if consumption.by_band is None
+            else None
+        )
+        if single is not None:  # the common case: one band, one tier block, one line
+            yield self._line_row(
+                profile, assignment, start, end, start, end, single, totals, changed
+            )
+            return
         by_band = (
             {Band(k): v for k, v in consumption.by_band.items()}
             if consumption.by_band is not None
@@ -356,30 +379,53 @@ class Ingestor:
         usage = Usage(
             start=consumption.start, end=consumption.end, total=consumption.total, by_band=by_band
         )
-        used = _TierUsage(totals, profile.meter_id, assignment.account_id)
-        start, end = instant_int(consumption.start), instant_int(consumption.end)
-        for line in price_usage(usage, tariff, self._zone_cached(profile.site_id), used):
-            key = (profile.meter_id, assignment.account_id, line.period_key)
-            total = totals[key]
-            total.add(line.quantity, line.cost)
-            changed[key] = total
-            yield (
-                profile.meter_id,
-                assignment.account_id,
+        for line in price_usage(usage, tariff, tz, used):
+            yield self._line_row(
+                profile,
+                assignment,
                 start,
                 end,
                 instant_int(line.start),
                 instant_int(line.end),
-                line.band.value,
-                line.tier_block,
-                line.tier_key,
-                line.period_key,
-                scaled_int(line.quantity, 6),
-                scaled_int(line.unit_price, 6),
-                f"{line.cost:f}",
-                line.version_from.isoformat(),
-                True,
+                line,
+                totals,
+                changed,
             )
+
+    @staticmethod
+    def _line_row(
+        profile: MeterProfile,
+        assignment: Assignment,
+        start: int,
+        end: int,
+        segment_start: int,
+        segment_end: int,
+        line: PricedLine | SingleLine,
+        totals: dict[TotalKey, PeriodTotal],
+        changed: dict[TotalKey, PeriodTotal],
+    ) -> tuple[object, ...]:
+        """Count the line in its running total and give its ``charge_lines`` row."""
+        key = (profile.meter_id, assignment.account_id, line.period_key)
+        total = totals[key]
+        total.add(line.quantity, line.cost)
+        changed[key] = total
+        return (
+            profile.meter_id,
+            assignment.account_id,
+            start,
+            end,
+            segment_start,
+            segment_end,
+            line.band.value,
+            line.tier_block,
+            line.tier_key,
+            line.period_key,
+            scaled_int(line.quantity, 6),
+            scaled_int(line.unit_price, 6),
+            f"{line.cost:f}",
+            line.version_from.isoformat(),
+            True,
+        )
 
     def _year_tiers(self, tariff_id: int) -> bool:
         tariff: Tariff = self.tariffs.get(tariff_id)

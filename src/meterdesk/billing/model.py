@@ -57,6 +57,15 @@ def merge_readings(
     profile: MeterProfile, existing: Sequence[Reading], candidates: Sequence[Reading]
 ) -> Merge:
     """Place ``candidates`` (sorted, unique keys) among ``existing`` (sorted, accepted)."""
+    if candidates and (not existing or candidates[0].order_key > existing[-1].order_key):
+        return _append(profile, existing, candidates)
+    return _walk(profile, existing, candidates)
+
+
+def _walk(
+    profile: MeterProfile, existing: Sequence[Reading], candidates: Sequence[Reading]
+) -> Merge:
+    """The general case: candidates among, before and after accepted readings."""
     merge = Merge(sequence=[])
     by_key = {reading.order_key: reading for reading in existing}
     pending = list(existing)
@@ -85,6 +94,29 @@ def merge_readings(
         merge.sequence.append(candidate)
         merge.accepted.append(candidate)
     merge.sequence.extend(pending[position:])
+    return merge
+
+
+def _append(
+    profile: MeterProfile, existing: Sequence[Reading], candidates: Sequence[Reading]
+) -> Merge:
+    """The common case of :func:`merge_readings`: every candidate comes after every accepted
+    reading, so there are no twins and no later neighbours — each is judged against the one
+    accepted before it. Same outcome as the general walk, without its bookkeeping."""
+    merge = Merge(sequence=list(existing))
+    sequence = merge.sequence
+    for candidate in candidates:
+        if candidate.source is ReadingSource.RELEASED:
+            verdict = ACCEPT  # an operator looked at it and accepted it as real
+        else:
+            verdict = _judge(profile, sequence[-1] if sequence else None, candidate, None)
+        if not verdict.ok:
+            merge.rejected.append((candidate, verdict))
+            continue
+        if merge.reprice_from is None:
+            merge.reprice_from = max(0, len(sequence) - 1)
+        sequence.append(candidate)
+        merge.accepted.append(candidate)
     return merge
 
 

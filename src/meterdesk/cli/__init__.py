@@ -162,11 +162,14 @@ def bench_ingest(
     ] = None,
     meters: Annotated[int | None, typer.Option(help="meters in the workload")] = None,
     seed: Annotated[int, typer.Option()] = 1,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="rounds on fresh databases; the JSON gives medians")
+    ] = 1,
 ) -> None:
     """Readings → dedupe → price → ledger: ours vs a raw bulk insert vs one transaction per reading."""
     from meterdesk.bench.ingest import run
 
-    run(quick=quick, database_url=database_url, meters=meters, seed=seed)
+    run(quick=quick, database_url=database_url, meters=meters, seed=seed, repeat=repeat)
 
 
 @cli.command("ingest-mqtt")

@@ -1,6 +1,6 @@
-"""``meterdesk notification log | show | retry | channel list|set | quiet-hours`` — the
+"""``meterdesk notification log | show | retry | channel list|set|test | quiet-hours`` — the
 notification log (the outbox and each message's delivery attempts), sending a failed message
-again, channel settings and quiet hours, from the shell (issue 4).
+again, channel settings, a test message per channel and quiet hours, from the shell (issue 4).
 
 Secrets are never typed here: ``--secret-ref NAME=VARIABLE`` names the environment variable that
 holds a secret (set it where ``meterdesk run`` runs); ``channel list`` shows each secret as that
@@ -27,7 +27,7 @@ from meterdesk.cli.common import (
     parse_when,
     who,
 )
-from meterdesk.notifications import channel_status, configuration, model, service
+from meterdesk.notifications import channel_status, channel_test, configuration, model, service
 from meterdesk.shared.errors import ValidationError
 
 notification_cli = typer.Typer(
@@ -231,6 +231,40 @@ def channel_set(
             app().db, organisation_id=o, channel=model.channel(channel)
         )
         emit(view, as_json, _channel_text)
+
+
+@channel_cli.command("test")
+def channel_test_message(
+    channel: Annotated[
+        str, typer.Argument(help="sms | voice | email | wechat | push | webhook | log")
+    ],
+    org: OrgOption,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="address (e-mail, phone, openid); default: first operator"),
+    ] = None,
+    language: Annotated[str | None, typer.Option(help="zh-CN (default) or en")] = None,
+    actor: ActorOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Queue a test message on the channel for immediate delivery by ``meterdesk run``; follow
+    it with ``notification show ID`` (sent, or failed with the provider's reason)."""
+    with handled():
+        o = organisation_id(org)
+        found = channel_test.send_test_message(
+            app().db,
+            organisation_id=o,
+            channel=channel,
+            address=to,
+            language=language,
+            actor=who(actor),
+        )
+        row = service.get_notification(app().db, organisation_id=o, outbox_id=found)
+        emit(
+            row,
+            as_json,
+            lambda v: f"{_line(v)}\nqueued; follow it with: meterdesk notification show {v['id']}",
+        )
 
 
 @notification_cli.command("quiet-hours")

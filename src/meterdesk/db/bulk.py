@@ -5,6 +5,11 @@ column stores (integers for :class:`~meterdesk.db.types.Scaled` and
 :class:`~meterdesk.db.types.Instant`), compiled once per statement shape, so no per-value type
 processing runs. On PostgreSQL, large inserts use ``COPY``.
 
+Updates of many rows on PostgreSQL run as one ``UPDATE … FROM unnest(arrays)`` statement: an
+``executemany`` of single-row updates costs one statement execution (and, without a pipeline, one
+round trip) per row, which made the balance, cursor and running-total updates of a batch a large
+part of its time there. SQLite runs statements in-process, so its ``executemany`` stays.
+
 Reads: :func:`raw_rows` runs a textual query and returns plain tuples of what the database
 stores (integers, strings) — the callers convert only what they need.
 """
@@ -19,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Dialect, Table, and_, bindparam, insert, update
 
 COPY_THRESHOLD = 200
+UNNEST_THRESHOLD = 20
 
 
 def _driver(conn: Connection) -> Any:
@@ -89,11 +95,53 @@ def bulk_update(
     """``UPDATE table SET values WHERE keys`` for each row; a row is (*values, *keys), stored forms."""
     if not rows:
         return
+    if conn.dialect.name == "postgresql" and len(rows) >= UNNEST_THRESHOLD:
+        _update_from_arrays(conn, table, tuple(keys), tuple(values), rows)
+        return
     sql, order = _update_sql(conn.dialect, table, tuple(keys), tuple(values))
     names = [f"v_{v}" for v in values] + [f"k_{k}" for k in keys]
     cursor = _driver(conn).cursor()
     try:
         cursor.executemany(sql, _arrange(rows, order, names))
+    finally:
+        cursor.close()
+
+
+@lru_cache(maxsize=256)
+def _unnest_sql(
+    dialect: Dialect, table: Table, keys: tuple[str, ...], values: tuple[str, ...]
+) -> str:
+    """``UPDATE t SET v = u.c0, … FROM unnest(%s::type[], …) AS u(c0, …) WHERE t.k = u.cN``;
+    one array parameter per column, in (*values, *keys) order."""
+    quote = dialect.identifier_preparer.quote
+    names = (*values, *keys)
+    arrays = ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}[]" for name in names)
+    aliases = ", ".join(f"c{i}" for i in range(len(names)))
+    target = dialect.identifier_preparer.format_table(table)
+    assignments = ", ".join(f"{quote(name)} = u.c{i}" for i, name in enumerate(values))
+    matches = " AND ".join(
+        f"{target}.{quote(name)} = u.c{len(values) + i}" for i, name in enumerate(keys)
+    )
+    return (
+        f"UPDATE {target} SET {assignments} "  # noqa: S608 - identifiers from the table only
+        f"FROM unnest({arrays}) AS u({aliases}) WHERE {matches}"
+    )
+
+
+def _update_from_arrays(
+    conn: Connection,
+    table: Table,
+    keys: tuple[str, ...],
+    values: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    # Later rows win, as they would in an executemany: keep one row per key, the last one.
+    width = len(values)
+    unique = list({tuple(row[width:]): row for row in rows}.values())
+    columns = [list(column) for column in zip(*unique, strict=True)]
+    cursor = _driver(conn).cursor()
+    try:
+        cursor.execute(_unnest_sql(conn.dialect, table, keys, values), columns)
     finally:
         cursor.close()
 

@@ -28,10 +28,13 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def scaled_int(value: Decimal, places: int) -> int:
     scaled = value.scaleb(places)
-    integral = scaled.to_integral_value()
-    if scaled != integral:
+    try:
+        integral = int(scaled)  # truncates; the exact comparison below refuses a lost fraction
+    except OverflowError:  # infinity
+        raise ValueError(f"{value} is not a finite number") from None
+    if integral != scaled:
         raise ValueError(f"{value} has more than {places} decimal places")
-    return int(integral)
+    return integral
 
 
 def instant_int(value: datetime) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import NamedTuple
 
 from meterdesk.shared.errors import ValidationError
 
@@ -88,9 +89,10 @@ class MeterProfile:
         return self.ct_ratio * self.pt_ratio
 
 
-@dataclass(frozen=True)
-class Reading:
-    """A reading as the pipeline sees it: incoming or already accepted."""
+class Reading(NamedTuple):
+    """A reading as the pipeline sees it: incoming or already accepted. A NamedTuple rather
+    than a frozen dataclass: ingest builds one per reading and per stored neighbour, and a tuple
+    is built several times faster (immutable all the same)."""
 
     meter_id: int
     generation: int

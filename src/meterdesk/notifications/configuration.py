@@ -121,6 +121,13 @@ def _check(
             )
 
 
+def _subscribable(event: str) -> EventKind:
+    kind = model.event_kind(event)
+    if kind not in model.SUBSCRIBABLE_EVENTS:
+        raise ValidationError(f"{event}: not an event a channel subscribes to")
+    return kind
+
+
 def configure_channel(
     db: Database,
     *,
@@ -137,7 +144,7 @@ def configure_channel(
     which = model.channel(channel)
     settings, refs = dict(config or {}), dict(secret_refs or {})
     _check(which, provider, settings, refs)
-    kinds = None if events is None else sorted({model.event_kind(e).value for e in events})
+    kinds = None if events is None else sorted({_subscribable(e).value for e in events})
     values = {
         "provider": provider,
         "enabled": enabled,

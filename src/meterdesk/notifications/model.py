@@ -86,6 +86,7 @@ class EventKind(StrEnum):
     COMMAND_FAILED = "command_failed"
     METER_OFFLINE = "meter_offline"
     GATEWAY_OFFLINE = "gateway_offline"
+    CHANNEL_TEST = "channel_test"  # 测试消息: an operator checks that a channel delivers
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,12 @@ EVENTS: dict[EventKind, EventSpec] = {
     EventKind.COMMAND_FAILED: EventSpec("command_failed", _U, _O),
     EventKind.METER_OFFLINE: EventSpec("meter_offline", _N, _O),
     EventKind.GATEWAY_OFFLINE: EventSpec("gateway_offline", _U, _O),
+    # Sent at once, quiet hours or not: the operator is waiting for it.
+    EventKind.CHANNEL_TEST: EventSpec("channel_test", _U, _O),
 }
+
+#: The events a channel can subscribe to: a test message goes to the one address it is sent to.
+SUBSCRIBABLE_EVENTS = tuple(kind for kind in EventKind if kind is not EventKind.CHANNEL_TEST)
 
 #: Languages with a full template set; the first is the default.
 LANGUAGES = ("zh-CN", "en")

@@ -57,6 +57,15 @@ _WORDS: dict[str, dict[str, dict[str, str]]] = {
             "protect_on": "保电",
             "protect_off": "解除保电",
         },
+        "channel": {
+            "sms": "短信",
+            "voice": "语音电话",
+            "email": "电子邮件",
+            "wechat": "微信公众号",
+            "push": "App 推送",
+            "webhook": "Webhook",
+            "log": "日志",
+        },
     },
     "en": {
         "customer": {"": "customer"},
@@ -73,6 +82,15 @@ _WORDS: dict[str, dict[str, dict[str, str]]] = {
             "valve_open": "valve open",
             "protect_on": "protect on",
             "protect_off": "protect off",
+        },
+        "channel": {
+            "sms": "SMS",
+            "voice": "voice call",
+            "email": "e-mail",
+            "wechat": "WeChat",
+            "push": "app push",
+            "webhook": "webhook",
+            "log": "log",
         },
     },
 }
@@ -147,6 +165,8 @@ def _words(values: Mapping[str, str], language: str) -> dict[str, str]:
         found["level_name"] = words["level"].get(values["level"], values["level"])
     if "command" in values:
         found["command_name"] = words["command"].get(values["command"], values["command"])
+    if "channel" in values:
+        found["channel_name"] = words["channel"].get(values["channel"], values["channel"])
     return found
 
 

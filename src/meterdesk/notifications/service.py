@@ -69,7 +69,7 @@ def enqueue_in(
     context = recipients.context(conn, organisation_id, account_id, customer_id, site_id)
     quiet = quiet_hours_of(conn, [organisation_id]).get(organisation_id)
     row = {
-        **_row(kind, key, {**context.params, "at": when.isoformat(), **params}, when),
+        **outbox_row(kind, key, {**context.params, "at": when.isoformat(), **params}, when),
         "organisation_id": organisation_id,
         "account_id": account_id,
         "language": recipients.language_for(kind, context, language),
@@ -81,13 +81,15 @@ def enqueue_in(
     written = []
     for setting in chosen:
         for address, recipient_id in recipients.recipients(setting, kind, context):
-            found = _insert(conn, row, setting.channel, address, recipient_id)
+            found = insert_outbox_row(conn, row, setting.channel, address, recipient_id)
             if found is not None:
                 written.append(found)
     return written
 
 
-def _row(kind: EventKind, key: str, params: Mapping[str, Any], when: datetime) -> dict[str, Any]:
+def outbox_row(
+    kind: EventKind, key: str, params: Mapping[str, Any], when: datetime
+) -> dict[str, Any]:
     return {
         "event_kind": kind.value,
         "event_key": key,
@@ -154,7 +156,7 @@ def _chosen(
     ]
 
 
-def _insert(
+def insert_outbox_row(
     conn: Connection, row: Mapping[str, Any], channel: Channel, address: str, customer: int | None
 ) -> int | None:
     dedupe = model.dedupe_key(

@@ -246,3 +246,27 @@ def test_merging_batches_in_any_order_builds_the_in_order_sequence(
         sequence = merge.sequence
 
     assert sequence == stream
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 30), max_size=4, unique=True),
+    st.lists(
+        st.tuples(st.integers(1, 40), st.integers(0, 3000)), max_size=6, unique_by=lambda x: x[0]
+    ),
+    st.booleans(),
+)
+def test_appending_after_the_cursor_gives_what_the_general_walk_gives(
+    stored: list[int], incoming: list[tuple[int, int]], released: bool
+) -> None:
+    from meterdesk.billing.model import _append, _walk  # the two paths of merge_readings
+
+    existing = [r(minute, str(100 + minute)) for minute in sorted(stored)]
+    last = existing[-1].measured_at if existing else T0 - timedelta(minutes=1)
+    source = ReadingSource.RELEASED if released else ReadingSource.REALTIME
+    candidates = [
+        r(minute, str(total), source=source)
+        for minute, total in sorted(incoming)
+        if T0 + timedelta(minutes=minute) > last
+    ]
+    assert _append(METER, existing, candidates) == _walk(METER, existing, candidates)

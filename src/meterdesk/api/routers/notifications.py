@@ -31,8 +31,9 @@ from meterdesk.api.schemas.notifications import (
     QuietHoursIn,
     QuietHoursOut,
     StatusName,
+    TestMessageIn,
 )
-from meterdesk.notifications import channel_status, configuration, service
+from meterdesk.notifications import channel_status, channel_test, configuration, service
 from meterdesk.notifications.model import Channel
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["notifications"])
@@ -173,6 +174,27 @@ def put_channel(channel: ChannelPath, body: ChannelIn, caller: SettingsWriter) -
         detail={"provider": body.provider, "enabled": body.enabled},
     )
     return get_channel(channel, caller)
+
+
+@router.post(
+    "/notification-channels/{channel}/test", response_model=NotificationDetailOut, status_code=202
+)
+def send_test_message(
+    channel: ChannelPath, body: TestMessageIn, caller: SettingsWriter
+) -> NotificationDetailOut:
+    """Send a test message through the channel now (测试消息) and answer with its log entry;
+    follow ``GET /notifications/{id}`` to see it sent, or failed with the provider's reason.
+    422 when the channel is not configured, disabled or the address does not fit it."""
+    found = channel_test.send_test_message(
+        caller.db,
+        organisation_id=caller.organisation_id,
+        channel=channel,
+        address=body.address,
+        language=body.language,
+        actor=caller.actor,
+        source=caller.address[:100],
+    )
+    return _detail(caller, found)
 
 
 def _quiet(caller: Caller) -> QuietHoursOut:

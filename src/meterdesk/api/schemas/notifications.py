@@ -128,3 +128,15 @@ class QuietHoursIn(BaseModel):
     model_config = examples({"start": "22:00", "end": "07:00"}, {"start": None, "end": None})
     start: WallTime | None = None
     end: WallTime | None = None
+
+
+class TestMessageIn(BaseModel):
+    model_config = examples({"address": "ops@example.com", "language": "zh-CN"}, {})
+    address: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = (
+        Field(
+            default=None,
+            description="where to send it (e-mail, phone, WeChat openid, push target); null: the "
+            "channel's first operator address; webhook and log always use their configured target",
+        )
+    )
+    language: Literal["zh-CN", "en"] | None = Field(default=None, description="null: zh-CN")

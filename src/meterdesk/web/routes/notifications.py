@@ -1,6 +1,7 @@
 """Notifications in the console (F-NOTIFY): the message log with status colours, filters, each
 message's delivery attempts and a retry button for failed ones; and the channel settings page
-(provider and settings per channel, secrets as environment-variable names only, quiet hours).
+(provider and settings per channel, secrets as environment-variable names only, a test message
+per channel, quiet hours).
 
 Changes go through the API's own handlers (``retry_notification``, ``put_channel``,
 ``put_quiet_hours``): the same roles, validation, audit entries and, for a retry, the same
@@ -19,11 +20,17 @@ from fastapi.responses import HTMLResponse
 from meterdesk.api.deps import Caller, NotificationsWriter, Reader, SettingsWriter
 from meterdesk.api.routers import notifications as api
 from meterdesk.api.schemas.common import BigId
-from meterdesk.api.schemas.notifications import ChannelIn, ChannelName, ChannelOut, QuietHoursIn
+from meterdesk.api.schemas.notifications import (
+    ChannelIn,
+    ChannelName,
+    ChannelOut,
+    QuietHoursIn,
+    TestMessageIn,
+)
 from meterdesk.billing.accounts import account_by_number
 from meterdesk.notifications import service
 from meterdesk.notifications.configuration import PROVIDERS, SECRET_NAMES
-from meterdesk.notifications.model import Channel, EventKind, Status
+from meterdesk.notifications.model import SUBSCRIBABLE_EVENTS, Channel, EventKind, Status
 from meterdesk.shared.errors import MeterdeskError, ValidationError
 from meterdesk.web.forms import blank_to_none, build
 from meterdesk.web.routes.common import answer_of, new_key, page
@@ -32,7 +39,8 @@ router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 100
 Text = Annotated[str | None, Query(max_length=64)]
 STATUSES = tuple(s.value for s in Status)
-EVENTS = tuple(e.value for e in EventKind)
+EVENTS = tuple(e.value for e in EventKind)  # the log filter
+SUBSCRIBABLE = tuple(e.value for e in SUBSCRIBABLE_EVENTS)  # a channel card's choices
 CHANNELS = tuple(c.value for c in Channel)
 RETRIABLE = (Status.FAILED.value, Status.SUPPRESSED.value)
 
@@ -148,7 +156,7 @@ def _card(channel: ChannelOut, saved: bool = False) -> dict[str, Any]:
         "config_text": json.dumps(channel.config, ensure_ascii=False, indent=2)
         if channel.config
         else "{}",
-        "events": EVENTS,
+        "events": SUBSCRIBABLE,
         "saved": saved,
     }
 
@@ -203,6 +211,21 @@ def save_channel(
     )
     saved = api.put_channel(channel, body, caller)
     return page(request, caller, "partials/channel_card.html", _card(saved, saved=True))
+
+
+@router.post("/settings/notifications/channels/{channel}/test", response_class=HTMLResponse)
+def send_test(
+    channel: ChannelName,
+    request: Request,
+    caller: SettingsWriter,
+    address: Annotated[str | None, Form(max_length=200)] = None,
+    language: Annotated[str | None, Form(max_length=5)] = None,
+) -> HTMLResponse:
+    body = build(TestMessageIn, address=blank_to_none(address), language=blank_to_none(language))
+    sent = api.send_test_message(channel, body, caller)
+    log = "/notifications?" + urlencode({"channel": channel, "event": "channel_test"})
+    context = {"item": sent.model_dump(), "log": log}
+    return page(request, caller, "partials/test_message.html", context)
 
 
 @router.post("/settings/notifications/quiet-hours", response_class=HTMLResponse)

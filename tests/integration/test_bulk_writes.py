@@ -1,0 +1,79 @@
+"""Bulk updates (``db.bulk.bulk_update``) behave like one UPDATE per row on both databases —
+also above the size where PostgreSQL switches to a single ``UPDATE … FROM unnest(…)``."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg
+import pytest
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    select,
+)
+
+from meterdesk.db.bulk import UNNEST_THRESHOLD, bulk_insert, bulk_update
+
+pytestmark = pytest.mark.integration
+
+_metadata = MetaData()
+items = Table(
+    "bulk_items",
+    _metadata,
+    Column("id", Integer, primary_key=True),
+    Column("part", String(7), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("note", String(80), nullable=True),
+    Column("active", Boolean, nullable=False),
+    CheckConstraint("amount >= 0", name="bulk_items_not_negative"),
+)
+COLUMNS = ("id", "part", "amount", "note", "active")
+
+
+def _stored(engine: Engine) -> dict[tuple[int, str], tuple[int, str | None, bool]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(items)).all()
+    return {(r.id, r.part): (r.amount, r.note, r.active) for r in rows}
+
+
+@pytest.mark.parametrize("count", [3, UNNEST_THRESHOLD + 5])
+def test_every_row_is_updated_by_its_keys_and_the_last_duplicate_wins(
+    engine: Engine, count: int
+) -> None:
+    _metadata.create_all(engine)
+    with engine.begin() as conn:
+        bulk_insert(conn, items, COLUMNS, [(i, "2026-11", i, None, True) for i in range(count + 2)])
+    updates = [(i * 10, f"n{i}" if i % 2 else None, False, i, "2026-11") for i in range(count)]
+    updates.append((999, "last", True, 0, "2026-11"))  # a later row for the same key wins
+    updates.append((5, "nobody", False, 10_000, "2026-11"))  # no such row: nothing happens
+    with engine.begin() as conn:
+        bulk_update(conn, items, ("id", "part"), ("amount", "note", "active"), updates)
+
+    stored = _stored(engine)
+    assert stored[(0, "2026-11")] == (999, "last", True)
+    for i in range(1, count):
+        assert stored[(i, "2026-11")] == (i * 10, f"n{i}" if i % 2 else None, False)
+    for i in (count, count + 1):  # not in the update: untouched
+        assert stored[(i, "2026-11")] == (i, None, True)
+    assert len(stored) == count + 2
+
+
+@pytest.mark.parametrize("count", [3, UNNEST_THRESHOLD + 5])
+def test_a_check_constraint_still_refuses_the_whole_update(engine: Engine, count: int) -> None:
+    _metadata.create_all(engine)
+    with engine.begin() as conn:
+        bulk_insert(conn, items, COLUMNS, [(i, "x", 1, None, True) for i in range(count)])
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)), engine.begin() as conn:
+        updates = [(0, None, True, i, "x") for i in range(count - 1)] + [
+            (-1, None, True, count - 1, "x")
+        ]
+        bulk_update(conn, items, ("id", "part"), ("amount", "note", "active"), updates)
+    assert {value[0] for value in _stored(engine).values()} == {1}
