@@ -578,3 +578,35 @@ def test_the_sites_zone_is_used_and_unknown_channel_names_match_nothing(
         assert len(alarm(conn, place, clock(), channels=("sms", "fax"))) == 1
         assert alarm(conn, place, clock(), key="other", channels=("fax",)) == []
     assert outbox_rows(db)[0]["timezone"] == "Europe/Berlin"
+
+
+def test_a_message_queued_while_the_dispatcher_idles_is_sent_without_waiting_for_idle_s(
+    db: Database, clock: FakeClock
+) -> None:
+    """The queueing transaction wakes the dispatcher at commit: with a 60 s idle poll, the
+    message still leaves well within 10 s (only the wake can do that)."""
+    place = make_place(db)
+    enable(db, place, "log", "log")
+    worker = dispatcher(db, **{Channel.LOG: LogChannel(io.StringIO())})
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, idle_s=60.0))
+        await asyncio.sleep(0.05)  # nothing due: the dispatcher is in its idle wait
+
+        def queue() -> None:
+            with db.transaction() as conn:
+                alarm(conn, place, clock())
+
+        await asyncio.to_thread(queue)  # committed from another thread, as the ingest does
+
+        async def sent() -> None:
+            while not [r for r in outbox_rows(db) if r["status"] == "sent"]:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(sent(), 10)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+    assert [row["status"] for row in outbox_rows(db)] == ["sent"]

@@ -10,6 +10,10 @@ control`` measured 8–50 s for the command executor and desk recharges). So the
 process take turns, first come first served, before ``BEGIN IMMEDIATE``; a writer that waited
 ``WRITER_TURN_S`` goes ahead anyway and meets the busy handler as before (other processes never
 queue here). PostgreSQL locks rows, not the database: no turns there.
+
+After a commit, the topics announced in the transaction (``meterdesk.db.commit_signals``) wake
+this process's workers: the command executor and the notification dispatcher start on new rows
+at once instead of at their next idle poll.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine
 
+from meterdesk.db.commit_signals import commit_signals, take_announced
 from meterdesk.shared.time import Clock
 
 WRITER_TURN_S = 30.0  # as long as SQLite's busy timeout (db/engine.py)
@@ -80,12 +85,17 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         turns = writer_turns(self.engine)
-        if turns is None:
-            with self.engine.begin() as conn:
+        announced: set[str] = set()
+        with turns.turn() if turns is not None else nullcontext(), self.engine.begin() as conn:
+            take_announced(conn)  # left by a transaction begun outside this method
+            try:
                 yield conn
-            return
-        with turns.turn(), self.engine.begin() as conn:
-            yield conn
+            finally:
+                announced = take_announced(conn)
+        # Reached only once committed (an error above propagates); after the writer's turn too,
+        # so a woken worker's own transaction does not queue behind this one.
+        if announced:
+            commit_signals(self.engine).publish(announced)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

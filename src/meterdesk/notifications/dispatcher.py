@@ -4,7 +4,9 @@ the channel adapters, retries with backoff, and records every attempt.
 Run one per process (``await Dispatcher(...).run(stop)``); on PostgreSQL several processes can
 run side by side (rows are claimed with ``FOR UPDATE SKIP LOCKED``), on SQLite run one. Database
 work runs in worker threads (``asyncio.to_thread``) so sends of one batch overlap, up to
-``concurrency`` at a time.
+``concurrency`` at a time. A transaction of this process that queues messages wakes the
+dispatcher when it commits (:mod:`meterdesk.db.commit_signals`), so an alarm or a "cut" message
+leaves at once; the idle poll stays for rows queued by other processes and for retries.
 
 Per message:
 1. channel switched off (or removed) since it was queued → ``suppressed``;
@@ -19,11 +21,11 @@ Per message:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from meterdesk.db import commit_signals
 from meterdesk.db.database import Database
 from meterdesk.notifications import model, outbox
 from meterdesk.notifications.channels.base import (
@@ -58,11 +60,20 @@ class Dispatcher:
     max_attempts: int = model.MAX_ATTEMPTS
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
-        """Deliver until ``stop`` is set, sleeping ``idle_s`` whenever nothing was due."""
-        while not stop.is_set():
-            if await self.run_once() == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), idle_s)
+        """Deliver until ``stop`` is set. Whenever nothing was due, wait until a transaction of
+        this process queues messages (it wakes us at commit), ``stop``, or ``idle_s`` (rows
+        queued by other processes, retries falling due)."""
+        wake = asyncio.Event()
+        unsubscribe = commit_signals.wake_on_commit(
+            self.db.engine, commit_signals.NOTIFICATIONS, wake
+        )
+        try:
+            while not stop.is_set():
+                wake.clear()
+                if await self.run_once() == 0:
+                    await _first_of(stop, wake, idle_s)
+        finally:
+            unsubscribe()
 
     async def run_once(self) -> int:
         """Claim one batch of due messages and deliver it; returns how many were claimed."""
@@ -160,3 +171,13 @@ class Dispatcher:
             created_at=claimed.created_at,
             attempt=claimed.attempts,
         )
+
+
+async def _first_of(stop: asyncio.Event, wake: asyncio.Event, timeout_s: float) -> None:
+    """Return when ``stop`` or ``wake`` is set, or after ``timeout_s``."""
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

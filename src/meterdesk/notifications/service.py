@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from meterdesk.audit import service as audit
+from meterdesk.db import commit_signals
 from meterdesk.db.database import Database
 from meterdesk.notifications import model, recipients
 from meterdesk.notifications.configuration import ChannelSetting, channel_settings, quiet_hours_of
@@ -175,7 +176,10 @@ def insert_outbox_row(
         .returning(notification_outbox.c.id)
     )
     found = conn.execute(statement).scalar_one_or_none()
-    return None if found is None else int(found)
+    if found is None:
+        return None
+    commit_signals.announce(conn, commit_signals.NOTIFICATIONS)  # the dispatcher starts at commit
+    return int(found)
 
 
 def _json_value(value: object) -> str:
@@ -327,6 +331,7 @@ def retry_notification(db: Database, *, organisation_id: int, outbox_id: int, ac
             .where(table.c.id == outbox_id)
             .values(status=Status.PENDING.value, attempts=0, next_attempt_at=db.clock())
         )
+        commit_signals.announce(conn, commit_signals.NOTIFICATIONS)
         audit.record(
             conn,
             organisation_id=organisation_id,

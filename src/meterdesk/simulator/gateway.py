@@ -232,8 +232,11 @@ class VirtualGateway:
         while True:
             await self._uplink_wanted.wait()
             try:
+                # A broker drops the older of two clients with one id: the product key keeps
+                # two simulators (two benches, two test runs) on one broker apart.
+                identifier = f"meterdesk-sim-{spec.product_key}-{spec.sn}"
                 async with aiomqtt.Client(
-                    spec.broker_host, spec.broker_port, identifier=f"meterdesk-sim-{spec.sn}"
+                    spec.broker_host, spec.broker_port, identifier=identifier
                 ) as client:
                     await client.subscribe(self.down_topic, qos=1)
                     await self._session(client)

@@ -1,16 +1,19 @@
 """The command executor: an async worker that takes due commands, sends them through the meter's
-driver and confirms them by reading the meter back.
+driver and confirms them by reading the meter back (one attempt: :mod:`.attempt`).
 
-One attempt: read the meter → already in the desired state? confirm without sending → else
-record "sent" (committed before the bytes leave) → send with a fresh validity window → wait the
-aspect's settle delay → read back until the state shows or the settle time runs out → confirm,
-or schedule a retry with exponential backoff, or fail with the reason. At the deadline a command
-that was sent gets one last read-back; otherwise it fails "deadline passed".
+How commands are taken (:meth:`CommandExecutor.run`):
 
-Recharges (meter billing) follow :func:`~meterdesk.devices.commands.model.plan_recharge`: the
-meter's purchase counter, read before every send, decides between sending (with the same N),
-confirming (N is already there: a lost reply) and failing (the counter is somewhere else:
-reconcile). A recharge is never sent with a different N once it may have reached the meter.
+- **Woken at commit.** A transaction of this process that creates commands wakes the executor
+  when it commits (:mod:`meterdesk.db.commit_signals`), so a trip decided inside an ingest batch
+  is claimed at once; the idle poll (``idle_s``) stays for commands written by other processes
+  (CLI, API server) and for retries that fall due.
+- **Pipelined, one command at a time per meter.** Each claimed meter gets a worker that works
+  its commands one after the other; up to ``concurrency`` meters are worked at once. The claim
+  skips the meters still being worked on, and new meters are claimed while earlier ones wait
+  for their read-back (seconds of settle delay), not only once a whole batch is done. The
+  driver of a bus (the poller's connection) still lets one request on the line at a time.
+- A claimed command is leased (``lease_s``), so a worker that dies mid-attempt loses it to
+  another worker (or to itself after a restart) when the lease runs out.
 
 Database work runs in ``asyncio.to_thread``; the clock and ``sleep`` are injected so tests run
 in simulated time. ``stop()`` lets the attempts in flight finish and then returns from ``run()``.
@@ -21,79 +24,37 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import Connection
 
-from meterdesk.audit import service as audit
+from meterdesk.db.commit_signals import COMMANDS, wake_on_commit
 from meterdesk.db.database import Database
-from meterdesk.devices.commands import device_state, repository
-from meterdesk.devices.commands.model import (
-    ACKNOWLEDGED_ONLY,
-    RELAY_ACTIONS,
-    VALVE_ACTIONS,
-    Aspect,
-    Command,
-    CommandKind,
-    CommandSpec,
-    CommandStatus,
-    CommandTarget,
-    RetryPolicy,
-    deadline_passed,
-    disagrees,
-    next_attempt_at,
-    no_answer,
-    refused,
-    validity_deadline,
-)
-from meterdesk.devices.commands.readback import (
-    Check,
-    RechargeStep,
-    check,
-    money_note,
-    plan_recharge,
-)
-from meterdesk.devices.ports import (
-    BusUnavailableError,
-    DeviceError,
-    DeviceRefusedError,
-    MeterDriver,
-    Snapshot,
-)
+from meterdesk.devices.commands import repository
+from meterdesk.devices.commands.attempt import DEFAULT_SETTLE, SYSTEM_ACTOR, Attempt, Settle
+from meterdesk.devices.commands.model import Aspect, Command, CommandTarget, RetryPolicy
+from meterdesk.devices.ports import BusUnavailableError, MeterDriver
 from meterdesk.shared.time import Clock
+
+__all__ = ["DEFAULT_SETTLE", "SYSTEM_ACTOR", "CommandExecutor", "ExecutorConfig", "Settle"]
 
 log = logging.getLogger(__name__)
 DriverFor = Callable[[CommandTarget], MeterDriver]
 Sleep = Callable[[float], Awaitable[None]]
-SYSTEM_ACTOR = "system:commands"
+Claimed = list[tuple[Command, CommandTarget]]
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class Settle:
-    delay_s: float  # after sending, before the first read-back
-    timeout_s: float  # read back for this long, then retry
-    poll_s: float  # between read-backs
-
-
-DEFAULT_SETTLE: Mapping[Aspect, Settle] = {
-    Aspect.RELAY: Settle(1.0, 10.0, 2.0),
-    Aspect.PROTECT: Settle(1.0, 10.0, 2.0),
-    Aspect.VALVE: Settle(8.0, 40.0, 2.0),  # valves take about 8 s to move
-    Aspect.MONEY: Settle(0.5, 10.0, 2.0),
-}
 
 
 @dataclass(frozen=True)
 class ExecutorConfig:
     batch_size: int = 20
     concurrency: int = 8  # meters worked on at once (commands of one meter go one by one)
-    idle_s: float = 1.0
+    idle_s: float = 1.0  # poll for due commands this often when no commit woke the executor
     lease_s: float = 180.0  # longer than any attempt: a dead worker's command returns after it
     validity_window_s: float = 120.0  # DL/T 645 1C deadline = now + this, capped at the deadline
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -117,59 +78,105 @@ class CommandExecutor:
         self.clock = clock or db.clock
         self.sleep = sleep
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._working: dict[int, asyncio.Task[None]] = {}  # meter id → its worker
+        self._claim_again = False  # a finished worker may leave due commands behind
 
     async def run(self) -> None:
         """Work until :meth:`stop`; an unexpected error is logged and the loop goes on."""
         self._stopping.clear()
-        while not self._stopping.is_set():
-            try:
-                done = await self.run_once()
-            except Exception:
-                log.exception("command executor: batch failed")
-                done = 0
-            if done == 0:
+        self._wake = asyncio.Event()  # bound to this loop (run() may be called in another one)
+        unsubscribe = wake_on_commit(self.db.engine, COMMANDS, self._wake)
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                if await self._claim_and_start():
+                    continue  # the claim was full: more may be due now
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.config.idle_s)
+                    await asyncio.wait_for(self._wake.wait(), self.config.idle_s)
+        finally:
+            unsubscribe()
+            await asyncio.gather(*self._working.values(), return_exceptions=True)
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
+
+    async def _claim_and_start(self) -> bool:
+        """Claim due commands of meters not worked on, as many as there are free workers, and
+        start a worker per meter; True when the claim was limited by its size (claim again)."""
+        free = self.config.concurrency - len(self._working)
+        if free <= 0:
+            self._claim_again = True  # a worker that finishes wakes the loop
+            return False
+        limit = min(self.config.batch_size, free)
+        busy = frozenset(self._working)
+        try:
+            claimed = await self.in_transaction(lambda conn: self._claim(conn, limit, busy))
+        except Exception:
+            log.exception("command executor: claiming commands failed")
+            return False
+        for meter_id, items in _by_meter(claimed).items():
+            self._start(meter_id, items)
+        full = len(claimed) >= limit
+        # Commands of a busy meter were skipped: look again when a worker finishes.
+        self._claim_again = full or bool(busy)
+        return full and len(self._working) < self.config.concurrency
+
+    def _start(self, meter_id: int, items: Claimed) -> None:
+        task = asyncio.create_task(self._work(items))
+        self._working[meter_id] = task
+
+        def finished(_task: asyncio.Task[None]) -> None:
+            self._working.pop(meter_id, None)
+            if self._claim_again:
+                self._wake.set()
+
+        task.add_done_callback(finished)
+
+    async def _work(self, items: Claimed) -> None:
+        for command, target in items:
+            try:
+                await self._process(command, target)
+            except Exception:  # recording the outcome failed: the lease brings it back
+                log.exception("command #%s: recording the attempt failed", command.id)
 
     async def run_once(self) -> int:
-        """Claim one batch of due commands and work it; returns how many were claimed."""
-        claimed = await self.in_transaction(self._claim)
-        by_meter: dict[int, list[tuple[Command, CommandTarget]]] = defaultdict(list)
-        for command, target in claimed:
-            by_meter[command.meter_id].append((command, target))
+        """Claim one batch of due commands and work it to the end; returns how many were
+        claimed (tests and the demo drive the executor step by step with it)."""
+        limit = self.config.batch_size
+        claimed = await self.in_transaction(lambda conn: self._claim(conn, limit, ()))
         gate = asyncio.Semaphore(self.config.concurrency)
 
-        async def work(items: list[tuple[Command, CommandTarget]]) -> None:
+        async def work(items: Claimed) -> None:
             async with gate:
                 for command, target in items:
                     await self._process(command, target)
 
-        await asyncio.gather(*(work(items) for items in by_meter.values()))
+        await asyncio.gather(*(work(items) for items in _by_meter(claimed).values()))
         return len(claimed)
 
-    def _claim(self, conn: Connection) -> list[tuple[Command, CommandTarget]]:
+    def _claim(self, conn: Connection, limit: int, busy: Collection[int]) -> Claimed:
         lease = timedelta(seconds=self.config.lease_s)
         return repository.claim_batch(
-            conn, now=self.clock(), limit=self.config.batch_size, lease=lease
+            conn, now=self.clock(), limit=limit, lease=lease, skip_meters=busy
         )
 
     async def _process(self, command: Command, target: CommandTarget) -> None:
         try:
             driver = self.driver_for(target)
         except BusUnavailableError as error:  # the bus is (re)connecting: try again later
-            await _Attempt(self, command, target, None).retry_or_fail(f"no answer: {error}")
+            await Attempt(self, command, target, None).retry_or_fail(f"no answer: {error}")
             return
         except Exception as error:  # no driver for this protocol or bus
-            await _Attempt(self, command, target, None).fail(f"no answer: no driver ({error})")
+            await Attempt(self, command, target, None).fail(f"no answer: no driver ({error})")
             return
+        attempt = Attempt(self, command, target, driver)
         try:
-            await _Attempt(self, command, target, driver).run()
+            await attempt.run()
         except Exception as error:  # a driver bug must not stop the worker
             log.exception("command #%s: attempt failed unexpectedly", command.id)
-            await _Attempt(self, command, target, driver).retry_or_fail(f"no answer: {error!r}")
+            await attempt.retry_or_fail(f"no answer: {error!r}")
 
     async def in_transaction(self, work: Callable[[Connection], _T]) -> _T:
         def run() -> _T:
@@ -179,238 +186,8 @@ class CommandExecutor:
         return await asyncio.to_thread(run)
 
 
-class _Attempt:
-    """One attempt at one command (a fresh object per claim)."""
-
-    def __init__(
-        self,
-        executor: CommandExecutor,
-        command: Command,
-        target: CommandTarget,
-        driver: MeterDriver | None,
-    ) -> None:
-        self.x = executor
-        self.command = command
-        self.target = target
-        self.driver = driver
-        self.sent = command.sent_at is not None
-
-    def now(self) -> datetime:
-        return self.x.clock()
-
-    async def run(self) -> None:
-        if self.now() >= self.command.deadline_at:
-            await self.final_check()
-            return
-        snapshot = await self.read()
-        if snapshot is None:
-            await self.retry_or_fail(no_answer(self.command.attempts))
-            return
-        spec = self.command.spec
-        if spec.kind is CommandKind.RECHARGE:
-            await self.recharge(snapshot)
-            return
-        state = check(spec, snapshot, acknowledged=False)
-        if state.satisfied:
-            await self.confirm(state.detail)
-            return
-        await self.send_and_confirm(spec, snapshot)
-
-    async def final_check(self) -> None:
-        """At the deadline: one last read-back (never for a push that was never sent: a count
-        the meter shows then is not ours), then give up."""
-        spec = self.command.spec
-        if self.sent or spec.kind is not CommandKind.RECHARGE:
-            snapshot = await self.read()
-            state = check(spec, snapshot, acknowledged=False)
-            if snapshot is not None and state.satisfied:
-                await self.confirm(state.detail)
-                return
-        await self.fail(deadline_passed(self.command.reason))
-
-    async def recharge(self, snapshot: Snapshot) -> None:
-        spec = self.command.spec
-        decision = plan_recharge(
-            assigned=spec.purchase_count, meter_count=snapshot.purchase_count, ever_sent=self.sent
-        )
-        if decision.step is RechargeStep.WAIT:
-            await self.retry_or_fail(disagrees(decision.detail))
-        elif decision.step is RechargeStep.CONFIRM:
-            before = await self.x.in_transaction(self._money_before)
-            note = money_note(
-                before=before,
-                amount=spec.amount or Decimal(0),
-                after=snapshot.remaining_money,
-                tolerance=self.x.config.money_tolerance,
-            )
-            await self.confirm("; ".join(filter(None, [decision.detail, note])))
-        elif decision.step is RechargeStep.FAIL:
-            await self.fail(decision.detail)
-        else:
-            await self.send_and_confirm(
-                replace(spec, purchase_count=decision.purchase_count), snapshot
-            )
-
-    def _money_before(self, conn: Connection) -> Decimal | None:
-        detail = repository.last_event_detail(conn, self.command.id, "sent") or {}
-        return repository.decimal_or_none(detail.get("money_before"))
-
-    async def send_and_confirm(self, spec: CommandSpec, before: Snapshot) -> None:
-        validity = validity_deadline(
-            self.now(), timedelta(seconds=self.x.config.validity_window_s), self.command.deadline_at
-        )
-        if not await self.mark_sent(spec, before, validity):
-            return  # cancelled or superseded meanwhile: nothing goes out
-        try:
-            await self.dispatch(spec, validity)
-        except DeviceRefusedError as error:
-            await self.refused(spec, str(error))
-            return
-        except DeviceError as error:
-            await self.note_failure(str(error))
-            await self.retry_or_fail(no_answer(self.command.attempts))
-            return
-        state, after = await self.settle(spec)
-        if not state.satisfied:
-            await self.retry_or_fail(disagrees(state.detail))
-            return
-        detail = state.detail
-        if spec.kind is CommandKind.RECHARGE:
-            note = money_note(
-                before=before.remaining_money,
-                amount=spec.amount or Decimal(0),
-                after=None if after is None else after.remaining_money,
-                tolerance=self.x.config.money_tolerance,
-            )
-            detail = "; ".join(filter(None, [detail, note]))
-        await self.confirm(detail)
-
-    async def dispatch(self, spec: CommandSpec, validity: datetime) -> None:
-        assert self.driver is not None
-        meter, kind = self.target.meter, spec.kind
-        if kind in RELAY_ACTIONS:
-            await self.driver.relay(meter, RELAY_ACTIONS[kind], validity)
-        elif kind in VALVE_ACTIONS:
-            await self.driver.valve(meter, VALVE_ACTIONS[kind])
-        elif kind is CommandKind.WRITE_PRICES:
-            await self.driver.write_prices(meter, spec.prices or {})
-        elif kind is CommandKind.WRITE_LIMITS:
-            await self.driver.write_limits(meter, spec.limits or {})
-        elif kind is CommandKind.RECHARGE:
-            assert spec.amount is not None and spec.purchase_count is not None
-            await self.driver.recharge(meter, spec.amount, spec.purchase_count)
-        else:
-            await self.driver.sync_clock(meter, self.now())
-
-    async def refused(self, spec: CommandSpec, text: str) -> None:
-        """A refused recharge may be the meter refusing a replay of a purchase it already has."""
-        if spec.kind is CommandKind.RECHARGE:
-            snapshot = await self.read()
-            if snapshot is not None and check(spec, snapshot, acknowledged=False).satisfied:
-                await self.confirm(
-                    f"refused as a replay: the meter already has purchase {spec.purchase_count}"
-                )
-                return
-        await self.fail(refused(text))
-
-    async def settle(self, spec: CommandSpec) -> tuple[Check, Snapshot | None]:
-        """Read back until the desired state shows or the aspect's settle time is over."""
-        if spec.kind in ACKNOWLEDGED_ONLY:
-            return check(spec, None, acknowledged=True), None
-        settle = self.x.config.settle.get(spec.aspect, DEFAULT_SETTLE[Aspect.RELAY])
-        end = min(self.now() + timedelta(seconds=settle.timeout_s), self.command.deadline_at)
-        await self.x.sleep(settle.delay_s)
-        state, last = Check(False, "the meter did not answer the read-back"), None
-        while True:
-            snapshot = await self.read()
-            if snapshot is not None:
-                state, last = check(spec, snapshot, acknowledged=True), snapshot
-                if state.satisfied:
-                    return state, last
-            if self.now() + timedelta(seconds=settle.poll_s) > end:
-                return state, last
-            await self.x.sleep(settle.poll_s)
-
-    # --- reading the meter ---------------------------------------------------------------------
-
-    async def read(self) -> Snapshot | None:
-        assert self.driver is not None
-        try:
-            snapshot = await self.driver.read(self.target.meter)
-        except DeviceError as error:
-            await self.note_failure(str(error))
-            return None
-        at = self.now()
-        await self.x.in_transaction(lambda conn: device_state.save_snapshot(conn, snapshot, at))
-        return snapshot
-
-    async def note_failure(self, error: str) -> None:
-        at, meter_id = self.now(), self.command.meter_id
-        await self.x.in_transaction(
-            lambda conn: device_state.save_failure(conn, meter_id, error, at)
-        )
-
-    # --- recording outcomes --------------------------------------------------------------------
-
-    async def mark_sent(self, spec: CommandSpec, before: Snapshot, validity: datetime) -> bool:
-        at, command = self.now(), self.command
-        detail: dict[str, Any] = {"attempt": command.attempts}
-        if spec.kind in RELAY_ACTIONS:
-            detail["validity_deadline"] = validity.isoformat()
-        if spec.kind is CommandKind.RECHARGE:
-            detail.update(purchase_count=spec.purchase_count, money_before=before.remaining_money)
-
-        marked = await self.x.in_transaction(
-            lambda conn: repository.record_sent(
-                conn, command, spec, at, detail, before.purchase_count
-            )
-        )
-        self.sent = self.sent or marked
-        return marked
-
-    async def confirm(self, detail: str) -> None:
-        await self._finish(CommandStatus.CONFIRMED, None, {"state": detail, "sent": self.sent})
-
-    async def fail(self, reason: str) -> None:
-        await self._finish(CommandStatus.FAILED, reason, {"reason": reason})
-
-    async def _finish(
-        self, status: CommandStatus, reason: str | None, detail: dict[str, Any]
-    ) -> None:
-        at, command, number = self.now(), self.command, self.target.number
-
-        def record(conn: Connection) -> None:
-            if not repository.finish(conn, command.id, status, reason, at):
-                repository.add_event(
-                    conn, command.id, at, "late_result", {"outcome": status.value, **detail}
-                )
-                return
-            repository.add_event(conn, command.id, at, status.value, detail)
-            audit.record(
-                conn,
-                organisation_id=command.organisation_id,
-                actor=SYSTEM_ACTOR,
-                action=f"command.{status.value}",
-                subject=f"meter:{number}",
-                at=at,
-                detail={"command": command.id, "kind": command.spec.kind.value, **detail},
-            )
-
-        await self.x.in_transaction(record)
-
-    async def retry_or_fail(self, reason: str) -> None:
-        command, now = self.command, self.now()
-        when = next_attempt_at(
-            attempts=command.attempts,
-            max_attempts=command.max_attempts,
-            now=now,
-            deadline=command.deadline_at,
-            policy=self.x.config.retry,
-        )
-        if when is None:
-            await self.fail(reason)
-            return
-        detail = {"attempt": command.attempts, "reason": reason, "next_attempt_at": when}
-        await self.x.in_transaction(
-            lambda conn: repository.record_retry(conn, command.id, now, when, detail)
-        )
+def _by_meter(claimed: Claimed) -> dict[int, Claimed]:
+    by_meter: dict[int, Claimed] = defaultdict(list)
+    for command, target in claimed:
+        by_meter[command.meter_id].append((command, target))
+    return by_meter

@@ -11,7 +11,7 @@ loses the command to another worker when the lease runs out.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -29,6 +29,7 @@ from sqlalchemy import (
     update,
 )
 
+from meterdesk.db import commit_signals
 from meterdesk.db.types import Instant
 from meterdesk.devices.commands.model import (
     OPEN_STATUSES,
@@ -109,6 +110,7 @@ def insert_command(
     )
     key = result.inserted_primary_key
     assert key is not None
+    commit_signals.announce(conn, commit_signals.COMMANDS)  # the executor claims it at commit
     return int(key[0])
 
 
@@ -280,9 +282,18 @@ def record_retry(
     add_event(conn, command_id, at, "retry" if rescheduled else "late_result", detail)
 
 
-def claim(conn: Connection, *, now: datetime, limit: int, lease: timedelta) -> list[int]:
+def claim(
+    conn: Connection,
+    *,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    skip_meters: Collection[int] = (),
+) -> list[int]:
     """Take up to ``limit`` due commands and lease them. A recharge waits while an older
-    recharge of the same meter is unfinished: purchases reach a meter in order."""
+    recharge of the same meter is unfinished: purchases reach a meter in order. Commands of
+    ``skip_meters`` (meters the caller is still working on) stay where they are: one command
+    at a time per meter."""
     older = commands.alias("older")
     earlier_push = exists().where(
         older.c.meter_id == commands.c.meter_id,
@@ -301,6 +312,8 @@ def claim(conn: Connection, *, now: datetime, limit: int, lease: timedelta) -> l
         .limit(limit)
         .with_for_update(skip_locked=True, of=commands)
     )
+    if skip_meters:
+        query = query.where(commands.c.meter_id.not_in(sorted(skip_meters)))
     ids = [int(i) for i in conn.execute(query).scalars()]
     if ids:
         conn.execute(
@@ -312,12 +325,18 @@ def claim(conn: Connection, *, now: datetime, limit: int, lease: timedelta) -> l
 
 
 def claim_batch(
-    conn: Connection, *, now: datetime, limit: int, lease: timedelta
+    conn: Connection,
+    *,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    skip_meters: Collection[int] = (),
 ) -> list[tuple[Command, CommandTarget]]:
     """Claim due commands with their targets. A claimed command that a newer open one replaces
     is cancelled here: rows written without ``send_command`` (the control loop's outbox) were
     never superseded when they were created."""
-    found = many(conn, claim(conn, now=now, limit=limit, lease=lease))
+    claimed = claim(conn, now=now, limit=limit, lease=lease, skip_meters=skip_meters)
+    found = many(conn, claimed)
     meter_ids = {c.meter_id for c in found}
     rivals = for_meters(conn, meter_ids, OPEN_STATUSES)
     live = []
