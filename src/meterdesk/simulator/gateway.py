@@ -45,6 +45,7 @@ from meterdesk.devices.uplink import (
     to_payload,
     up_topic,
 )
+from meterdesk.shared.tasks import cancel_and_wait
 from meterdesk.shared.time import Clock
 from meterdesk.simulator.cjt188_server import cjt188_address
 from meterdesk.simulator.dlt645_server import dlt645_address
@@ -198,9 +199,7 @@ class VirtualGateway:
         try:
             await self._uplink_loop()
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await cancel_and_wait([reader])
 
     def read_meters(self) -> None:
         """Read every meter now; publish when connected, else keep for the history resend."""
@@ -259,9 +258,7 @@ class VirtualGateway:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
         for task in done:
             if not task.cancelled() and (error := task.exception()) is not None:
                 raise error
@@ -272,8 +269,10 @@ class VirtualGateway:
                 self._announce(report)
                 await client.publish(self.up_topic, to_payload(report), qos=1)
             self._wake.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
 
     def _announce(self, report: Report) -> None:
         if self.on_publish is None:

@@ -10,12 +10,12 @@ served (their meters may still be reported by a gateway).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Protocol as TypingProtocol
 
 from meterdesk.shared.errors import ValidationError
+from meterdesk.shared.tasks import cancel_and_wait
 from meterdesk.simulator.cjt188_server import cjt188_server
 from meterdesk.simulator.clock import AcceleratedClock, SimulationClock
 from meterdesk.simulator.config import (
@@ -117,11 +117,7 @@ class Simulation:
             self._tasks.append(asyncio.create_task(self._run_faults()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         for server in self.servers:
             await server.close()
 
