@@ -8,12 +8,10 @@ Playwright's own browser download is never used (the machines have no internet):
 
 from __future__ import annotations
 
-import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
 
-from apikit import API_CONFIG, T0, Org, build_org, sqlite_engine
+from apikit import API_CONFIG, T0, build_org, sqlite_engine
+from browserkit import CHROMIUM, CHROMIUM_ARGS, Site, free_port
 
 from meterdesk.api.serve import server as make_server
 from meterdesk.billing.ingest import Ingestor
@@ -29,16 +28,6 @@ from meterdesk.bootstrap import App
 from meterdesk.db.database import Database
 from meterdesk.settings import Settings
 from meterdesk.shared.time import FakeClock, system_clock
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,20 +42,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "browser" in item.keywords and reason:
             item.add_marker(pytest.mark.skip(reason=reason))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Site:
-    url: str
-    db: Database
-    alpha: Org
-    bravo: Org
 
 
 @pytest.fixture
@@ -101,12 +76,4 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-def screenshot_dir() -> Path | None:
-    """Where to keep screenshots of a run: ``METERDESK_SCREENSHOTS``, if set."""
-    import os
-
-    found = os.environ.get("METERDESK_SCREENSHOTS")
-    return Path(found) if found else None
-
-
-__all__ = ["CHROMIUM_ARGS", "Site", "browser", "free_port", "screenshot_dir", "site"]
+__all__ = ["browser", "site"]

@@ -26,10 +26,10 @@ from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from browserkit import CHROMIUM, CHROMIUM_ARGS, free_port
 from devicefake import confirm_open_commands
 from notification_samples import add_notification_samples
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, free_port
 from meterdesk.access import service
 from meterdesk.api.serve import server as make_server
 from meterdesk.bootstrap import build

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from apikit import flat_tariff
+from browserkit import Site, screenshot_dir
 from devicefake import confirm_open_commands
 
-from conftest import Site, screenshot_dir
 from meterdesk.tariffs import service as tariffs
 
 pytestmark = pytest.mark.browser
