@@ -77,3 +77,20 @@ def test_a_check_constraint_still_refuses_the_whole_update(engine: Engine, count
         ]
         bulk_update(conn, items, ("id", "part"), ("amount", "note", "active"), updates)
     assert {value[0] for value in _stored(engine).values()} == {1}
+
+
+@pytest.mark.parametrize("count", [3, UNNEST_THRESHOLD + 5])
+def test_a_text_too_long_for_its_column_is_refused_not_cut(engine: Engine, count: int) -> None:
+    """An explicit cast to ``varchar(80)[]`` would cut the value silently on PostgreSQL."""
+    _metadata.create_all(engine)
+    with engine.begin() as conn:
+        bulk_insert(conn, items, COLUMNS, [(i, "x", 1, None, True) for i in range(count)])
+    updates = [(2, "n" * (80 if i else 81), True, i, "x") for i in range(count)]
+    if engine.dialect.name == "sqlite":  # SQLite keeps any length: stored whole, never cut
+        with engine.begin() as conn:
+            bulk_update(conn, items, ("id", "part"), ("amount", "note", "active"), updates)
+        assert len(_stored(engine)[(0, "x")][1] or "") == 81
+        return
+    with pytest.raises(psycopg.DataError), engine.begin() as conn:
+        bulk_update(conn, items, ("id", "part"), ("amount", "note", "active"), updates)
+    assert {value[1] for value in _stored(engine).values()} == {None}

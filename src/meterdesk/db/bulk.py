@@ -21,7 +21,18 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Table, and_, bindparam, insert, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    String,
+    Table,
+    TypeDecorator,
+    and_,
+    bindparam,
+    insert,
+    update,
+)
+from sqlalchemy.types import TypeEngine
 
 COPY_THRESHOLD = 200
 UNNEST_THRESHOLD = 20
@@ -115,7 +126,7 @@ def _unnest_sql(
     one array parameter per column, in (*values, *keys) order."""
     quote = dialect.identifier_preparer.quote
     names = (*values, *keys)
-    arrays = ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}[]" for name in names)
+    arrays = ", ".join(f"%s::{_array_type(table.c[name].type, dialect)}[]" for name in names)
     aliases = ", ".join(f"c{i}" for i in range(len(names)))
     target = dialect.identifier_preparer.format_table(table)
     assignments = ", ".join(f"{quote(name)} = u.c{i}" for i, name in enumerate(values))
@@ -126,6 +137,17 @@ def _unnest_sql(
         f"UPDATE {target} SET {assignments} "  # noqa: S608 - identifiers from the table only
         f"FROM unnest({arrays}) AS u({aliases}) WHERE {matches}"
     )
+
+
+def _array_type(column_type: TypeEngine[Any], dialect: Dialect) -> str:
+    """The element type of the parameter array: strings without their length, because an
+    explicit cast to ``varchar(n)`` cuts a longer value silently, while the column itself refuses
+    it as the one-row-per-statement path does."""
+    if isinstance(column_type, TypeDecorator):
+        column_type = column_type.impl_instance
+    if isinstance(column_type, String):
+        return "text"
+    return str(column_type.compile(dialect=dialect))
 
 
 def _update_from_arrays(
