@@ -41,7 +41,10 @@ class FakeClock:
 def require_utc(value: datetime, *, field: str = "time") -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(f"{field}: a time zone is required ({value.isoformat()})")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise ValidationError(f"{field}: out of range ({value.isoformat()})") from None
 
 
 def parse_instant(text: str, *, field: str = "time") -> datetime:

@@ -7,7 +7,7 @@ opening a preset or importing rows that carry initial credit.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
@@ -37,11 +37,14 @@ from meterdesk.api.schemas.accounts import (
 )
 from meterdesk.api.schemas.common import Id
 from meterdesk.billing import accounts, statements, tariff_change
+from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.money import format_money, parse_quantity
 from meterdesk.shared.time import require_utc
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["accounts"])
 STATEMENT_DAYS = 31
+# the earliest end whose default window still starts inside what a datetime can hold
+MIN_STATEMENT_END = datetime.min.replace(tzinfo=UTC) + timedelta(days=STATEMENT_DAYS)
 
 
 def replay_doc(model: type[BaseModel]) -> dict[int | str, dict[str, object]]:
@@ -169,8 +172,13 @@ def get_statement(
     end: AwareDatetime | None = None,
 ) -> StatementOut:
     """Every entry in ``[start, end)`` with the running balance (default: the last 31 days)."""
-    until = require_utc(end) if end is not None else caller.db.clock()
-    since = require_utc(start) if start is not None else until - timedelta(days=STATEMENT_DAYS)
+    until = require_utc(end, field="end") if end is not None else caller.db.clock()
+    if start is not None:
+        since = require_utc(start, field="start")
+    elif until < MIN_STATEMENT_END:
+        raise ValidationError(f"end: out of range ({until.isoformat()})")
+    else:
+        since = until - timedelta(days=STATEMENT_DAYS)
     found = statements.statement(
         caller.db,
         organisation_id=caller.organisation_id,
