@@ -4,12 +4,25 @@ it commit together or not at all."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert
 
 from meterdesk.audit.tables import audit_log
+
+
+@dataclass(frozen=True)
+class Entry:
+    organisation_id: int
+    actor: str
+    action: str
+    subject: str
+    at: datetime
+    detail: dict[str, Any] | None = None
+    source: str | None = None
 
 
 def record(
@@ -23,14 +36,24 @@ def record(
     detail: dict[str, Any] | None = None,
     source: str | None = None,
 ) -> None:
-    conn.execute(
-        insert(audit_log).values(
-            organisation_id=organisation_id,
-            at=at,
-            actor=actor,
-            action=action,
-            subject=subject,
-            detail=json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str),
-            source=source,
-        )
-    )
+    entry = Entry(organisation_id, actor, action, subject, at, detail, source)
+    conn.execute(insert(audit_log).values(**_row(entry)))
+
+
+def record_many(conn: Connection, entries: Sequence[Entry]) -> None:
+    """Several entries in one statement (a batch of control decisions)."""
+    if not entries:
+        return
+    conn.execute(insert(audit_log), [_row(entry) for entry in entries])
+
+
+def _row(entry: Entry) -> dict[str, Any]:
+    return {
+        "organisation_id": entry.organisation_id,
+        "at": entry.at,
+        "actor": entry.actor,
+        "action": entry.action,
+        "subject": entry.subject,
+        "detail": json.dumps(entry.detail or {}, ensure_ascii=False, sort_keys=True, default=str),
+        "source": entry.source,
+    }

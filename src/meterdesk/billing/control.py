@@ -12,13 +12,14 @@ and messages only; their meters cut and restore themselves.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from meterdesk.billing import control_config
 from meterdesk.billing.model import BillingMode
@@ -59,19 +60,21 @@ COMMAND_FOR = {
 EVENT_FOR = {Action.CUT: "supply_cut", Action.RESTORE: "supply_restored"}
 
 
+@dataclass(frozen=True)
+class CommandRequest:
+    """A desired state for one meter, keyed by the decision that wants it."""
+
+    organisation_id: int
+    meter_id: int
+    kind: str
+    key: str
+    params: dict[str, Any]
+
+
 class Outbox(Protocol):
     """Where decisions leave: both calls write rows in the caller's transaction."""
 
-    def command(
-        self,
-        conn: Connection,
-        *,
-        organisation_id: int,
-        meter_id: int,
-        kind: str,
-        key: str,
-        params: dict[str, Any],
-    ) -> None: ...
+    def send_commands(self, conn: Connection, requests: Sequence[CommandRequest]) -> None: ...
 
     def message(
         self,
@@ -93,8 +96,8 @@ class RecordingOutbox:
     commands: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
 
-    def command(self, conn: Connection, **fields: Any) -> None:
-        self.commands.append(fields)
+    def send_commands(self, conn: Connection, requests: Sequence[CommandRequest]) -> None:
+        self.commands.extend(asdict(request) for request in requests)
 
     def message(self, conn: Connection, **fields: Any) -> None:
         self.messages.append(fields)
@@ -126,6 +129,8 @@ def evaluate_in(
     """Decide for each account (net balance in fen: wallet minus arrears) and send the decisions
     out. Returns the decisions per account that had any."""
     made: dict[int, list[Decision]] = {}
+    changed: list[tuple[_Account, ControlState]] = []
+    deciding: list[tuple[_Account, list[Decision], Situation]] = []
     for account in _load(conn, balances, everyone=everyone or cause is Cause.POLICY_CHANGE):
         friendly = (
             _friendly(conn, account, at)
@@ -142,10 +147,12 @@ def evaluate_in(
         new_state, decisions = decide(account.policy, account.state, situation)
         if new_state == account.state and cause is not Cause.POLICY_CHANGE:
             continue
-        version = _save(conn, account, new_state, at)
+        changed.append((account, new_state))
         if decisions:
             made[account.account_id] = decisions
-            _send(conn, account, decisions, version, situation, outbox)
+            deciding.append((account, decisions, situation))
+    _save(conn, changed, at)
+    _send(conn, deciding, outbox)
     return made
 
 
@@ -288,29 +295,32 @@ def _site(conn: Connection, account_id: int) -> tuple[int, ZoneInfo]:
     return row[0][0], zone(row[0][1])
 
 
-def _save(conn: Connection, account: _Account, state: ControlState, at: datetime) -> int:
-    version = account.version + 1
-    watch_fen, active = watch(account.policy, state)
-    values = {
-        "state": control_config.state_to_json(state),
-        "version": version,
-        "updated_at": at,
-        "watch_fen": watch_fen,
-        "active": active,
-    }
-    if account.stored:
+def _save(conn: Connection, changed: list[tuple[_Account, ControlState]], at: datetime) -> None:
+    """Store each changed state with its version one higher (one statement per kind of write
+    for the whole batch)."""
+    updates, inserts = [], []
+    for account, state in changed:
+        watch_fen, active = watch(account.policy, state)
+        values = {
+            "state": control_config.state_to_json(state),
+            "version": account.version + 1,
+            "updated_at": at,
+            "watch_fen": watch_fen,
+            "active": active,
+        }
+        if account.stored:
+            updates.append({"key_account_id": account.account_id, **values})
+        else:
+            inserts.append({"account_id": account.account_id, **default_policy_columns(), **values})
+    if updates:
         conn.execute(
             update(account_controls)
-            .where(account_controls.c.account_id == account.account_id)
-            .values(**values)
+            .where(account_controls.c.account_id == bindparam("key_account_id"))
+            .values({name: bindparam(name) for name in updates[0] if name != "key_account_id"}),
+            updates,
         )
-    else:
-        conn.execute(
-            insert(account_controls).values(
-                account_id=account.account_id, **default_policy_columns(), **values
-            )
-        )
-    return version
+    if inserts:
+        conn.execute(insert(account_controls), inserts)
 
 
 def default_policy_columns() -> dict[str, Any]:
@@ -328,84 +338,110 @@ def default_policy_columns() -> dict[str, Any]:
 
 def _send(
     conn: Connection,
-    account: _Account,
-    decisions: Iterable[Decision],
-    version: int,
-    now: Situation,
+    deciding: list[tuple[_Account, list[Decision], Situation]],
     outbox: Outbox,
 ) -> None:
-    controllable = _controllable_meters(conn, account.account_id)
-    for decision in decisions:
-        key = f"control:{account.account_id}:{version}:{decision.action.value}"
-        params = {"balance": format_money(from_fen(now.balance_fen)), "at": now.at.isoformat()}
-        if decision.action is Action.ALARM:
-            level = next(level for level in account.policy.alarms if level.level == decision.level)
-            outbox.message(
-                conn,
-                organisation_id=account.organisation_id,
-                account_id=account.account_id,
-                event=f"alarm_level_{decision.level}",
-                key=f"{key}:{decision.level}:{decision.repeat}",
-                params={
-                    **params,
-                    "level": decision.level,
-                    "repeat": decision.repeat,
-                    "threshold": None
-                    if level.threshold_fen is None
-                    else format_money(from_fen(level.threshold_fen)),
-                    "days_left": now.days_left,
-                },
-                channels=level.channels,
-            )
-            continue
-        _device_commands(conn, account, decision, key, controllable, outbox)
-        if decision.action in EVENT_FOR and controllable:
-            outbox.message(
-                conn,
-                organisation_id=account.organisation_id,
-                account_id=account.account_id,
-                event=EVENT_FOR[decision.action],
-                key=key,
-                params=params,
-                channels=None,
-            )
+    """Messages one by one; the device commands of every account together, in order."""
+    controllable = _controllable_meters(
+        conn,
+        [account.account_id for account, decisions, _ in deciding
+         if any(decision.action is not Action.ALARM for decision in decisions)],
+    )  # fmt: skip
+    wanted: list[CommandRequest] = []
+    for account, decisions, now in deciding:
+        version = account.version + 1  # as _save stored it
+        meters_of = controllable.get(account.account_id, [])
+        for decision in decisions:
+            key = f"control:{account.account_id}:{version}:{decision.action.value}"
+            params = {"balance": format_money(from_fen(now.balance_fen)), "at": now.at.isoformat()}
+            if decision.action is Action.ALARM:
+                _alarm_message(conn, account, decision, key, params, now, outbox)
+                continue
+            wanted.extend(_device_commands(account, decision, key, meters_of))
+            if decision.action in EVENT_FOR and meters_of:
+                outbox.message(
+                    conn,
+                    organisation_id=account.organisation_id,
+                    account_id=account.account_id,
+                    event=EVENT_FOR[decision.action],
+                    key=key,
+                    params=params,
+                    channels=None,
+                )
+    if wanted:
+        outbox.send_commands(conn, wanted)
 
 
-def _device_commands(
+def _alarm_message(
     conn: Connection,
     account: _Account,
     decision: Decision,
     key: str,
-    controllable: list[tuple[int, str]],
+    params: dict[str, Any],
+    now: Situation,
     outbox: Outbox,
 ) -> None:
+    level = next(level for level in account.policy.alarms if level.level == decision.level)
+    outbox.message(
+        conn,
+        organisation_id=account.organisation_id,
+        account_id=account.account_id,
+        event=f"alarm_level_{decision.level}",
+        key=f"{key}:{decision.level}:{decision.repeat}",
+        params={
+            **params,
+            "level": decision.level,
+            "repeat": decision.repeat,
+            "threshold": None
+            if level.threshold_fen is None
+            else format_money(from_fen(level.threshold_fen)),
+            "days_left": now.days_left,
+        },
+        channels=level.channels,
+    )
+
+
+def _device_commands(
+    account: _Account, decision: Decision, key: str, controllable: list[tuple[int, str]]
+) -> list[CommandRequest]:
+    found = []
     for meter_id, utility in controllable:
         kind = COMMAND_FOR.get((utility, decision.action))
         if kind == "relay_close" and decision.restore_mode is RestoreMode.CLOSE_ALLOWED:
             kind = "relay_close_allowed"
         if kind is not None:
-            outbox.command(
-                conn,
-                organisation_id=account.organisation_id,
-                meter_id=meter_id,
-                kind=kind,
-                key=f"{key}:{meter_id}",
-                params={"reason": decision.action.value, "account_id": account.account_id},
+            found.append(
+                CommandRequest(
+                    organisation_id=account.organisation_id,
+                    meter_id=meter_id,
+                    kind=kind,
+                    key=f"{key}:{meter_id}",
+                    params={"reason": decision.action.value, "account_id": account.account_id},
+                )
             )
+    return found
 
 
-def _controllable_meters(conn: Connection, account_id: int) -> list[tuple[int, str]]:
-    """The account's meters that can be switched remotely (manual meters have no device)."""
+def _controllable_meters(
+    conn: Connection, account_ids: list[int]
+) -> dict[int, list[tuple[int, str]]]:
+    """Per account, its meters that can be switched remotely (manual meters have no device)."""
+    if not account_ids:
+        return {}
     rows = conn.execute(
-        select(meters.c.id, meters.c.utility)
+        select(meter_assignments.c.account_id, meters.c.id, meters.c.utility)
         .join(meter_assignments, meter_assignments.c.meter_id == meters.c.id)
         .where(
-            meter_assignments.c.account_id == account_id,
+            meter_assignments.c.account_id.in_(sorted(set(account_ids))),
             meter_assignments.c.end_at.is_(None),
             meters.c.protocol != "manual",
         )
+        .order_by(meter_assignments.c.account_id, meters.c.id)
     ).all()
-    return [(int(row.id), str(row.utility)) for row in rows]
+    found: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for row in rows:
+        found[int(row.account_id)].append((int(row.id), str(row.utility)))
+    return found
 
 
 def net_balances(conn: Connection, account_ids: Iterable[int]) -> dict[int, int]:

@@ -5,12 +5,16 @@ the decision, so a decision can never leave twice."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
 from meterdesk.shared.time import Clock, system_clock
+
+if TYPE_CHECKING:
+    from meterdesk.billing.control import CommandRequest
 
 COMMAND_DEADLINE = timedelta(minutes=30)
 CONTROL_ACTOR = "system:control"
@@ -20,31 +24,27 @@ class DatabaseOutbox:
     def __init__(self, clock: Clock = system_clock) -> None:
         self.clock = clock
 
-    def command(
-        self,
-        conn: Connection,
-        *,
-        organisation_id: int,
-        meter_id: int,
-        kind: str,
-        key: str,
-        params: dict[str, Any],
-    ) -> None:
-        """A desired state for the device layer: superseding older commands for the same relay
-        or valve, audited, with its created event; the executor sends it after commit."""
-        from meterdesk.devices.commands import service as commands
+    def send_commands(self, conn: Connection, requests: Sequence[CommandRequest]) -> None:
+        """Desired states for the device layer, recorded together: each supersedes older
+        commands for the same relay or valve, is audited and has its created event; the
+        executor sends them after commit."""
+        from meterdesk.devices.commands import batch, service
 
-        commands.send_command_in(
+        batch.create_many_in(
             conn,
-            organisation_id=organisation_id,
-            meter_id=meter_id,
-            kind=kind,
-            params=None,
+            [
+                batch.NewCommand(
+                    organisation_id=request.organisation_id,
+                    meter_id=request.meter_id,
+                    spec=service.sendable_spec(request.kind, None),
+                    idempotency_key=request.key,
+                    deadline_s=int(COMMAND_DEADLINE.total_seconds()),
+                    context=request.params,
+                )
+                for request in requests
+            ],
             actor=CONTROL_ACTOR,
             at=self.clock(),
-            idempotency_key=key,
-            deadline_s=int(COMMAND_DEADLINE.total_seconds()),
-            context=params,
         )
 
     def message(

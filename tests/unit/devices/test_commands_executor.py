@@ -412,19 +412,24 @@ def test_run_works_until_stopped(world: World, clock: FakeClock) -> None:
 def test_control_loop_rows_are_executed_and_superseded_at_claim(
     world: World, clock: FakeClock
 ) -> None:
+    from meterdesk.billing.control import CommandRequest
     from meterdesk.billing.outbox import DatabaseOutbox
 
     outbox = DatabaseOutbox(clock)
     with world.db.transaction() as conn:
-        for kind, key in (("relay_trip", "cut:1"), ("relay_close", "restore:1")):
-            outbox.command(
-                conn,
-                organisation_id=world.organisation_id,
-                meter_id=world.meter_id,
-                kind=kind,
-                key=key,
-                params={"reason": kind, "account_id": 7},
-            )
+        outbox.send_commands(  # one batch: the close supersedes the trip recorded before it
+            conn,
+            [
+                CommandRequest(
+                    organisation_id=world.organisation_id,
+                    meter_id=world.meter_id,
+                    kind=kind,
+                    key=key,
+                    params={"reason": kind, "account_id": 7},
+                )
+                for kind, key in (("relay_trip", "cut:1"), ("relay_close", "restore:1"))
+            ],
+        )
     driver = FakeDriver(clock)
     run(world, driver)
     trip, close = service.list_commands(world.db, organisation_id=world.organisation_id)[::-1]

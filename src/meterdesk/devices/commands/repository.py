@@ -49,7 +49,7 @@ from meterdesk.metering.tables import meters
 REQUEST_HASH = "request_hash"  # kept beside the parameters in commands.params
 
 
-def _command(row: RowMapping) -> Command:
+def command_from_row(row: RowMapping) -> Command:
     params = json.loads(row["params"])
     request_hash = str(params.pop(REQUEST_HASH, ""))
     spec, context = split_stored(row["kind"], params)
@@ -74,7 +74,7 @@ def _command(row: RowMapping) -> Command:
     )
 
 
-def _params_text(spec: CommandSpec, request_hash: str, context: Mapping[str, object]) -> str:
+def params_text(spec: CommandSpec, request_hash: str, context: Mapping[str, object]) -> str:
     return json.dumps({**context, **spec.to_params(), REQUEST_HASH: request_hash}, sort_keys=True)
 
 
@@ -96,7 +96,7 @@ def insert_command(
             organisation_id=organisation_id,
             meter_id=meter_id,
             kind=spec.kind.value,
-            params=_params_text(spec, spec.request_hash(meter_id), context),
+            params=params_text(spec, spec.request_hash(meter_id), context),
             status=CommandStatus.PENDING.value,
             reason=None,
             attempts=0,
@@ -120,7 +120,7 @@ def find_by_key(conn: Connection, idempotency_key: str) -> Command | None:
         .mappings()
         .one_or_none()
     )
-    return None if row is None else _command(row)
+    return None if row is None else command_from_row(row)
 
 
 def get(conn: Connection, command_id: int, organisation_id: int | None = None) -> Command | None:
@@ -128,7 +128,7 @@ def get(conn: Connection, command_id: int, organisation_id: int | None = None) -
     if organisation_id is not None:
         query = query.where(commands.c.organisation_id == organisation_id)
     row = conn.execute(query).mappings().one_or_none()
-    return None if row is None else _command(row)
+    return None if row is None else command_from_row(row)
 
 
 def many(conn: Connection, command_ids: Iterable[int]) -> list[Command]:
@@ -136,7 +136,7 @@ def many(conn: Connection, command_ids: Iterable[int]) -> list[Command]:
     if not ids:
         return []
     rows = conn.execute(select(commands).where(commands.c.id.in_(ids)).order_by(commands.c.id))
-    return [_command(row) for row in rows.mappings()]
+    return [command_from_row(row) for row in rows.mappings()]
 
 
 def for_meter(conn: Connection, meter_id: int, statuses: Iterable[str]) -> list[Command]:
@@ -153,7 +153,7 @@ def for_meters(
         )
         .order_by(commands.c.id)
     )
-    return [_command(row) for row in rows.mappings()]
+    return [command_from_row(row) for row in rows.mappings()]
 
 
 def select_commands(
@@ -177,7 +177,7 @@ def select_commands(
     if before_id is not None:
         query = query.where(commands.c.id < before_id)
     rows = conn.execute(query.order_by(commands.c.id.desc()).limit(limit))
-    return [_command(row) for row in rows.mappings()]
+    return [command_from_row(row) for row in rows.mappings()]
 
 
 def add_event(
@@ -251,7 +251,7 @@ def mark_sent(conn: Connection, command: Command, spec: CommandSpec, at: datetim
         .values(
             status=CommandStatus.SENT.value,
             sent_at=func.coalesce(commands.c.sent_at, literal(at, Instant)),
-            params=_params_text(spec, command.request_hash, command.context),
+            params=params_text(spec, command.request_hash, command.context),
         )
     )
     return result.rowcount == 1
@@ -426,7 +426,7 @@ def recharges_for_meter(conn: Connection, meter_id: int) -> list[Command]:
         .where(commands.c.meter_id == meter_id, commands.c.kind == CommandKind.RECHARGE.value)
         .order_by(commands.c.id)
     )
-    return [_command(row) for row in rows.mappings()]
+    return [command_from_row(row) for row in rows.mappings()]
 
 
 def decimal_or_none(value: object) -> Decimal | None:

@@ -164,11 +164,7 @@ def send_command_in(
     max_attempts: int | None = None,
     context: Mapping[str, object] | None = None,
 ) -> SendResult:
-    spec = parse_spec(kind, params)
-    if spec.kind is CommandKind.RECHARGE:
-        raise ValidationError(
-            "kind: money reaches a meter only from a ledger recharge (push_recharge_for_transfer)"
-        )
+    spec = sendable_spec(kind, params)
     return create_in(
         conn,
         organisation_id=organisation_id,
@@ -183,7 +179,19 @@ def send_command_in(
     )
 
 
-def _limits(spec: CommandSpec, deadline_s: int | None, max_attempts: int | None) -> tuple[int, int]:
+def sendable_spec(kind: object, params: Mapping[str, object] | None) -> CommandSpec:
+    """A command anyone may send: every kind but a recharge push."""
+    spec = parse_spec(kind, params)
+    if spec.kind is CommandKind.RECHARGE:
+        raise ValidationError(
+            "kind: money reaches a meter only from a ledger recharge (push_recharge_for_transfer)"
+        )
+    return spec
+
+
+def command_limits(
+    spec: CommandSpec, deadline_s: int | None, max_attempts: int | None
+) -> tuple[int, int]:
     seconds = (
         deadline_s
         if deadline_s is not None
@@ -208,12 +216,21 @@ def _replayed(
     existing = repository.find_by_key(conn, key)
     if existing is None:
         return None
-    if existing.meter_id != meter_id or existing.request_hash != spec.request_hash(meter_id):
-        raise IdempotencyConflictError(
-            f"idempotency key {given_key!r} was already used for a different command "
-            f"(#{existing.id})"
-        )
+    check_replay(existing, spec, meter_id, given_key)
     return SendResult(_views(conn, [existing])[0], True)
+
+
+def check_replay(existing: Command, spec: CommandSpec, meter_id: int, given_key: str) -> None:
+    """A key already recorded must be for this very request."""
+    if existing.meter_id != meter_id or existing.request_hash != spec.request_hash(meter_id):
+        raise key_conflict(given_key, existing.id)
+
+
+def key_conflict(given_key: str, existing_id: int | None) -> IdempotencyConflictError:
+    where = f"(#{existing_id})" if existing_id is not None else "in the same batch"
+    return IdempotencyConflictError(
+        f"idempotency key {given_key!r} was already used for a different command {where}"
+    )
 
 
 def create_in(
@@ -230,8 +247,8 @@ def create_in(
     context: Mapping[str, object] | None = None,
 ) -> SendResult:
     """Record a validated command (recharges included) inside the caller's transaction."""
-    seconds, attempts = _limits(spec, deadline_s, max_attempts)
-    key = _scoped_key(organisation_id, idempotency_key)
+    seconds, attempts = command_limits(spec, deadline_s, max_attempts)
+    key = scoped_key(organisation_id, idempotency_key)
     replayed = _replayed(conn, key, spec, meter_id, idempotency_key)
     if replayed is not None:
         return replayed
@@ -260,7 +277,7 @@ def create_in(
     return SendResult(view(created, str(meter["number"])), False, superseded)
 
 
-def _scoped_key(organisation_id: int, idempotency_key: str) -> str:
+def scoped_key(organisation_id: int, idempotency_key: str) -> str:
     if not idempotency_key.strip():
         raise ValidationError("idempotency_key: must not be empty")
     return f"{organisation_id}:{idempotency_key}"
