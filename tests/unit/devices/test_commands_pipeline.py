@@ -7,6 +7,7 @@ still never sends twice."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -344,3 +345,46 @@ def test_a_silent_meter_is_counted_with_the_retry_in_one_transaction(
             select(device_status.c.failures).where(device_status.c.meter_id == world.meter_id)
         ).scalar_one()
     assert failures == 1
+
+
+def test_a_worker_finishing_while_a_claim_is_in_flight_wakes_the_loop(
+    world: World, clock: FakeClock
+) -> None:
+    """The claim that skipped a busy meter may still be waiting (for its SQLite writer turn) when
+    that meter's worker finishes; the meter's next command must not wait for the idle poll."""
+    driver = FakeDriver(clock)
+    gate = Gate(clock)
+    work = executor_with(world, {world.meter_id: driver}, gate)
+    claim_started, release_claim = threading.Event(), threading.Event()
+    hold = {"armed": False}
+
+    async def in_transaction(fn: Callable[[Any], Any]) -> Any:
+        def run() -> Any:
+            if hold["armed"]:  # this claim waits before BEGIN, as for its writer turn
+                hold["armed"] = False
+                claim_started.set()
+                release_claim.wait(5)
+            with work.db.transaction() as conn:
+                return fn(conn)
+
+        return await asyncio.to_thread(run)
+
+    work.in_transaction = in_transaction  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        send(world, "relay_trip", "trip")
+        task = asyncio.create_task(work.run())
+        await until(lambda: gate.waiting == 1)  # the trip is sent and settling
+        hold["armed"] = True
+        close = send(world, "relay_close", "close")  # its commit wakes the loop: a claim starts
+        await asyncio.to_thread(claim_started.wait, 5)
+        gate.open.set()  # the meter's worker finishes while the claim is in flight
+        await until(lambda: not work._working)
+        release_claim.set()  # the claim skips the meter that was busy when it started
+        try:
+            await until(lambda: status(world, close) == "confirmed")
+        finally:
+            work.stop()
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())

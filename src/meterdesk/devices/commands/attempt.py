@@ -103,13 +103,18 @@ class Attempt:
         return self.x.clock()
 
     async def write(self, work: Callable[[Connection], _T]) -> _T:
-        """``work`` in one transaction, after the device-state writes waiting for one."""
+        """``work`` in one transaction, then the device-state writes waiting for one.
+
+        In that order: ``commands`` rows before ``device_status``, as an ingest transaction
+        takes them (a control decision supersedes a command, then the uplink saves the meter's
+        live state). The other order deadlocked with it on PostgreSQL."""
         pending, self.unsaved = self.unsaved, []
 
         def run(conn: Connection) -> _T:
+            done = work(conn)
             for save in pending:
                 save(conn)
-            return work(conn)
+            return done
 
         return await self.x.in_transaction(run)
 

@@ -111,6 +111,10 @@ class CommandExecutor:
             return False
         limit = min(self.config.batch_size, free)
         busy = frozenset(self._working)
+        # Set before the claim, not after: a busy meter's worker may finish while the claim is
+        # in flight (waiting for its writer turn), and must then wake the loop for what the
+        # claim skipped.
+        self._claim_again = self._claim_again or bool(busy)
         try:
             claimed = await self.in_transaction(lambda conn: self._claim(conn, limit, busy))
         except Exception:
