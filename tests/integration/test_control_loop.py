@@ -17,6 +17,7 @@ from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.db.database import Database
 from meterdesk.devices.tables import commands
 from meterdesk.metering import service as metering
+from meterdesk.reports import room_grid
 from meterdesk.shared.time import FakeClock
 from meterdesk.sites import service as sites
 from meterdesk.tariffs import service as tariffs
@@ -250,3 +251,35 @@ def test_days_of_credit_alarm_fires_from_the_usage_forecast(db: Database, clock:
         r.use("2")  # 24.00 used this week, 6.00 left: 6 / (24/7) ≈ 1.75 days
     control_tick.tick(db, outbox=r.outbox)
     assert r.events() == ["alarm_level_1"]
+
+
+def _grid_tile(room: Room) -> tuple[str, str, int]:
+    with room.db.read() as conn:
+        found = room_grid.grid(conn, room.org, room_grid.GridFilter(), lambda _: (0, 10))
+    (tile,) = found.tiles
+    return tile.state, tile.supply, tile.alarm_level
+
+
+def test_the_room_grid_shows_what_the_control_loop_decided(room: Room) -> None:
+    """The grid reads the control state's supply and alarm-level columns, which every write of
+    the state keeps in step: an alarm, a cut, a restore, a cut waiting for friendly hours."""
+    assert _grid_tile(room) == ("normal", "on", 0)
+    room.use("10")  # 30 → 20: level 1
+    assert _grid_tile(room) == ("alarm", "on", 1)
+    for _ in range(4):
+        room.use("5")  # → 0: cut
+    assert _grid_tile(room) == ("off", "off", 3)
+    room.recharge("50.00", "r1")
+    assert _grid_tile(room) == ("normal", "on", 0)
+    control_admin.create_friendly_profile(
+        room.db,
+        organisation_id=room.org,
+        name="always",
+        windows=[{"start": "00:00", "end": "00:00"}],
+        weekends=True,
+        holidays=True,
+        actor="op",
+    )
+    room.policy(friendly_profile="always")
+    room.use("60")  # 50 → 0 and 10.00 in arrears: the cut waits
+    assert _grid_tile(room) == ("arrears", "pending", 3)

@@ -35,6 +35,7 @@ from meterdesk import __version__
 from meterdesk.access import service as access
 from meterdesk.api.app import create_app
 from meterdesk.api.context import ApiConfig
+from meterdesk.billing import control_config
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.billing.tables import account_controls, accounts
 from meterdesk.bootstrap import App
@@ -246,9 +247,11 @@ def _accounts(
                 ),
                 False,
             )
+            shown = control_config.grid_columns(control_config.state_from_json(state), active)
             control_rows.append(
-                (room_id, "zero", draw > 0.98, 0, "direct", 0, state, 0, active, 1, at)
-            )
+                (room_id, "zero", draw > 0.98, 0, "direct", 0, state, 0, active, 1, at,
+                 shown["supply"], shown["alarm_level"])
+            )  # fmt: skip
     bulk_insert(
         conn,
         ledger_accounts,
@@ -286,6 +289,8 @@ def _accounts(
         "active",
         "version",
         "updated_at",
+        "supply",
+        "alarm_level",
     )
     bulk_insert(conn, account_controls, columns, control_rows)
     ledger.apply_transfers(conn, transfers)

@@ -300,14 +300,7 @@ def _save(conn: Connection, changed: list[tuple[_Account, ControlState]], at: da
     for the whole batch)."""
     updates, inserts = [], []
     for account, state in changed:
-        watch_fen, active = watch(account.policy, state)
-        values = {
-            "state": control_config.state_to_json(state),
-            "version": account.version + 1,
-            "updated_at": at,
-            "watch_fen": watch_fen,
-            "active": active,
-        }
+        values = state_values(state, watch(account.policy, state), account.version + 1, at)
         if account.stored:
             updates.append({"key_account_id": account.account_id, **values})
         else:
@@ -321,6 +314,21 @@ def _save(conn: Connection, changed: list[tuple[_Account, ControlState]], at: da
         )
     if inserts:
         conn.execute(insert(account_controls), inserts)
+
+
+def state_values(
+    state: ControlState, watching: tuple[int, bool], version: int, at: datetime
+) -> dict[str, Any]:
+    """The ``account_controls`` columns that follow from a control state."""
+    watch_fen, active = watching
+    return {
+        "state": control_config.state_to_json(state),
+        "version": version,
+        "updated_at": at,
+        "watch_fen": watch_fen,
+        "active": active,
+        **control_config.grid_columns(state, active),
+    }
 
 
 def default_policy_columns() -> dict[str, Any]:
@@ -484,14 +492,8 @@ def record_emergency(
     state, version, stored = load_state(conn, account_id)
     new_state = replace(state, emergency_outstanding_fen=outstanding_fen)
     loaded = _load(conn, {account_id: 0}, everyone=True)
-    watch_fen, active = watch(loaded[0].policy, new_state) if loaded else (0, outstanding_fen > 0)
-    values = {
-        "state": control_config.state_to_json(new_state),
-        "version": version + 1,
-        "updated_at": at,
-        "watch_fen": watch_fen,
-        "active": active,
-    }
+    watching = watch(loaded[0].policy, new_state) if loaded else (0, outstanding_fen > 0)
+    values = state_values(new_state, watching, version + 1, at)
     if stored:
         conn.execute(
             update(account_controls)

@@ -16,7 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from meterdesk.audit import service as audit
 from meterdesk.billing import control, control_config
 from meterdesk.billing.accounts import account_by_number
-from meterdesk.billing.policy import Cause, CutAt, RestoreMode, may_take_emergency_credit
+from meterdesk.billing.policy import (
+    Cause,
+    ControlState,
+    CutAt,
+    RestoreMode,
+    may_take_emergency_credit,
+)
 from meterdesk.billing.tables import account_controls, alarm_plans, friendly_profiles, site_holidays
 from meterdesk.db import counters
 from meterdesk.db.database import Database
@@ -192,11 +198,7 @@ def set_account_policy(
                 insert(account_controls).values(
                     account_id=account_id,
                     **{**control.default_policy_columns(), **values},
-                    state=_initial_state(),
-                    version=0,
-                    watch_fen=0,
-                    active=False,
-                    updated_at=at,
+                    **control.state_values(ControlState(), (0, False), 0, at),
                 )
             )
         else:
@@ -220,12 +222,6 @@ def set_account_policy(
             conn, balances=balances, at=at, cause=Cause.POLICY_CHANGE, outbox=outbox
         )
         return {"account": number, **{k: v for k, v in values.items()}}
-
-
-def _initial_state() -> str:
-    from meterdesk.billing.policy import ControlState
-
-    return control_config.state_to_json(ControlState())
 
 
 def _policy_values(conn: Connection, organisation_id: int, change: PolicyChange) -> dict[str, Any]:

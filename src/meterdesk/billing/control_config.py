@@ -108,6 +108,18 @@ def state_to_json(state: ControlState) -> str:
     )
 
 
+GRID_SUPPLY = {Supply.ON: "on", Supply.OFF: "off", Supply.CUT_PENDING: "pending"}
+
+
+def grid_columns(state: ControlState, active: bool) -> dict[str, object]:
+    """The ``supply`` and ``alarm_level`` columns stored beside the JSON state, by which the
+    room grid filters and counts in SQL: an inactive state is "on, no alarm" by definition."""
+    if not active:
+        return {"supply": "on", "alarm_level": 0}
+    level = max((level for level, alarm in state.alarms.items() if alarm.sent), default=0)
+    return {"supply": GRID_SUPPLY[state.supply], "alarm_level": level}
+
+
 def state_from_json(text: str) -> ControlState:
     raw = json.loads(text)
     return ControlState(

@@ -179,6 +179,11 @@ account_controls = Table(
     # ``watch_fen`` (highest alarm/cut threshold) or its state is ``active`` (off, pending, alarmed).
     Column("watch_fen", BigInteger, nullable=False),
     Column("active", Boolean, nullable=False),
+    # What the room-monitoring grid shows and counts (``reports.room_grid``), kept beside the
+    # JSON state so the database can filter and count 10,000 rooms without parsing it:
+    # on | off | pending (a cut waiting for friendly hours), and the most urgent alarm level sent.
+    Column("supply", String(10), nullable=False, server_default="on"),
+    Column("alarm_level", Integer, nullable=False, server_default="0"),
     Column("version", Integer, nullable=False),
     Column("updated_at", Instant, nullable=False),
 )

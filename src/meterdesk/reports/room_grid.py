@@ -1,30 +1,51 @@
-"""Room monitoring (房间监控, F-MON-GRID): every room of an organisation in one SQL query.
+"""Room monitoring (房间监控, F-MON-GRID): counts, tree and one page of rooms, worked out by the
+database.
 
-One row per room with its building and floor, the open account on it (number, customer, wallet
-balance, arrears), the control loop's state (supply on / off / cut pending, alarm levels sent,
-protect) and its meters' device state (online / lost, relay, valve, last seen). The query
-filters only by organisation and site; building, floor, search text and state are applied in
-Python over the rows, so one query also gives the building → floor tree and the count per state
-(10,000 rooms: a few tens of milliseconds on SQLite; see ``meterdesk bench api``).
+A room's state is one SQL expression (:func:`_state`) over its first open account (wallet
+balance, arrears), the control loop's ``supply`` and ``alarm_level`` columns (kept beside the JSON
+state for this) and whether any of its meters has its relay open; "lost" is any meter lost. So:
 
-Only accounts whose control state is ``active`` (off, cut pending or alarmed) have their state
-JSON parsed: the rest are "supply on, no alarm" by definition of that flag.
+1. one ``GROUP BY`` over the site's rooms gives the building → floor tree with its alerts and,
+   without a search, the count per state;
+2. with a search, a second ``GROUP BY`` gives the counts of the rooms found;
+3. the page is the ids of the matching rooms in building / floor / room order with ``LIMIT``;
+4. only those rooms are then read in full (account, customer, meters' device state) as tiles.
+
+Nothing is done per room in Python but for the rooms shown, so 10,000 rooms cost what the
+database needs to count them (P5, ``meterdesk bench api``). The search is a case-insensitive
+substring of the room, customer or account number (``lower`` in SQL: on SQLite it folds ASCII
+letters only; Chinese text has no case).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Connection, Integer, and_, select, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+)
 
 from meterdesk.billing.tables import account_controls, accounts
 from meterdesk.devices.tables import device_status
 from meterdesk.ledger.tables import ledger_accounts
 from meterdesk.metering.tables import meters
 from meterdesk.sites.tables import buildings, customers, floors, rooms, sites
+
+Window = Callable[[int], tuple[int, int]]  # rooms matched → (offset, limit) of the page shown
 
 # Room states, most urgent first: a room shows (and is counted under) the first that holds.
 STATES = ("off", "arrears", "overdraft", "alarm", "normal", "vacant")
@@ -88,27 +109,196 @@ class TreeBuilding:
 
 @dataclass
 class Grid:
-    rows: list[Row]  # every room that matches the filter, in building/floor/room order
+    tiles: list[RoomTile]  # the page asked for, in building/floor/room order
+    offset: int
+    matched: int  # rooms matching every filter
     counts: dict[str, int]  # per filter value, over the rooms matching all but the state filter
     total: int  # rooms matching all but the state filter
-    tree: list[TreeBuilding]
-
-    @property
-    def matched(self) -> int:
-        return len(self.rows)
-
-    def tiles(self, offset: int, limit: int) -> list[RoomTile]:
-        """The rooms ``[offset, offset + limit)`` of the matches, as tiles."""
-        return [tile(row) for row in self.rows[offset : offset + limit]]
+    tree: list[TreeBuilding]  # every building and floor of the organisation (of the site)
 
 
-def _grid_query(organisation_id: int, site_id: int | None) -> Any:
-    """Rooms with their open account and each of their meters' device state: a room with n
-    meters gives n adjacent rows (ordered by room), folded into one by :func:`load_rows` — cheaper
-    on SQLite than a grouped sub-query joined back."""
-    wallet = ledger_accounts.alias("wallet")
-    owed = ledger_accounts.alias("owed")
-    query = (
+_wallet = ledger_accounts.alias("wallet")
+_owed = ledger_accounts.alias("owed")
+_first_account = (
+    select(func.min(accounts.c.id))
+    .where(accounts.c.room_id == rooms.c.id, accounts.c.status == "open")
+    .correlate(rooms)
+    .scalar_subquery()
+)
+# A room with two open accounts shows the first (lowest id) of them.
+_rooms_with_accounts = (
+    rooms.join(floors, floors.c.id == rooms.c.floor_id)
+    .join(buildings, buildings.c.id == floors.c.building_id)
+    .join(sites, sites.c.id == buildings.c.site_id)
+    .outerjoin(accounts, accounts.c.id == _first_account)
+    .outerjoin(customers, customers.c.id == accounts.c.customer_id)
+    .outerjoin(_wallet, _wallet.c.id == accounts.c.wallet_id)
+    .outerjoin(_owed, _owed.c.id == accounts.c.arrears_id)
+    .outerjoin(account_controls, account_controls.c.account_id == accounts.c.id)
+)
+_ORDER = (
+    sites.c.id,
+    buildings.c.name,
+    buildings.c.id,
+    floors.c.level,
+    floors.c.name,
+    floors.c.id,
+    rooms.c.name,
+    rooms.c.id,
+)
+
+
+def _any_meter(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    return exists(
+        select(literal(1))
+        .select_from(meters.join(device_status, device_status.c.meter_id == meters.c.id))
+        .where(meters.c.room_id == rooms.c.id, condition)
+        .correlate(rooms)
+    )
+
+
+_relay_open = _any_meter(device_status.c.relay == "open")
+_lost = _any_meter(device_status.c.state == "lost")
+_supply = func.coalesce(account_controls.c.supply, "on")
+_pending = _supply == "pending"
+_protected = func.coalesce(account_controls.c.protect, false())
+
+
+def _state() -> ColumnElement[str]:
+    """The room's state: the most urgent that holds (see :data:`STATES`)."""
+    return case(
+        (accounts.c.id.is_(None), "vacant"),
+        (or_(_supply == "off", _relay_open), "off"),
+        (_owed.c.balance_fen < 0, "arrears"),  # arrears balances are ≤ 0
+        (_wallet.c.balance_fen < 0, "overdraft"),
+        (func.coalesce(account_controls.c.alarm_level, 0) > 0, "alarm"),
+        else_="normal",
+    )
+
+
+def _filtered(query: Select[Any], organisation_id: int, where: GridFilter, *, places: bool) -> Any:
+    """``query`` over the organisation's rooms (of the site; with ``places``, also of the
+    building, floor and search)."""
+    query = query.select_from(_rooms_with_accounts).where(
+        rooms.c.organisation_id == organisation_id
+    )
+    if where.site_id is not None:
+        query = query.where(sites.c.id == where.site_id)
+    if not places:
+        return query
+    if where.building_id is not None:
+        query = query.where(buildings.c.id == where.building_id)
+    if where.floor_id is not None:
+        query = query.where(floors.c.id == where.floor_id)
+    needle = (where.q or "").strip().lower()
+    if needle:
+        query = query.where(
+            or_(
+                *(
+                    func.lower(column).contains(needle, autoescape=True)
+                    for column in (rooms.c.name, customers.c.name, accounts.c.number)
+                )
+            )
+        )
+    return query
+
+
+def _in_state(state: str) -> ColumnElement[bool]:
+    if state == "lost":
+        return _lost
+    if state == "pending":
+        return _pending
+    if state == "protected":
+        return _protected
+    return _state() == state
+
+
+def grid(conn: Connection, organisation_id: int, where: GridFilter, window: Window) -> Grid:
+    """The counts per state, the building → floor tree and the page ``window`` picks of the
+    rooms matching ``where``."""
+    groups = conn.execute(_groups_query(organisation_id, where, places=False)).all()
+    tree = _tree(groups)
+    if where.q and where.q.strip():
+        counts, total = _counts(conn.execute(_groups_query(organisation_id, where, places=True)))
+    else:
+        counts, total = _counts(
+            group
+            for group in groups
+            if where.building_id in (None, group[0]) and where.floor_id in (None, group[3])
+        )
+    matched = counts[where.state] if where.state is not None else total
+    offset, limit = window(matched)
+    page = _page(organisation_id, where, offset, limit)
+    return Grid(load_tiles(conn, page), offset, matched, counts, total, tree)
+
+
+def _groups_query(organisation_id: int, where: GridFilter, *, places: bool) -> Any:
+    """Rooms per (building, floor, state, lost, pending, protected)."""
+    state, lost = _state().label("state"), _lost.label("lost")
+    pending, protected = _pending.label("pending"), _protected.label("protected")
+    keys = (
+        buildings.c.id,
+        buildings.c.name,
+        sites.c.id,
+        floors.c.id,
+        floors.c.name,
+        floors.c.level,
+    )
+    query = select(*keys, state, lost, pending, protected, func.count().label("rooms"))
+    return (
+        _filtered(query, organisation_id, where, places=places)
+        .group_by(*keys, state, lost, pending, protected)
+        .order_by(sites.c.id, buildings.c.name, buildings.c.id, floors.c.level, floors.c.name)
+    )
+
+
+def _counts(groups: Any) -> tuple[dict[str, int], int]:
+    counts, total = dict.fromkeys(FILTERS, 0), 0
+    for group in groups:
+        state, lost, pending, protected, number = group[6:11]
+        total += number
+        counts[state] += number
+        counts["lost"] += number if lost else 0
+        counts["pending"] += number if pending else 0
+        counts["protected"] += number if protected else 0
+    return counts, total
+
+
+def _tree(groups: Sequence[Any]) -> list[TreeBuilding]:
+    found: dict[int, TreeBuilding] = {}
+    floor_index: dict[int, TreeFloor] = {}
+    for building_id, building_name, site_id, floor_id, floor_name, _, state, lost, *rest in groups:
+        number = rest[-1]
+        building = found.get(building_id)
+        if building is None:
+            building = found[building_id] = TreeBuilding(building_id, building_name, site_id)
+        floor = floor_index.get(floor_id)
+        if floor is None:
+            floor = floor_index[floor_id] = TreeFloor(floor_id, floor_name)
+            building.floors.append(floor)
+        alerts = number if state in ALERT_STATES or lost else 0
+        building.rooms += number
+        floor.rooms += number
+        building.alerts += alerts
+        floor.alerts += alerts
+    return list(found.values())
+
+
+ALERT_STATES = ("off", "arrears", "overdraft")  # with "lost": a room the tree flags
+
+
+def _page(organisation_id: int, where: GridFilter, offset: int, limit: int) -> Any:
+    """The ids of the page's rooms, as a sub-query (not a list of up to 10,000 parameters)."""
+    query = _filtered(select(rooms.c.id), organisation_id, where, places=True)
+    if where.state is not None:
+        query = query.where(_in_state(where.state))
+    return query.order_by(*_ORDER).offset(offset).limit(limit)
+
+
+def _tiles_query(room_ids: Any) -> Any:
+    """The rooms with their account and each of their meters' device state: a room with n
+    meters gives n adjacent rows, folded into one tile by :func:`load_tiles`."""
+    return (
         select(
             rooms.c.id,
             rooms.c.name,
@@ -122,11 +312,12 @@ def _grid_query(organisation_id: int, site_id: int | None) -> Any:
             accounts.c.id,
             accounts.c.number,
             customers.c.name,
-            wallet.c.balance_fen,
-            owed.c.balance_fen,
-            type_coerce(account_controls.c.active, Integer),
-            account_controls.c.state,
-            type_coerce(account_controls.c.protect, Integer),
+            _wallet.c.balance_fen,
+            _owed.c.balance_fen,
+            _supply,
+            func.coalesce(account_controls.c.alarm_level, 0),
+            type_coerce(_protected, Integer),
+            _state(),
             meters.c.id,
             device_status.c.state,
             device_status.c.relay,
@@ -134,56 +325,13 @@ def _grid_query(organisation_id: int, site_id: int | None) -> Any:
             type_coerce(device_status.c.last_seen_at, BigInteger),
         )
         .select_from(
-            rooms.join(floors, floors.c.id == rooms.c.floor_id)
-            .join(buildings, buildings.c.id == floors.c.building_id)
-            .join(sites, sites.c.id == buildings.c.site_id)
-            .outerjoin(
-                accounts, and_(accounts.c.room_id == rooms.c.id, accounts.c.status == "open")
+            _rooms_with_accounts.outerjoin(meters, meters.c.room_id == rooms.c.id).outerjoin(
+                device_status, device_status.c.meter_id == meters.c.id
             )
-            .outerjoin(customers, customers.c.id == accounts.c.customer_id)
-            .outerjoin(wallet, wallet.c.id == accounts.c.wallet_id)
-            .outerjoin(owed, owed.c.id == accounts.c.arrears_id)
-            .outerjoin(account_controls, account_controls.c.account_id == accounts.c.id)
-            .outerjoin(meters, meters.c.room_id == rooms.c.id)
-            .outerjoin(device_status, device_status.c.meter_id == meters.c.id)
         )
-        .where(rooms.c.organisation_id == organisation_id)
-        .order_by(
-            sites.c.id,
-            buildings.c.name,
-            floors.c.level,
-            floors.c.name,
-            rooms.c.name,
-            rooms.c.id,
-            accounts.c.id,
-        )
+        .where(rooms.c.id.in_(room_ids))
+        .order_by(*_ORDER, meters.c.id)
     )
-    return query if site_id is None else query.where(sites.c.id == site_id)
-
-
-def _control(active: Any, state_json: Any) -> tuple[str, int]:
-    """(supply, alarm level) from the control state; inactive means on and not alarmed."""
-    if not active or not state_json:
-        return "on", 0
-    state = json.loads(state_json)
-    supply = {"off": "off", "cut_pending": "pending"}.get(state.get("supply"), "on")
-    sent = [int(level) for level, (count, _) in state.get("alarms", {}).items() if count]
-    return supply, max(sent, default=0)
-
-
-def classify(
-    account: bool, supply: str, relay_open: bool, arrears: int, balance: int, alarm: int
-) -> str:
-    """The room's state: the most urgent that holds (see :data:`STATES`)."""
-    if not account:
-        return "vacant"
-    if supply == "off" or relay_open:
-        return "off"
-    if arrears > 0:
-        return "arrears"
-    if balance < 0:
-        return "overdraft"
-    return "alarm" if alarm else "normal"
 
 
 class Devices(NamedTuple):
@@ -198,149 +346,46 @@ NO_DEVICES = Devices(0, "none", False, False, None)
 
 
 def _devices(raws: Sequence[Sequence[Any]]) -> Devices:
-    """The device state of a room's meters (rows 17–21 of each of its query rows)."""
-    if len(raws) == 1:  # the common case: one meter
-        _, state, relay, valve, last_seen = raws[0][17:22]
-        connection = state if state in ("online", "lost") else "unknown"
-        return Devices(1, connection, relay == "open", valve == "closed", last_seen)
-    seen: dict[int, Sequence[Any]] = {raw[17]: raw for raw in raws if raw[17] is not None}
+    """The device state of a room's meters (columns 18–22 of each of its query rows)."""
+    seen = [raw[18:23] for raw in raws if raw[18] is not None]
     if not seen:
         return NO_DEVICES
-    states = {raw[18] for raw in seen.values()}
+    states = {state for _, state, *_ in seen}
     connection = "lost" if "lost" in states else ("online" if "online" in states else "unknown")
-    times = [raw[21] for raw in seen.values() if raw[21] is not None]
+    times = [last_seen for *_, last_seen in seen if last_seen is not None]
     return Devices(
         len(seen),
         connection,
-        any(raw[19] == "open" for raw in seen.values()),
-        any(raw[20] == "closed" for raw in seen.values()),
+        any(relay == "open" for _, _, relay, _, _ in seen),
+        any(valve == "closed" for _, _, _, valve, _ in seen),
         max(times) if times else None,
     )
 
 
-class Row(NamedTuple):
-    """One room as the query gives it (its first row) with what :func:`_judge` made of it:
-    cheap to build for 10,000 rooms; a :class:`RoomTile` is made only for the rooms shown."""
-
-    raw: Sequence[Any]
-    devices: Devices
-    state: str
-    supply: str
-    alarm: int
-
-
-def _judge(raws: Sequence[Sequence[Any]]) -> Row:
-    raw = raws[0]
-    devices = _devices(raws) if len(raws) > 1 or raw[17] is not None else NO_DEVICES
-    has_account = raw[9] is not None
-    supply, alarm = _control(raw[14], raw[15]) if has_account else ("none", 0)
-    arrears = -raw[13] if raw[13] else 0
-    state = classify(has_account, supply, devices.relay_open, arrears, raw[12] or 0, alarm)
-    return Row(raw, devices, state, supply, alarm)
-
-
-def tile(row: Row) -> RoomTile:
+def _tile(raws: Sequence[Sequence[Any]]) -> RoomTile:
     (room_id, room, kind, site_id, site, building_id, building, floor_id, floor, account_id,
-     number, customer, wallet, owed, _, _, protect) = row.raw[:17]  # fmt: skip
+     number, customer, wallet, owed, supply, alarm, protect, state) = raws[0][:18]  # fmt: skip
     has_account = account_id is not None
-    devices = row.devices
+    devices = _devices(raws)
     return RoomTile(
         room_id, room, kind, site_id, site, building_id, building, floor_id, floor,
         account_id, number, customer,
         int(wallet or 0) if has_account else None, -int(owed or 0) if has_account else None,
-        row.supply, row.alarm, bool(protect), devices.connection, devices.meters,
-        devices.relay_open, devices.valve_closed, devices.last_seen_us, row.state,
+        supply if has_account else "none", int(alarm), bool(protect), devices.connection,
+        devices.meters, devices.relay_open, devices.valve_closed, devices.last_seen_us, state,
     )  # fmt: skip
 
 
-def load_rows(conn: Connection, organisation_id: int, site_id: int | None = None) -> list[Row]:
-    """Every room of the organisation (of one site), in one SQL query. A room with two open
-    accounts shows the first (lowest id) of them."""
-    found: list[Row] = []
+def load_tiles(conn: Connection, room_ids: Any) -> list[RoomTile]:
+    """The rooms whose ids ``room_ids`` (a list or a sub-query) gives, as tiles, in
+    building/floor/room order."""
+    found: list[RoomTile] = []
     group: list[Sequence[Any]] = []
-    for raw in conn.execute(_grid_query(organisation_id, site_id)):
+    for raw in conn.execute(_tiles_query(room_ids)):
         if group and raw[0] != group[0][0]:
-            found.append(_judge(group))
+            found.append(_tile(group))
             group = []
-        if not group or raw[9] == group[0][9]:
-            group.append(raw)
+        group.append(raw)
     if group:
-        found.append(_judge(group))
+        found.append(_tile(group))
     return found
-
-
-def load_tiles(
-    conn: Connection, organisation_id: int, site_id: int | None = None
-) -> list[RoomTile]:
-    return [tile(row) for row in load_rows(conn, organisation_id, site_id)]
-
-
-def matches(row: Row, state: str | None) -> bool:
-    if state is None:
-        return True
-    if state == "lost":
-        return row.devices.connection == "lost"
-    if state == "pending":
-        return row.supply == "pending"
-    if state == "protected":
-        return bool(row.raw[16])
-    return row.state == state
-
-
-def _searched(rows: Iterable[Row], where: GridFilter) -> list[Row]:
-    needle = (where.q or "").strip().casefold()
-    found = []
-    for row in rows:
-        raw = row.raw
-        if where.building_id is not None and raw[5] != where.building_id:
-            continue
-        if where.floor_id is not None and raw[7] != where.floor_id:
-            continue
-        if needle and not any(
-            needle in (text or "").casefold() for text in (raw[1], raw[11], raw[10])
-        ):
-            continue
-        found.append(row)
-    return found
-
-
-def _alert(row: Row) -> bool:
-    return row.state in ("off", "arrears", "overdraft") or row.devices.connection == "lost"
-
-
-def build_tree(rows: Iterable[Row]) -> list[TreeBuilding]:
-    found: dict[int, TreeBuilding] = {}
-    floor_index: dict[int, TreeFloor] = {}
-    for row in rows:
-        raw = row.raw
-        building = found.get(raw[5])
-        if building is None:
-            building = found[raw[5]] = TreeBuilding(raw[5], raw[6], raw[3])
-        floor = floor_index.get(raw[7])
-        if floor is None:
-            floor = floor_index[raw[7]] = TreeFloor(raw[7], raw[8])
-            building.floors.append(floor)
-        alert = _alert(row)
-        building.rooms += 1
-        floor.rooms += 1
-        building.alerts += alert
-        floor.alerts += alert
-    return list(found.values())
-
-
-def count_states(rows: Iterable[Row]) -> dict[str, int]:
-    counts = dict.fromkeys(FILTERS, 0)
-    for row in rows:
-        counts[row.state] += 1
-        counts["lost"] += row.devices.connection == "lost"
-        counts["pending"] += row.supply == "pending"
-        counts["protected"] += bool(row.raw[16])
-    return counts
-
-
-def grid(conn: Connection, organisation_id: int, where: GridFilter) -> Grid:
-    """The rooms matching ``where``, the counts per state and the building → floor tree."""
-    every = load_rows(conn, organisation_id, where.site_id)
-    searched = _searched(every, where)
-    shown = [row for row in searched if matches(row, where.state)]
-    return Grid(shown, count_states(searched), len(searched), build_tree(every))

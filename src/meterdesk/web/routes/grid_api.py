@@ -105,10 +105,11 @@ def require_places(conn: Connection, organisation_id: int, where: room_grid.Grid
             raise NotFoundError(f"{what} {value} not found")
 
 
-def load(caller: Caller, where: room_grid.GridFilter) -> room_grid.Grid:
+def load(caller: Caller, where: room_grid.GridFilter, window: room_grid.Window) -> room_grid.Grid:
+    """Counts, tree and page in one read transaction, so they agree with each other."""
     with caller.db.read() as conn:
         require_places(conn, caller.organisation_id, where)
-        return room_grid.grid(conn, caller.organisation_id, where)
+        return room_grid.grid(conn, caller.organisation_id, where, window)
 
 
 @router.get("/monitor/rooms", response_model=RoomGridOut)
@@ -125,13 +126,13 @@ def room_grid_api(
     """Every room with building, floor, tenant, balance, arrears, supply, alarm level and online
     state, in building / floor / room order; counts per state; one page of ``limit`` rooms."""
     where = room_grid.GridFilter(site_id, building_id, floor_id, state, q)
-    found = load(caller, where)
+    found = load(caller, where, lambda _: (offset, limit))
     body = {
         "total": found.total,
         "matched": found.matched,
         "offset": offset,
         "limit": limit,
         "counts": found.counts,
-        "items": [tile_out(tile) for tile in found.tiles(offset, limit)],
+        "items": [tile_out(tile) for tile in found.tiles],
     }
     return JSONResponse(body)

@@ -1,8 +1,8 @@
 """房间监控 — the room-monitoring page (F-MON-GRID): building → floor tree, a tile (or, on small
 screens, a dense row) per room, filters, search and counts per state.
 
-The grid is one SQL query (``reports.room_grid``); the page shows :data:`PAGE_SIZE` rooms at a
-time (server-side pages), so 10,000 rooms render as fast as 200. An htmx request (a filter
+The database counts and pages the rooms (``reports.room_grid``); the page shows
+:data:`PAGE_SIZE` rooms at a time, a page past the last shows the last. An htmx request (a filter
 change, a search keystroke, a page link) gets only the grid part back.
 """
 
@@ -70,20 +70,23 @@ def rooms_page(
         page_number,
     )
     found = load(
-        caller, room_grid.GridFilter(query.site, query.building, query.floor, query.state, query.q)
+        caller,
+        room_grid.GridFilter(query.site, query.building, query.floor, query.state, query.q),
+        lambda matched: ((min(query.page, _pages(matched)) - 1) * PAGE_SIZE, PAGE_SIZE),
     )
-    pages = max(1, -(-found.matched // PAGE_SIZE))
-    number = min(query.page, pages)
-    shown = found.tiles((number - 1) * PAGE_SIZE, PAGE_SIZE)
     context = {
         "query": query,
         "grid": found,
-        "tiles": shown,
-        "page_number": number,
-        "pages": pages,
+        "tiles": found.tiles,
+        "page_number": found.offset // PAGE_SIZE + 1,
+        "pages": _pages(found.matched),
         "sites": org_sites(caller),
         "filters": room_grid.FILTERS,
         "nav": "rooms",
     }
     partial = request.headers.get("HX-Target") == "grid"
     return page(request, caller, "partials/grid.html" if partial else "rooms.html", context)
+
+
+def _pages(matched: int) -> int:
+    return max(1, -(-matched // PAGE_SIZE))
