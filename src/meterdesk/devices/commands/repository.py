@@ -11,7 +11,7 @@ loses the command to another worker when the lease runs out.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -180,16 +180,31 @@ def select_commands(
     return [command_from_row(row) for row in rows.mappings()]
 
 
+EventRow = tuple[int, datetime, str, Mapping[str, object]]  # command id, at, event, detail
+
+
 def add_event(
     conn: Connection, command_id: int, at: datetime, event: str, detail: Mapping[str, object]
 ) -> None:
+    add_events(conn, [(command_id, at, event, detail)])
+
+
+def add_events(conn: Connection, rows: Sequence[EventRow]) -> None:
+    """Several events in one statement (a batch of new commands); details encoded as by
+    :func:`add_event`, so either path writes the same text."""
+    if not rows:
+        return
     conn.execute(
-        insert(command_events).values(
-            command_id=command_id,
-            at=at,
-            event=event,
-            detail=json.dumps(dict(detail), ensure_ascii=False, sort_keys=True, default=str),
-        )
+        insert(command_events),
+        [
+            {
+                "command_id": command_id,
+                "at": at,
+                "event": event,
+                "detail": json.dumps(dict(detail), ensure_ascii=False, sort_keys=True, default=str),
+            }
+            for command_id, at, event, detail in rows
+        ],
     )
 
 

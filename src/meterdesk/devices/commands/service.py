@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
 from meterdesk.db.database import Database
-from meterdesk.devices.commands import repository
+from meterdesk.devices.commands import creation, repository
 from meterdesk.devices.commands.model import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_ATTEMPTS,
@@ -39,7 +39,6 @@ from meterdesk.devices.commands.model import (
     parse_context,
     parse_kind,
     parse_spec,
-    supersedes,
 )
 from meterdesk.metering.tables import meters
 from meterdesk.shared.errors import (
@@ -271,10 +270,12 @@ def create_in(
             )
     except IntegrityError:  # the same key, committed by someone else a moment ago
         return _replayed(conn, key, spec, meter_id, idempotency_key) or _missing(key)
-    superseded = _created(conn, organisation_id, meter, command_id, spec, actor, at)
+    number = str(meter["number"])
+    made = creation.Created(organisation_id, meter_id, number, command_id, spec)
+    superseded = creation.record_created(conn, [made], actor=actor, at=at).get(command_id, ())
     created = repository.get(conn, command_id)
     assert created is not None
-    return SendResult(view(created, str(meter["number"])), False, superseded)
+    return SendResult(view(created, number), False, superseded)
 
 
 def scoped_key(organisation_id: int, idempotency_key: str) -> str:
@@ -285,52 +286,6 @@ def scoped_key(organisation_id: int, idempotency_key: str) -> str:
 
 def _missing(key: str) -> SendResult:
     raise ConflictError(f"idempotency key {key!r} is taken but its command cannot be read")
-
-
-def _created(
-    conn: Connection,
-    organisation_id: int,
-    meter: dict[str, Any],
-    command_id: int,
-    spec: CommandSpec,
-    actor: str,
-    at: datetime,
-) -> tuple[int, ...]:
-    """Log and audit the creation; cancel what the new desired state replaces."""
-    repository.add_event(conn, command_id, at, "created", {"desired": spec.describe(), "by": actor})
-    superseded = _supersede(conn, int(meter["id"]), command_id, spec, at)
-    audit.record(
-        conn,
-        organisation_id=organisation_id,
-        actor=actor,
-        action="command.send",
-        subject=f"meter:{meter['number']}",
-        at=at,
-        detail={
-            "command": command_id,
-            "kind": spec.kind.value,
-            "params": spec.to_params(),
-            "superseded": list(superseded),
-        },
-    )
-    return superseded
-
-
-def _supersede(
-    conn: Connection, meter_id: int, newer_id: int, spec: CommandSpec, at: datetime
-) -> tuple[int, ...]:
-    """Cancel the meter's older unfinished commands that the new desired state replaces."""
-    done = []
-    for older in repository.for_meter(
-        conn, meter_id, (CommandStatus.PENDING.value, CommandStatus.SENT.value)
-    ):
-        if older.id == newer_id or not supersedes(spec, older.spec):
-            continue
-        reason = f"superseded by #{newer_id}"
-        if repository.finish(conn, older.id, CommandStatus.CANCELLED, reason, at):
-            repository.add_event(conn, older.id, at, "cancelled", {"reason": reason})
-            done.append(older.id)
-    return tuple(done)
 
 
 def list_commands(
