@@ -45,7 +45,7 @@ from meterdesk.bench.control_load import LoadPlan, LoadResult, run_load
 from meterdesk.bench.control_report import latency_figures, load_figures, report
 from meterdesk.bench.control_results import Controlled, Latencies, Recharge, check, measure
 from meterdesk.bench.control_sim import Records, SimJob, serve
-from meterdesk.bench.ingest import _Places
+from meterdesk.bench.ingest import Places
 from meterdesk.bench.mqtt_gateways import Outgoing, build_rounds, with_faults
 from meterdesk.billing import cashier
 from meterdesk.db.database import Database
@@ -126,7 +126,7 @@ def run(
         f"{plan.controlled} accounts run out of credit on simulated DL/T 645 meters"
     )
     with tempfile.TemporaryDirectory(prefix="meterdesk-bench-control-") as folder:
-        places = _Places(Path(folder), database_url)
+        places = Places(Path(folder), database_url)
         engine = places.fresh("control")
         try:
             db = Database(engine, system_clock)

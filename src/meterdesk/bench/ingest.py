@@ -54,14 +54,14 @@ def run(
         f"{workload.delivered} delivered in {len(workload.batches)} batches (duplicates, reordering, late, rollovers)"
     )
     with tempfile.TemporaryDirectory(prefix="meterdesk-bench-") as folder:
-        places = _Places(Path(folder), database_url)
+        places = Places(Path(folder), database_url)
         results = [_one_round(workload, places, naive_sample) for _ in range(repeat)]
     summary = _summarise(results, workload, backend, seed)
     print(json.dumps(summary, sort_keys=True))
     return summary
 
 
-class _Places:
+class Places:
     """Fresh, separate databases for each run: files on SQLite, schemas on PostgreSQL."""
 
     def __init__(self, folder: Path, database_url: str | None) -> None:
@@ -93,7 +93,7 @@ class _Places:
             engine.dispose()
 
 
-def _one_round(workload: Workload, places: _Places, naive_sample: int) -> dict[str, Any]:
+def _one_round(workload: Workload, places: Places, naive_sample: int) -> dict[str, Any]:
     ours_engine = places.fresh("ours")
     prepared = setup.prepare(Database(ours_engine, system_clock), workload)
     batches = [[prepared.incoming(item) for item in batch] for batch in workload.batches]
@@ -132,7 +132,7 @@ def _one_round(workload: Workload, places: _Places, naive_sample: int) -> dict[s
     }
 
 
-def _copy_prepared(places: _Places, prepared_engine: Engine, workload: Workload) -> Engine:
+def _copy_prepared(places: Places, prepared_engine: Engine, workload: Workload) -> Engine:
     """The naive run starts from the same prepared state as ours."""
     if places.url is None:
         source = prepared_engine.url.database

@@ -40,7 +40,7 @@ from sqlalchemy import Engine, func, select
 
 from meterdesk.bench import setup
 from meterdesk.bench.checks import check_invariants
-from meterdesk.bench.ingest import _Places
+from meterdesk.bench.ingest import Places
 from meterdesk.bench.mqtt_gateways import (
     METERS_PER_GATEWAY,
     Outgoing,
@@ -133,7 +133,7 @@ def run(
         f"{workload.rounds} rounds, {len(workload.truth)} distinct readings, 10 per report"
     )
     with tempfile.TemporaryDirectory(prefix="meterdesk-bench-mqtt-") as folder:
-        places = _Places(Path(folder), database_url)
+        places = Places(Path(folder), database_url)
         engine = places.fresh("mqtt")
         try:
             bench = _Run(engine, workload, (host, port), publishers, seed)
