@@ -255,18 +255,24 @@ def _groups_query(organisation_id: int, where: GridFilter, *, places: bool) -> A
     """Rooms per (building, floor, state, lost, pending, protected)."""
     state, lost = _state().label("state"), _lost.label("lost")
     pending, protected = _pending.label("pending"), _protected.label("protected")
-    keys = (
+    query = select(
         buildings.c.id,
         buildings.c.name,
         sites.c.id,
         floors.c.id,
         floors.c.name,
         floors.c.level,
+        state,
+        lost,
+        pending,
+        protected,
+        func.count().label("rooms"),
     )
-    query = select(*keys, state, lost, pending, protected, func.count().label("rooms"))
+    # Grouped by ids (names and level follow from the primary keys) and by the flags' labels,
+    # so the state expression is not written — and evaluated — twice.
     return (
         _filtered(query, organisation_id, where, places=places)
-        .group_by(*keys, state, lost, pending, protected)
+        .group_by(sites.c.id, buildings.c.id, floors.c.id, state, lost, pending, protected)
         .order_by(sites.c.id, buildings.c.name, buildings.c.id, floors.c.level, floors.c.name)
     )
 
