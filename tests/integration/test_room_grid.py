@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, update
 
 from meterdesk.billing import control_config
 from meterdesk.billing.policy import AlarmState, ControlState, Supply
@@ -80,7 +80,7 @@ class Room:
     def found_by(self, needle: str) -> bool:
         account = self.account
         texts = [self.name] + ([account[1], account[2]] if account else [])
-        return any(needle.lower() in text.lower() for text in texts)
+        return any(needle.casefold() in text.casefold() for text in texts)
 
     def order(self) -> tuple[object, ...]:
         return (
@@ -153,7 +153,9 @@ class _Writer:
 
     def account(self, org: int, room: Room) -> None:
         account, wallet, owed = next(self.ids), next(self.ids), next(self.ids)
-        customer = f"Tenant {self.rng.choice(['Wang', 'li', 'LI', '赵'])} {account}"
+        customer = (
+            f"Tenant {self.rng.choice(['Wang', 'li', 'LI', '赵', 'Zoë', 'ÉLODIE'])} {account}"
+        )
         self.conn.execute(
             insert(customers).values(id=account, organisation_id=org, name=customer, created_at=AT)
         )
@@ -177,11 +179,13 @@ class _Writer:
                 arrears_id=owed, opened_at=AT, opened_by="test",
             )
         )  # fmt: skip
-        shown: dict[str, object] = {"supply": "on", "alarm_level": 0}
-        protect = False
+        supply, level, protect = "on", 0, False
         if self.rng.random() < 0.7:
             state, active, protect = _control(self.rng)
-            shown = control_config.grid_columns(state, active)
+            shown = control_config.grid_columns(state, active)  # as the control loop writes them
+            if active:  # what the grid must show, read from the state itself
+                supply = {Supply.OFF: "off", Supply.CUT_PENDING: "pending"}.get(state.supply, "on")
+                level = max([k for k, alarm in state.alarms.items() if alarm.sent], default=0)
             self.conn.execute(
                 insert(account_controls).values(
                     account_id=account, cut_at="zero", protect=protect, restore_threshold_fen=0,
@@ -191,10 +195,28 @@ class _Writer:
                 )
             )  # fmt: skip
         if status == "open":
-            supply, level = str(shown["supply"]), int(str(shown["alarm_level"]))
             room.accounts.append(
                 (account, number, customer, wallet_fen, owed_fen, supply, level, protect)
             )
+
+
+# Search traps: LIKE's own characters, the escape character, letters that SQLite's lower()
+# does not fold (accented, Greek, full-width).
+ROOM_NAMES = [
+    "101",
+    "102",
+    "R1",
+    "商铺 3",
+    "2-01",
+    "a07",
+    "a_b",
+    "x1y",
+    "50%",
+    "A/B",
+    "Émile 3",
+    "ΣΟΦΙΑ 2",
+    "Ａ101",
+]
 
 
 def build(db: Database, seed: int) -> tuple[int, list[Room]]:
@@ -235,7 +257,7 @@ def build(db: Database, seed: int) -> tuple[int, list[Room]]:
                         name=f"{level}F", level=level,
                     )
                 )  # fmt: skip
-                names = rng.sample(["101", "102", "R1", "商铺 3", "2-01", "a07"], rng.randint(1, 6))
+                names = rng.sample(ROOM_NAMES, rng.randint(1, 6))
                 for room_name in names:
                     room = Room(
                         next(writer.ids), room_name, site, (name, building_id),
@@ -279,6 +301,16 @@ FILTERS = [
     room_grid.GridFilter(q="赵"),
     room_grid.GridFilter(q="acc-00"),
     room_grid.GridFilter(q="100%_"),
+    room_grid.GridFilter(q="a_"),
+    room_grid.GridFilter(q="%1"),
+    room_grid.GridFilter(q="0%"),
+    room_grid.GridFilter(q="a/"),
+    room_grid.GridFilter(q="émile"),
+    room_grid.GridFilter(q="ÉMILE"),
+    room_grid.GridFilter(q="σοφ"),
+    room_grid.GridFilter(q="ａ10"),
+    room_grid.GridFilter(q="zoë"),
+    room_grid.GridFilter(q="élodie", state="normal"),
     *(room_grid.GridFilter(state=state) for state in room_grid.FILTERS),
     room_grid.GridFilter(building_id=3, state="off"),
     room_grid.GridFilter(site_id=1, q="1", state="normal"),
@@ -359,3 +391,25 @@ def test_grid_columns_follow_the_control_state() -> None:
         "supply": "on",
         "alarm_level": 0,
     }
+
+
+def test_counts_tree_and_page_come_from_one_snapshot(db: Database) -> None:
+    """A change committed while the grid is read (here: between its counting and its page)
+    shows in neither: what the grid says it matched is what it lists. On PostgreSQL this needs
+    ``Database.snapshot`` (REPEATABLE READ): at READ COMMITTED each statement sees its own."""
+    organisation_id, made = build(db, 1)
+    off_before = sum(room.state == "off" for room in made if room.site in (1, 2))
+
+    def cut_everyone_meanwhile(matched: int) -> tuple[int, int]:
+        with db.transaction() as conn:
+            conn.execute(update(account_controls).values(supply="off", active=True))
+        return 0, 1000
+
+    with db.snapshot() as conn:
+        found = room_grid.grid(
+            conn, organisation_id, room_grid.GridFilter(state="off"), cut_everyone_meanwhile
+        )
+    assert len(found.tiles) == found.matched == found.counts["off"] == off_before
+    with db.read() as conn:
+        after = room_grid.grid(conn, organisation_id, room_grid.GridFilter(), lambda _: (0, 1))
+    assert after.counts["off"] > off_before

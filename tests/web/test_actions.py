@@ -234,6 +234,20 @@ def test_the_grid_api_counts_every_state_and_pages(world: World) -> None:
     assert console.client.get("/api/v1/monitor/rooms?q=customer").json()["matched"] == 1
 
 
+def test_a_grid_search_with_control_characters_is_refused_by_the_api_and_ignored_by_the_page(
+    world: World,
+) -> None:
+    """A NUL cut SQLite's LIKE pattern short (every room matched) and PostgreSQL refused it (a
+    500): the API answers 422, the page searches for the text around it."""
+    console = Console(world.client, world.alpha, "readonly")
+    refused = console.client.get("/api/v1/monitor/rooms?q=%00")
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "validation_error"
+    page = console.client.get("/rooms?q=Alpha%201%0002")  # "Alpha 1\x0002"
+    assert page.status_code == 200
+    assert "Alpha 102" in page.text and "Alpha 101" not in page.text
+
+
 def test_a_rooms_tariff_changes_in_a_dialog_listing_that_utilitys_tariffs(world: World) -> None:
     alpha = world.alpha
     dearer = tariffs.create_tariff(

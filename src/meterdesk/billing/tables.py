@@ -182,8 +182,9 @@ account_controls = Table(
     # What the room-monitoring grid shows and counts (``reports.room_grid``), kept beside the
     # JSON state so the database can filter and count 10,000 rooms without parsing it:
     # on | off | pending (a cut waiting for friendly hours), and the most urgent alarm level sent.
-    Column("supply", String(10), nullable=False, server_default="on"),
-    Column("alarm_level", Integer, nullable=False, server_default="0"),
+    # No server default: a writer that forgets them fails instead of showing "normal".
+    Column("supply", String(10), nullable=False),
+    Column("alarm_level", Integer, nullable=False),
     Column("version", Integer, nullable=False),
     Column("updated_at", Instant, nullable=False),
 )

@@ -102,6 +102,16 @@ class Database:
         with self.engine.connect().execution_options(meterdesk_read_only=True) as conn:
             yield conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read whose statements all see the same committed state: REPEATABLE READ on
+        PostgreSQL (where each statement of a READ COMMITTED transaction sees its own); a SQLite
+        read transaction already reads one snapshot."""
+        with self.engine.connect().execution_options(meterdesk_read_only=True) as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            yield conn
+
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name

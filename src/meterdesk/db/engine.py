@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from meterdesk.db.functions import SQLITE_CASEFOLD, python_casefold
+
 
 def build_engine(url: str, *, echo: bool = False) -> Engine:
     parsed = make_url(url)
@@ -37,6 +39,7 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        dbapi_connection.create_function(SQLITE_CASEFOLD, 1, python_casefold, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:

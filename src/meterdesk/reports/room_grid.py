@@ -13,8 +13,8 @@ state for this) and whether any of its meters has its relay open; "lost" is any 
 
 Nothing is done per room in Python but for the rooms shown, so 10,000 rooms cost what the
 database needs to count them (P5, ``meterdesk bench api``). The search is a case-insensitive
-substring of the room, customer or account number (``lower`` in SQL: on SQLite it folds ASCII
-letters only; Chinese text has no case).
+substring of the room, customer or account number (:class:`~meterdesk.db.functions.casefold`:
+Python's ``casefold`` on SQLite, ``lower`` on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 
 from meterdesk.billing.tables import account_controls, accounts
+from meterdesk.db.functions import casefold
 from meterdesk.devices.tables import device_status
 from meterdesk.ledger.tables import ledger_accounts
 from meterdesk.metering.tables import meters
@@ -200,17 +201,25 @@ def _filtered(query: Select[Any], organisation_id: int, where: GridFilter, *, pl
         query = query.where(buildings.c.id == where.building_id)
     if where.floor_id is not None:
         query = query.where(floors.c.id == where.floor_id)
-    needle = (where.q or "").strip().lower()
+    needle = search_text(where.q)
     if needle:
+        escaped = needle.replace("/", "//").replace("%", "/%").replace("_", "/_")
+        pattern = casefold(literal(f"%{escaped}%"))
         query = query.where(
             or_(
                 *(
-                    func.lower(column).contains(needle, autoescape=True)
+                    casefold(column).like(pattern, escape="/")
                     for column in (rooms.c.name, customers.c.name, accounts.c.number)
                 )
             )
         )
     return query
+
+
+def search_text(q: str | None) -> str:
+    """The text searched for: without control characters (a NUL cuts a LIKE pattern short on
+    SQLite and is refused by PostgreSQL) and surrounding blanks."""
+    return "".join(c for c in (q or "") if c >= " " and c != "\x7f").strip()
 
 
 def _in_state(state: str) -> ColumnElement[bool]:
@@ -232,7 +241,7 @@ def grid(conn: Connection, organisation_id: int, where: GridFilter, window: Wind
         conn.exec_driver_sql("SET LOCAL jit = off")
     groups = conn.execute(_groups_query(organisation_id, where, places=False)).all()
     tree = _tree(groups)
-    if where.q and where.q.strip():
+    if search_text(where.q):
         counts, total = _counts(conn.execute(_groups_query(organisation_id, where, places=True)))
     else:
         counts, total = _counts(
@@ -268,8 +277,7 @@ def _groups_query(organisation_id: int, where: GridFilter, *, places: bool) -> A
         protected,
         func.count().label("rooms"),
     )
-    # Grouped by ids (names and level follow from the primary keys) and by the flags' labels,
-    # so the state expression is not written — and evaluated — twice.
+    # Grouped by ids: names and level follow from the primary keys (a shorter sort).
     return (
         _filtered(query, organisation_id, where, places=places)
         .group_by(sites.c.id, buildings.c.id, floors.c.id, state, lost, pending, protected)

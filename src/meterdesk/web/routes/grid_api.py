@@ -106,8 +106,8 @@ def require_places(conn: Connection, organisation_id: int, where: room_grid.Grid
 
 
 def load(caller: Caller, where: room_grid.GridFilter, window: room_grid.Window) -> room_grid.Grid:
-    """Counts, tree and page in one read transaction, so they agree with each other."""
-    with caller.db.read() as conn:
+    """Counts, tree and page from one snapshot, so they agree with each other."""
+    with caller.db.snapshot() as conn:
         require_places(conn, caller.organisation_id, where)
         return room_grid.grid(conn, caller.organisation_id, where, window)
 
@@ -119,7 +119,14 @@ def room_grid_api(
     building_id: Id | None = None,
     floor_id: Id | None = None,
     state: GridState | None = None,
-    q: Annotated[str | None, Query(max_length=64, description="room, customer or account")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            pattern=r"^[^\x00-\x1f\x7f]*$",
+            description="room, customer or account (no control characters)",
+        ),
+    ] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
 ) -> JSONResponse:

@@ -673,8 +673,8 @@ def upgrade() -> None:
         sa.Column("state", sa.Text(), nullable=False),
         sa.Column("watch_fen", sa.BigInteger(), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("supply", sa.String(length=10), server_default="on", nullable=False),
-        sa.Column("alarm_level", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("supply", sa.String(length=10), nullable=False),
+        sa.Column("alarm_level", sa.Integer(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
