@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 
 from meterdesk.billing.tables import account_controls, accounts
-from meterdesk.db.functions import casefold
+from meterdesk.db.functions import casefold, caseless
 from meterdesk.devices.tables import device_status
 from meterdesk.ledger.tables import ledger_accounts
 from meterdesk.metering.tables import meters
@@ -204,15 +204,13 @@ def _filtered(query: Select[Any], organisation_id: int, where: GridFilter, *, pl
     needle = search_text(where.q)
     if needle:
         escaped = needle.replace("/", "//").replace("%", "/%").replace("_", "/_")
-        pattern = casefold(literal(f"%{escaped}%"))
-        query = query.where(
-            or_(
-                *(
-                    casefold(column).like(pattern, escape="/")
-                    for column in (rooms.c.name, customers.c.name, accounts.c.number)
-                )
-            )
-        )
+        pattern = literal(f"%{escaped}%")
+        columns = (rooms.c.name, customers.c.name, accounts.c.number)
+        if caseless(needle):  # digits, punctuation, Chinese: folding would change nothing
+            found = [column.like(pattern, escape="/") for column in columns]
+        else:
+            found = [casefold(column).like(casefold(pattern), escape="/") for column in columns]
+        query = query.where(or_(*found))
     return query
 
 
