@@ -110,6 +110,19 @@ class Room:
             change=control_admin.PolicyChange(**change),
         )  # type: ignore[arg-type]
 
+    def always_friendly(self) -> None:
+        """A friendly-hours profile covering every hour: a due cut waits."""
+        control_admin.create_friendly_profile(
+            self.db,
+            organisation_id=self.org,
+            name="always",
+            windows=[{"start": "00:00", "end": "00:00"}],
+            weekends=True,
+            holidays=True,
+            actor="op",
+        )
+        self.policy(friendly_profile="always")
+
     def kinds(self) -> list[str]:
         return [c["kind"] for c in self.outbox.commands]
 
@@ -152,17 +165,8 @@ def test_protect_mode_never_cuts(room: Room) -> None:
     assert room.kinds()[0] == "protect_on"
 
 
-def test_friendly_hours_defer_the_cut(room: Room, db: Database) -> None:
-    control_admin.create_friendly_profile(
-        db,
-        organisation_id=room.org,
-        name="always",
-        windows=[{"start": "00:00", "end": "00:00"}],
-        weekends=True,
-        holidays=True,
-        actor="op",
-    )
-    room.policy(friendly_profile="always")
+def test_friendly_hours_defer_the_cut(room: Room) -> None:
+    room.always_friendly()
     for _ in range(8):
         room.use("5")
     assert "relay_trip" not in room.kinds()
@@ -271,15 +275,6 @@ def test_the_room_grid_shows_what_the_control_loop_decided(room: Room) -> None:
     assert _grid_tile(room) == ("off", "off", 3)
     room.recharge("50.00", "r1")
     assert _grid_tile(room) == ("normal", "on", 0)
-    control_admin.create_friendly_profile(
-        room.db,
-        organisation_id=room.org,
-        name="always",
-        windows=[{"start": "00:00", "end": "00:00"}],
-        weekends=True,
-        holidays=True,
-        actor="op",
-    )
-    room.policy(friendly_profile="always")
+    room.always_friendly()
     room.use("60")  # 50 → 0 and 10.00 in arrears: the cut waits
     assert _grid_tile(room) == ("arrears", "pending", 3)
