@@ -51,7 +51,6 @@ Window = Callable[[int], tuple[int, int]]  # rooms matched → (offset, limit) o
 
 # Room states, most urgent first: a room shows (and is counted under) the first that holds.
 STATES = ("off", "arrears", "overdraft", "alarm", "normal", "vacant")
-CONNECTIONS = ("online", "lost", "unknown", "none")
 FILTERS = (*STATES, "lost", "pending", "protected")
 ALERT_STATES = ("off", "arrears", "overdraft")  # with "lost": a room the tree flags
 LARGE_PAGE = 1000  # rooms: a page this large is read by a sub-query, not a list of ids
