@@ -13,15 +13,14 @@ balances, because stored readings are recognised as duplicates and intervals are
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from meterdesk.billing import control, postings
+from meterdesk.billing import charging, control, postings
 from meterdesk.billing import repository as billing_repository
 from meterdesk.billing.model import Merge, PeriodTotal, intervals, merge_readings
 from meterdesk.billing.outbox import DatabaseOutbox
@@ -29,7 +28,6 @@ from meterdesk.billing.policy import Cause
 from meterdesk.billing.repository import Assignment, TotalKey
 from meterdesk.db import counters
 from meterdesk.db.database import Database
-from meterdesk.db.types import instant_int, scaled_int
 from meterdesk.metering import repository as metering_repository
 from meterdesk.metering.model import (
     MeterProfile,
@@ -37,15 +35,9 @@ from meterdesk.metering.model import (
     Reading,
     ReadingSource,
     bands_from_mapping,
-    consumption_between,
+    order_key,
 )
 from meterdesk.metering.repository import QuarantineItem
-from meterdesk.shared.time import local_date, month_key, next_month_start, zone
-from meterdesk.sites.tables import sites
-from meterdesk.tariffs.model import Band, Tariff, TierPeriod
-from meterdesk.tariffs.pricing import PricedLine, Usage, price_usage
-from meterdesk.tariffs.pricing_fast import SingleLine, price_single_line
-from meterdesk.tariffs.repository import TariffCache
 
 
 @dataclass(frozen=True)
@@ -97,8 +89,7 @@ class Ingestor:
     def __init__(self, db: Database, outbox: control.Outbox | None = None) -> None:
         self.db = db
         self.outbox = outbox or DatabaseOutbox(db.clock)
-        self.tariffs = TariffCache()
-        self._zones: dict[int, ZoneInfo] = {}
+        self.charger = charging.Charger()
         self._config_version: int | None = None
         self._profiles: dict[int, MeterProfile] = {}
         self._assignments: dict[int, list[Assignment]] = {}
@@ -177,9 +168,9 @@ class Ingestor:
                 bands=bands_from_mapping(incoming.bands),
                 source=incoming.source,
             )
-            seen = by_meter[incoming.meter_id].get(reading.order_key)
+            seen = by_meter[incoming.meter_id].get(order_key(reading))
             if seen is None:
-                by_meter[incoming.meter_id][reading.order_key] = reading
+                by_meter[incoming.meter_id][order_key(reading)] = reading
             elif seen.same_values(reading):
                 batch.report.duplicates += 1
             else:
@@ -192,8 +183,7 @@ class Ingestor:
                     )
                 )
         return {
-            meter_id: sorted(found.values(), key=lambda r: r.order_key)
-            for meter_id, found in by_meter.items()
+            meter_id: sorted(found.values(), key=order_key) for meter_id, found in by_meter.items()
         }
 
     @staticmethod
@@ -215,7 +205,7 @@ class Ingestor:
         late = {
             meter_id: readings[0].measured_at
             for meter_id, readings in candidates.items()
-            if meter_id in cursors and readings[0].order_key <= cursors[meter_id].order_key
+            if meter_id in cursors and order_key(readings[0]) <= order_key(cursors[meter_id])
         }
         tails = metering_repository.load_tails(conn, late)
         latest: dict[int, Reading] = {}
@@ -234,7 +224,7 @@ class Ingestor:
                     )
                 )
             if merge.sequence and (
-                cursor is None or merge.sequence[-1].order_key > cursor.order_key
+                cursor is None or order_key(merge.sequence[-1]) > order_key(cursor)
             ):
                 latest[meter_id] = merge.sequence[-1]
         metering_repository.save_cursors(conn, latest, cursors)
@@ -246,22 +236,14 @@ class Ingestor:
         if not work:
             return
         assignments = {m: self._assignments.get(m, []) for m in work}
-        self.tariffs.refresh(conn, {a.tariff_id for found in assignments.values() for a in found})
         pairs = {m: intervals(merge.sequence, merge.reprice_from or 0) for m, merge in work.items()}
+        self.charger.prepare(conn, pairs, assignments, batch.profiles)
         superseded = self._supersede(conn, work)
-        totals, known = self._load_totals(conn, pairs, assignments, batch.profiles, superseded)
+        keys = self.charger.period_keys(pairs, assignments, batch.profiles)
+        totals, known = charging.load_totals(conn, pairs, keys, superseded)
         changed: dict[TotalKey, PeriodTotal] = {key: totals[key] for key in superseded}
-        rows: list[tuple[object, ...]] = []
-        for meter_id, meter_pairs in pairs.items():
-            profile = batch.profiles[meter_id]
-            for earlier, later in meter_pairs:
-                assignment = _covering(
-                    assignments[meter_id], earlier.measured_at, later.measured_at
-                )
-                if assignment is None:
-                    continue  # no account held the meter then: stored, not billed
-                rows.extend(self._price(profile, assignment, earlier, later, totals, changed))
-                batch.report.intervals_priced += 1
+        rows, priced = self.charger.charge(pairs, assignments, batch.profiles, totals, changed)
+        batch.report.intervals_priced += priced
         billing_repository.insert_lines(conn, rows)
         by_account = {a.account_id: a for found in assignments.values() for a in found}
         balances = postings.post_due(
@@ -305,191 +287,6 @@ class Ingestor:
         for meter_id, line in billing_repository.supersede_lines(conn, starts):
             removed[(meter_id, line.account_id, line.period_key)].append((line.quantity, line.cost))
         return removed
-
-    def _load_totals(
-        self,
-        conn: Connection,
-        pairs: dict[int, list[tuple[Reading, Reading]]],
-        assignments: dict[int, list[Assignment]],
-        profiles: dict[int, MeterProfile],
-        superseded: dict[TotalKey, list[tuple[Decimal, Decimal]]],
-    ) -> tuple[dict[TotalKey, PeriodTotal], set[TotalKey]]:
-        keys: set[str] = {key[2] for key in superseded}
-        # Meters of a batch mostly share their tariffs and reading times: work each answer out
-        # once per batch rather than once per meter.
-        year_tiers: dict[int, bool] = {}
-        spans: set[tuple[datetime, datetime, ZoneInfo, bool]] = set()
-        for meter_id, meter_pairs in pairs.items():
-            if not meter_pairs:
-                continue
-            tz = self._zone(conn, profiles[meter_id].site_id)
-            years = False
-            for assignment in assignments.get(meter_id, ()):
-                tariff_id = assignment.tariff_id
-                if tariff_id not in year_tiers:
-                    year_tiers[tariff_id] = self._year_tiers(tariff_id)
-                years = years or year_tiers[tariff_id]
-            spans.add((meter_pairs[0][0].measured_at, meter_pairs[-1][1].measured_at, tz, years))
-        for start, end, tz, years in spans:
-            keys.update(_period_keys(start, end, tz, years))
-        loaded = billing_repository.load_totals(conn, pairs, keys)
-        known = set(loaded)
-        totals: dict[TotalKey, PeriodTotal] = defaultdict(
-            lambda: PeriodTotal(Decimal(0), Decimal(0), 0, 0)
-        )
-        totals.update(loaded)
-        for key, removed in superseded.items():
-            for quantity, cost in removed:
-                totals[key].add(-quantity, -cost)
-        return totals, known
-
-    def _price(
-        self,
-        profile: MeterProfile,
-        assignment: Assignment,
-        earlier: Reading,
-        later: Reading,
-        totals: dict[TotalKey, PeriodTotal],
-        changed: dict[TotalKey, PeriodTotal],
-    ) -> Iterator[tuple[object, ...]]:
-        consumption = consumption_between(profile, earlier, later)
-        if consumption.total == 0:
-            return
-        tariff = self.tariffs.get(assignment.tariff_id)
-        used = _TierUsage(totals, profile.meter_id, assignment.account_id)
-        tz = self._zone_cached(profile.site_id)
-        start, end = instant_int(consumption.start), instant_int(consumption.end)
-        single = (
-            price_single_line(
-                consumption.start, consumption.end, consumption.total, tariff, tz, used
-            )
-            if consumption.by_band is None
-            else None
-        )
-        if single is not None:  # the common case: one band, one tier block, one line
-            yield self._line_row(
-                profile, assignment, start, end, start, end, single, totals, changed
-            )
-            return
-        by_band = (
-            {Band(k): v for k, v in consumption.by_band.items()}
-            if consumption.by_band is not None
-            else None
-        )
-        usage = Usage(
-            start=consumption.start, end=consumption.end, total=consumption.total, by_band=by_band
-        )
-        for line in price_usage(usage, tariff, tz, used):
-            yield self._line_row(
-                profile,
-                assignment,
-                start,
-                end,
-                instant_int(line.start),
-                instant_int(line.end),
-                line,
-                totals,
-                changed,
-            )
-
-    @staticmethod
-    def _line_row(
-        profile: MeterProfile,
-        assignment: Assignment,
-        start: int,
-        end: int,
-        segment_start: int,
-        segment_end: int,
-        line: PricedLine | SingleLine,
-        totals: dict[TotalKey, PeriodTotal],
-        changed: dict[TotalKey, PeriodTotal],
-    ) -> tuple[object, ...]:
-        """Count the line in its running total and give its ``charge_lines`` row."""
-        key = (profile.meter_id, assignment.account_id, line.period_key)
-        total = totals[key]
-        total.add(line.quantity, line.cost)
-        changed[key] = total
-        return (
-            profile.meter_id,
-            assignment.account_id,
-            start,
-            end,
-            segment_start,
-            segment_end,
-            line.band.value,
-            line.tier_block,
-            line.tier_key,
-            line.period_key,
-            scaled_int(line.quantity, 6),
-            scaled_int(line.unit_price, 6),
-            f"{line.cost:f}",
-            line.version_from.isoformat(),
-            True,
-        )
-
-    def _year_tiers(self, tariff_id: int) -> bool:
-        tariff: Tariff = self.tariffs.get(tariff_id)
-        return any(
-            v.tiers is not None and v.tiers.period == TierPeriod.YEAR for v in tariff.versions
-        )
-
-    def _zone(self, conn: Connection, site_id: int) -> ZoneInfo:
-        if site_id not in self._zones:
-            name = conn.execute(select(sites.c.timezone).where(sites.c.id == site_id)).scalar_one()
-            self._zones[site_id] = zone(name)
-        return self._zones[site_id]
-
-    def _zone_cached(self, site_id: int) -> ZoneInfo:
-        return self._zones[site_id]
-
-
-class _TierUsage(Mapping[str, Decimal]):
-    """Quantity already used in a tier period (month key ``YYYY-MM`` or year key ``YYYY``),
-    read live from the running totals so each interval sees the ones priced before it."""
-
-    def __init__(self, totals: dict[TotalKey, PeriodTotal], meter_id: int, account_id: int) -> None:
-        self._totals, self._meter, self._account = totals, meter_id, account_id
-
-    def __getitem__(self, tier_key: str) -> Decimal:
-        if len(tier_key) == 7:
-            found = self._totals.get((self._meter, self._account, tier_key))
-            return found.quantity if found is not None else Decimal(0)
-        return sum(
-            (
-                total.quantity
-                for (meter, account, period), total in self._totals.items()
-                if meter == self._meter
-                and account == self._account
-                and period.startswith(tier_key + "-")
-            ),
-            Decimal(0),
-        )
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-def _period_keys(start: datetime, end: datetime, tz: ZoneInfo, whole_years: bool) -> set[str]:
-    """Billing months touched by [start, end] in local time (and every earlier month of those
-    years when a tariff has yearly tiers, whose usage counts toward the tier)."""
-    first, last = local_date(start, tz).replace(day=1), local_date(end, tz).replace(day=1)
-    if whole_years:
-        first = first.replace(month=1)
-    keys, month = set(), first
-    while month <= last:
-        keys.add(month_key(month))
-        month = next_month_start(month)
-    return keys
-
-
-def _covering(found: Sequence[Assignment], start: datetime, end: datetime) -> Assignment | None:
-    for assignment in found:
-        if assignment.covers(start, end):
-            return assignment
-    return None
 
 
 def _generation_at(replacements: list[tuple[datetime, int]] | None, measured_at: datetime) -> int:

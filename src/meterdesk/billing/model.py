@@ -27,6 +27,7 @@ from meterdesk.metering.model import (
     ReadingSource,
     Verdict,
     check_step,
+    order_key,
 )
 from meterdesk.shared.money import round_fen, to_fen
 
@@ -57,7 +58,7 @@ def merge_readings(
     profile: MeterProfile, existing: Sequence[Reading], candidates: Sequence[Reading]
 ) -> Merge:
     """Place ``candidates`` (sorted, unique keys) among ``existing`` (sorted, accepted)."""
-    if candidates and (not existing or candidates[0].order_key > existing[-1].order_key):
+    if candidates and (not existing or order_key(candidates[0]) > order_key(existing[-1])):
         return _append(profile, existing, candidates)
     return _walk(profile, existing, candidates)
 
@@ -67,14 +68,14 @@ def _walk(
 ) -> Merge:
     """The general case: candidates among, before and after accepted readings."""
     merge = Merge(sequence=[])
-    by_key = {reading.order_key: reading for reading in existing}
+    by_key = {order_key(reading): reading for reading in existing}
     pending = list(existing)
     position = 0
     for candidate in candidates:
-        while position < len(pending) and pending[position].order_key < candidate.order_key:
+        while position < len(pending) and order_key(pending[position]) < order_key(candidate):
             merge.sequence.append(pending[position])
             position += 1
-        twin = by_key.get(candidate.order_key)
+        twin = by_key.get(order_key(candidate))
         if twin is not None:
             _twin(merge, candidate, twin)
             continue

@@ -17,14 +17,10 @@ from sqlalchemy import Connection
 
 from meterdesk.billing.model import BillingMode, PeriodTotal
 from meterdesk.billing.repository import Assignment, TotalKey
+from meterdesk.db.types import instant_int
 from meterdesk.ledger import repository as ledger
-from meterdesk.ledger.model import (
-    AccountKind,
-    Reason,
-    TransferRequest,
-    arrears_repayment,
-    split_debit,
-)
+from meterdesk.ledger.model import AccountKind, Reason, arrears_repayment, split_debit
+from meterdesk.ledger.repository import TransferRow
 from meterdesk.metering.model import MeterProfile
 
 if TYPE_CHECKING:
@@ -58,7 +54,8 @@ def post_due(
     touched = {i for key in due for i in (accounts[key[1]].wallet_id, accounts[key[1]].arrears_id)}
     balances = ledger.lock_balances(conn, touched | set(revenue.values()))
     running = {i: b.balance_fen for i, b in balances.items()}
-    requests: list[TransferRequest] = []
+    requests: list[TransferRow] = []
+    created_at = instant_int(at)
     for key in sorted(due):
         meter_id, account_id, period = key
         account, amount, total = accounts[account_id], due[key], changed[key]
@@ -67,10 +64,10 @@ def post_due(
         posting = _Posting(
             key=f"deduct:{meter_id}:{account_id}:{period}:{total.postings}",
             account=account,
-            revenue_id=revenue[(account.organisation_id, profiles[meter_id].utility.value)],
+            revenue_id=revenue[(account.organisation_id, str(profiles[meter_id].utility))],
             meter_id=meter_id,
             period=period,
-            at=at,
+            at=created_at,
         )
         if amount > 0:
             floor = balances[account.wallet_id].floor_fen or 0
@@ -81,7 +78,7 @@ def post_due(
                 posting.correction(-amount, running, balances[account.wallet_id].floor_fen or 0)
             )
             report.returned_fen -= amount
-    ledger.apply_transfers(conn, requests, balances)
+    ledger.apply_rows(conn, requests, balances)
     report.transfers += len(requests)
     moved = {accounts[key[1]] for key in due}
     return {a.account_id: running[a.wallet_id] + running[a.arrears_id] for a in moved}
@@ -97,12 +94,12 @@ class _Posting(NamedTuple):
     revenue_id: int
     meter_id: int
     period: str
-    at: datetime
+    at: int  # stored form (instant_int)
 
     def _transfer(
         self, suffix: str, debit: int, credit: int, amount: int, reason: Reason
-    ) -> TransferRequest:
-        return TransferRequest(
+    ) -> TransferRow:
+        return ledger.transfer_row(
             organisation_id=self.account.organisation_id,
             idempotency_key=f"{self.key}:{suffix}",
             debit_account_id=debit,
@@ -116,7 +113,7 @@ class _Posting(NamedTuple):
             period_key=self.period,
         )
 
-    def deduction(self, amount: int, running: dict[int, int], floor: int) -> list[TransferRequest]:
+    def deduction(self, amount: int, running: dict[int, int], floor: int) -> list[TransferRow]:
         """From the wallet down to its floor; the rest (energy already used) becomes arrears."""
         wallet, arrears = self.account.wallet_id, self.account.arrears_id
         from_wallet, to_arrears = split_debit(
@@ -131,7 +128,7 @@ class _Posting(NamedTuple):
             running[arrears] -= to_arrears
         return made
 
-    def correction(self, amount: int, running: dict[int, int], floor: int) -> list[TransferRequest]:
+    def correction(self, amount: int, running: dict[int, int], floor: int) -> list[TransferRow]:
         """Give back what a re-priced interval no longer costs; it repays arrears first."""
         wallet, arrears = self.account.wallet_id, self.account.arrears_id
         made = [self._transfer("c", self.revenue_id, wallet, amount, Reason.DEDUCTION_CORRECTION)]
@@ -155,10 +152,11 @@ def _revenue_accounts(
     profiles: dict[int, MeterProfile],
     at: datetime,
 ) -> dict[tuple[int, str], int]:
-    needed = {(accounts[a].organisation_id, profiles[m].utility.value) for m, a, _ in due}
-    return {
-        (org, utility): ledger.system_account(
-            conn, organisation_id=org, code=revenue_code(utility), kind=AccountKind.REVENUE, at=at
-        )
-        for org, utility in needed
-    }
+    needed = {(accounts[a].organisation_id, str(profiles[m].utility)) for m, a, _ in due}
+    found = ledger.system_accounts(
+        conn,
+        {(org, revenue_code(utility)) for org, utility in needed},
+        kind=AccountKind.REVENUE,
+        at=at,
+    )
+    return {(org, utility): found[(org, revenue_code(utility))] for org, utility in needed}

@@ -76,12 +76,12 @@ class TransferRequest:
 
     def request_hash(self) -> str:
         """What makes two requests "the same" for idempotency (not when they were made)."""
-        fields = (
+        return request_hash(
             self.organisation_id,
             self.debit_account_id,
             self.credit_account_id,
             self.amount_fen,
-            self.reason.value,
+            self.reason,
             self.account_id,
             self.meter_id,
             self.period_key,
@@ -89,7 +89,36 @@ class TransferRequest:
             self.reference,
             self.reverses_id,
         )
-        return hashlib.blake2b(repr(fields).encode(), digest_size=16).hexdigest()
+
+
+def request_hash(
+    organisation_id: int,
+    debit_account_id: int,
+    credit_account_id: int,
+    amount_fen: int,
+    reason: Reason,
+    account_id: int | None,
+    meter_id: int | None,
+    period_key: str | None,
+    method: str | None,
+    reference: str | None,
+    reverses_id: int | None,
+) -> str:
+    """The stored fingerprint of a transfer request (see :meth:`TransferRequest.request_hash`)."""
+    fields = (
+        organisation_id,
+        debit_account_id,
+        credit_account_id,
+        amount_fen,
+        str(reason),
+        account_id,
+        meter_id,
+        period_key,
+        method,
+        reference,
+        reverses_id,
+    )
+    return hashlib.blake2b(repr(fields).encode(), digest_size=16).hexdigest()
 
 
 def split_debit(*, amount_fen: int, balance_fen: int, floor_fen: int) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -18,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
 from meterdesk.db.types import instant_int
-from meterdesk.ledger.model import AccountKind, TransferRequest
+from meterdesk.ledger.model import AccountKind, Reason, TransferRequest, request_hash
 from meterdesk.ledger.tables import ledger_accounts, transfers
 from meterdesk.shared.errors import InsufficientFundsError, NotFoundError
 
@@ -101,6 +102,27 @@ def system_account(
     return int(conn.execute(query).scalar_one())
 
 
+def system_accounts(
+    conn: Connection, wanted: Iterable[tuple[int, str]], *, kind: AccountKind, at: datetime
+) -> dict[tuple[int, str], int]:
+    """:func:`system_account` for several (organisation, code) pairs: one query for those that
+    exist, creation (as there) for the others."""
+    pairs = set(wanted)
+    if not pairs:
+        return {}
+    rows = raw_rows(
+        conn,
+        "SELECT organisation_id, code, id FROM ledger_accounts "
+        "WHERE organisation_id IN :orgs AND code IN :codes",
+        orgs={org for org, _ in pairs},
+        codes={code for _, code in pairs},
+    )
+    found = {(org, code): account_id for org, code, account_id in rows if (org, code) in pairs}
+    for org, code in pairs - found.keys():
+        found[(org, code)] = system_account(conn, organisation_id=org, code=code, kind=kind, at=at)
+    return found
+
+
 def lock_balances(conn: Connection, account_ids: Iterable[int]) -> dict[int, Balance]:
     """Current balances, locked for this transaction on PostgreSQL (SQLite holds the write lock
     from BEGIN IMMEDIATE). Rows are locked in id order so two batches never deadlock."""
@@ -118,12 +140,10 @@ def lock_balances(conn: Connection, account_ids: Iterable[int]) -> dict[int, Bal
     return {row[0]: Balance(row[0], row[1], row[2]) for row in rows}
 
 
-def net_changes(requests: Sequence[TransferRequest]) -> dict[int, int]:
-    changes: dict[int, int] = defaultdict(int)
-    for request in requests:
-        changes[request.debit_account_id] -= request.amount_fen
-        changes[request.credit_account_id] += request.amount_fen
-    return changes
+TransferRow = tuple[Any, ...]  # in TRANSFER_COLUMNS order
+_DEBIT, _CREDIT, _AMOUNT = (
+    TRANSFER_COLUMNS.index(c) for c in ("debit_account_id", "credit_account_id", "amount_fen")
+)
 
 
 def apply_transfers(
@@ -132,9 +152,20 @@ def apply_transfers(
     balances: dict[int, Balance] | None = None,
 ) -> None:
     """Insert the transfers and move each balance once by its net change."""
-    if not requests:
+    apply_rows(conn, [_row(request) for request in requests], balances)
+
+
+def apply_rows(
+    conn: Connection, rows: Sequence[TransferRow], balances: dict[int, Balance] | None = None
+) -> None:
+    """:func:`apply_transfers` for rows already in stored form (:func:`transfer_row`), which is
+    how ingest posts its many deductions without building a request object for each."""
+    if not rows:
         return
-    changes = net_changes(requests)
+    changes: dict[int, int] = defaultdict(int)
+    for row in rows:
+        changes[row[_DEBIT]] -= row[_AMOUNT]
+        changes[row[_CREDIT]] += row[_AMOUNT]
     current = balances if balances is not None else lock_balances(conn, changes)
     for account_id, change in changes.items():
         balance = current[account_id]
@@ -147,14 +178,70 @@ def apply_transfers(
                 f"ledger account {account_id} would fall to {balance.balance_fen + change} fen, "
                 f"below its floor of {balance.floor_fen} fen"
             )
-    bulk_insert(conn, transfers, TRANSFER_COLUMNS, [_row(request) for request in requests])
+    bulk_insert(conn, transfers, TRANSFER_COLUMNS, rows)
     moves = [
         (current[i].balance_fen + change, i) for i, change in sorted(changes.items()) if change
     ]
     bulk_update(conn, ledger_accounts, ("id",), ("balance_fen",), moves)
 
 
-def _row(request: TransferRequest) -> tuple[object, ...]:
+def transfer_row(
+    *,
+    organisation_id: int,
+    idempotency_key: str,
+    debit_account_id: int,
+    credit_account_id: int,
+    amount_fen: int,
+    reason: Reason,
+    actor: str,
+    created_at: int,
+    account_id: int | None,
+    meter_id: int | None,
+    period_key: str | None,
+) -> TransferRow:
+    """The stored row of a system transfer (no payment method, reference, reversal or memo),
+    checked as :class:`TransferRequest` checks its fields; ``created_at`` in stored form
+    (:func:`~meterdesk.db.types.instant_int`)."""
+    if amount_fen <= 0:
+        raise ValueError(f"transfer amount must be positive, got {amount_fen} fen")
+    if debit_account_id == credit_account_id:
+        raise ValueError("a transfer needs two different accounts")
+    if not idempotency_key:
+        raise ValueError("a transfer needs an idempotency key")
+    digest = request_hash(
+        organisation_id,
+        debit_account_id,
+        credit_account_id,
+        amount_fen,
+        reason,
+        account_id,
+        meter_id,
+        period_key,
+        None,
+        None,
+        None,
+    )
+    return (
+        organisation_id,
+        idempotency_key,
+        digest,
+        debit_account_id,
+        credit_account_id,
+        amount_fen,
+        str(reason),
+        account_id,
+        meter_id,
+        period_key,
+        None,
+        None,
+        None,
+        actor,
+        None,
+        created_at,
+    )
+
+
+def _row(request: TransferRequest) -> TransferRow:
     return (
         request.organisation_id,
         request.idempotency_key,
@@ -162,7 +249,7 @@ def _row(request: TransferRequest) -> tuple[object, ...]:
         request.debit_account_id,
         request.credit_account_id,
         request.amount_fen,
-        request.reason.value,
+        str(request.reason),
         request.account_id,
         request.meter_id,
         request.period_key,

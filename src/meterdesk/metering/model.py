@@ -13,17 +13,22 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import NamedTuple
+from functools import cached_property
+from operator import itemgetter
+from typing import NamedTuple, cast
 
 from meterdesk.shared.errors import ValidationError
+from meterdesk.shared.money import EXACT
 
 BANDS = ("sharp", "peak", "flat", "valley", "deep_valley")
-MIN_PLAUSIBLE_HOURS = Decimal(1) / Decimal(60)
+MIN_PLAUSIBLE_US = 60_000_000  # the same minute, in microseconds
+HOUR_US = 3_600_000_000
+_MICROSECOND = timedelta(microseconds=1)
 BAND_TOLERANCE = Decimal("0.05")
 
 
@@ -84,9 +89,15 @@ class MeterProfile:
     has_band_registers: bool
     generation: int
 
-    @property
+    @cached_property
     def multiplier(self) -> Decimal:
         return self.ct_ratio * self.pt_ratio
+
+    @cached_property
+    def raw_hour_us(self) -> Decimal:
+        """Multiplier × one hour in microseconds: turns a raw register advance into primary
+        units × microseconds, to compare with ``max_rate_per_hour`` × elapsed microseconds."""
+        return EXACT.multiply(self.multiplier, Decimal(HOUR_US))
 
 
 class Reading(NamedTuple):
@@ -101,12 +112,13 @@ class Reading(NamedTuple):
     bands: tuple[Decimal, ...] | None = None  # in BANDS order, all present or None
     source: ReadingSource = ReadingSource.REALTIME
 
-    @property
-    def order_key(self) -> tuple[datetime, int]:
-        return (self.measured_at, self.generation)
-
     def same_values(self, other: Reading) -> bool:
         return self.total == other.total and self.bands == other.bands
+
+
+# A reading's place in its meter's sequence: (measured_at, generation). A C-level getter rather
+# than a property, because ingest asks for it several times per reading.
+order_key = cast(Callable[[Reading], tuple[datetime, int]], itemgetter(2, 1))
 
 
 def bands_from_mapping(values: Mapping[str, Decimal] | None) -> tuple[Decimal, ...] | None:
@@ -133,10 +145,14 @@ def register_delta(earlier: Decimal, later: Decimal, modulus: Decimal) -> Decima
     return later - earlier if later >= earlier else later + modulus - earlier
 
 
-def _max_plausible_raw(profile: MeterProfile, earlier: Reading, later: Reading) -> Decimal:
-    seconds = Decimal((later.measured_at - earlier.measured_at).total_seconds())
-    hours = max(seconds / Decimal(3600), MIN_PLAUSIBLE_HOURS)
-    return profile.max_rate_per_hour * hours / profile.multiplier
+def _within_limit(profile: MeterProfile, delta: Decimal, earlier: Reading, later: Reading) -> bool:
+    """``delta`` (raw register units) ≤ the meter's maximum rate over the step, at least one
+    minute of it — compared exactly, in integers of microseconds: ``delta × multiplier × 3600 s``
+    against ``max_rate_per_hour × elapsed``. (No division, so no rounding decides a verdict.)"""
+    elapsed_us = max((later.measured_at - earlier.measured_at) // _MICROSECOND, MIN_PLAUSIBLE_US)
+    return EXACT.multiply(delta, profile.raw_hour_us) <= EXACT.multiply(
+        profile.max_rate_per_hour, elapsed_us
+    )
 
 
 def _plain(value: Decimal) -> str:
@@ -146,15 +162,14 @@ def _plain(value: Decimal) -> str:
 
 def check_step(profile: MeterProfile, earlier: Reading, later: Reading) -> Verdict:
     """May ``later`` follow ``earlier`` (same meter, same generation, later in time)?"""
-    limit = _max_plausible_raw(profile, earlier, later)
     delta = register_delta(earlier.total, later.total, profile.modulus)
-    if later.total < earlier.total and delta > limit:
-        return Verdict(
-            False,
-            QuarantineReason.DECREASED,
-            f"register went down from {earlier.total} to {later.total} and is not a rollover at {profile.modulus}",
-        )
-    if delta > limit:
+    if not _within_limit(profile, delta, earlier, later):
+        if later.total < earlier.total:
+            return Verdict(
+                False,
+                QuarantineReason.DECREASED,
+                f"register went down from {earlier.total} to {later.total} and is not a rollover at {profile.modulus}",
+            )
         return Verdict(
             False,
             QuarantineReason.JUMP,
@@ -179,8 +194,9 @@ def check_step(profile: MeterProfile, earlier: Reading, later: Reading) -> Verdi
     return ACCEPT
 
 
-@dataclass(frozen=True)
-class Consumption:
+class Consumption(NamedTuple):
+    """(A NamedTuple: one is built per priced interval.)"""
+
     start: datetime
     end: datetime
     total: Decimal

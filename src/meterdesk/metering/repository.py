@@ -162,7 +162,7 @@ def insert_readings(conn: Connection, accepted: Sequence[Reading], received_at: 
             instant_int(r.measured_at),
             received,
             *_raw_registers(r),
-            r.source.value,
+            str(r.source),
         )
         for r in accepted
     ]

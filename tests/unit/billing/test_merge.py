@@ -17,6 +17,7 @@ from meterdesk.metering.model import (
     Reading,
     ReadingSource,
     Utility,
+    order_key,
 )
 
 D = Decimal
@@ -239,7 +240,7 @@ def test_merging_batches_in_any_order_builds_the_in_order_sequence(
     while arrivals:
         size = rng.randint(1, len(arrivals))
         batch, arrivals = arrivals[:size], arrivals[size:]
-        by_key = {reading.order_key: reading for reading in batch}
+        by_key = {order_key(reading): reading for reading in batch}
         unique = [by_key[key] for key in sorted(by_key)]
         merge = merge_readings(METER, sequence, unique)
         assert merge.rejected == []

@@ -1,0 +1,257 @@
+"""Pricing a batch's consumption intervals into charge lines and running totals.
+
+:class:`Charger` is the pricing half of the ingest pipeline (:mod:`meterdesk.billing.ingest`):
+given each meter's new intervals (pairs of consecutive accepted readings), it prices every
+interval with the tariff version in force, counts each line in its (meter, account, month)
+running total and returns the ``charge_lines`` rows. It is the innermost loop of ingest, so it is
+written for speed: the common interval (total register only, one time-of-use period, one tier
+block) takes :func:`~meterdesk.tariffs.pricing_fast.price_single_line`; everything else the
+full pricer, which gives the same lines (``tests/unit/tariffs/test_pricing_fast.py``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, select
+
+from meterdesk.billing import repository as billing_repository
+from meterdesk.billing.model import PeriodTotal
+from meterdesk.billing.repository import Assignment, TotalKey
+from meterdesk.db.types import instant_int, scaled_int
+from meterdesk.metering.model import Consumption, MeterProfile, Reading, consumption_between
+from meterdesk.shared.time import local_date, month_key, next_month_start, zone
+from meterdesk.sites.tables import sites
+from meterdesk.tariffs.model import Band, Tariff, TierPeriod
+from meterdesk.tariffs.pricing import PricedLine, Usage, price_usage
+from meterdesk.tariffs.pricing_fast import SingleLine, price_single_line
+from meterdesk.tariffs.repository import TariffCache
+
+Pairs = dict[int, list[tuple[Reading, Reading]]]  # meter → its intervals to price, in order
+LineRow = tuple[object, ...]
+
+
+class Charger:
+    """Long-lived (one per :class:`~meterdesk.billing.ingest.Ingestor`): keeps the tariff and
+    time-zone caches between batches."""
+
+    def __init__(self) -> None:
+        self.tariffs = TariffCache()
+        self._zones: dict[int, ZoneInfo] = {}
+
+    def prepare(
+        self,
+        conn: Connection,
+        pairs: Pairs,
+        assignments: dict[int, list[Assignment]],
+        profiles: dict[int, MeterProfile],
+    ) -> None:
+        """Load what pricing these intervals needs: tariffs (refreshed when a version was
+        added) and site time zones."""
+        self.tariffs.refresh(conn, {a.tariff_id for found in assignments.values() for a in found})
+        for meter_id in pairs:
+            site_id = profiles[meter_id].site_id
+            if site_id not in self._zones:
+                name = conn.execute(
+                    select(sites.c.timezone).where(sites.c.id == site_id)
+                ).scalar_one()
+                self._zones[site_id] = zone(name)
+
+    def period_keys(
+        self,
+        pairs: Pairs,
+        assignments: dict[int, list[Assignment]],
+        profiles: dict[int, MeterProfile],
+    ) -> set[str]:
+        """The running-total months these intervals can touch (whole years of them where a
+        tariff has yearly tiers, whose usage counts toward the tier)."""
+        # Meters of a batch mostly share their tariffs and reading times: work each answer out
+        # once per batch rather than once per meter.
+        year_tiers: dict[int, bool] = {}
+        spans: set[tuple[datetime, datetime, ZoneInfo, bool]] = set()
+        for meter_id, meter_pairs in pairs.items():
+            if not meter_pairs:
+                continue
+            years = False
+            for assignment in assignments.get(meter_id, ()):
+                tariff_id = assignment.tariff_id
+                if tariff_id not in year_tiers:
+                    year_tiers[tariff_id] = _year_tiers(self.tariffs.get(tariff_id))
+                years = years or year_tiers[tariff_id]
+            tz = self._zones[profiles[meter_id].site_id]
+            spans.add((meter_pairs[0][0].measured_at, meter_pairs[-1][1].measured_at, tz, years))
+        keys: set[str] = set()
+        for start, end, tz, years in spans:
+            keys.update(_period_keys(start, end, tz, years))
+        return keys
+
+    def charge(
+        self,
+        pairs: Pairs,
+        assignments: dict[int, list[Assignment]],
+        profiles: dict[int, MeterProfile],
+        totals: dict[TotalKey, PeriodTotal],
+        changed: dict[TotalKey, PeriodTotal],
+    ) -> tuple[list[LineRow], int]:
+        """Price every interval in order; count each line in ``totals`` (and note it in
+        ``changed``); return the ``charge_lines`` rows and the number of intervals priced. An
+        interval no account held the meter for is stored but not billed."""
+        rows: list[LineRow] = []
+        priced = 0
+        price_ints: dict[Decimal, int] = {}  # unit prices repeat: scale each once per batch
+        for meter_id, meter_pairs in pairs.items():
+            profile = profiles[meter_id]
+            found = assignments[meter_id]
+            tz = self._zones[profile.site_id]
+            usage: dict[int, _TierUsage] = {}
+            for earlier, later in meter_pairs:
+                assignment = _covering(found, earlier.measured_at, later.measured_at)
+                if assignment is None:
+                    continue
+                priced += 1
+                consumption = consumption_between(profile, earlier, later)
+                if consumption.total == 0:
+                    continue
+                account_id = assignment.account_id
+                used = usage.get(account_id)
+                if used is None:
+                    used = usage[account_id] = _TierUsage(totals, meter_id, account_id)
+                tariff = self.tariffs.get(assignment.tariff_id)
+                start, end = instant_int(consumption.start), instant_int(consumption.end)
+                single = (
+                    price_single_line(
+                        consumption.start, consumption.end, consumption.total, tariff, tz, used
+                    )
+                    if consumption.by_band is None
+                    else None
+                )
+                segments: Sequence[tuple[int, int, PricedLine | SingleLine]]
+                if single is not None:  # the common case: one band, one tier block, one line
+                    segments = ((start, end, single),)
+                else:
+                    segments = [
+                        (instant_int(line.start), instant_int(line.end), line)
+                        for line in _full_price(consumption, tariff, tz, used)
+                    ]
+                for segment_start, segment_end, line in segments:
+                    key = (meter_id, account_id, line.period_key)
+                    total = totals[key]
+                    total.quantity += line.quantity
+                    total.exact_cost += line.cost
+                    changed[key] = total
+                    unit_price = price_ints.get(line.unit_price)
+                    if unit_price is None:
+                        unit_price = price_ints[line.unit_price] = scaled_int(line.unit_price, 6)
+                    rows.append(
+                        (
+                            meter_id,
+                            account_id,
+                            start,
+                            end,
+                            segment_start,
+                            segment_end,
+                            str(
+                                line.band
+                            ),  # str() of a StrEnum is its value, and cheaper than .value
+                            line.tier_block,
+                            line.tier_key,
+                            line.period_key,
+                            scaled_int(line.quantity, 6),
+                            unit_price,
+                            f"{line.cost:f}",
+                            line.version_from.isoformat(),
+                            True,
+                        )
+                    )
+        return rows, priced
+
+
+def load_totals(
+    conn: Connection,
+    pairs: Pairs,
+    keys: set[str],
+    superseded: dict[TotalKey, list[tuple[Decimal, Decimal]]],
+) -> tuple[dict[TotalKey, PeriodTotal], set[TotalKey]]:
+    """The running totals the intervals add to (a zero total for a new one), with what the
+    superseded lines had counted taken out again; and the keys already stored."""
+    loaded = billing_repository.load_totals(conn, pairs, keys | {key[2] for key in superseded})
+    known = set(loaded)
+    totals: dict[TotalKey, PeriodTotal] = defaultdict(
+        lambda: PeriodTotal(Decimal(0), Decimal(0), 0, 0)
+    )
+    totals.update(loaded)
+    for key, removed in superseded.items():
+        for quantity, cost in removed:
+            totals[key].add(-quantity, -cost)
+    return totals, known
+
+
+def _full_price(
+    consumption: Consumption, tariff: Tariff, tz: ZoneInfo, used: Mapping[str, Decimal]
+) -> list[PricedLine]:
+    by_band = (
+        {Band(k): v for k, v in consumption.by_band.items()}
+        if consumption.by_band is not None
+        else None
+    )
+    usage = Usage(
+        start=consumption.start, end=consumption.end, total=consumption.total, by_band=by_band
+    )
+    return list(price_usage(usage, tariff, tz, used))
+
+
+class _TierUsage(Mapping[str, Decimal]):
+    """Quantity already used in a tier period (month key ``YYYY-MM`` or year key ``YYYY``),
+    read live from the running totals so each interval sees the ones priced before it."""
+
+    def __init__(self, totals: dict[TotalKey, PeriodTotal], meter_id: int, account_id: int) -> None:
+        self._totals, self._meter, self._account = totals, meter_id, account_id
+
+    def __getitem__(self, tier_key: str) -> Decimal:
+        if len(tier_key) == 7:
+            found = self._totals.get((self._meter, self._account, tier_key))
+            return found.quantity if found is not None else Decimal(0)
+        return sum(
+            (
+                total.quantity
+                for (meter, account, period), total in self._totals.items()
+                if meter == self._meter
+                and account == self._account
+                and period.startswith(tier_key + "-")
+            ),
+            Decimal(0),
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _year_tiers(tariff: Tariff) -> bool:
+    return any(v.tiers is not None and v.tiers.period == TierPeriod.YEAR for v in tariff.versions)
+
+
+def _period_keys(start: datetime, end: datetime, tz: ZoneInfo, whole_years: bool) -> set[str]:
+    """Billing months touched by [start, end] in local time (and every earlier month of those
+    years when a tariff has yearly tiers, whose usage counts toward the tier)."""
+    first, last = local_date(start, tz).replace(day=1), local_date(end, tz).replace(day=1)
+    if whole_years:
+        first = first.replace(month=1)
+    keys, month = set(), first
+    while month <= last:
+        keys.add(month_key(month))
+        month = next_month_start(month)
+    return keys
+
+
+def _covering(found: Sequence[Assignment], start: datetime, end: datetime) -> Assignment | None:
+    for assignment in found:
+        if assignment.covers(start, end):
+            return assignment
+    return None
