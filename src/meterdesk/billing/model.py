@@ -157,6 +157,11 @@ def _judge(
 
 def intervals(sequence: Sequence[Reading], start_index: int) -> list[tuple[Reading, Reading]]:
     """Consecutive pairs of one generation from ``start_index`` on."""
+    if len(sequence) - start_index == 2:  # the common case: the cursor and one new reading
+        earlier, later = sequence[start_index], sequence[start_index + 1]
+        if earlier.generation == later.generation and later.measured_at > earlier.measured_at:
+            return [(earlier, later)]
+        return []
     pairs = []
     for earlier, later in zip(sequence[start_index:], sequence[start_index + 1 :], strict=False):
         if earlier.generation == later.generation and later.measured_at > earlier.measured_at:

@@ -157,6 +157,26 @@ def test_intervals_start_at_the_given_index() -> None:
     assert intervals(sequence, 2) == []
 
 
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 1)), min_size=2, max_size=6).map(sorted),
+    st.integers(0, 4),
+)
+def test_intervals_of_the_last_two_readings_follow_the_same_rule_as_longer_tails(
+    steps: list[tuple[int, int]], start: int
+) -> None:
+    """The two-reading shortcut (the cursor and one new reading) gives what the general rule
+    gives, including a generation change or a repeated time."""
+    sequence = [
+        r(minutes, str(100 + i), generation) for i, (minutes, generation) in enumerate(steps)
+    ]
+    expected = [
+        (a, b)
+        for a, b in zip(sequence[start:], sequence[start + 1 :], strict=False)
+        if a.generation == b.generation and b.measured_at > a.measured_at
+    ]
+    assert intervals(sequence, start) == expected
+
+
 # --- PeriodTotal: running-total rounding -------------------------------------------------------
 
 

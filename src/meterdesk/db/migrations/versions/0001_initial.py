@@ -488,12 +488,18 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_transfers")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_transfers_idempotency_key")),
-        sa.UniqueConstraint("reverses_id", name=op.f("uq_transfers_reverses_id")),
     )
     with op.batch_alter_table("transfers", schema=None) as batch_op:
         batch_op.create_index("ix_transfers_account", ["account_id", "id"], unique=False)
         batch_op.create_index("ix_transfers_credit", ["credit_account_id", "id"], unique=False)
         batch_op.create_index("ix_transfers_debit", ["debit_account_id", "id"], unique=False)
+        batch_op.create_index(
+            "uq_transfers_reverses_id",
+            ["reverses_id"],
+            unique=True,
+            sqlite_where=sa.text("reverses_id IS NOT NULL"),
+            postgresql_where=sa.text("reverses_id IS NOT NULL"),
+        )
 
     op.create_table(
         "buses",
@@ -1206,6 +1212,11 @@ def downgrade() -> None:
 
     op.drop_table("buses")
     with op.batch_alter_table("transfers", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_transfers_reverses_id",
+            sqlite_where=sa.text("reverses_id IS NOT NULL"),
+            postgresql_where=sa.text("reverses_id IS NOT NULL"),
+        )
         batch_op.drop_index("ix_transfers_debit")
         batch_op.drop_index("ix_transfers_credit")
         batch_op.drop_index("ix_transfers_account")
