@@ -263,7 +263,7 @@ def raise_once(monkeypatch: pytest.MonkeyPatch, target: str) -> list[int]:
 @pytest.mark.parametrize(
     "target",
     [
-        "meterdesk.ledger.repository.apply_rows",  # how ingest posts its deductions
+        "meterdesk.ledger.repository.apply_system_rows",  # how ingest posts its deductions
         "meterdesk.ledger.repository.bulk_insert",
         "meterdesk.billing.repository.save_totals",
     ],

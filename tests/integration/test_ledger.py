@@ -34,8 +34,9 @@ from sqlalchemy.exc import IntegrityError
 from meterdesk.billing import cashier
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
+from meterdesk.db.types import instant_int
 from meterdesk.ledger import repository as ledger
-from meterdesk.ledger.model import AccountKind
+from meterdesk.ledger.model import AccountKind, Reason, TransferRequest
 from meterdesk.shared.errors import (
     ConflictError,
     IdempotencyConflictError,
@@ -524,3 +525,67 @@ def test_two_transactions_creating_an_organisations_system_account_get_the_same_
 
     assert not isinstance(found["second"], Exception), found["second"]
     assert found["second"] == found["first"]
+
+
+def test_a_system_transfer_row_is_stored_as_the_same_request_would_be(db: Database) -> None:
+    """Ingest posts deductions as ready rows (``apply_system_rows``); what lands in the table —
+    request hash, empty columns, balances — is what ``apply_transfers`` stores for the request."""
+    setup = one_meter_account(db, credit="10")
+    wallet_id, arrears_id = setup.account.wallet_id, setup.account.arrears_id
+    at = db.clock()
+    fields = {
+        "organisation_id": setup.org.id,
+        "debit_account_id": wallet_id,
+        "credit_account_id": arrears_id,
+        "amount_fen": 123,
+        "reason": Reason.DEDUCTION,
+        "actor": "system:billing",
+        "account_id": setup.account.account_id,
+        "meter_id": setup.meter_id,
+        "period_key": "2026-11",
+    }
+    with db.transaction() as conn:
+        ledger.apply_transfers(
+            conn, [TransferRequest(idempotency_key="as-request", created_at=at, **fields)]
+        )
+    with db.transaction() as conn:
+        row = ledger.system_transfer_row(
+            idempotency_key="as-row", created_at=instant_int(at), **fields
+        )
+        ledger.apply_system_rows(conn, [row])
+
+    by_key = {t["idempotency_key"]: t for t in all_transfers(db)}
+    as_request, as_row = by_key["as-request"], by_key["as-row"]
+    differing = {k for k in as_request if as_request[k] != as_row[k]}
+    assert differing == {"id", "idempotency_key"}
+    assert (
+        as_row["method"] is as_row["reference"] is as_row["reverses_id"] is as_row["memo"] is None
+    )
+    assert wallet(db, setup.account) == D("10") - D("2.46")
+
+
+@pytest.mark.parametrize(
+    ("amount", "debit_is_credit", "key", "message"),
+    [
+        (0, False, "k", "must be positive"),
+        (5, True, "k", "two different accounts"),
+        (5, False, "", "idempotency key"),
+    ],
+)
+def test_a_system_transfer_row_is_checked_like_a_request(
+    amount: int, debit_is_credit: bool, key: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ledger.system_transfer_row(
+            organisation_id=1,
+            idempotency_key=key,
+            debit_account_id=1,
+            credit_account_id=1 if debit_is_credit else 2,
+            amount_fen=amount,
+            reason=Reason.DEDUCTION,
+            actor="system:billing",
+            created_at=0,
+            account_id=None,
+            meter_id=None,
+            period_key=None,
+        )

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from meterdesk.devices.commands import batch, service
+from meterdesk.notifications import service as notifications
 from meterdesk.shared.time import Clock, system_clock
 
 if TYPE_CHECKING:
@@ -28,8 +30,6 @@ class DatabaseOutbox:
         """Desired states for the device layer, recorded together: each supersedes older
         commands for the same relay or valve, is audited and has its created event; the
         executor sends them after commit."""
-        from meterdesk.devices.commands import batch, service
-
         batch.create_many_in(
             conn,
             [
@@ -60,8 +60,6 @@ class DatabaseOutbox:
     ) -> None:
         """A message to the tenant (and operators' webhooks/log), queued in the caller's
         transaction and delivered by the notifications dispatcher after commit."""
-        from meterdesk.notifications import service as notifications
-
         notifications.enqueue_in(
             conn,
             organisation_id=organisation_id,

@@ -78,7 +78,7 @@ def post_due(
                 posting.correction(-amount, running, balances[account.wallet_id].floor_fen or 0)
             )
             report.returned_fen -= amount
-    ledger.apply_rows(conn, requests, balances)
+    ledger.apply_system_rows(conn, requests, balances)
     report.transfers += len(requests)
     moved = {accounts[key[1]] for key in due}
     return {a.account_id: running[a.wallet_id] + running[a.arrears_id] for a in moved}
@@ -99,7 +99,7 @@ class _Posting(NamedTuple):
     def _transfer(
         self, suffix: str, debit: int, credit: int, amount: int, reason: Reason
     ) -> TransferRow:
-        return ledger.transfer_row(
+        return ledger.system_transfer_row(
             organisation_id=self.account.organisation_id,
             idempotency_key=f"{self.key}:{suffix}",
             debit_account_id=debit,

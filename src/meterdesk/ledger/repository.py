@@ -140,10 +140,16 @@ def lock_balances(conn: Connection, account_ids: Iterable[int]) -> dict[int, Bal
     return {row[0]: Balance(row[0], row[1], row[2]) for row in rows}
 
 
-TransferRow = tuple[Any, ...]  # in TRANSFER_COLUMNS order
+# What a system transfer (a deduction, a correction) fills in: no payment method, reference,
+# reversal or memo. Debit, credit and amount sit at the same places as in TRANSFER_COLUMNS.
+SYSTEM_TRANSFER_COLUMNS = tuple(
+    c for c in TRANSFER_COLUMNS if c not in ("method", "reference", "reverses_id", "memo")
+)
+TransferRow = tuple[Any, ...]  # in TRANSFER_COLUMNS or SYSTEM_TRANSFER_COLUMNS order
 _DEBIT, _CREDIT, _AMOUNT = (
     TRANSFER_COLUMNS.index(c) for c in ("debit_account_id", "credit_account_id", "amount_fen")
 )
+assert all(SYSTEM_TRANSFER_COLUMNS[i] == TRANSFER_COLUMNS[i] for i in (_DEBIT, _CREDIT, _AMOUNT))
 
 
 def apply_transfers(
@@ -152,14 +158,24 @@ def apply_transfers(
     balances: dict[int, Balance] | None = None,
 ) -> None:
     """Insert the transfers and move each balance once by its net change."""
-    apply_rows(conn, [_row(request) for request in requests], balances)
+    _apply(conn, TRANSFER_COLUMNS, [_row(request) for request in requests], balances)
 
 
-def apply_rows(
+def apply_system_rows(
     conn: Connection, rows: Sequence[TransferRow], balances: dict[int, Balance] | None = None
 ) -> None:
-    """:func:`apply_transfers` for rows already in stored form (:func:`transfer_row`), which is
-    how ingest posts its many deductions without building a request object for each."""
+    """:func:`apply_transfers` for rows of :func:`system_transfer_row` — how ingest posts its
+    many deductions without building a request object for each, and without binding the
+    columns a system transfer leaves empty (a quarter less insert time)."""
+    _apply(conn, SYSTEM_TRANSFER_COLUMNS, rows, balances)
+
+
+def _apply(
+    conn: Connection,
+    columns: Sequence[str],
+    rows: Sequence[TransferRow],
+    balances: dict[int, Balance] | None,
+) -> None:
     if not rows:
         return
     changes: dict[int, int] = defaultdict(int)
@@ -178,14 +194,14 @@ def apply_rows(
                 f"ledger account {account_id} would fall to {balance.balance_fen + change} fen, "
                 f"below its floor of {balance.floor_fen} fen"
             )
-    bulk_insert(conn, transfers, TRANSFER_COLUMNS, rows)
+    bulk_insert(conn, transfers, columns, rows)
     moves = [
         (current[i].balance_fen + change, i) for i, change in sorted(changes.items()) if change
     ]
     bulk_update(conn, ledger_accounts, ("id",), ("balance_fen",), moves)
 
 
-def transfer_row(
+def system_transfer_row(
     *,
     organisation_id: int,
     idempotency_key: str,
@@ -199,9 +215,10 @@ def transfer_row(
     meter_id: int | None,
     period_key: str | None,
 ) -> TransferRow:
-    """The stored row of a system transfer (no payment method, reference, reversal or memo),
-    checked as :class:`TransferRequest` checks its fields; ``created_at`` in stored form
-    (:func:`~meterdesk.db.types.instant_int`)."""
+    """The stored row of a system transfer (in SYSTEM_TRANSFER_COLUMNS order), checked as
+    :class:`TransferRequest` checks its fields; ``created_at`` in stored form
+    (:func:`~meterdesk.db.types.instant_int`). Its request hash is the one a
+    :class:`TransferRequest` with the same fields would have."""
     if amount_fen <= 0:
         raise ValueError(f"transfer amount must be positive, got {amount_fen} fen")
     if debit_account_id == credit_account_id:
@@ -232,11 +249,7 @@ def transfer_row(
         account_id,
         meter_id,
         period_key,
-        None,
-        None,
-        None,
         actor,
-        None,
         created_at,
     )
 
