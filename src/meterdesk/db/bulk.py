@@ -12,12 +12,18 @@ part of its time there. SQLite runs statements in-process, so its ``executemany`
 
 Reads: :func:`raw_rows` runs a textual query and returns plain tuples of what the database
 stores (integers, strings) — the callers convert only what they need.
+
+:func:`observed` lets a benchmark see how long the database itself takes in these calls (the
+floor a pipeline built on this schema cannot go below); unobserved, it costs one check per
+statement, not per row.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -36,6 +42,26 @@ from sqlalchemy.types import TypeEngine
 
 COPY_THRESHOLD = 200
 UNNEST_THRESHOLD = 20
+
+Observer = Callable[[str, float], None]  # (what, seconds), e.g. ("insert readings", 0.006)
+_observer: Observer | None = None
+
+
+@contextmanager
+def observed(observer: Observer) -> Iterator[None]:
+    """Report every bulk insert, update and raw read made meanwhile, in this process, to
+    ``observer``. For benchmarks (single-threaded); not nested."""
+    global _observer  # one switch for the whole process: for the bench only
+    _observer = observer
+    try:
+        yield
+    finally:
+        _observer = None
+
+
+def _report(what: str, started: float) -> None:
+    if _observer is not None:
+        _observer(what, time.perf_counter() - started)
 
 
 def _driver(conn: Connection) -> Any:
@@ -84,16 +110,18 @@ def bulk_insert(
 ) -> None:
     if not rows:
         return
+    started = time.perf_counter()
     raw = _driver(conn)
     if conn.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
         _copy(raw, table, columns, rows)
-        return
-    sql, order = _insert_sql(conn.dialect, table, tuple(columns))
-    cursor = raw.cursor()
-    try:
-        cursor.executemany(sql, _arrange(rows, order, columns))
-    finally:
-        cursor.close()
+    else:
+        sql, order = _insert_sql(conn.dialect, table, tuple(columns))
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(sql, _arrange(rows, order, columns))
+        finally:
+            cursor.close()
+    _report(f"insert {table.name}", started)
 
 
 def bulk_update(
@@ -106,16 +134,18 @@ def bulk_update(
     """``UPDATE table SET values WHERE keys`` for each row; a row is (*values, *keys), stored forms."""
     if not rows:
         return
+    started = time.perf_counter()
     if conn.dialect.name == "postgresql" and len(rows) >= UNNEST_THRESHOLD:
         _update_from_arrays(conn, table, tuple(keys), tuple(values), rows)
-        return
-    sql, order = _update_sql(conn.dialect, table, tuple(keys), tuple(values))
-    names = [f"v_{v}" for v in values] + [f"k_{k}" for k in keys]
-    cursor = _driver(conn).cursor()
-    try:
-        cursor.executemany(sql, _arrange(rows, order, names))
-    finally:
-        cursor.close()
+    else:
+        sql, order = _update_sql(conn.dialect, table, tuple(keys), tuple(values))
+        names = [f"v_{v}" for v in values] + [f"k_{k}" for k in keys]
+        cursor = _driver(conn).cursor()
+        try:
+            cursor.executemany(sql, _arrange(rows, order, names))
+        finally:
+            cursor.close()
+    _report(f"update {table.name}", started)
 
 
 @lru_cache(maxsize=256)
@@ -169,6 +199,14 @@ def _update_from_arrays(
 
 
 _NAME = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_SOURCE = re.compile(r"\b(?:FROM|JOIN)\s+(\w+)", re.IGNORECASE)
+_COMMON_TABLE = re.compile(r"(?:WITH|,)\s+(\w+)\s*(?:\([^)]*\))?\s+AS\s*\(", re.IGNORECASE)
+
+
+def _first_table(sql: str) -> str:
+    """The first stored table a query reads (not one of its own WITH names), to label it."""
+    own = set(_COMMON_TABLE.findall(sql))
+    return next((name for name in _SOURCE.findall(sql) if name not in own), "?")
 
 
 def raw_rows(conn: Connection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
@@ -186,13 +224,17 @@ def raw_rows(conn: Connection, sql: str, **params: Any) -> list[tuple[Any, ...]]
         args.append(value)
         return marker
 
+    started = time.perf_counter()
     statement = _NAME.sub(place, sql)
     cursor = _driver(conn).cursor()
     try:
         cursor.execute(statement, args)
-        return cursor.fetchall()  # type: ignore[no-any-return]
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
     finally:
         cursor.close()
+    if _observer is not None:
+        _report(f"read {_first_table(sql)}", started)
+    return rows
 
 
 def _copy(raw: Any, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
