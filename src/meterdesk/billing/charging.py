@@ -146,6 +146,7 @@ class Charger:
                     unit_price = price_ints.get(line.unit_price)
                     if unit_price is None:
                         unit_price = price_ints[line.unit_price] = scaled_int(line.unit_price, 6)
+                    # str() of a StrEnum is its value, and cheaper than .value
                     rows.append(
                         (
                             meter_id,
@@ -154,9 +155,7 @@ class Charger:
                             end,
                             segment_start,
                             segment_end,
-                            str(
-                                line.band
-                            ),  # str() of a StrEnum is its value, and cheaper than .value
+                            str(line.band),
                             line.tier_block,
                             line.tier_key,
                             line.period_key,
