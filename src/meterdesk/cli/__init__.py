@@ -172,6 +172,18 @@ def bench_ingest(
     run(quick=quick, database_url=database_url, meters=meters, seed=seed, repeat=repeat)
 
 
+@bench_cli.command("floor")
+def bench_floor(
+    meters: Annotated[int, typer.Option(help="meters in the workload")] = 10_000,
+    rounds: Annotated[int, typer.Option(help="readings per meter")] = 20,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """The leanest conceivable ingest of the `bench ingest` workload, as a measuring stick for P1."""
+    from meterdesk.bench.floor import run
+
+    run(meters=meters, rounds=rounds, seed=seed)
+
+
 @cli.command("ingest-mqtt")
 def ingest_mqtt_command(
     broker: Annotated[str, typer.Option(help="MQTT broker HOST:PORT")] = "127.0.0.1:1883",
