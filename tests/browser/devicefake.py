@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from meterdesk.db.database import Database
-from meterdesk.devices.commands import repository
+from meterdesk.devices.commands import event_log, writes
 from meterdesk.devices.commands.model import OPEN_STATUSES, WANTED, CommandKind, CommandStatus
 from meterdesk.devices.status import MeterState, StatusChanges, meter_status, write_changes
 from meterdesk.devices.tables import commands
@@ -24,10 +24,8 @@ def confirm_open_commands(db: Database) -> int:
         ).all()
         for command_id, meter_id, kind in rows:
             field, value, words = WANTED[CommandKind(kind)]
-            repository.add_event(conn, command_id, at, "confirmed", {"read_back": words})
-            repository.finish(
-                conn, command_id, CommandStatus.CONFIRMED, f"read-back shows {words}", at
-            )
+            event_log.add_event(conn, command_id, at, "confirmed", {"read_back": words})
+            writes.finish(conn, command_id, CommandStatus.CONFIRMED, f"read-back shows {words}", at)
             state = meter_status(conn, meter_id) or MeterState(meter_id)
             state.state, state.last_seen_at, state.updated_at = "online", at, at
             setattr(state, field, value)

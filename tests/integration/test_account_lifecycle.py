@@ -38,7 +38,7 @@ from builders import (
 from openpyxl import Workbook
 from sqlalchemy import func, select
 
-from meterdesk.billing import accounts, cashier, corrections, presets, statements
+from meterdesk.billing import accounts, cashier, cashier_refund, corrections, presets, statements
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.metering import service as metering
@@ -552,7 +552,7 @@ def test_another_organisations_account_is_not_found_at_the_desk(
             db, organisation_id=stranger.id, account_id=setup.account.account_id, **money
         )  # type: ignore[arg-type]
     with pytest.raises(NotFoundError):
-        cashier.refund(
+        cashier_refund.refund(
             db, organisation_id=stranger.id, account_id=setup.account.account_id, **money
         )  # type: ignore[arg-type]
     with pytest.raises(NotFoundError):

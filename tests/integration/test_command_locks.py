@@ -13,7 +13,7 @@ from builders import one_meter_account
 from sqlalchemy import Engine, insert, text
 
 from meterdesk.db.database import Database
-from meterdesk.devices.commands import repository
+from meterdesk.devices.commands import writes
 from meterdesk.devices.tables import device_status
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def test_a_command_lock_does_not_wait_for_rows_that_reference_the_meter(
             text("UPDATE ledger_accounts SET balance_fen = balance_fen WHERE id = :w"),
             {"w": wallet},
         )
-        locked = repository.lock_meter(recharge, organisation_id=setup.org.id, meter_id=meter)
+        locked = writes.lock_meter(recharge, organisation_id=setup.org.id, meter_id=meter)
         assert locked is not None and locked["id"] == meter  # did not wait for the ingest
 
         finished = threading.Event()

@@ -18,11 +18,11 @@ from sqlalchemy import select
 
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing import accounts as account_service
-from meterdesk.billing import cashier
+from meterdesk.billing import cashier, cashier_refund
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.devices import reconcile
-from meterdesk.devices.commands import repository, service
+from meterdesk.devices.commands import claiming, service
 from meterdesk.devices.commands.executor import CommandExecutor, ExecutorConfig
 from meterdesk.devices.commands.model import OPEN_STATUSES, RetryPolicy
 from meterdesk.devices.ports import (
@@ -180,7 +180,7 @@ def test_two_claim_transactions_never_take_the_same_command(db: Database, clock:
         if before is not None:
             before.wait(10)
         with db.engine.begin() as conn:
-            taken[name] = repository.claim(conn, now=T0, limit=8, lease=timedelta(minutes=3))
+            taken[name] = claiming.claim(conn, now=T0, limit=8, lease=timedelta(minutes=3))
             if after is not None:
                 after.set()
             if name == "first":
@@ -272,7 +272,7 @@ def test_push_is_refused_for_platform_billing_and_reversed_recharges(
         actor=ACTOR,
         idempotency_key="desk-1",
     )
-    cashier.reverse(
+    cashier_refund.reverse(
         db,
         organisation_id=org.id,
         transfer_id=paid.transfer_id,

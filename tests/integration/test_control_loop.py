@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from meterdesk.billing import accounts, cashier, control_admin, control_tick
-from meterdesk.billing.control import RecordingOutbox
+from meterdesk.billing.control_send import RecordingOutbox
 from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.db.database import Database
 from meterdesk.devices.tables import commands

@@ -31,7 +31,7 @@ from builders import (
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from meterdesk.billing import cashier
+from meterdesk.billing import cashier, cashier_refund
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.db.types import instant_int
@@ -66,7 +66,7 @@ def refund(
     db: Database, setup: Setup, amount: str, key: str, **extra: object
 ) -> cashier.MoneyResult:
     arguments: dict[str, object] = {"method": "cash", "actor": "cashier", **extra}
-    return cashier.refund(
+    return cashier_refund.refund(
         db,
         organisation_id=setup.org.id,
         account_id=setup.account.account_id,
@@ -77,7 +77,7 @@ def refund(
 
 
 def reverse(db: Database, setup: Setup, transfer_id: int, key: str) -> int:
-    return cashier.reverse(
+    return cashier_refund.reverse(
         db,
         organisation_id=setup.org.id,
         transfer_id=transfer_id,
@@ -274,7 +274,7 @@ def test_a_transfer_of_another_organisation_is_not_found(db: Database) -> None:
     stranger = make_org(db, "Org B")
 
     with pytest.raises(NotFoundError):
-        cashier.reverse(
+        cashier_refund.reverse(
             db,
             organisation_id=stranger.id,
             transfer_id=made.transfer_id,

@@ -20,7 +20,7 @@ import pytest
 from builders import T0, D, Setup, minutes, one_meter_account, reading
 from sqlalchemy import func, select
 
-from meterdesk.billing import cashier, statements
+from meterdesk.billing import cashier, cashier_refund, statements
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.ledger.tables import transfers
@@ -42,7 +42,7 @@ def story(db: Database, clock: FakeClock) -> Setup:
     money = {"organisation_id": setup.org.id, "account_id": setup.account.account_id}
     cashier.recharge(db, **money, amount="50", method="cash", actor="c", idempotency_key="r-1")
     clock.now = hours(3)
-    cashier.refund(db, **money, amount="5", method="cash", actor="c", idempotency_key="f-1")
+    cashier_refund.refund(db, **money, amount="5", method="cash", actor="c", idempotency_key="f-1")
     clock.now = hours(4)
     pipeline.ingest([reading(setup.meter_id, minutes(230), "1035")])
     clock.now = hours(5)

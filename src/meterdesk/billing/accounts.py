@@ -18,7 +18,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
-from meterdesk.billing import cashier
+from meterdesk.billing import cashier, cashier_settle
 from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.tables import accounts, meter_assignments
@@ -369,7 +369,7 @@ def close_account(
             .where(accounts.c.id == account_id)
             .values(status=AccountStatus.CLOSED.value, closed_at=at)
         )
-        settled = cashier.settle_in(
+        settled = cashier_settle.settle_in(
             conn,
             organisation_id=organisation_id,
             account_id=account_id,

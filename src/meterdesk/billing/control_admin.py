@@ -14,7 +14,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
-from meterdesk.billing import control, control_config
+from meterdesk.billing import control, control_config, control_send, control_state
 from meterdesk.billing.accounts import account_by_number
 from meterdesk.billing.policy import (
     Cause,
@@ -179,7 +179,7 @@ def set_account_policy(
     number: str,
     change: PolicyChange,
     actor: str,
-    outbox: control.Outbox,
+    outbox: control_send.Outbox,
 ) -> dict[str, Any]:
     at = db.clock()
     with db.transaction() as conn:
@@ -197,8 +197,8 @@ def set_account_policy(
             conn.execute(
                 insert(account_controls).values(
                     account_id=account_id,
-                    **{**control.default_policy_columns(), **values},
-                    **control.state_values(ControlState(), (0, False), 0, at),
+                    **{**control_state.default_policy_columns(), **values},
+                    **control_state.state_values(ControlState(), (0, False), 0, at),
                 )
             )
         else:
@@ -286,7 +286,7 @@ def _named(conn: Connection, table: Any, organisation_id: int, name: str, what: 
 
 
 def take_emergency_credit(
-    db: Database, *, organisation_id: int, number: str, actor: str, outbox: control.Outbox
+    db: Database, *, organisation_id: int, number: str, actor: str, outbox: control_send.Outbox
 ) -> int:
     """Credit the account's emergency amount once; it is owed until the next recharge repays it.
     Returns the transfer id."""
@@ -294,7 +294,7 @@ def take_emergency_credit(
     with db.transaction() as conn:
         account = account_by_number(conn, organisation_id=organisation_id, number=number)
         account_id = int(str(account["id"]))
-        loaded = control._load(conn, {account_id: 0}, everyone=True)
+        loaded = control_state.load_accounts(conn, {account_id: 0}, everyone=True)
         if not loaded:
             raise ConflictError(f"account {number} is not open")
         balance = control.net_balances(conn, [account_id])[account_id]
@@ -325,7 +325,7 @@ def take_emergency_credit(
         transfer_id = ledger.find_by_keys(conn, [request.idempotency_key])[request.idempotency_key][
             "id"
         ]
-        control.record_emergency(conn, account_id=account_id, outstanding_fen=amount, at=at)
+        control_state.record_emergency(conn, account_id=account_id, outstanding_fen=amount, at=at)
         control.evaluate_in(
             conn,
             balances={account_id: balance + amount},

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
-from meterdesk.billing import control, control_config
+from meterdesk.billing import control_config, control_state
 from meterdesk.billing.tables import account_controls, accounts, alarm_plans, friendly_profiles
 from meterdesk.db.database import Database
 from meterdesk.shared.errors import NotFoundError
@@ -144,7 +144,9 @@ def account_policy(db: Database, *, organisation_id: int, account_id: int) -> Po
 
 
 def _policy_view(account_id: int, number: str, row: Any) -> PolicyView:
-    values: dict[str, Any] = dict(row) if row is not None else control.default_policy_columns()
+    values: dict[str, Any] = (
+        dict(row) if row is not None else control_state.default_policy_columns()
+    )
     state = control_config.state_from_json(values["state"]) if row is not None else None
     overrides = json.loads(values["alarm_overrides"]) if values["alarm_overrides"] else {}
     return PolicyView(

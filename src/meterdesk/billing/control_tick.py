@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from meterdesk.billing import control
+from meterdesk.billing import control, control_send
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause
 from meterdesk.db.bulk import raw_rows
@@ -30,7 +30,7 @@ class TickReport:
 
 
 def tick(
-    db: Database, *, outbox: control.Outbox | None = None, now: datetime | None = None
+    db: Database, *, outbox: control_send.Outbox | None = None, now: datetime | None = None
 ) -> TickReport:
     at = now or db.clock()
     sender = outbox or DatabaseOutbox(lambda: at)

@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection
 
-from meterdesk.billing import charging, control, postings
+from meterdesk.billing import charging, control, control_send, postings
 from meterdesk.billing import repository as billing_repository
 from meterdesk.billing.model import Merge, PeriodTotal, intervals, merge_readings
 from meterdesk.billing.outbox import DatabaseOutbox
@@ -86,7 +86,7 @@ class Ingestor:
     """Long-lived: keeps tariff and zone caches between batches. Thread-compatible, not
     thread-safe: give each worker its own."""
 
-    def __init__(self, db: Database, outbox: control.Outbox | None = None) -> None:
+    def __init__(self, db: Database, outbox: control_send.Outbox | None = None) -> None:
         self.db = db
         self.outbox = outbox or DatabaseOutbox(db.clock)
         self.charger = charging.Charger()

@@ -16,7 +16,7 @@ from meterdesk.notifications import service as notifications
 from meterdesk.shared.time import Clock, system_clock
 
 if TYPE_CHECKING:
-    from meterdesk.billing.control import CommandRequest
+    from meterdesk.billing.control_send import CommandRequest
 
 COMMAND_DEADLINE = timedelta(minutes=30)
 CONTROL_ACTOR = "system:control"

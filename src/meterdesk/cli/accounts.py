@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from meterdesk.billing import accounts, cashier, presets, statements
+from meterdesk.billing import accounts, cashier, cashier_refund, presets, statements
 from meterdesk.cli.common import (
     ActorOption,
     JsonOption,
@@ -372,7 +372,7 @@ def refund(
     """Refund (退费) part of an account's credit."""
     with handled():
         o = organisation_id(org)
-        done = cashier.refund(
+        done = cashier_refund.refund(
             app().db,
             organisation_id=o,
             account_id=_account_id(o, number),
@@ -402,7 +402,7 @@ def reverse(
 ) -> None:
     """Reverse (冲正) a recharge or refund entered by mistake, with an opposite entry."""
     with handled():
-        new = cashier.reverse(
+        new = cashier_refund.reverse(
             app().db,
             organisation_id=organisation_id(org),
             transfer_id=transfer,

@@ -412,7 +412,7 @@ def test_run_works_until_stopped(world: World, clock: FakeClock) -> None:
 def test_control_loop_rows_are_executed_and_superseded_at_claim(
     world: World, clock: FakeClock
 ) -> None:
-    from meterdesk.billing.control import CommandRequest
+    from meterdesk.billing.control_send import CommandRequest
     from meterdesk.billing.outbox import DatabaseOutbox
 
     outbox = DatabaseOutbox(clock)

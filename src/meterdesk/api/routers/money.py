@@ -14,7 +14,7 @@ from meterdesk.api.idempotency import run_once
 from meterdesk.api.routers.accounts import number_of, replay_doc
 from meterdesk.api.schemas.accounts import MoneyIn, MoneyOut, ReversalIn, ReversalOut
 from meterdesk.api.schemas.common import BigId, Id
-from meterdesk.billing import cashier
+from meterdesk.billing import cashier, cashier_refund
 from meterdesk.shared.money import format_money, parse_positive_money
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["money"])
@@ -23,7 +23,7 @@ router = APIRouter(responses=ERROR_RESPONSES, tags=["money"])
 def _money(
     caller: Caller, account_id: Id, body: MoneyIn, key: str, kind: str
 ) -> tuple[BaseModel, bool]:
-    use_case = cashier.recharge if kind == "recharge" else cashier.refund
+    use_case = cashier.recharge if kind == "recharge" else cashier_refund.refund
     result = use_case(
         caller.db,
         organisation_id=caller.organisation_id,
@@ -97,7 +97,7 @@ def reverse(
     """Reverse a recharge or refund made in error, with a new opposite transfer (冲正)."""
 
     def perform() -> tuple[BaseModel, bool]:
-        reversal = cashier.reverse(
+        reversal = cashier_refund.reverse(
             caller.db,
             organisation_id=caller.organisation_id,
             transfer_id=transfer_id,

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Connection
 
 from meterdesk.audit import service as audit
-from meterdesk.devices.commands import device_state, repository
+from meterdesk.devices.commands import device_state, event_log, repository, writes
 from meterdesk.devices.commands.model import (
     ACKNOWLEDGED_ONLY,
     RELAY_ACTIONS,
@@ -174,7 +174,7 @@ class Attempt:
     def _money_before(self) -> Decimal | None:
         # a read: no write transaction (and no turn at SQLite's write lock) for it
         with self.x.db.read() as conn:
-            detail = repository.last_event_detail(conn, self.command.id, "sent") or {}
+            detail = event_log.last_event_detail(conn, self.command.id, "sent") or {}
         return repository.decimal_or_none(detail.get("money_before"))
 
     async def send_and_confirm(self, spec: CommandSpec, before: Snapshot) -> None:
@@ -283,9 +283,7 @@ class Attempt:
             detail.update(purchase_count=spec.purchase_count, money_before=before.remaining_money)
 
         marked = await self.write(
-            lambda conn: repository.record_sent(
-                conn, command, spec, at, detail, before.purchase_count
-            )
+            lambda conn: writes.record_sent(conn, command, spec, at, detail, before.purchase_count)
         )
         self.sent = self.sent or marked
         return marked
@@ -302,12 +300,12 @@ class Attempt:
         at, command, number = self.now(), self.command, self.target.number
 
         def record(conn: Connection) -> None:
-            if not repository.finish(conn, command.id, status, reason, at):
-                repository.add_event(
+            if not writes.finish(conn, command.id, status, reason, at):
+                event_log.add_event(
                     conn, command.id, at, "late_result", {"outcome": status.value, **detail}
                 )
                 return
-            repository.add_event(conn, command.id, at, status.value, detail)
+            event_log.add_event(conn, command.id, at, status.value, detail)
             audit.record(
                 conn,
                 organisation_id=command.organisation_id,
@@ -333,4 +331,4 @@ class Attempt:
             await self.fail(reason)
             return
         detail = {"attempt": command.attempts, "reason": reason, "next_attempt_at": when}
-        await self.write(lambda conn: repository.record_retry(conn, command.id, now, when, detail))
+        await self.write(lambda conn: writes.record_retry(conn, command.id, now, when, detail))

@@ -141,7 +141,7 @@ def _new_ones(conn: Connection, prepared: list[_Prepared]) -> list[_Prepared]:
 
 
 def _lock_meters(conn: Connection, prepared: list[_Prepared]) -> dict[int, str]:
-    """Lock the meters (in id order; see :func:`repository.lock_meter`); their numbers by id."""
+    """Lock the meters (in id order; see :func:`writes.lock_meter`); their numbers by id."""
     wanted = {item.request.meter_id: item.request.organisation_id for item in prepared}
     rows = conn.execute(
         select(meters.c.id, meters.c.organisation_id, meters.c.number)

@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from meterdesk.audit import service as audit
-from meterdesk.devices.commands import repository
+from meterdesk.devices.commands import event_log, repository, writes
 from meterdesk.devices.commands.model import (
     OPEN_STATUSES,
     CommandSpec,
@@ -43,7 +43,7 @@ def record_created(
 ) -> dict[int, tuple[int, ...]]:
     """Log, supersede and audit ``created`` in order; the cancelled ids per new command (only
     those that cancelled something)."""
-    repository.add_events(
+    event_log.add_events(
         conn,
         [
             (item.command_id, at, "created", {"desired": item.spec.describe(), "by": actor})
@@ -77,8 +77,8 @@ def _supersede(
                 continue
             reason = f"superseded by #{item.command_id}"
             # False when it finished meanwhile: then it is neither cancelled here nor open
-            if repository.finish(conn, older_id, CommandStatus.CANCELLED, reason, at):
-                repository.add_event(conn, older_id, at, "cancelled", {"reason": reason})
+            if writes.finish(conn, older_id, CommandStatus.CANCELLED, reason, at):
+                event_log.add_event(conn, older_id, at, "cancelled", {"reason": reason})
                 done.append(older_id)
         still_open.append((item.command_id, item.spec))
         open_by_meter[item.meter_id] = still_open

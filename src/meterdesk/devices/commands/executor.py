@@ -35,7 +35,7 @@ from sqlalchemy import Connection
 
 from meterdesk.db.commit_signals import COMMANDS, wake_on_commit
 from meterdesk.db.database import Database
-from meterdesk.devices.commands import repository
+from meterdesk.devices.commands import claiming
 from meterdesk.devices.commands.attempt import DEFAULT_SETTLE, SYSTEM_ACTOR, Attempt, Settle
 from meterdesk.devices.commands.model import Aspect, Command, CommandTarget, RetryPolicy
 from meterdesk.devices.ports import BusUnavailableError, MeterDriver
@@ -162,7 +162,7 @@ class CommandExecutor:
 
     def _claim(self, conn: Connection, limit: int, busy: Collection[int]) -> Claimed:
         lease = timedelta(seconds=self.config.lease_s)
-        return repository.claim_batch(
+        return claiming.claim_batch(
             conn, now=self.clock(), limit=limit, lease=lease, skip_meters=busy
         )
 

@@ -1,36 +1,22 @@
-"""Persistence of device commands, their events and what the platform last saw of each meter.
+"""Reading device commands: a stored row back as a :class:`Command`, one command by id or key,
+the open commands of meters, a page of the organisation's commands, where each meter answers and a
+meter's recharge pushes. ``params_text`` is the one way a command's parameters are stored (with the
+request hash beside them), shared by every writer.
 
-Every status change is a conditional update (``WHERE status IN ('pending', 'sent')``), so a
-finished command never changes again and a result that arrives after an operator cancelled the
-command is logged, not applied. Claiming takes due commands with ``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL (two workers never take the same row; SQLite's ``BEGIN IMMEDIATE`` serialises its one
-writer) and leases them by moving ``next_attempt_at`` forward, so a worker that dies mid-attempt
-loses the command to another worker when the lease runs out.
+The rest of the persistence lives beside this module: inserts and status changes in
+:mod:`~meterdesk.devices.commands.writes`, the command event log in
+:mod:`~meterdesk.devices.commands.event_log` and the executor's claim and lease of due commands in
+:mod:`~meterdesk.devices.commands.claiming`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    RowMapping,
-    and_,
-    exists,
-    func,
-    insert,
-    literal,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, RowMapping, select
 
-from meterdesk.db import commit_signals
-from meterdesk.db.types import Instant
 from meterdesk.devices.commands.model import (
     OPEN_STATUSES,
     Command,
@@ -38,12 +24,10 @@ from meterdesk.devices.commands.model import (
     CommandSpec,
     CommandStatus,
     CommandTarget,
-    clip,
     split_stored,
-    superseded_by,
 )
 from meterdesk.devices.ports import MeterAddress
-from meterdesk.devices.tables import buses, command_events, commands, gateways
+from meterdesk.devices.tables import buses, commands, gateways
 from meterdesk.metering.tables import meters
 
 REQUEST_HASH = "request_hash"  # kept beside the parameters in commands.params
@@ -76,42 +60,6 @@ def command_from_row(row: RowMapping) -> Command:
 
 def params_text(spec: CommandSpec, request_hash: str, context: Mapping[str, object]) -> str:
     return json.dumps({**context, **spec.to_params(), REQUEST_HASH: request_hash}, sort_keys=True)
-
-
-def insert_command(
-    conn: Connection,
-    *,
-    organisation_id: int,
-    meter_id: int,
-    spec: CommandSpec,
-    idempotency_key: str,
-    actor: str,
-    at: datetime,
-    deadline_at: datetime,
-    max_attempts: int,
-    context: Mapping[str, object],
-) -> int:
-    result = conn.execute(
-        insert(commands).values(
-            organisation_id=organisation_id,
-            meter_id=meter_id,
-            kind=spec.kind.value,
-            params=params_text(spec, spec.request_hash(meter_id), context),
-            status=CommandStatus.PENDING.value,
-            reason=None,
-            attempts=0,
-            max_attempts=max_attempts,
-            next_attempt_at=at,
-            deadline_at=deadline_at,
-            idempotency_key=idempotency_key,
-            created_by=actor,
-            created_at=at,
-        )
-    )
-    key = result.inserted_primary_key
-    assert key is not None
-    commit_signals.announce(conn, commit_signals.COMMANDS)  # the executor claims it at commit
-    return int(key[0])
 
 
 def find_by_key(conn: Connection, idempotency_key: str) -> Command | None:
@@ -180,191 +128,6 @@ def select_commands(
     return [command_from_row(row) for row in rows.mappings()]
 
 
-EventRow = tuple[int, datetime, str, Mapping[str, object]]  # command id, at, event, detail
-
-
-def add_event(
-    conn: Connection, command_id: int, at: datetime, event: str, detail: Mapping[str, object]
-) -> None:
-    add_events(conn, [(command_id, at, event, detail)])
-
-
-def add_events(conn: Connection, rows: Sequence[EventRow]) -> None:
-    """Several events in one statement (a batch of new commands); details encoded as by
-    :func:`add_event`, so either path writes the same text."""
-    if not rows:
-        return
-    conn.execute(
-        insert(command_events),
-        [
-            {
-                "command_id": command_id,
-                "at": at,
-                "event": event,
-                "detail": json.dumps(dict(detail), ensure_ascii=False, sort_keys=True, default=str),
-            }
-            for command_id, at, event, detail in rows
-        ],
-    )
-
-
-def events(conn: Connection, command_id: int) -> list[tuple[datetime, str, dict[str, Any]]]:
-    rows = conn.execute(
-        select(command_events.c.at, command_events.c.event, command_events.c.detail)
-        .where(command_events.c.command_id == command_id)
-        .order_by(command_events.c.id)
-    )
-    return [(at, str(event), json.loads(detail)) for at, event, detail in rows]
-
-
-def last_event_detail(conn: Connection, command_id: int, event: str) -> dict[str, Any] | None:
-    detail = conn.execute(
-        select(command_events.c.detail)
-        .where(command_events.c.command_id == command_id, command_events.c.event == event)
-        .order_by(command_events.c.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-    return None if detail is None else dict(json.loads(detail))
-
-
-def _open(command_id: int) -> Any:
-    return and_(commands.c.id == command_id, commands.c.status.in_(OPEN_STATUSES))
-
-
-def finish(
-    conn: Connection, command_id: int, status: CommandStatus, reason: str | None, at: datetime
-) -> bool:
-    """Finish an open command; False when it was already finished (e.g. cancelled)."""
-    result = conn.execute(
-        update(commands)
-        .where(_open(command_id))
-        .values(
-            status=status.value, reason=None if reason is None else clip(reason), finished_at=at
-        )
-    )
-    return result.rowcount == 1
-
-
-def reschedule(conn: Connection, command_id: int, next_at: datetime, reason: str) -> bool:
-    result = conn.execute(
-        update(commands)
-        .where(_open(command_id))
-        .values(next_attempt_at=next_at, reason=clip(reason))
-    )
-    return result.rowcount == 1
-
-
-def mark_sent(conn: Connection, command: Command, spec: CommandSpec, at: datetime) -> bool:
-    """Record that the command is about to go out (before the bytes leave, so a crash can never
-    hide a send). A recharge's purchase count may change only while it was never sent."""
-    condition = _open(command.id)
-    if spec != command.spec:
-        condition = and_(condition, commands.c.sent_at.is_(None))
-    result = conn.execute(
-        update(commands)
-        .where(condition)
-        .values(
-            status=CommandStatus.SENT.value,
-            sent_at=func.coalesce(commands.c.sent_at, literal(at, Instant)),
-            params=params_text(spec, command.request_hash, command.context),
-        )
-    )
-    return result.rowcount == 1
-
-
-def record_sent(
-    conn: Connection,
-    command: Command,
-    spec: CommandSpec,
-    at: datetime,
-    detail: Mapping[str, object],
-    meter_count: int | None,
-) -> bool:
-    """Mark sent and log it (and a recharge's purchase count fixed on its first send)."""
-    if not mark_sent(conn, command, spec, at):
-        return False
-    if spec.purchase_count != command.spec.purchase_count:
-        renumbered = {"from": command.spec.purchase_count, "to": spec.purchase_count}
-        add_event(conn, command.id, at, "renumbered", {**renumbered, "meter_count": meter_count})
-    add_event(conn, command.id, at, "sent", detail)
-    return True
-
-
-def record_retry(
-    conn: Connection, command_id: int, at: datetime, when: datetime, detail: Mapping[str, object]
-) -> None:
-    rescheduled = reschedule(conn, command_id, when, str(detail["reason"]))
-    add_event(conn, command_id, at, "retry" if rescheduled else "late_result", detail)
-
-
-def claim(
-    conn: Connection,
-    *,
-    now: datetime,
-    limit: int,
-    lease: timedelta,
-    skip_meters: Collection[int] = (),
-) -> list[int]:
-    """Take up to ``limit`` due commands and lease them. A recharge waits while an older
-    recharge of the same meter is unfinished: purchases reach a meter in order. Commands of
-    ``skip_meters`` (meters the caller is still working on) stay where they are: one command
-    at a time per meter."""
-    older = commands.alias("older")
-    earlier_push = exists().where(
-        older.c.meter_id == commands.c.meter_id,
-        older.c.kind == CommandKind.RECHARGE.value,
-        older.c.id < commands.c.id,
-        older.c.status.in_(OPEN_STATUSES),
-    )
-    query = (
-        select(commands.c.id)
-        .where(
-            commands.c.status.in_(OPEN_STATUSES),
-            commands.c.next_attempt_at <= now,
-            or_(commands.c.kind != CommandKind.RECHARGE.value, ~earlier_push),
-        )
-        .order_by(commands.c.next_attempt_at, commands.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=commands)
-    )
-    if skip_meters:
-        query = query.where(commands.c.meter_id.not_in(sorted(skip_meters)))
-    ids = [int(i) for i in conn.execute(query).scalars()]
-    if ids:
-        conn.execute(
-            update(commands)
-            .where(commands.c.id.in_(ids))
-            .values(next_attempt_at=now + lease, attempts=commands.c.attempts + 1)
-        )
-    return ids
-
-
-def claim_batch(
-    conn: Connection,
-    *,
-    now: datetime,
-    limit: int,
-    lease: timedelta,
-    skip_meters: Collection[int] = (),
-) -> list[tuple[Command, CommandTarget]]:
-    """Claim due commands with their targets. A claimed command that a newer open one replaces
-    is cancelled here: rows written without ``send_command`` (the control loop's outbox) were
-    never superseded when they were created."""
-    claimed = claim(conn, now=now, limit=limit, lease=lease, skip_meters=skip_meters)
-    found = many(conn, claimed)
-    meter_ids = {c.meter_id for c in found}
-    rivals = for_meters(conn, meter_ids, OPEN_STATUSES)
-    live = []
-    for command in found:
-        newer = superseded_by(command, rivals)
-        if newer is None:
-            live.append(command)
-        elif finish(conn, command.id, CommandStatus.CANCELLED, f"superseded by #{newer}", now):
-            add_event(conn, command.id, now, "cancelled", {"reason": f"superseded by #{newer}"})
-    found_targets = targets(conn, meter_ids)
-    return [(c, found_targets[c.meter_id]) for c in live]
-
-
 def targets(conn: Connection, meter_ids: Iterable[int]) -> dict[int, CommandTarget]:
     """Where each meter answers. A meter behind an MQTT gateway also gets the gateway's
     ``product_key`` and ``gateway_sn`` in its options: the MQTT driver addresses the gateway."""
@@ -398,27 +161,6 @@ def targets(conn: Connection, meter_ids: Iterable[int]) -> dict[int, CommandTarg
         address_ = MeterAddress(int(row.id), str(row.protocol), str(row.address), options)
         result[int(row.id)] = CommandTarget(address_, row.bus_id, str(row.number), row.transport)
     return result
-
-
-def lock_meter(conn: Connection, *, organisation_id: int, meter_id: int) -> dict[str, Any] | None:
-    """The meter row, locked for the rest of the transaction (PostgreSQL), so commands for one
-    meter are created one after the other: supersede and purchase counts never race.
-
-    ``FOR NO KEY UPDATE``, not ``FOR UPDATE``: rows that merely reference the meter (a reading,
-    a charge line, its device status) take ``KEY SHARE`` on it, which ``FOR UPDATE`` would wait
-    for. A recharge (wallet, then this lock) and an ingest batch of the same meter (readings
-    referencing it, then the wallet) would deadlock; two command writers still wait for each
-    other."""
-    row = (
-        conn.execute(
-            select(meters.c.id, meters.c.number, meters.c.utility, meters.c.site_id)
-            .where(meters.c.id == meter_id, meters.c.organisation_id == organisation_id)
-            .with_for_update(key_share=True)
-        )
-        .mappings()
-        .one_or_none()
-    )
-    return None if row is None else dict(row)
 
 
 def highest_purchase(conn: Connection, meter_id: int) -> int | None:

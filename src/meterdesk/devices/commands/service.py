@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
 from meterdesk.db.database import Database
-from meterdesk.devices.commands import creation, repository
+from meterdesk.devices.commands import creation, event_log, repository, writes
 from meterdesk.devices.commands.model import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_ATTEMPTS,
@@ -251,12 +251,12 @@ def create_in(
     replayed = _replayed(conn, key, spec, meter_id, idempotency_key)
     if replayed is not None:
         return replayed
-    meter = repository.lock_meter(conn, organisation_id=organisation_id, meter_id=meter_id)
+    meter = writes.lock_meter(conn, organisation_id=organisation_id, meter_id=meter_id)
     if meter is None:
         raise NotFoundError(f"meter {meter_id} not found")
     try:
         with conn.begin_nested():
-            command_id = repository.insert_command(
+            command_id = writes.insert_command(
                 conn,
                 organisation_id=organisation_id,
                 meter_id=meter_id,
@@ -326,7 +326,7 @@ def command_log(db: Database, *, organisation_id: int, command_id: int) -> Comma
             raise NotFoundError(f"command {command_id} not found")
         events = [
             CommandEvent(at, event, detail)
-            for at, event, detail in repository.events(conn, command_id)
+            for at, event, detail in event_log.events(conn, command_id)
         ]
         return CommandLog(_views(conn, [command])[0], events)
 
@@ -349,9 +349,9 @@ def cancel(
                 "cancelled; wait until it is confirmed or failed, then reconcile"
             )
         why = f"cancelled by {actor}" + (f": {reason}" if reason else "")
-        if not repository.finish(conn, command_id, CommandStatus.CANCELLED, why, at):
+        if not writes.finish(conn, command_id, CommandStatus.CANCELLED, why, at):
             raise ConflictError(f"command #{command_id} finished meanwhile")
-        repository.add_event(conn, command_id, at, "cancelled", {"reason": why})
+        event_log.add_event(conn, command_id, at, "cancelled", {"reason": why})
         audit.record(
             conn,
             organisation_id=organisation_id,

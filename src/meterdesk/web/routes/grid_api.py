@@ -20,7 +20,7 @@ from meterdesk.api.deps import Caller, Reader
 from meterdesk.api.errors import ERROR_RESPONSES
 from meterdesk.api.schemas.common import Id
 from meterdesk.db.types import int_instant
-from meterdesk.reports import room_grid
+from meterdesk.reports import room_grid, room_grid_tiles
 from meterdesk.shared.errors import NotFoundError
 from meterdesk.shared.money import format_money, from_fen
 from meterdesk.sites.tables import buildings, floors, sites
@@ -75,7 +75,7 @@ FIELDS = tuple(
 )
 
 
-def tile_out(tile: room_grid.RoomTile) -> dict[str, Any]:
+def tile_out(tile: room_grid_tiles.RoomTile) -> dict[str, Any]:
     """A tile as :class:`RoomTileOut` describes it (built as a plain dict: a page of hundreds
     of rooms is serialised without validating what the query already typed)."""
     found: dict[str, Any] = {name: getattr(tile, name) for name in FIELDS}

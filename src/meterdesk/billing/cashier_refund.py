@@ -1,0 +1,141 @@
+"""Money back out at the desk: a refund (退费) of wallet credit to the tenant, and the reversal
+(冲正) of a desk entry made in error (a recharge or a refund) by a new, opposite transfer. Both are
+idempotent like a recharge (:mod:`meterdesk.billing.cashier`) and audited.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from meterdesk.audit import service as audit
+from meterdesk.billing.cashier import (
+    MoneyResult,
+    clearing_code,
+    desk_transfer,
+    load_account,
+    money_result,
+    payment_method,
+    tell,
+)
+from meterdesk.billing.control_send import Outbox
+from meterdesk.billing.outbox import DatabaseOutbox
+from meterdesk.db.database import Database
+from meterdesk.ledger import repository as ledger
+from meterdesk.ledger import service as ledger_service
+from meterdesk.ledger.model import AccountKind, Reason
+from meterdesk.ledger.tables import transfers
+from meterdesk.shared.errors import ConflictError, InsufficientFundsError, NotFoundError
+from meterdesk.shared.money import from_fen, parse_positive_money, to_fen
+
+
+def refund(
+    db: Database,
+    *,
+    organisation_id: int,
+    account_id: int,
+    amount: object,
+    method: str,
+    actor: str,
+    idempotency_key: str,
+    reference: str | None = None,
+    outbox: Outbox | None = None,
+) -> MoneyResult:
+    at = db.clock()
+    fen = to_fen(parse_positive_money(amount, field="amount"))
+    payment = payment_method(method)
+    with db.transaction() as conn:
+        account = load_account(conn, organisation_id, account_id)
+        clearing = ledger.system_account(
+            conn,
+            organisation_id=organisation_id,
+            code=clearing_code(payment),
+            kind=AccountKind.CLEARING,
+            at=at,
+        )
+        request, replay = desk_transfer(
+            conn,
+            account,
+            clearing,
+            fen,
+            Reason.REFUND,
+            payment,
+            actor=actor,
+            at=at,
+            key=idempotency_key,
+            reference=reference,
+        )
+        if replay is not None:
+            return money_result(conn, account, replay, True)
+        balance = ledger_service.balance_fen(conn, request.debit_account_id)
+        if fen > balance:
+            raise InsufficientFundsError(
+                f"only {from_fen(max(balance, 0))} can be refunded; {from_fen(fen)} was asked"
+            )
+        posted = ledger_service.post(conn, request)
+        tell(
+            conn,
+            outbox or DatabaseOutbox(lambda: at),
+            account,
+            "refund",
+            f"refund:{posted.transfer_id}",
+            fen,
+            at,
+        )
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="money.refund",
+            subject=f"account:{account['number']}",
+            at=at,
+            detail={
+                "amount": str(from_fen(fen)),
+                "method": payment.value,
+                "transfer": posted.transfer_id,
+            },
+        )
+        return money_result(conn, account, posted.transfer_id, False)
+
+
+def reverse(
+    db: Database,
+    *,
+    organisation_id: int,
+    transfer_id: int,
+    actor: str,
+    idempotency_key: str,
+    memo: str | None = None,
+) -> int:
+    """Reverse a desk entry (a recharge or refund made in error) with a new, opposite transfer."""
+    at = db.clock()
+    with db.transaction() as conn:
+        reason = conn.execute(
+            select(transfers.c.reason).where(
+                transfers.c.id == transfer_id, transfers.c.organisation_id == organisation_id
+            )
+        ).scalar_one_or_none()
+        if reason is None:
+            raise NotFoundError(f"transfer {transfer_id} not found")
+        if reason not in (Reason.RECHARGE.value, Reason.REFUND.value):
+            raise ConflictError(
+                f"only recharges and refunds can be reversed at the desk, not a {reason}"
+            )
+        posted = ledger_service.reverse(
+            conn,
+            organisation_id=organisation_id,
+            transfer_id=transfer_id,
+            actor=actor,
+            idempotency_key=f"{organisation_id}:{idempotency_key}",
+            at=at,
+            memo=memo,
+        )
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="money.reverse",
+            subject=f"transfer:{transfer_id}",
+            at=at,
+            detail={"reversal": posted.transfer_id},
+        )
+        return posted.transfer_id

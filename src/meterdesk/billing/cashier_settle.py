@@ -1,0 +1,87 @@
+"""Settlement when an account closes (销户): whatever credit is left goes back to the tenant
+through the chosen payment method, and an overdraft used up at closing becomes arrears to collect.
+Runs in the closing's transaction (:func:`meterdesk.billing.accounts.close_account`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection
+
+from meterdesk.billing.cashier import clearing_code, load_account, payment_method
+from meterdesk.ledger import repository as ledger
+from meterdesk.ledger import service as ledger_service
+from meterdesk.ledger.model import AccountKind, Reason, TransferRequest
+from meterdesk.shared.money import from_fen
+
+
+@dataclass(frozen=True)
+class Settlement:
+    refunded: Decimal
+    arrears: Decimal
+    transfer_id: int | None
+
+
+def settle_in(
+    conn: Connection,
+    *,
+    organisation_id: int,
+    account_id: int,
+    method: str,
+    actor: str,
+    at: datetime,
+    idempotency_key: str,
+) -> Settlement:
+    """On closing: refund whatever credit is left; arrears stay owed on the arrears account."""
+    account = load_account(conn, organisation_id, account_id)
+    payment = payment_method(method)
+    wallet_id, arrears_id = int(str(account["wallet_id"])), int(str(account["arrears_id"]))
+    wallet = ledger_service.balance_fen(conn, wallet_id)
+    transfer_id = None
+    if wallet < 0:
+        # An allowed overdraft used up at closing becomes arrears to collect.
+        ledger.apply_transfers(
+            conn,
+            [
+                TransferRequest(
+                    organisation_id=organisation_id,
+                    idempotency_key=f"{organisation_id}:{idempotency_key}:overdraft",
+                    debit_account_id=arrears_id,
+                    credit_account_id=wallet_id,
+                    amount_fen=-wallet,
+                    reason=Reason.SETTLEMENT,
+                    actor=actor,
+                    created_at=at,
+                    account_id=account_id,
+                )
+            ],
+        )
+    elif wallet > 0:
+        clearing = ledger.system_account(
+            conn,
+            organisation_id=organisation_id,
+            code=clearing_code(payment),
+            kind=AccountKind.CLEARING,
+            at=at,
+        )
+        transfer_id = ledger_service.post(
+            conn,
+            TransferRequest(
+                organisation_id=organisation_id,
+                idempotency_key=f"{organisation_id}:{idempotency_key}",
+                debit_account_id=wallet_id,
+                credit_account_id=clearing,
+                amount_fen=wallet,
+                reason=Reason.SETTLEMENT,
+                actor=actor,
+                created_at=at,
+                account_id=account_id,
+                method=payment.value,
+                memo="refund of remaining credit on closing",
+            ),
+        ).transfer_id
+    arrears = ledger_service.balance_fen(conn, arrears_id)
+    return Settlement(from_fen(max(wallet, 0)), from_fen(-arrears), transfer_id)

@@ -1,0 +1,185 @@
+"""Where the control loop's decisions leave: the :class:`Outbox` port and what a decision becomes
+on it. An alarm is a message to the tenant on its level's channels; a cut, a restore or a change
+of protect (保电) is a device command for each of the account's remotely switchable meters (relay
+for electricity, valve for water), and a cut or a restore is also a message when the account has
+such a meter. Every key carries the account's new state version, so a decision can never leave
+twice. :class:`~meterdesk.billing.outbox.DatabaseOutbox` writes both as rows in the caller's
+transaction; :class:`RecordingOutbox` only remembers them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, select
+
+from meterdesk.billing.control_state import ControlledAccount
+from meterdesk.billing.policy import Action, Decision, RestoreMode, Situation
+from meterdesk.billing.tables import meter_assignments
+from meterdesk.metering.tables import meters
+from meterdesk.shared.money import format_money, from_fen
+
+CONTROL_ACTOR = "system:control"
+COMMAND_FOR = {
+    ("electricity", Action.CUT): "relay_trip",
+    ("water", Action.CUT): "valve_close",
+    ("electricity", Action.RESTORE): "relay_close",
+    ("water", Action.RESTORE): "valve_open",
+    ("electricity", Action.PROTECT_ON): "protect_on",
+    ("electricity", Action.PROTECT_OFF): "protect_off",
+}
+EVENT_FOR = {Action.CUT: "supply_cut", Action.RESTORE: "supply_restored"}
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """A desired state for one meter, keyed by the decision that wants it."""
+
+    organisation_id: int
+    meter_id: int
+    kind: str
+    key: str
+    params: dict[str, Any]
+
+
+class Outbox(Protocol):
+    """Where decisions leave: both calls write rows in the caller's transaction."""
+
+    def send_commands(self, conn: Connection, requests: Sequence[CommandRequest]) -> None: ...
+
+    def message(
+        self,
+        conn: Connection,
+        *,
+        organisation_id: int,
+        account_id: int,
+        event: str,
+        key: str,
+        params: dict[str, Any],
+        channels: tuple[str, ...] | None,
+    ) -> None: ...
+
+
+@dataclass
+class RecordingOutbox:
+    """An outbox that only remembers what it was given (tests, and runs without devices)."""
+
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def send_commands(self, conn: Connection, requests: Sequence[CommandRequest]) -> None:
+        self.commands.extend(asdict(request) for request in requests)
+
+    def message(self, conn: Connection, **fields: Any) -> None:
+        self.messages.append(fields)
+
+
+def send_decisions(
+    conn: Connection,
+    deciding: list[tuple[ControlledAccount, list[Decision], Situation]],
+    outbox: Outbox,
+) -> None:
+    """Messages one by one; the device commands of every account together, in order."""
+    controllable = _controllable_meters(
+        conn,
+        [account.account_id for account, decisions, _ in deciding
+         if any(decision.action is not Action.ALARM for decision in decisions)],
+    )  # fmt: skip
+    wanted: list[CommandRequest] = []
+    for account, decisions, now in deciding:
+        version = account.version + 1  # as control_state.save_states stored it
+        meters_of = controllable.get(account.account_id, [])
+        for decision in decisions:
+            key = f"control:{account.account_id}:{version}:{decision.action.value}"
+            params = {"balance": format_money(from_fen(now.balance_fen)), "at": now.at.isoformat()}
+            if decision.action is Action.ALARM:
+                _alarm_message(conn, account, decision, key, params, now, outbox)
+                continue
+            wanted.extend(_device_commands(account, decision, key, meters_of))
+            if decision.action in EVENT_FOR and meters_of:
+                outbox.message(
+                    conn,
+                    organisation_id=account.organisation_id,
+                    account_id=account.account_id,
+                    event=EVENT_FOR[decision.action],
+                    key=key,
+                    params=params,
+                    channels=None,
+                )
+    if wanted:
+        outbox.send_commands(conn, wanted)
+
+
+def _alarm_message(
+    conn: Connection,
+    account: ControlledAccount,
+    decision: Decision,
+    key: str,
+    params: dict[str, Any],
+    now: Situation,
+    outbox: Outbox,
+) -> None:
+    level = next(level for level in account.policy.alarms if level.level == decision.level)
+    outbox.message(
+        conn,
+        organisation_id=account.organisation_id,
+        account_id=account.account_id,
+        event=f"alarm_level_{decision.level}",
+        key=f"{key}:{decision.level}:{decision.repeat}",
+        params={
+            **params,
+            "level": decision.level,
+            "repeat": decision.repeat,
+            "threshold": None
+            if level.threshold_fen is None
+            else format_money(from_fen(level.threshold_fen)),
+            "days_left": now.days_left,
+        },
+        channels=level.channels,
+    )
+
+
+def _device_commands(
+    account: ControlledAccount, decision: Decision, key: str, controllable: list[tuple[int, str]]
+) -> list[CommandRequest]:
+    found = []
+    for meter_id, utility in controllable:
+        kind = COMMAND_FOR.get((utility, decision.action))
+        if kind == "relay_close" and decision.restore_mode is RestoreMode.CLOSE_ALLOWED:
+            kind = "relay_close_allowed"
+        if kind is not None:
+            found.append(
+                CommandRequest(
+                    organisation_id=account.organisation_id,
+                    meter_id=meter_id,
+                    kind=kind,
+                    key=f"{key}:{meter_id}",
+                    params={"reason": decision.action.value, "account_id": account.account_id},
+                )
+            )
+    return found
+
+
+def _controllable_meters(
+    conn: Connection, account_ids: list[int]
+) -> dict[int, list[tuple[int, str]]]:
+    """Per account, its meters that can be switched remotely (manual meters have no device)."""
+    if not account_ids:
+        return {}
+    rows = conn.execute(
+        select(meter_assignments.c.account_id, meters.c.id, meters.c.utility)
+        .join(meter_assignments, meter_assignments.c.meter_id == meters.c.id)
+        .where(
+            meter_assignments.c.account_id.in_(sorted(set(account_ids))),
+            meter_assignments.c.end_at.is_(None),
+            meters.c.protocol != "manual",
+        )
+        .order_by(meter_assignments.c.account_id, meters.c.id)
+    ).all()
+    found: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for row in rows:
+        found[int(row.account_id)].append((int(row.id), str(row.utility)))
+    return found
