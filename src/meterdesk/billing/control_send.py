@@ -22,7 +22,6 @@ from meterdesk.billing.tables import meter_assignments
 from meterdesk.metering.tables import meters
 from meterdesk.shared.money import format_money, from_fen
 
-CONTROL_ACTOR = "system:control"
 COMMAND_FOR = {
     ("electricity", Action.CUT): "relay_trip",
     ("water", Action.CUT): "valve_close",

@@ -68,7 +68,7 @@ def _desk(
 def recharge(
     account_id: Id, body: MoneyIn, request: Request, caller: Cashier, key: IdempotencyKey
 ) -> JSONResponse:
-    """Credit money to the account (arrears are repaid first); supply restores by policy."""
+    """Credit money to the account (emergency credit taken is repaid first, then arrears); supply restores by policy."""
     return _desk(caller, request, account_id, body, key, "recharge")
 
 
