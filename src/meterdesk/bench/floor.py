@@ -222,6 +222,8 @@ class _Lean:
         return found
 
     def billed(self) -> dict[int, int]:
+        """Fen posted per meter in its current month: the whole bill, as the bench workload
+        stays inside one month."""
         return {meter: state[5] for meter, state in self.state.items()}
 
 
