@@ -177,11 +177,16 @@ def bench_floor(
     meters: Annotated[int, typer.Option(help="meters in the workload")] = 10_000,
     rounds: Annotated[int, typer.Option(help="readings per meter")] = 20,
     seed: Annotated[int, typer.Option()] = 1,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL URL (a scratch schema per run); default: SQLite files"),
+    ] = None,
 ) -> None:
-    """The leanest conceivable ingest of the `bench ingest` workload, as a measuring stick for P1."""
+    """The leanest conceivable ingest of the `bench ingest` workload, as a measuring stick for P1
+    (SQLite) and P1-pg (PostgreSQL)."""
     from meterdesk.bench.floor import run
 
-    run(meters=meters, rounds=rounds, seed=seed)
+    run(meters=meters, rounds=rounds, seed=seed, database_url=database_url)
 
 
 @cli.command("ingest-mqtt")

@@ -12,8 +12,9 @@ from meterdesk.cli import cli
 
 
 def test_the_lean_loop_bills_as_the_reference_and_stores_each_reading_once() -> None:
-    summary = floor.run(meters=80, rounds=6, seed=3)
-    distinct = len(build(seed=3, meters=80, rounds=6).truth)
+    # Two batches: the second brings repeats of readings the first stored, and late readings.
+    summary = floor.run(meters=300, rounds=8, seed=3)
+    distinct = len(build(seed=3, meters=300, rounds=8).truth)
     assert summary["readings"] == distinct
     for design in floor.DESIGNS:
         result = summary[design]
