@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from meterdesk.bench import floor
+from meterdesk.bench import floor, floor_stores
 from meterdesk.bench.workload import build
 from meterdesk.cli import cli
 from support.database import PG_URL, postgres_unavailable
@@ -64,9 +64,9 @@ def test_a_wrong_price_shows_in_the_bills(monkeypatch: pytest.MonkeyPatch) -> No
 def test_late_readings_lost_show_in_the_stored_count(monkeypatch: pytest.MonkeyPatch) -> None:
     # A store that drops every reading at or before its meter's last one, late ones included.
     monkeypatch.setattr(
-        floor,
+        floor_stores,
         "_PG_INSERT_REPEATS",
-        floor._PG_INSERT_REPEATS.replace(" ON CONFLICT DO NOTHING", " LIMIT 0"),
+        floor_stores._PG_INSERT_REPEATS.replace(" ON CONFLICT DO NOTHING", " LIMIT 0"),
     )
     summary = floor.run(meters=300, rounds=8, seed=3, database_url=PG_URL)
     distinct = len(build(seed=3, meters=300, rounds=8).truth)
@@ -75,7 +75,7 @@ def test_late_readings_lost_show_in_the_stored_count(monkeypatch: pytest.MonkeyP
 
 def test_a_one_sided_posting_shows_in_the_balances(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        floor, "_PG_MOVE_BALANCES", floor._PG_MOVE_BALANCES + " AND u.account_id <> 0"
+        floor_stores, "_PG_MOVE_BALANCES", floor_stores._PG_MOVE_BALANCES + " AND u.account_id <> 0"
     )
     summary = floor.run(meters=40, rounds=4, seed=3, database_url=PG_URL)
     assert not any(summary[d]["balances_conserved"] for d in floor.DESIGNS)
@@ -85,12 +85,12 @@ def test_a_reading_copied_twice_is_refused_not_stored_twice() -> None:
     """The readings the state in memory calls new go by COPY: were it wrong, the unique index
     refuses them (the run fails) rather than storing a reading twice."""
     workload = build(seed=3, meters=10, rounds=2)
-    store = floor._Postgres(PG_URL, "twice", workload)
+    store = floor_stores.PostgresStore(PG_URL, "twice", workload)
     try:
         row = (0, 1, 1_800_000_000, 1_800_000_000, 1, "realtime", "0", "2027-01", 0, 1, 0, 1)
-        store.write(floor._Batch(readings=[row]))
+        store.write(floor_stores.Batch(readings=[row]))
         with pytest.raises(psycopg.errors.UniqueViolation):
-            store.write(floor._Batch(readings=[row]))
+            store.write(floor_stores.Batch(readings=[row]))
         store.conn.rollback()
         assert store.one("SELECT count(*) FROM readings") == 1
     finally:
