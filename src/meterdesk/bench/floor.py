@@ -25,10 +25,10 @@ one transaction on PostgreSQL):
   no transfer table.
 
 The pricing loop (:class:`_Lean`) is one and the same for both engines; only the writing of a
-batch's rows differs (:class:`~meterdesk.bench.floor_stores.Store`), each engine with its fastest honest means: executemany
-in-process on SQLite; on PostgreSQL ``COPY`` for the inserted rows and one statement over
-``unnest`` arrays for each kind of per-batch update. "Python" time is the loop, "database" time
-is the store's writing of the batch (driver encoding, round trips, server work, commit).
+batch's rows differs (:mod:`meterdesk.bench.floor_stores`), each engine with its fastest honest
+means: executemany in-process on SQLite; on PostgreSQL ``COPY`` for the inserted rows and one
+statement over ``unnest`` arrays for each kind of per-batch update. "Python" time is the loop,
+"database" time is the store's writing of the batch (driver encoding, round trips, server work, commit).
 
 The bill of every meter is compared with the reference pricer (:mod:`meterdesk.bench.reference`)
 so the loop is known to do the pricing work it claims; meters with a late reading differ where
