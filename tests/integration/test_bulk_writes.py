@@ -7,6 +7,8 @@ import sqlite3
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -94,3 +96,46 @@ def test_a_text_too_long_for_its_column_is_refused_not_cut(engine: Engine, count
     with pytest.raises(psycopg.DataError), engine.begin() as conn:
         bulk_update(conn, items, ("id", "part"), ("amount", "note", "active"), updates)
     assert {value[1] for value in _stored(engine).values()} == {None}
+
+
+_SPECIAL = ["NULL", "null", '"', "\\", '\\"', "{", "}", ",", " ", "", "a,b", "{x}", "'", "é中"]
+_notes = (
+    st.none()
+    | st.sampled_from(_SPECIAL)
+    | st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        max_size=80,
+    )
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    updates=st.lists(
+        st.tuples(st.integers(0, 2**62), _notes, st.booleans()),
+        min_size=UNNEST_THRESHOLD,
+        max_size=UNNEST_THRESHOLD + 30,
+    )
+)
+def test_any_text_number_null_and_flag_is_stored_as_given(
+    engine: Engine, updates: list[tuple[int, str | None, bool]]
+) -> None:
+    """Above the threshold PostgreSQL gets each column as one array literal: quotes,
+    backslashes, braces, commas, the word NULL and empty text must arrive exactly as given."""
+    _metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(items.delete())
+        bulk_insert(conn, items, COLUMNS, [(i, "p", 0, "old", False) for i in range(len(updates))])
+    with engine.begin() as conn:
+        bulk_update(
+            conn,
+            items,
+            ("id", "part"),
+            ("amount", "note", "active"),
+            [(*values, i, "p") for i, values in enumerate(updates)],
+        )
+    assert _stored(engine) == {(i, "p"): values for i, values in enumerate(updates)}
