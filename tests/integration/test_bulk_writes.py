@@ -22,7 +22,7 @@ from sqlalchemy import (
     select,
 )
 
-from meterdesk.db.bulk import UNNEST_THRESHOLD, bulk_insert, bulk_update
+from meterdesk.db.bulk import UNNEST_THRESHOLD, bulk_insert, bulk_update, raw_rows
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +139,29 @@ def test_any_text_number_null_and_flag_is_stored_as_given(
             [(*values, i, "p") for i, values in enumerate(updates)],
         )
     assert _stored(engine) == {(i, "p"): values for i, values in enumerate(updates)}
+
+
+@pytest.mark.parametrize("count", [3, UNNEST_THRESHOLD + 5])
+def test_a_list_of_ids_reads_like_an_in_list_whatever_its_length(
+    engine: Engine, count: int
+) -> None:
+    """On PostgreSQL a long list of integers goes as one array (``IN (SELECT unnest(…))``);
+    repeated ids, ids that match nothing, NOT IN, a list of text, and FOR UPDATE read alike."""
+    _metadata.create_all(engine)
+    with engine.begin() as conn:
+        bulk_insert(conn, items, COLUMNS, [(i, "q", i, f"n{i}", True) for i in range(2 * count)])
+    wanted = [*range(0, 2 * count, 2), 0, 10_000 + count]  # a repeat and an unknown id
+    lock = " FOR UPDATE" if engine.dialect.name == "postgresql" else ""
+    with engine.begin() as conn:
+        found = raw_rows(
+            conn, f"SELECT id FROM bulk_items WHERE id IN :ids ORDER BY id{lock}", ids=wanted
+        )
+        others = raw_rows(conn, "SELECT id FROM bulk_items WHERE id NOT IN :ids", ids=wanted)
+        notes = raw_rows(
+            conn,
+            "SELECT id FROM bulk_items WHERE note IN :notes",
+            notes=[f"n{i}" for i in range(count)],
+        )
+    assert [row[0] for row in found] == list(range(0, 2 * count, 2))
+    assert sorted(row[0] for row in others) == list(range(1, 2 * count, 2))
+    assert sorted(row[0] for row in notes) == list(range(count))
