@@ -17,6 +17,7 @@ from builders import Org, make_meter, make_tariff, open_account
 from sqlalchemy import Connection, func, insert, select
 
 from meterdesk.audit.tables import audit_log
+from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.db.database import Database
 from meterdesk.notifications import configuration, service
 from meterdesk.notifications.channels.base import (
@@ -316,11 +317,11 @@ def test_bad_input_is_refused_and_changes_nothing(db: Database, clock: FakeClock
 def test_the_control_loops_outbox_port_queues_its_alarm_messages(
     db: Database, clock: FakeClock
 ) -> None:
-    """``NotificationOutbox.message`` takes exactly what ``billing.control`` sends."""
+    """``DatabaseOutbox.message`` takes exactly what ``billing.control`` sends."""
     place = make_place(db)
     enable(db, place, "sms", "aliyun", access_key_id="id", sign_name="s", templates={})
     enable(db, place, "voice", "aliyun", access_key_id="id", templates={})
-    port = service.NotificationOutbox(clock)
+    port = DatabaseOutbox(clock)
     with db.transaction() as conn:
         for _ in range(2):  # the same decision twice: queued once
             port.message(

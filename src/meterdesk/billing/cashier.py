@@ -43,8 +43,41 @@ class MoneyResult:
     arrears: Decimal  # what is still owed (≥ 0)
 
 
-def clearing_code(method: PaymentMethod) -> str:
-    return f"clearing:{method.value}"
+def clearing_account(
+    conn: Connection, organisation_id: int, method: PaymentMethod, at: datetime
+) -> int:
+    """The organisation's clearing account for a payment method (created on first use): where
+    desk money comes from on a recharge and goes to on a refund or settlement."""
+    return ledger.system_account(
+        conn,
+        organisation_id=organisation_id,
+        code=f"clearing:{method.value}",
+        kind=AccountKind.CLEARING,
+        at=at,
+    )
+
+
+def audit_desk_money(
+    conn: Connection,
+    *,
+    action: str,
+    account: dict[str, object],
+    fen: int,
+    payment: PaymentMethod,
+    transfer_id: int,
+    actor: str,
+    at: datetime,
+) -> None:
+    """The audit entry of a desk recharge or refund: who moved how much, by which method."""
+    audit.record(
+        conn,
+        organisation_id=int(str(account["organisation_id"])),
+        actor=actor,
+        action=action,
+        subject=f"account:{account['number']}",
+        at=at,
+        detail={"amount": str(from_fen(fen)), "method": payment.value, "transfer": transfer_id},
+    )
 
 
 def payment_method(value: str) -> PaymentMethod:
@@ -161,13 +194,7 @@ def recharge_in(
     fen = to_fen(parse_positive_money(amount, field="amount"))
     payment = payment_method(method)
     account = load_account(conn, organisation_id, account_id)
-    clearing = ledger.system_account(
-        conn,
-        organisation_id=organisation_id,
-        code=clearing_code(payment),
-        kind=AccountKind.CLEARING,
-        at=at,
-    )
+    clearing = clearing_account(conn, organisation_id, payment, at)
     request, replay = desk_transfer(
         conn,
         account,
@@ -209,18 +236,15 @@ def recharge_in(
         cause=Cause.RECHARGE,
         outbox=sender,
     )
-    audit.record(
+    audit_desk_money(
         conn,
-        organisation_id=organisation_id,
-        actor=actor,
         action="money.recharge",
-        subject=f"account:{account['number']}",
+        account=account,
+        fen=fen,
+        payment=payment,
+        transfer_id=posted.transfer_id,
+        actor=actor,
         at=at,
-        detail={
-            "amount": str(from_fen(fen)),
-            "method": payment.value,
-            "transfer": posted.transfer_id,
-        },
     )
     return money_result(conn, account, posted.transfer_id, False)
 

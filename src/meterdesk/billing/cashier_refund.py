@@ -10,7 +10,8 @@ from sqlalchemy import select
 from meterdesk.audit import service as audit
 from meterdesk.billing.cashier import (
     MoneyResult,
-    clearing_code,
+    audit_desk_money,
+    clearing_account,
     desk_transfer,
     load_account,
     money_result,
@@ -20,9 +21,8 @@ from meterdesk.billing.cashier import (
 from meterdesk.billing.control_send import Outbox
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.db.database import Database
-from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
-from meterdesk.ledger.model import AccountKind, Reason
+from meterdesk.ledger.model import Reason
 from meterdesk.ledger.tables import transfers
 from meterdesk.shared.errors import ConflictError, InsufficientFundsError, NotFoundError
 from meterdesk.shared.money import from_fen, parse_positive_money, to_fen
@@ -45,13 +45,7 @@ def refund(
     payment = payment_method(method)
     with db.transaction() as conn:
         account = load_account(conn, organisation_id, account_id)
-        clearing = ledger.system_account(
-            conn,
-            organisation_id=organisation_id,
-            code=clearing_code(payment),
-            kind=AccountKind.CLEARING,
-            at=at,
-        )
+        clearing = clearing_account(conn, organisation_id, payment, at)
         request, replay = desk_transfer(
             conn,
             account,
@@ -81,18 +75,15 @@ def refund(
             fen,
             at,
         )
-        audit.record(
+        audit_desk_money(
             conn,
-            organisation_id=organisation_id,
-            actor=actor,
             action="money.refund",
-            subject=f"account:{account['number']}",
+            account=account,
+            fen=fen,
+            payment=payment,
+            transfer_id=posted.transfer_id,
+            actor=actor,
             at=at,
-            detail={
-                "amount": str(from_fen(fen)),
-                "method": payment.value,
-                "transfer": posted.transfer_id,
-            },
         )
         return money_result(conn, account, posted.transfer_id, False)
 

@@ -11,10 +11,10 @@ from decimal import Decimal
 
 from sqlalchemy import Connection
 
-from meterdesk.billing.cashier import clearing_code, load_account, payment_method
+from meterdesk.billing.cashier import clearing_account, load_account, payment_method
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
-from meterdesk.ledger.model import AccountKind, Reason, TransferRequest
+from meterdesk.ledger.model import Reason, TransferRequest
 from meterdesk.shared.money import from_fen
 
 
@@ -60,13 +60,7 @@ def settle_in(
             ],
         )
     elif wallet > 0:
-        clearing = ledger.system_account(
-            conn,
-            organisation_id=organisation_id,
-            code=clearing_code(payment),
-            kind=AccountKind.CLEARING,
-            at=at,
-        )
+        clearing = clearing_account(conn, organisation_id, payment, at)
         transfer_id = ledger_service.post(
             conn,
             TransferRequest(

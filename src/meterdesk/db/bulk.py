@@ -190,7 +190,7 @@ def _update_from_arrays(
     # Later rows win, as they would in an executemany: keep one row per key, the last one.
     width = len(values)
     unique = list({tuple(row[width:]): row for row in rows}.values())
-    columns = [_array_parameter(column) for column in zip(*unique, strict=True)]
+    columns = [array_parameter(column) for column in zip(*unique, strict=True)]
     cursor = _driver(conn).cursor()
     try:
         cursor.execute(_unnest_sql(conn.dialect, table, keys, values), columns)
@@ -198,7 +198,7 @@ def _update_from_arrays(
         cursor.close()
 
 
-def _array_parameter(column: tuple[Any, ...]) -> str | list[Any]:
+def array_parameter(column: tuple[Any, ...]) -> str | list[Any]:
     """One column of an unnest UPDATE as a PostgreSQL array literal (``{1,NULL,"a \\"b\\""}``),
     which the ``%s::type[]`` cast parses on the server. psycopg adapts a Python list element by
     element, which took a third of the statement's time for a batch's cursor, running-total and

@@ -34,7 +34,7 @@ from meterdesk.notifications.configuration import ChannelSetting, channel_settin
 from meterdesk.notifications.model import Channel, EventKind, Status
 from meterdesk.notifications.tables import notification_log, notification_outbox
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
-from meterdesk.shared.time import Clock, require_utc, zone
+from meterdesk.shared.time import require_utc, zone
 
 
 def enqueue_in(
@@ -106,35 +106,6 @@ def enqueue(db: Database, **arguments: Any) -> list[int]:
     """:func:`enqueue_in` in a transaction of its own (operator notices, tests)."""
     with db.transaction() as conn:
         return enqueue_in(conn, at=arguments.pop("at", None) or db.clock(), **arguments)
-
-
-@dataclass
-class NotificationOutbox:
-    """The control loop's ``Outbox.message`` port, backed by :func:`enqueue_in`."""
-
-    clock: Clock
-
-    def message(
-        self,
-        conn: Connection,
-        *,
-        organisation_id: int,
-        account_id: int,
-        event: str,
-        key: str,
-        params: dict[str, Any],
-        channels: tuple[str, ...] | None,
-    ) -> None:
-        enqueue_in(
-            conn,
-            organisation_id=organisation_id,
-            event=event,
-            key=key,
-            params=params,
-            at=self.clock(),
-            account_id=account_id,
-            channels=channels,
-        )
 
 
 def _chosen(
