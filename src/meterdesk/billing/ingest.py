@@ -86,8 +86,17 @@ class Ingestor:
     """Long-lived: keeps tariff and zone caches between batches. Thread-compatible, not
     thread-safe: give each worker its own."""
 
-    def __init__(self, db: Database, outbox: control_send.Outbox | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        outbox: control_send.Outbox | None = None,
+        *,
+        fast_lane: bool = True,
+    ) -> None:
         self.db = db
+        # The integer lane for the common case (billing/fast_lane.py); off only in the tests
+        # that prove it writes what the general path writes.
+        self.fast_lane = fast_lane
         self.outbox = outbox or DatabaseOutbox(db.clock)
         self.charger = charging.Charger()
         self._config_version: int | None = None
