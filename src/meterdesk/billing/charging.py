@@ -12,7 +12,7 @@ full pricer, which gives the same lines (``tests/unit/tariffs/test_pricing_fast.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -46,14 +46,14 @@ class Charger:
     def prepare(
         self,
         conn: Connection,
-        pairs: Pairs,
+        meter_ids: Iterable[int],
         assignments: dict[int, list[Assignment]],
         profiles: dict[int, MeterProfile],
     ) -> None:
-        """Load what pricing these intervals needs: tariffs (refreshed when a version was
-        added) and site time zones."""
+        """Load what pricing these meters' intervals needs: tariffs (refreshed when a version
+        was added) and site time zones."""
         self.tariffs.refresh(conn, {a.tariff_id for found in assignments.values() for a in found})
-        for meter_id in pairs:
+        for meter_id in meter_ids:
             site_id = profiles[meter_id].site_id
             if site_id not in self._zones:
                 name = conn.execute(
@@ -61,21 +61,24 @@ class Charger:
                 ).scalar_one()
                 self._zones[site_id] = zone(name)
 
+    def zone(self, site_id: int) -> ZoneInfo:
+        """A site's time zone (loaded by :meth:`prepare`)."""
+        return self._zones[site_id]
+
     def period_keys(
         self,
-        pairs: Pairs,
+        spans: Mapping[int, tuple[datetime, datetime]],
         assignments: dict[int, list[Assignment]],
         profiles: dict[int, MeterProfile],
     ) -> set[str]:
-        """The running-total months these intervals can touch (whole years of them where a
-        tariff has yearly tiers, whose usage counts toward the tier)."""
+        """The running-total months that intervals within each meter's span (first start,
+        last end) can touch (whole years of them where a tariff has yearly tiers, whose usage
+        counts toward the tier)."""
         # Meters of a batch mostly share their tariffs and reading times: work each answer out
         # once per batch rather than once per meter.
         year_tiers: dict[int, bool] = {}
-        spans: set[tuple[datetime, datetime, ZoneInfo, bool]] = set()
-        for meter_id, meter_pairs in pairs.items():
-            if not meter_pairs:
-                continue
+        found_spans: set[tuple[datetime, datetime, ZoneInfo, bool]] = set()
+        for meter_id, (first, last) in spans.items():
             years = False
             for assignment in assignments.get(meter_id, ()):
                 tariff_id = assignment.tariff_id
@@ -83,9 +86,9 @@ class Charger:
                     year_tiers[tariff_id] = _year_tiers(self.tariffs.get(tariff_id))
                 years = years or year_tiers[tariff_id]
             tz = self._zones[profiles[meter_id].site_id]
-            spans.add((meter_pairs[0][0].measured_at, meter_pairs[-1][1].measured_at, tz, years))
+            found_spans.add((first, last, tz, years))
         keys: set[str] = set()
-        for start, end, tz, years in spans:
+        for start, end, tz, years in found_spans:
             keys.update(_period_keys(start, end, tz, years))
         return keys
 
@@ -171,13 +174,13 @@ class Charger:
 
 def load_totals(
     conn: Connection,
-    pairs: Pairs,
+    meter_ids: Iterable[int],
     keys: set[str],
     superseded: dict[TotalKey, list[tuple[Decimal, Decimal]]],
 ) -> tuple[dict[TotalKey, PeriodTotal], set[TotalKey]]:
     """The running totals the intervals add to (a zero total for a new one), with what the
     superseded lines had counted taken out again; and the keys already stored."""
-    loaded = billing_repository.load_totals(conn, pairs, keys | {key[2] for key in superseded})
+    loaded = billing_repository.load_totals(conn, meter_ids, keys | {key[2] for key in superseded})
     known = set(loaded)
     totals: dict[TotalKey, PeriodTotal] = defaultdict(
         lambda: PeriodTotal(Decimal(0), Decimal(0), 0, 0)

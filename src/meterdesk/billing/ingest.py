@@ -17,17 +17,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection
 
 from meterdesk.billing import charging, control, control_send, postings
 from meterdesk.billing import repository as billing_repository
+from meterdesk.billing.fast_lane import FastLane, LaneMeter
 from meterdesk.billing.model import Merge, PeriodTotal, intervals, merge_readings
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause
 from meterdesk.billing.repository import Assignment, TotalKey
 from meterdesk.db import counters
 from meterdesk.db.database import Database
+from meterdesk.db.types import instant_int
 from meterdesk.metering import repository as metering_repository
 from meterdesk.metering.model import (
     MeterProfile,
@@ -80,6 +83,11 @@ class _Batch:
     report: IngestReport
     quarantine: list[QuarantineItem] = field(default_factory=list)
     merges: dict[int, Merge] = field(default_factory=dict)
+    position: dict[int, int] = field(default_factory=dict)  # meter → first seen, 0…
+
+    def meter_order(self, row: tuple[Any, ...]) -> int:
+        """Sort key of a stored row whose first column is the meter id."""
+        return self.position[row[0]]
 
 
 class Ingestor:
@@ -99,6 +107,7 @@ class Ingestor:
         self.fast_lane = fast_lane
         self.outbox = outbox or DatabaseOutbox(db.clock)
         self.charger = charging.Charger()
+        self.lane = FastLane()
         self._config_version: int | None = None
         self._profiles: dict[int, MeterProfile] = {}
         self._assignments: dict[int, list[Assignment]] = {}
@@ -125,22 +134,52 @@ class Ingestor:
         ``quarantine_rejects=False`` readings that do not fit are only counted, not stored again
         (used when re-checking readings that already sit in the quarantine)."""
         meter_ids = {r.meter_id for r in readings}
-        cursors = metering_repository.load_cursors(conn, meter_ids)  # locked on PostgreSQL
+        # locked on PostgreSQL
+        cursor_rows = metering_repository.load_cursor_rows(conn, meter_ids)
         batch = _Batch(
             received_at=received_at,
             profiles=self._meter_config(conn, meter_ids),
             report=IngestReport(received=len(readings)),
         )
+        lane: dict[int, LaneMeter] = {}
+        if self.fast_lane:
+            lane, batch.report.duplicates = self.lane.take(
+                readings, cursor_rows, batch.profiles, self._assignments
+            )
+            if lane:
+                # Rows of both lanes are written in the order the general path alone would
+                # write them: meters in order of their first reading in the batch (sorting is
+                # stable, so each meter's rows keep theirs).
+                seen = dict.fromkeys(r.meter_id for r in readings)
+                batch.position = {meter_id: i for i, meter_id in enumerate(seen)}
+                readings = [r for r in readings if r.meter_id not in lane]
+        cursors = {
+            m: metering_repository.cursor_reading(m, row)
+            for m, row in cursor_rows.items()
+            if m not in lane
+        }
         candidates = self._candidates(conn, readings, batch)
-        self._place(conn, candidates, cursors, batch)
+        latest = self._place(conn, candidates, cursors, batch)
         accepted = [reading for merge in batch.merges.values() for reading in merge.accepted]
-        metering_repository.insert_readings(conn, accepted, received_at)
+        received = instant_int(received_at)
+        stored = metering_repository.reading_rows(accepted, received)
+        moved = [metering_repository.cursor_row(reading) for reading in latest.values()]
+        if lane:
+            stored = sorted(
+                [*stored, *self.lane.reading_rows(lane, received)], key=batch.meter_order
+            )
+            moved.extend(self.lane.cursor_rows(lane))
+        metering_repository.insert_reading_rows(conn, stored)
+        metering_repository.save_cursor_rows(conn, moved, cursor_rows)
         if quarantine_rejects:
             metering_repository.quarantine_items(conn, batch.quarantine, received_at)
-        batch.report.accepted = len(accepted)
+        batch.report.accepted = len(stored)
         batch.report.accepted_keys = {(r.meter_id, r.measured_at) for r in accepted}
+        batch.report.accepted_keys.update(
+            (meter.meter_id, new.at) for meter in lane.values() for new in meter.new
+        )
         batch.report.quarantined = len(batch.quarantine)
-        self._bill(conn, batch)
+        self._bill(conn, batch, lane)
         return batch.report
 
     def _meter_config(self, conn: Connection, meter_ids: set[int]) -> dict[int, MeterProfile]:
@@ -208,9 +247,10 @@ class Ingestor:
         candidates: dict[int, list[Reading]],
         cursors: dict[int, Reading],
         batch: _Batch,
-    ) -> None:
+    ) -> dict[int, Reading]:
         """Merge each meter's readings into its sequence: after the cursor in the common case,
-        among the stored tail (one query for all late meters) otherwise."""
+        among the stored tail (one query for all late meters) otherwise. Returns each meter's
+        new latest reading, where the cursor has to move."""
         late = {
             meter_id: readings[0].measured_at
             for meter_id, readings in candidates.items()
@@ -236,23 +276,38 @@ class Ingestor:
                 cursor is None or order_key(merge.sequence[-1]) > order_key(cursor)
             ):
                 latest[meter_id] = merge.sequence[-1]
-        metering_repository.save_cursors(conn, latest, cursors)
+        return latest
 
     # -- pricing and posting -------------------------------------------------------------------
 
-    def _bill(self, conn: Connection, batch: _Batch) -> None:
+    def _bill(self, conn: Connection, batch: _Batch, lane: dict[int, LaneMeter]) -> None:
         work = {m: merge for m, merge in batch.merges.items() if merge.reprice_from is not None}
-        if not work:
+        if not work and not lane:
             return
-        assignments = {m: self._assignments.get(m, []) for m in work}
         pairs = {m: intervals(merge.sequence, merge.reprice_from or 0) for m, merge in work.items()}
-        self.charger.prepare(conn, pairs, assignments, batch.profiles)
+        meters = [*pairs, *lane]
+        assignments = {m: self._assignments.get(m, []) for m in meters}
+        self.charger.prepare(conn, meters, assignments, batch.profiles)
         superseded = self._supersede(conn, work)
-        keys = self.charger.period_keys(pairs, assignments, batch.profiles)
-        totals, known = charging.load_totals(conn, pairs, keys, superseded)
+        spans = {m: (p[0][0].measured_at, p[-1][1].measured_at) for m, p in pairs.items() if p}
+        spans.update((m, meter.span) for m, meter in lane.items())
+        keys = self.charger.period_keys(spans, assignments, batch.profiles)
+        totals, known = charging.load_totals(conn, meters, keys, superseded)
         changed: dict[TotalKey, PeriodTotal] = {key: totals[key] for key in superseded}
-        rows, priced = self.charger.charge(pairs, assignments, batch.profiles, totals, changed)
+        rows: list[charging.LineRow] = []
+        if lane:
+            rows, batch.report.intervals_priced, general = self.lane.charge(
+                lane, self.charger.tariffs.get, self.charger.zone, totals, changed
+            )
+            pairs.update(general)
+        general_rows, priced = self.charger.charge(
+            pairs, assignments, batch.profiles, totals, changed
+        )
         batch.report.intervals_priced += priced
+        mixed = bool(rows) and bool(general_rows)
+        rows.extend(general_rows)
+        if mixed:
+            rows.sort(key=batch.meter_order)
         billing_repository.insert_lines(conn, rows)
         by_account = {a.account_id: a for found in assignments.values() for a in found}
         balances = postings.post_due(

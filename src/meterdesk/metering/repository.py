@@ -107,6 +107,12 @@ def _reading(
 def load_cursors(conn: Connection, meter_ids: Iterable[int]) -> dict[int, Reading]:
     """Each meter's last accepted reading; on PostgreSQL the cursor rows stay locked until the
     batch commits, so two ingest processes never place readings of one meter at once."""
+    return {m: cursor_reading(m, row) for m, row in load_cursor_rows(conn, meter_ids).items()}
+
+
+def load_cursor_rows(conn: Connection, meter_ids: Iterable[int]) -> dict[int, tuple[Any, ...]]:
+    """:func:`load_cursors` as stored integers (generation, measured_at, register_total and the
+    five band registers), for the ingest lane that works in integers; same lock."""
     ids = sorted(set(meter_ids))
     if not ids:
         return {}
@@ -116,7 +122,12 @@ def load_cursors(conn: Connection, meter_ids: Iterable[int]) -> dict[int, Readin
         f"SELECT meter_id, {_REGISTERS_SQL} FROM meter_cursors WHERE meter_id IN :ids{lock}",  # noqa: S608 - constants only
         ids=ids,
     )
-    return {row[0]: _reading(row[0], row[1:]) for row in rows}
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def cursor_reading(meter_id: int, row: Sequence[Any]) -> Reading:
+    """A row of :func:`load_cursor_rows` as a :class:`Reading`."""
+    return _reading(meter_id, row)
 
 
 def load_tails(conn: Connection, since: dict[int, datetime]) -> dict[int, list[Reading]]:
@@ -154,8 +165,13 @@ def _raw_registers(reading: Reading) -> list[int | None]:
 
 
 def insert_readings(conn: Connection, accepted: Sequence[Reading], received_at: datetime) -> None:
-    received = instant_int(received_at)
-    rows = [
+    insert_reading_rows(conn, reading_rows(accepted, instant_int(received_at)))
+
+
+def reading_rows(accepted: Sequence[Reading], received: int) -> list[tuple[Any, ...]]:
+    """The stored rows (in READING_COLUMNS order) of accepted readings received at ``received``
+    (stored form)."""
+    return [
         (
             r.meter_id,
             r.generation,
@@ -166,26 +182,33 @@ def insert_readings(conn: Connection, accepted: Sequence[Reading], received_at: 
         )
         for r in accepted
     ]
+
+
+def insert_reading_rows(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     bulk_insert(conn, readings, READING_COLUMNS, rows)
 
 
 def save_cursors(conn: Connection, latest: dict[int, Reading], existing: Iterable[int]) -> None:
     """Move each meter's cursor to its latest accepted reading (insert for new meters)."""
+    save_cursor_rows(conn, [cursor_row(reading) for reading in latest.values()], existing)
+
+
+def save_cursor_rows(
+    conn: Connection, rows: Sequence[tuple[Any, ...]], existing: Iterable[int]
+) -> None:
+    """:func:`save_cursors` for stored rows (in CURSOR_COLUMNS order)."""
     known = set(existing)
-    rows = {meter_id: _cursor_row(reading) for meter_id, reading in latest.items()}
-    bulk_insert(
-        conn, meter_cursors, CURSOR_COLUMNS, [row for m, row in rows.items() if m not in known]
-    )
+    bulk_insert(conn, meter_cursors, CURSOR_COLUMNS, [row for row in rows if row[0] not in known])
     bulk_update(
         conn,
         meter_cursors,
         ("meter_id",),
         CURSOR_COLUMNS[1:],
-        [(*row[1:], row[0]) for m, row in rows.items() if m in known],
+        [(*row[1:], row[0]) for row in rows if row[0] in known],
     )
 
 
-def _cursor_row(reading: Reading) -> tuple[object, ...]:
+def cursor_row(reading: Reading) -> tuple[object, ...]:
     return (
         reading.meter_id,
         reading.generation,
