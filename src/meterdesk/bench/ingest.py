@@ -108,6 +108,13 @@ def _one_round(workload: Workload, places: Places, naive_sample: int) -> dict[st
         f"= {len(workload.truth) / ours_s:,.0f} readings/s"
     )
     _say_database_time(database, len(workload.truth), ours_s)
+    lane = pipeline.lane
+    lane_share = lane.meters_taken / max(1, lane.meters_seen)
+    say(
+        f"  fast lane: {lane.meters_taken:,} of {lane.meters_seen:,} meter batches "
+        f"({100 * lane_share:.0f} %), {lane.meters_handed_back:,} of them priced by the general "
+        "charger (an interval over a period or tier bound)"
+    )
     expected = expected_fen(workload, prepared.opening)
     checks = check_invariants(ours_engine, workload, prepared, expected)
     for name, ok in checks.items():
@@ -134,6 +141,7 @@ def _one_round(workload: Workload, places: Places, naive_sample: int) -> dict[st
         "bulk_insert_readings_per_s": len(workload.truth) / bulk_s,
         "per_reading_tx_readings_per_s": len(sample) / naive_s,
         "database_readings_per_s": len(workload.truth) / database.total_s,
+        "fast_lane_meter_share": lane_share,
         "checks": checks,
     }
 
@@ -203,6 +211,8 @@ def _summarise(
         # The database's own time in our run against the bulk insert: the floor of the ratio
         # above on this schema, whatever the Python around it does.
         "database_ratio_vs_bulk_insert": round(bulk / database, 2),
+        # Of each batch's meters, the share placed and priced by billing/fast_lane.py.
+        "fast_lane_meter_share": round(median("fast_lane_meter_share"), 3),
         "invariants_ok": invariants_ok,
         "runs": len(results),
         "meters": len(workload.meters),

@@ -119,6 +119,10 @@ class FastLane:
         self._version_starts: dict[tuple[Tariff, ZoneInfo], tuple[int, ...]] = {}
         self._prices: dict[tuple[TariffVersion, Band, int | None], tuple[Decimal, int]] = {}
         self._versions_from: dict[TariffVersion, str] = {}
+        # Since start (for the benchmark's figures and the tests that the lane is taken):
+        self.meters_seen = 0  # meters of all batches
+        self.meters_taken = 0  # placed by the lane
+        self.meters_handed_back = 0  # of those, priced by the general charger
 
     # -- placing -----------------------------------------------------------------------------
 
@@ -168,6 +172,8 @@ class FastLane:
                 Decimal(cursor[2]).scaleb(-REGISTER_PLACES),
                 new,
             )
+        self.meters_seen += len(by_meter)
+        self.meters_taken += len(taken)
         return taken, duplicates
 
     def _meter(self, profile: MeterProfile) -> _Meter | None:
@@ -224,6 +230,7 @@ class FastLane:
             )
             if priced_meter is None:
                 general[meter_id] = _pairs(meter)
+                self.meters_handed_back += 1
                 continue
             meter_rows, counted = priced_meter
             priced += len(meter.new)
