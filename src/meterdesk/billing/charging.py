@@ -12,7 +12,7 @@ full pricer, which gives the same lines (``tests/unit/tariffs/test_pricing_fast.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -33,6 +33,7 @@ from meterdesk.tariffs.repository import TariffCache
 
 Pairs = dict[int, list[tuple[Reading, Reading]]]  # meter → its intervals to price, in order
 LineRow = tuple[object, ...]
+TotalsLoader = Callable[[Connection, Iterable[int], set[str]], dict[TotalKey, PeriodTotal]]
 
 
 class Charger:
@@ -177,10 +178,12 @@ def load_totals(
     meter_ids: Iterable[int],
     keys: set[str],
     superseded: dict[TotalKey, list[tuple[Decimal, Decimal]]],
+    load: TotalsLoader = billing_repository.load_totals,
 ) -> tuple[dict[TotalKey, PeriodTotal], set[TotalKey]]:
     """The running totals the intervals add to (a zero total for a new one), with what the
-    superseded lines had counted taken out again; and the keys already stored."""
-    loaded = billing_repository.load_totals(conn, meter_ids, keys | {key[2] for key in superseded})
+    superseded lines had counted taken out again; and the keys already stored. ``load`` reads
+    the stored ones: :func:`billing.repository.load_totals`, or the ingestor's kept state."""
+    loaded = load(conn, meter_ids, keys | {key[2] for key in superseded})
     known = set(loaded)
     totals: dict[TotalKey, PeriodTotal] = defaultdict(
         lambda: PeriodTotal(Decimal(0), Decimal(0), 0, 0)

@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 from meterdesk.billing import charging, control, control_send, postings
 from meterdesk.billing import repository as billing_repository
 from meterdesk.billing.fast_lane import FastLane, LaneMeter
+from meterdesk.billing.ingest_state import IngestState
 from meterdesk.billing.model import Merge, PeriodTotal, intervals, merge_readings
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause
@@ -100,14 +101,17 @@ class Ingestor:
         outbox: control_send.Outbox | None = None,
         *,
         fast_lane: bool = True,
+        keep_state: bool = True,
     ) -> None:
         self.db = db
-        # The integer lane for the common case (billing/fast_lane.py); off only in the tests
-        # that prove it writes what the general path writes.
+        # The lane for the common case (billing/fast_lane.py); it and the kept state are off
+        # only in the tests that prove they change nothing.
         self.fast_lane = fast_lane
         self.outbox = outbox or DatabaseOutbox(db.clock)
         self.charger = charging.Charger()
         self.lane = FastLane()
+        # What the last batch wrote, kept while nobody else writes (billing/ingest_state.py).
+        self.state = IngestState(enabled=keep_state)
         self._config_version: int | None = None
         self._profiles: dict[int, MeterProfile] = {}
         self._assignments: dict[int, list[Assignment]] = {}
@@ -118,8 +122,14 @@ class Ingestor:
         self, readings: Sequence[IncomingReading], *, received_at: datetime | None = None
     ) -> IngestReport:
         """Ingest one batch and return after it is committed."""
-        with self.db.transaction() as conn:
-            return self.ingest_in(conn, readings, received_at or self.db.clock())
+        try:
+            with self.db.transaction() as conn:
+                report = self.ingest_in(conn, readings, received_at or self.db.clock())
+        except BaseException:
+            self.state.forget()
+            raise
+        self.state.committed()
+        return report
 
     def ingest_in(
         self,
@@ -134,8 +144,8 @@ class Ingestor:
         ``quarantine_rejects=False`` readings that do not fit are only counted, not stored again
         (used when re-checking readings that already sit in the quarantine)."""
         meter_ids = {r.meter_id for r in readings}
-        # locked on PostgreSQL
-        cursor_rows = metering_repository.load_cursor_rows(conn, meter_ids)
+        self.state.begin(conn)
+        cursor_rows = self.state.cursor_rows(conn, meter_ids)  # locked on PostgreSQL
         batch = _Batch(
             received_at=received_at,
             profiles=self._meter_config(conn, meter_ids),
@@ -179,13 +189,15 @@ class Ingestor:
             (meter.meter_id, new.at) for meter in lane.values() for new in meter.new
         )
         batch.report.quarantined = len(batch.quarantine)
-        self._bill(conn, batch, lane)
+        saved = self._bill(conn, batch, lane)
+        self.state.end(conn, moved, saved)
         return batch.report
 
     def _meter_config(self, conn: Connection, meter_ids: set[int]) -> dict[int, MeterProfile]:
         """Meter profiles and assignments, cached until the configuration counter moves. The
-        counter is read after the cursors are locked, so a concurrent change is never missed."""
-        version = counters.read(conn)
+        counter is read after the cursors are locked, so a concurrent change is never missed
+        (and not at all when the kept state proves nobody else wrote since the last batch)."""
+        version = self._config_version if self.state.usable else counters.read(conn)
         if version != self._config_version:
             self._config_version, self._profiles, self._assignments = version, {}, {}
         missing = meter_ids - self._profiles.keys()
@@ -280,10 +292,13 @@ class Ingestor:
 
     # -- pricing and posting -------------------------------------------------------------------
 
-    def _bill(self, conn: Connection, batch: _Batch, lane: dict[int, LaneMeter]) -> None:
+    def _bill(
+        self, conn: Connection, batch: _Batch, lane: dict[int, LaneMeter]
+    ) -> dict[TotalKey, PeriodTotal]:
+        """Price, post and decide; return the running totals as saved."""
         work = {m: merge for m, merge in batch.merges.items() if merge.reprice_from is not None}
         if not work and not lane:
-            return
+            return {}
         pairs = {m: intervals(merge.sequence, merge.reprice_from or 0) for m, merge in work.items()}
         meters = [*pairs, *lane]
         assignments = {m: self._assignments.get(m, []) for m in meters}
@@ -292,7 +307,7 @@ class Ingestor:
         spans = {m: (p[0][0].measured_at, p[-1][1].measured_at) for m, p in pairs.items() if p}
         spans.update((m, meter.span) for m, meter in lane.items())
         keys = self.charger.period_keys(spans, assignments, batch.profiles)
-        totals, known = charging.load_totals(conn, meters, keys, superseded)
+        totals, known = charging.load_totals(conn, meters, keys, superseded, self.state.totals)
         changed: dict[TotalKey, PeriodTotal] = {key: totals[key] for key in superseded}
         rows: list[charging.LineRow] = []
         if lane:
@@ -311,7 +326,13 @@ class Ingestor:
         billing_repository.insert_lines(conn, rows)
         by_account = {a.account_id: a for found in assignments.values() for a in found}
         balances = postings.post_due(
-            conn, changed, by_account, batch.profiles, batch.received_at, batch.report
+            conn,
+            changed,
+            by_account,
+            batch.profiles,
+            batch.received_at,
+            batch.report,
+            self.state.balances,
         )
         billing_repository.save_totals(conn, changed, known)
         control.evaluate_in(
@@ -321,12 +342,14 @@ class Ingestor:
             cause=Cause.DEDUCTION,
             outbox=self.outbox,
         )
+        return changed
 
     def _near_threshold(self, conn: Connection, balances: dict[int, int]) -> dict[int, int]:
         """The accounts a deduction could move across a threshold: a falling balance decides
         nothing above the highest alarm/cut threshold (restores come from recharges and ticks).
         Thresholds are cached until the control-policy counter moves."""
-        version = counters.read(conn, counters.CONTROL_POLICY)
+        usable = self.state.usable and self._control_version is not None
+        version = self._control_version if usable else counters.read(conn, counters.CONTROL_POLICY)
         if version != self._control_version:
             self._control_version, self._watch = version, {}
         missing = balances.keys() - self._watch.keys()

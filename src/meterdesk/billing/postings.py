@@ -10,6 +10,7 @@ can never be written twice. All balances move once per batch in ``apply_transfer
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -20,7 +21,7 @@ from meterdesk.billing.repository import Assignment, TotalKey
 from meterdesk.db.types import instant_int
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger.model import AccountKind, Reason, arrears_repayment, split_debit
-from meterdesk.ledger.repository import TransferRow
+from meterdesk.ledger.repository import Balance, TransferRow
 from meterdesk.metering.model import MeterProfile
 
 if TYPE_CHECKING:
@@ -40,9 +41,11 @@ def post_due(
     profiles: dict[int, MeterProfile],
     at: datetime,
     report: IngestReport,
+    lock: Callable[[Connection, Iterable[int]], dict[int, Balance]] = ledger.lock_balances,
 ) -> dict[int, int]:
     """Post what is due; return the net balance (wallet minus arrears, fen) of every account
-    that moved, for the control loop."""
+    that moved, for the control loop. ``lock`` reads (and on PostgreSQL locks) the balances:
+    :func:`ledger.repository.lock_balances`, or the ingestor's kept state."""
     due = {}
     for key, total in changed.items():
         amount = total.due_fen()
@@ -52,7 +55,7 @@ def post_due(
         return {}
     revenue = _revenue_accounts(conn, due, accounts, profiles, at)
     touched = {i for key in due for i in (accounts[key[1]].wallet_id, accounts[key[1]].arrears_id)}
-    balances = ledger.lock_balances(conn, touched | set(revenue.values()))
+    balances = lock(conn, touched | set(revenue.values()))
     running = {i: b.balance_fen for i, b in balances.items()}
     requests: list[TransferRow] = []
     created_at = instant_int(at)

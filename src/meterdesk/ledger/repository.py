@@ -157,7 +157,8 @@ def apply_transfers(
     requests: Sequence[TransferRequest],
     balances: dict[int, Balance] | None = None,
 ) -> None:
-    """Insert the transfers and move each balance once by its net change."""
+    """Insert the transfers and move each balance once by its net change. ``balances`` (from
+    :func:`lock_balances`), when given, is updated to the balances as stored afterwards."""
     _apply(conn, TRANSFER_COLUMNS, [_row(request) for request in requests], balances)
 
 
@@ -199,6 +200,8 @@ def _apply(
         (current[i].balance_fen + change, i) for i, change in sorted(changes.items()) if change
     ]
     bulk_update(conn, ledger_accounts, ("id",), ("balance_fen",), moves)
+    for balance_fen, account_id in moves:  # the caller's balances now read as stored
+        current[account_id] = Balance(account_id, balance_fen, current[account_id].floor_fen)
 
 
 def system_transfer_row(
