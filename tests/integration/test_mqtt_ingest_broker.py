@@ -40,10 +40,11 @@ from builders import (
 )
 from sqlalchemy import func, insert, select
 
+from meterdesk.billing.cashier import recharge
 from meterdesk.db.database import Database
 from meterdesk.devices.mqtt_driver import device_status_snapshot
 from meterdesk.devices.mqtt_ingest import MqttIngestService, MqttSettings
-from meterdesk.devices.mqtt_rows import Inbound
+from meterdesk.devices.mqtt_rows import Inbound, receive
 from meterdesk.devices.mqtt_store import BatchOutcome, UplinkStore
 from meterdesk.devices.tables import device_status, gateways, uplink_messages
 from meterdesk.devices.uplink import ReportReply, down_topic, parse_report_reply, up_topic
@@ -525,3 +526,36 @@ def test_ingest_survives_a_broker_restart_without_losing_a_report(
     assert service.stats.reconnects >= 1
     assert deducted(db, site.accounts[addr].account_id) == D("19.61")  # 30 kWh × 0.6537
     assert count(db, uplink_messages) == 3
+
+
+def test_the_group_commit_keeps_the_ingest_state_between_commits(db: Database) -> None:
+    """The store's ingestor keeps what each group commit wrote (billing/ingest_state.py) even
+    though the commit also writes uplink, live-value and gateway rows around the ingest; a
+    recharge between two commits is noticed. No broker needed: the store is called directly."""
+    site = make_site(db, ("000000000001", "000000000002"))
+    store = UplinkStore(db)
+    topic = up_topic(site.product_key, site.serial)
+    used = []
+    for index in range(1, 7):
+        if index == 4:
+            recharge(
+                db,
+                organisation_id=site.org.id,
+                account_id=site.accounts["000000000001"].account_id,
+                amount="1.00",
+                method="cash",
+                actor=ACTOR,
+                idempotency_key="between-commits",
+            )
+        at = T0 + timedelta(minutes=15 * index)
+        payload = report(f"m-{index}", [(a, at, f"{1000 + 2 * index}.00") for a in site.meter_ids])
+        store.commit([receive(topic, payload, time.monotonic())])
+        used.append(store.ingestor.state.usable)
+        with db.read() as conn:
+            assert store.ingestor.state.differences(conn) == []
+    if db.engine.dialect.name == "sqlite":
+        assert used == [False, True, True, False, True, True]
+    else:
+        assert not any(used)
+    for addr in site.meter_ids:
+        assert deducted(db, site.accounts[addr].account_id) == D("7.84")  # 12 kWh × 0.6537

@@ -53,6 +53,7 @@ class IngestState:
         )
         self._pending: tuple[Any, int, int] | None = None
         self._active = False  # this batch reads through the cache (SQLite, enabled)
+        self._opened: Connection | None = None  # the transaction open() checked
         self._reset()
 
     def _reset(self) -> None:
@@ -68,8 +69,18 @@ class IngestState:
         """Whether this batch began with a proof that the kept values are current."""
         return self._cached
 
+    def open(self, conn: Connection) -> None:
+        """For a use case that ingests inside its own transaction and writes other things before
+        the batch (the MQTT group commit): check the proof now, before those writes. Pair with
+        :meth:`seal` and :meth:`committed`."""
+        self.begin(conn)
+        self._opened = conn
+
     def begin(self, conn: Connection) -> None:
         """Start a batch (inside its transaction, after ``BEGIN IMMEDIATE``)."""
+        if self._opened is conn:
+            return  # checked by open() at the start of this transaction
+        self._opened = None
         proof, self._proof, self._pending = self._proof, None, None
         self._lent = []
         self._active = self.enabled and conn.dialect.name == "sqlite"
@@ -163,9 +174,15 @@ class IngestState:
         self._lent = []
         self._pending = _mark(conn)
 
+    def seal(self, conn: Connection) -> None:
+        """The owner of the transaction (see :meth:`open`) wrote more after the batch, none of
+        it cursors, running totals or balances: take the proof as of now."""
+        if self._pending is not None and self._active:
+            self._pending = _mark(conn)
+
     def committed(self) -> None:
         """The batch's transaction committed: the next batch may use what is kept."""
-        self._proof, self._pending = self._pending, None
+        self._proof, self._pending, self._opened = self._pending, None, None
 
     def differences(self, conn: Connection) -> list[str]:
         """Every kept value that differs from the database (for tests: it must be none)."""
@@ -200,7 +217,7 @@ class IngestState:
     def forget(self) -> None:
         """Start again empty (a batch failed, or ran in a transaction the ingestor does not
         own)."""
-        self._proof = self._pending = None
+        self._proof = self._pending = self._opened = None
         self._reset()
 
 

@@ -117,13 +117,23 @@ class UplinkStore:
     def commit(self, batch: Sequence[Inbound]) -> BatchOutcome:
         """Store one batch and return the replies to publish now that it is committed."""
         work = _Work(received_at=self.db.clock())
-        with self.db.transaction() as conn:
-            self.directory.check(conn)
-            decisions = [self._decide(conn, inbound) for inbound in batch]
-            _record(conn, decisions, work.received_at)
-            for decision in decisions:
-                self._collect(conn, decision, work)
-            _write(conn, self.ingestor, work)
+        state = self.ingestor.state  # what the last group commit's ingest wrote, kept
+        try:
+            with self.db.transaction() as conn:
+                state.open(conn)  # before the uplink rows below are written
+                self.directory.check(conn)
+                decisions = [self._decide(conn, inbound) for inbound in batch]
+                _record(conn, decisions, work.received_at)
+                for decision in decisions:
+                    self._collect(conn, decision, work)
+                _write(conn, self.ingestor, work)
+                # after the ingest only uplink, quarantine, live-value and gateway rows were
+                # written, none of what the ingestor keeps
+                state.seal(conn)
+        except BaseException:
+            state.forget()
+            raise
+        state.committed()
         work.stats.messages = len(batch)
         replies = [reply for d in decisions if (reply := _reply(d)) is not None]
         return BatchOutcome(replies, work.stats)
