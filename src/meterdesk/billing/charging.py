@@ -50,10 +50,16 @@ class Charger:
         meter_ids: Iterable[int],
         assignments: dict[int, list[Assignment]],
         profiles: dict[int, MeterProfile],
+        *,
+        unchanged: bool = False,
     ) -> None:
         """Load what pricing these meters' intervals needs: tariffs (refreshed when a version
-        was added) and site time zones."""
-        self.tariffs.refresh(conn, {a.tariff_id for found in assignments.values() for a in found})
+        was added, unless the database is known ``unchanged``) and site time zones."""
+        self.tariffs.refresh(
+            conn,
+            {a.tariff_id for found in assignments.values() for a in found},
+            unchanged=unchanged,
+        )
         for meter_id in meter_ids:
             site_id = profiles[meter_id].site_id
             if site_id not in self._zones:

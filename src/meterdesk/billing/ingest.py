@@ -116,6 +116,10 @@ class Ingestor:
         self._profiles: dict[int, MeterProfile] = {}
         self._assignments: dict[int, list[Assignment]] = {}
         self._control_version: int | None = None
+        # Caches checked against the database (config counter, control counter, tariff versions)
+        # since the kept state last lost its proof: while it holds, nobody wrote since, so
+        # they need no check again.
+        self._checked: set[str] = set()
         self._watch: dict[int, int] = {}
 
     def ingest(
@@ -145,6 +149,8 @@ class Ingestor:
         (used when re-checking readings that already sit in the quarantine)."""
         meter_ids = {r.meter_id for r in readings}
         self.state.begin(conn)
+        if not self.state.usable:
+            self._checked = set()
         cursor_rows = self.state.cursor_rows(conn, meter_ids)  # locked on PostgreSQL
         batch = _Batch(
             received_at=received_at,
@@ -197,7 +203,7 @@ class Ingestor:
         """Meter profiles and assignments, cached until the configuration counter moves. The
         counter is read after the cursors are locked, so a concurrent change is never missed
         (and not at all when the kept state proves nobody else wrote since the last batch)."""
-        version = self._config_version if self.state.usable else counters.read(conn)
+        version = self._config_version if self._still("config") else counters.read(conn)
         if version != self._config_version:
             self._config_version, self._profiles, self._assignments = version, {}, {}
         missing = meter_ids - self._profiles.keys()
@@ -302,7 +308,9 @@ class Ingestor:
         pairs = {m: intervals(merge.sequence, merge.reprice_from or 0) for m, merge in work.items()}
         meters = [*pairs, *lane]
         assignments = {m: self._assignments.get(m, []) for m in meters}
-        self.charger.prepare(conn, meters, assignments, batch.profiles)
+        self.charger.prepare(
+            conn, meters, assignments, batch.profiles, unchanged=self._still("tariffs")
+        )
         superseded = self._supersede(conn, work)
         spans = {m: (p[0][0].measured_at, p[-1][1].measured_at) for m, p in pairs.items() if p}
         spans.update((m, meter.span) for m, meter in lane.items())
@@ -344,12 +352,22 @@ class Ingestor:
         )
         return changed
 
+    def _still(self, cache: str) -> bool:
+        """Whether ``cache`` was checked since the kept state's proof last broke (then it is
+        still current); either way it counts as checked from now on."""
+        still = self.state.usable and cache in self._checked
+        self._checked.add(cache)
+        return still
+
     def _near_threshold(self, conn: Connection, balances: dict[int, int]) -> dict[int, int]:
         """The accounts a deduction could move across a threshold: a falling balance decides
         nothing above the highest alarm/cut threshold (restores come from recharges and ticks).
         Thresholds are cached until the control-policy counter moves."""
-        usable = self.state.usable and self._control_version is not None
-        version = self._control_version if usable else counters.read(conn, counters.CONTROL_POLICY)
+        version = (
+            self._control_version
+            if self._still("control")
+            else counters.read(conn, counters.CONTROL_POLICY)
+        )
         if version != self._control_version:
             self._control_version, self._watch = version, {}
         missing = balances.keys() - self._watch.keys()

@@ -38,8 +38,15 @@ class TariffCache:
     def __init__(self) -> None:
         self._tariffs: dict[int, tuple[int, Tariff]] = {}
 
-    def refresh(self, conn: Connection, tariff_ids: Iterable[int]) -> None:
+    def refresh(
+        self, conn: Connection, tariff_ids: Iterable[int], *, unchanged: bool = False
+    ) -> None:
+        """Load the tariffs not cached yet, and reload those whose versions changed —
+        unless the caller knows nothing changed (``unchanged``: the ingestor's kept state proves
+        that nobody wrote since its last batch)."""
         ids = sorted(set(tariff_ids))
+        if unchanged:
+            ids = [tariff_id for tariff_id in ids if tariff_id not in self._tariffs]
         if not ids:
             return
         query = (
