@@ -37,7 +37,7 @@ from meterdesk.devices import service as devices
 from meterdesk.devices.commands import service as commands
 from meterdesk.metering import service as metering
 from meterdesk.notifications import configuration
-from meterdesk.notifications import service as notifications
+from meterdesk.notifications import queueing as notifications
 from meterdesk.settings import Settings
 from meterdesk.shared.time import FakeClock
 from meterdesk.sites import service as sites

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from apikit import World, error_code, key
 
-from meterdesk.notifications import service
+from meterdesk.notifications import queueing
 from meterdesk.notifications.channels.base import (
     DeliveryResult,
     OutgoingMessage,
@@ -45,7 +45,7 @@ def deliver(world: World, adapter: Any) -> None:
 
 
 def queue(world: World, event: str, key_: str, **params: Any) -> int:
-    (found,) = service.enqueue(
+    (found,) = queueing.enqueue(
         world.db,
         organisation_id=world.alpha.id,
         event=event,

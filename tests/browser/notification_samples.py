@@ -10,7 +10,7 @@ import io
 from typing import Any
 
 from meterdesk.db.database import Database
-from meterdesk.notifications import configuration, service
+from meterdesk.notifications import configuration, queueing
 from meterdesk.notifications.channels.base import (
     DeliveryResult,
     OutgoingMessage,
@@ -99,7 +99,7 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
 def _queue(db: Database, organisation_id: int) -> None:
     for account_id in range(1, 15):
         event, params = EVENTS[account_id % len(EVENTS)]
-        service.enqueue(
+        queueing.enqueue(
             db,
             organisation_id=organisation_id,
             event=event,
@@ -116,7 +116,7 @@ def _queue(db: Database, organisation_id: int) -> None:
             ("meter_offline", {"meter": "E-101"}),
         ]
     ):
-        service.enqueue(
+        queueing.enqueue(
             db,
             organisation_id=organisation_id,
             event=event,

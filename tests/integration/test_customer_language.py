@@ -12,7 +12,7 @@ from test_notifications_outbox import alarm, dispatcher, drain, enable, make_pla
 
 from meterdesk.audit.tables import audit_log
 from meterdesk.db.database import Database
-from meterdesk.notifications import service
+from meterdesk.notifications import queueing
 from meterdesk.notifications.channels.log import LogChannel
 from meterdesk.notifications.model import Channel
 from meterdesk.shared.errors import NotFoundError, ValidationError
@@ -138,7 +138,7 @@ def test_operator_events_stay_in_zh_cn_and_a_callers_language_wins(
         operator_addresses=["ops@example.com"],
     )
     with db.transaction() as conn:
-        service.enqueue_in(
+        queueing.enqueue_in(
             conn,
             organisation_id=place.org.id,
             event="command_failed",

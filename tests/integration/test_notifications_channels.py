@@ -25,7 +25,7 @@ from sqlalchemy import select
 from test_notifications_outbox import ACTOR, Place, alarm, make_place
 
 from meterdesk.db.database import Database
-from meterdesk.notifications import channel_test, configuration, service
+from meterdesk.notifications import channel_test, configuration, queueing
 from meterdesk.notifications.channels.base import HttpOptions
 from meterdesk.notifications.channels.registry import ChannelRegistry
 from meterdesk.notifications.channels.webhook import verify_webhook
@@ -136,7 +136,7 @@ def rows(db: Database) -> list[dict[str, Any]]:
 
 def cut(db: Database, place: Place, clock: FakeClock, key: str = "control:1:5:cut") -> None:
     with db.transaction() as conn:
-        service.enqueue_in(
+        queueing.enqueue_in(
             conn,
             organisation_id=place.org.id,
             event="supply_cut",

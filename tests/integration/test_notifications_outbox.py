@@ -19,7 +19,7 @@ from sqlalchemy import Connection, func, insert, select
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.db.database import Database
-from meterdesk.notifications import configuration, service
+from meterdesk.notifications import configuration, queueing, service
 from meterdesk.notifications.channels.base import (
     DeliveryResult,
     OutgoingMessage,
@@ -91,7 +91,7 @@ def alarm(conn: Connection, place: Place, at: datetime, **overrides: Any) -> lis
         "account_id": place.account_id,
     }
     arguments.update(overrides)
-    return service.enqueue_in(conn, **arguments)
+    return queueing.enqueue_in(conn, **arguments)
 
 
 def outbox_rows(db: Database) -> list[dict[str, Any]]:
@@ -201,7 +201,7 @@ def test_a_callers_channel_choice_restricts_person_channels_not_system_ones(
 
     with db.transaction() as conn:
         alarm(conn, place, clock(), channels=("sms",))
-        service.enqueue_in(
+        queueing.enqueue_in(
             conn,
             organisation_id=place.org.id,
             event="supply_cut",
@@ -237,7 +237,7 @@ def test_operator_events_go_to_the_channels_operator_addresses(
     )
     enable(db, place, "sms", "aliyun", access_key_id="id", sign_name="s", templates={})
     with db.transaction() as conn:
-        written = service.enqueue_in(
+        written = queueing.enqueue_in(
             conn,
             organisation_id=place.org.id,
             event="command_failed",
@@ -297,9 +297,9 @@ def test_bad_input_is_refused_and_changes_nothing(db: Database, clock: FakeClock
     enable(db, place, "sms", "aliyun", access_key_id="id", sign_name="s", templates={})
     other = make_place(db, name="Other Co")
     with pytest.raises(ValidationError, match="unknown notification event"):
-        service.enqueue(db, organisation_id=place.org.id, event="nope", key="k", params={})
+        queueing.enqueue(db, organisation_id=place.org.id, event="nope", key="k", params={})
     with pytest.raises(NotFoundError, match="account"):
-        service.enqueue(
+        queueing.enqueue(
             db,
             organisation_id=place.org.id,
             event="refund",
@@ -433,7 +433,7 @@ def test_a_broken_template_fails_the_message_with_the_reason(
     place = make_place(db)
     enable(db, place, "log", "log")
     with db.transaction() as conn:
-        service.enqueue_in(
+        queueing.enqueue_in(
             conn,
             organisation_id=place.org.id,
             event="supply_cut",

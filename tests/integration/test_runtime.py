@@ -21,7 +21,7 @@ from meterdesk.devices.commands.executor import ExecutorConfig, Settle
 from meterdesk.devices.commands.model import Aspect
 from meterdesk.devices.poller import PollerSettings
 from meterdesk.metering.tables import readings
-from meterdesk.notifications import service as notifications
+from meterdesk.notifications import queueing as notifications
 from meterdesk.notifications.channels.base import DeliveryResult, OutgoingMessage
 from meterdesk.notifications.channels.registry import ChannelRegistry
 from meterdesk.notifications.configuration import configure_channel

@@ -3,7 +3,8 @@ on it. An alarm is a message to the tenant on its level's channels; a cut, a res
 of protect (保电) is a device command for each of the account's remotely switchable meters (relay
 for electricity, valve for water), and a cut or a restore is also a message when the account has
 such a meter. Every key carries the account's new state version, so a decision can never leave
-twice. :class:`~meterdesk.billing.outbox.DatabaseOutbox` writes both as rows in the caller's
+twice. The messages of a batch leave together, and so do its commands.
+:class:`~meterdesk.billing.outbox.DatabaseOutbox` writes both as rows in the caller's
 transaction; :class:`RecordingOutbox` only remembers them.
 """
 
@@ -44,12 +45,27 @@ class CommandRequest:
     params: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class MessageRequest:
+    """A message to an account's tenant (and the operators' webhook/log), keyed by the decision
+    or the desk operation that causes it."""
+
+    organisation_id: int
+    account_id: int
+    event: str
+    key: str
+    params: dict[str, Any]
+    channels: tuple[str, ...] | None
+
+
 class Outbox(Protocol):
-    """Where decisions leave: both calls write rows in the caller's transaction."""
+    """Where decisions leave: every call writes rows in the caller's transaction."""
 
     def send_commands(self, conn: Connection, requests: Sequence[CommandRequest]) -> None: ...
 
-    def message(
+    def send_messages(self, conn: Connection, requests: Sequence[MessageRequest]) -> None: ...
+
+    def message(  # one message, for the desk (a recharge, a refund, emergency credit)
         self,
         conn: Connection,
         *,
@@ -72,6 +88,9 @@ class RecordingOutbox:
     def send_commands(self, conn: Connection, requests: Sequence[CommandRequest]) -> None:
         self.commands.extend(asdict(request) for request in requests)
 
+    def send_messages(self, conn: Connection, requests: Sequence[MessageRequest]) -> None:
+        self.messages.extend(asdict(request) for request in requests)
+
     def message(self, conn: Connection, **fields: Any) -> None:
         self.messages.append(fields)
 
@@ -81,13 +100,14 @@ def send_decisions(
     deciding: list[tuple[ControlledAccount, list[Decision], Situation]],
     outbox: Outbox,
 ) -> None:
-    """Messages one by one; the device commands of every account together, in order."""
+    """The messages of every account together, then their device commands, each in order."""
     controllable = _controllable_meters(
         conn,
         [account.account_id for account, decisions, _ in deciding
          if any(decision.action is not Action.ALARM for decision in decisions)],
     )  # fmt: skip
     wanted: list[CommandRequest] = []
+    messages: list[MessageRequest] = []
     for account, decisions, now in deciding:
         version = account.version + 1  # as control_state.save_states stored it
         meters_of = controllable.get(account.account_id, [])
@@ -95,35 +115,35 @@ def send_decisions(
             key = f"control:{account.account_id}:{version}:{decision.action.value}"
             params = {"balance": format_money(from_fen(now.balance_fen)), "at": now.at.isoformat()}
             if decision.action is Action.ALARM:
-                _alarm_message(conn, account, decision, key, params, now, outbox)
+                messages.append(_alarm_message(account, decision, key, params, now))
                 continue
             wanted.extend(_device_commands(account, decision, key, meters_of))
             if decision.action in EVENT_FOR and meters_of:
-                outbox.message(
-                    conn,
-                    organisation_id=account.organisation_id,
-                    account_id=account.account_id,
-                    event=EVENT_FOR[decision.action],
-                    key=key,
-                    params=params,
-                    channels=None,
+                messages.append(
+                    MessageRequest(
+                        organisation_id=account.organisation_id,
+                        account_id=account.account_id,
+                        event=EVENT_FOR[decision.action],
+                        key=key,
+                        params=params,
+                        channels=None,
+                    )
                 )
+    if messages:
+        outbox.send_messages(conn, messages)
     if wanted:
         outbox.send_commands(conn, wanted)
 
 
 def _alarm_message(
-    conn: Connection,
     account: ControlledAccount,
     decision: Decision,
     key: str,
     params: dict[str, Any],
     now: Situation,
-    outbox: Outbox,
-) -> None:
+) -> MessageRequest:
     level = next(level for level in account.policy.alarms if level.level == decision.level)
-    outbox.message(
-        conn,
+    return MessageRequest(
         organisation_id=account.organisation_id,
         account_id=account.account_id,
         event=f"alarm_level_{decision.level}",

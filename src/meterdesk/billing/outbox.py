@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from meterdesk.devices.commands import batch, service
-from meterdesk.notifications import service as notifications
+from meterdesk.notifications import queueing
 from meterdesk.shared.time import Clock, system_clock
 
 if TYPE_CHECKING:
-    from meterdesk.billing.control_send import CommandRequest
+    from meterdesk.billing.control_send import CommandRequest, MessageRequest
 
 COMMAND_DEADLINE = timedelta(minutes=30)
 CONTROL_ACTOR = "system:control"
@@ -47,6 +47,25 @@ class DatabaseOutbox:
             at=self.clock(),
         )
 
+    def send_messages(self, conn: Connection, requests: Sequence[MessageRequest]) -> None:
+        """Messages to tenants (and operators' webhooks/log), queued together in the caller's
+        transaction and delivered by the notifications dispatcher after commit."""
+        queueing.enqueue_many_in(
+            conn,
+            [
+                queueing.NewNotification(
+                    organisation_id=request.organisation_id,
+                    event=request.event,
+                    key=request.key,
+                    params=request.params,
+                    account_id=request.account_id,
+                    channels=request.channels,
+                )
+                for request in requests
+            ],
+            at=self.clock(),
+        )
+
     def message(
         self,
         conn: Connection,
@@ -58,9 +77,8 @@ class DatabaseOutbox:
         params: dict[str, Any],
         channels: tuple[str, ...] | None,
     ) -> None:
-        """A message to the tenant (and operators' webhooks/log), queued in the caller's
-        transaction and delivered by the notifications dispatcher after commit."""
-        notifications.enqueue_in(
+        """One message, as :meth:`send_messages` queues them."""
+        queueing.enqueue_in(
             conn,
             organisation_id=organisation_id,
             event=event,

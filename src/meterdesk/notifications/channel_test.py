@@ -20,7 +20,7 @@ import uuid
 
 from meterdesk.audit import service as audit
 from meterdesk.db.database import Database
-from meterdesk.notifications import model, recipients, service
+from meterdesk.notifications import model, queueing, recipients
 from meterdesk.notifications.configuration import ChannelSetting, channel_setting
 from meterdesk.notifications.model import Channel, EventKind
 from meterdesk.shared.errors import ValidationError
@@ -52,14 +52,14 @@ def send_test_message(
         context = recipients.context(conn, organisation_id, None, None, None)
         params = {**context.params, "at": now.isoformat(), "channel": which.value, "actor": actor}
         row = {
-            **service.outbox_row(EventKind.CHANNEL_TEST, f"test:{uuid.uuid4().hex}", params, now),
+            **queueing.outbox_row(EventKind.CHANNEL_TEST, f"test:{uuid.uuid4().hex}", params, now),
             "organisation_id": organisation_id,
             "account_id": None,
             "language": chosen_language,
             "timezone": context.timezone,
             "next_attempt_at": now,
         }
-        found = service.insert_outbox_row(conn, row, which, target, None)
+        found = queueing.insert_outbox_row(conn, row, which, target, None)
         if found is None:  # a fresh uuid cannot collide; refuse rather than report a ghost id
             raise ValidationError(f"{which}: the test message could not be queued")
         audit.record(
