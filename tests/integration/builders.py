@@ -9,6 +9,7 @@ Asia/Shanghai); :func:`minutes` gives an instant so many minutes later.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,12 +21,27 @@ from sqlalchemy import Connection, func, select
 
 from meterdesk.billing import accounts as account_service
 from meterdesk.billing.ingest import IncomingReading, Ingestor
-from meterdesk.billing.tables import accounts, charge_lines, period_totals
+from meterdesk.billing.tables import (
+    account_controls,
+    accounts,
+    charge_lines,
+    meter_assignments,
+    period_totals,
+    tariff_changes,
+)
 from meterdesk.db.database import Database
+from meterdesk.devices.tables import command_events, commands
 from meterdesk.ledger.tables import ledger_accounts, transfers
 from meterdesk.metering import service as metering
 from meterdesk.metering.model import BANDS
-from meterdesk.metering.tables import meter_cursors, quarantine, readings
+from meterdesk.metering.tables import (
+    meter_cursors,
+    meter_replacements,
+    meters,
+    quarantine,
+    readings,
+)
+from meterdesk.notifications.tables import notification_outbox
 from meterdesk.shared.money import from_fen
 from meterdesk.sites import service as sites
 from meterdesk.tariffs import service as tariffs
@@ -375,45 +391,159 @@ def shuffled_batches(
     return [mixed[start : start + size] for start in range(0, len(mixed), size)]
 
 
+# --- whole-state snapshots ---------------------------------------------------------------------
+
+_COMMAND_REF = re.compile(r"#(\d+)")
+
+# What :func:`snapshot` reads: name → (table, which rows, columns left out besides ``id``).
+SNAPSHOT_TABLES: dict[str, tuple[Any, Any, tuple[str, ...]]] = {
+    "readings": (readings, None, ()),
+    "cursors": (meter_cursors, None, ()),
+    "quarantine": (quarantine, None, ()),
+    "lines": (charge_lines, charge_lines.c.active, ("active",)),
+    "superseded_lines": (charge_lines, ~charge_lines.c.active, ("active",)),
+    "totals": (period_totals, None, ()),
+    "transfers": (transfers, None, ()),
+    "meters": (meters, None, ()),
+    "assignments": (meter_assignments, None, ()),
+    "tariff_changes": (tariff_changes, None, ()),
+    "replacements": (meter_replacements, None, ()),
+    "account_controls": (account_controls, None, ()),
+    "commands": (commands, None, ()),
+    "command_events": (command_events, None, ()),
+    "notifications": (notification_outbox, None, ()),
+}
+
+
+def plain(value: Any) -> Any:
+    """A Decimal by value (``1.50`` and ``1.5`` alike, one repr for both); anything else as is."""
+    if isinstance(value, Decimal):
+        return Decimal(0) if value == 0 else value.normalize()
+    return value
+
+
+def _columns(name: str) -> list[str]:
+    table, _, skip = SNAPSHOT_TABLES[name]
+    return [c.name for c in table.c if c.name not in ("id", *skip)]
+
+
 def snapshot(db: Database) -> dict[str, Any]:
-    """Everything the money core writes, without surrogate ids (comparable across databases
-    and across runs): readings, cursors, quarantine, active charge lines, period totals,
-    transfers and balances by ledger account code."""
+    """Everything the money core and the control loop write, without surrogate ids, so two
+    databases (or two runs) can be compared: each table of :data:`SNAPSHOT_TABLES` (readings,
+    cursors, quarantine, active and superseded charge lines, period totals, transfers, meters
+    and their assignments, tariff changes, replacements, the control state per account, device
+    commands and their events, queued notification messages) as sorted rows of values in column
+    order, plus balances by ledger account code.
+
+    Ids become what they stand for: a ledger account its code, a reversed transfer its key, a
+    command its idempotency key (also in "superseded by #<id>"). Decimals are normalised, so
+    they compare by value and sort by a key that does not depend on their exponent."""
     with db.read() as conn:
         codes = dict(conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.code)).all())
+        keys = dict(conn.execute(select(transfers.c.id, transfers.c.idempotency_key)).all())
+        command_keys = dict(conn.execute(select(commands.c.id, commands.c.idempotency_key)).all())
 
-        def rows(table: Any, *skip: str, where: Any = None) -> list[tuple[Any, ...]]:
-            columns = [c for c in table.c if c.name not in ("id", *skip)]
-            query = select(*columns)
+        def command_refs(text: str | None) -> str | None:
+            return text and _COMMAND_REF.sub(
+                lambda m: f"#{command_keys.get(int(m.group(1)), m.group(1))}", text
+            )
+
+        ids: dict[str, Any] = {
+            "debit_account_id": codes.get,
+            "credit_account_id": codes.get,
+            "reverses_id": keys.get,
+            "command_id": command_keys.get,
+        }
+        texts = {**ids, "reason": command_refs, "detail": command_refs}
+
+        def rows(name: str) -> list[tuple[Any, ...]]:
+            table, where, _ = SNAPSHOT_TABLES[name]
+            query = select(*(table.c[c] for c in _columns(name)))
             if where is not None:
                 query = query.where(where)
-            return sorted((tuple(row) for row in conn.execute(query)), key=repr)
+            mapped = texts if table.name in ("commands", "command_events") else ids
+            found = [
+                tuple(
+                    plain(mapped[column](value) if column in mapped else value)
+                    for column, value in row.items()
+                )
+                for row in conn.execute(query).mappings()
+            ]
+            return sorted(found, key=repr)
 
-        transfer_rows = [
-            (codes[row[0]], codes[row[1]], *row[2:])
-            for row in conn.execute(
+        state: dict[str, Any] = {name: rows(name) for name in SNAPSHOT_TABLES}
+        state["balances"] = {
+            codes[i]: int(fen)
+            for i, fen in conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.balance_fen))
+        }
+        return state
+
+
+def snapshot_difference(expected: dict[str, Any], actual: dict[str, Any], limit: int = 3) -> str:
+    """Which tables of two snapshots differ and how (a few rows of each side, with column
+    names); empty when none does."""
+    found = []
+    for name in sorted(expected.keys() | actual.keys()):
+        left, right = expected.get(name), actual.get(name)
+        if left == right:
+            continue
+        if name not in SNAPSHOT_TABLES:
+            changed = sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
+            found.append(
+                f"{name}: "
+                + "; ".join(f"{k}: {left.get(k)!r} != {right.get(k)!r}" for k in changed[:limit])
+            )
+            continue
+        found.append(
+            f"{name}: {len(left)} rows vs {len(right)}"
+            f"\n  only in the first:{_named(name, [r for r in left if r not in right], limit)}"
+            f"\n  only in the second:{_named(name, [r for r in right if r not in left], limit)}"
+        )
+    return "\n".join(found)
+
+
+def _named(name: str, rows: list[tuple[Any, ...]], limit: int) -> str:
+    columns = _columns(name)
+    return "".join(f"\n    {dict(zip(columns, row, strict=True))}" for row in rows[:limit])
+
+
+def check_books(db: Database) -> None:
+    """The ledger balances (entries sum to zero, every account's balance is its transfers' net)
+    and every (meter, month)'s active lines add up to its exact running cost."""
+    with db.read() as conn:
+        balances = dict(
+            conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.balance_fen)).all()
+        )
+        credits = dict(
+            conn.execute(
+                select(transfers.c.credit_account_id, func.sum(transfers.c.amount_fen)).group_by(
+                    transfers.c.credit_account_id
+                )
+            ).all()
+        )
+        debits = dict(
+            conn.execute(
+                select(transfers.c.debit_account_id, func.sum(transfers.c.amount_fen)).group_by(
+                    transfers.c.debit_account_id
+                )
+            ).all()
+        )
+        lines: dict[tuple[int, str], Decimal] = {}
+        for m, p, cost in conn.execute(
+            select(charge_lines.c.meter_id, charge_lines.c.period_key, charge_lines.c.cost).where(
+                charge_lines.c.active
+            )
+        ):
+            lines[(m, p)] = lines.get((m, p), D(0)) + cost
+        exact = {
+            (m, p): c
+            for m, p, c in conn.execute(
                 select(
-                    transfers.c.debit_account_id,
-                    transfers.c.credit_account_id,
-                    transfers.c.idempotency_key,
-                    transfers.c.amount_fen,
-                    transfers.c.reason,
-                    transfers.c.period_key,
-                    transfers.c.created_at,
+                    period_totals.c.meter_id, period_totals.c.period_key, period_totals.c.exact_cost
                 )
             )
-        ]
-        return {
-            "readings": rows(readings),
-            "cursors": rows(meter_cursors),
-            "quarantine": rows(quarantine),
-            "lines": rows(charge_lines, "active", where=charge_lines.c.active),
-            "totals": rows(period_totals),
-            "transfers": sorted(transfer_rows, key=repr),
-            "balances": {
-                codes[i]: int(fen)
-                for i, fen in conn.execute(
-                    select(ledger_accounts.c.id, ledger_accounts.c.balance_fen)
-                )
-            },
         }
+    assert sum(balances.values()) == 0, "the ledger's entries must sum to zero"
+    for account_id, balance in balances.items():
+        assert balance == credits.get(account_id, 0) - debits.get(account_id, 0), account_id
+    assert {k: v for k, v in lines.items() if v} == {k: v for k, v in exact.items() if v}

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from builders import (
     T0,
+    check_books,
     flat_definition,
     ledger_code_balances,
     local,
@@ -41,15 +42,14 @@ from builders import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from meterdesk.billing import accounts, tariff_change
 from meterdesk.billing.ingest import IncomingReading, Ingestor
-from meterdesk.billing.tables import charge_lines, period_totals
+from meterdesk.billing.tables import period_totals
 from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
-from meterdesk.ledger.tables import ledger_accounts, transfers
 from meterdesk.metering.tables import meters, readings
 from meterdesk.shared.time import FakeClock
 from meterdesk.tariffs.service import find_tariff
@@ -233,46 +233,6 @@ def read_outcome(db: Database) -> Outcome:
         }
     counts = row_counts(db)
     return Outcome(ledger_code_balances(db), totals, accepted, {"quarantine": counts["quarantine"]})
-
-
-def check_books(db: Database) -> None:
-    with db.read() as conn:
-        balances = dict(
-            conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.balance_fen)).all()
-        )
-        credits = dict(
-            conn.execute(
-                select(transfers.c.credit_account_id, func.sum(transfers.c.amount_fen)).group_by(
-                    transfers.c.credit_account_id
-                )
-            ).all()
-        )
-        debits = dict(
-            conn.execute(
-                select(transfers.c.debit_account_id, func.sum(transfers.c.amount_fen)).group_by(
-                    transfers.c.debit_account_id
-                )
-            ).all()
-        )
-        lines: dict[tuple[int, str], Decimal] = {}
-        for m, p, cost in conn.execute(
-            select(charge_lines.c.meter_id, charge_lines.c.period_key, charge_lines.c.cost).where(
-                charge_lines.c.active
-            )
-        ):
-            lines[(m, p)] = lines.get((m, p), D(0)) + cost
-        exact = {
-            (m, p): c
-            for m, p, c in conn.execute(
-                select(
-                    period_totals.c.meter_id, period_totals.c.period_key, period_totals.c.exact_cost
-                )
-            )
-        }
-    assert sum(balances.values()) == 0, "the ledger's entries must sum to zero"
-    for account_id, balance in balances.items():
-        assert balance == credits.get(account_id, 0) - debits.get(account_id, 0), account_id
-    assert {k: v for k, v in lines.items() if v} == {k: v for k, v in exact.items() if v}
 
 
 @settings(
