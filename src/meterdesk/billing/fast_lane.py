@@ -418,7 +418,9 @@ def _place(
         try:
             total_i = scaled_int(reading.total, REGISTER_PLACES)
         except ValueError:
-            return None  # the general path refuses it with its own message
+            return None  # the general path quarantines it with its own message
+        if not 0 <= total_i < meter.modulus:
+            return None  # not a register value: quarantined by the general path
         new = _New(instant_int(at), at, reading.total, total_i, str(reading.source))
         twin = by_time.get(new.at_us)
         if twin is None:

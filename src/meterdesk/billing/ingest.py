@@ -40,8 +40,11 @@ from meterdesk.metering.model import (
     ReadingSource,
     bands_from_mapping,
     order_key,
+    register_problem,
 )
 from meterdesk.metering.repository import QuarantineItem
+from meterdesk.metering.tables import REGISTER_PLACES
+from meterdesk.shared.errors import ValidationError
 
 
 @dataclass(frozen=True)
@@ -226,12 +229,20 @@ class Ingestor:
             if profile is None:
                 batch.quarantine.append(_unknown_meter(incoming))
                 continue
+            try:
+                bands = bands_from_mapping(incoming.bands)
+                problem = register_problem(profile, incoming.total, bands, REGISTER_PLACES)
+            except ValidationError as error:  # an unknown band name
+                problem = str(error)
+            if problem is not None:  # one bad reading must not fail its whole batch
+                batch.quarantine.append(_malformed(profile, incoming, problem))
+                continue
             reading = Reading(
                 meter_id=incoming.meter_id,
                 generation=_generation_at(generations.get(incoming.meter_id), incoming.measured_at),
                 measured_at=incoming.measured_at,
                 total=incoming.total,
-                bands=bands_from_mapping(incoming.bands),
+                bands=bands,
                 source=incoming.source,
             )
             seen = by_meter[incoming.meter_id].get(order_key(reading))
@@ -416,18 +427,41 @@ def _quarantined(
     )
 
 
+def _malformed(profile: MeterProfile, incoming: IncomingReading, problem: str) -> QuarantineItem:
+    return QuarantineItem(
+        organisation_id=profile.organisation_id,
+        meter_id=profile.meter_id,
+        source_ref=f"meter:{profile.meter_id}",
+        measured_at=incoming.measured_at,
+        payload=_as_sent(incoming),
+        reason_code=QuarantineReason.MALFORMED,
+        reason=problem,
+    )
+
+
 def _unknown_meter(incoming: IncomingReading) -> QuarantineItem:
     return QuarantineItem(
         organisation_id=None,
         meter_id=None,
         source_ref=f"meter:{incoming.meter_id}",
         measured_at=incoming.measured_at,
-        payload=_payload(
-            incoming.total, bands_from_mapping(incoming.bands), incoming.source.value, None
-        ),
+        payload=_as_sent(incoming),
         reason_code=QuarantineReason.UNKNOWN_METER,
         reason=f"no meter with id {incoming.meter_id}",
     )
+
+
+def _as_sent(incoming: IncomingReading) -> dict[str, object]:
+    """The payload of a reading quarantined before it became a :class:`Reading`: band registers
+    under unknown names are kept as sent, beside the known form (which then has none)."""
+    try:
+        return _payload(
+            incoming.total, bands_from_mapping(incoming.bands), incoming.source.value, None
+        )
+    except ValidationError:
+        payload = _payload(incoming.total, None, incoming.source.value, None)
+        payload["bands_as_sent"] = {str(k): f"{v}" for k, v in (incoming.bands or {}).items()}
+        return payload
 
 
 def _payload(

@@ -140,6 +140,26 @@ class Verdict:
 ACCEPT = Verdict(ok=True)
 
 
+def register_problem(
+    profile: MeterProfile, total: Decimal, bands: tuple[Decimal, ...] | None, places: int
+) -> str | None:
+    """Why a reading's registers cannot be real (a register counts from 0 up to just below its
+    modulus, in steps of ``10**-places``), or None. Such a reading is quarantined as malformed:
+    accepted, it would break every later interval of the meter (a negative consumption, a value
+    the database cannot store) and with it every batch that holds one."""
+    for name, value in (("total", total), *zip(BANDS, bands or (), strict=False)):
+        if not value.is_finite():
+            return f"register {name} is not a number ({value})"
+        if value < 0:
+            return f"register {name} is negative ({value})"
+        if value >= profile.modulus:
+            return f"register {name} {value} is not below the meter's modulus {_plain(profile.modulus)}"
+        scaled = value.scaleb(places)
+        if scaled != scaled.to_integral_value():
+            return f"register {name} {value} has more than {places} decimal places"
+    return None
+
+
 def register_delta(earlier: Decimal, later: Decimal, modulus: Decimal) -> Decimal:
     """Raw register advance, wrapping at the modulus when the register went down."""
     return later - earlier if later >= earlier else later + modulus - earlier
