@@ -48,9 +48,8 @@ class IngestState:
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled  # off: every batch reads everything (tests compare both ways)
-        self._proof: tuple[Any, int, int] | None = (
-            None  # driver connection, data_version, total_changes
-        )
+        # (driver connection, data_version, total_changes) after the last committed batch
+        self._proof: tuple[Any, int, int] | None = None
         self._pending: tuple[Any, int, int] | None = None
         self._active = False  # this batch reads through the cache (SQLite, enabled)
         self._opened: Connection | None = None  # the transaction open() checked
