@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 from builders import (
+    ACTOR,
     make_meter,
     minutes,
     one_meter_account,
@@ -24,9 +25,11 @@ from builders import (
 )
 from sqlalchemy import select
 
+from meterdesk.billing import corrections
 from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.db.database import Database
 from meterdesk.metering.tables import quarantine
+from meterdesk.shared.errors import ConflictError
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +99,12 @@ def test_an_unknown_meter_with_unknown_band_names_is_quarantined_as_unknown(db: 
         [row] = conn.execute(select(quarantine.c.reason_code, quarantine.c.payload)).all()
     assert row[0] == "unknown_meter"
     assert json.loads(row[1])["bands_as_sent"] == {"noon": "5"}  # kept as sent
+
+
+def test_a_malformed_reading_can_be_discarded_but_not_released(db: Database) -> None:
+    setup = one_meter_account(db, opening="1000")
+    Ingestor(db).ingest([reading(setup.meter_id, minutes(15), "-1")])
+    [item] = quarantined(db, setup.org)
+    with pytest.raises(ConflictError, match="cannot be released, only discarded"):
+        corrections.release(db, organisation_id=setup.org.id, quarantine_id=item["id"], actor=ACTOR)
+    assert stored_readings(db, setup.meter_id)[-1][3] == D("1000")  # nothing accepted
