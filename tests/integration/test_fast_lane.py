@@ -39,7 +39,7 @@ import random
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -564,17 +564,6 @@ def assert_same(fast: Outcome, general: Outcome, steps: list[Step]) -> None:
 
 
 # --- SQLite: one world, copied --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def template() -> Iterator[Path]:
-    """An empty database with the schema, copied for every world."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "template.sqlite3"
-        engine = build_engine(f"sqlite:///{path}")
-        load_all_tables().create_all(engine)
-        engine.dispose()
-        yield path
 
 
 def on_sqlite(path: Path, start: datetime, work: Callable[[Database, FakeClock], Any]) -> Any:

@@ -19,7 +19,6 @@ import itertools
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -49,7 +48,6 @@ from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.billing.tables import period_totals
 from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
-from meterdesk.db.metadata import load_all_tables
 from meterdesk.metering.tables import meters, readings
 from meterdesk.shared.time import FakeClock
 from meterdesk.tariffs.service import find_tariff
@@ -124,17 +122,6 @@ class Outcome:
     totals: dict[tuple[str, str], tuple[Decimal, Decimal, int]]
     readings: set[tuple[str, int, datetime, Decimal]]
     counts: dict[str, int]
-
-
-@pytest.fixture(scope="module")
-def template() -> Iterator[Path]:
-    """An empty database with the schema, copied for every delivery."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "template.sqlite3"
-        engine = build_engine(f"sqlite:///{path}")
-        load_all_tables().create_all(engine)
-        engine.dispose()
-        yield path
 
 
 def deliver(template: Path, scenario: Scenario, batches: Any) -> Outcome:
