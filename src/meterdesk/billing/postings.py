@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
@@ -53,109 +53,130 @@ def post_due(
             due[key] = amount
     if not due:
         return {}
-    revenue = _revenue_accounts(conn, due, accounts, profiles, at)
+    utilities = {meter_id: str(profiles[meter_id].utility) for meter_id, _, _ in due}
+    revenue = _revenue_accounts(conn, due, accounts, utilities, at)
     touched = {i for key in due for i in (accounts[key[1]].wallet_id, accounts[key[1]].arrears_id)}
     balances = lock(conn, touched | set(revenue.values()))
     running = {i: b.balance_fen for i, b in balances.items()}
-    requests: list[TransferRow] = []
+    rows: list[TransferRow] = []
     created_at = instant_int(at)
+    # One flat loop: ingest posts once per meter and batch, so this runs once per reading in
+    # the common case; the rules are split_debit's and arrears_repayment's.
     for key in sorted(due):
         meter_id, account_id, period = key
         account, amount, total = accounts[account_id], due[key], changed[key]
         total.postings += 1
         total.posted_fen += amount
-        posting = _Posting(
-            key=f"deduct:{meter_id}:{account_id}:{period}:{total.postings}",
-            account=account,
-            revenue_id=revenue[(account.organisation_id, str(profiles[meter_id].utility))],
-            meter_id=meter_id,
-            period=period,
-            at=created_at,
+        organisation_id, wallet, arrears = (
+            account.organisation_id,
+            account.wallet_id,
+            account.arrears_id,
         )
+        revenue_id = revenue[(organisation_id, utilities[meter_id])]
+        stem = f"deduct:{meter_id}:{account_id}:{period}:{total.postings}"
+        floor = balances[wallet].floor_fen or 0
         if amount > 0:
-            floor = balances[account.wallet_id].floor_fen or 0
-            requests.extend(posting.deduction(amount, running, floor))
+            from_wallet, to_arrears = split_debit(
+                amount_fen=amount, balance_fen=running[wallet], floor_fen=floor
+            )
+            if from_wallet:
+                rows.append(
+                    ledger.system_transfer_row(
+                        organisation_id,
+                        f"{stem}:w",
+                        wallet,
+                        revenue_id,
+                        from_wallet,
+                        _DEDUCTION,
+                        SYSTEM_ACTOR,
+                        created_at,
+                        account_id,
+                        meter_id,
+                        period,
+                    )
+                )
+                running[wallet] -= from_wallet
+            if to_arrears:
+                rows.append(
+                    ledger.system_transfer_row(
+                        organisation_id,
+                        f"{stem}:a",
+                        arrears,
+                        revenue_id,
+                        to_arrears,
+                        _DEDUCTION,
+                        SYSTEM_ACTOR,
+                        created_at,
+                        account_id,
+                        meter_id,
+                        period,
+                    )
+                )
+                running[arrears] -= to_arrears
             report.deducted_fen += amount
         else:
-            requests.extend(
-                posting.correction(-amount, running, balances[account.wallet_id].floor_fen or 0)
+            rows.extend(
+                _correction(key, account, revenue_id, stem, -amount, running, floor, created_at)
             )
             report.returned_fen -= amount
-    ledger.apply_system_rows(conn, requests, balances)
-    report.transfers += len(requests)
+    ledger.apply_system_rows(conn, rows, balances)
+    report.transfers += len(rows)
     moved = {accounts[key[1]] for key in due}
     return {a.account_id: running[a.wallet_id] + running[a.arrears_id] for a in moved}
 
 
-class _Posting(NamedTuple):
-    """One posting of a (meter, account, month) running total; ``running`` holds balances as
-    they will be after the transfers built so far in this batch. (A NamedTuple: one is built per
-    posting, and a tuple is cheaper to build than a frozen dataclass.)"""
+_DEDUCTION = str(Reason.DEDUCTION)
 
-    key: str
-    account: Assignment
-    revenue_id: int
-    meter_id: int
-    period: str
-    at: int  # stored form (instant_int)
 
-    def _transfer(
-        self, suffix: str, debit: int, credit: int, amount: int, reason: Reason
-    ) -> TransferRow:
+def _correction(
+    key: TotalKey,
+    account: Assignment,
+    revenue_id: int,
+    stem: str,
+    amount: int,
+    running: dict[int, int],
+    floor: int,
+    created_at: int,
+) -> list[TransferRow]:
+    """Give back what a re-priced interval no longer costs; it repays arrears first."""
+    meter_id, account_id, period = key
+    wallet, arrears = account.wallet_id, account.arrears_id
+
+    def row(suffix: str, debit: int, credit: int, amount: int, reason: Reason) -> TransferRow:
         return ledger.system_transfer_row(
-            organisation_id=self.account.organisation_id,
-            idempotency_key=f"{self.key}:{suffix}",
-            debit_account_id=debit,
-            credit_account_id=credit,
-            amount_fen=amount,
-            reason=reason,
-            actor=SYSTEM_ACTOR,
-            created_at=self.at,
-            account_id=self.account.account_id,
-            meter_id=self.meter_id,
-            period_key=self.period,
+            account.organisation_id,
+            f"{stem}:{suffix}",
+            debit,
+            credit,
+            amount,
+            str(reason),
+            SYSTEM_ACTOR,
+            created_at,
+            account_id,
+            meter_id,
+            period,
         )
 
-    def deduction(self, amount: int, running: dict[int, int], floor: int) -> list[TransferRow]:
-        """From the wallet down to its floor; the rest (energy already used) becomes arrears."""
-        wallet, arrears = self.account.wallet_id, self.account.arrears_id
-        from_wallet, to_arrears = split_debit(
-            amount_fen=amount, balance_fen=running[wallet], floor_fen=floor
-        )
-        made = []
-        if from_wallet:
-            made.append(self._transfer("w", wallet, self.revenue_id, from_wallet, Reason.DEDUCTION))
-            running[wallet] -= from_wallet
-        if to_arrears:
-            made.append(self._transfer("a", arrears, self.revenue_id, to_arrears, Reason.DEDUCTION))
-            running[arrears] -= to_arrears
-        return made
-
-    def correction(self, amount: int, running: dict[int, int], floor: int) -> list[TransferRow]:
-        """Give back what a re-priced interval no longer costs; it repays arrears first."""
-        wallet, arrears = self.account.wallet_id, self.account.arrears_id
-        made = [self._transfer("c", self.revenue_id, wallet, amount, Reason.DEDUCTION_CORRECTION)]
-        running[wallet] += amount
-        repay = arrears_repayment(
-            wallet_balance_fen=running[wallet],
-            arrears_balance_fen=running[arrears],
-            floor_fen=floor,
-        )
-        if repay:
-            made.append(self._transfer("r", wallet, arrears, repay, Reason.ARREARS_REPAYMENT))
-            running[wallet] -= repay
-            running[arrears] += repay
-        return made
+    made = [row("c", revenue_id, wallet, amount, Reason.DEDUCTION_CORRECTION)]
+    running[wallet] += amount
+    repay = arrears_repayment(
+        wallet_balance_fen=running[wallet], arrears_balance_fen=running[arrears], floor_fen=floor
+    )
+    if repay:
+        made.append(row("r", wallet, arrears, repay, Reason.ARREARS_REPAYMENT))
+        running[wallet] -= repay
+        running[arrears] += repay
+    return made
 
 
 def _revenue_accounts(
     conn: Connection,
     due: dict[TotalKey, int],
     accounts: dict[int, Assignment],
-    profiles: dict[int, MeterProfile],
+    utilities: dict[int, str],
     at: datetime,
 ) -> dict[tuple[int, str], int]:
-    needed = {(accounts[a].organisation_id, str(profiles[m].utility)) for m, a, _ in due}
+    needed = {(accounts[a].organisation_id, utilities[m]) for m, a, _ in due}
     found = ledger.system_accounts(
         conn,
         {(org, revenue_code(utility)) for org, utility in needed},

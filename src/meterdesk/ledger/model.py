@@ -118,6 +118,12 @@ def request_hash(
         reference,
         reverses_id,
     )
+    return hash_fields(fields)
+
+
+def hash_fields(fields: tuple[object, ...]) -> str:
+    """The fingerprint of a request's fields, in :func:`request_hash`'s order, the reason as its
+    text."""
     return hashlib.blake2b(repr(fields).encode(), digest_size=16).hexdigest()
 
 

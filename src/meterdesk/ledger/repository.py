@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
 from meterdesk.db.types import instant_int
-from meterdesk.ledger.model import AccountKind, Reason, TransferRequest, request_hash
+from meterdesk.ledger.model import AccountKind, TransferRequest, hash_fields
 from meterdesk.ledger.tables import ledger_accounts, transfers
 from meterdesk.shared.errors import InsufficientFundsError, NotFoundError
 
@@ -205,13 +205,12 @@ def _apply(
 
 
 def system_transfer_row(
-    *,
     organisation_id: int,
     idempotency_key: str,
     debit_account_id: int,
     credit_account_id: int,
     amount_fen: int,
-    reason: Reason,
+    reason: str,
     actor: str,
     created_at: int,
     account_id: int | None,
@@ -219,16 +218,17 @@ def system_transfer_row(
     period_key: str | None,
 ) -> TransferRow:
     """The stored row of a system transfer (in SYSTEM_TRANSFER_COLUMNS order), checked as
-    :class:`TransferRequest` checks its fields; ``created_at`` in stored form
-    (:func:`~meterdesk.db.types.instant_int`). Its request hash is the one a
-    :class:`TransferRequest` with the same fields would have."""
+    :class:`TransferRequest` checks its fields; ``reason`` is a :class:`Reason`'s value and
+    ``created_at`` in stored form (:func:`~meterdesk.db.types.instant_int`). Its request hash is
+    the one a :class:`TransferRequest` with the same fields would have. (Positional arguments:
+    ingest builds one row per posting.)"""
     if amount_fen <= 0:
         raise ValueError(f"transfer amount must be positive, got {amount_fen} fen")
     if debit_account_id == credit_account_id:
         raise ValueError("a transfer needs two different accounts")
     if not idempotency_key:
         raise ValueError("a transfer needs an idempotency key")
-    digest = request_hash(
+    fields = (
         organisation_id,
         debit_account_id,
         credit_account_id,
@@ -244,11 +244,11 @@ def system_transfer_row(
     return (
         organisation_id,
         idempotency_key,
-        digest,
+        hash_fields(fields),
         debit_account_id,
         credit_account_id,
         amount_fen,
-        str(reason),
+        reason,
         account_id,
         meter_id,
         period_key,
