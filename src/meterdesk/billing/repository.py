@@ -154,16 +154,24 @@ def supersede_lines(
     ``starts[meter]`` (they are about to be priced again) and return what they had counted."""
     if not starts:
         return []
-    ids = sorted(starts)
-    bounds = {m: instant_int(t) for m, t in starts.items()}
-    rows = raw_rows(
+    params: dict[str, int] = {}
+    values = []
+    for i, (meter_id, start) in enumerate(sorted(starts.items())):
+        params[f"m{i}"], params[f"b{i}"] = meter_id, instant_int(start)
+        values.append(f"(:m{i}, :b{i})")
+    # Each meter from its own bound, and through the index on (meter, interval end): a line
+    # starting at or after the bound ends after it, so only the meter's recent lines are read,
+    # however long its history (before, a late reading read every line the meter ever had).
+    # Only numbered placeholders are formatted in; values are bound.
+    chosen = raw_rows(
         conn,
-        "SELECT id, meter_id, interval_start, account_id, period_key, quantity, cost FROM charge_lines "
-        "WHERE meter_id IN :ids AND active AND interval_start >= :earliest",
-        ids=ids,
-        earliest=min(bounds.values()),
+        f"WITH bounds(meter_id, bound) AS (VALUES {', '.join(values)}) "  # noqa: S608
+        "SELECT c.id, c.meter_id, c.interval_start, c.account_id, c.period_key, c.quantity, "
+        "c.cost FROM bounds b JOIN charge_lines c ON c.meter_id = b.meter_id "
+        "AND c.interval_end > b.bound AND c.interval_start >= b.bound "
+        "WHERE c.active ORDER BY c.meter_id, c.interval_end, c.id",
+        **params,
     )
-    chosen = [row for row in rows if row[2] >= bounds[row[1]]]
     bulk_update(conn, charge_lines, ("id",), ("active",), [(False, row[0]) for row in chosen])
     return [
         (

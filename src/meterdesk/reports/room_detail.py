@@ -248,6 +248,9 @@ def add_usage(
             charge_lines.c.active.is_(True),
             charge_lines.c.segment_start >= instant_int(start),
             charge_lines.c.segment_start < instant_int(end),
+            # implied (a segment ends after it starts, inside its interval); lets the
+            # (meter, interval end) index skip the meter's history before ``start``
+            charge_lines.c.interval_end > instant_int(start),
         )
     )
     for meter_id, quantity, cost in rows:

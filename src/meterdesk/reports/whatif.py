@@ -103,6 +103,8 @@ def usages(
             charge_lines.c.meter_id == meter_id,
             charge_lines.c.active.is_(True),
             charge_lines.c.interval_start >= instant_int(start),
+            # implied by the line above; lets the (meter, interval end) index skip the history
+            charge_lines.c.interval_end > instant_int(start),
             charge_lines.c.interval_end <= instant_int(end),
         )
         .order_by(charge_lines.c.interval_start)
