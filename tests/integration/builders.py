@@ -29,6 +29,7 @@ from meterdesk.billing.tables import (
     period_totals,
     tariff_changes,
 )
+from meterdesk.db.consistency import dangling_references
 from meterdesk.db.database import Database
 from meterdesk.devices.tables import command_events, commands
 from meterdesk.ledger.tables import ledger_accounts, transfers
@@ -508,8 +509,9 @@ def _named(name: str, rows: list[tuple[Any, ...]], limit: int) -> str:
 
 
 def check_books(db: Database) -> None:
-    """The ledger balances (entries sum to zero, every account's balance is its transfers' net)
-    and every (meter, month)'s active lines add up to its exact running cost."""
+    """The ledger balances (entries sum to zero, every account's balance is its transfers' net),
+    every (meter, month)'s active lines add up to its exact running cost, and every reference
+    kept without a foreign key resolves."""
     with db.read() as conn:
         balances = dict(
             conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.balance_fen)).all()
@@ -543,6 +545,8 @@ def check_books(db: Database) -> None:
                 )
             )
         }
+        dangling = {name: n for name, n in dangling_references(conn).items() if n}
+    assert not dangling, f"references that point at nothing: {dangling}"
     assert sum(balances.values()) == 0, "the ledger's entries must sum to zero"
     for account_id, balance in balances.items():
         assert balance == credits.get(account_id, 0) - debits.get(account_id, 0), account_id

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select
 
 from meterdesk.bench.control_sim import CLOSE, TRIP, Records
+from meterdesk.db.consistency import dangling_references, ledger_differences
 from meterdesk.db.types import instant_int
 from meterdesk.devices.tables import command_events, commands
 from meterdesk.ledger.tables import transfers
@@ -199,17 +200,11 @@ def check(engine: Engine, records: Records, rooms: Sequence[Controlled]) -> dict
 
 
 def _ledger(conn: Connection) -> dict[str, bool]:
-    total = conn.execute(text("SELECT COALESCE(SUM(balance_fen), 0) FROM ledger_accounts"))
-    mismatched = conn.execute(
-        text(
-            "SELECT COUNT(*) FROM ledger_accounts a WHERE a.balance_fen <> "
-            "(SELECT COALESCE(SUM(amount_fen), 0) FROM transfers t WHERE t.credit_account_id = a.id) - "
-            "(SELECT COALESCE(SUM(amount_fen), 0) FROM transfers t WHERE t.debit_account_id = a.id)"
-        )
-    ).scalar_one()
+    books = ledger_differences(conn)
     return {
-        "entries_sum_to_zero": int(total.scalar_one()) == 0,
-        "balances_equal_entries": int(mismatched) == 0,
+        "entries_sum_to_zero": books["entries_sum"] == 0,
+        "balances_equal_entries": books["balances_off"] == 0,
+        "references_resolve": not any(dangling_references(conn).values()),
     }
 
 

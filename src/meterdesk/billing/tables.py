@@ -94,8 +94,10 @@ charge_lines = Table(
     "charge_lines",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("meter_id", ForeignKey("meters.id"), nullable=False),
-    Column("account_id", ForeignKey("accounts.id"), nullable=False),
+    # meters.id and accounts.id, without foreign keys: a line is written for every reading, from
+    # the assignments the ingest read; neither is ever deleted (docs/decisions/0005-hot-table-references.md)
+    Column("meter_id", Integer, nullable=False),
+    Column("account_id", Integer, nullable=False),
     Column("interval_start", Instant, nullable=False),
     Column("interval_end", Instant, nullable=False),
     Column("segment_start", Instant, nullable=False),

@@ -19,7 +19,7 @@ from meterdesk.cli import (
     users,
 )
 from meterdesk.cli import notifications as notification_commands
-from meterdesk.cli.common import handled
+from meterdesk.cli.common import JsonOption, app, emit, handled
 
 cli = typer.Typer(
     help="meterdesk — prepaid water & electricity platform (预付费水电管理平台).",
@@ -75,6 +75,36 @@ def migrate_command(
         settings = build().settings
         migrate.upgrade(settings.resolved_database_url(), revision)
         typer.echo(f"database at revision {migrate.current(settings.resolved_database_url())}")
+
+
+@cli.command("check")
+def check_command(as_json: JsonOption = False) -> None:
+    """Check the whole database: the books balance and every reference resolves (exit 1 if not)."""
+    from meterdesk.db.consistency import dangling_references, ledger_differences
+
+    with handled():
+        db = app().db
+        with db.read() as conn:
+            found = {"books": ledger_differences(conn), "references": dangling_references(conn)}
+        sound = not any(found["books"].values()) and not any(found["references"].values())
+        emit(
+            {**found, "ok": sound},
+            as_json,
+            lambda v: "\n".join(
+                [
+                    f"entries sum to {v['books']['entries_sum']} fen (must be 0)",
+                    f"ledger accounts whose balance is not their transfers' net: "
+                    f"{v['books']['balances_off']}",
+                    *(
+                        f"{name}: {count} rows point at nothing"
+                        for name, count in v["references"].items()
+                    ),
+                    "ok" if v["ok"] else "NOT OK",
+                ]
+            ),
+        )
+    if not sound:
+        raise typer.Exit(1)
 
 
 @cli.command("demo")

@@ -228,6 +228,7 @@ def system_transfer_row(
         raise ValueError("a transfer needs two different accounts")
     if not idempotency_key:
         raise ValueError("a transfer needs an idempotency key")
+    reason = str(reason)  # a Reason member's repr would change the hash
     fields = (
         organisation_id,
         debit_account_id,

@@ -39,11 +39,15 @@ transfers = Table(
     "transfers",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    # organisations.id and ledger_accounts.id, without foreign keys: a transfer is written for
+    # every posting, and apply_transfers moves both balances, which it read (and on PostgreSQL
+    # locked) in the same transaction, so a missing account fails the transfer; neither is ever
+    # deleted (docs/decisions/0005-hot-table-references.md)
+    Column("organisation_id", Integer, nullable=False),
     Column("idempotency_key", String(200), nullable=False, unique=True),
     Column("request_hash", String(64), nullable=False),
-    Column("debit_account_id", ForeignKey("ledger_accounts.id"), nullable=False),
-    Column("credit_account_id", ForeignKey("ledger_accounts.id"), nullable=False),
+    Column("debit_account_id", Integer, nullable=False),
+    Column("credit_account_id", Integer, nullable=False),
     Column("amount_fen", BigInteger, nullable=False),
     Column("reason", String(40), nullable=False),
     Column("account_id", Integer, nullable=True),

@@ -77,7 +77,9 @@ readings = Table(
     "readings",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("meter_id", ForeignKey("meters.id"), nullable=False),
+    # meters.id, without a foreign key: written for every reading, and the ingest only writes
+    # meters it read in the same transaction; meters are never deleted (docs/decisions/0005-hot-table-references.md)
+    Column("meter_id", Integer, nullable=False),
     Column("generation", Integer, nullable=False),
     Column("measured_at", Instant, nullable=False),
     Column("received_at", Instant, nullable=False),

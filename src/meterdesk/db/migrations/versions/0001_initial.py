@@ -25,6 +25,31 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_change_counters")),
     )
     op.create_table(
+        "charge_lines",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("meter_id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("interval_start", sa.BigInteger(), nullable=False),
+        sa.Column("interval_end", sa.BigInteger(), nullable=False),
+        sa.Column("segment_start", sa.BigInteger(), nullable=False),
+        sa.Column("segment_end", sa.BigInteger(), nullable=False),
+        sa.Column("band", sa.String(length=12), nullable=False),
+        sa.Column("tier_block", sa.Integer(), nullable=True),
+        sa.Column("tier_key", sa.String(length=7), nullable=True),
+        sa.Column("period_key", sa.String(length=7), nullable=False),
+        sa.Column("quantity", sa.BigInteger(), nullable=False),
+        sa.Column("unit_price", sa.BigInteger(), nullable=False),
+        sa.Column("cost", sa.String(length=80), nullable=False),
+        sa.Column("version_from", sa.String(length=10), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_charge_lines")),
+    )
+    with op.batch_alter_table("charge_lines", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_charge_lines_meter_end", ["meter_id", "interval_end"], unique=False
+        )
+
+    op.create_table(
         "login_attempts",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("username", sa.String(length=100), nullable=False),
@@ -47,6 +72,69 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_organisations")),
         sa.UniqueConstraint("name", name=op.f("uq_organisations_name")),
     )
+    op.create_table(
+        "readings",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("meter_id", sa.Integer(), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("measured_at", sa.BigInteger(), nullable=False),
+        sa.Column("received_at", sa.BigInteger(), nullable=False),
+        sa.Column("register_total", sa.BigInteger(), nullable=False),
+        sa.Column("register_sharp", sa.BigInteger(), nullable=True),
+        sa.Column("register_peak", sa.BigInteger(), nullable=True),
+        sa.Column("register_flat", sa.BigInteger(), nullable=True),
+        sa.Column("register_valley", sa.BigInteger(), nullable=True),
+        sa.Column("register_deep_valley", sa.BigInteger(), nullable=True),
+        sa.Column("source", sa.String(length=20), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_readings")),
+        sa.UniqueConstraint(
+            "meter_id",
+            "measured_at",
+            "generation",
+            name=op.f("uq_readings_meter_id_measured_at_generation"),
+        ),
+    )
+    op.create_table(
+        "transfers",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=200), nullable=False),
+        sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("debit_account_id", sa.Integer(), nullable=False),
+        sa.Column("credit_account_id", sa.Integer(), nullable=False),
+        sa.Column("amount_fen", sa.BigInteger(), nullable=False),
+        sa.Column("reason", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=True),
+        sa.Column("meter_id", sa.Integer(), nullable=True),
+        sa.Column("period_key", sa.String(length=7), nullable=True),
+        sa.Column("method", sa.String(length=20), nullable=True),
+        sa.Column("reference", sa.String(length=200), nullable=True),
+        sa.Column("reverses_id", sa.BigInteger(), nullable=True),
+        sa.Column("actor", sa.String(length=100), nullable=False),
+        sa.Column("memo", sa.String(length=500), nullable=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint("amount_fen > 0", name=op.f("ck_transfers_positive_amount")),
+        sa.CheckConstraint(
+            "debit_account_id <> credit_account_id", name=op.f("ck_transfers_two_accounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["reverses_id"], ["transfers.id"], name=op.f("fk_transfers_reverses_id_transfers")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_transfers")),
+        sa.UniqueConstraint("idempotency_key", name=op.f("uq_transfers_idempotency_key")),
+    )
+    with op.batch_alter_table("transfers", schema=None) as batch_op:
+        batch_op.create_index("ix_transfers_account", ["account_id", "id"], unique=False)
+        batch_op.create_index("ix_transfers_credit", ["credit_account_id", "id"], unique=False)
+        batch_op.create_index("ix_transfers_debit", ["debit_account_id", "id"], unique=False)
+        batch_op.create_index(
+            "uq_transfers_reverses_id",
+            ["reverses_id"],
+            unique=True,
+            sqlite_where=sa.text("reverses_id IS NOT NULL"),
+            postgresql_where=sa.text("reverses_id IS NOT NULL"),
+        )
+
     op.create_table(
         "uplink_messages",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -446,62 +534,6 @@ def upgrade() -> None:
         )
 
     op.create_table(
-        "transfers",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("organisation_id", sa.Integer(), nullable=False),
-        sa.Column("idempotency_key", sa.String(length=200), nullable=False),
-        sa.Column("request_hash", sa.String(length=64), nullable=False),
-        sa.Column("debit_account_id", sa.Integer(), nullable=False),
-        sa.Column("credit_account_id", sa.Integer(), nullable=False),
-        sa.Column("amount_fen", sa.BigInteger(), nullable=False),
-        sa.Column("reason", sa.String(length=40), nullable=False),
-        sa.Column("account_id", sa.Integer(), nullable=True),
-        sa.Column("meter_id", sa.Integer(), nullable=True),
-        sa.Column("period_key", sa.String(length=7), nullable=True),
-        sa.Column("method", sa.String(length=20), nullable=True),
-        sa.Column("reference", sa.String(length=200), nullable=True),
-        sa.Column("reverses_id", sa.BigInteger(), nullable=True),
-        sa.Column("actor", sa.String(length=100), nullable=False),
-        sa.Column("memo", sa.String(length=500), nullable=True),
-        sa.Column("created_at", sa.BigInteger(), nullable=False),
-        sa.CheckConstraint("amount_fen > 0", name=op.f("ck_transfers_positive_amount")),
-        sa.CheckConstraint(
-            "debit_account_id <> credit_account_id", name=op.f("ck_transfers_two_accounts")
-        ),
-        sa.ForeignKeyConstraint(
-            ["credit_account_id"],
-            ["ledger_accounts.id"],
-            name=op.f("fk_transfers_credit_account_id_ledger_accounts"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["debit_account_id"],
-            ["ledger_accounts.id"],
-            name=op.f("fk_transfers_debit_account_id_ledger_accounts"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["organisation_id"],
-            ["organisations.id"],
-            name=op.f("fk_transfers_organisation_id_organisations"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["reverses_id"], ["transfers.id"], name=op.f("fk_transfers_reverses_id_transfers")
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_transfers")),
-        sa.UniqueConstraint("idempotency_key", name=op.f("uq_transfers_idempotency_key")),
-    )
-    with op.batch_alter_table("transfers", schema=None) as batch_op:
-        batch_op.create_index("ix_transfers_account", ["account_id", "id"], unique=False)
-        batch_op.create_index("ix_transfers_credit", ["credit_account_id", "id"], unique=False)
-        batch_op.create_index("ix_transfers_debit", ["debit_account_id", "id"], unique=False)
-        batch_op.create_index(
-            "uq_transfers_reverses_id",
-            ["reverses_id"],
-            unique=True,
-            sqlite_where=sa.text("reverses_id IS NOT NULL"),
-            postgresql_where=sa.text("reverses_id IS NOT NULL"),
-        )
-
-    op.create_table(
         "buses",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("organisation_id", sa.Integer(), nullable=False),
@@ -727,37 +759,6 @@ def upgrade() -> None:
     with op.batch_alter_table("account_presets", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_account_presets_organisation_id"), ["organisation_id"], unique=False
-        )
-
-    op.create_table(
-        "charge_lines",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("meter_id", sa.Integer(), nullable=False),
-        sa.Column("account_id", sa.Integer(), nullable=False),
-        sa.Column("interval_start", sa.BigInteger(), nullable=False),
-        sa.Column("interval_end", sa.BigInteger(), nullable=False),
-        sa.Column("segment_start", sa.BigInteger(), nullable=False),
-        sa.Column("segment_end", sa.BigInteger(), nullable=False),
-        sa.Column("band", sa.String(length=12), nullable=False),
-        sa.Column("tier_block", sa.Integer(), nullable=True),
-        sa.Column("tier_key", sa.String(length=7), nullable=True),
-        sa.Column("period_key", sa.String(length=7), nullable=False),
-        sa.Column("quantity", sa.BigInteger(), nullable=False),
-        sa.Column("unit_price", sa.BigInteger(), nullable=False),
-        sa.Column("cost", sa.String(length=80), nullable=False),
-        sa.Column("version_from", sa.String(length=10), nullable=False),
-        sa.Column("active", sa.Boolean(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["account_id"], ["accounts.id"], name=op.f("fk_charge_lines_account_id_accounts")
-        ),
-        sa.ForeignKeyConstraint(
-            ["meter_id"], ["meters.id"], name=op.f("fk_charge_lines_meter_id_meters")
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_charge_lines")),
-    )
-    with op.batch_alter_table("charge_lines", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_charge_lines_meter_end", ["meter_id", "interval_end"], unique=False
         )
 
     op.create_table(
@@ -1001,31 +1002,6 @@ def upgrade() -> None:
         batch_op.create_index("ix_quarantine_status", ["organisation_id", "status"], unique=False)
 
     op.create_table(
-        "readings",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("meter_id", sa.Integer(), nullable=False),
-        sa.Column("generation", sa.Integer(), nullable=False),
-        sa.Column("measured_at", sa.BigInteger(), nullable=False),
-        sa.Column("received_at", sa.BigInteger(), nullable=False),
-        sa.Column("register_total", sa.BigInteger(), nullable=False),
-        sa.Column("register_sharp", sa.BigInteger(), nullable=True),
-        sa.Column("register_peak", sa.BigInteger(), nullable=True),
-        sa.Column("register_flat", sa.BigInteger(), nullable=True),
-        sa.Column("register_valley", sa.BigInteger(), nullable=True),
-        sa.Column("register_deep_valley", sa.BigInteger(), nullable=True),
-        sa.Column("source", sa.String(length=20), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["meter_id"], ["meters.id"], name=op.f("fk_readings_meter_id_meters")
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_readings")),
-        sa.UniqueConstraint(
-            "meter_id",
-            "measured_at",
-            "generation",
-            name=op.f("uq_readings_meter_id_measured_at_generation"),
-        ),
-    )
-    op.create_table(
         "tariff_changes",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("organisation_id", sa.Integer(), nullable=False),
@@ -1139,7 +1115,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_tariff_changes_account_id"))
 
     op.drop_table("tariff_changes")
-    op.drop_table("readings")
     with op.batch_alter_table("quarantine", schema=None) as batch_op:
         batch_op.drop_index("ix_quarantine_status")
         batch_op.drop_index(batch_op.f("ix_quarantine_organisation_id"))
@@ -1175,10 +1150,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_commands_due")
 
     op.drop_table("commands")
-    with op.batch_alter_table("charge_lines", schema=None) as batch_op:
-        batch_op.drop_index("ix_charge_lines_meter_end")
-
-    op.drop_table("charge_lines")
     with op.batch_alter_table("account_presets", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_account_presets_organisation_id"))
 
@@ -1211,17 +1182,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_buses_gateway_id"))
 
     op.drop_table("buses")
-    with op.batch_alter_table("transfers", schema=None) as batch_op:
-        batch_op.drop_index(
-            "uq_transfers_reverses_id",
-            sqlite_where=sa.text("reverses_id IS NOT NULL"),
-            postgresql_where=sa.text("reverses_id IS NOT NULL"),
-        )
-        batch_op.drop_index("ix_transfers_debit")
-        batch_op.drop_index("ix_transfers_credit")
-        batch_op.drop_index("ix_transfers_account")
-
-    op.drop_table("transfers")
     with op.batch_alter_table("tariff_versions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tariff_versions_tariff_id"))
 
@@ -1272,10 +1232,26 @@ def downgrade() -> None:
     op.drop_table("alarm_plans")
     op.drop_table("users")
     op.drop_table("uplink_messages")
+    with op.batch_alter_table("transfers", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_transfers_reverses_id",
+            sqlite_where=sa.text("reverses_id IS NOT NULL"),
+            postgresql_where=sa.text("reverses_id IS NOT NULL"),
+        )
+        batch_op.drop_index("ix_transfers_debit")
+        batch_op.drop_index("ix_transfers_credit")
+        batch_op.drop_index("ix_transfers_account")
+
+    op.drop_table("transfers")
+    op.drop_table("readings")
     op.drop_table("organisations")
     with op.batch_alter_table("login_attempts", schema=None) as batch_op:
         batch_op.drop_index("ix_login_attempts_lookup")
 
     op.drop_table("login_attempts")
+    with op.batch_alter_table("charge_lines", schema=None) as batch_op:
+        batch_op.drop_index("ix_charge_lines_meter_end")
+
+    op.drop_table("charge_lines")
     op.drop_table("change_counters")
     # ### end Alembic commands ###
