@@ -19,9 +19,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from builders import T0, D, one_meter_account, steady_stream
-from sqlalchemy import Connection
+from builders import T0, D, make_org, one_meter_account, steady_stream
+from sqlalchemy import Connection, select
 
+from meterdesk.api.queries import audit as audit_queries
+from meterdesk.api.queries.audit import AuditFilter
+from meterdesk.api.queries.common import Window
+from meterdesk.audit.service import Entry, record_many
+from meterdesk.audit.tables import audit_log
 from meterdesk.billing import repository as billing_repository
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
@@ -133,3 +138,65 @@ def test_a_rooms_usage_today_does_not_read_the_meters_history(
     cost, found = _cost_of(worlds, usage)
     assert found[SHORT].today_quantity > 0 and found[LONG].today_quantity > 0
     _assert_flat(cost)
+
+
+# --- the audit log's pages ---------------------------------------------------------------------
+
+AUDIT_SHORT, AUDIT_LONG = 200, 4_000  # entries of history
+
+
+@pytest.fixture(scope="module")
+def audit_worlds(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[int, tuple[Database, int]]]:
+    """Two databases whose organisation differs only in the length of its audit log (and a
+    second organisation's entries interleaved, which no page may show)."""
+    made = {}
+    for count in (AUDIT_SHORT, AUDIT_LONG):
+        path = Path(tmp_path_factory.mktemp(f"audit{count}")) / "db.sqlite3"
+        engine = build_engine(f"sqlite:///{path}")
+        load_all_tables().create_all(engine)
+        db = Database(engine=engine, clock=FakeClock(T0))
+        ours = make_org(db, "Org A").id
+        theirs = make_org(db, "Org B").id
+        entries = [
+            Entry(org, "test:operator", action, f"account:{i % 7}", T0 + timedelta(minutes=i))
+            for i in range(count)
+            for org, action in ((ours, "recharge" if i % 3 else "refund"), (theirs, "recharge"))
+        ]
+        with db.transaction() as conn:
+            record_many(conn, entries)
+        made[count] = (db, ours)
+    yield made
+    for db, _ in made.values():
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "where",
+    [AuditFilter(), AuditFilter(action="refund"), AuditFilter(actor="test:operator")],
+    ids=["all", "action", "actor"],
+)
+def test_a_page_of_the_audit_log_does_not_sort_the_organisations_history(
+    audit_worlds: dict[int, tuple[Database, int]], where: AuditFilter
+) -> None:
+    cost, found = {}, {}
+    for count, (db, org) in audit_worlds.items():
+        cost[count], found[count] = _steps(
+            db, lambda conn, o=org: audit_queries.list_entries(conn, o, where, Window(None, 50))
+        )
+    for count, (db, org) in audit_worlds.items():
+        rows, cursor = found[count]
+        with db.read() as conn:  # the newest 50 of the organisation's matching entries
+            expected = [
+                dict(row)
+                for row in conn.execute(
+                    select(audit_log.c.id, audit_log.c.action, audit_log.c.actor)
+                    .where(audit_log.c.organisation_id == org)
+                    .order_by(audit_log.c.id.desc())
+                ).mappings()
+                if where.action in (None, row["action"]) and where.actor in (None, row["actor"])
+            ][:50]
+        assert [{k: r[k] for k in ("id", "action", "actor")} for r in rows] == expected
+        assert cursor == str(expected[-1]["id"])
+    assert cost[AUDIT_LONG] < 2 * cost[AUDIT_SHORT], cost

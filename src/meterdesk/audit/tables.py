@@ -21,3 +21,6 @@ audit_log = Table(
 )
 
 Index("ix_audit_org_at", audit_log.c.organisation_id, audit_log.c.at)
+# The log's pages (newest first, by id) and filters by action, actor or subject: through
+# (organisation, at) they sorted the organisation's whole history for every page.
+Index("ix_audit_org_id", audit_log.c.organisation_id, audit_log.c.id)

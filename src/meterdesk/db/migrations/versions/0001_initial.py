@@ -233,6 +233,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.create_index("ix_audit_org_at", ["organisation_id", "at"], unique=False)
+        batch_op.create_index("ix_audit_org_id", ["organisation_id", "id"], unique=False)
 
     op.create_table(
         "customers",
@@ -1221,6 +1222,7 @@ def downgrade() -> None:
 
     op.drop_table("customers")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.drop_index("ix_audit_org_id")
         batch_op.drop_index("ix_audit_org_at")
 
     op.drop_table("audit_log")
