@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from meterdesk.audit import service as audit
+from meterdesk.billing import control_state
 from meterdesk.billing.cashier import (
     MoneyResult,
     audit_desk_money,
@@ -60,7 +61,10 @@ def refund(
         )
         if replay is not None:
             return money_result(conn, account, replay, True)
+        # Emergency credit still owed is the operator's loan: never paid out as cash.
+        owed, _, _ = control_state.load_state(conn, account_id)
         balance = ledger_service.balance_fen(conn, request.debit_account_id)
+        balance -= owed.emergency_outstanding_fen
         if fen > balance:
             raise InsufficientFundsError(
                 f"only {from_fen(max(balance, 0))} can be refunded; {from_fen(fen)} was asked"
