@@ -4,6 +4,9 @@ PostgreSQL. Each test names what must hold; the books are checked after each."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +15,7 @@ from builders import (
     ACTOR,
     D,
     Setup,
+    all_transfers,
     check_books,
     ledger_code_balances,
     minutes,
@@ -20,12 +24,14 @@ from builders import (
     reading,
     wallet,
 )
+from sqlalchemy import Connection, text
 
-from meterdesk.billing import accounts, cashier_refund, control_admin
+from meterdesk.billing import accounts, cashier, cashier_refund, control_admin, postings
 from meterdesk.billing.control_send import RecordingOutbox
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
-from meterdesk.shared.errors import InsufficientFundsError
+from meterdesk.ledger import repository as ledger
+from meterdesk.shared.errors import ConflictError, InsufficientFundsError
 from meterdesk.shared.time import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -112,3 +118,176 @@ def test_emergency_credit_cannot_be_refunded_as_cash(db: Database, clock: FakeCl
         )
     assert wallet(db, setup.account) == D("10.00")
     check_books(db)
+
+
+# --- desk operations racing each other (PostgreSQL row locks; SQLite takes turns) ------------
+
+
+class Paused:
+    """Runs ``target`` in a thread; ``hold`` called inside it blocks until :meth:`release`."""
+
+    def __init__(self, target: Callable[[], object]) -> None:
+        self.reached, self.go = threading.Event(), threading.Event()
+        self.outcome: object = None
+        self.thread = threading.Thread(target=self._run, args=(target,))
+
+    def _run(self, target: Callable[[], object]) -> None:
+        try:
+            self.outcome = target()
+        except Exception as error:  # reported in the test's own thread
+            self.outcome = error
+
+    def hold(self) -> None:
+        if not self.reached.is_set():
+            self.reached.set()
+            assert self.go.wait(10)
+
+    def release(self) -> None:
+        self.go.set()
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+
+
+def blocked_or_done(db: Database, worker: threading.Thread, pids: list[int]) -> None:
+    """Wait until ``worker`` finished or (PostgreSQL) waits for a row lock; SQLite's writers
+    queue in the process, so there a short pause must do."""
+    if db.dialect != "postgresql":
+        worker.join(0.3)
+        return
+    deadline = time.monotonic() + 10
+    with db.engine.connect() as conn:
+        while worker.is_alive() and time.monotonic() < deadline:
+            if pids:
+                waiting = conn.execute(
+                    text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"),
+                    {"pid": pids[0]},
+                ).scalar_one_or_none()
+                conn.rollback()
+                if waiting == "Lock":
+                    return
+            time.sleep(0.02)
+
+
+def test_a_recharge_racing_a_close_is_refunded_or_refused_never_left_in_the_closed_wallet(
+    db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recharge read the account as open; the close settled the wallet meanwhile. The
+    recharge must then either wait and be refused, or be part of what the close refunds."""
+    setup = one_meter_account(db, price="1", credit="100")
+    clock.advance(timedelta(hours=1))
+    real_clearing = cashier.clearing_account
+
+    def clearing_then_pause(*args: Any) -> int:  # runs right after the status check
+        if threading.current_thread() is recharge.thread:
+            recharge.hold()
+        return real_clearing(*args)
+
+    monkeypatch.setattr(cashier, "clearing_account", clearing_then_pause)
+    recharge = Paused(
+        lambda: cashier.recharge(
+            db,
+            organisation_id=setup.org.id,
+            account_id=setup.account.account_id,
+            amount="50",
+            method="cash",
+            actor=ACTOR,
+            idempotency_key="receipt-1",
+        )
+    )
+    recharge.thread.start()
+    assert recharge.reached.wait(10)
+    pids: list[int] = []
+    closing = Paused(lambda: close(db, setup, "1000"))
+    if db.dialect == "postgresql":
+        monkeypatch.setattr(accounts, "account_by_number", backend_noted(pids))
+    closing.thread.start()
+    blocked_or_done(db, closing.thread, pids)
+    recharge.release()
+    closing.release()
+
+    if isinstance(recharge.outcome, Exception):
+        assert isinstance(recharge.outcome, ConflictError), recharge.outcome
+        refunded = D("100.00")
+    else:
+        refunded = D("150.00")
+    assert not isinstance(closing.outcome, Exception), closing.outcome
+    assert closing.outcome.refunded == refunded
+    assert wallet(db, setup.account) == D("0.00")
+    check_books(db)
+
+
+def backend_noted(pids: list[int]) -> Callable[..., dict[str, object]]:
+    """``accounts.account_by_number`` that first notes the backend running it."""
+    real = accounts.account_by_number
+
+    def noted(conn: Connection, **arguments: Any) -> dict[str, object]:
+        pids.append(int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one()))
+        return real(conn, **arguments)
+
+    return noted
+
+
+def test_a_refund_racing_a_deduction_never_pays_out_the_overdraft(
+    db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refund checked against 100.00 of credit while a batch deducted 30.00: posting it then
+    would pay 30.00 of the allowed overdraft out as cash. It must be checked against the balance
+    it is posted against (or wait for the batch and be refused)."""
+    setup = one_meter_account(db, price="1", credit="100", overdraft="50")
+    real_service = cashier_refund.ledger_service
+
+    class PauseBeforePosting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_service, name)
+
+        def post(self, *args: Any) -> Any:
+            refund.hold()
+            return real_service.post(*args)
+
+    monkeypatch.setattr(cashier_refund, "ledger_service", PauseBeforePosting())
+    refund = Paused(
+        lambda: cashier_refund.refund(
+            db,
+            organisation_id=setup.org.id,
+            account_id=setup.account.account_id,
+            amount="100",
+            method="cash",
+            actor=ACTOR,
+            idempotency_key="refund-1",
+        )
+    )
+    refund.thread.start()
+    assert refund.reached.wait(10)
+    pids: list[int] = []
+    ingest = Paused(lambda: Ingestor(db).ingest([reading(setup.meter_id, minutes(15), "1030")]))
+    if db.dialect == "postgresql":
+        real_lock = ledger.lock_balances
+
+        def noted(conn: Connection, ids: Any) -> Any:
+            if threading.current_thread() is ingest.thread and not pids:
+                pids.append(int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one()))
+            return real_lock(conn, ids)
+
+        monkeypatch.setattr(postings.ledger, "lock_balances", noted)
+    ingest.thread.start()
+    blocked_or_done(db, ingest.thread, pids)
+    refund.release()
+    ingest.release()
+
+    assert not isinstance(ingest.outcome, Exception), ingest.outcome
+    if isinstance(refund.outcome, Exception):
+        assert isinstance(refund.outcome, InsufficientFundsError), refund.outcome
+    assert_refunds_came_from_credit(db, setup.account.wallet_id)
+    check_books(db)
+
+
+def assert_refunds_came_from_credit(db: Database, wallet_id: int) -> None:
+    """Replaying the wallet's transfers in order, each refund was covered by the balance."""
+    running = 0
+    for transfer in all_transfers(db):
+        if transfer["reason"] == "refund":
+            assert running >= transfer["amount_fen"], f"refund of {transfer} from {running} fen"
+        if transfer["credit_account_id"] == wallet_id:
+            running += transfer["amount_fen"]
+        if transfer["debit_account_id"] == wallet_id:
+            running -= transfer["amount_fen"]
