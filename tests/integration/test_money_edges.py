@@ -21,12 +21,22 @@ from builders import (
     minutes,
     one_meter_account,
     owed,
+    quarantined,
     reading,
+    row_counts,
+    tou_definition,
     wallet,
 )
 from sqlalchemy import Connection, text
 
-from meterdesk.billing import accounts, cashier, cashier_refund, control_admin, postings
+from meterdesk.billing import (
+    accounts,
+    cashier,
+    cashier_refund,
+    control_admin,
+    corrections,
+    postings,
+)
 from meterdesk.billing.control_send import RecordingOutbox
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
@@ -291,3 +301,48 @@ def assert_refunds_came_from_credit(db: Database, wallet_id: int) -> None:
             running += transfer["amount_fen"]
         if transfer["debit_account_id"] == wallet_id:
             running -= transfer["amount_fen"]
+
+
+# --- readings after closing ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("late_total", ["1011", "1019"])  # re-priced dearer / cheaper
+def test_a_late_reading_inside_a_closed_accounts_billing_is_quarantined_and_moves_no_money(
+    db: Database, clock: FakeClock, late_total: str
+) -> None:
+    """Closing settled the account: its last interval (09:30-10:30 local, across the 10:00
+    flat → peak boundary) was billed and the rest refunded. A reading measured at 10:00 that
+    arrives afterwards would re-price that interval and post the difference to the closed
+    account: arrears after the settlement, or credit stranded in a closed wallet."""
+    setup = one_meter_account(db, price="1", credit="100", definition=tou_definition())
+    Ingestor(db).ingest([reading(setup.meter_id, minutes(90), "1010")])  # 09:30 local
+    clock.advance(timedelta(minutes=150))  # 10:30 local
+    close(db, setup, "1020")
+    before = (all_transfers(db), wallet(db, setup.account), owed(db, setup.account))
+
+    report = Ingestor(db).ingest([reading(setup.meter_id, minutes(120), late_total)])
+
+    assert (report.accepted, report.quarantined, report.transfers) == (0, 1, 0)
+    assert (all_transfers(db), wallet(db, setup.account), owed(db, setup.account)) == before
+    assert [q["reason_code"] for q in quarantined(db, setup.org)] == ["settled"]
+    check_books(db)
+
+
+def test_a_reading_of_a_closed_accounts_time_cannot_be_released_into_its_billing(
+    db: Database, clock: FakeClock
+) -> None:
+    """A jump quarantined while the account was open, released after it closed, would bill
+    the closed account: the release is refused and changes nothing."""
+    setup = one_meter_account(db, price="1", credit="100", max_rate="10")
+    Ingestor(db).ingest([reading(setup.meter_id, minutes(15), "1005")])  # 20 kWh an hour
+    [jump] = quarantined(db, setup.org)
+    clock.advance(timedelta(hours=2))
+    close(db, setup, "1015")
+    before = (all_transfers(db), row_counts(db))
+
+    with pytest.raises(ConflictError, match="closed"):
+        corrections.release(db, organisation_id=setup.org.id, quarantine_id=jump["id"], actor=ACTOR)
+
+    assert (all_transfers(db), row_counts(db)) == before
+    assert [q["id"] for q in quarantined(db, setup.org)] == [jump["id"]]
+    check_books(db)
