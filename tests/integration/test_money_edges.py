@@ -34,11 +34,14 @@ from meterdesk.billing import (
     cashier,
     cashier_refund,
     control_admin,
+    control_state,
+    control_tick,
     corrections,
     postings,
 )
 from meterdesk.billing.control_send import RecordingOutbox
 from meterdesk.billing.ingest import Ingestor
+from meterdesk.billing.policy import Supply
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
 from meterdesk.shared.errors import ConflictError, InsufficientFundsError
@@ -346,3 +349,85 @@ def test_a_reading_of_a_closed_accounts_time_cannot_be_released_into_its_billing
     assert (all_transfers(db), row_counts(db)) == before
     assert [q["id"] for q in quarantined(db, setup.org)] == [jump["id"]]
     check_books(db)
+
+
+# --- the control tick racing a recharge ------------------------------------------------------
+
+
+def test_a_tick_racing_a_recharge_never_leaves_a_recharged_account_cut(
+    db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cut deferred by friendly hours is due at the first tick after the window. The tick read
+    the balance (-5.00) just before a 100.00 recharge committed: deciding and saving on that
+    balance cuts a tenant with 95.00 of credit and overwrites the recharge's control state."""
+    setup = one_meter_account(db, price="1", credit="30")
+    outbox = RecordingOutbox()
+    control_admin.create_friendly_profile(
+        db,
+        organisation_id=setup.org.id,
+        name="nights",
+        windows=[{"start": "20:00", "end": "08:00"}],
+        weekends=False,
+        holidays=False,
+        actor=ACTOR,
+    )
+    control_admin.set_account_policy(
+        db,
+        organisation_id=setup.org.id,
+        number="A-1",
+        actor=ACTOR,
+        outbox=outbox,
+        change=control_admin.PolicyChange(friendly_profile="nights"),
+    )
+    clock.now = clock.now.replace(hour=13)  # 21:00 local: inside the window
+    Ingestor(db, outbox).ingest([reading(setup.meter_id, clock.now, "1035")])  # -5.00
+    assert outbox.commands == []
+    clock.now = clock.now.replace(hour=23, minute=30) + timedelta(hours=1)  # 08:30 local
+    real_days_left = control_tick.days_left
+
+    def days_left_then_pause(*args: Any) -> Any:  # runs right after the balances are read
+        tick.hold()
+        return real_days_left(*args)
+
+    monkeypatch.setattr(control_tick, "days_left", days_left_then_pause)
+    tick = Paused(lambda: control_tick.tick(db, outbox=outbox))
+    tick.thread.start()
+    assert tick.reached.wait(10)
+    pids: list[int] = []
+    if db.dialect == "postgresql":
+        monkeypatch.setattr(cashier, "load_account", pid_noted(pids, cashier.load_account))
+    recharge = Paused(
+        lambda: cashier.recharge(
+            db,
+            organisation_id=setup.org.id,
+            account_id=setup.account.account_id,
+            amount="100",
+            method="cash",
+            actor=ACTOR,
+            idempotency_key="receipt-1",
+            outbox=outbox,
+        )
+    )
+    recharge.thread.start()
+    blocked_or_done(db, recharge.thread, pids)
+    tick.release()
+    recharge.release()
+
+    assert not isinstance(tick.outcome, Exception), tick.outcome
+    assert not isinstance(recharge.outcome, Exception), recharge.outcome
+    assert wallet(db, setup.account) == D("95.00")
+    with db.read() as conn:
+        state, _, _ = control_state.load_state(conn, setup.account.account_id)
+    assert state.supply is Supply.ON, state
+    check_books(db)
+
+
+def pid_noted(pids: list[int], real: Callable[..., Any]) -> Callable[..., Any]:
+    """``real`` (taking the connection first) that first notes the backend running it."""
+
+    def noted(conn: Connection, *args: Any, **arguments: Any) -> Any:
+        if not pids:
+            pids.append(int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one()))
+        return real(conn, *args, **arguments)
+
+    return noted
