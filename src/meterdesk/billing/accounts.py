@@ -285,13 +285,16 @@ def _recent_baseline(cursor: Reading | None, meter_id: int, at: datetime) -> dat
     return cursor.measured_at
 
 
-def account_by_number(conn: Connection, *, organisation_id: int, number: str) -> dict[str, object]:
+def account_by_number(
+    conn: Connection, *, organisation_id: int, number: str, lock: bool = False
+) -> dict[str, object]:
+    """The account row; with ``lock``, locked on PostgreSQL until the transaction ends (as
+    :func:`meterdesk.billing.cashier.load_account` locks it for the desk)."""
+    query = select(accounts).where(
+        accounts.c.organisation_id == organisation_id, accounts.c.number == number
+    )
     row = (
-        conn.execute(
-            select(accounts).where(
-                accounts.c.organisation_id == organisation_id, accounts.c.number == number
-            )
-        )
+        conn.execute(query.with_for_update(key_share=True) if lock else query)
         .mappings()
         .one_or_none()
     )
@@ -328,7 +331,7 @@ def close_account(
 ) -> ClosedAccount:
     at = db.clock()
     with db.transaction() as conn:
-        account = account_by_number(conn, organisation_id=organisation_id, number=number)
+        account = account_by_number(conn, organisation_id=organisation_id, number=number, lock=True)
         if account["status"] != AccountStatus.OPEN.value:
             raise ConflictError(f"account {number!r} is already closed")
         account_id = int(str(account["id"]))

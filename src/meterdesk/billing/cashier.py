@@ -90,11 +90,14 @@ def payment_method(value: str) -> PaymentMethod:
 
 
 def load_account(conn: Connection, organisation_id: int, account_id: int) -> dict[str, object]:
+    """The account row, locked on PostgreSQL until the transaction ends: a desk operation and a
+    closing of the same account run one after the other, so none acts on a status or balance
+    the other is changing (money in a closed wallet)."""
     row = (
         conn.execute(
-            select(accounts).where(
-                accounts.c.id == account_id, accounts.c.organisation_id == organisation_id
-            )
+            select(accounts)
+            .where(accounts.c.id == account_id, accounts.c.organisation_id == organisation_id)
+            .with_for_update(key_share=True)
         )
         .mappings()
         .one_or_none()

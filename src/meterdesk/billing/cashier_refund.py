@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from meterdesk.audit import service as audit
+from meterdesk.billing import control_state
 from meterdesk.billing.cashier import (
     MoneyResult,
     audit_desk_money,
@@ -21,6 +22,7 @@ from meterdesk.billing.cashier import (
 from meterdesk.billing.control_send import Outbox
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.db.database import Database
+from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
 from meterdesk.ledger.model import Reason
 from meterdesk.ledger.tables import transfers
@@ -60,7 +62,13 @@ def refund(
         )
         if replay is not None:
             return money_result(conn, account, replay, True)
-        balance = ledger_service.balance_fen(conn, request.debit_account_id)
+        # Emergency credit still owed is the operator's loan: never paid out as cash.
+        owed, _, _ = control_state.load_state(conn, account_id)
+        # Read under the wallet's lock (PostgreSQL): a deduction committed after an unlocked
+        # read would let the refund pay out the overdraft.
+        wallet_id = request.debit_account_id
+        balance = ledger.lock_balances(conn, [wallet_id])[wallet_id].balance_fen
+        balance -= owed.emergency_outstanding_fen
         if fen > balance:
             raise InsufficientFundsError(
                 f"only {from_fen(max(balance, 0))} can be refunded; {from_fen(fen)} was asked"

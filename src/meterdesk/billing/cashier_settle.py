@@ -1,6 +1,8 @@
-"""Settlement when an account closes (销户): whatever credit is left goes back to the tenant
-through the chosen payment method, and an overdraft used up at closing becomes arrears to collect.
-Runs in the closing's transaction (:func:`meterdesk.billing.accounts.close_account`).
+"""Settlement when an account closes (销户): emergency credit (应急用电) still owed is repaid from
+the wallet first and what the wallet cannot cover becomes arrears; whatever credit is left then
+goes back to the tenant through the chosen payment method, and an overdraft used up at closing
+becomes arrears to collect. Runs in the closing's transaction
+(:func:`meterdesk.billing.accounts.close_account`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from decimal import Decimal
 
 from sqlalchemy import Connection
 
+from meterdesk.billing import control_state
 from meterdesk.billing.cashier import clearing_account, load_account, payment_method
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
-from meterdesk.ledger.model import Reason, TransferRequest
+from meterdesk.ledger.model import AccountKind, Reason, TransferRequest
 from meterdesk.shared.money import from_fen
 
 
@@ -40,6 +43,7 @@ def settle_in(
     payment = payment_method(method)
     wallet_id, arrears_id = int(str(account["wallet_id"])), int(str(account["arrears_id"]))
     wallet = ledger_service.balance_fen(conn, wallet_id)
+    wallet -= _settle_emergency(conn, account, wallet, actor=actor, at=at, key=idempotency_key)
     transfer_id = None
     if wallet < 0:
         # An allowed overdraft used up at closing becomes arrears to collect.
@@ -79,3 +83,53 @@ def settle_in(
         ).transfer_id
     arrears = ledger_service.balance_fen(conn, arrears_id)
     return Settlement(from_fen(max(wallet, 0)), from_fen(-arrears), transfer_id)
+
+
+def _settle_emergency(
+    conn: Connection,
+    account: dict[str, object],
+    wallet_fen: int,
+    *,
+    actor: str,
+    at: datetime,
+    key: str,
+) -> int:
+    """Emergency credit still owed is the operator's loan, not the tenant's credit: repay it
+    from the wallet and move what the wallet cannot cover to arrears. Returns what the wallet
+    paid."""
+    account_id = int(str(account["id"]))
+    state, _, _ = control_state.load_state(conn, account_id)
+    owed = state.emergency_outstanding_fen
+    if owed <= 0:
+        return 0
+    organisation_id = int(str(account["organisation_id"]))
+    receivable = ledger.system_account(
+        conn,
+        organisation_id=organisation_id,
+        code="receivable:emergency_credit",
+        kind=AccountKind.CLEARING,
+        at=at,
+    )
+    from_wallet = min(owed, max(wallet_fen, 0))
+    parts = ((from_wallet, "wallet_id", "emergency"), (owed - from_wallet, "arrears_id", "arrears"))
+    ledger.apply_transfers(
+        conn,
+        [
+            TransferRequest(
+                organisation_id=organisation_id,
+                idempotency_key=f"{organisation_id}:{key}:emergency:{suffix}",
+                debit_account_id=int(str(account[source])),
+                credit_account_id=receivable,
+                amount_fen=amount,
+                reason=Reason.EMERGENCY_REPAYMENT,
+                actor=actor,
+                created_at=at,
+                account_id=account_id,
+                memo="emergency credit (应急用电) owed on closing",
+            )
+            for amount, source, suffix in parts
+            if amount
+        ],
+    )
+    control_state.record_emergency(conn, account_id=account_id, outstanding_fen=0, at=at)
+    return from_wallet

@@ -28,6 +28,7 @@ from meterdesk.billing.control_state import ControlledAccount, load_accounts, sa
 from meterdesk.billing.policy import Cause, ControlState, Decision, Situation, decide
 from meterdesk.billing.tables import accounts, friendly_profiles, site_holidays
 from meterdesk.db.bulk import raw_rows
+from meterdesk.ledger import repository as ledger
 from meterdesk.ledger.tables import ledger_accounts
 from meterdesk.shared.time import zone
 
@@ -108,11 +109,27 @@ def _site(conn: Connection, account_id: int) -> tuple[int, ZoneInfo]:
     return row[0][0], zone(row[0][1])
 
 
-def net_balances(conn: Connection, account_ids: Iterable[int]) -> dict[int, int]:
-    """Wallet minus what is owed on arrears, per account, in fen."""
+def net_balances(
+    conn: Connection, account_ids: Iterable[int], *, lock: bool = False
+) -> dict[int, int]:
+    """Wallet minus what is owed on arrears, per account, in fen. With ``lock``, read under the
+    balances' row locks (PostgreSQL), in the ingest's order: for a caller that decides on them
+    without having posted (the tick), so a recharge committing meanwhile cannot be overruled
+    by a decision on the balance before it."""
     ids = sorted(set(account_ids))
     if not ids:
         return {}
+    if lock:
+        owned = conn.execute(
+            select(accounts.c.id, accounts.c.wallet_id, accounts.c.arrears_id).where(
+                accounts.c.id.in_(ids)
+            )
+        ).all()
+        held = ledger.lock_balances(conn, [i for row in owned for i in row[1:]])
+        return {
+            int(row.id): held[row.wallet_id].balance_fen + held[row.arrears_id].balance_fen
+            for row in owned
+        }
     rows = conn.execute(
         select(accounts.c.id, ledger_accounts.c.balance_fen.label("wallet"))
         .join(ledger_accounts, ledger_accounts.c.id == accounts.c.wallet_id)

@@ -292,7 +292,7 @@ def take_emergency_credit(
     Returns the transfer id."""
     at = db.clock()
     with db.transaction() as conn:
-        account = account_by_number(conn, organisation_id=organisation_id, number=number)
+        account = account_by_number(conn, organisation_id=organisation_id, number=number, lock=True)
         account_id = int(str(account["id"]))
         loaded = control_state.load_accounts(conn, {account_id: 0}, everyone=True)
         if not loaded:

@@ -39,7 +39,7 @@ def tick(
         candidates = _candidates(conn)
     for chunk in _chunks(candidates, BATCH):
         with db.transaction() as conn:
-            balances = control.net_balances(conn, chunk)
+            balances = control.net_balances(conn, chunk, lock=True)
             forecast = days_left(conn, balances, at)
             made = control.evaluate_in(
                 conn,

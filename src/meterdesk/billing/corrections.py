@@ -71,6 +71,11 @@ def release(
             [IncomingReading(item.meter_id, item.measured_at, item.total, item.bands, source)],
             at,
         )
+        if report.quarantined:  # rolled back: no second item, the first stays open
+            raise ConflictError(
+                "the reading cannot be billed now: it would be quarantined again (e.g. measured "
+                "while the meter belonged to an account closed and settled since); discard it"
+            )
         metering.resolve_quarantined(
             conn, quarantine_id=quarantine_id, resolution="released", actor=actor, at=at
         )

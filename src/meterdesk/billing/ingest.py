@@ -235,7 +235,13 @@ class Ingestor:
             except ValidationError as error:  # an unknown band name
                 problem = str(error)
             if problem is not None:  # one bad reading must not fail its whole batch
-                batch.quarantine.append(_malformed(profile, incoming, problem))
+                batch.quarantine.append(_as_sent_item(profile, incoming, problem))
+                continue
+            settled = self._settled(incoming)
+            if settled is not None:  # billing it would post to a closed account after its refund
+                batch.quarantine.append(
+                    _as_sent_item(profile, incoming, settled, QuarantineReason.SETTLED)
+                )
                 continue
             reading = Reading(
                 meter_id=incoming.meter_id,
@@ -262,6 +268,18 @@ class Ingestor:
         return {
             meter_id: sorted(found.values(), key=order_key) for meter_id, found in by_meter.items()
         }
+
+    def _settled(self, incoming: IncomingReading) -> str | None:
+        """Why a reading cannot be billed: it lies strictly inside the span of a closed account,
+        whose billing was settled (re-pricing would post to it after its refund)."""
+        for held in self._assignments.get(incoming.meter_id, ()):
+            end = held.end_at
+            if held.settled and end is not None and held.start_at < incoming.measured_at < end:
+                return (
+                    f"measured while the meter belonged to account {held.account_id}, "
+                    "closed and settled since"
+                )
+        return None
 
     @staticmethod
     def _generations(
@@ -427,14 +445,19 @@ def _quarantined(
     )
 
 
-def _malformed(profile: MeterProfile, incoming: IncomingReading, problem: str) -> QuarantineItem:
+def _as_sent_item(
+    profile: MeterProfile,
+    incoming: IncomingReading,
+    problem: str,
+    code: QuarantineReason = QuarantineReason.MALFORMED,
+) -> QuarantineItem:
     return QuarantineItem(
         organisation_id=profile.organisation_id,
         meter_id=profile.meter_id,
         source_ref=f"meter:{profile.meter_id}",
         measured_at=incoming.measured_at,
         payload=_as_sent(incoming),
-        reason_code=QuarantineReason.MALFORMED,
+        reason_code=code,
         reason=problem,
     )
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection
 
-from meterdesk.billing.model import BillingMode, PeriodTotal
+from meterdesk.billing.model import AccountStatus, BillingMode, PeriodTotal
 from meterdesk.billing.tables import (
     QUANTITY_PLACES,
     charge_lines,
@@ -50,6 +50,7 @@ class Assignment:
     billing_mode: BillingMode
     wallet_id: int
     arrears_id: int
+    settled: bool = False  # the account is closed: its billing was settled
 
     def covers(self, start: datetime, end: datetime) -> bool:
         return self.start_at <= start and (self.end_at is None or end <= self.end_at)
@@ -63,11 +64,14 @@ def load_assignments(conn: Connection, meter_ids: Iterable[int]) -> dict[int, li
     rows = raw_rows(
         conn,
         "SELECT a.meter_id, a.account_id, c.organisation_id, a.tariff_id, a.start_at, a.end_at, c.billing_mode, "
-        "c.wallet_id, c.arrears_id FROM meter_assignments a JOIN accounts c ON c.id = a.account_id "
-        "WHERE a.meter_id IN :ids ORDER BY a.start_at",
+        "c.wallet_id, c.arrears_id, c.status FROM meter_assignments a "
+        "JOIN accounts c ON c.id = a.account_id WHERE a.meter_id IN :ids ORDER BY a.start_at",
         ids=ids,
     )
-    for meter_id, account_id, org, tariff_id, start_at, end_at, mode, wallet_id, arrears_id in rows:
+    for row in rows:
+        meter_id, account_id, org, tariff_id, start_at, end_at, mode, wallet_id, arrears_id = row[
+            :9
+        ]
         result[meter_id].append(
             Assignment(
                 meter_id=meter_id,
@@ -79,6 +83,7 @@ def load_assignments(conn: Connection, meter_ids: Iterable[int]) -> dict[int, li
                 billing_mode=BillingMode(mode),
                 wallet_id=wallet_id,
                 arrears_id=arrears_id,
+                settled=row[9] == AccountStatus.CLOSED.value,
             )
         )
     return result

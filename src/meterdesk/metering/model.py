@@ -72,6 +72,7 @@ class QuarantineReason(StrEnum):
     BANDS_DISAGREE = "bands_disagree"
     UNKNOWN_METER = "unknown_meter"
     MALFORMED = "malformed"
+    SETTLED = "settled"  # inside the billing of an account already closed and settled
 
 
 @dataclass(frozen=True)
