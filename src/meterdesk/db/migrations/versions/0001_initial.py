@@ -948,6 +948,9 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_notification_outbox_org_created", ["organisation_id", "created_at"], unique=False
         )
+        batch_op.create_index(
+            "ix_notification_outbox_org_id", ["organisation_id", "id"], unique=False
+        )
 
     op.create_table(
         "period_totals",
@@ -1124,6 +1127,7 @@ def downgrade() -> None:
     op.drop_table("quarantine")
     op.drop_table("period_totals")
     with op.batch_alter_table("notification_outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_notification_outbox_org_id")
         batch_op.drop_index("ix_notification_outbox_org_created")
         batch_op.drop_index("ix_notification_outbox_due")
         batch_op.drop_index(batch_op.f("ix_notification_outbox_customer_id"))
