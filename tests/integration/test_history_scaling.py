@@ -33,6 +33,7 @@ from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
+from meterdesk.devices.commands import repository as command_repository
 from meterdesk.devices.tables import commands
 from meterdesk.notifications import service as notifications
 from meterdesk.notifications.tables import notification_outbox
@@ -352,4 +353,32 @@ def test_a_page_of_notifications_does_not_sort_the_organisations_outbox(
         assert len(expected) == (QUIET if {"customer_id", "account_id"} & set(where) else 50)
     # The customer's and account's dozen messages are found through their own indexes, not by
     # walking the organisation's outbox from its newest message.
+    assert cost[OUTBOX_LONG] < 2 * cost[OUTBOX_SHORT], cost
+
+
+@pytest.mark.parametrize(
+    "status", [None, "confirmed", "failed"], ids=["all", "confirmed", "failed"]
+)
+def test_a_page_of_commands_does_not_sort_every_command_of_a_status(
+    outbox_worlds: dict[int, Outbox], status: str | None
+) -> None:
+    cost = {}
+    for count, world in outbox_worlds.items():
+        cost[count], found = _steps(
+            world.db,
+            lambda conn, w=world: command_repository.select_commands(
+                conn, organisation_id=w.org, status=status, limit=50
+            ),
+        )
+        with world.db.read() as conn:
+            expected = [
+                row.id
+                for row in conn.execute(
+                    select(commands.c.id, commands.c.status)
+                    .where(commands.c.organisation_id == world.org)
+                    .order_by(commands.c.id.desc())
+                )
+                if status in (None, row.status)
+            ][:50]
+        assert [command.id for command in found] == expected and len(expected) == 50
     assert cost[OUTBOX_LONG] < 2 * cost[OUTBOX_SHORT], cost
