@@ -29,15 +29,19 @@ from meterdesk.api.queries.common import Window
 from meterdesk.audit.service import Entry, record_many
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing import repository as billing_repository
+from meterdesk.billing import statements
 from meterdesk.billing.ingest import Ingestor
+from meterdesk.billing.tables import accounts
 from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
 from meterdesk.devices.commands import repository as command_repository
 from meterdesk.devices.tables import commands
+from meterdesk.ledger.tables import transfers
 from meterdesk.notifications import service as notifications
 from meterdesk.notifications.tables import notification_outbox
 from meterdesk.reports import room_detail, whatif
+from meterdesk.shared.money import from_fen
 from meterdesk.shared.time import FakeClock
 from meterdesk.sites import service as sites
 
@@ -143,6 +147,90 @@ def test_a_rooms_usage_today_does_not_read_the_meters_history(
 
     cost, found = _cost_of(worlds, usage)
     assert found[SHORT].today_quantity > 0 and found[LONG].today_quantity > 0
+    _assert_flat(cost)
+
+
+@pytest.fixture(scope="module")
+def ledger_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Database]]:
+    """Two databases whose account differs only in the length of its ledger history: readings
+    arrive an hour at a time, so each hour's deductions are posted at that hour."""
+    made = {}
+    for count in (SHORT, LONG):
+        path = Path(tmp_path_factory.mktemp(f"ledger{count}")) / "db.sqlite3"
+        engine = build_engine(f"sqlite:///{path}")
+        load_all_tables().create_all(engine)
+        clock = FakeClock(T0)
+        db = Database(engine=engine, clock=clock)
+        setup = one_meter_account(db, credit="100000", opening="1000")
+        stream = steady_stream(
+            setup.meter_id, start_total=D("1000"), count=count, step=D("0.5"), every=EVERY
+        )
+        ingestor = Ingestor(db)
+        for first in range(0, count, 4):
+            clock.advance(T0 + EVERY * (first + 4) - clock())
+            ingestor.ingest(stream[first : first + 4])
+        made[count] = db
+    yield made
+    for db in made.values():
+        db.engine.dispose()
+
+
+def test_a_statements_opening_balance_does_not_read_the_accounts_history(
+    ledger_worlds: dict[int, Database],
+) -> None:
+    """The room page's 30-day chart and every statement: the opening balances are worked back
+    from the stored ones through the period's entries, not summed over the whole history."""
+    cost, found = {}, {}
+    for count, db in ledger_worlds.items():
+        start, end = _last_two_hours(count)
+        with db.read() as conn:
+            org, wallet_id, arrears_id = conn.execute(
+                select(accounts.c.organisation_id, accounts.c.wallet_id, accounts.c.arrears_id)
+            ).one()
+            entries = conn.execute(select(transfers)).mappings().all()
+        cost[count], found[count] = _db_steps(
+            db,
+            lambda d=db, o=org, s=start, e=end: statements.statement(
+                d, organisation_id=o, number="A-1", start=s, end=e
+            ),
+        )
+
+        def before(ledger_account: int, s: datetime = start, rows: Any = entries) -> int:
+            return sum(
+                (row["amount_fen"] if row["credit_account_id"] == ledger_account else 0)
+                - (row["amount_fen"] if row["debit_account_id"] == ledger_account else 0)
+                for row in rows
+                if row["created_at"] < s  # summed forwards
+            )
+
+        made = found[count]
+        assert made.opening_balance == from_fen(before(wallet_id))
+        assert made.opening_arrears == from_fen(-before(arrears_id))
+        assert made.opening_balance < 100_000  # the history was deducted before the period
+        in_period = [
+            row["id"]
+            for row in entries
+            if start <= row["created_at"] < end
+            and {wallet_id, arrears_id} & {row["debit_account_id"], row["credit_account_id"]}
+        ]
+        assert [line.transfer_id for line in made.lines] == sorted(in_period) and in_period
+    _assert_flat(cost)
+
+
+def test_a_rooms_orders_do_not_read_the_accounts_deductions(
+    ledger_worlds: dict[int, Database],
+) -> None:
+    """The room page's orders (recharges, refunds …) are found by reason, not by walking back
+    through every deduction the account ever had."""
+    cost, found = {}, {}
+    for count, db in ledger_worlds.items():
+        with db.read() as conn:
+            account_id = conn.execute(select(accounts.c.id)).scalar_one()
+        cost[count], found[count] = _steps(
+            db, lambda conn, a=account_id: room_detail.orders(conn, a)
+        )
+    assert [row["reason"] for row in found[SHORT]] == ["recharge"]  # the opening credit
+    assert [row["reason"] for row in found[LONG]] == ["recharge"]
     _assert_flat(cost)
 
 

@@ -124,9 +124,15 @@ def upgrade() -> None:
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_transfers_idempotency_key")),
     )
     with op.batch_alter_table("transfers", schema=None) as batch_op:
-        batch_op.create_index("ix_transfers_account", ["account_id", "id"], unique=False)
-        batch_op.create_index("ix_transfers_credit", ["credit_account_id", "id"], unique=False)
-        batch_op.create_index("ix_transfers_debit", ["debit_account_id", "id"], unique=False)
+        batch_op.create_index(
+            "ix_transfers_account", ["account_id", "reason", "created_at", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_transfers_credit", ["credit_account_id", "created_at", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_transfers_debit", ["debit_account_id", "created_at", "id"], unique=False
+        )
         batch_op.create_index(
             "uq_transfers_reverses_id",
             ["reverses_id"],
