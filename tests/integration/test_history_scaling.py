@@ -12,6 +12,7 @@ rows a statement visits and does not depend on the machine's speed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -19,8 +20,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from builders import T0, D, make_org, one_meter_account, steady_stream
-from sqlalchemy import Connection, select
+from builders import T0, D, make_meter, make_org, one_meter_account, steady_stream
+from sqlalchemy import Connection, event, insert, select
 
 from meterdesk.api.queries import audit as audit_queries
 from meterdesk.api.queries.audit import AuditFilter
@@ -28,12 +29,21 @@ from meterdesk.api.queries.common import Window
 from meterdesk.audit.service import Entry, record_many
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing import repository as billing_repository
+from meterdesk.billing import statements
 from meterdesk.billing.ingest import Ingestor
+from meterdesk.billing.tables import accounts
 from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
+from meterdesk.devices.commands import repository as command_repository
+from meterdesk.devices.tables import commands
+from meterdesk.ledger.tables import transfers
+from meterdesk.notifications import service as notifications
+from meterdesk.notifications.tables import notification_outbox
 from meterdesk.reports import room_detail, whatif
+from meterdesk.shared.money import from_fen
 from meterdesk.shared.time import FakeClock
+from meterdesk.sites import service as sites
 
 EVERY = timedelta(minutes=15)
 SHORT, LONG = 100, 2_000  # intervals of history
@@ -140,6 +150,90 @@ def test_a_rooms_usage_today_does_not_read_the_meters_history(
     _assert_flat(cost)
 
 
+@pytest.fixture(scope="module")
+def ledger_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Database]]:
+    """Two databases whose account differs only in the length of its ledger history: readings
+    arrive an hour at a time, so each hour's deductions are posted at that hour."""
+    made = {}
+    for count in (SHORT, LONG):
+        path = Path(tmp_path_factory.mktemp(f"ledger{count}")) / "db.sqlite3"
+        engine = build_engine(f"sqlite:///{path}")
+        load_all_tables().create_all(engine)
+        clock = FakeClock(T0)
+        db = Database(engine=engine, clock=clock)
+        setup = one_meter_account(db, credit="100000", opening="1000")
+        stream = steady_stream(
+            setup.meter_id, start_total=D("1000"), count=count, step=D("0.5"), every=EVERY
+        )
+        ingestor = Ingestor(db)
+        for first in range(0, count, 4):
+            clock.advance(T0 + EVERY * (first + 4) - clock())
+            ingestor.ingest(stream[first : first + 4])
+        made[count] = db
+    yield made
+    for db in made.values():
+        db.engine.dispose()
+
+
+def test_a_statements_opening_balance_does_not_read_the_accounts_history(
+    ledger_worlds: dict[int, Database],
+) -> None:
+    """The room page's 30-day chart and every statement: the opening balances are worked back
+    from the stored ones through the period's entries, not summed over the whole history."""
+    cost, found = {}, {}
+    for count, db in ledger_worlds.items():
+        start, end = _last_two_hours(count)
+        with db.read() as conn:
+            org, wallet_id, arrears_id = conn.execute(
+                select(accounts.c.organisation_id, accounts.c.wallet_id, accounts.c.arrears_id)
+            ).one()
+            entries = conn.execute(select(transfers)).mappings().all()
+        cost[count], found[count] = _db_steps(
+            db,
+            lambda d=db, o=org, s=start, e=end: statements.statement(
+                d, organisation_id=o, number="A-1", start=s, end=e
+            ),
+        )
+
+        def before(ledger_account: int, s: datetime = start, rows: Any = entries) -> int:
+            return sum(
+                (row["amount_fen"] if row["credit_account_id"] == ledger_account else 0)
+                - (row["amount_fen"] if row["debit_account_id"] == ledger_account else 0)
+                for row in rows
+                if row["created_at"] < s  # summed forwards
+            )
+
+        made = found[count]
+        assert made.opening_balance == from_fen(before(wallet_id))
+        assert made.opening_arrears == from_fen(-before(arrears_id))
+        assert made.opening_balance < 100_000  # the history was deducted before the period
+        in_period = [
+            row["id"]
+            for row in entries
+            if start <= row["created_at"] < end
+            and {wallet_id, arrears_id} & {row["debit_account_id"], row["credit_account_id"]}
+        ]
+        assert [line.transfer_id for line in made.lines] == sorted(in_period) and in_period
+    _assert_flat(cost)
+
+
+def test_a_rooms_orders_do_not_read_the_accounts_deductions(
+    ledger_worlds: dict[int, Database],
+) -> None:
+    """The room page's orders (recharges, refunds …) are found by reason, not by walking back
+    through every deduction the account ever had."""
+    cost, found = {}, {}
+    for count, db in ledger_worlds.items():
+        with db.read() as conn:
+            account_id = conn.execute(select(accounts.c.id)).scalar_one()
+        cost[count], found[count] = _steps(
+            db, lambda conn, a=account_id: room_detail.orders(conn, a)
+        )
+    assert [row["reason"] for row in found[SHORT]] == ["recharge"]  # the opening credit
+    assert [row["reason"] for row in found[LONG]] == ["recharge"]
+    _assert_flat(cost)
+
+
 # --- the audit log's pages ---------------------------------------------------------------------
 
 AUDIT_SHORT, AUDIT_LONG = 200, 4_000  # entries of history
@@ -200,3 +294,179 @@ def test_a_page_of_the_audit_log_does_not_sort_the_organisations_history(
         assert [{k: r[k] for k in ("id", "action", "actor")} for r in rows] == expected
         assert cursor == str(expected[-1]["id"])
     assert cost[AUDIT_LONG] < 2 * cost[AUDIT_SHORT], cost
+
+
+def _db_steps(db: Database, work: Callable[[], Any]) -> tuple[int, Any]:
+    """SQLite VM steps spent by ``work``, which opens its own connections (a service call)."""
+    counted = [0]
+
+    def tick() -> int:
+        counted[0] += 1
+        return 0
+
+    def count(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.set_progress_handler(tick, 10)
+
+    def stop(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.set_progress_handler(None, 10)
+
+    event.listen(db.engine, "checkout", count)
+    event.listen(db.engine, "checkin", stop)
+    try:
+        result = work()
+    finally:
+        event.remove(db.engine, "checkout", count)
+        event.remove(db.engine, "checkin", stop)
+    return counted[0], result
+
+
+# --- the notification outbox and the command list ----------------------------------------------
+
+OUTBOX_SHORT, OUTBOX_LONG = 200, 4_000  # messages (and commands) of history
+QUIET = 12  # the quiet customer's and account's messages, all at the start of history
+
+
+@dataclass(frozen=True)
+class Outbox:
+    db: Database
+    org: int
+    customer_id: int  # the quiet customer
+    account_id: int  # the quiet account
+
+
+@pytest.fixture(scope="module")
+def outbox_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Outbox]]:
+    """Two databases whose organisation differs only in the length of its outbox and command
+    history; a second organisation's rows are interleaved, and a quiet customer and account
+    have a dozen old messages in both."""
+    made = {}
+    for count in (OUTBOX_SHORT, OUTBOX_LONG):
+        path = Path(tmp_path_factory.mktemp(f"outbox{count}")) / "db.sqlite3"
+        engine = build_engine(f"sqlite:///{path}")
+        load_all_tables().create_all(engine)
+        db = Database(engine=engine, clock=FakeClock(T0))
+        ours = one_meter_account(db)
+        theirs = make_org(db, "Org B")
+        their_meter = make_meter(db, theirs, "M9")
+        quiet = sites.create_customer(db, organisation_id=ours.org.id, name="Han Mei", phone="138")
+        messages, orders = [], []
+        for i in range(count):
+            at = T0 + timedelta(minutes=i)
+            status = "failed" if i % 3 == 0 else "sent"
+            for org, customer, meter in (
+                (ours.org, ours.org.customer_id, ours.meter_id),
+                (theirs, theirs.customer_id, their_meter),
+            ):
+                is_quiet = org is ours.org and i < QUIET
+                messages.append(
+                    dict(
+                        organisation_id=org.id,
+                        event_kind="low_balance",
+                        event_key=f"{org.id}.{i}",
+                        customer_id=quiet if is_quiet else customer,
+                        account_id=ours.account.account_id if is_quiet else None,
+                        channel="sms",
+                        address="139",
+                        language="zh",
+                        timezone="Asia/Shanghai",
+                        template_key="low_balance",
+                        params="{}",
+                        dedupe_key=f"{org.id}.{i}",
+                        urgency="normal",
+                        status=status,
+                        attempts=1,
+                        next_attempt_at=at,
+                        created_at=at,
+                        sent_at=at,
+                    )
+                )
+                orders.append(
+                    dict(
+                        organisation_id=org.id,
+                        meter_id=meter,
+                        kind="relay_trip",
+                        params="{}",
+                        status="failed" if i % 3 == 0 else "confirmed",
+                        attempts=1,
+                        max_attempts=3,
+                        next_attempt_at=at,
+                        deadline_at=at,
+                        idempotency_key=f"{org.id}.{i}",
+                        created_by="test:operator",
+                        created_at=at,
+                        sent_at=at,
+                        finished_at=at,
+                    )
+                )
+        with db.transaction() as conn:
+            conn.execute(insert(notification_outbox), messages)
+            conn.execute(insert(commands), orders)
+        made[count] = Outbox(db, ours.org.id, quiet, ours.account.account_id)
+    yield made
+    for world in made.values():
+        world.db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "where",
+    [{}, {"status": "sent"}, {"status": "failed"}, {"customer_id": 0}, {"account_id": 0}],
+    ids=["all", "sent", "failed", "customer", "account"],
+)
+def test_a_page_of_notifications_does_not_sort_the_organisations_outbox(
+    outbox_worlds: dict[int, Outbox], where: dict[str, Any]
+) -> None:
+    cost = {}
+    for count, world in outbox_worlds.items():
+        chosen = {  # the quiet customer's or account's id for their filters
+            key: {"customer_id": world.customer_id, "account_id": world.account_id}.get(key, value)
+            for key, value in where.items()
+        }
+        cost[count], found = _db_steps(
+            world.db,
+            lambda w=world, c=chosen: notifications.list_notifications(
+                w.db, organisation_id=w.org, limit=50, **c
+            ),
+        )
+        with world.db.read() as conn:  # the newest 50 of the organisation's matching messages
+            expected = [
+                row.id
+                for row in conn.execute(
+                    select(notification_outbox)
+                    .where(notification_outbox.c.organisation_id == world.org)
+                    .order_by(notification_outbox.c.id.desc())
+                )
+                if all(getattr(row, key) == value for key, value in chosen.items())
+            ][:50]
+        assert [row["id"] for row in found] == expected
+        assert len(expected) == (QUIET if {"customer_id", "account_id"} & set(where) else 50)
+    # The customer's and account's dozen messages are found through their own indexes, not by
+    # walking the organisation's outbox from its newest message.
+    assert cost[OUTBOX_LONG] < 2 * cost[OUTBOX_SHORT], cost
+
+
+@pytest.mark.parametrize(
+    "status", [None, "confirmed", "failed"], ids=["all", "confirmed", "failed"]
+)
+def test_a_page_of_commands_does_not_sort_every_command_of_a_status(
+    outbox_worlds: dict[int, Outbox], status: str | None
+) -> None:
+    cost = {}
+    for count, world in outbox_worlds.items():
+        cost[count], found = _steps(
+            world.db,
+            lambda conn, w=world: command_repository.select_commands(
+                conn, organisation_id=w.org, status=status, limit=50
+            ),
+        )
+        with world.db.read() as conn:
+            expected = [
+                row.id
+                for row in conn.execute(
+                    select(commands.c.id, commands.c.status)
+                    .where(commands.c.organisation_id == world.org)
+                    .order_by(commands.c.id.desc())
+                )
+                if status in (None, row.status)
+            ][:50]
+        assert [command.id for command in found] == expected and len(expected) == 50
+    assert cost[OUTBOX_LONG] < 2 * cost[OUTBOX_SHORT], cost

@@ -95,7 +95,9 @@ class Statement:
 def statement(
     db: Database, *, organisation_id: int, number: str, start: datetime, end: datetime
 ) -> Statement:
-    with db.read() as conn:
+    # One snapshot: the opening balances are worked back from the stored balances through the
+    # entries since ``start``, which must all be read as of the same commit.
+    with db.snapshot() as conn:
         account = account_by_number(conn, organisation_id=organisation_id, number=number)
         wallet_id, arrears_id = int(str(account["wallet_id"])), int(str(account["arrears_id"]))
         wallet = ledger_service.balance_before(conn, wallet_id, start)

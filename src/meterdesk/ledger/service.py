@@ -111,19 +111,25 @@ def balance_fen(conn: Connection, account_id: int) -> int:
 
 
 def balance_before(conn: Connection, account_id: int, before: datetime) -> int:
-    """Balance from the entries strictly before an instant (credits minus debits)."""
+    """Balance from the entries strictly before an instant (credits minus debits).
+
+    Worked back from the stored balance, which always equals the net of the account's entries
+    (apply_transfers moves both together): summing forwards read the account's whole history
+    for a 30-day chart. Read the balance and the entries in one snapshot (Database.snapshot),
+    or an entry committed between the two reads counts twice. Bounded by time, not by id:
+    created_at does not follow id order (a repayment reuses an earlier instant)."""
     cutoff = instant_int(before)
     credits = conn.execute(
         select(func.coalesce(func.sum(transfers.c.amount_fen), 0)).where(
-            transfers.c.credit_account_id == account_id, transfers.c.created_at < cutoff
+            transfers.c.credit_account_id == account_id, transfers.c.created_at >= cutoff
         )
     ).scalar_one()
     debits = conn.execute(
         select(func.coalesce(func.sum(transfers.c.amount_fen), 0)).where(
-            transfers.c.debit_account_id == account_id, transfers.c.created_at < cutoff
+            transfers.c.debit_account_id == account_id, transfers.c.created_at >= cutoff
         )
     ).scalar_one()
-    return int(credits) - int(debits)
+    return balance_fen(conn, account_id) - (int(credits) - int(debits))
 
 
 def entries_between(

@@ -63,9 +63,21 @@ transfers = Table(
     CheckConstraint("debit_account_id <> credit_account_id", name="two_accounts"),
 )
 
-Index("ix_transfers_debit", transfers.c.debit_account_id, transfers.c.id)
-Index("ix_transfers_credit", transfers.c.credit_account_id, transfers.c.id)
-Index("ix_transfers_account", transfers.c.account_id, transfers.c.id)
+# By time within an account: a statement's period (and the entries since its start, from which
+# its opening balance is worked back) and the week of deductions behind the days-of-credit
+# forecast read only that stretch, not the account's whole history; the reason before the time
+# lets the room page's orders skip the account's deductions. Replacing the (account, id)
+# indexes, not added to them: transfers are written for every reading (+0.27 % instructions per
+# reading in the ingest, measured with callgrind).
+Index("ix_transfers_debit", transfers.c.debit_account_id, transfers.c.created_at, transfers.c.id)
+Index("ix_transfers_credit", transfers.c.credit_account_id, transfers.c.created_at, transfers.c.id)
+Index(
+    "ix_transfers_account",
+    transfers.c.account_id,
+    transfers.c.reason,
+    transfers.c.created_at,
+    transfers.c.id,
+)
 # A transfer is reversed at most once. Partial, because almost every transfer reverses nothing:
 # a full unique index would take an entry per transfer (NULLs included) on the ingest's hot
 # insert, for nothing.

@@ -76,6 +76,13 @@ Index(
     notification_outbox.c.organisation_id,
     notification_outbox.c.created_at,
 )
+# The operators' list (newest first, by id) and its status, channel and event filters: through
+# (organisation, created at) every page sorted the organisation's whole outbox.
+Index(
+    "ix_notification_outbox_org_id",
+    notification_outbox.c.organisation_id,
+    notification_outbox.c.id,
+)
 
 notification_log = Table(
     "notification_log",

@@ -124,9 +124,15 @@ def upgrade() -> None:
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_transfers_idempotency_key")),
     )
     with op.batch_alter_table("transfers", schema=None) as batch_op:
-        batch_op.create_index("ix_transfers_account", ["account_id", "id"], unique=False)
-        batch_op.create_index("ix_transfers_credit", ["credit_account_id", "id"], unique=False)
-        batch_op.create_index("ix_transfers_debit", ["debit_account_id", "id"], unique=False)
+        batch_op.create_index(
+            "ix_transfers_account", ["account_id", "reason", "created_at", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_transfers_credit", ["credit_account_id", "created_at", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_transfers_debit", ["debit_account_id", "created_at", "id"], unique=False
+        )
         batch_op.create_index(
             "uq_transfers_reverses_id",
             ["reverses_id"],
@@ -794,6 +800,7 @@ def upgrade() -> None:
     with op.batch_alter_table("commands", schema=None) as batch_op:
         batch_op.create_index("ix_commands_due", ["status", "next_attempt_at"], unique=False)
         batch_op.create_index("ix_commands_meter", ["meter_id", "id"], unique=False)
+        batch_op.create_index("ix_commands_status_id", ["status", "id"], unique=False)
 
     op.create_table(
         "device_status",
@@ -947,6 +954,9 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             "ix_notification_outbox_org_created", ["organisation_id", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_notification_outbox_org_id", ["organisation_id", "id"], unique=False
         )
 
     op.create_table(
@@ -1124,6 +1134,7 @@ def downgrade() -> None:
     op.drop_table("quarantine")
     op.drop_table("period_totals")
     with op.batch_alter_table("notification_outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_notification_outbox_org_id")
         batch_op.drop_index("ix_notification_outbox_org_created")
         batch_op.drop_index("ix_notification_outbox_due")
         batch_op.drop_index(batch_op.f("ix_notification_outbox_customer_id"))
@@ -1147,6 +1158,7 @@ def downgrade() -> None:
     op.drop_table("meter_assignments")
     op.drop_table("device_status")
     with op.batch_alter_table("commands", schema=None) as batch_op:
+        batch_op.drop_index("ix_commands_status_id")
         batch_op.drop_index("ix_commands_meter")
         batch_op.drop_index("ix_commands_due")
 
