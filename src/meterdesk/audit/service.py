@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, select
 
 from meterdesk.audit.tables import audit_log
 
@@ -38,6 +38,23 @@ def record(
 ) -> None:
     entry = Entry(organisation_id, actor, action, subject, at, detail, source)
     conn.execute(insert(audit_log).values(**_row(entry)))
+
+
+def last_detail(
+    conn: Connection, *, organisation_id: int, action: str, subject: str
+) -> dict[str, Any] | None:
+    """The detail of the latest entry of an action on a subject, or None if there is none."""
+    found = conn.execute(
+        select(audit_log.c.detail)
+        .where(
+            audit_log.c.organisation_id == organisation_id,
+            audit_log.c.action == action,
+            audit_log.c.subject == subject,
+        )
+        .order_by(audit_log.c.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return None if found is None else dict(json.loads(found))
 
 
 def record_many(conn: Connection, entries: Sequence[Entry]) -> None:

@@ -9,6 +9,8 @@ arrears stay on the arrears account as a bill to collect. History is kept.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,8 +31,13 @@ from meterdesk.ledger.model import AccountKind
 from meterdesk.metering import repository as metering_repository
 from meterdesk.metering.model import Reading, ReadingSource
 from meterdesk.metering.tables import meters
-from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
-from meterdesk.shared.money import parse_money, to_fen
+from meterdesk.shared.errors import (
+    ConflictError,
+    IdempotencyConflictError,
+    NotFoundError,
+    ValidationError,
+)
+from meterdesk.shared.money import from_fen, parse_money, to_fen
 from meterdesk.sites.tables import customers, rooms
 from meterdesk.tariffs.tables import tariffs
 
@@ -330,9 +337,14 @@ def close_account(
     ingestor: Ingestor | None = None,
 ) -> ClosedAccount:
     at = db.clock()
+    cashier.desk_key(organisation_id, idempotency_key)  # a clear error before anything is done
+    asked = _close_request(number, final_readings, refund_method)
     with db.transaction() as conn:
         account = account_by_number(conn, organisation_id=organisation_id, number=number, lock=True)
         if account["status"] != AccountStatus.OPEN.value:
+            first = _closed_with(conn, account, idempotency_key, asked)
+            if first is not None:  # sent again with its key: the first result (README)
+                return first
             raise ConflictError(f"account {number!r} is already closed")
         account_id = int(str(account["id"]))
         held = {
@@ -388,6 +400,63 @@ def close_account(
             action="account.close",
             subject=f"account:{number}",
             at=at,
-            detail={"refunded": str(settled.refunded), "arrears": str(settled.arrears)},
+            detail={
+                "refunded": str(settled.refunded),
+                "arrears": str(settled.arrears),
+                "refund_transfer": settled.transfer_id,
+                "key": idempotency_key,  # what a repeated close is answered from
+                "request": asked,
+            },
         )
     return ClosedAccount(number, settled.refunded, settled.arrears, settled.transfer_id)
+
+
+def _close_request(number: str, finals: Sequence[FinalReading], method: str) -> str:
+    """What makes two closes "the same request" for their key."""
+    described = [
+        number,
+        method,
+        sorted(
+            [r.meter_id, str(r.total), sorted((k, str(v)) for k, v in (r.bands or {}).items())]
+            for r in finals
+        ),
+    ]
+    return hashlib.sha256(json.dumps(described).encode()).hexdigest()
+
+
+def _closed_with(
+    conn: Connection, account: dict[str, object], key: str, asked: str
+) -> ClosedAccount | None:
+    """The result of the close made with this key, if this account was closed with it."""
+    organisation_id, number = int(str(account["organisation_id"])), str(account["number"])
+    detail = audit.last_detail(
+        conn, organisation_id=organisation_id, action="account.close", subject=f"account:{number}"
+    )
+    if detail is None:
+        return None
+    if "key" in detail:
+        if detail["key"] != key:
+            return None
+        if detail["request"] != asked:
+            raise IdempotencyConflictError(
+                f"idempotency key {key!r} was already used for a different request"
+            )
+        refund = detail["refund_transfer"]
+        return ClosedAccount(
+            number,
+            Decimal(detail["refunded"]),
+            Decimal(detail["arrears"]),
+            None if refund is None else int(refund),
+        )
+    # Closed before closes recorded their key: its refund, if any, carries it.
+    settlement = ledger.find_by_keys(conn, [cashier.desk_key(organisation_id, key)]).get(
+        cashier.desk_key(organisation_id, key)
+    )
+    if settlement is None or settlement["account_id"] != account["id"]:
+        return None
+    return ClosedAccount(
+        number,
+        from_fen(int(str(settlement["amount_fen"]))),
+        Decimal(detail["arrears"]),
+        int(str(settlement["id"])),
+    )

@@ -80,6 +80,16 @@ def audit_desk_money(
     )
 
 
+KEY_LENGTH = 150  # as the API's Idempotency-Key header; room left for derived keys (200)
+
+
+def desk_key(organisation_id: int, key: str) -> str:
+    """The stored key of a desk transfer: the operator's key within the organisation."""
+    if not key or len(key) > KEY_LENGTH:
+        raise ValidationError(f"key: give 1 to {KEY_LENGTH} characters (a receipt or order number)")
+    return f"{organisation_id}:{key}"
+
+
 def payment_method(value: str) -> PaymentMethod:
     try:
         return PaymentMethod(value)
@@ -162,7 +172,7 @@ def desk_transfer(
     organisation_id = int(str(account["organisation_id"]))
     request = TransferRequest(
         organisation_id=organisation_id,
-        idempotency_key=f"{organisation_id}:{key}",
+        idempotency_key=desk_key(organisation_id, key),
         debit_account_id=clearing if inbound else wallet,
         credit_account_id=wallet if inbound else clearing,
         amount_fen=fen,

@@ -13,6 +13,7 @@ from meterdesk.billing.cashier import (
     MoneyResult,
     audit_desk_money,
     clearing_account,
+    desk_key,
     desk_transfer,
     load_account,
     money_result,
@@ -20,6 +21,7 @@ from meterdesk.billing.cashier import (
     tell,
 )
 from meterdesk.billing.control_send import Outbox
+from meterdesk.billing.model import AccountStatus
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
@@ -62,6 +64,10 @@ def refund(
         )
         if replay is not None:
             return money_result(conn, account, replay, True)
+        if account["status"] != AccountStatus.OPEN.value:
+            raise ConflictError(
+                f"account {account['number']} is closed: what was left was refunded on closing"
+            )
         # Emergency credit still owed is the operator's loan: never paid out as cash.
         owed, _, _ = control_state.load_state(conn, account_id)
         # Read under the wallet's lock (PostgreSQL): a deduction committed after an unlocked
@@ -105,29 +111,42 @@ def reverse(
     idempotency_key: str,
     memo: str | None = None,
 ) -> int:
-    """Reverse a desk entry (a recharge or refund made in error) with a new, opposite transfer."""
+    """Reverse a desk entry (a recharge or refund made in error) with a new, opposite transfer.
+    Not once the account is closed: its wallet was settled, so reversing a recharge would take
+    it below zero after the refund paid that money out, and reversing a refund would leave money
+    in a wallet nobody can pay out. A repeated request still answers the first reversal."""
     at = db.clock()
     with db.transaction() as conn:
-        reason = conn.execute(
-            select(transfers.c.reason).where(
+        entry = conn.execute(
+            select(transfers.c.reason, transfers.c.account_id).where(
                 transfers.c.id == transfer_id, transfers.c.organisation_id == organisation_id
             )
-        ).scalar_one_or_none()
-        if reason is None:
+        ).one_or_none()
+        if entry is None:
             raise NotFoundError(f"transfer {transfer_id} not found")
+        reason = entry.reason
         if reason not in (Reason.RECHARGE.value, Reason.REFUND.value):
             raise ConflictError(
                 f"only recharges and refunds can be reversed at the desk, not a {reason}"
             )
+        # Locked like every desk operation: a close (or a second reversal of the same entry)
+        # waits for this one, so it settles the wallet as reversed, not the balance before.
+        account = load_account(conn, organisation_id, int(entry.account_id))
+        closed = account["status"] != AccountStatus.OPEN.value
         posted = ledger_service.reverse(
             conn,
             organisation_id=organisation_id,
             transfer_id=transfer_id,
             actor=actor,
-            idempotency_key=f"{organisation_id}:{idempotency_key}",
+            idempotency_key=desk_key(organisation_id, idempotency_key),
             at=at,
             memo=memo,
+            refusal=f"account {account['number']} is closed: its credit was settled on closing"
+            if closed
+            else None,
         )
+        if posted.replayed:
+            return posted.transfer_id
         audit.record(
             conn,
             organisation_id=organisation_id,

@@ -12,7 +12,14 @@ from sqlalchemy import Connection
 from meterdesk.billing import control_state
 from meterdesk.billing.policy import emergency_repayment
 from meterdesk.ledger import repository as ledger
-from meterdesk.ledger.model import AccountKind, Reason, TransferRequest, arrears_repayment
+from meterdesk.ledger.model import (
+    REPAY_ARREARS,
+    AccountKind,
+    Reason,
+    TransferRequest,
+    arrears_repayment,
+    derived_key,
+)
 
 
 def repay_emergency(conn: Connection, account: dict[str, object], cause: TransferRequest) -> None:
@@ -32,7 +39,7 @@ def repay_emergency(conn: Connection, account: dict[str, object], cause: Transfe
         [
             TransferRequest(
                 organisation_id=cause.organisation_id,
-                idempotency_key=f"{cause.idempotency_key}:emergency",
+                idempotency_key=derived_key("repay-emergency", cause.idempotency_key),
                 debit_account_id=cause.credit_account_id,
                 credit_account_id=receivable,
                 amount_fen=amount,
@@ -66,7 +73,7 @@ def repay_arrears(conn: Connection, account: dict[str, object], cause: TransferR
             [
                 TransferRequest(
                     organisation_id=cause.organisation_id,
-                    idempotency_key=f"{cause.idempotency_key}:repay",
+                    idempotency_key=derived_key(REPAY_ARREARS, cause.idempotency_key),
                     debit_account_id=wallet_id,
                     credit_account_id=arrears_id,
                     amount_fen=amount,

@@ -14,10 +14,10 @@ from decimal import Decimal
 from sqlalchemy import Connection
 
 from meterdesk.billing import control_state
-from meterdesk.billing.cashier import clearing_account, load_account, payment_method
+from meterdesk.billing.cashier import clearing_account, desk_key, load_account, payment_method
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
-from meterdesk.ledger.model import AccountKind, Reason, TransferRequest
+from meterdesk.ledger.model import AccountKind, Reason, TransferRequest, derived_key
 from meterdesk.shared.money import from_fen
 
 
@@ -52,7 +52,9 @@ def settle_in(
             [
                 TransferRequest(
                     organisation_id=organisation_id,
-                    idempotency_key=f"{organisation_id}:{idempotency_key}:overdraft",
+                    idempotency_key=derived_key(
+                        "settle-overdraft", desk_key(organisation_id, idempotency_key)
+                    ),
                     debit_account_id=arrears_id,
                     credit_account_id=wallet_id,
                     amount_fen=-wallet,
@@ -69,7 +71,7 @@ def settle_in(
             conn,
             TransferRequest(
                 organisation_id=organisation_id,
-                idempotency_key=f"{organisation_id}:{idempotency_key}",
+                idempotency_key=desk_key(organisation_id, idempotency_key),
                 debit_account_id=wallet_id,
                 credit_account_id=clearing,
                 amount_fen=wallet,
@@ -111,13 +113,15 @@ def _settle_emergency(
         at=at,
     )
     from_wallet = min(owed, max(wallet_fen, 0))
-    parts = ((from_wallet, "wallet_id", "emergency"), (owed - from_wallet, "arrears_id", "arrears"))
+    parts = ((from_wallet, "wallet_id", "wallet"), (owed - from_wallet, "arrears_id", "arrears"))
     ledger.apply_transfers(
         conn,
         [
             TransferRequest(
                 organisation_id=organisation_id,
-                idempotency_key=f"{organisation_id}:{key}:emergency:{suffix}",
+                idempotency_key=derived_key(
+                    f"settle-emergency-{part}", desk_key(organisation_id, key)
+                ),
                 debit_account_id=int(str(account[source])),
                 credit_account_id=receivable,
                 amount_fen=amount,
@@ -127,7 +131,7 @@ def _settle_emergency(
                 account_id=account_id,
                 memo="emergency credit (应急用电) owed on closing",
             )
-            for amount, source, suffix in parts
+            for amount, source, part in parts
             if amount
         ],
     )

@@ -183,8 +183,13 @@ def set_account_policy(
 ) -> dict[str, Any]:
     at = db.clock()
     with db.transaction() as conn:
-        account = account_by_number(conn, organisation_id=organisation_id, number=number)
+        # Locks in the order of ingest, recharge and tick (account row, wallet and arrears by
+        # id, then the control row), and the decision below is taken on the balances read under
+        # them: a recharge or batch committing between an unlocked read and the decision was
+        # overruled (a tenant just recharged cut off).
+        account = account_by_number(conn, organisation_id=organisation_id, number=number, lock=True)
         account_id = int(str(account["id"]))
+        balances = control.net_balances(conn, [account_id], lock=True)
         values = _policy_values(conn, organisation_id, change)
         current = (
             conn.execute(
@@ -217,7 +222,6 @@ def set_account_policy(
             at=at,
             detail={k: v for k, v in change.__dict__.items() if v is not None},
         )
-        balances = control.net_balances(conn, [account_id])
         control.evaluate_in(
             conn, balances=balances, at=at, cause=Cause.POLICY_CHANGE, outbox=outbox
         )
@@ -294,10 +298,12 @@ def take_emergency_credit(
     with db.transaction() as conn:
         account = account_by_number(conn, organisation_id=organisation_id, number=number, lock=True)
         account_id = int(str(account["id"]))
+        # Under the balances' locks (as set_account_policy): a batch deducting meanwhile would
+        # otherwise have supply restored on the balance before it.
+        balance = control.net_balances(conn, [account_id], lock=True)[account_id]
         loaded = control_state.load_accounts(conn, {account_id: 0}, everyone=True)
         if not loaded:
             raise ConflictError(f"account {number} is not open")
-        balance = control.net_balances(conn, [account_id])[account_id]
         refusal = may_take_emergency_credit(loaded[0].policy, loaded[0].state, balance)
         if refusal:
             raise ConflictError(refusal)

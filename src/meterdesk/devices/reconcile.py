@@ -42,7 +42,7 @@ from meterdesk.devices.commands.model import (
     meter_price_table,
 )
 from meterdesk.devices.ports import Snapshot
-from meterdesk.ledger.model import Reason
+from meterdesk.ledger.model import REPAY_ARREARS, Reason, derived_key
 from meterdesk.ledger.tables import ledger_accounts, transfers
 from meterdesk.metering.tables import meters
 from meterdesk.shared.errors import ConflictError, NotFoundError
@@ -141,8 +141,14 @@ def _recharge_transfer(
 
 def _repaid_fen(conn: Connection, recharge_key: str) -> int:
     """What the ledger took from this recharge to repay arrears (it never reached the wallet)."""
+    # Keyed by derived_key now, ``{key}:repay`` in older databases; only a repayment counts (a
+    # recharge keyed "R-7:repay" by the operator is not the repayment of "R-7").
+    keys = [derived_key(REPAY_ARREARS, recharge_key), f"{recharge_key}:repay"]
     found = conn.execute(
-        select(transfers.c.amount_fen).where(transfers.c.idempotency_key == f"{recharge_key}:repay")
+        select(transfers.c.amount_fen).where(
+            transfers.c.idempotency_key.in_(keys),
+            transfers.c.reason == Reason.ARREARS_REPAYMENT.value,
+        )
     ).scalar_one_or_none()
     return int(found or 0)
 

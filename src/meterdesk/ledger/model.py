@@ -121,6 +121,19 @@ def request_hash(
     return hash_fields(fields)
 
 
+REPAY_ARREARS = "repay-arrears"  # the purpose in a recharge's arrears repayment's key
+
+
+def derived_key(purpose: str, key: str) -> str:
+    """The key of a transfer a desk operation posts beside its own (a repayment, a part of a
+    settlement): the purpose, a word, before the desk key. Desk keys start with the
+    organisation's id (``{org}:{operator key}``), so no operator key can take a derived one;
+    they used to be ``{key}:{purpose}``, which a recharge keyed ``R-7:repay`` took from the
+    recharge keyed ``R-7``. Keys stored in that form stay as they are: a replay is answered by
+    the desk key, and :func:`meterdesk.devices.reconcile` reads repayments by either form."""
+    return f"{purpose}:{key}"
+
+
 def hash_fields(fields: tuple[object, ...]) -> str:
     """The fingerprint of a request's fields, in :func:`request_hash`'s order, the reason as its
     text."""

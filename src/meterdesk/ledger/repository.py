@@ -16,12 +16,18 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 
 from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
 from meterdesk.db.types import instant_int
 from meterdesk.ledger.model import AccountKind, TransferRequest, hash_fields
 from meterdesk.ledger.tables import ledger_accounts, transfers
-from meterdesk.shared.errors import InsufficientFundsError, NotFoundError
+from meterdesk.shared.errors import (
+    ConflictError,
+    IdempotencyConflictError,
+    InsufficientFundsError,
+    NotFoundError,
+)
 
 TRANSFER_COLUMNS = (
     "organisation_id",
@@ -158,8 +164,45 @@ def apply_transfers(
     balances: dict[int, Balance] | None = None,
 ) -> None:
     """Insert the transfers and move each balance once by its net change. ``balances`` (from
-    :func:`lock_balances`), when given, is updated to the balances as stored afterwards."""
-    _apply(conn, TRANSFER_COLUMNS, [_row(request) for request in requests], balances)
+    :func:`lock_balances`), when given, is updated to the balances as stored afterwards.
+
+    A key (or a reversal of the same transfer) committed by a concurrent transaction after the
+    caller checked it is a clear refusal, not the database's error: the insert runs in a
+    savepoint, so what the other transaction stored can be read to say which. (Desk operations
+    only; ingest's keys are its own.)"""
+    try:
+        with conn.begin_nested():
+            _apply(conn, TRANSFER_COLUMNS, [_row(request) for request in requests], balances)
+    except (IntegrityError, conn.dialect.loaded_dbapi.IntegrityError):  # bulk_insert: the driver's
+        refusal = _taken(conn, requests)
+        if refusal is None:
+            raise
+        raise refusal from None
+
+
+def _taken(conn: Connection, requests: Sequence[TransferRequest]) -> ConflictError | None:
+    """Why the insert conflicted with a committed transfer, or None if none explains it."""
+    stored = find_by_keys(conn, [request.idempotency_key for request in requests])
+    for request in requests:
+        found = stored.get(request.idempotency_key)
+        if found is None:
+            continue
+        if found["request_hash"] != request.request_hash():
+            return IdempotencyConflictError(
+                f"idempotency key {request.idempotency_key!r} was already used for a different "
+                "request"
+            )
+        return ConflictError(
+            f"idempotency key {request.idempotency_key!r} was used by the same request sent at "
+            "the same time; send it again for its result"
+        )
+    reversed_ids = [request.reverses_id for request in requests if request.reverses_id]
+    already = conn.execute(
+        select(transfers.c.reverses_id).where(transfers.c.reverses_id.in_(reversed_ids))
+    ).first()
+    if already is not None:
+        return ConflictError(f"transfer {already[0]} was already reversed")
+    return None
 
 
 def apply_system_rows(

@@ -59,7 +59,11 @@ def reverse(
     idempotency_key: str,
     at: datetime,
     memo: str | None = None,
+    refusal: str | None = None,
 ) -> Posted:
+    """The opposite transfer, once per key and once per transfer. With ``refusal``, a new
+    reversal is refused with that reason, while the same request already posted still answers
+    its first result."""
     original = (
         conn.execute(
             select(transfers).where(
@@ -94,6 +98,8 @@ def reverse(
     )
     if replay is not None:
         return Posted(replay, replayed=True)
+    if refusal is not None:
+        raise ConflictError(refusal)
     already = conn.execute(
         select(transfers.c.id).where(transfers.c.reverses_id == transfer_id)
     ).scalar_one_or_none()
