@@ -462,3 +462,50 @@ def test_a_close_key_shaped_like_a_derived_key_does_not_block_a_later_close(
 
     assert (closed.refunded, closed.arrears) == (D("0.00"), D("5.00"))
     check_books(db)
+
+
+# --- refunds and reversals decide at once, as recharges and deductions do ---------------------
+
+
+def refund(db: Database, setup: Setup, amount: str, key: str) -> cashier.MoneyResult:
+    return cashier_refund.refund(
+        db,
+        organisation_id=setup.org.id,
+        account_id=setup.account.account_id,
+        amount=amount,
+        method="cash",
+        actor=ACTOR,
+        idempotency_key=key,
+    )
+
+
+def test_a_refund_of_all_the_credit_cuts_supply_at_once(db: Database) -> None:
+    setup = one_meter_account(db, credit="50")
+    assert supply(db, setup) is Supply.ON
+    refund(db, setup, "50", "refund-all")
+    assert supply(db, setup) is Supply.OFF  # cut at zero: not left on until the next reading
+    check_books(db)
+
+
+def test_a_reversed_recharge_that_leaves_the_account_in_debt_cuts_supply_at_once(
+    db: Database, clock: FakeClock
+) -> None:
+    setup = one_meter_account(db, credit="10", overdraft="100")
+    topped = recharge(db, setup, "40", "r-40")
+    clock.advance(timedelta(hours=1))
+    Ingestor(db).ingest([reading(setup.meter_id, clock.now, "1030.5951")])  # 30.5951 × 0.6537
+    assert wallet(db, setup.account) == D("30.00")
+    reverse(db, setup, topped.transfer_id, "undo-r-40")
+    assert wallet(db, setup.account) == D("-10.00")
+    assert supply(db, setup) is Supply.OFF
+    check_books(db)
+
+
+def test_a_reversed_refund_restores_supply_at_once(db: Database) -> None:
+    setup = one_meter_account(db, credit="50")
+    refunded = refund(db, setup, "50", "refund-all")
+    assert supply(db, setup) is Supply.OFF
+    reverse(db, setup, refunded.transfer_id, "undo-refund")
+    assert wallet(db, setup.account) == D("50.00")
+    assert supply(db, setup) is Supply.ON
+    check_books(db)

@@ -1,14 +1,17 @@
 """Money back out at the desk: a refund (退费) of wallet credit to the tenant, and the reversal
 (冲正) of a desk entry made in error (a recharge or a refund) by a new, opposite transfer. Both are
-idempotent like a recharge (:mod:`meterdesk.billing.cashier`) and audited.
+idempotent like a recharge (:mod:`meterdesk.billing.cashier`) and audited, and, like it, run the
+control loop on the balance they leave.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import Connection, select
 
 from meterdesk.audit import service as audit
-from meterdesk.billing import control_state
+from meterdesk.billing import control, control_state
 from meterdesk.billing.cashier import (
     MoneyResult,
     audit_desk_money,
@@ -23,6 +26,7 @@ from meterdesk.billing.cashier import (
 from meterdesk.billing.control_send import Outbox
 from meterdesk.billing.model import AccountStatus
 from meterdesk.billing.outbox import DatabaseOutbox
+from meterdesk.billing.policy import Cause
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
@@ -80,15 +84,9 @@ def refund(
                 f"only {from_fen(max(balance, 0))} can be refunded; {from_fen(fen)} was asked"
             )
         posted = ledger_service.post(conn, request)
-        tell(
-            conn,
-            outbox or DatabaseOutbox(lambda: at),
-            account,
-            "refund",
-            f"refund:{posted.transfer_id}",
-            fen,
-            at,
-        )
+        sender = outbox or DatabaseOutbox(lambda: at)
+        tell(conn, sender, account, "refund", f"refund:{posted.transfer_id}", fen, at)
+        _decide(conn, account_id, Cause.DEDUCTION, sender, at)
         audit_desk_money(
             conn,
             action="money.refund",
@@ -110,6 +108,7 @@ def reverse(
     actor: str,
     idempotency_key: str,
     memo: str | None = None,
+    outbox: Outbox | None = None,
 ) -> int:
     """Reverse a desk entry (a recharge or refund made in error) with a new, opposite transfer.
     Not once the account is closed: its wallet was settled, so reversing a recharge would take
@@ -147,6 +146,10 @@ def reverse(
         )
         if posted.replayed:
             return posted.transfer_id
+        # Money back in (a refund reversed) re-arms alarms and may restore, as a recharge does;
+        # money out (a recharge reversed) may warn or cut, as a deduction does.
+        cause = Cause.RECHARGE if reason == Reason.REFUND.value else Cause.DEDUCTION
+        _decide(conn, int(entry.account_id), cause, outbox or DatabaseOutbox(lambda: at), at)
         audit.record(
             conn,
             organisation_id=organisation_id,
@@ -157,3 +160,17 @@ def reverse(
             detail={"reversal": posted.transfer_id},
         )
         return posted.transfer_id
+
+
+def _decide(conn: Connection, account_id: int, cause: Cause, outbox: Outbox, at: datetime) -> None:
+    """The control loop on the balance this desk entry left (in its transaction, under the
+    balances' locks): a refund or a reversed recharge can take the balance to an alarm level or
+    the cut threshold, a reversed refund above the restore threshold — decided now, not at the
+    next reading or tick."""
+    control.evaluate_in(
+        conn,
+        balances=control.net_balances(conn, [account_id], lock=True),
+        at=at,
+        cause=cause,
+        outbox=outbox,
+    )
