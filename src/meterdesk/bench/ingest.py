@@ -101,13 +101,18 @@ def _one_round(workload: Workload, places: Places, naive_sample: int) -> dict[st
     naive_engine = _copy_prepared(places, ours_engine, workload)
     database = DatabaseTime()
     pipeline = Ingestor(Database(ours_engine, system_clock))
+    written_before = written_bytes()
     with database.watching(ours_engine):
         ours_s = _timed(lambda: _ingest_batches(pipeline, batches, database))
+    written = _written_since(written_before, places)
     say(
         f"ours: {len(workload.truth)} distinct readings ({workload.delivered} delivered) in {ours_s:.3f} s "
         f"= {len(workload.truth) / ours_s:,.0f} readings/s"
     )
     _say_database_time(database, len(workload.truth), ours_s)
+    written_per_reading = None if written is None else written / len(workload.truth)
+    if written_per_reading is not None:
+        say(f"  bytes written to the database files: {written_per_reading:,.0f} per reading")
     lane = pipeline.lane
     lane_share = lane.meters_taken / max(1, lane.meters_seen)
     say(
@@ -142,6 +147,7 @@ def _one_round(workload: Workload, places: Places, naive_sample: int) -> dict[st
         "per_reading_tx_readings_per_s": len(sample) / naive_s,
         "database_readings_per_s": len(workload.truth) / database.total_s,
         "fast_lane_meter_share": lane_share,
+        "written_bytes_per_reading": written_per_reading,
         "checks": checks,
     }
 
@@ -176,6 +182,28 @@ def _ingest_batches(
     for batch in batches:
         pipeline.ingest(batch)
         database.committed()
+
+
+def written_bytes() -> int | None:
+    """Bytes this process has passed to write calls so far (``wchar`` of ``/proc/self/io``;
+    Linux), or None. Unlike time, it does not depend on the machine's load: the pages SQLite
+    writes to its WAL and checkpoints for the same workload (None on PostgreSQL, where the
+    server writes)."""
+    try:
+        with open("/proc/self/io", encoding="ascii") as io:
+            for line in io:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _written_since(before: int | None, places: Places) -> int | None:
+    after = written_bytes()
+    if places.url is not None or before is None or after is None:
+        return None
+    return after - before
 
 
 def _timed(action: Callable[[], object]) -> float:
@@ -213,6 +241,9 @@ def _summarise(
         "database_ratio_vs_bulk_insert": round(bulk / database, 2),
         # Of each batch's meters, the share placed and priced by billing/fast_lane.py.
         "fast_lane_meter_share": round(median("fast_lane_meter_share"), 3),
+        # SQLite on Linux: what the ingest writes per reading (WAL pages and checkpoints), a
+        # figure that does not move with the machine's load; None elsewhere.
+        "written_bytes_per_reading": _median_or_none(results, "written_bytes_per_reading"),
         "invariants_ok": invariants_ok,
         "runs": len(results),
         "meters": len(workload.meters),
@@ -237,3 +268,8 @@ def _summarise(
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+def _median_or_none(results: list[dict[str, Any]], key: str) -> int | None:
+    values = [r[key] for r in results if r[key] is not None]
+    return round(statistics.median(values)) if values else None
