@@ -28,8 +28,8 @@ from meterdesk.api.queries.audit import AuditFilter
 from meterdesk.api.queries.common import Window
 from meterdesk.audit.service import Entry, record_many
 from meterdesk.audit.tables import audit_log
+from meterdesk.billing import control_tick, statements
 from meterdesk.billing import repository as billing_repository
-from meterdesk.billing import statements
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.billing.tables import accounts
 from meterdesk.db.database import Database
@@ -232,6 +232,65 @@ def test_a_rooms_orders_do_not_read_the_accounts_deductions(
     assert [row["reason"] for row in found[SHORT]] == ["recharge"]  # the opening credit
     assert [row["reason"] for row in found[LONG]] == ["recharge"]
     _assert_flat(cost)
+
+
+# --- the days-of-credit forecast ----------------------------------------------------------------
+
+FORECAST_SHORT_DAYS, FORECAST_LONG_DAYS = 8, 40  # history; the forecast looks back 7 days
+
+
+@pytest.fixture(scope="module")
+def forecast_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Database]]:
+    """Two databases whose account has 8 or 40 days of hourly deductions, one batch an hour."""
+    made = {}
+    for days in (FORECAST_SHORT_DAYS, FORECAST_LONG_DAYS):
+        path = Path(tmp_path_factory.mktemp(f"forecast{days}")) / "db.sqlite3"
+        engine = build_engine(f"sqlite:///{path}")
+        load_all_tables().create_all(engine)
+        clock = FakeClock(T0)
+        db = Database(engine=engine, clock=clock)
+        setup = one_meter_account(db, credit="100000", opening="1000")
+        hour = timedelta(hours=1)
+        stream = steady_stream(
+            setup.meter_id, start_total=D("1000"), count=days * 24, step=D("2"), every=hour
+        )
+        ingestor = Ingestor(db)
+        for item in stream:
+            clock.advance(item.measured_at - clock())
+            ingestor.ingest([item])
+        made[days] = db
+    yield made
+    for db in made.values():
+        db.engine.dispose()
+
+
+def test_the_days_of_credit_forecast_reads_its_week_not_the_accounts_history(
+    forecast_worlds: dict[int, Database],
+) -> None:
+    """Every control tick forecasts from the last 7 days of deductions: by wallet and time, not
+    through the account's every transfer (the account index holds no deductions)."""
+    cost, found = {}, {}
+    for days, db in forecast_worlds.items():
+        with db.read() as conn:
+            account_id = conn.execute(select(accounts.c.id)).scalar_one()
+        at = T0 + timedelta(days=days)
+        cost[days], found[days] = _steps(
+            db, lambda conn, a=account_id, t=at: control_tick.days_left(conn, {a: 100_000}, t)
+        )
+        with db.read() as conn:  # the same forecast summed by hand over every transfer
+            rows = conn.execute(
+                select(transfers.c.reason, transfers.c.amount_fen, transfers.c.created_at)
+            ).all()
+        week = [
+            (reason, fen)
+            for reason, fen, created in rows
+            if created >= at - control_tick.FORECAST_WINDOW
+            and reason in ("deduction", "deduction_correction")
+        ]
+        used = sum(fen if reason == "deduction" else -fen for reason, fen in week)
+        assert found[days] == {account_id: 100_000 / (used / 7)}
+    # 5× the history; a query through every transfer of the account would cost ≈ 5× as much
+    assert cost[FORECAST_LONG_DAYS] < 2 * cost[FORECAST_SHORT_DAYS], cost
 
 
 # --- the audit log's pages ---------------------------------------------------------------------

@@ -21,6 +21,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlalchemy import Connection, Engine, func, select
 
 from meterdesk.bench.control_sim import CLOSE, TRIP, Records
+from meterdesk.billing.tables import accounts
 from meterdesk.db.consistency import dangling_references, ledger_differences
 from meterdesk.db.types import instant_int
 from meterdesk.devices.tables import command_events, commands
@@ -209,16 +210,23 @@ def _ledger(conn: Connection) -> dict[str, bool]:
 
 
 def _deducted_fen(conn: Connection, account_id: int) -> int:
-    rows = conn.execute(
-        select(transfers.c.reason, func.sum(transfers.c.amount_fen))
-        .where(
-            transfers.c.account_id == account_id,
-            transfers.c.reason.in_(("deduction", "deduction_correction")),
+    # By wallet (a deduction debits the wallet or the arrears, a correction credits the
+    # wallet): the account index holds no deductions.
+    wallet, arrears = conn.execute(
+        select(accounts.c.wallet_id, accounts.c.arrears_id).where(accounts.c.id == account_id)
+    ).one()
+    deducted = conn.execute(
+        select(func.coalesce(func.sum(transfers.c.amount_fen), 0)).where(
+            transfers.c.debit_account_id.in_((wallet, arrears)), transfers.c.reason == "deduction"
         )
-        .group_by(transfers.c.reason)
-    ).all()
-    sums = {str(reason): int(fen) for reason, fen in rows}
-    return sums.get("deduction", 0) - sums.get("deduction_correction", 0)
+    ).scalar_one()
+    corrected = conn.execute(
+        select(func.coalesce(func.sum(transfers.c.amount_fen), 0)).where(
+            transfers.c.credit_account_id == wallet,
+            transfers.c.reason == "deduction_correction",
+        )
+    ).scalar_one()
+    return int(deducted) - int(corrected)
 
 
 def _commands_of(conn: Connection, meter_id: int) -> list[tuple[str, str]]:

@@ -77,15 +77,36 @@ def days_left(conn: Connection, balances: dict[int, int], at: datetime) -> dict[
     recent use are left out — they have no forecast)."""
     if not balances:
         return {}
-    rows = raw_rows(
+    # By wallet and time (ix_transfers_debit / ix_transfers_credit): a deduction debits the
+    # wallet or the arrears, a correction credits the wallet; the account index holds neither.
+    since = instant_int(at - FORECAST_WINDOW)
+    owners = raw_rows(
         conn,
-        "SELECT account_id, SUM(CASE WHEN reason = 'deduction' THEN amount_fen ELSE -amount_fen END) FROM transfers "
-        "WHERE account_id IN :ids AND reason IN ('deduction', 'deduction_correction') AND created_at >= :since "
-        "GROUP BY account_id",
+        "SELECT id, wallet_id, arrears_id FROM accounts WHERE id IN :ids",
         ids=sorted(balances),
-        since=instant_int(at - FORECAST_WINDOW),
     )
+    wallets = {wallet: account for account, wallet, _ in owners}
+    debited = {i: account for account, wallet, arrears in owners for i in (wallet, arrears)}
+    totals: dict[int, int] = {}
+    for account_id, fen in raw_rows(
+        conn,
+        "SELECT debit_account_id, SUM(amount_fen) FROM transfers WHERE debit_account_id IN :ids "
+        "AND created_at >= :since AND reason = 'deduction' GROUP BY debit_account_id",
+        ids=sorted(debited),
+        since=since,
+    ):
+        owner = debited[account_id]
+        totals[owner] = totals.get(owner, 0) + int(fen)
+    for account_id, fen in raw_rows(
+        conn,
+        "SELECT credit_account_id, SUM(amount_fen) FROM transfers WHERE credit_account_id IN :ids "
+        "AND created_at >= :since AND reason = 'deduction_correction' GROUP BY credit_account_id",
+        ids=sorted(wallets),
+        since=since,
+    ):
+        owner = wallets[account_id]
+        totals[owner] = totals.get(owner, 0) - int(fen)
     per_day = {
-        int(account): int(total) / FORECAST_WINDOW.days for account, total in rows if int(total) > 0
+        account: total / FORECAST_WINDOW.days for account, total in totals.items() if total > 0
     }
     return {account: max(balances[account], 0) / daily for account, daily in per_day.items()}

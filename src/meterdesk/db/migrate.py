@@ -201,8 +201,9 @@ def _check_constraint_differences(inspector: Inspector, table: Table) -> list[st
 
 
 def _index_predicate_differences(inspector: Inspector, table: Table) -> list[str]:
-    """Compares ``WHERE`` clauses of indexes present on both sides, ignoring case, spaces and
-    parentheses (PostgreSQL gives back ``(end_at IS NULL)`` for ``end_at IS NULL``)."""
+    """Compares ``WHERE`` clauses of indexes present on both sides, ignoring case, spaces,
+    parentheses and PostgreSQL's casts (it gives back ``(end_at IS NULL)`` for ``end_at IS
+    NULL``)."""
     dialect = inspector.dialect
     key = f"{dialect.name}_where"
     reflected = {
@@ -227,7 +228,12 @@ def _index_predicate_differences(inspector: Inspector, table: Table) -> list[str
 
 
 def _predicate(clause: object) -> str | None:
-    return None if clause is None else re.sub(r"[()\s]", "", str(clause)).lower()
+    """A WHERE clause as both databases give it back: PostgreSQL adds casts
+    (``(reason)::text <> 'deduction'::text``) and writes ``!=`` as ``<>``."""
+    if clause is None:
+        return None
+    text = re.sub(r"::(?:character varying|\w+)", "", str(clause).lower()).replace("!=", "<>")
+    return re.sub(r"[()\s]", "", text)
 
 
 def _describe(diff: Sequence[Any]) -> str:

@@ -43,7 +43,7 @@ from meterdesk.devices.commands.model import (
 )
 from meterdesk.devices.ports import Snapshot
 from meterdesk.ledger.model import REPAY_ARREARS, Reason, derived_key
-from meterdesk.ledger.tables import ledger_accounts, transfers
+from meterdesk.ledger.tables import NOT_A_DEDUCTION, ledger_accounts, transfers
 from meterdesk.metering.tables import meters
 from meterdesk.shared.errors import ConflictError, NotFoundError
 from meterdesk.shared.money import from_fen, round_fen
@@ -361,13 +361,17 @@ def _not_on_meter(
     by_transfer = {p.spec.transfer_id: p for p in pushes}
     recharges = conn.execute(
         select(transfers.c.id, transfers.c.amount_fen, transfers.c.idempotency_key).where(
-            transfers.c.account_id == account_id, transfers.c.reason == Reason.RECHARGE.value
+            transfers.c.account_id == account_id,
+            NOT_A_DEDUCTION,  # the account index holds only these
+            transfers.c.reason == Reason.RECHARGE.value,
         )
     ).all()
     reversed_ids = set(
         conn.execute(
             select(transfers.c.reverses_id).where(
-                transfers.c.account_id == account_id, transfers.c.reverses_id.is_not(None)
+                transfers.c.account_id == account_id,
+                NOT_A_DEDUCTION,  # a reversal is not a deduction; the account index holds these
+                transfers.c.reverses_id.is_not(None),
             )
         ).scalars()
     )

@@ -22,7 +22,7 @@ from meterdesk.billing.tables import (
 )
 from meterdesk.db.types import instant_int
 from meterdesk.devices.tables import device_status
-from meterdesk.ledger.tables import ledger_accounts, transfers
+from meterdesk.ledger.tables import NOT_A_DEDUCTION, ledger_accounts, transfers
 from meterdesk.metering.tables import meters, readings
 from meterdesk.shared.errors import NotFoundError
 from meterdesk.sites.tables import buildings, customers, floors, rooms, sites
@@ -292,7 +292,11 @@ def orders(conn: Connection, account_id: int, limit: int = 12) -> list[dict[str,
             transfers.c.actor,
             transfers.c.reference,
         )
-        .where(transfers.c.account_id == account_id, transfers.c.reason.in_(ORDER_REASONS))
+        .where(
+            transfers.c.account_id == account_id,
+            NOT_A_DEDUCTION,  # the account index holds only these: the deductions are skipped
+            transfers.c.reason.in_(ORDER_REASONS),
+        )
         .order_by(transfers.c.id.desc())
         .limit(limit)
     ).mappings()

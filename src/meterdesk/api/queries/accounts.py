@@ -11,7 +11,7 @@ from sqlalchemy import Connection, RowMapping, select
 
 from meterdesk.api.queries.common import Window, like, page
 from meterdesk.billing.tables import account_presets, accounts, meter_assignments
-from meterdesk.ledger.tables import ledger_accounts, transfers
+from meterdesk.ledger.tables import NOT_A_DEDUCTION, ledger_accounts, transfers
 from meterdesk.shared.errors import NotFoundError
 from meterdesk.shared.money import format_money, from_fen
 from meterdesk.sites.tables import customers
@@ -141,7 +141,11 @@ def meter_ids(conn: Connection, account_id: int) -> list[int]:
 def initial_transfer(conn: Connection, account_id: int) -> int | None:
     found = conn.execute(
         select(transfers.c.id)
-        .where(transfers.c.account_id == account_id, transfers.c.reason == "recharge")
+        .where(
+            transfers.c.account_id == account_id,
+            NOT_A_DEDUCTION,  # the account index holds only these
+            transfers.c.reason == "recharge",
+        )
         .order_by(transfers.c.id)
         .limit(1)
     ).scalar_one_or_none()

@@ -125,7 +125,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("transfers", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_transfers_account", ["account_id", "reason", "created_at", "id"], unique=False
+            "ix_transfers_account",
+            ["account_id", "id"],
+            unique=False,
+            sqlite_where=sa.text("reason != 'deduction'"),
+            postgresql_where=sa.text("reason != 'deduction'"),
         )
         batch_op.create_index(
             "ix_transfers_credit", ["credit_account_id", "created_at", "id"], unique=False
@@ -1254,7 +1258,11 @@ def downgrade() -> None:
         )
         batch_op.drop_index("ix_transfers_debit")
         batch_op.drop_index("ix_transfers_credit")
-        batch_op.drop_index("ix_transfers_account")
+        batch_op.drop_index(
+            "ix_transfers_account",
+            sqlite_where=sa.text("reason != 'deduction'"),
+            postgresql_where=sa.text("reason != 'deduction'"),
+        )
 
     op.drop_table("transfers")
     op.drop_table("readings")
