@@ -116,19 +116,23 @@ def test_closing_with_emergency_credit_spent_leaves_it_owed_as_arrears(
     check_books(db)
 
 
+def refund(db: Database, setup: Setup, amount: str, key: str) -> cashier.MoneyResult:
+    return cashier_refund.refund(
+        db,
+        organisation_id=setup.org.id,
+        account_id=setup.account.account_id,
+        amount=amount,
+        method="cash",
+        actor=ACTOR,
+        idempotency_key=key,
+    )
+
+
 def test_emergency_credit_cannot_be_refunded_as_cash(db: Database, clock: FakeClock) -> None:
     setup = with_emergency_credit_taken(db, clock)
 
     with pytest.raises(InsufficientFundsError):
-        cashier_refund.refund(
-            db,
-            organisation_id=setup.org.id,
-            account_id=setup.account.account_id,
-            amount="10",
-            method="cash",
-            actor=ACTOR,
-            idempotency_key="refund-1",
-        )
+        refund(db, setup, "10", "refund-1")
     assert wallet(db, setup.account) == D("10.00")
     check_books(db)
 

@@ -31,7 +31,7 @@ from builders import (
 )
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from test_money_edges import Paused, blocked_or_done, close
+from test_money_edges import Paused, blocked_or_done, close, refund
 
 from meterdesk.billing import (
     cashier,
@@ -379,15 +379,7 @@ def test_a_refund_on_a_closed_account_is_refused_as_closed(db: Database, clock: 
     close(db, setup, "1000")
 
     with pytest.raises(ConflictError, match="closed"):
-        cashier_refund.refund(
-            db,
-            organisation_id=setup.org.id,
-            account_id=setup.account.account_id,
-            amount="10",
-            method="cash",
-            actor=ACTOR,
-            idempotency_key="refund-1",
-        )
+        refund(db, setup, "10", "refund-1")
     assert wallet(db, setup.account) == D("0.00")
 
 
@@ -465,18 +457,6 @@ def test_a_close_key_shaped_like_a_derived_key_does_not_block_a_later_close(
 
 
 # --- refunds and reversals decide at once, as recharges and deductions do ---------------------
-
-
-def refund(db: Database, setup: Setup, amount: str, key: str) -> cashier.MoneyResult:
-    return cashier_refund.refund(
-        db,
-        organisation_id=setup.org.id,
-        account_id=setup.account.account_id,
-        amount=amount,
-        method="cash",
-        actor=ACTOR,
-        idempotency_key=key,
-    )
 
 
 def test_a_refund_of_all_the_credit_cuts_supply_at_once(db: Database) -> None:

@@ -7,6 +7,8 @@ Called by :func:`meterdesk.billing.cashier.recharge_in` in that order.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import Connection
 
 from meterdesk.billing import control_state
@@ -22,18 +24,23 @@ from meterdesk.ledger.model import (
 )
 
 
+def emergency_receivable(conn: Connection, organisation_id: int, at: datetime) -> int:
+    """The organisation's account for emergency credit (应急用电) lent and not yet repaid."""
+    return ledger.system_account(
+        conn,
+        organisation_id=organisation_id,
+        code="receivable:emergency_credit",
+        kind=AccountKind.CLEARING,
+        at=at,
+    )
+
+
 def repay_emergency(conn: Connection, account: dict[str, object], cause: TransferRequest) -> None:
     state, _, _ = control_state.load_state(conn, int(str(account["id"])))
     amount = emergency_repayment(state, cause.amount_fen)
     if not amount:
         return
-    receivable = ledger.system_account(
-        conn,
-        organisation_id=cause.organisation_id,
-        code="receivable:emergency_credit",
-        kind=AccountKind.CLEARING,
-        at=cause.created_at,
-    )
+    receivable = emergency_receivable(conn, cause.organisation_id, cause.created_at)
     ledger.apply_transfers(
         conn,
         [

@@ -15,9 +15,10 @@ from sqlalchemy import Connection
 
 from meterdesk.billing import control_state
 from meterdesk.billing.cashier import clearing_account, desk_key, load_account, payment_method
+from meterdesk.billing.cashier_repay import emergency_receivable
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
-from meterdesk.ledger.model import AccountKind, Reason, TransferRequest, derived_key
+from meterdesk.ledger.model import Reason, TransferRequest, derived_key
 from meterdesk.shared.money import from_fen
 
 
@@ -105,13 +106,7 @@ def _settle_emergency(
     if owed <= 0:
         return 0
     organisation_id = int(str(account["organisation_id"]))
-    receivable = ledger.system_account(
-        conn,
-        organisation_id=organisation_id,
-        code="receivable:emergency_credit",
-        kind=AccountKind.CLEARING,
-        at=at,
-    )
+    receivable = emergency_receivable(conn, organisation_id, at)
     from_wallet = min(owed, max(wallet_fen, 0))
     parts = ((from_wallet, "wallet_id", "wallet"), (owed - from_wallet, "arrears_id", "arrears"))
     ledger.apply_transfers(

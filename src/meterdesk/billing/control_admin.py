@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from meterdesk.audit import service as audit
 from meterdesk.billing import control, control_config, control_send, control_state
 from meterdesk.billing.accounts import account_by_number
+from meterdesk.billing.cashier_repay import emergency_receivable
 from meterdesk.billing.policy import (
     Cause,
     ControlState,
@@ -27,7 +28,7 @@ from meterdesk.billing.tables import account_controls, alarm_plans, friendly_pro
 from meterdesk.db import counters
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
-from meterdesk.ledger.model import AccountKind, Reason, TransferRequest
+from meterdesk.ledger.model import Reason, TransferRequest
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 from meterdesk.shared.money import format_money, from_fen, parse_money, to_fen
 from meterdesk.sites.tables import sites
@@ -308,13 +309,7 @@ def take_emergency_credit(
         if refusal:
             raise ConflictError(refusal)
         amount = loaded[0].policy.emergency_credit_fen
-        source = ledger.system_account(
-            conn,
-            organisation_id=organisation_id,
-            code="receivable:emergency_credit",
-            kind=AccountKind.CLEARING,
-            at=at,
-        )
+        source = emergency_receivable(conn, organisation_id, at)
         request = TransferRequest(
             organisation_id=organisation_id,
             idempotency_key=f"emergency:{account_id}:{loaded[0].version}",
