@@ -27,8 +27,10 @@ install-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/meterdesk demo
 
+# One pytest worker per core (at most 4): the suite waits on fsync, PostgreSQL and sockets as much
+# as on Python, and every test has its own SQLite file, PostgreSQL schema and MQTT topics.
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist worksteal
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -26,6 +27,27 @@ from support.database import PG_URL, _pg_state, postgres_unavailable
 # correct test on a busy machine, so it is off for every property test.
 settings.register_profile("meterdesk", deadline=None)
 settings.load_profile("meterdesk")
+
+
+_STATES = {"postgresql": _pg_state, "broker": _broker_state}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker: hand what this worker learnt about PostgreSQL and the broker to
+    the controller, which prints the summary below."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["service_states"] = {name: dict(s) for name, s in _STATES.items()}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """In the xdist controller: merge the workers' findings; one worker that found a service
+    down is enough for the summary to say its tests were skipped."""
+    for name, found in getattr(node, "workeroutput", {}).get("service_states", {}).items():
+        state = _STATES[name]
+        if "reason" in found:
+            state["reason"] = state.get("reason") or found["reason"]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -13,12 +13,23 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from builders import ACTOR, T0, Org, flat_definition, make_org, make_tariff, minutes, reading
+from builders import (
+    ACTOR,
+    T0,
+    Org,
+    flat_definition,
+    make_org,
+    make_tariff,
+    minutes,
+    reading,
+    row_counts,
+)
 from sqlalchemy import select
 
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing import accounts as account_service
-from meterdesk.billing import cashier, cashier_refund
+from meterdesk.billing import cashier, cashier_refund, control_admin
+from meterdesk.billing.control_send import RecordingOutbox
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.devices import reconcile
@@ -257,6 +268,29 @@ def test_recharge_is_pushed_once_per_transfer_and_confirmed_by_the_counter(
     assert driver.sends == Counter({(meter_id, "recharge"): 1}) and driver.money[meter_id] == D(
         "103.00"
     )
+
+
+def test_emergency_credit_is_refused_on_meter_billing_which_has_the_meters_overdraft(
+    db: Database, clock: FakeClock
+) -> None:
+    """Emergency credit on the platform's wallet would never reach the meter, and the next
+    recharge would push all of itself to the meter while repaying it here."""
+    org, _, _ = meter_billing_account(db, credit="0.50")
+    before = row_counts(db)
+    with pytest.raises(ConflictError, match="表端计费"):
+        control_admin.set_account_policy(
+            db,
+            organisation_id=org.id,
+            number="A-1",
+            actor=ACTOR,
+            outbox=RecordingOutbox(),
+            change=control_admin.PolicyChange(emergency_credit="10.00"),
+        )
+    with pytest.raises(ConflictError, match="表端计费"):
+        control_admin.take_emergency_credit(
+            db, organisation_id=org.id, number="A-1", actor=ACTOR, outbox=RecordingOutbox()
+        )
+    assert row_counts(db) == before
 
 
 def test_push_is_refused_for_platform_billing_and_reversed_recharges(

@@ -52,12 +52,19 @@ pytestmark = pytest.mark.integration
 RECEIVABLE = "receivable:emergency_credit"
 
 
-def close(db: Database, setup: Setup, final: str, key: str = "close-1") -> Any:
+def close(
+    db: Database,
+    setup: Setup,
+    final: str,
+    key: str = "close-1",
+    number: str = "A-1",
+    meter_id: int | None = None,
+) -> Any:
     return accounts.close_account(
         db,
         organisation_id=setup.org.id,
-        number="A-1",
-        final_readings=[accounts.FinalReading(setup.meter_id, D(final))],
+        number=number,
+        final_readings=[accounts.FinalReading(meter_id or setup.meter_id, D(final))],
         refund_method="cash",
         actor=ACTOR,
         idempotency_key=key,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from builders import (
@@ -34,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from test_money_edges import Paused, blocked_or_done, close, refund
 
 from meterdesk.billing import (
+    accounts,
     cashier,
     cashier_refund,
     control,
@@ -336,6 +338,43 @@ def test_a_close_without_a_refund_sent_again_answers_the_first_result(
     assert first.refund_transfer_id is None
 
     assert close(db, setup, "1010", key="close-1") == first
+
+
+def test_one_close_key_on_two_accounts_at_once_is_refused_as_reused_not_a_database_error(
+    db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both closes refund their credit under the organisation-wide key: the second waits for the
+    first's settlement, then must be refused as a reused key (exit 5) and leave A-2 open."""
+    setup = one_meter_account(db, price="1", credit="100")
+    meter_2 = make_meter(db, setup.org, "M2")
+    other = open_account(db, setup.org, "A-2", [(meter_2, setup.tariff_id, "0")], credit="70")
+    clock.advance(timedelta(hours=1))
+    real_record = accounts.audit.record
+
+    def record_then_pause(*args: Any, **arguments: Any) -> Any:  # settled, not yet committed
+        if threading.current_thread() is first.thread:
+            first.hold()
+        return real_record(*args, **arguments)
+
+    monkeypatch.setattr(accounts.audit, "record", record_then_pause)
+    first = Paused(lambda: close(db, setup, "1010", key="close-9"))
+    first.thread.start()
+    assert first.reached.wait(10)
+    pids: list[int] = []
+    second = Paused(lambda: close(db, setup, "5", key="close-9", number="A-2", meter_id=meter_2))
+    noting_backends(db, monkeypatch, pids, lambda: second)
+    second.thread.start()
+    blocked_or_done(db, second.thread, pids)
+    first.release()
+    second.release()
+
+    assert first.outcome == accounts.ClosedAccount("A-1", D("90.00"), D("0.00"), ANY)
+    assert isinstance(second.outcome, IdempotencyConflictError), second.outcome
+    with db.read() as conn:
+        statuses = dict(conn.execute(text("SELECT number, status FROM accounts")).all())
+    assert statuses == {"A-1": "closed", "A-2": "open"}
+    assert wallet(db, other) == D("70.00")
+    check_books(db)
 
 
 # --- 4. desk entries after the account closed -------------------------------------------------

@@ -219,7 +219,11 @@ def read_outcome(db: Database) -> Outcome:
             )
         }
     counts = row_counts(db)
-    return Outcome(ledger_code_balances(db), totals, accepted, {"quarantine": counts["quarantine"]})
+    # Ledger accounts are opened by their first transfer: a late reading that re-priced a posted
+    # fen away (deduction, then its correction) leaves a revenue account at 0 that the in-order
+    # delivery never opened. Money-wise that is no account at all.
+    balances = {code: fen for code, fen in ledger_code_balances(db).items() if fen}
+    return Outcome(balances, totals, accepted, {"quarantine": counts["quarantine"]})
 
 
 @settings(

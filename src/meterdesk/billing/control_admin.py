@@ -17,6 +17,7 @@ from meterdesk.audit import service as audit
 from meterdesk.billing import control, control_config, control_send, control_state
 from meterdesk.billing.accounts import account_by_number
 from meterdesk.billing.cashier_repay import emergency_receivable
+from meterdesk.billing.model import BillingMode
 from meterdesk.billing.policy import (
     Cause,
     ControlState,
@@ -192,6 +193,8 @@ def set_account_policy(
         account_id = int(str(account["id"]))
         balances = control.net_balances(conn, [account_id], lock=True)
         values = _policy_values(conn, organisation_id, change)
+        if values.get("emergency_credit_fen", 0) > 0:
+            _refuse_emergency_credit_on_meter_billing(account)
         current = (
             conn.execute(
                 select(account_controls).where(account_controls.c.account_id == account_id)
@@ -290,6 +293,18 @@ def _named(conn: Connection, table: Any, organisation_id: int, name: str, what: 
     return int(found)
 
 
+def _refuse_emergency_credit_on_meter_billing(account: dict[str, object]) -> None:
+    """A meter-billing (表端计费) account spends the money the meter holds, and only a recharge
+    pushed to the meter reaches it: emergency credit on the platform's wallet would never reach
+    the meter, and the next recharge would push all of itself while repaying it here, leaving the
+    meter and the ledger apart. The meter's own overdraft limit is the emergency credit there."""
+    if account["billing_mode"] == BillingMode.METER.value:
+        raise ConflictError(
+            f"account {account['number']} is billed on the meter (表端计费): emergency credit is "
+            "the meter's own overdraft limit (write_limits overdraft_limit=AMOUNT)"
+        )
+
+
 def take_emergency_credit(
     db: Database, *, organisation_id: int, number: str, actor: str, outbox: control_send.Outbox
 ) -> int:
@@ -299,6 +314,7 @@ def take_emergency_credit(
     with db.transaction() as conn:
         account = account_by_number(conn, organisation_id=organisation_id, number=number, lock=True)
         account_id = int(str(account["id"]))
+        _refuse_emergency_credit_on_meter_billing(account)
         # Under the balances' locks (as set_account_policy): a batch deducting meanwhile would
         # otherwise have supply restored on the balance before it.
         balance = control.net_balances(conn, [account_id], lock=True)[account_id]
