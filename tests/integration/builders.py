@@ -21,6 +21,7 @@ from sqlalchemy import Connection, func, select
 
 from meterdesk.billing import accounts as account_service
 from meterdesk.billing.ingest import IncomingReading, Ingestor
+from meterdesk.billing.lines import select_lines
 from meterdesk.billing.tables import (
     account_controls,
     accounts,
@@ -35,6 +36,7 @@ from meterdesk.devices.tables import command_events, commands
 from meterdesk.ledger.tables import ledger_accounts, transfers
 from meterdesk.metering import service as metering
 from meterdesk.metering.model import BANDS
+from meterdesk.metering.repository import LINE_COLUMNS
 from meterdesk.metering.tables import (
     meter_cursors,
     meter_replacements,
@@ -398,11 +400,12 @@ _COMMAND_REF = re.compile(r"#(\d+)")
 
 # What :func:`snapshot` reads: name → (table, which rows, columns left out besides ``id``).
 SNAPSHOT_TABLES: dict[str, tuple[Any, Any, tuple[str, ...]]] = {
-    "readings": (readings, None, ()),
+    "readings": (readings, None, LINE_COLUMNS),  # their lines are in "lines"
     "cursors": (meter_cursors, None, ()),
     "quarantine": (quarantine, None, ()),
-    "lines": (charge_lines, charge_lines.c.active, ("active",)),
-    "superseded_lines": (charge_lines, ~charge_lines.c.active, ("active",)),
+    # Priced lines wherever stored (billing.lines): on readings or in charge_lines.
+    "lines": (charge_lines, True, ("active",)),
+    "superseded_lines": (charge_lines, False, ("active",)),
     "totals": (period_totals, None, ()),
     "transfers": (transfers, None, ()),
     "meters": (meters, None, ()),
@@ -459,8 +462,10 @@ def snapshot(db: Database) -> dict[str, Any]:
 
         def rows(name: str) -> list[tuple[Any, ...]]:
             table, where, _ = SNAPSHOT_TABLES[name]
-            query = select(*(table.c[c] for c in _columns(name)))
-            if where is not None:
+            query: Any = select(*(table.c[c] for c in _columns(name)))
+            if table is charge_lines:
+                query = select_lines(_columns(name), lambda line: (line["active"].is_(where),))
+            elif where is not None:
                 query = query.where(where)
             mapped = texts if table.name in ("commands", "command_events") else ids
             found = [
@@ -532,8 +537,8 @@ def check_books(db: Database) -> None:
         )
         lines: dict[tuple[int, str], Decimal] = {}
         for m, p, cost in conn.execute(
-            select(charge_lines.c.meter_id, charge_lines.c.period_key, charge_lines.c.cost).where(
-                charge_lines.c.active
+            select_lines(
+                ("meter_id", "period_key", "cost"), lambda line: (line["active"].is_(True),)
             )
         ):
             lines[(m, p)] = lines.get((m, p), D(0)) + cost

@@ -33,7 +33,8 @@ from sqlalchemy import select
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing import accounts, tariff_change
 from meterdesk.billing.ingest import Ingestor
-from meterdesk.billing.tables import charge_lines, meter_assignments, period_totals, tariff_changes
+from meterdesk.billing.lines import select_lines
+from meterdesk.billing.tables import meter_assignments, period_totals, tariff_changes
 from meterdesk.db import counters
 from meterdesk.db.database import Database
 from meterdesk.shared.errors import (
@@ -84,14 +85,10 @@ def priced_lines(db: Database, meter_id: int) -> list[tuple[int, int, D, D]]:
     """(interval start, interval end in minutes after T0, quantity, unit price) of active lines."""
     with db.read() as conn:
         rows = conn.execute(
-            select(
-                charge_lines.c.interval_start,
-                charge_lines.c.interval_end,
-                charge_lines.c.quantity,
-                charge_lines.c.unit_price,
-            )
-            .where(charge_lines.c.meter_id == meter_id, charge_lines.c.active)
-            .order_by(charge_lines.c.interval_start, charge_lines.c.segment_start)
+            select_lines(
+                ("interval_start", "interval_end", "quantity", "unit_price", "segment_start"),
+                lambda line: (line["meter_id"] == meter_id, line["active"].is_(True)),
+            ).order_by("interval_start", "segment_start")
         ).all()
     t0 = minutes(0)
     return [
@@ -101,7 +98,7 @@ def priced_lines(db: Database, meter_id: int) -> list[tuple[int, int, D, D]]:
             D(quantity).normalize(),
             D(price).normalize(),
         )
-        for start, end, quantity, price in rows
+        for start, end, quantity, price, _ in rows
     ]
 
 

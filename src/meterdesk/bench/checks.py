@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, text
 
 from meterdesk.bench.workload import Workload
+from meterdesk.billing.lines import select_lines
 from meterdesk.db.consistency import dangling_references, ledger_differences
 
 if TYPE_CHECKING:
@@ -39,10 +40,10 @@ def check_invariants(
         )
         stored = conn.execute(text("SELECT COUNT(*) FROM readings")).scalar_one()
         lines = conn.execute(
-            text(
-                "SELECT meter_id, interval_start, interval_end FROM charge_lines WHERE active "
-                "ORDER BY meter_id, interval_start, interval_end"
-            )
+            select_lines(
+                ("meter_id", "interval_start", "interval_end"),
+                lambda line: (line["active"].is_(True),),
+            ).order_by("meter_id", "interval_start", "interval_end")
         ).all()
     by_id = {prepared.meter_ids[index]: fen for index, fen in expected.items()}
     return {

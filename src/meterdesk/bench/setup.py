@@ -21,7 +21,7 @@ from meterdesk.ledger import repository as ledger
 from meterdesk.ledger.model import AccountKind, Reason, TransferRequest
 from meterdesk.ledger.tables import ledger_accounts
 from meterdesk.metering.model import ReadingSource
-from meterdesk.metering.repository import READING_COLUMNS
+from meterdesk.metering.repository import RAW_READING_COLUMNS
 from meterdesk.metering.tables import meters, readings
 from meterdesk.sites import service as sites
 from meterdesk.sites.tables import customers
@@ -278,5 +278,5 @@ def bulk_insert_readings(engine: Engine, workload: Workload, prepared: Prepared)
     ]
     started = time.perf_counter()
     with engine.begin() as conn:
-        bulk_insert(conn, readings, READING_COLUMNS, rows)
+        bulk_insert(conn, readings, RAW_READING_COLUMNS, rows)
     return time.perf_counter() - started

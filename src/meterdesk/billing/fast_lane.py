@@ -46,6 +46,7 @@ from meterdesk.metering.model import (
     Reading,
     ReadingSource,
 )
+from meterdesk.metering.repository import NO_LINE
 from meterdesk.metering.tables import REGISTER_PLACES
 from meterdesk.shared.money import EXACT, QUANTITY_PLACES
 from meterdesk.tariffs.model import Band, Tariff, TariffVersion, TierMode, TierPeriod
@@ -192,10 +193,22 @@ class FastLane:
         return constants
 
     @staticmethod
-    def reading_rows(lane: Mapping[int, LaneMeter], received: int) -> list[tuple[Any, ...]]:
-        """The lane meters' new readings as stored rows (``READING_COLUMNS``)."""
+    def reading_rows(
+        lane: Mapping[int, LaneMeter], received: int, lines: Mapping[tuple[int, int], LineRow]
+    ) -> list[tuple[Any, ...]]:
+        """The lane meters' new readings as stored rows (``READING_COLUMNS``), each with the
+        line ``lines`` holds for its interval (by meter and time), if any (billing.lines)."""
         return [
-            (meter.meter_id, 0, new.at_us, received, new.total_i, *_NO_BANDS, new.source)
+            (
+                meter.meter_id,
+                0,
+                new.at_us,
+                received,
+                new.total_i,
+                *_NO_BANDS,
+                new.source,
+                *lines.get((meter.meter_id, new.at_us), NO_LINE),
+            )
             for meter in lane.values()
             for new in meter.new
         ]
@@ -217,11 +230,13 @@ class FastLane:
         zones: Callable[[int], ZoneInfo],
         totals: dict[TotalKey, PeriodTotal],
         changed: dict[TotalKey, PeriodTotal],
-    ) -> tuple[list[LineRow], int, Pairs]:
+    ) -> tuple[dict[tuple[int, int], LineRow], int, Pairs]:
         """Price the lane meters' intervals; count each line in ``totals`` (and ``changed``).
-        Returns the ``charge_lines`` rows, the number of intervals priced, and, as pairs of
-        readings for the general charger, the meters with an interval the lane cannot price."""
-        rows: list[LineRow] = []
+        Returns each interval's line by (meter, stored time of the reading that ends it), in
+        ``LINE_COLUMNS`` order for the reading's row; the number of intervals priced; and, as
+        pairs of readings for the general charger, the meters with an interval the lane cannot
+        price (their readings are stored without lines)."""
+        lines: dict[tuple[int, int], LineRow] = {}
         priced = 0
         general: Pairs = {}
         for meter_id, meter in lane.items():
@@ -232,15 +247,15 @@ class FastLane:
                 general[meter_id] = _pairs(meter)
                 self.meters_handed_back += 1
                 continue
-            meter_rows, counted = priced_meter
+            meter_lines, counted = priced_meter
             priced += len(meter.new)
             for key, quantity, cost in counted:
                 total = totals[key]
                 total.quantity += quantity
                 total.exact_cost += cost
                 changed[key] = total
-            rows.extend(meter_rows)
-        return rows, priced, general
+            lines.update(meter_lines)
+        return lines, priced, general
 
     def _price_meter(
         self,
@@ -248,14 +263,15 @@ class FastLane:
         tariff: Tariff,
         tz: ZoneInfo,
         totals: Mapping[TotalKey, PeriodTotal],
-    ) -> tuple[list[LineRow], list[tuple[TotalKey, Decimal, Decimal]]] | None:
-        """The meter's lines and what each adds to which running total, or None when one of
-        its intervals is not a single line. Nothing is counted here, so None changes nothing."""
+    ) -> tuple[dict[tuple[int, int], LineRow], list[tuple[TotalKey, Decimal, Decimal]]] | None:
+        """The meter's lines by (meter, end) and what each adds to which running total, or
+        None when one of its intervals is not a single line. Nothing is counted here, so None
+        changes nothing."""
         meter_id, account_id = meter.meter_id, meter.assignment.account_id
         starts = self._starts(tariff, tz)
         multiplier, modulus = meter.profile.multiplier, meter.profile.modulus
         multiplier_i, modulus_i = meter.constants.multiplier, meter.constants.modulus
-        rows: list[LineRow] = []
+        lines: dict[tuple[int, int], LineRow] = {}
         counted: list[tuple[TotalKey, Decimal, Decimal]] = []
         used_here: dict[str, Decimal] = {}
         start, earlier, earlier_i = meter.cursor_row[1], meter.cursor_total, meter.cursor_row[2]
@@ -285,9 +301,9 @@ class FastLane:
             if line is None:
                 return None
             row, key, quantity, cost = line
-            rows.append(row)
+            lines[(meter_id, end)] = row
             counted.append((key, quantity, cost))
-        return rows, counted
+        return lines, counted
 
     def _line(
         self,
@@ -332,13 +348,9 @@ class FastLane:
         price, price_i = self._price(version, band, block_index)
         cost = EXACT.multiply(quantity, price)
         period_key = plan.period_key
-        row = (
-            meter_id,
+        row = (  # LINE_COLUMNS of a reading's row: the interval ends at the reading
             account_id,
             start,
-            end,
-            start,
-            end,
             str(band),
             block_index,
             plan.tier_key,

@@ -183,22 +183,25 @@ class Ingestor:
         received = instant_int(received_at)
         stored = metering_repository.reading_rows(accepted, received)
         moved = [metering_repository.cursor_row(reading) for reading in latest.values()]
-        if lane:
-            stored = sorted(
-                [*stored, *self.lane.reading_rows(lane, received)], key=batch.meter_order
-            )
-            moved.extend(self.lane.cursor_rows(lane))
-        metering_repository.insert_reading_rows(conn, stored)
+        moved.extend(self.lane.cursor_rows(lane))
         metering_repository.save_cursor_rows(conn, moved, cursor_rows)
         if quarantine_rejects:
             metering_repository.quarantine_items(conn, batch.quarantine, received_at)
-        batch.report.accepted = len(stored)
+        batch.report.accepted = len(stored) + sum(len(meter.new) for meter in lane.values())
         batch.report.accepted_keys = {(r.meter_id, r.measured_at) for r in accepted}
         batch.report.accepted_keys.update(
             (meter.meter_id, new.at) for meter in lane.values() for new in meter.new
         )
         batch.report.quarantined = len(batch.quarantine)
-        saved = self._bill(conn, batch, lane)
+        saved, lane_lines = self._bill(conn, batch, lane)
+        # The readings last: the lane's carry the line of the interval they end (billing.lines),
+        # known only once priced. Billing reads no reading of this batch from the table.
+        if lane:
+            stored = sorted(
+                [*stored, *self.lane.reading_rows(lane, received, lane_lines)],
+                key=batch.meter_order,
+            )
+        metering_repository.insert_reading_rows(conn, stored)
         self.state.end(conn, moved, saved)
         return batch.report
 
@@ -329,11 +332,12 @@ class Ingestor:
 
     def _bill(
         self, conn: Connection, batch: _Batch, lane: dict[int, LaneMeter]
-    ) -> dict[TotalKey, PeriodTotal]:
-        """Price, post and decide; return the running totals as saved."""
+    ) -> tuple[dict[TotalKey, PeriodTotal], dict[tuple[int, int], charging.LineRow]]:
+        """Price, post and decide; return the running totals as saved, and the lane's lines by
+        (meter, stored time of the reading that ends the interval) for its reading rows."""
         work = {m: merge for m, merge in batch.merges.items() if merge.reprice_from is not None}
         if not work and not lane:
-            return {}
+            return {}, {}
         pairs = {m: intervals(merge.sequence, merge.reprice_from or 0) for m, merge in work.items()}
         meters = [*pairs, *lane]
         assignments = {m: self._assignments.get(m, []) for m in meters}
@@ -346,20 +350,16 @@ class Ingestor:
         keys = self.charger.period_keys(spans, assignments, batch.profiles)
         totals, known = charging.load_totals(conn, meters, keys, superseded, self.state.totals)
         changed: dict[TotalKey, PeriodTotal] = {key: totals[key] for key in superseded}
-        rows: list[charging.LineRow] = []
+        lane_lines: dict[tuple[int, int], charging.LineRow] = {}
         if lane:
-            rows, batch.report.intervals_priced, general = self.lane.charge(
+            lane_lines, batch.report.intervals_priced, general = self.lane.charge(
                 lane, self.charger.tariffs.get, self.charger.zone, totals, changed
             )
             pairs.update(general)
-        general_rows, priced = self.charger.charge(
-            pairs, assignments, batch.profiles, totals, changed
-        )
+        rows, priced = self.charger.charge(pairs, assignments, batch.profiles, totals, changed)
         batch.report.intervals_priced += priced
-        mixed = bool(rows) and bool(general_rows)
-        rows.extend(general_rows)
-        if mixed:
-            rows.sort(key=batch.meter_order)
+        if len(rows) > 1 and lane:
+            rows.sort(key=batch.meter_order)  # handed back by the lane: in the general order
         billing_repository.insert_lines(conn, rows)
         by_account = {a.account_id: a for found in assignments.values() for a in found}
         balances = postings.post_due(
@@ -379,7 +379,7 @@ class Ingestor:
             cause=Cause.DEDUCTION,
             outbox=self.outbox,
         )
-        return changed
+        return changed, lane_lines
 
     def _still(self, cache: str) -> bool:
         """Whether ``cache`` was checked since the kept state's proof last broke (then it is

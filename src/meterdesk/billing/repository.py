@@ -18,6 +18,7 @@ from meterdesk.billing.tables import (
 )
 from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
 from meterdesk.db.types import instant_int, int_instant, scaled_int
+from meterdesk.metering.tables import readings
 
 LINE_COLUMNS = (
     "meter_id",
@@ -156,7 +157,8 @@ def supersede_lines(
     conn: Connection, starts: dict[int, datetime]
 ) -> list[tuple[int, SupersededLine]]:
     """Deactivate, for each meter, the active lines of intervals starting at or after
-    ``starts[meter]`` (they are about to be priced again) and return what they had counted."""
+    ``starts[meter]`` (they are about to be priced again) and return what they had counted:
+    rows of ``charge_lines`` and lines stored on readings (billing.lines)."""
     if not starts:
         return []
     params: dict[str, int] = {}
@@ -164,25 +166,35 @@ def supersede_lines(
     for i, (meter_id, start) in enumerate(sorted(starts.items())):
         params[f"m{i}"], params[f"b{i}"] = meter_id, instant_int(start)
         values.append(f"(:m{i}, :b{i})")
-    # Each meter from its own bound, and through the index on (meter, interval end): a line
-    # starting at or after the bound ends after it, so only the meter's recent lines are read,
-    # however long its history (before, a late reading read every line the meter ever had).
+    # Each meter from its own bound, and through the index on (meter, interval end) — for a
+    # line on a reading, the readings' (meter, time) — : a line starting at or after the bound
+    # ends after it, so only the meter's recent lines are read, however long its history.
     # Only numbered placeholders are formatted in; values are bound.
     chosen = raw_rows(
         conn,
         f"WITH bounds(meter_id, bound) AS (VALUES {', '.join(values)}) "  # noqa: S608
-        "SELECT c.id, c.meter_id, c.interval_start, c.account_id, c.period_key, c.quantity, "
-        "c.cost FROM bounds b JOIN charge_lines c ON c.meter_id = b.meter_id "
-        "AND c.interval_end > b.bound AND c.interval_start >= b.bound "
-        "WHERE c.active ORDER BY c.meter_id, c.interval_end, c.id",
+        "SELECT 0, c.id, c.meter_id, c.interval_start, c.account_id, c.period_key, c.quantity, "
+        "c.cost, c.interval_end FROM bounds b JOIN charge_lines c ON c.meter_id = b.meter_id "
+        "AND c.interval_end > b.bound AND c.interval_start >= b.bound WHERE c.active "
+        "UNION ALL "
+        "SELECT 1, r.id, r.meter_id, r.line_start, r.line_account_id, r.line_period_key, "
+        "r.line_quantity, r.line_cost, r.measured_at FROM bounds b JOIN readings r "
+        "ON r.meter_id = b.meter_id AND r.measured_at > b.bound AND r.line_start >= b.bound "
+        "WHERE r.line_active "
+        "ORDER BY 3, 9, 1, 2",
         **params,
     )
-    bulk_update(conn, charge_lines, ("id",), ("active",), [(False, row[0]) for row in chosen])
+    bulk_update(
+        conn, charge_lines, ("id",), ("active",), [(False, r[1]) for r in chosen if r[0] == 0]
+    )
+    bulk_update(
+        conn, readings, ("id",), ("line_active",), [(False, r[1]) for r in chosen if r[0] == 1]
+    )
     return [
         (
-            row[1],
+            row[2],
             SupersededLine(
-                row[3], row[4], Decimal(row[5]).scaleb(-QUANTITY_PLACES), Decimal(row[6])
+                row[4], row[5], Decimal(row[6]).scaleb(-QUANTITY_PLACES), Decimal(row[7])
             ),
         )
         for row in chosen

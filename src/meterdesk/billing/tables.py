@@ -18,8 +18,9 @@ from sqlalchemy import (
 
 from meterdesk.db.metadata import metadata
 from meterdesk.db.types import ExactDecimal, Instant, Scaled
+from meterdesk.metering.tables import LINE_PLACES
 
-QUANTITY_PLACES = 6
+QUANTITY_PLACES = LINE_PLACES  # lines on reading rows (billing.lines) keep the same places
 
 accounts = Table(
     "accounts",

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, text
 # (table, column, referenced table): each non-null value must be an id of the referenced table.
 UNCHECKED_REFERENCES = (
     ("readings", "meter_id", "meters"),
+    ("readings", "line_account_id", "accounts"),
     ("charge_lines", "meter_id", "meters"),
     ("charge_lines", "account_id", "accounts"),
     ("transfers", "organisation_id", "organisations"),

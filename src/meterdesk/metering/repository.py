@@ -29,7 +29,8 @@ from meterdesk.metering.model import (
 from meterdesk.metering.tables import REGISTER_PLACES, meter_cursors, quarantine, readings
 
 BAND_COLUMNS = tuple(f"register_{band}" for band in BANDS)
-READING_COLUMNS = (
+# What a meter sent, as stored (the bench's bulk-insert baseline writes these alone).
+RAW_READING_COLUMNS = (
     "meter_id",
     "generation",
     "measured_at",
@@ -38,6 +39,22 @@ READING_COLUMNS = (
     *BAND_COLUMNS,
     "source",
 )
+# The priced line of the interval a reading ends, when it is stored on it (billing.lines).
+LINE_COLUMNS = (
+    "line_account_id",
+    "line_start",
+    "line_band",
+    "line_tier_block",
+    "line_tier_key",
+    "line_period_key",
+    "line_quantity",
+    "line_unit_price",
+    "line_cost",
+    "line_version_from",
+    "line_active",
+)
+NO_LINE = (None,) * len(LINE_COLUMNS)
+READING_COLUMNS = (*RAW_READING_COLUMNS, *LINE_COLUMNS)
 CURSOR_COLUMNS = ("meter_id", "generation", "measured_at", "register_total", *BAND_COLUMNS)
 _REGISTERS_SQL = "generation, measured_at, register_total, " + ", ".join(BAND_COLUMNS)
 
@@ -179,6 +196,7 @@ def reading_rows(accepted: Sequence[Reading], received: int) -> list[tuple[Any, 
             received,
             *_raw_registers(r),
             str(r.source),
+            *NO_LINE,  # the general path prices into charge_lines
         )
         for r in accepted
     ]

@@ -24,9 +24,10 @@ from sqlalchemy import (
 )
 
 from meterdesk.db.metadata import metadata
-from meterdesk.db.types import Instant, Scaled
+from meterdesk.db.types import ExactDecimal, Instant, Scaled
 
 REGISTER_PLACES = 4
+LINE_PLACES = 6  # a priced line's quantity and unit price (billing.tables.QUANTITY_PLACES)
 
 meters = Table(
     "meters",
@@ -86,6 +87,24 @@ readings = Table(
     Column("register_total", Scaled(REGISTER_PLACES), nullable=False),
     *_band_columns,
     Column("source", String(20), nullable=False),
+    # The priced line of the interval this reading ends, when billing's fast lane priced it as
+    # one line while storing the reading (most readings): a charge line without a row and an
+    # index entry of its own. Null when the interval went to ``charge_lines`` (several lines, or
+    # priced by the general path) or billed nothing. ``line_active`` turns false when a late
+    # reading splits the interval; its new lines then go to ``charge_lines``. Read through
+    # ``billing.lines``, never alone. ``line_account_id`` is an accounts.id without a foreign key
+    # (docs/decisions/0005-hot-table-references.md).
+    Column("line_account_id", Integer, nullable=True),
+    Column("line_start", Instant, nullable=True),
+    Column("line_band", String(12), nullable=True),
+    Column("line_tier_block", Integer, nullable=True),
+    Column("line_tier_key", String(7), nullable=True),
+    Column("line_period_key", String(7), nullable=True),
+    Column("line_quantity", Scaled(LINE_PLACES), nullable=True),
+    Column("line_unit_price", Scaled(LINE_PLACES), nullable=True),
+    Column("line_cost", ExactDecimal, nullable=True),
+    Column("line_version_from", String(10), nullable=True),
+    Column("line_active", Boolean, nullable=True),
     # (meter, time, generation): unique, and the index for "readings of a meter around a time"
     UniqueConstraint("meter_id", "measured_at", "generation"),
 )

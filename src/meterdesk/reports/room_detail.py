@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, select
 
+from meterdesk.billing.lines import select_lines
 from meterdesk.billing.tables import (
     account_controls,
     accounts,
     alarm_plans,
-    charge_lines,
     friendly_profiles,
     meter_assignments,
 )
@@ -243,14 +243,17 @@ def add_usage(
     if not by_id:
         return
     rows = conn.execute(
-        select(charge_lines.c.meter_id, charge_lines.c.quantity, charge_lines.c.cost).where(
-            charge_lines.c.meter_id.in_(list(by_id)),
-            charge_lines.c.active.is_(True),
-            charge_lines.c.segment_start >= instant_int(start),
-            charge_lines.c.segment_start < instant_int(end),
-            # implied (a segment ends after it starts, inside its interval); lets the
-            # (meter, interval end) index skip the meter's history before ``start``
-            charge_lines.c.interval_end > instant_int(start),
+        select_lines(
+            ("meter_id", "quantity", "cost"),
+            lambda line: (
+                line["meter_id"].in_(list(by_id)),
+                line["active"].is_(True),
+                line["segment_start"] >= instant_int(start),
+                line["segment_start"] < instant_int(end),
+                # implied (a segment ends after it starts, inside its interval); lets the
+                # meter's (interval end) index skip its history before ``start``
+                line["interval_end"] > instant_int(start),
+            ),
         )
     )
     for meter_id, quantity, cost in rows:

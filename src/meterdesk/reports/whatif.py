@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, select
 
-from meterdesk.billing.tables import charge_lines, meter_assignments
+from meterdesk.billing.lines import select_lines
+from meterdesk.billing.tables import meter_assignments
 from meterdesk.db.types import instant_int
 from meterdesk.metering.tables import meters
 from meterdesk.shared.errors import NotFoundError, ValidationError
@@ -92,22 +93,18 @@ def usages(
 ) -> tuple[list[Usage], Decimal]:
     """The meter's billed intervals inside ``[start, end)`` and what they cost (exact)."""
     rows = conn.execute(
-        select(
-            charge_lines.c.interval_start,
-            charge_lines.c.interval_end,
-            charge_lines.c.band,
-            charge_lines.c.quantity,
-            charge_lines.c.cost,
-        )
-        .where(
-            charge_lines.c.meter_id == meter_id,
-            charge_lines.c.active.is_(True),
-            charge_lines.c.interval_start >= instant_int(start),
-            # implied by the line above; lets the (meter, interval end) index skip the history
-            charge_lines.c.interval_end > instant_int(start),
-            charge_lines.c.interval_end <= instant_int(end),
-        )
-        .order_by(charge_lines.c.interval_start)
+        select_lines(
+            ("interval_start", "interval_end", "band", "quantity", "cost"),
+            lambda line: (
+                line["meter_id"] == meter_id,
+                line["active"].is_(True),
+                line["interval_start"] >= instant_int(start),
+                # implied by the line above; lets the meter's (interval end) index skip the
+                # history
+                line["interval_end"] > instant_int(start),
+                line["interval_end"] <= instant_int(end),
+            ),
+        ).order_by("interval_start")
     )
     grouped: dict[tuple[datetime, datetime], dict[str, Decimal]] = defaultdict(dict)
     billed = Decimal(0)
