@@ -50,7 +50,7 @@ ON_READINGS: LineView = {
 
 def select_lines(
     fields: Sequence[str], where: Callable[[LineView], Iterable[ColumnElement[bool]]]
-) -> CompoundSelect:
+) -> CompoundSelect[*tuple[Any, ...]]:
     """``fields`` of the lines ``where`` chooses, from both stores (``UNION ALL``). ``where``
     gets a view of column names to columns and is applied to each store, so each is read
     through its own index (``charge_lines`` by meter and interval end; ``readings`` by meter
