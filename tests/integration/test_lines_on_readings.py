@@ -1,0 +1,246 @@
+"""Priced lines stored on the reading that ends their interval (``readings.line_*``, billing.lines)
+behave like rows of ``charge_lines``: a late reading supersedes them, what reads lines reads them,
+and the money is what a clean in-order run gives, on SQLite and PostgreSQL.
+
+The account opens at 2026-11-02T00:00Z with an opening reading of 1000 on a flat price of 1 per
+kWh unless a test says otherwise, so every fen deducted is a hundredth of a kWh used.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from builders import (
+    T0,
+    D,
+    check_books,
+    deducted,
+    minutes,
+    one_meter_account,
+    reading,
+    wallet,
+)
+from sqlalchemy import func, select
+
+from meterdesk.billing import corrections
+from meterdesk.billing.ingest import Ingestor
+from meterdesk.billing.lines import select_lines
+from meterdesk.billing.tables import charge_lines, period_totals
+from meterdesk.db.database import Database
+from meterdesk.metering.tables import readings
+from meterdesk.reports import room_detail, whatif
+
+pytestmark = pytest.mark.integration
+
+
+def active_lines(db: Database, meter_id: int) -> list[tuple[float, float, Decimal, Decimal]]:
+    """(interval start, end in minutes after T0, quantity, cost) of the meter's active lines."""
+    with db.read() as conn:
+        rows = conn.execute(
+            select_lines(
+                ("interval_start", "interval_end", "quantity", "cost", "segment_start"),
+                lambda line: (line["meter_id"] == meter_id, line["active"].is_(True)),
+            ).order_by("interval_start", "segment_start")
+        ).all()
+    return [
+        (
+            (s - T0) / timedelta(minutes=1),
+            (e - T0) / timedelta(minutes=1),
+            D(q).normalize(),
+            D(c).normalize(),
+        )
+        for s, e, q, c, _ in rows
+    ]
+
+
+def stores(db: Database, meter_id: int) -> dict[str, int]:
+    """How many active lines of the meter are on readings and in charge_lines."""
+    with db.read() as conn:
+        on_readings = conn.execute(
+            select(func.count()).where(
+                readings.c.meter_id == meter_id, readings.c.line_active.is_(True)
+            )
+        ).scalar_one()
+        in_table = conn.execute(
+            select(func.count()).where(
+                charge_lines.c.meter_id == meter_id, charge_lines.c.active.is_(True)
+            )
+        ).scalar_one()
+    return {"readings": int(on_readings), "charge_lines": int(in_table)}
+
+
+def exact_cost(db: Database, meter_id: int) -> Decimal:
+    with db.read() as conn:
+        costs = conn.execute(
+            select(period_totals.c.exact_cost).where(period_totals.c.meter_id == meter_id)
+        ).scalars()
+        return sum((D(c) for c in costs), D(0))
+
+
+def test_a_late_reading_supersedes_the_line_stored_on_the_reading_after_it(db: Database) -> None:
+    setup = one_meter_account(db, price="1", credit="100", opening="1000")
+    pipeline = Ingestor(db)
+    pipeline.ingest(
+        [
+            reading(setup.meter_id, minutes(m), t)
+            for m, t in ((60, "1010"), (120, "1020"), (180, "1030"))
+        ]
+    )
+    assert stores(db, setup.meter_id) == {"readings": 3, "charge_lines": 0}
+
+    report = pipeline.ingest([reading(setup.meter_id, minutes(90), "1014")])
+
+    assert (report.late, report.accepted) == (1, 1)
+    assert active_lines(db, setup.meter_id) == [
+        (0, 60, D(10), D(10)),
+        (60, 90, D(4), D(4)),
+        (90, 120, D(6), D(6)),
+        (120, 180, D(10), D(10)),
+    ]
+    assert stores(db, setup.meter_id) == {"readings": 1, "charge_lines": 3}
+    assert exact_cost(db, setup.meter_id) == D(30)
+    assert deducted(db, setup.account.account_id) == D("30.00")
+    assert wallet(db, setup.account) == D("70.00")
+    check_books(db)
+
+
+def test_two_late_readings_in_one_batch_split_two_lines_on_readings(db: Database) -> None:
+    setup = one_meter_account(db, price="1", credit="100", opening="1000")
+    pipeline = Ingestor(db)
+    pipeline.ingest(
+        [
+            reading(setup.meter_id, minutes(m), t)
+            for m, t in ((60, "1010"), (120, "1020"), (180, "1030"), (240, "1040"))
+        ]
+    )
+
+    report = pipeline.ingest(
+        [
+            reading(setup.meter_id, minutes(200), "1031"),
+            reading(setup.meter_id, minutes(30), "1001"),
+        ]
+    )
+
+    assert (report.late, report.accepted) == (1, 2)
+    assert active_lines(db, setup.meter_id) == [
+        (0, 30, D(1), D(1)),
+        (30, 60, D(9), D(9)),
+        (60, 120, D(10), D(10)),
+        (120, 180, D(10), D(10)),
+        (180, 200, D(1), D(1)),
+        (200, 240, D(9), D(9)),
+    ]
+    assert deducted(db, setup.account.account_id) == D("40.00")
+    check_books(db)
+
+    # and again, now inside lines of charge_lines and a line still on a reading
+    pipeline.ingest(
+        [
+            reading(setup.meter_id, minutes(210), "1035"),
+            reading(setup.meter_id, minutes(45), "1005"),
+        ]
+    )
+    assert [line[:2] for line in active_lines(db, setup.meter_id)] == [
+        (0, 30),
+        (30, 45),
+        (45, 60),
+        (60, 120),
+        (120, 180),
+        (180, 200),
+        (200, 210),
+        (210, 240),
+    ]
+    assert deducted(db, setup.account.account_id) == D("40.00")
+    check_books(db)
+
+
+def test_many_lines_on_readings_in_one_batch_and_many_superseded_at_once(db: Database) -> None:
+    """Large enough for PostgreSQL's COPY (readings) and unnest UPDATE (line_active)."""
+    setup = one_meter_account(db, price="1", credit="1000", opening="1000")
+    pipeline = Ingestor(db)
+    steps = [(minute, D(1000) + D(minute) / 100) for minute in range(1, 301)]
+    report = pipeline.ingest([reading(setup.meter_id, minutes(m), t) for m, t in steps])
+    assert report.accepted == 300
+    assert stores(db, setup.meter_id) == {"readings": 300, "charge_lines": 0}
+    assert deducted(db, setup.account.account_id) == D("3.00")
+
+    late = pipeline.ingest([reading(setup.meter_id, minutes(0.5), "1000.005")])
+
+    assert late.late == 1
+    lines = active_lines(db, setup.meter_id)
+    assert len(lines) == 301
+    assert sum(q for *_, q, _ in lines) == D(3)
+    assert stores(db, setup.meter_id) == {"readings": 0, "charge_lines": 301}
+    assert exact_cost(db, setup.meter_id) == D(3)
+    assert deducted(db, setup.account.account_id) == D("3.00")
+    check_books(db)
+
+
+def test_what_if_and_todays_usage_read_lines_on_readings(db: Database) -> None:
+    setup = one_meter_account(db, price="1", credit="100", opening="1000")
+    pipeline = Ingestor(db)
+    pipeline.ingest(
+        [
+            reading(setup.meter_id, minutes(m), t)
+            for m, t in ((60, "1010"), (120, "1020"), (180, "1030"))
+        ]
+    )
+    pipeline.ingest([reading(setup.meter_id, minutes(90), "1014")])
+
+    with db.read() as conn:
+        found, billed = whatif.usages(conn, setup.meter_id, T0, minutes(24 * 60), False)
+        view = room_detail.MeterView(
+            setup.meter_id,
+            "M1",
+            "electricity",
+            "single_phase",
+            None,
+            None,
+            "unknown",
+            None,
+            None,
+            None,
+            None,
+            {},
+        )
+        room_detail.add_usage(conn, [view], T0, minutes(24 * 60))
+
+    assert [(u.start, u.end, u.total) for u in found] == [
+        (minutes(0), minutes(60), D(10)),
+        (minutes(60), minutes(90), D(4)),
+        (minutes(90), minutes(120), D(6)),
+        (minutes(120), minutes(180), D(10)),
+    ]
+    assert billed == D(30)
+    assert (view.today_quantity, view.today_cost) == (D(30), D(30))
+
+
+def test_a_late_reading_of_the_old_device_supersedes_its_lines_on_readings(db: Database) -> None:
+    setup = one_meter_account(db, price="1", credit="100", opening="1000")
+    pipeline = Ingestor(db)
+    pipeline.ingest(
+        [reading(setup.meter_id, minutes(m), t) for m, t in ((60, "1010"), (120, "1020"))]
+    )
+    corrections.replace_meter(
+        db,
+        organisation_id=setup.org.id,
+        replacement=corrections.Replacement(setup.meter_id, minutes(150), D("1025"), D("3")),
+        actor="fitter",
+        ingestor=pipeline,
+    )
+    pipeline.ingest([reading(setup.meter_id, minutes(180), "5")])
+
+    report = pipeline.ingest([reading(setup.meter_id, minutes(90), "1014")])
+
+    assert (report.late, report.accepted) == (1, 1)
+    assert active_lines(db, setup.meter_id) == [
+        (0, 60, D(10), D(10)),
+        (60, 90, D(4), D(4)),
+        (90, 120, D(6), D(6)),
+        (120, 150, D(5), D(5)),
+        (150, 180, D(2), D(2)),
+    ]
+    assert deducted(db, setup.account.account_id) == D("27.00")
+    check_books(db)
