@@ -515,7 +515,7 @@ def _named(name: str, rows: list[tuple[Any, ...]], limit: int) -> str:
 
 def check_books(db: Database) -> None:
     """The ledger balances (entries sum to zero, every account's balance is its transfers' net),
-    every (meter, month)'s active lines add up to its exact running cost, and every reference
+    every (meter, account, month)'s active lines add up to its exact running cost, and every reference
     kept without a foreign key resolves."""
     with db.read() as conn:
         balances = dict(
@@ -535,18 +535,24 @@ def check_books(db: Database) -> None:
                 )
             ).all()
         )
-        lines: dict[tuple[int, str], Decimal] = {}
-        for m, p, cost in conn.execute(
+        # By (meter, account, month), the running total's key: a meter that changed accounts
+        # within a month has a total for each.
+        lines: dict[tuple[int, int, str], Decimal] = {}
+        for m, a, p, cost in conn.execute(
             select_lines(
-                ("meter_id", "period_key", "cost"), lambda line: (line["active"].is_(True),)
+                ("meter_id", "account_id", "period_key", "cost"),
+                lambda line: (line["active"].is_(True),),
             )
         ):
-            lines[(m, p)] = lines.get((m, p), D(0)) + cost
+            lines[(m, a, p)] = lines.get((m, a, p), D(0)) + cost
         exact = {
-            (m, p): c
-            for m, p, c in conn.execute(
+            (m, a, p): c
+            for m, a, p, c in conn.execute(
                 select(
-                    period_totals.c.meter_id, period_totals.c.period_key, period_totals.c.exact_cost
+                    period_totals.c.meter_id,
+                    period_totals.c.account_id,
+                    period_totals.c.period_key,
+                    period_totals.c.exact_cost,
                 )
             )
         }

@@ -13,24 +13,31 @@ from decimal import Decimal
 
 import pytest
 from builders import (
+    ACTOR,
     T0,
     D,
     check_books,
     deducted,
+    flat_definition,
+    make_meter,
+    make_org,
+    make_tariff,
     minutes,
     one_meter_account,
+    open_account,
     reading,
     wallet,
 )
 from sqlalchemy import func, select
 
-from meterdesk.billing import corrections
+from meterdesk.billing import accounts, corrections
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.billing.lines import select_lines
 from meterdesk.billing.tables import charge_lines, period_totals
 from meterdesk.db.database import Database
 from meterdesk.metering.tables import readings
 from meterdesk.reports import room_detail, whatif
+from meterdesk.shared.time import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -243,4 +250,48 @@ def test_a_late_reading_of_the_old_device_supersedes_its_lines_on_readings(db: D
         (150, 180, D(2), D(2)),
     ]
     assert deducted(db, setup.account.account_id) == D("27.00")
+    check_books(db)
+
+
+def test_a_late_reading_between_a_closed_and_a_new_account_moves_neither(
+    db: Database, clock: FakeClock
+) -> None:
+    org = make_org(db)
+    tariff = make_tariff(db, org, definition=flat_definition("1"))
+    meter = make_meter(db, org)
+    first = open_account(db, org, "A-1", [(meter, tariff, "1000")], credit="100")
+    pipeline = Ingestor(db)
+    pipeline.ingest([reading(meter, minutes(60), "1010")])
+    clock.advance(timedelta(minutes=120))
+    accounts.close_account(
+        db,
+        organisation_id=org.id,
+        number="A-1",
+        final_readings=[accounts.FinalReading(meter, D("1020"))],
+        refund_method="cash",
+        actor=ACTOR,
+        idempotency_key="close-1",
+        ingestor=pipeline,
+    )
+    clock.advance(timedelta(minutes=60))
+    second = open_account(
+        db, org, "A-2", [(meter, tariff, "1030")], credit="100", ingestor=pipeline
+    )
+    pipeline.ingest([reading(meter, minutes(240), "1040")])
+    before = (deducted(db, first.account_id), deducted(db, second.account_id))
+
+    report = pipeline.ingest(
+        [reading(meter, minutes(150), "1025"), reading(meter, minutes(210), "1036")]
+    )
+    settled = pipeline.ingest([reading(meter, minutes(30), "1004")])
+
+    assert (report.late, report.accepted, settled.quarantined) == (1, 2, 1)
+    assert before == (D("20.00"), D("10.00"))
+    assert (deducted(db, first.account_id), deducted(db, second.account_id)) == before
+    assert active_lines(db, meter) == [
+        (0, 60, D(10), D(10)),
+        (60, 120, D(10), D(10)),
+        (180, 210, D(6), D(6)),
+        (210, 240, D(4), D(4)),
+    ]
     check_books(db)
