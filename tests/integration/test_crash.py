@@ -266,8 +266,10 @@ def raise_once(monkeypatch: pytest.MonkeyPatch, target: str) -> list[int]:
         "meterdesk.ledger.repository.apply_system_rows",  # how ingest posts its deductions
         "meterdesk.ledger.repository.bulk_insert",
         "meterdesk.billing.repository.save_totals",
+        # the batch's last write: its readings, carrying the lines the lane priced
+        "meterdesk.metering.repository.insert_reading_rows",
     ],
-    ids=["ledger-postings", "transfer-insert", "running-totals"],
+    ids=["ledger-postings", "transfer-insert", "running-totals", "readings-insert"],
 )
 def test_a_fault_mid_batch_leaves_nothing_and_a_retry_equals_a_clean_run(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
