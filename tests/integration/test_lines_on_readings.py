@@ -25,6 +25,7 @@ from builders import (
     minutes,
     one_meter_account,
     open_account,
+    quarantined,
     reading,
     wallet,
 )
@@ -294,4 +295,35 @@ def test_a_late_reading_between_a_closed_and_a_new_account_moves_neither(
         (180, 210, D(6), D(6)),
         (210, 240, D(4), D(4)),
     ]
+    check_books(db)
+
+
+def test_releasing_a_quarantined_jump_supersedes_the_lines_on_readings_after_it(
+    db: Database,
+) -> None:
+    setup = one_meter_account(db, price="1", credit="500", opening="1000", max_rate="100")
+    pipeline = Ingestor(db)
+    pipeline.ingest([reading(setup.meter_id, minutes(60), "1010")])
+    spike = pipeline.ingest([reading(setup.meter_id, minutes(90), "1200")])  # 380 kWh/h
+    pipeline.ingest([reading(setup.meter_id, minutes(300), "1200")])  # 47.5 kWh/h since 60
+    pipeline.ingest([reading(setup.meter_id, minutes(360), "1210")])
+    assert spike.quarantined == 1
+    assert stores(db, setup.meter_id) == {"readings": 3, "charge_lines": 0}
+    [item] = quarantined(db, setup.org)
+
+    report = corrections.release(
+        db,
+        organisation_id=setup.org.id,
+        quarantine_id=item["id"],
+        actor="checker",
+        ingestor=pipeline,
+    )
+
+    assert (report.late, report.accepted) == (1, 1)
+    assert active_lines(db, setup.meter_id) == [
+        (0, 60, D(10), D(10)),
+        (60, 90, D(190), D(190)),
+        (300, 360, D(10), D(10)),
+    ]
+    assert deducted(db, setup.account.account_id) == D("210.00")
     check_books(db)
