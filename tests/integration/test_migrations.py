@@ -193,3 +193,32 @@ def test_migrations_do_not_depend_on_application_types() -> None:
     assert "meterdesk" not in source.replace("python -m meterdesk.db.regenerate_initial", "")
     assert "Scaled" not in source
     assert "Instant" not in source
+
+
+def test_tables_updated_in_place_keep_room_for_updates_on_postgresql(database_url: str) -> None:
+    """Autogenerate does not compare storage parameters: the migration must carry the fill
+    factor of the tables every batch updates (db.metadata.UPDATED_IN_PLACE)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("storage parameters are PostgreSQL's")
+    migrate.upgrade(database_url)
+    engine = build_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            options = dict(
+                conn.execute(
+                    text(
+                        "SELECT c.relname, c.reloptions FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+                        "AND c.relkind = 'r'"
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    expected = {
+        name: ["fillfactor=50"]
+        for name, table in load_all_tables().tables.items()
+        if table.dialect_options["postgresql"]["with"]
+    }
+    assert expected.keys() == {"meter_cursors", "period_totals", "ledger_accounts"}
+    assert {name: options[name] for name in expected} == expected

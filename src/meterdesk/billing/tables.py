@@ -16,7 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from meterdesk.db.metadata import metadata
+from meterdesk.db.metadata import UPDATED_IN_PLACE, metadata
 from meterdesk.db.types import ExactDecimal, Instant, Scaled
 from meterdesk.metering.tables import LINE_PLACES
 
@@ -126,6 +126,7 @@ period_totals = Table(
     Column("exact_cost", ExactDecimal, nullable=False),
     Column("posted_fen", BigInteger, nullable=False),
     Column("postings", Integer, nullable=False),
+    **UPDATED_IN_PLACE,
 )
 
 # -- prepaid control (issue 4) ---------------------------------------------------------------

@@ -16,6 +16,14 @@ metadata = MetaData(
 )
 
 
+# Table options for rows every ingest batch updates in place (cursors, running totals, ledger
+# balances): on PostgreSQL, pages kept half empty, so an update can put the new row version
+# beside the old one without touching any index (a "HOT" update) and the next visit to the page
+# reclaims the old version. Full pages (the default) send each update to another page with a new
+# entry in every index, and the table grows by a dead row per update until autovacuum.
+UPDATED_IN_PLACE = {"postgresql_with": {"fillfactor": "50"}}
+
+
 def load_all_tables() -> MetaData:
     """Import every area's tables so the metadata is complete (for Alembic and tests)."""
     from meterdesk.access import tables as _access  # noqa: F401

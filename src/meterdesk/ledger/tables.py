@@ -18,7 +18,7 @@ from sqlalchemy import (
     literal_column,
 )
 
-from meterdesk.db.metadata import metadata
+from meterdesk.db.metadata import UPDATED_IN_PLACE, metadata
 from meterdesk.db.types import Instant
 
 ledger_accounts = Table(
@@ -34,6 +34,7 @@ ledger_accounts = Table(
     UniqueConstraint("organisation_id", "code"),
     CheckConstraint("floor_fen IS NULL OR balance_fen >= floor_fen", name="above_floor"),
     CheckConstraint("floor_fen IS NULL OR floor_fen <= 0", name="floor_not_positive"),
+    **UPDATED_IN_PLACE,
 )
 
 transfers = Table(

@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from meterdesk.db.metadata import metadata
+from meterdesk.db.metadata import UPDATED_IN_PLACE, metadata
 from meterdesk.db.types import ExactDecimal, Instant, Scaled
 
 REGISTER_PLACES = 4
@@ -119,6 +119,7 @@ meter_cursors = Table(
     Column("measured_at", Instant, nullable=False),
     Column("register_total", Scaled(REGISTER_PLACES), nullable=False),
     *[Column(c.name, Scaled(REGISTER_PLACES), nullable=True) for c in _band_columns],
+    **UPDATED_IN_PLACE,
 )
 
 quarantine = Table(

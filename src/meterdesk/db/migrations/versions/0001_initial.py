@@ -342,6 +342,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "organisation_id", "code", name=op.f("uq_ledger_accounts_organisation_id_code")
         ),
+        postgresql_with={"fillfactor": "50"},
     )
     op.create_table(
         "memberships",
@@ -885,6 +886,7 @@ def upgrade() -> None:
             ["meter_id"], ["meters.id"], name=op.f("fk_meter_cursors_meter_id_meters")
         ),
         sa.PrimaryKeyConstraint("meter_id", name=op.f("pk_meter_cursors")),
+        postgresql_with={"fillfactor": "50"},
     )
     op.create_table(
         "meter_replacements",
@@ -992,6 +994,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "meter_id", "account_id", "period_key", name=op.f("pk_period_totals")
         ),
+        postgresql_with={"fillfactor": "50"},
     )
     op.create_table(
         "quarantine",
