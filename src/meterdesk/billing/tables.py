@@ -126,7 +126,7 @@ period_totals = Table(
     Column("exact_cost", ExactDecimal, nullable=False),
     Column("posted_fen", BigInteger, nullable=False),
     Column("postings", Integer, nullable=False),
-    **UPDATED_IN_PLACE,
+    postgresql_with=UPDATED_IN_PLACE,
 )
 
 # -- prepaid control (issue 4) ---------------------------------------------------------------

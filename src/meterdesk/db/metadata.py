@@ -21,7 +21,7 @@ metadata = MetaData(
 # beside the old one without touching any index (a "HOT" update) and the next visit to the page
 # reclaims the old version. Full pages (the default) send each update to another page with a new
 # entry in every index, and the table grows by a dead row per update until autovacuum.
-UPDATED_IN_PLACE = {"postgresql_with": {"fillfactor": "50"}}
+UPDATED_IN_PLACE = {"fillfactor": "50"}  # PostgreSQL storage parameters (postgresql_with)
 
 
 def load_all_tables() -> MetaData:

@@ -34,7 +34,7 @@ ledger_accounts = Table(
     UniqueConstraint("organisation_id", "code"),
     CheckConstraint("floor_fen IS NULL OR balance_fen >= floor_fen", name="above_floor"),
     CheckConstraint("floor_fen IS NULL OR floor_fen <= 0", name="floor_not_positive"),
-    **UPDATED_IN_PLACE,
+    postgresql_with=UPDATED_IN_PLACE,
 )
 
 transfers = Table(

@@ -119,7 +119,7 @@ meter_cursors = Table(
     Column("measured_at", Instant, nullable=False),
     Column("register_total", Scaled(REGISTER_PLACES), nullable=False),
     *[Column(c.name, Scaled(REGISTER_PLACES), nullable=True) for c in _band_columns],
-    **UPDATED_IN_PLACE,
+    postgresql_with=UPDATED_IN_PLACE,
 )
 
 quarantine = Table(
