@@ -166,9 +166,9 @@ def supersede_lines(
     for i, (meter_id, start) in enumerate(sorted(starts.items())):
         params[f"m{i}"], params[f"b{i}"] = meter_id, instant_int(start)
         values.append(f"(:m{i}, :b{i})")
-    # Each meter from its own bound, and through the index on (meter, interval end) — for a
-    # line on a reading, the readings' (meter, time) — : a line starting at or after the bound
-    # ends after it, so only the meter's recent lines are read, however long its history.
+    # Each meter from its own bound, through charge_lines' (meter, interval end) index and the
+    # readings' (meter, time) index: a line starting at or after the bound ends after it, so
+    # only the meter's recent lines are read, however long its history.
     # Only numbered placeholders are formatted in; values are bound.
     chosen = raw_rows(
         conn,
