@@ -529,3 +529,66 @@ def test_a_page_of_commands_does_not_sort_every_command_of_a_status(
             ][:50]
         assert [command.id for command in found] == expected and len(expected) == 50
     assert cost[OUTBOX_LONG] < 2 * cost[OUTBOX_SHORT], cost
+
+
+@pytest.fixture(scope="module")
+def crowded_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Outbox]]:
+    """Two databases where a quiet organisation has the same dozen old commands, and another
+    organisation's command history after them is short in one and long in the other."""
+    made = {}
+    for count in (OUTBOX_SHORT, OUTBOX_LONG):
+        path = Path(tmp_path_factory.mktemp(f"crowded{count}")) / "db.sqlite3"
+        engine = build_engine(f"sqlite:///{path}")
+        load_all_tables().create_all(engine)
+        db = Database(engine=engine, clock=FakeClock(T0))
+        quiet = one_meter_account(db)
+        busy = make_org(db, "Org B")
+        busy_meter = make_meter(db, busy, "M9")
+        orders = [
+            dict(
+                organisation_id=org.id,
+                meter_id=meter,
+                kind="relay_trip",
+                params="{}",
+                status="failed" if i % 3 == 0 else "confirmed",
+                attempts=1,
+                max_attempts=3,
+                next_attempt_at=T0 + timedelta(minutes=i),
+                deadline_at=T0 + timedelta(minutes=i),
+                idempotency_key=f"{org.id}.{i}",
+                created_by="test:operator",
+                created_at=T0 + timedelta(minutes=i),
+            )
+            for i, (org, meter) in enumerate(
+                [(quiet.org, quiet.meter_id)] * QUIET + [(busy, busy_meter)] * count
+            )
+        ]
+        with db.transaction() as conn:
+            conn.execute(insert(commands), orders)
+        made[count] = Outbox(db, quiet.org.id, quiet.org.customer_id, quiet.account.account_id)
+    yield made
+    for world in made.values():
+        world.db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "status", [None, "confirmed", "failed"], ids=["all", "confirmed", "failed"]
+)
+def test_a_quiet_organisations_commands_do_not_walk_another_organisations(
+    crowded_worlds: dict[int, Outbox], status: str | None
+) -> None:
+    """With many organisations, the list of one is read through its own (organisation, …, id)
+    index, not by walking every newer command of every organisation."""
+    cost = {}
+    for count, world in crowded_worlds.items():
+        cost[count], found = _steps(
+            world.db,
+            lambda conn, w=world: command_repository.select_commands(
+                conn, organisation_id=w.org, status=status, limit=50
+            ),
+        )
+        expected = {None: QUIET, "confirmed": QUIET - QUIET // 3, "failed": QUIET // 3}[status]
+        assert len(found) == expected
+        assert all(c.status == status for c in found if status is not None)
+        assert [c.id for c in found] == sorted((c.id for c in found), reverse=True)
+    assert cost[OUTBOX_LONG] < 2 * cost[OUTBOX_SHORT], cost

@@ -102,10 +102,11 @@ commands = Table(
 
 Index("ix_commands_due", commands.c.status, commands.c.next_attempt_at)
 Index("ix_commands_meter", commands.c.meter_id, commands.c.id)
-# The command list filtered by status, newest first: through ix_commands_due it sorted every
-# command of that status ever made. Not (organisation, status, id): the unfiltered list would
-# then leave its primary-key scan for that index and a sort of the organisation's commands.
-Index("ix_commands_status_id", commands.c.status, commands.c.id)
+# The command list, newest first, of one organisation — all, or of one status: through its own
+# index. The primary key walked every newer command of every organisation, and (status, id)
+# every newer command of that status (tests/integration/test_history_scaling.py).
+Index("ix_commands_org_id", commands.c.organisation_id, commands.c.id)
+Index("ix_commands_org_status_id", commands.c.organisation_id, commands.c.status, commands.c.id)
 
 command_events = Table(
     "command_events",

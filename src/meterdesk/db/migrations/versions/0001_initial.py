@@ -816,7 +816,10 @@ def upgrade() -> None:
     with op.batch_alter_table("commands", schema=None) as batch_op:
         batch_op.create_index("ix_commands_due", ["status", "next_attempt_at"], unique=False)
         batch_op.create_index("ix_commands_meter", ["meter_id", "id"], unique=False)
-        batch_op.create_index("ix_commands_status_id", ["status", "id"], unique=False)
+        batch_op.create_index("ix_commands_org_id", ["organisation_id", "id"], unique=False)
+        batch_op.create_index(
+            "ix_commands_org_status_id", ["organisation_id", "status", "id"], unique=False
+        )
 
     op.create_table(
         "device_status",
@@ -1176,7 +1179,8 @@ def downgrade() -> None:
     op.drop_table("meter_assignments")
     op.drop_table("device_status")
     with op.batch_alter_table("commands", schema=None) as batch_op:
-        batch_op.drop_index("ix_commands_status_id")
+        batch_op.drop_index("ix_commands_org_status_id")
+        batch_op.drop_index("ix_commands_org_id")
         batch_op.drop_index("ix_commands_meter")
         batch_op.drop_index("ix_commands_due")
 
