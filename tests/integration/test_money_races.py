@@ -377,6 +377,29 @@ def test_one_close_key_on_two_accounts_at_once_is_refused_as_reused_not_a_databa
     check_books(db)
 
 
+def test_a_close_key_used_by_another_accounts_close_is_refused_even_with_nothing_to_refund(
+    db: Database, clock: FakeClock
+) -> None:
+    """No refund transfer carries the key when there is nothing to refund: the account's own
+    record of its close key must refuse it (exit 5), leaving the second account open."""
+    setup = one_meter_account(db, price="1", credit="10")
+    meter_2 = make_meter(db, setup.org, "M2")
+    open_account(db, setup.org, "A-2", [(meter_2, setup.tariff_id, "0")], credit="5")
+    clock.advance(timedelta(hours=1))
+    assert close(db, setup, "1010", key="close-7").refund_transfer_id is None  # used up exactly
+    before = (all_transfers(db), row_counts(db))
+
+    with pytest.raises(IdempotencyConflictError):
+        close(db, setup, "5", key="close-7", number="A-2", meter_id=meter_2)
+
+    assert (all_transfers(db), row_counts(db)) == before
+    with db.read() as conn:
+        statuses = dict(conn.execute(text("SELECT number, status FROM accounts")).all())
+    assert statuses == {"A-1": "closed", "A-2": "open"}
+    assert close(db, setup, "1010", key="close-7").refund_transfer_id is None  # still a replay
+    check_books(db)
+
+
 # --- 4. desk entries after the account closed -------------------------------------------------
 
 

@@ -347,6 +347,7 @@ def close_account(
                 return first
             raise ConflictError(f"account {number!r} is already closed")
         account_id = int(str(account["id"]))
+        _take_close_key(conn, account_id, idempotency_key)
         held = {
             int(r.meter_id)
             for r in conn.execute(
@@ -409,6 +410,17 @@ def close_account(
             },
         )
     return ClosedAccount(number, settled.refunded, settled.arrears, settled.transfer_id)
+
+
+def _take_close_key(conn: Connection, account_id: int, key: str) -> None:
+    """Record the close's key on the account, first: a key another account's close used is
+    refused before anything is done (a concurrent close with it waits here, then is refused)."""
+    try:
+        conn.execute(update(accounts).where(accounts.c.id == account_id).values(close_key=key))
+    except IntegrityError:
+        raise IdempotencyConflictError(
+            f"idempotency key {key!r} was already used for a different request"
+        ) from None
 
 
 def _close_request(number: str, finals: Sequence[FinalReading], method: str) -> str:

@@ -37,7 +37,11 @@ accounts = Table(
     Column("opened_at", Instant, nullable=False),
     Column("closed_at", Instant, nullable=True),
     Column("opened_by", String(100), nullable=False),
+    # The idempotency key of the close (销户) that closed it: one close per key in an
+    # organisation, whether or not it refunded anything (its result is in the audit entry).
+    Column("close_key", String(150), nullable=True),
     UniqueConstraint("organisation_id", "number"),
+    UniqueConstraint("organisation_id", "close_key"),
 )
 
 meter_assignments = Table(

@@ -645,6 +645,7 @@ def upgrade() -> None:
         sa.Column("opened_at", sa.BigInteger(), nullable=False),
         sa.Column("closed_at", sa.BigInteger(), nullable=True),
         sa.Column("opened_by", sa.String(length=100), nullable=False),
+        sa.Column("close_key", sa.String(length=150), nullable=True),
         sa.ForeignKeyConstraint(
             ["arrears_id"],
             ["ledger_accounts.id"],
@@ -665,6 +666,9 @@ def upgrade() -> None:
             name=op.f("fk_accounts_wallet_id_ledger_accounts"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
+        sa.UniqueConstraint(
+            "organisation_id", "close_key", name=op.f("uq_accounts_organisation_id_close_key")
+        ),
         sa.UniqueConstraint(
             "organisation_id", "number", name=op.f("uq_accounts_organisation_id_number")
         ),
