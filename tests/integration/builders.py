@@ -318,6 +318,29 @@ def count_rows(conn: Connection, table: Any) -> int:
     return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
+def active_lines(
+    db: Database, meter_id: int, money: str = "cost"
+) -> list[tuple[float, float, Decimal, Decimal]]:
+    """(interval start, end in minutes after T0, quantity, ``money`` — "cost" or "unit_price")
+    of the meter's active lines, wherever stored (billing.lines), in time order."""
+    with db.read() as conn:
+        rows = conn.execute(
+            select_lines(
+                ("interval_start", "interval_end", "quantity", money, "segment_start"),
+                lambda line: (line["meter_id"] == meter_id, line["active"].is_(True)),
+            ).order_by("interval_start", "segment_start")
+        ).all()
+    return [
+        (
+            (start - T0) / timedelta(minutes=1),
+            (end - T0) / timedelta(minutes=1),
+            Decimal(quantity).normalize(),
+            Decimal(amount).normalize(),
+        )
+        for start, end, quantity, amount, _ in rows
+    ]
+
+
 def row_counts(db: Database) -> dict[str, int]:
     tables = (readings, meter_cursors, quarantine, charge_lines, period_totals, transfers, accounts)
     with db.read() as conn:

@@ -16,6 +16,7 @@ from builders import (
     ACTOR,
     T0,
     D,
+    active_lines,
     check_books,
     deducted,
     flat_definition,
@@ -33,7 +34,6 @@ from sqlalchemy import func, select
 
 from meterdesk.billing import accounts, corrections
 from meterdesk.billing.ingest import Ingestor
-from meterdesk.billing.lines import select_lines
 from meterdesk.billing.tables import charge_lines, period_totals
 from meterdesk.db.database import Database
 from meterdesk.metering.tables import readings
@@ -41,26 +41,6 @@ from meterdesk.reports import room_detail, whatif
 from meterdesk.shared.time import FakeClock
 
 pytestmark = pytest.mark.integration
-
-
-def active_lines(db: Database, meter_id: int) -> list[tuple[float, float, Decimal, Decimal]]:
-    """(interval start, end in minutes after T0, quantity, cost) of the meter's active lines."""
-    with db.read() as conn:
-        rows = conn.execute(
-            select_lines(
-                ("interval_start", "interval_end", "quantity", "cost", "segment_start"),
-                lambda line: (line["meter_id"] == meter_id, line["active"].is_(True)),
-            ).order_by("interval_start", "segment_start")
-        ).all()
-    return [
-        (
-            (s - T0) / timedelta(minutes=1),
-            (e - T0) / timedelta(minutes=1),
-            D(q).normalize(),
-            D(c).normalize(),
-        )
-        for s, e, q, c, _ in rows
-    ]
 
 
 def stores(db: Database, meter_id: int) -> dict[str, int]:

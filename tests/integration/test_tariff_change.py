@@ -16,6 +16,7 @@ from builders import (
     D,
     Org,
     Setup,
+    active_lines,
     deducted,
     flat_definition,
     make_meter,
@@ -33,7 +34,6 @@ from sqlalchemy import select
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing import accounts, tariff_change
 from meterdesk.billing.ingest import Ingestor
-from meterdesk.billing.lines import select_lines
 from meterdesk.billing.tables import meter_assignments, period_totals, tariff_changes
 from meterdesk.db import counters
 from meterdesk.db.database import Database
@@ -81,25 +81,9 @@ def change(db: Database, setup: Setup, tariff_id: int, key: str = "change-1") ->
     )
 
 
-def priced_lines(db: Database, meter_id: int) -> list[tuple[int, int, D, D]]:
+def priced_lines(db: Database, meter_id: int) -> list[tuple[float, float, D, D]]:
     """(interval start, interval end in minutes after T0, quantity, unit price) of active lines."""
-    with db.read() as conn:
-        rows = conn.execute(
-            select_lines(
-                ("interval_start", "interval_end", "quantity", "unit_price", "segment_start"),
-                lambda line: (line["meter_id"] == meter_id, line["active"].is_(True)),
-            ).order_by("interval_start", "segment_start")
-        ).all()
-    t0 = minutes(0)
-    return [
-        (
-            int((start - t0).total_seconds() // 60),
-            int((end - t0).total_seconds() // 60),
-            D(quantity).normalize(),
-            D(price).normalize(),
-        )
-        for start, end, quantity, price, _ in rows
-    ]
+    return active_lines(db, meter_id, money="unit_price")
 
 
 def assignments(db: Database, meter_id: int) -> list[tuple[int, Any, Any]]:
