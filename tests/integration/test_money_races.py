@@ -72,6 +72,36 @@ def noting_backends(
     monkeypatch.setattr(db, "transaction", transaction)
 
 
+def held_before(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, target: Callable[[], object]
+) -> Paused:
+    """Start ``target`` in a thread that stops when it calls ``owner.<name>`` (its money
+    posted, not yet committed) until released."""
+    worker = Paused(target)
+    real = getattr(owner, name)
+
+    def pause_then_call(*args: Any, **arguments: Any) -> Any:
+        if threading.current_thread() is worker.thread:
+            worker.hold()
+        return real(*args, **arguments)
+
+    monkeypatch.setattr(owner, name, pause_then_call)
+    worker.thread.start()
+    assert worker.reached.wait(10)
+    return worker
+
+
+def racing(db: Database, monkeypatch: pytest.MonkeyPatch, target: Callable[[], object]) -> Paused:
+    """Start ``target`` in a second thread; return once it finished or (PostgreSQL) waits for a
+    lock the first holds."""
+    pids: list[int] = []
+    second = Paused(target)
+    noting_backends(db, monkeypatch, pids, lambda: second)
+    second.thread.start()
+    blocked_or_done(db, second.thread, pids)
+    return second
+
+
 def supply(db: Database, setup: Setup) -> Supply:
     with db.read() as conn:
         state, _, _ = control_state.load_state(conn, setup.account.account_id)
@@ -247,22 +277,10 @@ def test_two_reversals_of_one_recharge_at_once_reverse_it_once_with_a_clear_refu
 ) -> None:
     setup = one_meter_account(db, price="1", credit="100")
     entry = recharge(db, setup, "50", "receipt-1").transfer_id
-    real_record = cashier_refund.audit.record
-
-    def record_then_pause(*args: Any, **arguments: Any) -> Any:  # posted, not yet committed
-        if threading.current_thread() is first.thread:
-            first.hold()
-        return real_record(*args, **arguments)
-
-    monkeypatch.setattr(cashier_refund.audit, "record", record_then_pause)
-    first = Paused(lambda: reverse(db, setup, entry, "void-1"))
-    first.thread.start()
-    assert first.reached.wait(10)
-    pids: list[int] = []
-    second = Paused(lambda: reverse(db, setup, entry, "void-2"))
-    noting_backends(db, monkeypatch, pids, lambda: second)
-    second.thread.start()
-    blocked_or_done(db, second.thread, pids)
+    first = held_before(
+        monkeypatch, cashier_refund.audit, "record", lambda: reverse(db, setup, entry, "void-1")
+    )
+    second = racing(db, monkeypatch, lambda: reverse(db, setup, entry, "void-2"))
     first.release()
     second.release()
 
@@ -281,22 +299,14 @@ def test_one_key_on_two_accounts_at_once_is_refused_as_reused_not_a_database_err
     other = open_account(
         db, setup.org, "A-2", [(make_meter(db, setup.org, "M2"), setup.tariff_id, "0")]
     )
-    real_tell = cashier.tell
-
-    def tell_then_pause(*args: Any) -> Any:  # posted, not yet committed
-        if threading.current_thread() is first.thread:
-            first.hold()
-        return real_tell(*args)
-
-    monkeypatch.setattr(cashier, "tell", tell_then_pause)
-    first = Paused(lambda: recharge(db, setup, "50", "receipt-9"))
-    first.thread.start()
-    assert first.reached.wait(10)
-    pids: list[int] = []
-    second = Paused(lambda: recharge(db, setup, "70", "receipt-9", account_id=other.account_id))
-    noting_backends(db, monkeypatch, pids, lambda: second)
-    second.thread.start()
-    blocked_or_done(db, second.thread, pids)
+    first = held_before(
+        monkeypatch, cashier, "tell", lambda: recharge(db, setup, "50", "receipt-9")
+    )
+    second = racing(
+        db,
+        monkeypatch,
+        lambda: recharge(db, setup, "70", "receipt-9", account_id=other.account_id),
+    )
     first.release()
     second.release()
 
@@ -349,22 +359,14 @@ def test_one_close_key_on_two_accounts_at_once_is_refused_as_reused_not_a_databa
     meter_2 = make_meter(db, setup.org, "M2")
     other = open_account(db, setup.org, "A-2", [(meter_2, setup.tariff_id, "0")], credit="70")
     clock.advance(timedelta(hours=1))
-    real_record = accounts.audit.record
-
-    def record_then_pause(*args: Any, **arguments: Any) -> Any:  # settled, not yet committed
-        if threading.current_thread() is first.thread:
-            first.hold()
-        return real_record(*args, **arguments)
-
-    monkeypatch.setattr(accounts.audit, "record", record_then_pause)
-    first = Paused(lambda: close(db, setup, "1010", key="close-9"))
-    first.thread.start()
-    assert first.reached.wait(10)
-    pids: list[int] = []
-    second = Paused(lambda: close(db, setup, "5", key="close-9", number="A-2", meter_id=meter_2))
-    noting_backends(db, monkeypatch, pids, lambda: second)
-    second.thread.start()
-    blocked_or_done(db, second.thread, pids)
+    first = held_before(  # settled, not yet committed
+        monkeypatch, accounts.audit, "record", lambda: close(db, setup, "1010", key="close-9")
+    )
+    second = racing(
+        db,
+        monkeypatch,
+        lambda: close(db, setup, "5", key="close-9", number="A-2", meter_id=meter_2),
+    )
     first.release()
     second.release()
 
@@ -454,22 +456,10 @@ def test_a_reversal_racing_a_close_never_pays_the_recharge_out_twice(
     setup = one_meter_account(db, price="1", credit="100", overdraft="50")
     entry = recharge(db, setup, "50", "receipt-1").transfer_id
     clock.advance(timedelta(hours=1))
-    real_record = cashier_refund.audit.record
-
-    def record_then_pause(*args: Any, **arguments: Any) -> Any:  # posted, not yet committed
-        if threading.current_thread() is voiding.thread:
-            voiding.hold()
-        return real_record(*args, **arguments)
-
-    monkeypatch.setattr(cashier_refund.audit, "record", record_then_pause)
-    voiding = Paused(lambda: reverse(db, setup, entry, "void-1"))
-    voiding.thread.start()
-    assert voiding.reached.wait(10)
-    pids: list[int] = []
-    closing = Paused(lambda: close(db, setup, "1000"))
-    noting_backends(db, monkeypatch, pids, lambda: closing)
-    closing.thread.start()
-    blocked_or_done(db, closing.thread, pids)
+    voiding = held_before(
+        monkeypatch, cashier_refund.audit, "record", lambda: reverse(db, setup, entry, "void-1")
+    )
+    closing = racing(db, monkeypatch, lambda: close(db, setup, "1000"))
     voiding.release()
     closing.release()
 
