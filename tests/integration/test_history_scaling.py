@@ -393,6 +393,27 @@ class Outbox:
     account_id: int  # the quiet account
 
 
+def _finished_command(organisation_id: int, meter_id: int, i: int) -> dict[str, Any]:
+    """The ``i``-th command of a history, a minute apart: every third failed, the rest confirmed."""
+    at = T0 + timedelta(minutes=i)
+    return dict(
+        organisation_id=organisation_id,
+        meter_id=meter_id,
+        kind="relay_trip",
+        params="{}",
+        status="failed" if i % 3 == 0 else "confirmed",
+        attempts=1,
+        max_attempts=3,
+        next_attempt_at=at,
+        deadline_at=at,
+        idempotency_key=f"{organisation_id}.{i}",
+        created_by="test:operator",
+        created_at=at,
+        sent_at=at,
+        finished_at=at,
+    )
+
+
 @pytest.fixture(scope="module")
 def outbox_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Outbox]]:
     """Two databases whose organisation differs only in the length of its outbox and command
@@ -439,24 +460,7 @@ def outbox_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int
                         sent_at=at,
                     )
                 )
-                orders.append(
-                    dict(
-                        organisation_id=org.id,
-                        meter_id=meter,
-                        kind="relay_trip",
-                        params="{}",
-                        status="failed" if i % 3 == 0 else "confirmed",
-                        attempts=1,
-                        max_attempts=3,
-                        next_attempt_at=at,
-                        deadline_at=at,
-                        idempotency_key=f"{org.id}.{i}",
-                        created_by="test:operator",
-                        created_at=at,
-                        sent_at=at,
-                        finished_at=at,
-                    )
-                )
+                orders.append(_finished_command(org.id, meter, i))
         with db.transaction() as conn:
             conn.execute(insert(notification_outbox), messages)
             conn.execute(insert(commands), orders)
@@ -545,20 +549,7 @@ def crowded_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[in
         busy = make_org(db, "Org B")
         busy_meter = make_meter(db, busy, "M9")
         orders = [
-            dict(
-                organisation_id=org.id,
-                meter_id=meter,
-                kind="relay_trip",
-                params="{}",
-                status="failed" if i % 3 == 0 else "confirmed",
-                attempts=1,
-                max_attempts=3,
-                next_attempt_at=T0 + timedelta(minutes=i),
-                deadline_at=T0 + timedelta(minutes=i),
-                idempotency_key=f"{org.id}.{i}",
-                created_by="test:operator",
-                created_at=T0 + timedelta(minutes=i),
-            )
+            _finished_command(org.id, meter, i)
             for i, (org, meter) in enumerate(
                 [(quiet.org, quiet.meter_id)] * QUIET + [(busy, busy_meter)] * count
             )
