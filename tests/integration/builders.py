@@ -36,7 +36,7 @@ from meterdesk.devices.tables import command_events, commands
 from meterdesk.ledger.tables import ledger_accounts, transfers
 from meterdesk.metering import service as metering
 from meterdesk.metering.model import BANDS
-from meterdesk.metering.repository import LINE_COLUMNS
+from meterdesk.metering.repository import READING_LINE_COLUMNS
 from meterdesk.metering.tables import (
     meter_cursors,
     meter_replacements,
@@ -423,7 +423,7 @@ _COMMAND_REF = re.compile(r"#(\d+)")
 
 # What :func:`snapshot` reads: name → (table, which rows, columns left out besides ``id``).
 SNAPSHOT_TABLES: dict[str, tuple[Any, Any, tuple[str, ...]]] = {
-    "readings": (readings, None, LINE_COLUMNS),  # their lines are in "lines"
+    "readings": (readings, None, READING_LINE_COLUMNS),  # their lines are in "lines"
     "cursors": (meter_cursors, None, ()),
     "quarantine": (quarantine, None, ()),
     # Priced lines wherever stored (billing.lines): on readings or in charge_lines.

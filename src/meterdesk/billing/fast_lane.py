@@ -233,7 +233,7 @@ class FastLane:
     ) -> tuple[dict[tuple[int, int], LineRow], int, Pairs]:
         """Price the lane meters' intervals; count each line in ``totals`` (and ``changed``).
         Returns each interval's line by (meter, stored time of the reading that ends it), in
-        ``LINE_COLUMNS`` order for the reading's row; the number of intervals priced; and, as
+        ``READING_LINE_COLUMNS`` order for the reading's row; the number of intervals priced; and, as
         pairs of readings for the general charger, the meters with an interval the lane cannot
         price (their readings are stored without lines)."""
         lines: dict[tuple[int, int], LineRow] = {}
@@ -348,7 +348,7 @@ class FastLane:
         price, price_i = self._price(version, band, block_index)
         cost = EXACT.multiply(quantity, price)
         period_key = plan.period_key
-        row = (  # LINE_COLUMNS of a reading's row: the interval ends at the reading
+        row = (  # READING_LINE_COLUMNS of a reading's row: the interval ends at the reading
             account_id,
             start,
             str(band),

@@ -24,11 +24,9 @@ from meterdesk.billing.repository import LINE_COLUMNS
 from meterdesk.billing.tables import charge_lines
 from meterdesk.metering.tables import readings
 
-LINE_FIELDS = LINE_COLUMNS  # the columns of charge_lines, named alike on readings
-
 LineView = Mapping[str, ColumnElement[Any]]
 
-IN_CHARGE_LINES: LineView = {name: charge_lines.c[name] for name in LINE_FIELDS}
+IN_CHARGE_LINES: LineView = {name: charge_lines.c[name] for name in LINE_COLUMNS}
 ON_READINGS: LineView = {
     "meter_id": readings.c.meter_id,
     "account_id": readings.c.line_account_id,

@@ -40,7 +40,7 @@ RAW_READING_COLUMNS = (
     "source",
 )
 # The priced line of the interval a reading ends, when it is stored on it (billing.lines).
-LINE_COLUMNS = (
+READING_LINE_COLUMNS = (
     "line_account_id",
     "line_start",
     "line_band",
@@ -53,8 +53,8 @@ LINE_COLUMNS = (
     "line_version_from",
     "line_active",
 )
-NO_LINE = (None,) * len(LINE_COLUMNS)
-READING_COLUMNS = (*RAW_READING_COLUMNS, *LINE_COLUMNS)
+NO_LINE = (None,) * len(READING_LINE_COLUMNS)
+READING_COLUMNS = (*RAW_READING_COLUMNS, *READING_LINE_COLUMNS)
 CURSOR_COLUMNS = ("meter_id", "generation", "measured_at", "register_total", *BAND_COLUMNS)
 _REGISTERS_SQL = "generation, measured_at, register_total, " + ", ".join(BAND_COLUMNS)
 
