@@ -19,6 +19,7 @@ counters = Table(
     Column("id", Integer, primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+other_counters = Table("other_counters", _metadata, Column("id", Integer, primary_key=True))
 
 
 def test_every_bulk_call_is_reported_with_its_table_and_a_duration(engine: Engine) -> None:
@@ -39,6 +40,17 @@ def test_every_bulk_call_is_reported_with_its_table_and_a_duration(engine: Engin
         "read timed_counters",  # the stored table, not the query's own WITH name
     ]
     assert all(seconds >= 0 for _, seconds in seen)
+    with observed(lambda what, seconds: seen.append((what, seconds))), engine.begin() as conn:
+        raw_rows(
+            conn,
+            "WITH wanted(id) AS (SELECT 1) SELECT c.value FROM wanted "
+            "JOIN timed_counters c ON c.id = wanted.id UNION ALL SELECT 1 FROM other_counters "
+            "WHERE 1 = 0 UNION ALL SELECT value FROM timed_counters WHERE 1 = 0",
+        )
+    # A union is labelled by what each part reads, each table once (billing.lines reads both
+    # stores of priced lines this way).
+    assert seen[-1][0] == "read timed_counters + other_counters"
+    del seen[-1]
     with engine.begin() as conn:  # no longer observed
         bulk_insert(conn, counters, ("id", "value"), [(3, 30)])
     assert len(seen) == 3

@@ -224,10 +224,19 @@ _SOURCE = re.compile(r"\b(?:FROM|JOIN)\s+(\w+)", re.IGNORECASE)
 _COMMON_TABLE = re.compile(r"(?:WITH|,)\s+(\w+)\s*(?:\([^)]*\))?\s+AS\s*\(", re.IGNORECASE)
 
 
+_UNION = re.compile(r"\bUNION(?:\s+ALL)?\b", re.IGNORECASE)
+
+
 def _first_table(sql: str) -> str:
-    """The first stored table a query reads (not one of its own WITH names), to label it."""
+    """The first stored table each part of a query's UNION reads (not one of its own WITH
+    names), to label it: ``charge_lines + readings`` for a read of both lines' stores."""
     own = set(_COMMON_TABLE.findall(sql))
-    return next((name for name in _SOURCE.findall(sql) if name not in own), "?")
+    names: list[str] = []
+    for part in _UNION.split(sql):
+        name = next((name for name in _SOURCE.findall(part) if name not in own), None)
+        if name is not None and name not in names:
+            names.append(name)
+    return " + ".join(names) or "?"
 
 
 def raw_rows(conn: Connection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
