@@ -3,11 +3,15 @@ another organisation's ids are not found; changes need the CSRF header; logging 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from apikit import ROLES, Org, World
 from consolekit import HTMX, Console
+from sqlalchemy import update
 
 from meterdesk.api.context import CSRF_COOKIE, SESSION_COOKIE
+from meterdesk.billing.tables import account_controls
 
 
 def pages(org: Org) -> list[str]:
@@ -233,3 +237,35 @@ def test_the_login_form_needs_its_own_token(world: World) -> None:
     username = world.alpha.username("admin")
     data = {"username": username, "password": f"pw-{username}-long-enough", "login_token": "forged"}
     assert client.post("/login", data=data, follow_redirects=False).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("locale", "sent", "source"),
+    [("zh-CN", "2026年11月3日 00:30", "开户读数"), ("en", "Nov 3, 2026, 12:30", "Opening reading")],
+)
+def test_a_rooms_alarms_and_readings_speak_the_users_language(
+    world: World, locale: str, sent: str, source: str
+) -> None:
+    """The alarm table showed the stored ISO instant and the readings their stored source code
+    ("2026-11-02T16:30:00+00:00", "opening"); both are now in the user's language and the
+    site's zone, as every other time on the page."""
+    state = {
+        "supply": "on",
+        "alarms": {"1": [2, "2026-11-02T16:30:00+00:00"]},
+        "emergency_outstanding_fen": 0,
+        "protect_sent": False,
+    }
+    console = Console(world.client, world.alpha, "admin", locale=locale)
+    policy = {"protect": "on", "idempotency_key": "k-policy-1"}  # the account's control row
+    assert console.post(f"/rooms/{world.alpha.room_id}/policy", policy).status_code == 200
+    with world.db.transaction() as conn:
+        conn.execute(
+            update(account_controls)
+            .where(account_controls.c.account_id == world.alpha.account_id)
+            .values(state=json.dumps(state))
+        )
+    html = console.get(f"/rooms/{world.alpha.room_id}/activity").text.replace("\u202f", " ")
+    assert sent in html
+    assert "2026-11-02T16:30" not in html
+    assert source in html
+    assert ">opening<" not in html
