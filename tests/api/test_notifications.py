@@ -23,6 +23,7 @@ from meterdesk.notifications.channels.log import LogChannel
 from meterdesk.notifications.channels.registry import ChannelRegistry
 from meterdesk.notifications.dispatcher import Dispatcher
 from meterdesk.notifications.model import Channel
+from support.outbox import write_tied_history
 
 API = "/api/v1"
 SECRET_VALUE = "s3cr3t-never-shown"  # noqa: S105 - a test value that must never be echoed
@@ -108,6 +109,32 @@ def test_the_log_pages_newest_first(world: World) -> None:
     ids = [n["id"] for n in first["items"] + rest["items"]]
     assert ids == [*reversed(made), world.alpha.notification_id]
     assert rest["next_cursor"] is None
+
+
+@pytest.mark.integration
+def test_a_time_bounded_log_pages_through_equal_times_once_each(any_world: World) -> None:
+    """With ``since``/``until`` the log is in the order the messages were queued (then id), and
+    each cursor goes on after its message in that order: every message once, also when ids and
+    times are out of step and several share an instant, on SQLite and PostgreSQL."""
+    start = any_world.clock() + timedelta(days=1)
+    history = write_tied_history(
+        any_world.db, any_world.alpha.id, start, others=[any_world.bravo.id]
+    )
+    until = (start + timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    expected = [id_ for at, id_ in history if at < start + timedelta(minutes=5)]
+    expected.append(any_world.alpha.notification_id)  # the world's own, a day before
+    assert expected != sorted(expected, reverse=True)  # ids and times out of step
+    listed, cursor = [], ""
+    while cursor is not None:
+        page = get(any_world, f"/notifications?until={until}&limit=2&cursor={cursor}")
+        assert len(page["items"]) == 2 or page["next_cursor"] is None
+        listed += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+    assert listed == expected
+    unknown = any_world.client.get(
+        f"{API}/notifications?until={until}&cursor=999999999", headers=any_world.alpha.auth()
+    )
+    assert unknown.status_code == 422 and error_code(unknown) == "validation_error"
 
 
 def test_a_delivered_message_shows_its_attempt(world: World) -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_cli import ORG, data_dir, open_account, run, run_json, set_up_places
+from test_cli import ORG, data_dir, instant, open_account, run, run_json, set_up_places
 
 from meterdesk.cli import common as cli_common
 from meterdesk.notifications.channels.base import (
@@ -21,6 +22,7 @@ from meterdesk.notifications.channels.base import (
 from meterdesk.notifications.channels.registry import ChannelRegistry
 from meterdesk.notifications.dispatcher import Dispatcher
 from meterdesk.notifications.model import Channel
+from support.outbox import write_tied_history
 
 pytestmark = pytest.mark.integration
 __all__ = ["data_dir"]
@@ -62,6 +64,31 @@ def test_the_log_shows_a_recharges_message_with_filters(data_dir: Path, tmp_path
     run("notification", "log", *ORG, "--event", "party", code=2)
     run("notification", "log", *ORG, "--account", "NOPE", code=3)
     run("notification", "show", "999", *ORG, code=3)
+
+
+def test_the_log_pages_a_time_bounded_list_by_the_time_queued(data_dir: Path) -> None:
+    """``--before`` the last id shown goes on after that message in the list's order: with
+    ``--until`` the time queued, then id (ids and times out of step, equal times); each once."""
+    run("org", "create", "Acme")
+    run("org", "create", "Other")
+    db = cli_common.app().db
+    start = datetime(2026, 11, 2, tzinfo=UTC)
+    others = [cli_common.organisation_id("Other")]
+    history = write_tied_history(db, cli_common.organisation_id("Acme"), start, others=others)
+    until = instant(start + timedelta(minutes=5))
+    expected = [id_ for at, id_ in history if at < start + timedelta(minutes=5)]
+    listed: list[int] = []
+    while True:
+        before = ["--before", str(listed[-1])] if listed else []
+        page = run_json("notification", "log", *ORG, "--until", until, "--limit", "3", *before)
+        listed += [row["id"] for row in page]
+        if len(page) < 3:
+            break
+    assert listed == expected and expected != sorted(expected, reverse=True)
+    assert (
+        "no message 999999"
+        in run("notification", "log", *ORG, "--until", until, "--before", "999999", code=2).stderr
+    )
 
 
 def test_a_failed_message_is_sent_again(data_dir: Path, tmp_path: Path) -> None:

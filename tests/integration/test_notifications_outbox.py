@@ -34,6 +34,7 @@ from meterdesk.notifications.tables import notification_log, notification_outbox
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 from meterdesk.shared.time import FakeClock
 from meterdesk.sites import service as sites
+from support.outbox import write_tied_history
 
 pytestmark = pytest.mark.integration
 ACTOR = "test:operator"
@@ -527,6 +528,68 @@ def test_listing_filters_and_pages_for_operators(db: Database, clock: FakeClock)
     assert service.list_notifications(db, organisation_id=other.org.id) == []
     with pytest.raises(NotFoundError):
         service.notification_attempts(db, organisation_id=other.org.id, outbox_id=rest[0]["id"])
+
+
+def page_through(db: Database, organisation_id: int, size: int, **where: Any) -> list[int]:
+    """Every page of the list, following ``before_id`` from the last id of each."""
+    listed: list[int] = []
+    while True:
+        before = {"before_id": listed[-1]} if listed else {}
+        page = service.list_notifications(
+            db, organisation_id=organisation_id, limit=size, **where, **before
+        )
+        listed += [int(row["id"]) for row in page]
+        if len(page) < size:
+            return listed
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [(None, 6), (0, 6), (1, 4), (2, None)],
+    ids=["until", "both", "inside", "since"],
+)
+def test_a_time_bounded_list_pages_through_equal_times_once_each_newest_first(
+    db: Database, clock: FakeClock, since: int | None, until: int | None
+) -> None:
+    """Ids and times out of step, four messages at one instant: every page goes on after the
+    last message's (queued at, id), so each message comes once, newest first, ties by id."""
+    place, other = make_place(db), make_place(db, name="Other Co")
+    history = write_tied_history(db, place.org.id, clock(), others=[other.org.id])
+    bounds = {
+        name: clock() + timedelta(minutes=value)
+        for name, value in (("since", since), ("until", until))
+        if value is not None
+    }
+    expected = [
+        id_
+        for at, id_ in history
+        if bounds.get("since", at) <= at and ("until" not in bounds or at < bounds["until"])
+    ]
+    assert len(expected) > 4 and expected != sorted(expected, reverse=True)  # out of step
+    for size in (1, 2, 3, 4, 50):
+        assert page_through(db, place.org.id, size, **bounds) == expected, size
+    # A status filter keeps the order; another organisation's messages never show.
+    assert page_through(db, place.org.id, 2, status="sent", **bounds) == expected
+    assert page_through(db, place.org.id, 2, status="failed", **bounds) == []
+
+
+def test_a_time_bounded_page_starts_only_after_a_message_of_the_organisation(
+    db: Database, clock: FakeClock
+) -> None:
+    """A time-bounded page goes on after ``before_id``'s own time, so that must be a message of
+    the organisation (another's would tell its time); an unbounded one is below any id."""
+    place, other = make_place(db), make_place(db, name="Other Co")
+    history = write_tied_history(db, place.org.id, clock(), others=[other.org.id])
+    theirs = service.list_notifications(db, organisation_id=other.org.id, limit=1)[0]["id"]
+    until = clock() + timedelta(hours=1)
+    for unknown in (theirs, 10**9):
+        with pytest.raises(ValidationError, match="no message"):
+            service.list_notifications(
+                db, organisation_id=place.org.id, until=until, before_id=unknown
+            )
+    # Without a time bound, before_id stays a plain id bound: any number pages.
+    listed = service.list_notifications(db, organisation_id=place.org.id, before_id=10**9)
+    assert [row["id"] for row in listed] == sorted((id_ for _, id_ in history), reverse=True)
 
 
 def test_two_workers_never_claim_the_same_message(db: Database, clock: FakeClock) -> None:

@@ -68,11 +68,14 @@ def log(
     account: Annotated[str | None, typer.Option(help="account number")] = None,
     since: Annotated[str | None, typer.Option(help="queued at or after (ISO, with offset)")] = None,
     until: Annotated[str | None, typer.Option(help="queued before (ISO, with offset)")] = None,
-    before: Annotated[int | None, typer.Option(help="only ids below this (the next page)")] = None,
+    before: Annotated[
+        int | None, typer.Option(help="the next page: the messages listed after this id")
+    ] = None,
     limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """Messages newest first, with their status and the last error."""
+    """Messages newest first, with their status and the last error: by id, or with --since or
+    --until by the time queued (then id)."""
     with handled():
         if not 1 <= limit <= 1000:
             raise ValidationError("--limit: between 1 and 1000")

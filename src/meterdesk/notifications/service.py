@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
 
 from meterdesk.audit import service as audit
 from meterdesk.db import commit_signals
@@ -18,7 +18,7 @@ from meterdesk.db.database import Database
 from meterdesk.notifications import model
 from meterdesk.notifications.model import Status
 from meterdesk.notifications.tables import notification_log, notification_outbox
-from meterdesk.shared.errors import ConflictError, NotFoundError
+from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 from meterdesk.shared.time import require_utc
 
 _LISTED = (
@@ -97,21 +97,46 @@ def list_notifications(
     before_id: int | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Newest first; page with ``before_id`` (the last id of the previous page)."""
+    """Newest first; page with ``before_id`` (the last id of the previous page).
+
+    Without ``since``/``until``: by id, read down (organisation, id). With either: by the time
+    queued, then id, read down (organisation, created at, id) from the end of the range (in id
+    order every page sorted the whole range). Ids and times are not strictly in step across
+    writers, so such a page goes on after ``before_id``'s own (created at, id), not below its
+    id; a ValidationError when the organisation has no message ``before_id``.
+    """
     table = notification_outbox
     where = NotificationFilter(status, channel, event, customer_id, account_id, since, until)
     conditions = _conditions(organisation_id, where)
-    if before_id is not None:
-        conditions.append(table.c.id < before_id)
-    query = (
-        select(*(table.c[name] for name in _LISTED), table.c.params)
-        .where(and_(*conditions))
-        .order_by(table.c.id.desc())
-        .limit(max(1, min(limit, 1000)))
-    )
+    timed = since is not None or until is not None
+    order = (table.c.created_at.desc(), table.c.id.desc()) if timed else (table.c.id.desc(),)
     with db.read() as conn:
+        if before_id is not None:
+            conditions.append(
+                _listed_after(conn, organisation_id, before_id) if timed else table.c.id < before_id
+            )
+        query = (
+            select(*(table.c[name] for name in _LISTED), table.c.params)
+            .where(and_(*conditions))
+            .order_by(*order)
+            .limit(max(1, min(limit, 1000)))
+        )
         rows = conn.execute(query).mappings().all()
     return [{**row, "params": json.loads(row["params"])} for row in rows]
+
+
+def _listed_after(conn: Connection, organisation_id: int, outbox_id: int) -> ColumnElement[bool]:
+    """The messages after ``outbox_id`` in a time-bounded list: older by (created at, id)."""
+    table = notification_outbox
+    at = conn.execute(
+        select(table.c.created_at).where(
+            table.c.id == outbox_id, table.c.organisation_id == organisation_id
+        )
+    ).scalar_one_or_none()
+    if at is None:
+        raise ValidationError(f"no message {outbox_id} in this organisation's log to page from")
+    # "created_at <= at" is the index range; the rest only decides the ties at that instant.
+    return and_(table.c.created_at <= at, or_(table.c.created_at < at, table.c.id < outbox_id))
 
 
 def get_notification(db: Database, *, organisation_id: int, outbox_id: int) -> dict[str, Any]:

@@ -71,13 +71,18 @@ Index(
     notification_outbox.c.status,
     notification_outbox.c.next_attempt_at,
 )
+# The operators' list with a time bound (``since``/``until``), newest first by (created at,
+# id): read down from the end of the range, a page stops after its rows. Without the id (and
+# ordered by id) every page sorted the whole range; on PostgreSQL the id orders equal times.
 Index(
-    "ix_notification_outbox_org_created",
+    "ix_notification_outbox_org_created_id",
     notification_outbox.c.organisation_id,
     notification_outbox.c.created_at,
+    notification_outbox.c.id,
 )
-# The operators' list (newest first, by id) and its status, channel and event filters: through
-# (organisation, created at) every page sorted the organisation's whole outbox.
+# The operators' list without a time bound (newest first, by id) and its status, channel and
+# event filters: through (organisation, created at) every page sorted the organisation's whole
+# outbox.
 Index(
     "ix_notification_outbox_org_id",
     notification_outbox.c.organisation_id,

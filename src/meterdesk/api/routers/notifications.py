@@ -56,7 +56,9 @@ def list_notifications(
     cursor: Cursor = None,
 ) -> Page[NotificationOut]:
     """Messages newest first, filtered by status, event, channel, account, customer and the time
-    they were queued ``[since, until)``."""
+    they were queued ``[since, until)``. Newest by id; with ``since`` or ``until``, by the time
+    queued, then id (ids and times are not strictly in step across writers); the cursor names
+    the last message of a page, and the next page goes on after it in that order."""
     rows = service.list_notifications(
         caller.db,
         organisation_id=caller.organisation_id,

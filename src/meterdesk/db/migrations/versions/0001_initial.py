@@ -977,7 +977,9 @@ def upgrade() -> None:
             "ix_notification_outbox_due", ["status", "next_attempt_at"], unique=False
         )
         batch_op.create_index(
-            "ix_notification_outbox_org_created", ["organisation_id", "created_at"], unique=False
+            "ix_notification_outbox_org_created_id",
+            ["organisation_id", "created_at", "id"],
+            unique=False,
         )
         batch_op.create_index(
             "ix_notification_outbox_org_id", ["organisation_id", "id"], unique=False
@@ -1160,7 +1162,7 @@ def downgrade() -> None:
     op.drop_table("period_totals")
     with op.batch_alter_table("notification_outbox", schema=None) as batch_op:
         batch_op.drop_index("ix_notification_outbox_org_id")
-        batch_op.drop_index("ix_notification_outbox_org_created")
+        batch_op.drop_index("ix_notification_outbox_org_created_id")
         batch_op.drop_index("ix_notification_outbox_due")
         batch_op.drop_index(batch_op.f("ix_notification_outbox_customer_id"))
         batch_op.drop_index(batch_op.f("ix_notification_outbox_account_id"))
