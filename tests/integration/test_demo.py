@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from typer.testing import CliRunner
 
+from meterdesk.billing.tables import account_controls, meter_assignments
 from meterdesk.cli import cli
 from meterdesk.cli import common as cli_common
 from meterdesk.db import migrate
@@ -173,10 +174,23 @@ def test_a_day_of_the_demo_cuts_and_restores_simulated_meters_confirmed_by_read_
             relays = dict(
                 conn.execute(select(device_status.c.meter_id, device_status.c.relay)).all()
             )
+            held = conn.execute(
+                select(meter_assignments.c.meter_id, account_controls.c.state)
+                .join(
+                    account_controls,
+                    account_controls.c.account_id == meter_assignments.c.account_id,
+                )
+                .where(meter_assignments.c.end_at.is_(None))
+            ).all()
+            cut_meters = {m for m, state in held if json.loads(state)["supply"] == "off"}
     finally:
         engine.dispose()
     assert finished.get("confirmed", 0) == tally.cuts + tally.restores
     assert "open" in relays.values()  # someone who never paid is still cut off
+    # The meters only measure and switch (远程费控): a relay is open exactly where the platform
+    # cut the supply. (The simulated meters billed themselves once and tripped tenants with
+    # money when their own 100 yuan ran out.)
+    assert {m for m, relay in relays.items() if relay == "open"} == cut_meters
     log = (tmp_path / "data" / "notifications.log").read_text(encoding="utf-8")
     assert "supply_cut" in log and "supply_restored" in log and "alarm_level_3" in log
 

@@ -447,8 +447,14 @@ def _simulator_config(numbers: list[tuple[str, MeterPlan]], start: datetime) -> 
             "profile": PROFILES.get(profile, "apartment"),
         }
         if plan.utility == "electricity":
+            # The demo's accounts are billed by the platform (远程费控): their meters only
+            # measure and switch. A simulated meter's default is to bill itself, and with its
+            # own 100 yuan used up it tripped a tenant whose platform balance was thousands.
             group.update(
-                rated_kw=str(plan.load_per_hour), ct=plan.ct, energy_kwh=str(plan.start_total)
+                rated_kw=str(plan.load_per_hour),
+                ct=plan.ct,
+                energy_kwh=str(plan.start_total),
+                billing="platform",
             )
         else:
             group.update(rated_flow_m3h=str(plan.load_per_hour), volume_m3=str(plan.start_total))
