@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import sync_playwright
+from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -34,6 +35,7 @@ from meterdesk.access import service
 from meterdesk.api.serve import server as make_server
 from meterdesk.bootstrap import build
 from meterdesk.devices.status import MeterState, StatusChanges, write_changes
+from meterdesk.devices.tables import device_status
 from meterdesk.metering import service as metering
 from meterdesk.settings import Settings
 from meterdesk.sites import service as sites
@@ -66,9 +68,16 @@ def prepare(source: Path, folder: Path) -> Any:
     metering.create_meter(app.db, organisation_id=1, spec=spec, actor="screenshots")
     now = datetime.now(UTC)
     with app.db.transaction() as conn:
+        # The relay as the demo's read-backs left it: a cut room's meter must not show closed.
+        relays = dict(conn.execute(select(device_status.c.meter_id, device_status.c.relay)).all())
         rows = [
             MeterState(
-                m, state="online", last_seen_at=now, relay="closed", live=LIVE, updated_at=now
+                m,
+                state="online",
+                last_seen_at=now,
+                relay=relays.get(m) or "closed",
+                live=LIVE,
+                updated_at=now,
             ).row()
             for m in range(1, 100)
         ]
