@@ -149,8 +149,9 @@ class Charger:
                     ]
                 for segment_start, segment_end, line in segments:
                     key = (meter_id, account_id, line.period_key)
+                    quantity = scaled_int(line.quantity, 6)
                     total = totals[key]
-                    total.quantity += line.quantity
+                    total.quantity_millionths += quantity
                     total.exact_cost += line.cost
                     changed[key] = total
                     unit_price = price_ints.get(line.unit_price)
@@ -169,7 +170,7 @@ class Charger:
                             line.tier_block,
                             line.tier_key,
                             line.period_key,
-                            scaled_int(line.quantity, 6),
+                            quantity,
                             unit_price,
                             f"{line.cost:f}",
                             line.version_from.isoformat(),
@@ -183,7 +184,7 @@ def load_totals(
     conn: Connection,
     meter_ids: Iterable[int],
     keys: set[str],
-    superseded: dict[TotalKey, list[tuple[Decimal, Decimal]]],
+    superseded: dict[TotalKey, list[tuple[int, Decimal]]],
     load: TotalsLoader = billing_repository.load_totals,
 ) -> tuple[dict[TotalKey, PeriodTotal], set[TotalKey]]:
     """The running totals the intervals add to (a zero total for a new one), with what the
@@ -191,9 +192,7 @@ def load_totals(
     the stored ones: :func:`billing.repository.load_totals`, or the ingestor's kept state."""
     loaded = load(conn, meter_ids, keys | {key[2] for key in superseded})
     known = set(loaded)
-    totals: dict[TotalKey, PeriodTotal] = defaultdict(
-        lambda: PeriodTotal(Decimal(0), Decimal(0), 0, 0)
-    )
+    totals: dict[TotalKey, PeriodTotal] = defaultdict(lambda: PeriodTotal(0, Decimal(0), 0, 0))
     totals.update(loaded)
     for key, removed in superseded.items():
         for quantity, cost in removed:

@@ -251,7 +251,7 @@ class FastLane:
             priced += len(meter.new)
             for key, quantity, cost in counted:
                 total = totals[key]
-                total.quantity += quantity
+                total.quantity_millionths += quantity
                 total.exact_cost += cost
                 changed[key] = total
             lines.update(meter_lines)
@@ -263,7 +263,7 @@ class FastLane:
         tariff: Tariff,
         tz: ZoneInfo,
         totals: Mapping[TotalKey, PeriodTotal],
-    ) -> tuple[dict[tuple[int, int], LineRow], list[tuple[TotalKey, Decimal, Decimal]]] | None:
+    ) -> tuple[dict[tuple[int, int], LineRow], list[tuple[TotalKey, int, Decimal]]] | None:
         """The meter's lines by (meter, end) and what each adds to which running total, or
         None when one of its intervals is not a single line. Nothing is counted here, so None
         changes nothing."""
@@ -272,7 +272,7 @@ class FastLane:
         multiplier, modulus = meter.profile.multiplier, meter.profile.modulus
         multiplier_i, modulus_i = meter.constants.multiplier, meter.constants.modulus
         lines: dict[tuple[int, int], LineRow] = {}
-        counted: list[tuple[TotalKey, Decimal, Decimal]] = []
+        counted: list[tuple[TotalKey, int, Decimal]] = []
         used_here: dict[str, Decimal] = {}
         start, earlier, earlier_i = meter.cursor_row[1], meter.cursor_total, meter.cursor_row[2]
         for new in meter.new:
@@ -300,9 +300,9 @@ class FastLane:
             )
             if line is None:
                 return None
-            row, key, quantity, cost = line
+            row, key, quantity_i, cost = line
             lines[(meter_id, end)] = row
-            counted.append((key, quantity, cost))
+            counted.append((key, quantity_i, cost))
         return lines, counted
 
     def _line(
@@ -313,7 +313,7 @@ class FastLane:
         totals: Mapping[TotalKey, PeriodTotal],
         holder: tuple[int, int],
         quantities: tuple[Decimal, int],
-    ) -> tuple[LineRow, TotalKey, Decimal, Decimal] | None:
+    ) -> tuple[LineRow, TotalKey, int, Decimal] | None:
         """``price_single_line`` for one interval, in stored instants (``pricing``: the tariff,
         its version starts and the zone; ``holder``: meter and account; ``quantities``: the
         quantity and the same in 1e-6)."""
@@ -361,7 +361,7 @@ class FastLane:
             self._version_from(version),
             True,
         )
-        return row, (meter_id, account_id, period_key), quantity, cost
+        return row, (meter_id, account_id, period_key), quantity_i, cost
 
     def _starts(self, tariff: Tariff, tz: ZoneInfo) -> tuple[int, ...]:
         found = self._version_starts.get((tariff, tz))

@@ -410,16 +410,18 @@ class Ingestor:
 
     def _supersede(
         self, conn: Connection, work: dict[int, Merge]
-    ) -> dict[TotalKey, list[tuple[Decimal, Decimal]]]:
-        """Deactivate the lines a late reading makes wrong; remember what they counted."""
+    ) -> dict[TotalKey, list[tuple[int, Decimal]]]:
+        """Deactivate the lines a late reading makes wrong; remember what they counted
+        (quantity in millionths, cost)."""
         starts = {
             m: merge.sequence[merge.reprice_from or 0].measured_at
             for m, merge in work.items()
             if merge.late
         }
-        removed: dict[TotalKey, list[tuple[Decimal, Decimal]]] = defaultdict(list)
+        removed: dict[TotalKey, list[tuple[int, Decimal]]] = defaultdict(list)
         for meter_id, line in billing_repository.supersede_lines(conn, starts):
-            removed[(meter_id, line.account_id, line.period_key)].append((line.quantity, line.cost))
+            key = (meter_id, line.account_id, line.period_key)
+            removed[key].append((line.quantity_millionths, line.cost))
         return removed
 
 

@@ -22,7 +22,6 @@ ruled out this way.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection
@@ -30,8 +29,6 @@ from sqlalchemy import Connection
 from meterdesk.billing import repository as billing_repository
 from meterdesk.billing.model import PeriodTotal
 from meterdesk.billing.repository import TotalKey
-from meterdesk.billing.tables import QUANTITY_PLACES
-from meterdesk.db.types import scaled_int
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger.repository import Balance
 from meterdesk.metering import repository as metering_repository
@@ -167,7 +164,7 @@ class IngestState:
             if kept is None:  # not loaded in this batch: never happens; stay safe
                 self._reset()
                 return
-            kept[account_id] = _as_stored(total)
+            kept[account_id] = _copy(total)
         for lent in self._lent:
             self._balances.update(lent)
         self._lent = []
@@ -230,17 +227,12 @@ def _mark(conn: Connection) -> tuple[Any, int, int]:
 
 
 def _values(total: PeriodTotal) -> tuple[object, ...]:
-    return total.quantity, total.exact_cost, total.posted_fen, total.postings
-
-
-def _as_stored(total: PeriodTotal) -> PeriodTotal:
-    """The total as reading it back would give it: the quantity with the stored scale (a sum
-    may carry another exponent; later arithmetic, and so the text of later lines, must not see
-    a difference the database would not show)."""
-    quantity = Decimal(scaled_int(total.quantity, QUANTITY_PLACES)).scaleb(-QUANTITY_PLACES)
-    return PeriodTotal(quantity, total.exact_cost, total.posted_fen, total.postings)
+    return total.quantity_millionths, total.exact_cost, total.posted_fen, total.postings
 
 
 def _copy(total: PeriodTotal) -> PeriodTotal:
-    # Its Decimals are immutable: a copy may share them.
-    return PeriodTotal(total.quantity, total.exact_cost, total.posted_fen, total.postings)
+    # Its Decimal is immutable: a copy may share it. (The quantity is the stored integer, so a
+    # kept total is exactly what reading it back would give.)
+    return PeriodTotal(
+        total.quantity_millionths, total.exact_cost, total.posted_fen, total.postings
+    )

@@ -29,7 +29,7 @@ from meterdesk.metering.model import (
     check_step,
     order_key,
 )
-from meterdesk.shared.money import round_fen, to_fen
+from meterdesk.shared.money import QUANTITY_PLACES, round_fen, to_fen
 
 
 class BillingMode(StrEnum):
@@ -171,13 +171,22 @@ def intervals(sequence: Sequence[Reading], start_index: int) -> list[tuple[Readi
 
 @dataclass
 class PeriodTotal:
-    quantity: Decimal
+    """A (meter, account, month) running total. The quantity is kept as the integer the
+    database stores (millionths of a kWh or m³, a line's six places): its sum is exact and has
+    no exponent that could differ between a total read back and one kept in memory."""
+
+    quantity_millionths: int
     exact_cost: Decimal
     posted_fen: int
     postings: int
 
-    def add(self, quantity: Decimal, cost: Decimal) -> None:
-        self.quantity += quantity
+    @property
+    def quantity(self) -> Decimal:
+        """The quantity in kWh or m³ (for tiers)."""
+        return Decimal(self.quantity_millionths).scaleb(-QUANTITY_PLACES)
+
+    def add(self, quantity_millionths: int, cost: Decimal) -> None:
+        self.quantity_millionths += quantity_millionths
         self.exact_cost += cost
 
     def due_fen(self) -> int:

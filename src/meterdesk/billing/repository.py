@@ -12,12 +12,11 @@ from sqlalchemy import Connection
 
 from meterdesk.billing.model import AccountStatus, BillingMode, PeriodTotal
 from meterdesk.billing.tables import (
-    QUANTITY_PLACES,
     charge_lines,
     period_totals,
 )
 from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
-from meterdesk.db.types import instant_int, int_instant, scaled_int
+from meterdesk.db.types import instant_int, int_instant
 from meterdesk.metering.tables import readings
 
 LINE_COLUMNS = (
@@ -103,10 +102,7 @@ def load_totals(
         ids=ids,
         keys=keys,
     )
-    return {
-        (m, a, p): PeriodTotal(Decimal(q).scaleb(-QUANTITY_PLACES), Decimal(c), f, n)
-        for m, a, p, q, c, f, n in rows
-    }
+    return {(m, a, p): PeriodTotal(q, Decimal(c), f, n) for m, a, p, q, c, f, n in rows}
 
 
 TOTAL_COLUMNS = (
@@ -126,7 +122,7 @@ def save_totals(
     rows = {
         key: (
             *key,
-            scaled_int(t.quantity, QUANTITY_PLACES),
+            t.quantity_millionths,
             f"{t.exact_cost:f}",
             t.posted_fen,
             t.postings,
@@ -149,7 +145,7 @@ def save_totals(
 class SupersededLine:
     account_id: int
     period_key: str
-    quantity: Decimal
+    quantity_millionths: int  # as stored
     cost: Decimal
 
 
@@ -193,9 +189,7 @@ def supersede_lines(
     return [
         (
             row[2],
-            SupersededLine(
-                row[4], row[5], Decimal(row[6]).scaleb(-QUANTITY_PLACES), Decimal(row[7])
-            ),
+            SupersededLine(row[4], row[5], row[6], Decimal(row[7])),
         )
         for row in chosen
     ]

@@ -190,26 +190,27 @@ def post_all(total: PeriodTotal) -> int:
 def test_many_tiny_costs_post_exactly_the_rounded_total() -> None:
     # 1 000 intervals of 0.01 kWh at 0.6537: 10 kWh, 6.537 → 6.54 (each alone would round to
     # 0.01, i.e. 10.00 in all).
-    total = PeriodTotal(D(0), D(0), 0, 0)
+    total = PeriodTotal(0, D(0), 0, 0)
     posted = 0
     for _ in range(1000):
-        total.add(D("0.01"), D("0.01") * D("0.6537"))
+        total.add(10_000, D("0.01") * D("0.6537"))  # 0.01 kWh in millionths
         posted += post_all(total)
 
     assert total.quantity == D("10")
+    assert total.quantity_millionths == 10_000_000
     assert total.exact_cost == D("6.537")
     assert posted == 654
 
 
 def test_rounding_is_half_up_at_half_a_fen() -> None:
-    total = PeriodTotal(D(0), D("0.005"), 0, 0)
+    total = PeriodTotal(0, D("0.005"), 0, 0)
     assert total.due_fen() == 1
-    assert PeriodTotal(D(0), D("0.0049999"), 0, 0).due_fen() == 0
+    assert PeriodTotal(0, D("0.0049999"), 0, 0).due_fen() == 0
 
 
 def test_a_lower_exact_total_makes_the_due_amount_negative() -> None:
-    total = PeriodTotal(D("10"), D("6.537"), 654, 3)
-    total.add(D("-2"), D("-1.3074"))  # a re-priced interval takes 2 kWh out
+    total = PeriodTotal(10_000_000, D("6.537"), 654, 3)
+    total.add(-2_000_000, D("-1.3074"))  # a re-priced interval takes 2 kWh out
 
     assert total.due_fen() == -131  # round(5.2296) = 5.23, posted 6.54
 
@@ -225,10 +226,10 @@ def test_whenever_postings_happen_they_add_up_to_the_rounded_exact_total(
 ) -> None:
     """Costs with up to 8 places, posted after a random subset of them (a batch boundary)."""
     rng = random.Random(seed)
-    total = PeriodTotal(D(0), D(0), 0, 0)
+    total = PeriodTotal(0, D(0), 0, 0)
     posted = 0
     for cost in costs:
-        total.add(D(1), D(cost).scaleb(-8))
+        total.add(1_000_000, D(cost).scaleb(-8))
         if rng.random() < posting_chance:
             posted += post_all(total)
     posted += post_all(total)
