@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime, timedelta
 
-from apikit import World, flat_tariff, key
+import pytest
+from apikit import World, error_code, flat_tariff, key
+from sqlalchemy import select
+
+from meterdesk.audit.tables import audit_log
+from support.audit import write_tied_entries
+
+
+def _z(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 def test_list_audit_newest_first_with_filters_and_pages(world: World) -> None:
@@ -31,6 +41,54 @@ def test_list_audit_newest_first_with_filters_and_pages(world: World) -> None:
         "items"
     ]
     assert all(e["at"] >= "2026-11-02T00:30:00" for e in since) and len(since) == 6
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("since", [False, True], ids=["until", "since-until"])
+def test_a_time_bounded_list_pages_through_equal_times_once_each(
+    any_world: World, since: bool
+) -> None:
+    """With ``since``/``until`` the log is in time order (then id), and each cursor goes on
+    after its entry in that order: every entry once, newest first, also when ids and times are
+    out of step and several share an instant, on SQLite and PostgreSQL."""
+    world, auth = any_world, any_world.alpha.auth()
+    start = world.clock() + timedelta(days=1)
+    write_tied_entries(world.db, world.alpha.id, start, others=[world.bravo.id])
+    low, high = (start if since else None), start + timedelta(minutes=5)
+    with world.db.read() as conn:
+        rows = conn.execute(
+            select(audit_log.c.at, audit_log.c.id).where(
+                audit_log.c.organisation_id == world.alpha.id, audit_log.c.at < high
+            )
+        ).all()
+    expected = [id_ for at, id_ in sorted(rows, reverse=True) if low is None or low <= at]
+    assert expected != sorted(expected, reverse=True)  # ids and times out of step
+    query = f"until={_z(high)}" + (f"&since={_z(start)}" if since else "")
+    listed: list[int] = []
+    cursor: str | None = ""
+    while cursor is not None:
+        answer = world.client.get(f"/api/v1/audit?{query}&limit=3&cursor={cursor}", headers=auth)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        assert len(page["items"]) == 3 or page["next_cursor"] is None
+        listed += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+    assert listed == expected
+
+
+def test_a_time_bounded_list_refuses_a_cursor_it_did_not_give(world: World) -> None:
+    """A time-bounded page goes on after its cursor's entry, which must be one of the caller's
+    organisation (another's would give away its time); a cursor that is no cursor is refused
+    whatever the list."""
+    auth = world.alpha.auth()
+    theirs = world.client.get("/api/v1/audit?limit=1", headers=world.bravo.auth()).json()
+    foreign, until = theirs["items"][0]["id"], "2030-01-01T00:00:00Z"
+    for cursor in (str(foreign), "999999999"):
+        answer = world.client.get(f"/api/v1/audit?until={until}&cursor={cursor}", headers=auth)
+        assert answer.status_code == 422 and error_code(answer) == "validation_error", cursor
+    for query in (f"until={until}&", ""):
+        answer = world.client.get(f"/api/v1/audit?{query}cursor=12.x", headers=auth)
+        assert answer.status_code == 422 and error_code(answer) == "validation_error"
 
 
 def test_audit_is_for_admins_and_auditors(world: World) -> None:

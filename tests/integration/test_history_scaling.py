@@ -700,3 +700,145 @@ def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", ()):
         yield from _plan_nodes(child)
+
+
+# --- the audit log bounded in time -------------------------------------------------------------
+
+AUDIT_TIME_BOUNDED = ["until", "since-until", "since", "until-action"]
+
+
+def _audit_bounds(name: str, count: int) -> AuditFilter:
+    """A list's filters in an audit world of ``count`` entries a minute apart: ``until`` leaves
+    out the newest 5 and keeps the whole history before them."""
+    until = T0 + timedelta(minutes=count - 5)
+    return {
+        "until": AuditFilter(until=until),
+        "since-until": AuditFilter(since=T0, until=until),
+        "since": AuditFilter(since=T0),
+        "until-action": AuditFilter(until=until, action="refund"),
+    }[name]
+
+
+def _audit_newest_first(db: Database, org: int, where: AuditFilter) -> list[int]:
+    """The ids of the organisation's entries that ``where`` matches, newest first by (at, id),
+    worked out here from every row."""
+    with db.read() as conn:
+        rows = conn.execute(select(audit_log).where(audit_log.c.organisation_id == org)).all()
+    return [
+        row.id
+        for row in sorted(rows, key=lambda r: (r.at, r.id), reverse=True)
+        if (where.since is None or where.since <= row.at)
+        and (where.until is None or row.at < where.until)
+        and where.action in (None, row.action)
+    ]
+
+
+@pytest.mark.parametrize("page", [1, 2], ids=["first-page", "next-page"])
+@pytest.mark.parametrize("bounds", AUDIT_TIME_BOUNDED)
+def test_a_time_bounded_page_of_the_audit_log_does_not_sort_the_history_before_it(
+    audit_worlds: dict[int, tuple[Database, int]], bounds: str, page: int
+) -> None:
+    """``until`` (alone, with ``since`` or with an action) leaves the whole history before it in
+    the range: a page is read down (organisation, at, id) from the end of the range, or from the
+    previous page's last entry, and stops after its rows."""
+    cost = {}
+    for count, (db, org) in audit_worlds.items():
+        where = _audit_bounds(bounds, count)
+        expected = _audit_newest_first(db, org, where)
+        assert len(expected) > 60  # a full page, and a full next page after 20
+        start, limit = (0, 50) if page == 1 else (20, 20)
+        window = Window(expected[start - 1] if start else None, limit)
+        cost[count], (rows, cursor) = _steps(
+            db, lambda conn, o=org, w=where, n=window: audit_queries.list_entries(conn, o, w, n)
+        )
+        assert [row["id"] for row in rows] == expected[start : start + limit]
+        assert cursor == str(expected[start + limit - 1])
+    assert cost[AUDIT_LONG] < 2 * cost[AUDIT_SHORT], cost
+
+
+@pytest.mark.parametrize("bounds", ["until", "since-until", "until-action"])
+def test_a_deep_page_of_the_audit_log_costs_what_the_second_does(
+    audit_worlds: dict[int, tuple[Database, int]], bounds: str
+) -> None:
+    """A next page is read down from its cursor's entry, not from ``until`` past the pages
+    before it: 20 after the first 1,000 matching entries cost what 20 after the first 20 do."""
+    db, org = audit_worlds[AUDIT_LONG]
+    where = _audit_bounds(bounds, AUDIT_LONG)
+    expected = _audit_newest_first(db, org, where)
+    cost = {}
+    for start in (20, 1_000):
+        window = Window(expected[start - 1], 20)
+        cost[start], (rows, _) = _steps(
+            db, lambda conn, n=window: audit_queries.list_entries(conn, org, where, n)
+        )
+        assert [row["id"] for row in rows] == expected[start : start + 20]
+    assert cost[1_000] < 2 * cost[20], cost
+
+
+@pytest.mark.parametrize("bounds", ["until", "since-until", "until-action"])
+def test_a_time_bounded_audit_export_stops_at_its_limit(
+    audit_worlds: dict[int, tuple[Database, int]], bounds: str
+) -> None:
+    """The CSV export of a range is its oldest entries up to the limit, read up (organisation,
+    at, id) from the start of the range, not the whole range sorted by id."""
+    cost = {}
+    for count, (db, org) in audit_worlds.items():
+        where = _audit_bounds(bounds, count)
+        cost[count], rows = _steps(
+            db, lambda conn, o=org, w=where: list(audit_queries.export_rows(conn, o, w, 50))
+        )
+        assert [row["id"] for row in rows] == _audit_newest_first(db, org, where)[::-1][:50]
+    assert cost[AUDIT_LONG] < 2 * cost[AUDIT_SHORT], cost
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_time_bounded_page_of_the_audit_log_is_an_index_range_on_postgresql(
+    db: Database,
+) -> None:
+    """PostgreSQL's plan for the same pages, with the statistics of 4,000 entries of each of
+    two organisations: a backward scan of (organisation, at, id) under the limit, no sort (and
+    a forward one for the CSV export of the range)."""
+    ours, theirs = make_org(db, "Org A").id, make_org(db, "Org B").id
+    entries = [
+        Entry(org, "test:operator", action, f"account:{i % 7}", T0 + timedelta(minutes=i))
+        for i in range(AUDIT_LONG)
+        for org, action in ((ours, "recharge" if i % 3 else "refund"), (theirs, "recharge"))
+    ]
+    with db.transaction() as conn:
+        record_many(conn, entries)
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE audit_log")
+    for bounds in AUDIT_TIME_BOUNDED:
+        where = _audit_bounds(bounds, AUDIT_LONG)
+        expected = _audit_newest_first(db, ours, where)
+        for start in (0, 50):
+            window = Window(expected[start - 1] if start else None, 50)
+
+            def work(w: AuditFilter = where, n: Window = window) -> Any:
+                with db.read() as conn:
+                    return audit_queries.list_entries(conn, ours, w, n)
+
+            plans, (rows, _) = _pg_plans(db, work)
+            assert [row["id"] for row in rows] == expected[start : start + 50]
+            (plan,) = (plan for statement, plan in plans if "ORDER BY" in statement)
+            nodes = list(_plan_nodes(plan))
+            assert nodes[0]["Node Type"] == "Limit", (bounds, start, plan)
+            assert not [n for n in nodes if "Sort" in n["Node Type"]], (bounds, start, plan)
+            (scan,) = (n for n in nodes if "Scan" in n["Node Type"])
+            assert scan["Node Type"] == "Index Scan", (bounds, start, plan)
+            assert scan["Index Name"] == "ix_audit_org_at_id", (bounds, start, plan)
+            assert scan["Scan Direction"] == "Backward", (bounds, start, plan)
+
+        def export(w: AuditFilter = where) -> Any:  # the oldest 50 of the range
+            with db.read() as conn:
+                return list(audit_queries.export_rows(conn, ours, w, 50))
+
+        plans, rows = _pg_plans(db, export)
+        assert [row["id"] for row in rows] == expected[::-1][:50]
+        ((_, plan),) = plans
+        nodes = list(_plan_nodes(plan))
+        assert nodes[0]["Node Type"] == "Limit", (bounds, plan)
+        assert not [n for n in nodes if "Sort" in n["Node Type"]], (bounds, plan)
+        (scan,) = (n for n in nodes if "Scan" in n["Node Type"])
+        assert scan["Index Name"] == "ix_audit_org_at_id", (bounds, plan)
+        assert scan["Scan Direction"] == "Forward", (bounds, plan)

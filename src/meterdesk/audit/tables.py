@@ -20,7 +20,12 @@ audit_log = Table(
     Column("source", String(100), nullable=True),
 )
 
-Index("ix_audit_org_at", audit_log.c.organisation_id, audit_log.c.at)
-# The log's pages (newest first, by id) and filters by action, actor or subject: through
-# (organisation, at) they sorted the organisation's whole history for every page.
+# The log bounded in time (``since``/``until``), newest first by (at, id), and its CSV export,
+# oldest first: read from one end of the range, a page stops after its rows. Through
+# (organisation, at) and in id order every page sorted the whole range (``until`` alone: the
+# whole history before it); on PostgreSQL the id orders equal times without a sort too.
+Index("ix_audit_org_at_id", audit_log.c.organisation_id, audit_log.c.at, audit_log.c.id)
+# The log's pages without a time bound (newest first, by id) and filters by action, actor or
+# subject: through (organisation, at) they sorted the organisation's whole history for every
+# page.
 Index("ix_audit_org_id", audit_log.c.organisation_id, audit_log.c.id)

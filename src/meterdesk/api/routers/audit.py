@@ -50,7 +50,11 @@ def list_audit(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[AuditEntryOut]:
-    """Entries newest first, filtered by time ``[since, until)``, action, actor, subject."""
+    """Entries newest first, filtered by time ``[since, until)``, action, actor, subject.
+    Newest by id; with ``since`` or ``until``, by time, then id (ids and times are not strictly
+    in step across writers); the cursor names the last entry of a page, and the next page goes
+    on after it in that order (with a time bound, a cursor that names no entry of the
+    organisation is refused)."""
     where = _filter(since, until, action, actor, subject)
     with caller.db.read() as conn:
         rows, next_cursor = queries.list_entries(
@@ -76,7 +80,8 @@ def export_audit(
     actor: Text = None,
     subject: Text = None,
 ) -> StreamingResponse:
-    """The filtered entries as CSV (UTF-8 with BOM, opens in Excel), oldest first."""
+    """The filtered entries as CSV (UTF-8 with BOM, opens in Excel), oldest first: by id, or
+    with ``since`` or ``until`` by time, then id."""
     where = _filter(since, until, action, actor, subject)
     with caller.db.read() as conn:
         rows = list(

@@ -253,7 +253,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
     )
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.create_index("ix_audit_org_at", ["organisation_id", "at"], unique=False)
+        batch_op.create_index("ix_audit_org_at_id", ["organisation_id", "at", "id"], unique=False)
         batch_op.create_index("ix_audit_org_id", ["organisation_id", "id"], unique=False)
 
     op.create_table(
@@ -1263,7 +1263,7 @@ def downgrade() -> None:
     op.drop_table("customers")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_org_id")
-        batch_op.drop_index("ix_audit_org_at")
+        batch_op.drop_index("ix_audit_org_at_id")
 
     op.drop_table("audit_log")
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
