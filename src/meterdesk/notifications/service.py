@@ -106,15 +106,20 @@ def list_notifications(
     id; a ValidationError when the organisation has no message ``before_id``.
     """
     table = notification_outbox
-    where = NotificationFilter(status, channel, event, customer_id, account_id, since, until)
-    conditions = _conditions(organisation_id, where)
     timed = since is not None or until is not None
     order = (table.c.created_at.desc(), table.c.id.desc()) if timed else (table.c.id.desc(),)
     with db.read() as conn:
-        if before_id is not None:
-            conditions.append(
-                _listed_after(conn, organisation_id, before_id) if timed else table.c.id < before_id
-            )
+        after: list[ColumnElement[bool]] = []
+        if before_id is not None and timed:
+            at, after = _listed_after(conn, organisation_id, before_id)
+            # A next page ends at its cursor's message, not at ``until``: with both, SQLite
+            # may take ``until`` as the end of its index range and walk every earlier page.
+            if until is not None and at < require_utc(until, field="until"):
+                until = None
+        elif before_id is not None:
+            after = [table.c.id < before_id]
+        where = NotificationFilter(status, channel, event, customer_id, account_id, since, until)
+        conditions = [*_conditions(organisation_id, where), *after]
         query = (
             select(*(table.c[name] for name in _LISTED), table.c.params)
             .where(and_(*conditions))
@@ -125,8 +130,11 @@ def list_notifications(
     return [{**row, "params": json.loads(row["params"])} for row in rows]
 
 
-def _listed_after(conn: Connection, organisation_id: int, outbox_id: int) -> ColumnElement[bool]:
-    """The messages after ``outbox_id`` in a time-bounded list: older by (created at, id)."""
+def _listed_after(
+    conn: Connection, organisation_id: int, outbox_id: int
+) -> tuple[datetime, list[ColumnElement[bool]]]:
+    """When ``outbox_id`` was queued, and the conditions for the messages after it in a
+    time-bounded list: older by (created at, id)."""
     table = notification_outbox
     at = conn.execute(
         select(table.c.created_at).where(
@@ -136,7 +144,7 @@ def _listed_after(conn: Connection, organisation_id: int, outbox_id: int) -> Col
     if at is None:
         raise ValidationError(f"no message {outbox_id} in this organisation's log to page from")
     # "created_at <= at" is the index range; the rest only decides the ties at that instant.
-    return and_(table.c.created_at <= at, or_(table.c.created_at < at, table.c.id < outbox_id))
+    return at, [table.c.created_at <= at, or_(table.c.created_at < at, table.c.id < outbox_id)]
 
 
 def get_notification(db: Database, *, organisation_id: int, outbox_id: int) -> dict[str, Any]:
