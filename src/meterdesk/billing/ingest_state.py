@@ -109,8 +109,10 @@ class IngestState:
     def totals(
         self, conn: Connection, meter_ids: Iterable[int], keys: set[str]
     ) -> dict[TotalKey, PeriodTotal]:
-        """:func:`billing.repository.load_totals` (fresh objects the batch may change), from the
-        cache where every asked period of a meter is kept."""
+        """:func:`billing.repository.load_totals`, from the cache where every asked period of a
+        meter is kept. The batch changes the kept objects themselves: that is safe because
+        kept values are read only under the proof of a batch that committed (:meth:`begin`
+        takes the proof away; only :meth:`committed` gives it back)."""
         if not self._active:
             return billing_repository.load_totals(conn, meter_ids, keys)
         meters = set(meter_ids)
@@ -125,12 +127,12 @@ class IngestState:
                 for key in keys:
                     self._totals[(meter_id, key)] = {}
             for (meter_id, account_id, key), total in loaded.items():
-                self._totals[(meter_id, key)][account_id] = _copy(total)
+                self._totals[(meter_id, key)][account_id] = total
         found: dict[TotalKey, PeriodTotal] = {}
         for meter_id in meters:
             for key in keys:
                 for account_id, total in self._totals[(meter_id, key)].items():
-                    found[(meter_id, account_id, key)] = _copy(total)
+                    found[(meter_id, account_id, key)] = total
         return found
 
     def balances(self, conn: Connection, account_ids: Iterable[int]) -> dict[int, Balance]:
@@ -164,7 +166,7 @@ class IngestState:
             if kept is None:  # not loaded in this batch: never happens; stay safe
                 self._reset()
                 return
-            kept[account_id] = _copy(total)
+            kept[account_id] = total  # as saved (a new total is a new object)
         for lent in self._lent:
             self._balances.update(lent)
         self._lent = []
@@ -228,11 +230,3 @@ def _mark(conn: Connection) -> tuple[Any, int, int]:
 
 def _values(total: PeriodTotal) -> tuple[object, ...]:
     return total.quantity_millionths, total.exact_cost, total.posted_fen, total.postings
-
-
-def _copy(total: PeriodTotal) -> PeriodTotal:
-    # Its Decimal is immutable: a copy may share it. (The quantity is the stored integer, so a
-    # kept total is exactly what reading it back would give.)
-    return PeriodTotal(
-        total.quantity_millionths, total.exact_cost, total.posted_fen, total.postings
-    )
