@@ -1,16 +1,22 @@
 """Notifications that must not get lost, stuck or hidden, on SQLite and PostgreSQL: an SMTP
-server's "try again later" on a recipient is retried."""
+server's "try again later" on a recipient is retried; a message whose every attempt took the
+worker down gives up visibly instead of coming back for ever."""
 
 from __future__ import annotations
 
+import io
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from test_notifications_channels import Inbox, configure, deliver, free_port, rows
-from test_notifications_outbox import alarm, make_place
+from test_notifications_outbox import alarm, dispatcher, drain, enable, make_place, outbox_rows
 
 from meterdesk.db.database import Database
+from meterdesk.notifications import outbox, service
+from meterdesk.notifications.channels.log import LogChannel
+from meterdesk.notifications.model import Channel
 from meterdesk.shared.time import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -64,3 +70,51 @@ def test_a_recipient_the_smtp_server_does_not_know_5xx_fails_with_the_reason(
     row = _mail_to_refusing_server(db, clock, "550 5.1.1 No such user")
     assert (row["status"], row["attempts"]) == ("failed", 1)
     assert "550" in row["last_error"] and "No such user" in row["last_error"]
+
+
+# --- a worker that dies during every attempt ---------------------------------------------------
+
+
+def test_a_message_whose_attempts_all_took_the_worker_down_gives_up_visibly(
+    db: Database, clock: FakeClock
+) -> None:
+    """Each claim here is a worker that died before recording anything (killed, out of memory,
+    a crash in a provider library). The attempt counter must stop that after max_attempts:
+    a message stuck in 'sending' for ever is one nobody sees failing."""
+    place = make_place(db)
+    enable(db, place, "log", "log")
+    with db.transaction() as conn:
+        alarm(conn, place, clock())
+    lease = timedelta(minutes=5)
+    worker = dispatcher(db, **{Channel.LOG: LogChannel(io.StringIO())})
+    worker.max_attempts = 3
+    for _ in range(3):
+        with db.transaction() as conn:
+            assert len(outbox.claim_due(conn, now=clock(), limit=10, lease=lease)) == 1
+        clock.advance(lease)
+
+    assert drain(worker) == 0
+    row = outbox_rows(db)[0]
+    assert (row["status"], row["attempts"]) == ("failed", 3)
+    assert row["last_error"].startswith("gave up after 3 attempts")
+    results = service.notification_attempts(db, organisation_id=place.org.id, outbox_id=row["id"])
+    assert [(r["attempt"], r["result"]) for r in results] == [(3, "failed")]
+
+
+def test_a_claim_that_expired_before_the_last_attempt_is_still_tried_again(
+    db: Database, clock: FakeClock
+) -> None:
+    place = make_place(db)
+    enable(db, place, "log", "log")
+    with db.transaction() as conn:
+        alarm(conn, place, clock())
+    lease = timedelta(minutes=5)
+    worker = dispatcher(db, **{Channel.LOG: LogChannel(io.StringIO())})
+    worker.max_attempts = 3
+    for _ in range(2):
+        with db.transaction() as conn:
+            outbox.claim_due(conn, now=clock(), limit=10, lease=lease)
+        clock.advance(lease)
+
+    assert drain(worker) == 1
+    assert (outbox_rows(db)[0]["status"], outbox_rows(db)[0]["attempts"]) == ("sent", 3)

@@ -102,6 +102,7 @@ class Dispatcher:
 
     def _claim(self, now: datetime) -> _Batch:
         with self.db.transaction() as conn:
+            outbox.give_up_abandoned(conn, now=now, max_attempts=self.max_attempts)
             claimed = outbox.claim_due(conn, now=now, limit=self.batch_size, lease=self.lease)
             organisations = sorted({item.organisation_id for item in claimed})
             settings = {
