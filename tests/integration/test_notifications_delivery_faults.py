@@ -1,6 +1,7 @@
 """Notifications that must not get lost, stuck or hidden, on SQLite and PostgreSQL: an SMTP
 server's "try again later" on a recipient is retried; a message whose every attempt took the
-worker down gives up visibly instead of coming back for ever."""
+worker down gives up visibly instead of coming back for ever; a tenant nobody can reach on the
+chosen channels is a visible failure."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from meterdesk.notifications import outbox, service
 from meterdesk.notifications.channels.log import LogChannel
 from meterdesk.notifications.model import Channel
 from meterdesk.shared.time import FakeClock
+from meterdesk.sites import service as sites
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +120,43 @@ def test_a_claim_that_expired_before_the_last_attempt_is_still_tried_again(
 
     assert drain(worker) == 1
     assert (outbox_rows(db)[0]["status"], outbox_rows(db)[0]["attempts"]) == ("sent", 3)
+
+
+# --- nobody to send to -------------------------------------------------------------------------
+
+
+def test_a_tenant_without_an_address_on_any_chosen_channel_is_a_visible_failure(
+    db: Database, clock: FakeClock
+) -> None:
+    place = make_place(db)
+    bare = sites.create_customer(db, organisation_id=place.org.id, name="王芳")
+    enable(db, place, "sms", "aliyun", access_key_id="id", sign_name="s", templates={})
+    enable(db, place, "log", "log")
+    with db.transaction() as conn:
+        written = alarm(conn, place, clock(), account_id=None, customer_id=bare)
+        again = alarm(conn, place, clock(), account_id=None, customer_id=bare)
+
+    assert len(written) == 2 and again == []  # the log line, and the SMS nobody could get
+    failed = [row for row in outbox_rows(db) if row["channel"] == "sms"]
+    assert [(r["status"], r["customer_id"], r["address"]) for r in failed] == [("failed", bare, "")]
+    assert failed[0]["last_error"] == f"customer {bare} has no phone for sms"
+    assert service.status_counts(db, organisation_id=place.org.id) == {"pending": 1, "failed": 1}
+    # The dispatcher sends the rest and leaves the failure as it is.
+    worker = dispatcher(db, **{Channel.LOG: LogChannel(io.StringIO())})
+    assert drain(worker) == 1
+    assert {r["channel"]: r["status"] for r in outbox_rows(db)} == {"sms": "failed", "log": "sent"}
+
+
+def test_a_tenant_reached_on_one_chosen_channel_gets_no_failure_for_the_others(
+    db: Database, clock: FakeClock
+) -> None:
+    place = make_place(db)
+    phone_only = sites.create_customer(
+        db, organisation_id=place.org.id, name="王芳", phone="13800000000"
+    )
+    enable(db, place, "sms", "aliyun", access_key_id="id", sign_name="s", templates={})
+    enable(db, place, "email", "smtp", host="h", port=25, sender="n@example.com")
+    with db.transaction() as conn:
+        alarm(conn, place, clock(), account_id=None, customer_id=phone_only)
+
+    assert [(r["channel"], r["status"]) for r in outbox_rows(db)] == [("sms", "pending")]
