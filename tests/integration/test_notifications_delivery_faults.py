@@ -1,16 +1,18 @@
 """Notifications that must not get lost, stuck or hidden, on SQLite and PostgreSQL: an SMTP
 server's "try again later" on a recipient is retried; a message whose every attempt took the
 worker down gives up visibly instead of coming back for ever; a tenant nobody can reach on the
-chosen channels is a visible failure."""
+chosen channels is a visible failure; a device command that fails tells the operators."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import select
 from test_notifications_channels import Inbox, configure, deliver, free_port, rows
 from test_notifications_outbox import alarm, dispatcher, drain, enable, make_place, outbox_rows
 
@@ -160,3 +162,38 @@ def test_a_tenant_reached_on_one_chosen_channel_gets_no_failure_for_the_others(
         alarm(conn, place, clock(), account_id=None, customer_id=phone_only)
 
     assert [(r["channel"], r["status"]) for r in outbox_rows(db)] == [("sms", "pending")]
+
+
+# --- a failed device command -------------------------------------------------------------------
+
+
+def test_a_device_command_that_fails_tells_the_operators(db: Database, clock: FakeClock) -> None:
+    from test_commands import Meters, executor, meter, trip
+    from test_commands import drain as drain_commands
+
+    from meterdesk.devices.tables import commands
+
+    place = make_place(db)
+    enable(db, place, "log", "log")
+    meter_id = meter(db, place.org, "M9")
+    command_id = trip(db, place.org, meter_id, "op:trip:1")
+    meters = Meters(clock)
+    meters.lose_next_send = 1000  # the meter never answers
+    asyncio.run(drain_commands(db, clock, executor(db, clock, meters)))
+
+    with db.read() as conn:
+        reason = conn.execute(
+            select(commands.c.status, commands.c.reason).where(commands.c.id == command_id)
+        ).one()
+    assert reason.status == "failed"
+    [row] = [r for r in outbox_rows(db) if r["event_kind"] == "command_failed"]
+    assert (row["urgency"], row["channel"], row["status"]) == ("urgent", "log", "pending")
+    params = service.list_notifications(db, organisation_id=place.org.id)[0]["params"]
+    assert (params["command"], params["meter"], params["error"]) == (
+        "relay_trip",
+        "M9",
+        reason.reason,
+    )
+    stream = io.StringIO()
+    drain(dispatcher(db, **{Channel.LOG: LogChannel(stream)}))
+    assert "M9" in stream.getvalue() and "拉闸" in stream.getvalue()
