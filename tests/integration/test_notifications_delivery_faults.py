@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from test_notifications_outbox import alarm, dispatcher, drain, enable, make_pla
 
 from meterdesk.db.database import Database
 from meterdesk.notifications import outbox, service
+from meterdesk.notifications.channels.base import DeliveryResult, OutgoingMessage
 from meterdesk.notifications.channels.log import LogChannel
 from meterdesk.notifications.model import Channel
 from meterdesk.shared.time import FakeClock
@@ -122,6 +124,56 @@ def test_a_claim_that_expired_before_the_last_attempt_is_still_tried_again(
 
     assert drain(worker) == 1
     assert (outbox_rows(db)[0]["status"], outbox_rows(db)[0]["attempts"]) == ("sent", 3)
+
+
+# --- a claim that runs out while its batch waits -----------------------------------------------
+
+
+@dataclass
+class SlowProvider:
+    """Takes ``took`` per message (the fake clock moves); meanwhile a second worker claims
+    whatever it can, as one would on PostgreSQL when a claim's lease has run out."""
+
+    db: Database
+    clock: FakeClock
+    took: timedelta
+    sent: list[int] = field(default_factory=list)
+    taken_by_the_other: set[int] = field(default_factory=set)
+
+    async def send(self, message: OutgoingMessage) -> DeliveryResult:
+        self.clock.advance(self.took)
+        with self.db.transaction() as conn:
+            other = outbox.claim_due(conn, now=self.clock(), limit=10, lease=timedelta(hours=1))
+        self.taken_by_the_other.update(item.id for item in other)
+        self.sent.append(message.outbox_id)
+        return DeliveryResult()
+
+
+def test_a_message_whose_claim_would_run_out_mid_send_is_released_not_sent(
+    db: Database, clock: FakeClock
+) -> None:
+    """One at a time, 50 s each, a 2 min lease and a 60 s send timeout: the third message would
+    still be sending when its claim expires and another worker may take (and send) it too."""
+    place = make_place(db)
+    enable(db, place, "log", "log")
+    with db.transaction() as conn:
+        for n in range(3):
+            alarm(conn, place, clock(), key=f"control:1:{n}:alarm:1:0")
+    provider = SlowProvider(db, clock, timedelta(seconds=50))
+    worker = dispatcher(db, **{Channel.LOG: provider})
+    worker.batch_size, worker.concurrency, worker.lease = 3, 1, timedelta(minutes=2)
+
+    asyncio.run(worker.run_once())
+    first, second, third = (row["id"] for row in outbox_rows(db))
+    assert provider.sent == [first, second]
+    assert not provider.taken_by_the_other
+    released = outbox_rows(db)[2]
+    assert (released["status"], released["attempts"]) == ("pending", 0)
+    assert released["next_attempt_at"] == clock()
+
+    asyncio.run(worker.run_once())
+    assert provider.sent == [first, second, third] and not provider.taken_by_the_other
+    assert {row["status"] for row in outbox_rows(db)} == {"sent"}
 
 
 # --- nobody to send to -------------------------------------------------------------------------
