@@ -22,6 +22,7 @@ from meterdesk.notifications import outbox, service
 from meterdesk.notifications.channels.base import DeliveryResult, OutgoingMessage
 from meterdesk.notifications.channels.log import LogChannel
 from meterdesk.notifications.model import Channel
+from meterdesk.notifications.tables import notification_outbox
 from meterdesk.shared.time import FakeClock
 from meterdesk.sites import service as sites
 
@@ -174,6 +175,78 @@ def test_a_message_whose_claim_would_run_out_mid_send_is_released_not_sent(
     asyncio.run(worker.run_once())
     assert provider.sent == [first, second, third] and not provider.taken_by_the_other
     assert {row["status"] for row in outbox_rows(db)} == {"sent"}
+
+
+# --- one bad message among good ones ----------------------------------------------------------
+
+
+@dataclass
+class BrokenFor:
+    """Sends every message but the ``bad`` one, for which it raises an unexpected exception."""
+
+    bad: int
+    sent: list[int] = field(default_factory=list)
+
+    async def send(self, message: OutgoingMessage) -> DeliveryResult:
+        if message.outbox_id == self.bad:
+            raise RuntimeError("provider library bug")
+        self.sent.append(message.outbox_id)
+        return DeliveryResult()
+
+
+def _three_alarms(db: Database, clock: FakeClock) -> list[int]:
+    place = make_place(db)
+    enable(db, place, "log", "log")
+    with db.transaction() as conn:
+        return [alarm(conn, place, clock(), key=f"control:1:{n}:alarm:1:0")[0] for n in range(3)]
+
+
+def test_an_adapter_that_raises_something_unexpected_holds_up_only_its_message(
+    db: Database, clock: FakeClock
+) -> None:
+    first, bad, last = _three_alarms(db, clock)
+    adapter = BrokenFor(bad)
+    drain(dispatcher(db, **{Channel.LOG: adapter}))
+    assert sorted(adapter.sent) == [first, last]
+    row = {r["id"]: r for r in outbox_rows(db)}[bad]
+    assert (row["status"], row["last_error"]) == (
+        "pending",
+        "unexpected RuntimeError: provider library bug",
+    )
+
+
+def test_params_a_template_cannot_show_fail_that_message_at_once(
+    db: Database, clock: FakeClock
+) -> None:
+    first, bad, last = _three_alarms(db, clock)
+    with db.transaction() as conn:
+        conn.execute(
+            notification_outbox.update()
+            .where(notification_outbox.c.id == bad)
+            .values(params='{"balance": "12.30", "level": 1, "days_left": "soon"}')
+        )
+    adapter = BrokenFor(0)
+    drain(dispatcher(db, **{Channel.LOG: adapter}))
+    assert sorted(adapter.sent) == [first, last]
+    row = {r["id"]: r for r in outbox_rows(db)}[bad]
+    assert row["status"] == "failed" and "soon" in row["last_error"]
+
+
+def test_a_message_in_a_zone_this_system_does_not_know_fails_alone(
+    db: Database, clock: FakeClock
+) -> None:
+    first, bad, last = _three_alarms(db, clock)
+    with db.transaction() as conn:
+        conn.execute(
+            notification_outbox.update()
+            .where(notification_outbox.c.id == bad)
+            .values(timezone="Mars/Olympus_Mons")
+        )
+    adapter = BrokenFor(0)
+    drain(dispatcher(db, **{Channel.LOG: adapter}))
+    assert sorted(adapter.sent) == [first, last]
+    row = {r["id"]: r for r in outbox_rows(db)}[bad]
+    assert row["status"] == "failed" and "Mars/Olympus_Mons" in row["last_error"]
 
 
 # --- nobody to send to -------------------------------------------------------------------------

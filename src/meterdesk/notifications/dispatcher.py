@@ -40,6 +40,7 @@ from meterdesk.notifications.configuration import ChannelSetting, channel_settin
 from meterdesk.notifications.model import QuietHours, Urgency
 from meterdesk.notifications.outbox import Claimed, Outcome
 from meterdesk.notifications.rendering import Renderer, RenderError
+from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.time import zone
 
 
@@ -92,7 +93,11 @@ class Dispatcher:
 
         async def one(claimed: Claimed) -> None:
             async with gate:
-                outcome = await self._attempt(claimed, batch)
+                try:
+                    outcome = await self._attempt(claimed, batch)
+                except Exception as error:  # a bug for one message must not stop the batch
+                    why = f"unexpected {type(error).__name__}: {error}"
+                    outcome = self._again(claimed, why, self.db.clock())
             await asyncio.to_thread(self._record, claimed, outcome)
 
         await asyncio.gather(*(one(claimed) for claimed in batch.claimed))
@@ -134,7 +139,10 @@ class Dispatcher:
             # A batch waits for the concurrency gate: the last ones may start so late that their
             # claim runs out mid-send, when another worker may send them too. Give them back.
             return Outcome("deferred", error="claim ran out before sending", next_attempt_at=now)
-        tz = zone(claimed.timezone)
+        try:
+            tz = zone(claimed.timezone)
+        except ValidationError as error:  # a zone this system's tzdata lacks: no retry helps
+            return Outcome("failed", error=str(error))
         quiet = batch.quiet.get(claimed.organisation_id)
         if claimed.urgency is Urgency.NORMAL and quiet is not None:
             ends = quiet.ends_at(now, tz)
