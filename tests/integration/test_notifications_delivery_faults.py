@@ -1,7 +1,8 @@
 """Notifications that must not get lost, stuck or hidden, on SQLite and PostgreSQL: an SMTP
 server's "try again later" on a recipient is retried; a message whose every attempt took the
 worker down gives up visibly instead of coming back for ever; a tenant nobody can reach on the
-chosen channels is a visible failure; a device command that fails tells the operators."""
+chosen channels is a visible failure; a device command that fails tells the operators; an
+alarm level notifications cannot name is refused when the plan is made, not at every reading."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from sqlalchemy import select
 from test_notifications_channels import Inbox, configure, deliver, free_port, rows
 from test_notifications_outbox import alarm, dispatcher, drain, enable, make_place, outbox_rows
 
+from meterdesk.billing import control_admin
 from meterdesk.db.database import Database
 from meterdesk.notifications import outbox, service
 from meterdesk.notifications.channels.base import DeliveryResult, OutgoingMessage
 from meterdesk.notifications.channels.log import LogChannel
 from meterdesk.notifications.model import Channel
 from meterdesk.notifications.tables import notification_outbox
+from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.time import FakeClock
 from meterdesk.sites import service as sites
 
@@ -322,3 +325,20 @@ def test_a_device_command_that_fails_tells_the_operators(db: Database, clock: Fa
     stream = io.StringIO()
     drain(dispatcher(db, **{Channel.LOG: LogChannel(stream)}))
     assert "M9" in stream.getvalue() and "拉闸" in stream.getvalue()
+
+
+# --- an alarm level notifications have no event for ----------------------------------------------
+
+
+def test_an_alarm_level_without_a_notification_event_is_refused_when_the_plan_is_made(
+    db: Database, clock: FakeClock
+) -> None:
+    """A level 4 was accepted (1 to 9), and when an account crossed it the control loop queued
+    "alarm_level_4", which queueing refuses: the ValidationError failed the ingest batch, so the
+    meter's readings (and everyone else's in the batch) were refused at every try."""
+    place = make_place(db)
+    levels = [{"level": 1, "amount": "20.00"}, {"level": 4, "amount": "2.00"}]
+    with pytest.raises(ValidationError, match=r"levels\[1\]\.level: a number from 1 to 3"):
+        control_admin.create_alarm_plan(
+            db, organisation_id=place.org.id, name="deep", levels=levels, actor="op"
+        )
