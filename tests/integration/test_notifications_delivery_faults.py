@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -15,7 +18,15 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
-from test_notifications_channels import Inbox, configure, deliver, free_port, rows
+from test_notifications_channels import (
+    Inbox,
+    Server,
+    configure,
+    deliver,
+    free_port,
+    http_server,
+    rows,
+)
 from test_notifications_outbox import alarm, dispatcher, drain, enable, make_place, outbox_rows
 
 from meterdesk.billing import control_admin
@@ -30,6 +41,7 @@ from meterdesk.shared.time import FakeClock
 from meterdesk.sites import service as sites
 
 pytestmark = pytest.mark.integration
+__all__ = ["http_server"]  # the fixture, imported for pytest
 
 
 # --- SMTP answers per recipient ----------------------------------------------------------------
@@ -342,3 +354,67 @@ def test_an_alarm_level_without_a_notification_event_is_refused_when_the_plan_is
         control_admin.create_alarm_plan(
             db, organisation_id=place.org.id, name="deep", levels=levels, actor="op"
         )
+
+
+# --- two dispatchers at once -------------------------------------------------------------------
+
+
+@dataclass
+class Counting:
+    """Counts sends per message, across threads; each send yields so the workers interleave."""
+
+    sends: Counter[int] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def send(self, message: OutgoingMessage) -> DeliveryResult:
+        await asyncio.sleep(0.001)
+        with self.lock:
+            self.sends[message.outbox_id] += 1
+        return DeliveryResult()
+
+
+def test_two_dispatchers_side_by_side_send_every_message_exactly_once(
+    db: Database, clock: FakeClock
+) -> None:
+    place = make_place(db)
+    enable(db, place, "log", "log")
+    with db.transaction() as conn:
+        for n in range(40):
+            alarm(conn, place, clock(), key=f"control:1:{n}:alarm:1:0")
+    adapter = Counting()
+    workers = [dispatcher(db, **{Channel.LOG: adapter}) for _ in range(2)]
+    for worker in workers:
+        worker.batch_size = 5
+    threads = [threading.Thread(target=drain, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert {row["status"] for row in outbox_rows(db)} == {"sent"}
+    assert sorted(adapter.sends.values()) == [1] * 40
+
+
+# --- HTTP answers that mean "later" ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "result"), [(408, "pending"), (400, "failed")])
+def test_a_webhook_receiver_that_timed_out_reading_the_request_is_retried(
+    db: Database,
+    clock: FakeClock,
+    http_server: Callable[..., Server],
+    status: int,
+    result: str,
+) -> None:
+    place = make_place(db)
+    server = http_server(lambda request: (status, {"error": "slow"}))
+    configure(
+        db, place, "webhook", "webhook", url=server.url,
+        secret_refs={"secret": "TEST_WEBHOOK_SECRET"},
+    )  # fmt: skip
+    with db.transaction() as conn:
+        alarm(conn, place, clock())
+    deliver(db)
+    row = rows(db)[0]
+    assert (row["status"], row["attempts"]) == (result, 1)
+    assert str(status) in row["last_error"]
