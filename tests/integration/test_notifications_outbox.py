@@ -255,7 +255,7 @@ def test_operator_events_go_to_the_channels_operator_addresses(
     assert {r["urgency"] for r in rows} == {"urgent"}
 
 
-def test_customers_without_an_address_and_disabled_channels_get_no_row(
+def test_customers_without_an_address_fail_visibly_and_disabled_channels_get_no_row(
     db: Database, clock: FakeClock
 ) -> None:
     place = make_place(db)
@@ -271,8 +271,14 @@ def test_customers_without_an_address_and_disabled_channels_get_no_row(
         actor=ACTOR,
     )
     with db.transaction() as conn:
-        assert alarm(conn, place, clock(), account_id=None, customer_id=bare) == []
+        assert len(alarm(conn, place, clock(), account_id=None, customer_id=bare)) == 1
         assert len(alarm(conn, place, clock())) == 1  # sms only: email is switched off
+    unreachable = outbox_rows(db)[0]
+    assert (unreachable["channel"], unreachable["status"], unreachable["address"]) == (
+        "sms",
+        "failed",
+        "",
+    )
 
 
 def test_normal_messages_queued_in_quiet_hours_wait_for_the_morning(

@@ -11,9 +11,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from meterdesk.billing.policy import AlarmLevel, AlarmState, ControlState, Supply
+from meterdesk.notifications.model import EventKind, alarm_level
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.money import format_money, from_fen, parse_money, to_fen
 
+#: The deepest level notifications have an alarm event (and wording, and urgency) for.
+MAX_ALARM_LEVEL = max(filter(None, (alarm_level(kind) for kind in EventKind)))
 CHANNELS = ("sms", "email", "voice", "wechat", "push", "webhook", "log")
 
 
@@ -43,8 +46,10 @@ def _level(item: object, where: str) -> AlarmLevel:
     if unknown:
         raise ValidationError(f"{where}: unknown field(s) {sorted(unknown)}")
     number = item.get("level")
-    if not isinstance(number, int) or not 1 <= number <= 9:
-        raise ValidationError(f"{where}.level: a number from 1 to 9")
+    # Notifications know alarm levels 1 to 3 (level 3, the last warning before a cut, is
+    # urgent): a level 4 crossing raised in the ingest batch and refused its readings.
+    if not isinstance(number, int) or not 1 <= number <= MAX_ALARM_LEVEL:
+        raise ValidationError(f"{where}.level: a number from 1 to {MAX_ALARM_LEVEL}")
     if ("amount" in item) == ("days_left" in item):
         raise ValidationError(f"{where}: give either amount or days_left")
     days = item.get("days_left")

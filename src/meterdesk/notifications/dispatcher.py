@@ -9,7 +9,9 @@ dispatcher when it commits (:mod:`meterdesk.db.commit_signals`), so an alarm or 
 leaves at once; the idle poll stays for rows queued by other processes and for retries.
 
 Per message:
-1. channel switched off (or removed) since it was queued → ``suppressed``;
+1. channel switched off (or removed) since it was queued → ``suppressed``; too little of the
+   batch's lease left for a send (``send_timeout_s``) → back to ``pending`` at once, unsent and
+   not counted, so no other worker can claim it while it is still being sent;
 2. a normal-urgency message inside the organisation's quiet hours → back to ``pending`` until
    the window ends in the site's zone (not counted as an attempt);
 3. render (a broken template fails the message with the error; fix it and retry it);
@@ -38,6 +40,7 @@ from meterdesk.notifications.configuration import ChannelSetting, channel_settin
 from meterdesk.notifications.model import QuietHours, Urgency
 from meterdesk.notifications.outbox import Claimed, Outcome
 from meterdesk.notifications.rendering import Renderer, RenderError
+from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.time import zone
 
 
@@ -46,6 +49,7 @@ class _Batch:
     claimed: list[Claimed]
     settings: Mapping[tuple[int, str], ChannelSetting]
     quiet: Mapping[int, QuietHours]
+    lease_ends: datetime  # after this, another worker may claim (and send) the same rows
 
 
 @dataclass
@@ -58,6 +62,11 @@ class Dispatcher:
     lease: timedelta = timedelta(minutes=5)
     send_timeout_s: float = 60.0
     max_attempts: int = model.MAX_ATTEMPTS
+
+    def __post_init__(self) -> None:
+        # With less lease than one send, every message would be given back unsent, for ever.
+        if self.lease <= timedelta(seconds=self.send_timeout_s):
+            raise ValueError(f"lease {self.lease} must exceed send_timeout_s {self.send_timeout_s}")
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
         """Deliver until ``stop`` is set. Whenever nothing was due, wait until a transaction of
@@ -84,7 +93,11 @@ class Dispatcher:
 
         async def one(claimed: Claimed) -> None:
             async with gate:
-                outcome = await self._attempt(claimed, batch)
+                try:
+                    outcome = await self._attempt(claimed, batch)
+                except Exception as error:  # a bug for one message must not stop the batch
+                    why = f"unexpected {type(error).__name__}: {error}"
+                    outcome = self._again(claimed, why, self.db.clock())
             await asyncio.to_thread(self._record, claimed, outcome)
 
         await asyncio.gather(*(one(claimed) for claimed in batch.claimed))
@@ -102,6 +115,7 @@ class Dispatcher:
 
     def _claim(self, now: datetime) -> _Batch:
         with self.db.transaction() as conn:
+            outbox.give_up_abandoned(conn, now=now, max_attempts=self.max_attempts)
             claimed = outbox.claim_due(conn, now=now, limit=self.batch_size, lease=self.lease)
             organisations = sorted({item.organisation_id for item in claimed})
             settings = {
@@ -110,7 +124,7 @@ class Dispatcher:
                 for setting in channel_settings(conn, organisation_id)
             }
             quiet = quiet_hours_of(conn, organisations) if organisations else {}
-        return _Batch(claimed, settings, quiet)
+        return _Batch(claimed, settings, quiet, now + self.lease)
 
     def _record(self, claimed: Claimed, outcome: Outcome) -> None:
         with self.db.transaction() as conn:
@@ -121,7 +135,14 @@ class Dispatcher:
         setting = batch.settings.get((claimed.organisation_id, claimed.channel))
         if setting is None or not setting.enabled:
             return Outcome("suppressed", error=f"channel {claimed.channel} is not enabled")
-        tz = zone(claimed.timezone)
+        if now + timedelta(seconds=self.send_timeout_s) > batch.lease_ends:
+            # A batch waits for the concurrency gate: the last ones may start so late that their
+            # claim runs out mid-send, when another worker may send them too. Give them back.
+            return Outcome("deferred", error="claim ran out before sending", next_attempt_at=now)
+        try:
+            tz = zone(claimed.timezone)
+        except ValidationError as error:  # a zone this system's tzdata lacks: no retry helps
+            return Outcome("failed", error=str(error))
         quiet = batch.quiet.get(claimed.organisation_id)
         if claimed.urgency is Urgency.NORMAL and quiet is not None:
             ends = quiet.ends_at(now, tz)

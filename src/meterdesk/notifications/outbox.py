@@ -5,8 +5,9 @@ next_attempt_at=now+lease WHERE id IN (SELECT id … WHERE due ORDER BY next_att
 FOR UPDATE SKIP LOCKED) RETURNING …``. On PostgreSQL, ``SKIP LOCKED`` lets several workers claim
 side by side without waiting for or taking each other's rows; SQLite ignores the locking clause
 and serialises writers (``BEGIN IMMEDIATE``), which suits its single worker. A row whose claim
-expired (the worker died mid-send) is due again: delivery is at least once, and the attempt
-counter keeps a crash loop from going on for ever.
+expired (the worker died mid-send) is due again: delivery is at least once. An expired claim
+that was already the last attempt is failed instead (:func:`give_up_abandoned`): a message that
+takes the worker down every time would otherwise stay in ``sending`` for ever, unseen.
 
 Recording an outcome only touches the row if it is still the same claim (``status='sending'``
 and the attempt number the worker claimed), so a worker that overran its lease cannot overwrite
@@ -94,6 +95,44 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, lease: timedelta) 
         for row in rows
     ]
     return sorted(claimed, key=lambda item: item.id)
+
+
+def give_up_abandoned(conn: Connection, *, now: datetime, max_attempts: int) -> int:
+    """Fail the expired claims that used the last attempt, with a log line each; how many.
+
+    Without this the attempt counter grew with every crash, and only an attempt that *returned*
+    looked at it: a message that crashes its worker each time was claimed again for ever."""
+    abandoned = conn.execute(
+        select(_T.c.id, _T.c.organisation_id, _T.c.channel, _T.c.attempts)
+        .where(
+            _T.c.status == Status.SENDING.value,
+            _T.c.next_attempt_at <= now,
+            _T.c.attempts >= max_attempts,
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    for row in abandoned:
+        reason = (
+            f"gave up after {row.attempts} attempts: the worker stopped (crashed or was "
+            f"killed) before it could record the last one"
+        )
+        conn.execute(
+            update(_T)
+            .where(_T.c.id == row.id)
+            .values(status=Status.FAILED.value, last_error=reason)
+        )
+        conn.execute(
+            insert(notification_log).values(
+                outbox_id=row.id,
+                organisation_id=row.organisation_id,
+                attempt=row.attempts,
+                at=now,
+                channel=row.channel,
+                result="failed",
+                error=reason,
+            )
+        )
+    return len(abandoned)
 
 
 _STATUS_FOR = {

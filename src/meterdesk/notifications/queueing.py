@@ -10,7 +10,9 @@ at delivery.
 Channel choice: the organisation's enabled channels that subscribe to the event. A caller's
 ``channels`` (e.g. an alarm level's "sms, voice") restricts the channels that reach a person;
 the system channels (webhook, log) get every event they subscribe to. Customer events go to the
-customer's phone / e-mail / openid / app (customers without that address are skipped); operator
+customer's phone / e-mail / openid / app; a channel the customer has no address for is skipped,
+but a customer reached on none of the chosen person channels gets a ``failed`` row per channel
+with the reason (visible to operators, instead of a tenant who silently hears nothing). Operator
 events go to the channel's ``operator_addresses``.
 
 A batch costs a handful of statements whatever its size: the channel settings once per
@@ -166,9 +168,21 @@ def _rows(notification: NewNotification, at: datetime, found: _Lookups) -> Itera
             zone(context.timezone),
         ),
     }
+    reached, unreachable = False, []
     for setting in chosen:
-        for address, recipient_id in recipients.recipients(setting, kind, context):
+        addresses = recipients.recipients(setting, kind, context)
+        for address, recipient_id in addresses:
             yield addressed(row, setting.channel, address, recipient_id)
+        reached = reached or (bool(addresses) and setting.channel in model.PERSON_CHANNELS)
+        reason = recipients.missing_address(setting, kind, context)
+        if reason is not None:
+            unreachable.append((setting.channel, reason))
+    if context.customer is not None and not reached:
+        # Nobody can tell the tenant (no phone for the SMS, no e-mail, ...): a failed row per
+        # chosen channel, so operators see it, instead of a message that silently never was.
+        for which, reason in unreachable:
+            failed = {**row, "status": Status.FAILED.value, "last_error": reason}
+            yield addressed(failed, which, "", int(context.customer["id"]))
 
 
 def outbox_row(
@@ -182,6 +196,7 @@ def outbox_row(
         "urgency": model.urgency_of(kind).value,
         "status": Status.PENDING.value,
         "attempts": 0,
+        "last_error": None,  # every row of a multi-row insert names the same columns
         "created_at": when,
     }
 

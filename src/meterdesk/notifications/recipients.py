@@ -70,6 +70,21 @@ def recipients(
     return [(str(address), int(customer["id"]))] if address not in (None, "") else []
 
 
+def missing_address(setting: ChannelSetting, kind: EventKind, context: Context) -> str | None:
+    """Why a customer event reaches its customer on no address of this person channel, or None
+    (a system channel, an operator event, no customer, or the address is there)."""
+    customer = context.customer
+    if (
+        customer is None
+        or setting.channel not in model.PERSON_CHANNELS
+        or model.audience_of(kind) is not Audience.CUSTOMER
+        or customer[model.ADDRESS_FIELD[setting.channel]] not in (None, "")
+    ):
+        return None
+    field = model.ADDRESS_FIELD[setting.channel]
+    return f"customer {customer['id']} has no {field} for {setting.channel.value}"
+
+
 ContextKey = tuple[int, int | None, int | None, int | None]
 """Whose context: (organisation, account, customer, site), as :func:`context` takes them."""
 

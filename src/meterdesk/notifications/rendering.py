@@ -123,7 +123,11 @@ def format_local_time(value: object, tz: ZoneInfo) -> str:
 
 
 def _format_number(value: object) -> str:
-    text = f"{Decimal(str(value)).quantize(Decimal('0.1')):f}"
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:  # not a ValueError: it escaped render and looked like a bug
+        raise RenderError(f"{value!r} is not a number") from None
+    text = f"{number.quantize(Decimal('0.1')):f}"
     return text.removesuffix(".0")
 
 

@@ -22,7 +22,7 @@ LevelKey = Annotated[str, StringConstraints(pattern=r"^[1-9]$")]
 
 class AlarmLevelIn(BaseModel):
     model_config = examples({"level": 1, "amount": "20.00", "repeat_count": 2, "channels": ["sms"]})
-    level: Annotated[int, Field(ge=1, le=9)]
+    level: Annotated[int, Field(ge=1, le=3)]
     amount: Money | None = Field(default=None, description="fires when the balance falls to this")
     days_left: Annotated[float, Field(gt=0, le=3650)] | None = Field(
         default=None, description="or: fires when the forecast credit lasts this many days"
@@ -46,7 +46,7 @@ class AlarmPlanIn(BaseModel):
         }
     )
     name: PlanName
-    levels: list[AlarmLevelIn] = Field(min_length=1, max_length=9)
+    levels: list[AlarmLevelIn] = Field(min_length=1, max_length=3)
 
 
 class AlarmLevelOut(BaseModel):

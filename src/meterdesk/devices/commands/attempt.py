@@ -58,6 +58,7 @@ from meterdesk.devices.commands.readback import (
     plan_recharge,
 )
 from meterdesk.devices.ports import DeviceError, DeviceRefusedError, MeterDriver, Snapshot
+from meterdesk.notifications import queueing
 
 if TYPE_CHECKING:
     from meterdesk.devices.commands.executor import CommandExecutor
@@ -315,6 +316,8 @@ class Attempt:
                 at=at,
                 detail={"command": command.id, "kind": command.spec.kind.value, **detail},
             )
+            if status is CommandStatus.FAILED:
+                _tell_operators(conn, command, number, reason or "", at)
 
         await self.write(record)
 
@@ -332,3 +335,21 @@ class Attempt:
             return
         detail = {"attempt": command.attempts, "reason": reason, "next_attempt_at": when}
         await self.write(lambda conn: writes.record_retry(conn, command.id, now, when, detail))
+
+
+def _tell_operators(
+    conn: Connection, command: Command, number: str, reason: str, at: datetime
+) -> None:
+    """Queue the operators' "command failed" message with the failure, in its transaction: a
+    relay or valve left in the wrong state needs someone now, and the audit line alone reached
+    nobody (the event, its templates and its subscriptions existed, but nothing queued it)."""
+    account_id = command.context.get("account_id")
+    queueing.enqueue_in(
+        conn,
+        organisation_id=command.organisation_id,
+        event="command_failed",
+        key=f"command:{command.id}:failed",
+        params={"command": command.spec.kind.value, "meter": number, "error": reason},
+        at=at,
+        account_id=account_id if isinstance(account_id, int) else None,
+    )

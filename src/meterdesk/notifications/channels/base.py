@@ -86,7 +86,7 @@ class HttpOptions:
 
 
 async def request(options: HttpOptions, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """One HTTP call with network errors and 5xx / 429 turned into transient failures."""
+    """One HTTP call with network errors and 5xx / 429 / 408 turned into transient failures."""
     try:
         async with options.client() as client:
             response = await client.request(method, url, **kwargs)
@@ -94,7 +94,8 @@ async def request(options: HttpOptions, method: str, url: str, **kwargs: Any) ->
         raise TransientDeliveryError(f"{method} {url}: timed out ({error})") from None
     except httpx.HTTPError as error:
         raise TransientDeliveryError(f"{method} {url}: {type(error).__name__}: {error}") from None
-    if response.status_code == 429 or response.status_code >= 500:
+    # 408: the server gave up waiting for our request; 429: slow down; 5xx: its trouble.
+    if response.status_code in (408, 429) or response.status_code >= 500:
         raise TransientDeliveryError(f"{method} {url}: HTTP {response.status_code}")
     return response
 

@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 
 from meterdesk.notifications.channels.base import (
+    DeliveryError,
     DeliveryResult,
     OutgoingMessage,
     PermanentDeliveryError,
@@ -38,7 +39,7 @@ class SmtpEmail:
         try:
             await asyncio.to_thread(self._deliver, email)
         except smtplib.SMTPRecipientsRefused as error:
-            raise PermanentDeliveryError(f"smtp: recipient refused: {error.recipients}") from None
+            raise _refused(error.recipients) from None
         except smtplib.SMTPResponseException as error:
             text = f"smtp: {error.smtp_code} {error.smtp_error!r}"
             if 500 <= error.smtp_code < 600:
@@ -74,3 +75,12 @@ class SmtpEmail:
             if self.username:
                 client.login(self.username, self.password or "")
             client.send_message(email)
+
+
+def _refused(recipients: dict[str, tuple[int, bytes]]) -> DeliveryError:
+    """A refused recipient is permanent only on a 5xx: a 4xx (greylisting, a full mailbox, a
+    server busy) says "try again later", and failing it at once lost the message."""
+    text = f"smtp: recipient refused: {recipients}"
+    if all(500 <= code < 600 for code, _ in recipients.values()):
+        return PermanentDeliveryError(text)
+    return TransientDeliveryError(text)
