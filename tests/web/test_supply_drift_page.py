@@ -12,6 +12,7 @@ from meterdesk.billing.tables import accounts
 from meterdesk.devices.commands import device_state
 from meterdesk.devices.commands import service as commands
 from meterdesk.devices.ports import Snapshot
+from meterdesk.devices.tables import commands as device_commands
 
 
 def _meter_shows(world: World, relay: str) -> None:
@@ -36,9 +37,9 @@ def test_a_tripped_meter_under_supply_on_is_a_warning_in_both_languages(world: W
     english = _status(world, "en")
     assert 'data-drift="relay_close"' in english
     assert "Meter shows relay open; supply should be on." in english
-    assert "No command sent yet" in english
+    assert "Not corrected yet" in english
     chinese = _status(world, "zh-CN")
-    assert "电表显示已拉闸，但平台决定应供电。" in chinese and "尚未下发指令" in chinese
+    assert "电表显示已拉闸，但平台决定应供电。" in chinese and "尚未纠正" in chinese
 
     sent = commands.send_command(
         world.db, organisation_id=world.alpha.id, meter_id=world.alpha.meter_id,
@@ -47,6 +48,11 @@ def test_a_tripped_meter_under_supply_on_is_a_warning_in_both_languages(world: W
     english = _status(world, "en")
     assert "Command sent:" in english and f'href="/commands/{sent.command.id}"' in english
     assert "已下发指令" in _status(world, "zh-CN")
+    commands.cancel(world.db, organisation_id=world.alpha.id, command_id=sent.command.id, actor="t")
+    assert "Command sent:" in _status(world, "en")  # cancelled: still the one to look at
+    with world.db.transaction() as conn:  # confirmed, yet the meter shows open again
+        conn.execute(update(device_commands).values(status="confirmed"))
+    assert "Not corrected yet" in _status(world, "en")
 
 
 def test_on_meter_billing_the_meters_own_trip_is_no_warning(world: World) -> None:

@@ -258,7 +258,8 @@ def add_drift(conn: Connection, account: AccountView | None, views: list[MeterVi
             armed=command is not None and command.armed,
         )
         if view.drift is not None and command is not None and command.kind == view.drift.kind:
-            view.drift_command = command
+            # a confirmed one is history: the meter has flipped again since
+            view.drift_command = None if command.status == "confirmed" else command
 
 
 def add_usage(
