@@ -149,8 +149,9 @@ class _History:
 
 def reassert(db: Database, *, outbox: Outbox, at: datetime, interval: timedelta) -> int:
     """Send the commands that put drifted meters back to the decision; how many were sent. One
-    transaction per batch of meters, each locked first, so a decision committing meanwhile is
-    seen (its command is then open and this step stands back)."""
+    transaction per batch of meters, locked first (the lock command creation takes): a decision
+    committed before is seen (its command is open, so this step stands back), and one committing
+    after waits for the lock and supersedes what this step sent (the newest command wins)."""
     with db.read() as conn:
         candidates = _candidates(conn)
     sent = 0
