@@ -12,7 +12,8 @@ It runs, side by side in one asyncio loop:
 - **MQTT ingest** (:mod:`meterdesk.devices.mqtt_ingest`), when a broker is configured.
 - the **notification dispatcher** (:mod:`meterdesk.notifications.dispatcher`).
 - the **control tick** (:mod:`meterdesk.billing.control_tick`) every ``tick_interval_s``:
-  deferred cuts after friendly hours, repeated alarms, days-of-credit forecasts.
+  deferred cuts after friendly hours, repeated alarms, days-of-credit forecasts, and the
+  decision put back on meters that show otherwise (at most once per ``reassert_interval_s``).
 
 Time is injectable so tests and the demo can run all of it in accelerated time: ``clock`` gives
 the instant (it must be the database's clock too), and ``speed`` turns simulated intervals into
@@ -29,6 +30,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from meterdesk.billing import control_tick
 from meterdesk.db import counters
@@ -60,6 +62,7 @@ RESTART_DELAY_S = 5.0  # real seconds before a failed part is started again
 class RuntimeSettings:
     mqtt: MqttSettings | None = None  # None: no MQTT ingest (and no MQTT-gateway commands)
     tick_interval_s: float = 60.0
+    reassert_interval_s: float = 3600.0  # a drifted meter gets at most one command per interval
     reload_check_s: float = 10.0
     dispatch_idle_s: float = 1.0
     poller: PollerSettings = field(default_factory=PollerSettings)
@@ -71,6 +74,7 @@ class RuntimeSettings:
 class RuntimeStats:
     ticks: int = 0
     tick_decisions: int = 0
+    tick_reasserted: int = 0
     tick_errors: int = 0
     poller_reloads: int = 0
     reads: int = 0
@@ -212,13 +216,19 @@ class Runtime:
     async def _tick(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                report = await asyncio.to_thread(control_tick.tick, self.db, now=self.clock())
+                report = await asyncio.to_thread(
+                    control_tick.tick,
+                    self.db,
+                    now=self.clock(),
+                    reassert_interval=timedelta(seconds=self.settings.reassert_interval_s),
+                )
             except Exception:
                 self.stats.tick_errors += 1
                 log.exception("control tick failed; trying again at the next one")
             else:
                 self.stats.ticks += 1
                 self.stats.tick_decisions += report.decisions
+                self.stats.tick_reasserted += report.reasserted
             await _wait(stop, self.settings.tick_interval_s / self.settings.speed)
 
 

@@ -1,8 +1,10 @@
 """The control loop's clock: a periodic tick that carries out cuts deferred by friendly hours once
-the window ends, repeats alarms at their interval, and checks "days of credit left" levels
-against a forecast from the account's recent usage. Each tick works in batches of accounts, one
-transaction per batch, so a restart in the middle loses nothing and repeats nothing (the control
-state and its version move with the decisions)."""
+the window ends, repeats alarms at their interval, checks "days of credit left" levels against a
+forecast from the account's recent usage, and then puts the decision back on meters that show
+otherwise (:mod:`meterdesk.billing.supply_drift`, at most once per meter per
+``reassert_interval``). Each tick works in batches of accounts, one transaction per batch, so a
+restart in the middle loses nothing and repeats nothing (the control state and its version move
+with the decisions)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from meterdesk.billing import control, control_send
+from meterdesk.billing import control, control_send, supply_drift
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause
 from meterdesk.db.bulk import raw_rows
@@ -27,10 +29,15 @@ BATCH = 500
 class TickReport:
     accounts: int = 0
     decisions: int = 0
+    reasserted: int = 0  # commands sent to meters that showed otherwise than the decision
 
 
 def tick(
-    db: Database, *, outbox: control_send.Outbox | None = None, now: datetime | None = None
+    db: Database,
+    *,
+    outbox: control_send.Outbox | None = None,
+    now: datetime | None = None,
+    reassert_interval: timedelta = supply_drift.REASSERT_INTERVAL,
 ) -> TickReport:
     at = now or db.clock()
     sender = outbox or DatabaseOutbox(lambda: at)
@@ -52,6 +59,9 @@ def tick(
             )
         report.accounts += len(chunk)
         report.decisions += sum(len(d) for d in made.values())
+    # After the decisions have committed: a cut or restore just decided is an open command, so
+    # its meter is left alone here.
+    report.reasserted = supply_drift.reassert(db, outbox=sender, at=at, interval=reassert_interval)
     return report
 
 

@@ -218,7 +218,15 @@ def emergency(
 
 
 def tick_command(as_json: JsonOption = False) -> None:
-    """Run the control loop's periodic checks once (deferred cuts, alarm repeats, forecasts)."""
+    """Run the control loop's periodic checks once (deferred cuts, alarm repeats, forecasts,
+    meters put back to the decision)."""
     with handled():
         report = control_tick.tick(app().db)
-        emit(report, as_json, lambda r: f"checked {r.accounts} accounts, {r.decisions} decisions")
+        emit(
+            report,
+            as_json,
+            lambda r: (
+                f"checked {r.accounts} accounts, {r.decisions} decisions, "
+                f"{r.reasserted} meters put back to the decision"
+            ),
+        )

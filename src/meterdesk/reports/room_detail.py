@@ -12,7 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, select
 
+from meterdesk.billing import supply_drift
 from meterdesk.billing.lines import select_lines
+from meterdesk.billing.policy import RestoreMode, Supply
 from meterdesk.billing.tables import (
     account_controls,
     accounts,
@@ -87,6 +89,8 @@ class MeterView:
     today_quantity: Decimal = Decimal(0)
     today_cost: Decimal = Decimal(0)
     tariff_since: datetime | None = None  # the current tariff prices what follows this instant
+    drift: supply_drift.Drift | None = None  # the read contradicts the account's decision
+    drift_command: supply_drift.LatestSwitch | None = None  # the command putting it back
 
 
 def room_header(conn: Connection, organisation_id: int, room_id: int) -> RoomHeader:
@@ -233,6 +237,29 @@ def room_meters(conn: Connection, organisation_id: int, room_id: int) -> list[Me
         )
         for r in rows
     ]
+
+
+def add_drift(conn: Connection, account: AccountView | None, views: list[MeterView]) -> None:
+    """Mark the meters whose last read contradicts the account's supply decision (platform
+    billing only: on meter billing the meter decides), as the control tick sees it, with the
+    meter's latest relay or valve command when it is the one that puts the decision back."""
+    if account is None or account.billing_mode != "platform" or not views:
+        return
+    latest = supply_drift.latest_switch_commands(conn, [view.id for view in views])
+    for view in views:
+        command = latest.get(view.id)
+        view.drift = supply_drift.drift(
+            supply=Supply(account.state.get("supply", Supply.ON.value)),
+            protect=bool(account.policy.get("protect")),
+            utility=view.utility,
+            relay=view.relay,
+            valve=view.valve,
+            restore_mode=RestoreMode(account.policy.get("restore_mode") or "direct"),
+            armed=command is not None and command.armed,
+        )
+        if view.drift is not None and command is not None and command.kind == view.drift.kind:
+            # a confirmed one is history: the meter has flipped again since
+            view.drift_command = None if command.status == "confirmed" else command
 
 
 def add_usage(

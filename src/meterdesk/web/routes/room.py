@@ -33,6 +33,7 @@ def _status(caller: Caller, room_id: int) -> dict[str, Any]:
         now = caller.db.clock()
         start = local_midnight(local_date(now, tz), tz)
         room_detail.add_usage(conn, meters, start, now)
+        room_detail.add_drift(conn, account, meters)
     return {"room": header, "account": account, "meters": meters, "tz": tz, "now": now}
 
 

@@ -1,0 +1,337 @@
+"""Supply drift: a meter whose last read disagrees with the platform's supply decision.
+
+On platform billing (远程费控) the platform decides and the meter only switches, so a relay that
+opens by itself (local protection, a restart into a default state, the button, a technician) or
+closes while the platform has cut it (a bypass, a reset) leaves the tenant in the dark — or on
+free supply — while every screen shows the decision. The control tick therefore compares each
+online meter's last read relay/valve (``device_status``) with its account's decision
+(``account_controls.state``) and, where they disagree, sends the command that puts the decision
+back through the control loop's own outbox (same kinds, read-back, supersede rules and audit).
+
+It acts only on a fresh, settled disagreement, so it never argues with a command in flight:
+- the account is open and on platform billing (on meter billing the meter decides);
+- the supply is ``on`` (or protect is on) and the meter shows relay open / valve closed, or the
+  supply is ``off`` without protect and it shows relay closed / valve open; ``cut_pending``
+  waits for friendly hours, so it is never a disagreement;
+- the meter is online, has no open (pending/sent) command, and was read after its latest
+  command finished (a read from before a confirmed command is stale);
+- a relay open just after a confirmed "close allowed" is the meter waiting for the tenant's
+  button, not drift;
+- at most one re-assert per meter per ``interval`` (default one hour): a meter that keeps
+  flipping (real overload protection) gets one command per interval, not one per tick. The
+  re-asserts themselves are the memory (commands keyed ``reassert:…``), so a restart forgets
+  nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, case, func, select
+
+from meterdesk.audit import service as audit
+from meterdesk.billing import control_config
+from meterdesk.billing.control_send import COMMAND_FOR, CommandRequest, Outbox
+from meterdesk.billing.outbox import CONTROL_ACTOR
+from meterdesk.billing.policy import Action, RestoreMode, Supply
+from meterdesk.billing.tables import account_controls, accounts, meter_assignments
+from meterdesk.db.bulk import raw_rows
+from meterdesk.db.database import Database
+from meterdesk.db.types import instant_int
+from meterdesk.devices.commands.model import OPEN_STATUSES, CommandStatus
+from meterdesk.devices.tables import commands, device_status
+from meterdesk.metering.tables import meters
+
+REASSERT_INTERVAL = timedelta(hours=1)
+BATCH = 500
+KEY_PREFIX = "reassert"
+# The switch of each utility: (part, shown when supply is on, shown when it is off).
+SWITCH = {"electricity": ("relay", "closed", "open"), "water": ("valve", "open", "closed")}
+SWITCH_KINDS = ("relay_trip", "relay_close", "relay_close_allowed", "valve_open", "valve_close")
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What the meter shows against what the platform decided, and the command that fixes it."""
+
+    part: str  # relay | valve
+    shows: str  # open | closed, as last read
+    supply: str  # on | off: the platform's decision
+    kind: str  # the command that puts the decision back
+
+    @property
+    def why(self) -> str:
+        return f"meter showed {self.part} {self.shows} while supply is {self.supply}"
+
+
+def drift(
+    *,
+    supply: Supply,
+    protect: bool,
+    utility: str,
+    relay: str | None,
+    valve: str | None,
+    restore_mode: RestoreMode = RestoreMode.DIRECT,
+    armed: bool = False,
+) -> Drift | None:
+    """The disagreement between a meter's read and the decision, or None. ``armed``: the meter's
+    latest relay command is a confirmed "close allowed" (open then waits for the button)."""
+    if supply is Supply.CUT_PENDING or utility not in SWITCH:
+        return None
+    part, on, off = SWITCH[utility]
+    shows = relay if part == "relay" else valve
+    wanted_on = supply is Supply.ON or protect
+    if shows not in (on, off) or (shows == on) == wanted_on or (armed and shows == off):
+        return None
+    kind = COMMAND_FOR[(utility, Action.RESTORE if wanted_on else Action.CUT)]
+    if kind == "relay_close" and restore_mode is RestoreMode.CLOSE_ALLOWED:
+        kind = "relay_close_allowed"
+    return Drift(part, shows, "on" if wanted_on else "off", kind)
+
+
+@dataclass(frozen=True)
+class LatestSwitch:
+    """A meter's newest relay or valve command."""
+
+    command_id: int
+    kind: str
+    status: str
+
+    @property
+    def armed(self) -> bool:
+        return self.kind == "relay_close_allowed" and self.status == CommandStatus.CONFIRMED
+
+
+def latest_switch_commands(conn: Connection, meter_ids: Sequence[int]) -> dict[int, LatestSwitch]:
+    if not meter_ids:
+        return {}
+    newest = (
+        select(func.max(commands.c.id))
+        .where(commands.c.meter_id.in_(sorted(set(meter_ids))), commands.c.kind.in_(SWITCH_KINDS))
+        .group_by(commands.c.meter_id)
+    )
+    rows = conn.execute(
+        select(commands.c.meter_id, commands.c.id, commands.c.kind, commands.c.status).where(
+            commands.c.id.in_(newest)
+        )
+    )
+    return {int(r.meter_id): LatestSwitch(int(r.id), str(r.kind), str(r.status)) for r in rows}
+
+
+# --- the tick's step ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Meter:
+    organisation_id: int
+    account_id: int
+    account_number: str
+    meter_id: int
+    meter_number: str
+    utility: str
+    relay: str | None
+    valve: str | None
+    online: bool
+    seen_at: datetime | None
+    supply: Supply
+    protect: bool
+    restore_mode: RestoreMode
+
+
+@dataclass(frozen=True)
+class _History:
+    open: bool
+    finished_at: datetime | None  # the latest finished command's
+    reasserted_at: datetime | None  # the latest re-assert's creation
+
+
+def reassert(db: Database, *, outbox: Outbox, at: datetime, interval: timedelta) -> int:
+    """Send the commands that put drifted meters back to the decision; how many were sent. One
+    transaction per batch of meters, locked first (the lock command creation takes): a decision
+    committed before is seen (its command is open, so this step stands back), and one committing
+    after waits for the lock and supersedes what this step sent (the newest command wins)."""
+    with db.read() as conn:
+        candidates = _candidates(conn)
+    sent = 0
+    for chunk in _chunks(candidates, BATCH):
+        with db.transaction() as conn:
+            _lock_meters(conn, chunk)
+            history = _histories(conn, chunk)
+            latest = latest_switch_commands(conn, chunk)
+            due = []
+            for meter in _load(conn, chunk):
+                found = _due(meter, history.get(meter.meter_id), latest.get(meter.meter_id))
+                if found is not None and _settled(meter, history.get(meter.meter_id), at, interval):
+                    due.append((meter, found))
+            _send(conn, due, outbox, at)
+        sent += len(due)
+    return sent
+
+
+def _candidates(conn: Connection) -> list[int]:
+    """Meters that may disagree (a superset of :func:`drift`'s cases, read cheaply from the
+    grid's ``supply`` column; the transaction decides on the JSON state)."""
+    rows = raw_rows(
+        conn,
+        "SELECT m.id FROM accounts a "
+        "JOIN meter_assignments ma ON ma.account_id = a.id AND ma.end_at IS NULL "
+        "JOIN meters m ON m.id = ma.meter_id JOIN device_status ds ON ds.meter_id = m.id "
+        "LEFT JOIN account_controls c ON c.account_id = a.id "
+        "WHERE a.status = 'open' AND a.billing_mode = 'platform' AND m.protocol <> 'manual' "
+        "AND ds.state = 'online' AND ("
+        "((ds.relay = 'open' OR ds.valve = 'closed') "
+        "AND (COALESCE(c.supply, 'on') <> 'off' OR c.protect)) "
+        "OR ((ds.relay = 'closed' OR ds.valve = 'open') AND c.supply = 'off')) "
+        "ORDER BY m.id",
+    )
+    return [int(row[0]) for row in rows]
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _lock_meters(conn: Connection, meter_ids: list[int]) -> None:
+    """The lock command creation takes (:func:`batch.create_many_in`), taken before reading."""
+    conn.execute(
+        select(meters.c.id)
+        .where(meters.c.id.in_(meter_ids))
+        .order_by(meters.c.id)
+        .with_for_update(key_share=True)
+    ).all()
+
+
+_COLUMNS = (
+    accounts.c.organisation_id,
+    accounts.c.id,
+    accounts.c.number,
+    meters.c.id.label("meter_id"),
+    meters.c.number.label("meter_number"),
+    meters.c.utility,
+    device_status.c.relay,
+    device_status.c.valve,
+    device_status.c.state.label("connection"),
+    device_status.c.last_seen_at,
+    account_controls.c.state.label("control"),
+    account_controls.c.protect,
+    account_controls.c.restore_mode,
+)
+
+
+def _load(conn: Connection, meter_ids: list[int]) -> list[_Meter]:
+    """The meters with their account's decision, read inside the batch's transaction."""
+    rows = conn.execute(
+        select(*_COLUMNS)
+        .join(meter_assignments, meter_assignments.c.account_id == accounts.c.id)
+        .join(meters, meters.c.id == meter_assignments.c.meter_id)
+        .join(device_status, device_status.c.meter_id == meters.c.id)
+        .outerjoin(account_controls, account_controls.c.account_id == accounts.c.id)
+        .where(
+            meters.c.id.in_(meter_ids),
+            meter_assignments.c.end_at.is_(None),
+            accounts.c.status == "open",
+            accounts.c.billing_mode == "platform",
+        )
+        .order_by(meters.c.id)
+    ).mappings()
+    return [
+        _Meter(
+            organisation_id=int(r["organisation_id"]),
+            account_id=int(r["id"]),
+            account_number=str(r["number"]),
+            meter_id=int(r["meter_id"]),
+            meter_number=str(r["meter_number"]),
+            utility=str(r["utility"]),
+            relay=r["relay"],
+            valve=r["valve"],
+            online=r["connection"] == "online",
+            seen_at=r["last_seen_at"],
+            # no control row yet: the default state, supply on
+            supply=control_config.state_from_json(r["control"]).supply
+            if r["control"]
+            else Supply.ON,
+            protect=bool(r["protect"]),
+            restore_mode=RestoreMode(r["restore_mode"] or RestoreMode.DIRECT.value),
+        )
+        for r in rows
+    ]
+
+
+def _histories(conn: Connection, meter_ids: list[int]) -> dict[int, _History]:
+    is_reassert = and_(
+        commands.c.created_by == CONTROL_ACTOR,
+        commands.c.idempotency_key.like(f"%:{KEY_PREFIX}:%"),
+    )
+    rows = conn.execute(
+        select(
+            commands.c.meter_id,
+            func.sum(case((commands.c.status.in_(OPEN_STATUSES), 1), else_=0)),
+            func.max(commands.c.finished_at),
+            func.max(case((is_reassert, commands.c.created_at))),
+        )
+        .where(commands.c.meter_id.in_(meter_ids))
+        .group_by(commands.c.meter_id)
+    ).all()
+    return {int(m): _History(bool(n), done, again) for m, n, done, again in rows}
+
+
+def _due(meter: _Meter, history: _History | None, latest: LatestSwitch | None) -> Drift | None:
+    if not meter.online or (history is not None and history.open):
+        return None
+    return drift(
+        supply=meter.supply,
+        protect=meter.protect,
+        utility=meter.utility,
+        relay=meter.relay,
+        valve=meter.valve,
+        restore_mode=meter.restore_mode,
+        armed=latest is not None and latest.armed,
+    )
+
+
+def _settled(meter: _Meter, history: _History | None, at: datetime, interval: timedelta) -> bool:
+    """The read is newer than the meter's last finished command, and no re-assert within
+    ``interval``."""
+    if meter.seen_at is None:
+        return False
+    if history is None:
+        return True
+    if history.finished_at is not None and meter.seen_at <= history.finished_at:
+        return False
+    return history.reasserted_at is None or at - history.reasserted_at >= interval
+
+
+def _send(conn: Connection, due: list[tuple[_Meter, Drift]], outbox: Outbox, at: datetime) -> None:
+    """The commands through the control loop's outbox, and one audit entry each saying why."""
+    if not due:
+        return
+    outbox.send_commands(
+        conn,
+        [
+            CommandRequest(
+                organisation_id=meter.organisation_id,
+                meter_id=meter.meter_id,
+                kind=found.kind,
+                key=f"{KEY_PREFIX}:{meter.meter_id}:{instant_int(at)}",
+                params={"reason": "reassert", "account_id": meter.account_id, "why": found.why},
+            )
+            for meter, found in due
+        ],
+    )
+    audit.record_many(
+        conn,
+        [
+            audit.Entry(
+                organisation_id=meter.organisation_id,
+                actor=CONTROL_ACTOR,
+                action="supply.reassert",
+                subject=f"account:{meter.account_number}",
+                at=at,
+                detail={"meter": meter.meter_number, "command": found.kind, "why": found.why},
+            )
+            for meter, found in due
+        ],
+    )
