@@ -43,6 +43,7 @@ from meterdesk.devices.mqtt_ingest import MqttIngestService, MqttSettings
 from meterdesk.devices.mqtt_store import UplinkStore
 from meterdesk.devices.poller import (
     BusOpener,
+    BusPlan,
     DatabaseSink,
     Poller,
     PollerSettings,
@@ -50,6 +51,7 @@ from meterdesk.devices.poller import (
     default_opener,
 )
 from meterdesk.devices.ports import BusUnavailableError, MeterAddress, MeterDriver, Snapshot
+from meterdesk.devices.status import StatusBook, load_known
 from meterdesk.notifications.channels.registry import ChannelRegistry
 from meterdesk.notifications.dispatcher import Dispatcher
 from meterdesk.shared.time import Clock
@@ -172,12 +174,15 @@ class Runtime:
             marker = await asyncio.to_thread(self._marker)
             plans = await asyncio.to_thread(devices.load_poll_plans, self.db)
             previous = self.poller
+            status = await asyncio.to_thread(
+                self.status_book, plans, previous.status if previous is not None else None
+            )
             poller = Poller(
                 plans,
                 sink=DatabaseSink(self.db),
                 clock=ScaledPollClock(self.clock, self.settings.speed),
                 settings=self.settings.poller,
-                status=previous.status if previous is not None else None,
+                status=status,
                 opener=self._opener,
             )
             self.poller = poller
@@ -191,6 +196,15 @@ class Runtime:
             if changed:
                 self.stats.poller_reloads += 1
                 log.info("meter configuration changed: reloading the poller")
+
+    def status_book(self, plans: list[BusPlan], book: StatusBook | None) -> StatusBook:
+        """The previous poller's book (a reload), else a new one; meters it does not know yet
+        start from their stored status, so a restart while one is lost is not a new loss."""
+        book = book or StatusBook(lost_after=self.settings.poller.lost_after)
+        placed = [(m.meter_id, plan.gateway_id) for plan in plans for m in plan.meters]
+        with self.db.read() as conn:
+            load_known(conn, book, placed)
+        return book
 
     def _count(self, poller: Poller) -> None:
         self.stats.reads += poller.stats.reads

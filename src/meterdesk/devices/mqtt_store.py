@@ -26,6 +26,9 @@ Decisions:
 - An ``OFFLINE`` entry only marks the meter lost: registers a gateway repeats for an unreachable
   meter are not a measurement at ``time``. Live values, relay, valve and remaining money come from
   REALTIME reports only (a HISTORY report must not move the live view back in time).
+- A meter an ``OFFLINE`` entry turns lost (its stored state was not ``lost``) queues the
+  operators' ``meter_offline`` in the same commit (:mod:`meterdesk.devices.offline_events`).
+  Nothing marks an MQTT gateway lost: a silent gateway is only seen by its ``last_seen_at``.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from sqlalchemy import Connection, func, select, tuple_, update
 from meterdesk.billing.ingest import IncomingReading, Ingestor, IngestReport
 from meterdesk.db import counters
 from meterdesk.db.database import Database
-from meterdesk.devices import mqtt_rows
+from meterdesk.devices import mqtt_rows, offline_events
 from meterdesk.devices.mqtt_rows import Inbound, KnownGateway, KnownMeter, Reply, entry_reading
+from meterdesk.devices.offline_events import WentOffline
 from meterdesk.devices.tables import buses, gateways, uplink_messages
 from meterdesk.devices.uplink import MeterReport, Report, Topic, UplinkRejected, parse_topic
 from meterdesk.metering.model import QuarantineReason, ReadingSource
@@ -269,7 +273,10 @@ def _write(conn: Connection, ingestor: Ingestor, work: _Work) -> None:
         work.stats.quarantined += report.quarantined
     quarantine_items(conn, work.quarantine, work.received_at)
     work.stats.quarantined += len(work.quarantine)
+    lost = [WentOffline(m, work.received_at) for m, e in work.live.items() if e.state == "OFFLINE"]
+    offline = offline_events.read_meters(conn, lost)  # before save_live marks them lost
     mqtt_rows.save_live(conn, work.live, work.received_at)
+    offline_events.queue(conn, offline, work.received_at)
     if work.gateways:
         conn.execute(
             update(gateways)

@@ -12,6 +12,12 @@ Rules (the only place they live):
   when every meter behind it is lost; **online** when any of its meters is online; else
   **unknown**. ``last_seen_at`` is its meters' latest.
 - Only rows that changed since the last flush are written; a failed write puts them back.
+- ``meterdesk run`` starts a poller's book from the stored status (:func:`load_known`): a restart
+  neither forgets a meter's last values nor takes a meter already lost for a new loss.
+- A meter or gateway turning lost (from online or unknown; not one already lost when tracked)
+  is kept as a :class:`WentOffline` until written: :func:`write_changes` queues the operators'
+  ``meter_offline`` / ``gateway_offline`` message with it (:mod:`meterdesk.devices.offline_events`).
+  One that is back before the flush never was lost in the database, so it is dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from sqlalchemy import Connection, RowMapping, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from meterdesk.devices import offline_events
+from meterdesk.devices.offline_events import WentOffline
 from meterdesk.devices.ports import Snapshot
 from meterdesk.devices.tables import device_status, gateways
 
@@ -80,10 +88,12 @@ class GatewayState:
 class StatusChanges:
     meters: list[dict[str, Any]] = field(default_factory=list)
     gateways: list[dict[str, Any]] = field(default_factory=list)
+    lost_meters: list[WentOffline] = field(default_factory=list)  # turned lost since last flush
+    lost_gateways: list[WentOffline] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not self.meters and not self.gateways
+        return not (self.meters or self.gateways or self.lost_meters or self.lost_gateways)
 
 
 def live_values(snapshot: Snapshot) -> dict[str, Any]:
@@ -108,6 +118,8 @@ class StatusBook:
         self._gateway_meters: dict[int, set[int]] = {}
         self._dirty_meters: set[int] = set()
         self._dirty_gateways: set[int] = set()
+        self._lost_meters: dict[int, WentOffline] = {}  # turned lost, not written yet
+        self._lost_gateways: dict[int, WentOffline] = {}
 
     def track(self, meter_id: int, gateway_id: int | None, known: MeterState | None = None) -> None:
         state = known or MeterState(meter_id)
@@ -133,31 +145,37 @@ class StatusBook:
                 setattr(state, name, value)
         state.live = live_values(snapshot) or state.live
         self._dirty_meters.add(state.meter_id)
+        self._lost_meters.pop(state.meter_id, None)  # back before it was written lost
         gateway = self.gateways.get(state.gateway_id) if state.gateway_id is not None else None
         if gateway is not None:
             gateway.connection_failed = False
             gateway.last_seen_at = max(filter(None, (gateway.last_seen_at, at)))
-            self._settle(gateway)
+            self._settle(gateway, at)
 
     def failed(self, meter_id: int, error: str, at: datetime, *, connection: bool) -> None:
         state = self.meters[meter_id]
         state.failures += 1
         state.last_error = error[:ERROR_LENGTH]
         state.updated_at = at
-        if state.failures >= self.lost_after:
+        if state.failures >= self.lost_after and state.state != LOST:
             state.state = LOST
+            self._lost_meters[meter_id] = WentOffline(meter_id, at, state.last_seen_at)
         self._dirty_meters.add(meter_id)
         gateway = self.gateways.get(state.gateway_id) if state.gateway_id is not None else None
         if gateway is not None:
             gateway.connection_failed = gateway.connection_failed or connection
-            self._settle(gateway)
+            self._settle(gateway, at)
 
-    def _settle(self, gateway: GatewayState) -> None:
+    def _settle(self, gateway: GatewayState, at: datetime) -> None:
         states = [self.meters[m].state for m in self._gateway_meters.get(gateway.gateway_id, ())]
         if gateway.connection_failed or (states and all(s == LOST for s in states)):
+            if gateway.state != LOST:
+                went = WentOffline(gateway.gateway_id, at, gateway.last_seen_at)
+                self._lost_gateways[gateway.gateway_id] = went
             gateway.state = LOST
         elif ONLINE in states:
             gateway.state = ONLINE
+            self._lost_gateways.pop(gateway.gateway_id, None)  # back before it was written lost
         self._dirty_gateways.add(gateway.gateway_id)
 
     def take_changes(self) -> StatusChanges:
@@ -171,22 +189,36 @@ class StatusBook:
                 }
                 for g in sorted(self._dirty_gateways)
             ],
+            [self._lost_meters[m] for m in sorted(self._lost_meters)],
+            [self._lost_gateways[g] for g in sorted(self._lost_gateways)],
         )
         self._dirty_meters.clear()
         self._dirty_gateways.clear()
+        self._lost_meters.clear()
+        self._lost_gateways.clear()
         return changes
 
     def restore(self, changes: StatusChanges) -> None:
-        """After a failed write: write those rows again next time (with their newest values)."""
+        """After a failed write: write those rows again next time (with their newest values),
+        and the losses not written with them, unless the device is back (or lost anew) since."""
         self._dirty_meters.update(row["meter_id"] for row in changes.meters)
         self._dirty_gateways.update(row["gateway"] for row in changes.gateways)
+        for went in changes.lost_meters:
+            if self.meters[went.id].state == LOST:
+                self._lost_meters.setdefault(went.id, went)
+        for went in changes.lost_gateways:
+            if self.gateways[went.id].state == LOST:
+                self._lost_gateways.setdefault(went.id, went)
 
 
 # --- persistence -------------------------------------------------------------------------------
 
 
 def write_changes(conn: Connection, changes: StatusChanges) -> None:
-    """Upsert the changed ``device_status`` rows and update the changed gateways."""
+    """Upsert the changed ``device_status`` rows and update the changed gateways; queue the
+    offline messages of the meters and gateways this write records as lost."""
+    offline = offline_events.read_meters(conn, changes.lost_meters)  # before the new state
+    offline += offline_events.read_gateways(conn, changes.lost_gateways)
     if changes.meters:
         builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         statement = builder(device_status)
@@ -206,6 +238,9 @@ def write_changes(conn: Connection, changes: StatusChanges) -> None:
             .values(state=bindparam("state"), last_seen_at=bindparam("seen")),
             changes.gateways,
         )
+    if offline:
+        at = max(went.at for went in (*changes.lost_meters, *changes.lost_gateways))
+        offline_events.queue(conn, offline, at)
 
 
 def _state_from_row(row: RowMapping) -> MeterState:
@@ -244,7 +279,21 @@ def load_gateway_states(conn: Connection, gateway_ids: Iterable[int]) -> dict[in
             gateways.c.id.in_(wanted)
         )
     )
-    return {int(i): GatewayState(int(i), str(s), seen) for i, s, seen in rows.tuples()}
+    return {int(i): GatewayState(int(i), str(s), seen) for i, s, seen in rows}
+
+
+def load_known(
+    conn: Connection, book: StatusBook, placed: Iterable[tuple[int, int | None]]
+) -> None:
+    """Track the (meter, gateway) pairs of ``placed`` that ``book`` does not track yet, with the
+    meters' and their new gateways' stored status: a poller started while a meter is lost goes
+    on from there (neither a new loss nor its last values forgotten)."""
+    new = [(meter_id, gateway_id) for meter_id, gateway_id in placed if meter_id not in book.meters]
+    gateway_ids = {g for _, g in new if g is not None and g not in book.gateways}
+    known = load_meter_states(conn, [meter_id for meter_id, _ in new])
+    for meter_id, gateway_id in new:
+        book.track(meter_id, gateway_id, known.get(meter_id))
+    book.load_gateways(load_gateway_states(conn, gateway_ids))
 
 
 def meter_status(conn: Connection, meter_id: int) -> MeterState | None:
