@@ -121,8 +121,8 @@ def post_due(
             report.returned_fen -= amount
     ledger.apply_system_rows(conn, rows, balances)
     report.transfers += len(rows)
-    moved = {accounts[key[1]] for key in due}
-    return {a.account_id: running[a.wallet_id] + running[a.arrears_id] for a in moved}
+    moved = {key[1] for key in due}  # by id: an Assignment's hash goes through all its fields
+    return {i: running[accounts[i].wallet_id] + running[accounts[i].arrears_id] for i in moved}
 
 
 _DEDUCTION = str(Reason.DEDUCTION)
