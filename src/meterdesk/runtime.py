@@ -14,6 +14,10 @@ It runs, side by side in one asyncio loop:
 - the **control tick** (:mod:`meterdesk.billing.control_tick`) every ``tick_interval_s``:
   deferred cuts after friendly hours, repeated alarms, days-of-credit forecasts, and the
   decision put back on meters that show otherwise (at most once per ``reassert_interval_s``).
+- the **gateway watchdog** (:mod:`meterdesk.devices.gateway_watchdog`) every
+  ``gateway_check_s``: an MQTT gateway silent for ``gateway_silence_s`` (or 3 of its report
+  intervals, when longer) is marked lost with its meters and announced (``gateway_offline``).
+  While this process's own MQTT connection is down it waits: that silence is not the gateways'.
 
 Time is injectable so tests and the demo can run all of it in accelerated time: ``clock`` gives
 the instant (it must be the database's clock too), and ``speed`` turns simulated intervals into
@@ -30,11 +34,12 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from meterdesk.billing import control_tick
 from meterdesk.db import counters
 from meterdesk.db.database import Database
+from meterdesk.devices import gateway_watchdog
 from meterdesk.devices import service as devices
 from meterdesk.devices.commands.executor import CommandExecutor, ExecutorConfig
 from meterdesk.devices.commands.model import CommandTarget
@@ -66,6 +71,9 @@ class RuntimeSettings:
     tick_interval_s: float = 60.0
     reassert_interval_s: float = 3600.0  # a drifted meter gets at most one command per interval
     reload_check_s: float = 10.0
+    gateway_check_s: float = 60.0  # how often the watchdog looks for silent MQTT gateways
+    # an MQTT gateway silent this long (or 3 of its buses' poll_interval_s, when longer) is lost
+    gateway_silence_s: float = 900.0
     dispatch_idle_s: float = 1.0
     poller: PollerSettings = field(default_factory=PollerSettings)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -78,6 +86,8 @@ class RuntimeStats:
     tick_decisions: int = 0
     tick_reasserted: int = 0
     tick_errors: int = 0
+    gateways_lost: int = 0  # MQTT gateways the watchdog marked lost
+    watchdog_errors: int = 0
     poller_reloads: int = 0
     reads: int = 0
     read_failures: int = 0
@@ -120,6 +130,7 @@ class Runtime:
             ("executor", lambda: self._execute(stop)),
             ("dispatcher", lambda: self.dispatcher.run(stop, idle_s=self.settings.dispatch_idle_s)),
             ("control tick", lambda: self._tick(stop)),
+            ("gateway watchdog", lambda: self._watch_gateways(stop)),
         ]
         mqtt = self.settings.mqtt
         if mqtt is not None:
@@ -244,6 +255,38 @@ class Runtime:
                 self.stats.tick_decisions += report.decisions
                 self.stats.tick_reasserted += report.reasserted
             await _wait(stop, self.settings.tick_interval_s / self.settings.speed)
+
+    # --- gateway watchdog -----------------------------------------------------------------
+
+    async def _watch_gateways(self, stop: asyncio.Event) -> None:
+        listening_since: datetime | None = None  # this process's MQTT connection is up since
+        while not stop.is_set():
+            now = self.clock()
+            if self.mqtt is not None and not self.mqtt.ready.is_set():
+                listening_since = None  # not listening: the gateways' silence is ours
+            else:
+                if self.mqtt is not None and listening_since is None:
+                    listening_since = now
+                try:
+                    report = await asyncio.to_thread(
+                        gateway_watchdog.check,
+                        self.db,
+                        now=now,
+                        silence=timedelta(seconds=self.settings.gateway_silence_s),
+                        listening_since=listening_since,
+                    )
+                except Exception:
+                    self.stats.watchdog_errors += 1
+                    log.exception("gateway watchdog failed; trying again at the next check")
+                else:
+                    self.stats.gateways_lost += len(report.gateways)
+                    if report.gateways:
+                        log.warning(
+                            "MQTT gateways %s silent: marked lost with %d meters",
+                            report.gateways,
+                            report.meters,
+                        )
+            await _wait(stop, self.settings.gateway_check_s / self.settings.speed)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

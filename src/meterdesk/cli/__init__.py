@@ -336,12 +336,20 @@ def run_command(
     tick_interval: Annotated[
         float, typer.Option(help="seconds between control ticks (alarms repeat, deferred cuts)")
     ] = 60.0,
+    gateway_silence: Annotated[
+        float,
+        typer.Option(
+            help="seconds an MQTT gateway may stay silent before it is marked lost and announced "
+            "(3 × its MQTT bus's poll interval when longer)"
+        ),
+    ] = 900.0,
     seconds: Annotated[
         float | None, typer.Option(help="stop after this long; default: until Ctrl-C")
     ] = None,
 ) -> None:
     """Run the device side: poll every bus, send and confirm commands, ingest MQTT reports,
-    deliver notifications and tick the control loop, in one process, until Ctrl-C."""
+    deliver notifications, tick the control loop and watch MQTT gateways for silence, in one
+    process, until Ctrl-C."""
     import logging
 
     from meterdesk.cli.common import app, stderr
@@ -356,16 +364,25 @@ def run_command(
             mqtt = MqttSettings(host=host, port=port, client_id="meterdesk-run")
         if tick_interval <= 0:
             raise typer.BadParameter("must be positive", param_hint="--tick-interval")
+        if gateway_silence <= 0:
+            raise typer.BadParameter("must be positive", param_hint="--gateway-silence")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         tune_for_long_running()
-        runtime = Runtime(app().db, RuntimeSettings(mqtt=mqtt, tick_interval_s=tick_interval))
+        settings = RuntimeSettings(
+            mqtt=mqtt, tick_interval_s=tick_interval, gateway_silence_s=gateway_silence
+        )
+        runtime = Runtime(app().db, settings)
         where = f"MQTT from {broker}" if broker else "no MQTT"
-        stderr(f"running: poller, command executor, notifications, control tick; {where}")
+        stderr(
+            f"running: poller, command executor, notifications, control tick, gateway watchdog; "
+            f"{where}"
+        )
         stats = run_until_stopped(runtime, seconds=seconds)
         stderr(
             f"stopped: {stats.reads} reads ({stats.read_failures} failed), "
             f"{stats.readings_stored} readings stored, {stats.ticks} control ticks "
-            f"({stats.tick_decisions} decisions), {stats.poller_reloads} poller reloads"
+            f"({stats.tick_decisions} decisions), {stats.poller_reloads} poller reloads, "
+            f"{stats.gateways_lost} MQTT gateways lost"
         )
 
 

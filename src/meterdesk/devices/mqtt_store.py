@@ -28,7 +28,8 @@ Decisions:
   REALTIME reports only (a HISTORY report must not move the live view back in time).
 - A meter an ``OFFLINE`` entry turns lost (its stored state was not ``lost``) queues the
   operators' ``meter_offline`` in the same commit (:mod:`meterdesk.devices.offline_events`).
-  Nothing marks an MQTT gateway lost: a silent gateway is only seen by its ``last_seen_at``.
+  A gateway silent too long is marked lost by :mod:`meterdesk.devices.gateway_watchdog`; its next
+  report (any report) sets it ``online`` again here.
 """
 
 from __future__ import annotations

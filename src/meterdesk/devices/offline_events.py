@@ -1,5 +1,6 @@
 """The operators' ``meter_offline`` and ``gateway_offline`` messages, queued in the transaction
-that records the meter or gateway as lost (the poller's status flush, the MQTT group commit).
+that records the meter or gateway as lost (the poller's status flush, the MQTT group commit, the
+MQTT gateway watchdog).
 
 Once per offline episode: a meter or gateway is announced only when its stored state was not
 ``lost`` before this transaction wrote it, and the event key names the episode by when the
@@ -7,7 +8,9 @@ device was last seen (or, never seen, when it was marked lost):
 ``meter:<id>:offline:<instant>`` / ``gateway:<id>:offline:<instant>``. So a poller restarted
 while a meter is still lost, a status write retried after a failure, or the same ``OFFLINE``
 entry re-sent by a gateway queues nothing new, while lost → online → lost again is a second
-episode (it was seen in between) and a second message.
+episode (it was seen in between) and a second message. One exception: a meter the gateway
+watchdog marked lost with its silent gateway (``last_error`` :data:`GATEWAY_SILENT`) was not
+announced, so an ``OFFLINE`` entry for it once the gateway is back is.
 
 Callers read the facts with :func:`read_meters` / :func:`read_gateways` **before** writing the
 new state (one query each, also giving the meter's number, room and site or the gateway's serial
@@ -29,6 +32,10 @@ from meterdesk.notifications.queueing import NewNotification
 from meterdesk.sites.tables import rooms
 
 LOST = "lost"
+# ``last_error`` of a meter the gateway watchdog marked lost with its silent gateway, not
+# announced then (devices/gateway_watchdog.py): its own loss is still news when the gateway
+# comes back and reports it OFFLINE.
+GATEWAY_SILENT = "its gateway stopped reporting"
 _CHUNK = 500  # ids per IN list
 
 
@@ -56,6 +63,7 @@ def read_meters(conn: Connection, lost: Iterable[WentOffline]) -> list[NewNotifi
                 rooms.c.name.label("room"),
                 device_status.c.state,
                 device_status.c.last_seen_at,
+                device_status.c.last_error,
             )
             .select_from(
                 meters.outerjoin(rooms, rooms.c.id == meters.c.room_id).outerjoin(
@@ -66,7 +74,7 @@ def read_meters(conn: Connection, lost: Iterable[WentOffline]) -> list[NewNotifi
             .order_by(meters.c.id)
         )
         for row in conn.execute(query):
-            if row.state == LOST:
+            if row.state == LOST and row.last_error != GATEWAY_SILENT:
                 continue
             event = wanted[int(row.id)]
             since = event.since or row.last_seen_at or event.at
