@@ -319,6 +319,29 @@ def make_world(
         yield World(db, clock, api, client, alpha, bravo)
 
 
+def unreachable(world: World) -> tuple[int, int]:
+    """An SMS alarm for a new customer of Alpha without a phone: (the customer, the failed row
+    that says so, with an empty address)."""
+    db, org = world.db, world.alpha
+    bare = sites.create_customer(db, organisation_id=org.id, name="Alpha No Phone")
+    config = {"access_key_id": "id", "sign_name": "s", "templates": {}}
+    configuration.configure_channel(
+        db, organisation_id=org.id, channel="sms", provider="aliyun", config=config, actor="t"
+    )
+    notifications.enqueue(
+        db,
+        organisation_id=org.id,
+        event="alarm_level_1",
+        key="control:bare:1:alarm:1:0",
+        params={"balance": "12.30", "threshold": "20.00", "level": 1},
+        customer_id=bare,
+    )
+    answer = world.client.get("/api/v1/notifications?channel=sms", headers=org.auth("readonly"))
+    (failed,) = answer.json()["items"]
+    assert (failed["status"], failed["address"]) == ("failed", "")
+    return bare, int(failed["id"])
+
+
 DATABASE_FILE = "api.sqlite3"
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from apikit import World, error_code, key
+from apikit import World, error_code, key, unreachable
 
 from meterdesk.notifications import queueing
 from meterdesk.notifications.channels.base import (
@@ -173,6 +174,40 @@ def test_a_failed_message_is_sent_again_once_per_key(world: World) -> None:
     actions = {e["action"]: e for e in entries["items"]}
     assert actions["api.notifications.retry"]["source"] == "testclient"
     assert actions["notifications.retry"]["detail"] == {"was": "failed"}
+
+
+@dataclass
+class Accepting:
+    seen: list[OutgoingMessage] = field(default_factory=list)
+
+    async def send(self, message: OutgoingMessage) -> DeliveryResult:
+        self.seen.append(message)
+        return DeliveryResult(f"sms-{message.outbox_id}")
+
+
+def test_a_message_nobody_could_get_goes_to_the_phone_added_since(world: World) -> None:
+    bare, failed = unreachable(world)
+    path, headers = f"{API}/notifications/{failed}/retry", world.alpha.auth("operator")
+    refused = world.client.post(path, headers={**headers, **key("r-bare")})
+    assert refused.status_code == 409 and error_code(refused) == "conflict"
+    assert f"customer {bare} has no phone for sms" in refused.json()["error"]["message"]
+    still = get(world, f"/notifications/{failed}")
+    assert (still["status"], still["address"], still["attempt_log"]) == ("failed", "", [])
+
+    patched = world.client.patch(
+        f"{API}/customers/{bare}", json={"phone": "13700000000"}, headers=world.alpha.auth()
+    )
+    assert patched.status_code == 200, patched.text
+    again = world.client.post(path, headers={**headers, **key("r-bare")})  # a refusal is not kept
+    assert again.status_code == 200, again.text
+    assert (again.json()["status"], again.json()["address"]) == ("pending", "13700000000")
+    sms = Accepting()
+    registry = ChannelRegistry(
+        overrides={Channel.SMS: sms, Channel.LOG: LogChannel(io.StringIO())}, clock=world.db.clock
+    )
+    asyncio.run(Dispatcher(world.db, registry).drain())
+    assert [m.address for m in sms.seen] == ["13700000000"]
+    assert get(world, f"/notifications/{failed}")["status"] == "sent"
 
 
 @pytest.mark.parametrize("role", ["cashier", "readonly"])

@@ -4,12 +4,14 @@ hours hold, emergency credit is repaid first — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
+from test_notifications_outbox import Scripted
 
 from meterdesk.billing import accounts, cashier, control_admin, control_tick
 from meterdesk.billing.control_send import RecordingOutbox
@@ -17,6 +19,12 @@ from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.db.database import Database
 from meterdesk.devices.tables import commands
 from meterdesk.metering import service as metering
+from meterdesk.notifications import configuration
+from meterdesk.notifications.channels.base import DeliveryResult
+from meterdesk.notifications.channels.registry import ChannelRegistry
+from meterdesk.notifications.dispatcher import Dispatcher
+from meterdesk.notifications.model import Channel
+from meterdesk.notifications.tables import notification_outbox
 from meterdesk.reports import room_grid
 from meterdesk.shared.time import FakeClock
 from meterdesk.sites import service as sites
@@ -278,3 +286,63 @@ def test_the_room_grid_shows_what_the_control_loop_decided(room: Room) -> None:
     room.always_friendly()
     room.use("60")  # 50 → 0 and 10.00 in arrears: the cut waits
     assert _grid_tile(room) == ("arrears", "pending", 3)
+
+
+# --- the last warning before a cut goes at once, whatever the plan's depth --------------------
+
+AMOUNTS = {1: "20.00", 2: "10.00", 3: "5.00"}
+
+
+@pytest.mark.parametrize(
+    ("levels", "urgencies"),
+    [
+        ((1, 2), {1: "normal", 2: "urgent"}),
+        ((1, 2, 3), {1: "normal", 2: "normal", 3: "urgent"}),
+        ((1,), {1: "urgent"}),
+    ],
+    ids=["two-levels", "three-levels", "one-level"],
+)
+def test_the_last_alarm_level_of_any_plan_is_urgent_and_goes_inside_quiet_hours(
+    db: Database, clock: FakeClock, levels: tuple[int, ...], urgencies: dict[int, str]
+) -> None:
+    """Level 3 was the only urgent alarm: in a plan of levels 1 and 2 (or of level 1 alone) the
+    last warning before the cut waited out the night, and the tenant could be cut before it came.
+    Through ingest, the control loop, the outbox rows and the dispatcher."""
+    r = Room(db, clock, RecordingOutbox())
+    r.pipeline = Ingestor(db)  # decisions leave through the database outbox, as in the product
+    plan = [{"level": n, "amount": AMOUNTS[n], "channels": ["email"]} for n in levels]
+    control_admin.create_alarm_plan(db, organisation_id=r.org, name="plan", levels=plan, actor="op")
+    r.policy(alarm_plan="plan")
+    configuration.configure_channel(
+        db,
+        organisation_id=r.org,
+        channel="email",
+        provider="smtp",
+        config={"host": "127.0.0.1", "port": 25, "sender": "n@example.com"},
+        secret_refs={},
+        events=None,
+        actor="op",
+    )
+    configuration.set_quiet_hours(db, organisation_id=r.org, start="22:00", end="07:00", actor="op")
+    clock.now = clock.now.replace(hour=15)  # 23:00 in Shanghai: quiet hours
+    for _ in range(5):
+        r.use("5")  # 30 → 25 → 20 (L1) → 15 → 10 (L2) → 5 (L3), still before 07:00 local
+    morning = clock.now.replace(hour=23, minute=0)  # 07:00 local
+
+    def alarms() -> dict[int, dict[str, object]]:
+        with db.read() as conn:
+            rows = conn.execute(select(notification_outbox)).mappings().all()
+        return {int(str(row["event_kind"])[-1]): dict(row) for row in rows}
+
+    assert {level: row["urgency"] for level, row in alarms().items()} == urgencies
+    mail = Scripted([DeliveryResult("mail-1")])
+    asyncio.run(
+        Dispatcher(db, ChannelRegistry(clock=db.clock, overrides={Channel.EMAIL: mail})).drain()
+    )
+    last = max(levels)
+    assert [message.event_kind for message in mail.seen] == [f"alarm_level_{last}"]
+    for level, row in alarms().items():
+        if level == last:
+            assert row["status"] == "sent"
+        else:
+            assert (row["status"], row["next_attempt_at"]) == ("pending", morning)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -27,16 +28,30 @@ from test_notifications_channels import (
     http_server,
     rows,
 )
-from test_notifications_outbox import alarm, dispatcher, drain, enable, make_place, outbox_rows
+from test_notifications_outbox import (
+    Place,
+    Scripted,
+    alarm,
+    dispatcher,
+    drain,
+    enable,
+    make_place,
+    outbox_rows,
+)
 
+from meterdesk.audit.tables import audit_log
 from meterdesk.billing import control_admin
 from meterdesk.db.database import Database
 from meterdesk.notifications import outbox, service
-from meterdesk.notifications.channels.base import DeliveryResult, OutgoingMessage
+from meterdesk.notifications.channels.base import (
+    DeliveryResult,
+    OutgoingMessage,
+    PermanentDeliveryError,
+)
 from meterdesk.notifications.channels.log import LogChannel
 from meterdesk.notifications.model import Channel
 from meterdesk.notifications.tables import notification_outbox
-from meterdesk.shared.errors import ValidationError
+from meterdesk.shared.errors import ConflictError, ValidationError
 from meterdesk.shared.time import FakeClock
 from meterdesk.sites import service as sites
 
@@ -302,6 +317,98 @@ def test_a_tenant_reached_on_one_chosen_channel_gets_no_failure_for_the_others(
         alarm(conn, place, clock(), account_id=None, customer_id=phone_only)
 
     assert [(r["channel"], r["status"]) for r in outbox_rows(db)] == [("sms", "pending")]
+
+
+def _unreachable_sms(db: Database, clock: FakeClock) -> tuple[Place, int, dict[str, Any]]:
+    """A place with SMS on, and an alarm for a customer without a phone: one failed row."""
+    place = make_place(db)
+    bare = sites.create_customer(db, organisation_id=place.org.id, name="王芳")
+    enable(db, place, "sms", "aliyun", access_key_id="id", sign_name="s", templates={})
+    with db.transaction() as conn:
+        alarm(conn, place, clock(), account_id=None, customer_id=bare)
+    (row,) = outbox_rows(db)
+    assert (row["status"], row["address"], row["customer_id"]) == ("failed", "", bare)
+    return place, bare, row
+
+
+def _retries(db: Database, organisation_id: int) -> list[Any]:
+    with db.read() as conn:
+        found = conn.execute(
+            select(audit_log.c.detail).where(
+                audit_log.c.organisation_id == organisation_id,
+                audit_log.c.action == "notifications.retry",
+            )
+        )
+        return [json.loads(detail) for detail in found.scalars()]
+
+
+def test_retrying_a_no_address_failure_sends_to_the_address_the_customer_has_now(
+    db: Database, clock: FakeClock
+) -> None:
+    """The retry kept the empty address, so a message an operator retried after adding the
+    tenant's phone failed again; it is addressed again from the customer as queueing would."""
+    place, bare, row = _unreachable_sms(db, clock)
+    sites.update_customer(
+        db,
+        organisation_id=place.org.id,
+        customer_id=bare,
+        change=sites.CustomerChange(phone="13700000000"),
+        actor="op",
+    )
+    service.retry_notification(db, organisation_id=place.org.id, outbox_id=row["id"], actor="op")
+
+    (again,) = outbox_rows(db)
+    assert (again["status"], again["address"], again["attempts"]) == ("pending", "13700000000", 0)
+    assert again["dedupe_key"] == row["dedupe_key"] and again["next_attempt_at"] == clock()
+    assert _retries(db, place.org.id) == [{"was": "failed", "readdressed": "phone"}]
+    sms = Scripted([DeliveryResult("sms-1")])
+    assert drain(dispatcher(db, **{Channel.SMS: sms})) == 1
+    assert [message.address for message in sms.seen] == ["13700000000"]
+    assert (outbox_rows(db)[0]["status"], outbox_rows(db)[0]["last_error"]) == ("sent", None)
+
+
+def test_retrying_a_no_address_failure_while_the_customer_still_has_none_is_refused(
+    db: Database, clock: FakeClock
+) -> None:
+    place, bare, row = _unreachable_sms(db, clock)
+    sites.update_customer(  # an e-mail is no use to an SMS
+        db,
+        organisation_id=place.org.id,
+        customer_id=bare,
+        change=sites.CustomerChange(email="wang.fang@example.com"),
+        actor="op",
+    )
+    with pytest.raises(ConflictError, match=f"customer {bare} has no phone for sms"):
+        service.retry_notification(
+            db, organisation_id=place.org.id, outbox_id=row["id"], actor="op"
+        )
+    assert outbox_rows(db) == [row]
+    assert _retries(db, place.org.id) == []
+
+
+def test_retrying_a_failure_that_had_an_address_keeps_it(db: Database, clock: FakeClock) -> None:
+    """Only a message that never had an address is addressed again: one the provider refused
+    goes again to the address it was queued for, as before."""
+    place = make_place(db)
+    enable(db, place, "sms", "aliyun", access_key_id="id", sign_name="s", templates={})
+    with db.transaction() as conn:
+        alarm(conn, place, clock())
+    refusing = Scripted([PermanentDeliveryError("sms: invalid number")])
+    drain(dispatcher(db, **{Channel.SMS: refusing}))
+    (row,) = outbox_rows(db)
+    assert (row["status"], row["address"]) == ("failed", "13900000000")
+    sites.update_customer(
+        db,
+        organisation_id=place.org.id,
+        customer_id=place.customer_id,
+        change=sites.CustomerChange(phone=""),
+        actor="op",
+    )
+    service.retry_notification(db, organisation_id=place.org.id, outbox_id=row["id"], actor="op")
+
+    (again,) = outbox_rows(db)
+    assert (again["status"], again["address"], again["attempts"]) == ("pending", "13900000000", 0)
+    assert _retries(db, place.org.id) == [{"was": "failed"}]
 
 
 # --- a failed device command -------------------------------------------------------------------

@@ -29,7 +29,7 @@ from meterdesk.notifications.channels.base import (
 from meterdesk.notifications.channels.log import LogChannel
 from meterdesk.notifications.channels.registry import ChannelRegistry
 from meterdesk.notifications.dispatcher import Dispatcher
-from meterdesk.notifications.model import Channel
+from meterdesk.notifications.model import Channel, Urgency
 from meterdesk.notifications.tables import notification_log, notification_outbox
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 from meterdesk.shared.time import FakeClock
@@ -297,6 +297,23 @@ def test_normal_messages_queued_in_quiet_hours_wait_for_the_morning(
     due = {r["event_kind"]: r["next_attempt_at"] for r in outbox_rows(db)}
     assert due["alarm_level_1"] == datetime(2026, 11, 2, 23, 0, tzinfo=UTC)  # 07:00 local
     assert due["alarm_level_3"] == night  # urgent
+
+
+def test_a_caller_can_hurry_a_normal_event_but_not_hold_an_urgent_one(
+    db: Database, clock: FakeClock
+) -> None:
+    place = make_place(db)
+    enable(db, place, "sms", "aliyun", access_key_id="id", sign_name="s", templates={})
+    configuration.set_quiet_hours(
+        db, organisation_id=place.org.id, start="22:00", end="07:00", actor=ACTOR
+    )
+    night = datetime(2026, 11, 2, 15, 30, tzinfo=UTC)  # 23:30 in Shanghai
+    with db.transaction() as conn:
+        alarm(conn, place, night, event="alarm_level_2", urgency=Urgency.URGENT)
+        alarm(conn, place, night, event="alarm_level_3", key="k:3", urgency=Urgency.NORMAL)
+
+    found = {r["event_kind"]: (r["urgency"], r["next_attempt_at"]) for r in outbox_rows(db)}
+    assert found == {"alarm_level_2": ("urgent", night), "alarm_level_3": ("urgent", night)}
 
 
 def test_bad_input_is_refused_and_changes_nothing(db: Database, clock: FakeClock) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from apikit import ROLES, World
+from apikit import ROLES, World, unreachable
 from consolekit import HTMX, Console
 
 from meterdesk.notifications.channels.base import (
@@ -19,6 +19,7 @@ from meterdesk.notifications.channels.base import (
 from meterdesk.notifications.channels.registry import ChannelRegistry
 from meterdesk.notifications.dispatcher import Dispatcher
 from meterdesk.notifications.model import Channel
+from meterdesk.sites import service as sites
 
 
 class Refusing:
@@ -87,6 +88,27 @@ def test_a_failed_message_shows_its_attempts_and_is_sent_again(world: World) -> 
         f"/notifications/{world.alpha.notification_id}/retry", {"idempotency_key": "retry-87654321"}
     )
     assert again.status_code == 409 and "only failed or suppressed" in again.text
+
+
+def test_a_message_nobody_could_get_is_refused_until_the_tenant_has_an_address(
+    world: World,
+) -> None:
+    bare, failed = unreachable(world)
+    console = Console(world.client, world.alpha, "operator")
+    form = {"idempotency_key": "retry-bare-1234"}
+    refused = console.post(f"/notifications/{failed}/retry", form)
+    assert refused.status_code == 409
+    assert f"customer {bare} has no phone for sms" in refused.text and "Not done" in refused.text
+    sites.update_customer(
+        world.db,
+        organisation_id=world.alpha.id,
+        customer_id=bare,
+        change=sites.CustomerChange(phone="13700000000"),
+        actor="t",
+    )
+    done = console.post(f"/notifications/{failed}/retry", form)
+    assert done.status_code == 200, done.text
+    assert 'data-result="retried"' in done.text and "13700000000" in done.text
 
 
 def test_cashiers_see_no_retry_and_may_not_retry(world: World) -> None:

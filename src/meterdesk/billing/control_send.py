@@ -1,5 +1,6 @@
 """Where the control loop's decisions leave: the :class:`Outbox` port and what a decision becomes
-on it. An alarm is a message to the tenant on its level's channels; a cut, a restore or a change
+on it. An alarm is a message to the tenant on its level's channels, urgent when the level is the
+plan's last (the warning a cut follows must not wait out quiet hours); a cut, a restore or a change
 of protect (保电) is a device command for each of the account's remotely switchable meters (relay
 for electricity, valve for water), and a cut or a restore is also a message when the account has
 such a meter. Every key carries the account's new state version, so a decision can never leave
@@ -21,6 +22,7 @@ from meterdesk.billing.control_state import ControlledAccount
 from meterdesk.billing.policy import Action, Decision, RestoreMode, Situation
 from meterdesk.billing.tables import meter_assignments
 from meterdesk.metering.tables import meters
+from meterdesk.notifications.model import Urgency
 from meterdesk.shared.money import format_money, from_fen
 
 COMMAND_FOR = {
@@ -56,6 +58,7 @@ class MessageRequest:
     key: str
     params: dict[str, Any]
     channels: tuple[str, ...] | None
+    urgency: Urgency | None = None  # at least this urgent; None: the event's own urgency
 
 
 class Outbox(Protocol):
@@ -143,6 +146,10 @@ def _alarm_message(
     now: Situation,
 ) -> MessageRequest:
     level = next(level for level in account.policy.alarms if level.level == decision.level)
+    # The plan's deepest level is its last warning before the cut, whatever its number: in a
+    # plan of levels 1 and 2, level 2 is what level 3 is in a full plan, and must not wait for
+    # the end of quiet hours while the cut comes next. Other levels keep their event's urgency.
+    last = max(found.level for found in account.policy.alarms)
     return MessageRequest(
         organisation_id=account.organisation_id,
         account_id=account.account_id,
@@ -158,6 +165,7 @@ def _alarm_message(
             "days_left": now.days_left,
         },
         channels=level.channels,
+        urgency=Urgency.URGENT if decision.level == last else None,
     )
 
 

@@ -60,6 +60,7 @@ class DatabaseOutbox:
                     params=request.params,
                     account_id=request.account_id,
                     channels=request.channels,
+                    urgency=request.urgency,
                 )
                 for request in requests
             ],

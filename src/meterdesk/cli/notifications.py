@@ -129,7 +129,8 @@ def _show_text(value: dict[str, Any]) -> str:
 def retry(
     notification_id: int, org: OrgOption, actor: ActorOption = "", as_json: JsonOption = False
 ) -> None:
-    """Send a failed or suppressed message again now (audited); attempts start over."""
+    """Send a failed or suppressed message again now (audited); attempts start over. A message
+    that failed for want of an address takes the customer's current one, or is refused."""
     with handled():
         o = organisation_id(org)
         service.retry_notification(

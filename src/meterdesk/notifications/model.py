@@ -3,8 +3,10 @@ message may go (quiet hours), when a failed one is tried again (backoff), and wh
 count as "the same" (dedupe keys).
 
 Invariants:
-- An event kind has exactly one urgency and one audience. Urgent messages go at once; normal
-  ones wait for the end of the organisation's quiet hours.
+- An event kind has exactly one audience and one default urgency. A caller may raise a message's
+  urgency (the last alarm level of a plan with fewer than three levels), never lower it: an
+  urgent event stays urgent. Urgent messages go at once; normal ones wait for the end of the
+  organisation's quiet hours.
 - Quiet hours are wall-clock times in the site's IANA zone. Whether an instant is quiet, and when
   the window ends, is computed in that zone on that local date (:func:`local_to_utc`), so a
   window that spans a daylight-saving change lasts one hour less or more in real time but still
@@ -161,7 +163,17 @@ def language(value: str | None) -> str:
 
 
 def urgency_of(kind: EventKind) -> Urgency:
+    """The event's default urgency."""
     return EVENTS[kind].urgency
+
+
+def urgency_for(kind: EventKind, at_least: Urgency | str | None = None) -> Urgency:
+    """A message's urgency: its event's, raised to ``at_least`` when that is more urgent. A
+    caller can hurry a normal event (the last warning of a short alarm plan, which a cut follows)
+    but never make an urgent one wait for the morning."""
+    if at_least is not None and Urgency(at_least) is Urgency.URGENT:
+        return Urgency.URGENT
+    return urgency_of(kind)
 
 
 def audience_of(kind: EventKind) -> Audience:

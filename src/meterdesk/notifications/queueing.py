@@ -38,7 +38,7 @@ from meterdesk.db import commit_signals
 from meterdesk.db.database import Database
 from meterdesk.notifications import model, recipients
 from meterdesk.notifications.configuration import ChannelSetting, channel_settings, quiet_hours_of
-from meterdesk.notifications.model import Channel, EventKind, QuietHours, Status
+from meterdesk.notifications.model import Channel, EventKind, QuietHours, Status, Urgency
 from meterdesk.notifications.tables import notification_outbox
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.time import require_utc, zone
@@ -57,6 +57,7 @@ class NewNotification:
     site_id: int | None = None
     channels: Sequence[str] | None = None
     language: str | None = None
+    urgency: Urgency | None = None  # at least this urgent; None: the event's own urgency
 
     def context_key(self) -> recipients.ContextKey:
         return (self.organisation_id, self.account_id, self.customer_id, self.site_id)
@@ -75,6 +76,7 @@ def enqueue_in(
     site_id: int | None = None,
     channels: Sequence[str] | None = None,
     language: str | None = None,
+    urgency: Urgency | None = None,
 ) -> list[int]:
     """Queue ``event`` for everyone who should hear about it, in the caller's transaction.
 
@@ -83,11 +85,21 @@ def enqueue_in(
     the person channels (unknown names are ignored); ``language`` (``zh-CN`` or ``en``) forces
     the language, else a customer event is written in the customer's own language and an
     operator event in zh-CN; the zone for quiet hours and local times is ``site_id``'s when
-    given, else the site of the account's room, else the organisation's. Returns the ids of the
-    rows written now (empty when nothing is subscribed, or on a repeat).
+    given, else the site of the account's room, else the organisation's. ``urgency`` raises the
+    event's urgency (``URGENT``: the message goes even inside quiet hours), never lowers it.
+    Returns the ids of the rows written now (empty when nothing is subscribed, or on a repeat).
     """
     notification = NewNotification(
-        organisation_id, event, key, params, account_id, customer_id, site_id, channels, language
+        organisation_id,
+        event,
+        key,
+        params,
+        account_id,
+        customer_id,
+        site_id,
+        channels,
+        language,
+        urgency,
     )
     return enqueue_many_in(conn, [notification], at)
 
@@ -155,14 +167,16 @@ def _rows(notification: NewNotification, at: datetime, found: _Lookups) -> Itera
         return
     context = found.contexts.of(notification.context_key())
     params = {**context.params, "at": when.isoformat(), **notification.params}
+    urgency = model.urgency_for(kind, notification.urgency)
     row = {
         **outbox_row(kind, notification.key, params, when),
+        "urgency": urgency.value,  # the dispatcher's quiet-hours rule reads it from the row
         "organisation_id": notification.organisation_id,
         "account_id": notification.account_id,
         "language": recipients.language_for(kind, context, notification.language),
         "timezone": context.timezone,
         "next_attempt_at": model.release_at(
-            model.urgency_of(kind),
+            urgency,
             found.quiet.get(notification.organisation_id),
             when,
             zone(context.timezone),

@@ -66,8 +66,19 @@ def recipients(
     customer = context.customer
     if customer is None:
         return []
-    address = customer[model.ADDRESS_FIELD[setting.channel]]
-    return [(str(address), int(customer["id"]))] if address not in (None, "") else []
+    address = customer_address(setting.channel, customer)
+    return [(address, int(customer["id"]))] if address is not None else []
+
+
+def customer_address(channel: Channel, customer: Mapping[str, Any]) -> str | None:
+    """The customer's address on a person channel (phone, e-mail, openid, id), or None."""
+    address = customer[model.ADDRESS_FIELD[channel]]
+    return None if address in (None, "") else str(address)
+
+
+def no_address(channel: Channel, customer: Mapping[str, Any]) -> str:
+    """The reason a person channel cannot reach the customer, as a failed row states it."""
+    return f"customer {customer['id']} has no {model.ADDRESS_FIELD[channel]} for {channel.value}"
 
 
 def missing_address(setting: ChannelSetting, kind: EventKind, context: Context) -> str | None:
@@ -78,11 +89,10 @@ def missing_address(setting: ChannelSetting, kind: EventKind, context: Context) 
         customer is None
         or setting.channel not in model.PERSON_CHANNELS
         or model.audience_of(kind) is not Audience.CUSTOMER
-        or customer[model.ADDRESS_FIELD[setting.channel]] not in (None, "")
+        or customer_address(setting.channel, customer) is not None
     ):
         return None
-    field = model.ADDRESS_FIELD[setting.channel]
-    return f"customer {customer['id']} has no {field} for {setting.channel.value}"
+    return no_address(setting.channel, customer)
 
 
 ContextKey = tuple[int, int | None, int | None, int | None]

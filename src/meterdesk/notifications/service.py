@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, updat
 from meterdesk.audit import service as audit
 from meterdesk.db import commit_signals
 from meterdesk.db.database import Database
-from meterdesk.notifications import model
+from meterdesk.notifications import model, recipients
 from meterdesk.notifications.model import Status
 from meterdesk.notifications.tables import notification_log, notification_outbox
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
@@ -185,20 +185,42 @@ def status_counts(db: Database, *, organisation_id: int) -> dict[str, int]:
 
 
 def retry_notification(db: Database, *, organisation_id: int, outbox_id: int, actor: str) -> None:
-    """Send a failed or suppressed message again now (e.g. after fixing a template or a
-    setting); attempts start over."""
+    """Send a failed or suppressed message again now (e.g. after fixing a template, a setting or
+    the tenant's address); attempts start over.
+
+    A message queued without an address (its customer had none on the channel: a failed row
+    with an empty address) is addressed again from the customer's current data, as queueing
+    would address it now — the phone added since, say. When the customer still has none, the
+    retry is refused (ConflictError, with the reason) and nothing changes: a message that
+    cannot be delivered is not queued again.
+    """
     table = notification_outbox
     with db.transaction() as conn:
-        status = _require(conn, organisation_id, outbox_id)
+        row = conn.execute(
+            select(table.c.status, table.c.channel, table.c.address, table.c.customer_id).where(
+                table.c.id == outbox_id, table.c.organisation_id == organisation_id
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFoundError(f"notification {outbox_id} not found")
+        status = Status(row.status)
         if status not in (Status.FAILED, Status.SUPPRESSED):
             raise ConflictError(
                 f"notification {outbox_id} is {status}, only failed or suppressed ones are retried"
             )
-        conn.execute(
-            update(table)
-            .where(table.c.id == outbox_id)
-            .values(status=Status.PENDING.value, attempts=0, next_attempt_at=db.clock())
-        )
+        values: dict[str, Any] = {
+            "status": Status.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": db.clock(),
+        }
+        detail = {"was": status.value}
+        channel = model.channel(str(row.channel))
+        if row.address == "" and row.customer_id is not None and channel in model.PERSON_CHANNELS:
+            values["address"] = _current_address(
+                conn, organisation_id, outbox_id, int(row.customer_id), channel
+            )
+            detail["readdressed"] = model.ADDRESS_FIELD[channel]  # the field, not the address
+        conn.execute(update(table).where(table.c.id == outbox_id).values(**values))
         commit_signals.announce(conn, commit_signals.NOTIFICATIONS)
         audit.record(
             conn,
@@ -207,8 +229,24 @@ def retry_notification(db: Database, *, organisation_id: int, outbox_id: int, ac
             action="notifications.retry",
             subject=f"notification:{outbox_id}",
             at=db.clock(),
-            detail={"was": status.value},
+            detail=detail,
         )
+
+
+def _current_address(
+    conn: Connection, organisation_id: int, outbox_id: int, customer_id: int, channel: model.Channel
+) -> str:
+    """The customer's address on the row's channel now (recipients' resolution), or a
+    ConflictError saying what is still missing."""
+    customer = recipients.context(conn, organisation_id, None, customer_id, None).customer
+    assert customer is not None  # a customer id was given
+    address = recipients.customer_address(channel, customer)
+    if address is None:
+        raise ConflictError(
+            f"notification {outbox_id} cannot be sent again: "
+            f"{recipients.no_address(channel, customer)} (add it to the customer first)"
+        )
+    return address
 
 
 def _require(conn: Connection, organisation_id: int, outbox_id: int) -> Status:

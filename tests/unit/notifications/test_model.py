@@ -192,6 +192,14 @@ def test_level_three_alarms_and_cuts_are_urgent_while_level_one_waits() -> None:
     assert model.urgency_of(EventKind.REFUND) is Urgency.NORMAL
 
 
+def test_a_caller_may_raise_an_events_urgency_but_never_lower_it() -> None:
+    assert model.urgency_for(EventKind.ALARM_LEVEL_2) is Urgency.NORMAL
+    assert model.urgency_for(EventKind.ALARM_LEVEL_2, Urgency.URGENT) is Urgency.URGENT
+    assert model.urgency_for(EventKind.ALARM_LEVEL_1, "urgent") is Urgency.URGENT
+    assert model.urgency_for(EventKind.ALARM_LEVEL_3, Urgency.NORMAL) is Urgency.URGENT
+    assert model.urgency_for(EventKind.SUPPLY_CUT, Urgency.NORMAL) is Urgency.URGENT
+
+
 def test_every_event_has_a_spec_and_alarm_levels_share_a_template() -> None:
     assert set(model.EVENTS) == set(EventKind)
     assert {model.template_key(EventKind(f"alarm_level_{n}")) for n in (1, 2, 3)} == {

@@ -110,7 +110,8 @@ def retry_notification(
     notification_id: BigId, request: Request, caller: NotificationsWriter, key: IdempotencyKey
 ) -> JSONResponse:
     """Send a failed or suppressed message again now (409 for any other status); its attempts
-    start over."""
+    start over. A message that failed for want of an address takes the customer's current one
+    (409, with what is missing, while the customer still has none)."""
 
     def perform() -> tuple[BaseModel, bool]:
         service.retry_notification(
