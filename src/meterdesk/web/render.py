@@ -22,6 +22,7 @@ from meterdesk.access import credentials
 from meterdesk.access.credentials import Principal
 from meterdesk.access.model import Permission
 from meterdesk.api.context import CSRF_COOKIE, SESSION_COOKIE, ApiContext
+from meterdesk.web import reasons
 from meterdesk.web.i18n import (
     DEFAULT_LOCALE,
     LANGUAGE_NAMES,
@@ -61,7 +62,10 @@ def _filters(locale: str) -> dict[str, Any]:
             value = Decimal(value)
         return fmt.number(value, places) if isinstance(value, Decimal | int | float) else "—"
 
-    return {"when": when, "money": money, "fen": fen, "number": number}
+    def reason(value: str | None) -> str:
+        return reasons.translate(value, locale)
+
+    return {"when": when, "money": money, "fen": fen, "number": number, "reason": reason}
 
 
 @cache
