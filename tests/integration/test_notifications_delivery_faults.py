@@ -525,3 +525,58 @@ def test_a_webhook_receiver_that_timed_out_reading_the_request_is_retried(
     row = rows(db)[0]
     assert (row["status"], row["attempts"]) == (result, 1)
     assert str(status) in row["last_error"]
+
+
+def test_a_second_retry_at_once_does_not_put_back_a_message_being_sent(
+    db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two retries of one failed message at once (a double click): the second read the row as
+    failed before the first committed, then reset it to pending after a dispatcher had claimed
+    it, so a second worker sent it again while the first was sending it."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("a race between transactions: PostgreSQL (SQLite has one writer at a time)")
+    place, bare, row = _unreachable_sms(db, clock)
+    sites.update_customer(
+        db,
+        organisation_id=place.org.id,
+        customer_id=bare,
+        change=sites.CustomerChange(phone="13700000000"),
+        actor="op",
+    )
+    has_read, go_on = threading.Event(), threading.Event()
+    real = service.model.channel
+
+    def channel(value: str) -> Channel:  # the second retry waits after reading the row
+        if threading.current_thread().name == "second":
+            has_read.set()
+            go_on.wait(5)
+        return real(value)
+
+    monkeypatch.setattr(service.model, "channel", channel)
+    errors: list[Exception] = []
+
+    def retry() -> None:
+        try:
+            service.retry_notification(
+                db, organisation_id=place.org.id, outbox_id=row["id"], actor="op"
+            )
+        except ConflictError as error:
+            errors.append(error)
+
+    second = threading.Thread(target=retry, name="second")
+    second.start()
+    has_read.wait(5)
+    first = threading.Thread(target=retry, name="first")
+    first.start()
+    first.join(1)  # done, or waiting for the second (it holds the row)
+    with db.transaction() as conn:
+        claimed = outbox.claim_due(conn, now=clock(), limit=10, lease=timedelta(minutes=5))
+    go_on.set()
+    second.join(5)
+    first.join(5)
+    (now,) = outbox_rows(db)
+    if claimed:  # a worker holds the claim: no retry may have put the row back
+        assert (now["status"], now["attempts"]) == ("sending", claimed[0].attempts)
+    else:
+        assert (now["status"], now["attempts"]) == ("pending", 0)
+    assert len(errors) == 1 and len(_retries(db, place.org.id)) == 1

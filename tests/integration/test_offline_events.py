@@ -346,3 +346,32 @@ def test_an_mqtt_offline_entry_for_a_meter_never_seen_names_the_commit_time(db: 
         {"organisation": "Org A", "meter": "M1", "since": received, "at": received},
     )
     assert key == f"meter:{site.meter_ids['000000000001']}:offline:{received}"
+
+
+def test_an_mqtt_offline_entry_older_than_the_last_read_neither_marks_nor_announces(
+    db: Database,
+) -> None:
+    """A report delayed on its way (a gateway re-sending after a reconnect) arrives after a newer
+    one: its OFFLINE entry is history, as an older ONLINE entry is for the live values, so the
+    meter read online since is neither marked lost nor announced."""
+    site = make_site(db)
+    subscribe(db, site.org.id)
+    store = UplinkStore(db)
+    topic = up_topic(site.product_key, site.serial)
+    addr, meter_id = "000000000001", site.meter_ids["000000000001"]
+
+    def send(payload: bytes) -> None:
+        store.commit([receive(topic, payload, time.monotonic())])
+
+    seen = START + timedelta(minutes=30)
+    send(report("live-1", [(addr, seen, "1001")]))
+    send(offline_report("off-late", addr, START + timedelta(minutes=15)))  # made before live-1
+    with db.read() as conn:
+        status = meter_status(conn, meter_id)
+    assert status is not None and (status.state, status.last_seen_at) == ("online", seen)
+    assert messages(db) == []
+    send(offline_report("off-1", addr, START + timedelta(minutes=45)))  # a real loss still counts
+    assert [key for _, key, _ in messages(db)] == [f"meter:{meter_id}:offline:{seen.isoformat()}"]
+    with db.read() as conn:
+        status = meter_status(conn, meter_id)
+    assert status is not None and status.state == "lost"

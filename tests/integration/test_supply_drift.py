@@ -339,3 +339,39 @@ def test_many_meters_in_one_tick_each_get_their_own_command(db: Database, clock:
     with db.read() as conn:
         made = conn.execute(select(commands.c.meter_id, commands.c.kind)).all()
     assert sorted(made) == sorted((m, "relay_close") for m in [room.meter_id, *others])
+
+
+def test_a_cut_deciding_while_the_tick_reasserts_has_the_last_word(
+    db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cut decided at the same time (its state written, its command not yet): the tick reads
+    the old decision and puts the relay back, and the cut, waiting for the meter lock, then
+    supersedes that re-assert — the newest command is the decision's."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("a race between transactions: PostgreSQL (SQLite has one writer at a time)")
+    import threading
+
+    from meterdesk.billing.outbox import DatabaseOutbox
+
+    room = make_room(db, clock, credit="1")
+    room.shows(relay="open")  # tripped by itself while supply is on
+    decided, go_on = threading.Event(), threading.Event()
+    real = DatabaseOutbox.send_commands
+
+    def paused(self: DatabaseOutbox, conn: object, requests: object) -> None:
+        if threading.current_thread().name == "ingest":  # state written, meter not locked yet
+            decided.set()
+            go_on.wait(5)
+        real(self, conn, requests)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DatabaseOutbox, "send_commands", paused)
+    cut = threading.Thread(target=use, args=(room, "5"), name="ingest")  # 5 kWh on 1.00: cut
+    cut.start()
+    assert decided.wait(5)
+    assert room.tick() == 1  # the old decision, read under the meter lock: supply on
+    go_on.set()
+    cut.join(5)
+    assert room.commands() == [
+        ("relay_close", "cancelled", "system:control"),
+        ("relay_trip", "pending", "system:control"),
+    ]

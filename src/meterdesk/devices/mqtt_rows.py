@@ -244,29 +244,41 @@ _LOST_SQL = (
     "INSERT INTO device_status (meter_id, state, failures, last_error, updated_at) "
     "VALUES ({marks}) ON CONFLICT (meter_id) DO UPDATE SET state = excluded.state, "
     "failures = device_status.failures + 1, last_error = excluded.last_error, "
-    "updated_at = excluded.updated_at"
+    "updated_at = excluded.updated_at "
+    # an entry older than the last read is history, as for an ONLINE entry (the entry's time)
+    "WHERE device_status.last_seen_at IS NULL OR device_status.last_seen_at <= {mark}"
 )
 OFFLINE_REASON = "the gateway reports the meter offline"
 
 
 def save_live(conn: Connection, live: dict[int, MeterReport], received_at: datetime) -> None:
     """Upsert ``device_status``: an online entry sets the live values unless a newer one is
-    stored; an offline entry marks the meter lost and keeps its last values."""
+    stored; an offline entry marks the meter lost and keeps its last values, unless the meter was
+    read after the entry's time (a late report is history, not a loss)."""
     at = instant_int(received_at)
     ordered = sorted(live.items())  # one lock order for concurrent ingest processes
     online = [_status_row(m, e, at) for m, e in ordered if e.state == "ONLINE"]
-    lost = [(m, "lost", 1, OFFLINE_REASON, at) for m, e in ordered if e.state == "OFFLINE"]
+    lost = [
+        (m, "lost", 1, OFFLINE_REASON, at, instant_int(e.measured_at))
+        for m, e in ordered
+        if e.state == "OFFLINE"
+    ]
     _executemany(conn, _ONLINE_SQL, online)
-    _executemany(conn, _LOST_SQL, lost)
+    _executemany(conn, _LOST_SQL, lost, width=5)
 
 
-def _executemany(conn: Connection, template: str, rows: Sequence[tuple[object, ...]]) -> None:
+def _executemany(
+    conn: Connection, template: str, rows: Sequence[tuple[object, ...]], width: int | None = None
+) -> None:
+    """``template`` with ``{marks}`` (the first ``width`` values, default all) and ``{mark}``
+    (one more) as the driver's placeholders, for each row."""
     if not rows:
         return
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    marks = ", ".join([marker] * (width or len(rows[0])))
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.executemany(template.format(marks=", ".join([marker] * len(rows[0]))), rows)
+        cursor.executemany(template.format(marks=marks, mark=marker), rows)
     finally:
         cursor.close()
 

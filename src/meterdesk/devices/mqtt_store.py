@@ -24,8 +24,10 @@ Decisions:
   a bus of that gateway or on no gateway's bus; no match or several matches quarantine the entry
   (the rest of the report is ingested and acknowledged).
 - An ``OFFLINE`` entry only marks the meter lost: registers a gateway repeats for an unreachable
-  meter are not a measurement at ``time``. Live values, relay, valve and remaining money come from
-  REALTIME reports only (a HISTORY report must not move the live view back in time).
+  meter are not a measurement at ``time``. One older than the meter's last read (a late report)
+  is history and changes nothing, as an older ``ONLINE`` entry does not. Live values, relay,
+  valve and remaining money come from REALTIME reports only (a HISTORY report must not move the
+  live view back in time).
 - A meter an ``OFFLINE`` entry turns lost (its stored state was not ``lost``) queues the
   operators' ``meter_offline`` in the same commit (:mod:`meterdesk.devices.offline_events`).
   A gateway silent too long is marked lost by :mod:`meterdesk.devices.gateway_watchdog`; its next
@@ -274,7 +276,11 @@ def _write(conn: Connection, ingestor: Ingestor, work: _Work) -> None:
         work.stats.quarantined += report.quarantined
     quarantine_items(conn, work.quarantine, work.received_at)
     work.stats.quarantined += len(work.quarantine)
-    lost = [WentOffline(m, work.received_at) for m, e in work.live.items() if e.state == "OFFLINE"]
+    lost = [
+        WentOffline(m, work.received_at, reported_at=e.measured_at)
+        for m, e in work.live.items()
+        if e.state == "OFFLINE"
+    ]
     offline = offline_events.read_meters(conn, lost)  # before save_live marks them lost
     mqtt_rows.save_live(conn, work.live, work.received_at)
     offline_events.queue(conn, offline, work.received_at)

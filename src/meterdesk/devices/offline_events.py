@@ -46,6 +46,8 @@ class WentOffline:
     id: int
     at: datetime  # when it was marked lost
     since: datetime | None = None  # when it was last seen, if the writer knows
+    # the time of the evidence (an MQTT OFFLINE entry's): a meter read after it is not lost
+    reported_at: datetime | None = None
 
 
 def read_meters(conn: Connection, lost: Iterable[WentOffline]) -> list[NewNotification]:
@@ -77,6 +79,8 @@ def read_meters(conn: Connection, lost: Iterable[WentOffline]) -> list[NewNotifi
             if row.state == LOST and row.last_error != GATEWAY_SILENT:
                 continue
             event = wanted[int(row.id)]
+            if _older(event.reported_at, row.last_seen_at):
+                continue  # a late report: the meter was read since (not written lost either)
             since = event.since or row.last_seen_at or event.at
             params: dict[str, object] = {"meter": str(row.number), "since": since}
             if row.room is not None:
@@ -137,6 +141,10 @@ def queue(conn: Connection, notifications: list[NewNotification], at: datetime) 
 def _chunks(wanted: Mapping[int, WentOffline]) -> list[list[int]]:
     ids = sorted(wanted)
     return [ids[start : start + _CHUNK] for start in range(0, len(ids), _CHUNK)]
+
+
+def _older(reported_at: datetime | None, last_seen_at: datetime | None) -> bool:
+    return reported_at is not None and last_seen_at is not None and reported_at < last_seen_at
 
 
 def _instant(value: datetime) -> str:

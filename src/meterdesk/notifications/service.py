@@ -196,10 +196,13 @@ def retry_notification(db: Database, *, organisation_id: int, outbox_id: int, ac
     """
     table = notification_outbox
     with db.transaction() as conn:
+        # Locked (FOR NO KEY UPDATE: log rows referencing it need not wait): a second retry at
+        # once (a double click) must see this one's "pending", not the "failed" it read before,
+        # or it puts back a row a dispatcher has claimed since (and it is sent twice).
         row = conn.execute(
-            select(table.c.status, table.c.channel, table.c.address, table.c.customer_id).where(
-                table.c.id == outbox_id, table.c.organisation_id == organisation_id
-            )
+            select(table.c.status, table.c.channel, table.c.address, table.c.customer_id)
+            .where(table.c.id == outbox_id, table.c.organisation_id == organisation_id)
+            .with_for_update(key_share=True)
         ).one_or_none()
         if row is None:
             raise NotFoundError(f"notification {outbox_id} not found")
