@@ -151,6 +151,27 @@ def test_a_silent_gateway_is_lost_with_its_meters_and_announced_once_per_episode
     ]
 
 
+def test_a_silent_gateway_leaves_the_meters_of_a_bus_the_poller_reads_through_it(
+    db: Database, clock: FakeClock
+) -> None:
+    """A gateway with an MQTT bus and a transparent line the poller reads: its silence says
+    nothing about the polled meters (they were marked lost with it)."""
+    site = make_mqtt_site(db)
+    spec = service.BusSpec("gw-tcp", "dlt645", "tcp", "127.0.0.1:4001", site.gateway_id)
+    tcp_bus = service.create_bus(db, organisation_id=site.org.id, spec=spec, actor=ACTOR)
+    polled = make_meter(db, site.org, "M9")
+    service.link_meter(
+        db, organisation_id=site.org.id, meter_id=polled, bus_id=tcp_bus, address="000000000009",
+        actor=ACTOR,
+    )  # fmt: skip
+    site.send("r-1", at=clock.now)
+    clock.advance(timedelta(minutes=16))
+    assert watch(db).gateways == [site.gateway_id]
+    found = statuses(db)
+    assert found[site.meters[A1]][0] == "lost"
+    assert polled not in found  # the poller's: no status row written for it
+
+
 def test_a_gateway_never_heard_and_a_polled_gateway_are_left_to_others(
     db: Database, clock: FakeClock
 ) -> None:

@@ -167,8 +167,10 @@ def mark_lost(conn: Connection, silent: Sequence[Silent], now: datetime) -> Watc
 
 
 def _mark_meters(conn: Connection, silent: Sequence[Silent], now: datetime) -> int:
-    """The meters on the silent gateways' buses not seen since their gateway's cutoff: lost,
-    their last values kept; a meter without a status row gets one. Returns how many."""
+    """The meters on the silent gateways' MQTT buses not seen since their gateway's cutoff:
+    lost, their last values kept; a meter without a status row gets one. Returns how many. A
+    bus of the same gateway the poller reads (a ``tcp`` line through it) is the poller's to
+    judge: its meters may answer while the gateway's reports stopped."""
     cutoffs = {s.gateway_id: s.cutoff for s in silent}
     rows = conn.execute(
         select(meters.c.id, buses.c.gateway_id, device_status.c.state, device_status.c.meter_id)
@@ -177,7 +179,7 @@ def _mark_meters(conn: Connection, silent: Sequence[Silent], now: datetime) -> i
                 device_status, device_status.c.meter_id == meters.c.id
             )
         )
-        .where(buses.c.gateway_id.in_(sorted(cutoffs)))
+        .where(buses.c.gateway_id.in_(sorted(cutoffs)), buses.c.transport == MQTT)
         .order_by(meters.c.id)
     ).all()
     stored = [
