@@ -29,7 +29,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -39,6 +39,16 @@ from meterdesk.devices.ports import Snapshot
 from meterdesk.devices.tables import device_status, gateways
 
 UNKNOWN, ONLINE, LOST = "unknown", "online", "lost"
+# The columns a successful read sets (a failed one keeps them): kept when the stored read is newer.
+READ_COLUMNS = (
+    "last_seen_at",
+    "relay",
+    "valve",
+    "protected",
+    "remaining_money",
+    "purchase_count",
+    "live",
+)
 LIVE_FIELDS = ("voltage_v", "current_a", "power_kw", "power_factor", "frequency_hz", "total")
 ERROR_LENGTH = 300
 
@@ -222,11 +232,22 @@ def write_changes(conn: Connection, changes: StatusChanges) -> None:
     if changes.meters:
         builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         statement = builder(device_status)
-        excluded = {
+        excluded: dict[str, Any] = {
             column.name: statement.excluded[column.name]
             for column in device_status.columns
             if column.name != "meter_id"
         }
+        # What a read showed is written only if the book's read is not older than the stored
+        # one: the command executor's read-back (a trip it just confirmed) lands between two
+        # flushes, and the book's older read put back the relay as it was before.
+        book_read_is_newer = or_(
+            device_status.c.last_seen_at.is_(None),
+            statement.excluded.last_seen_at >= device_status.c.last_seen_at,
+        )
+        for name in READ_COLUMNS:
+            excluded[name] = case(
+                (book_read_is_newer, statement.excluded[name]), else_=device_status.c[name]
+            )
         conn.execute(
             statement.on_conflict_do_update(index_elements=["meter_id"], set_=excluded),
             changes.meters,
