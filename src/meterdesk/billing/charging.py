@@ -24,6 +24,7 @@ from meterdesk.billing.model import PeriodTotal
 from meterdesk.billing.repository import Assignment, TotalKey
 from meterdesk.db.types import instant_int, scaled_int
 from meterdesk.metering.model import Consumption, MeterProfile, Reading, consumption_between
+from meterdesk.shared.money import QUANTITY_PLACES
 from meterdesk.shared.time import local_date, month_key, next_month_start, zone
 from meterdesk.sites.tables import sites
 from meterdesk.tariffs.model import Band, Tariff, TierPeriod
@@ -149,7 +150,7 @@ class Charger:
                     ]
                 for segment_start, segment_end, line in segments:
                     key = (meter_id, account_id, line.period_key)
-                    quantity = scaled_int(line.quantity, 6)
+                    quantity = scaled_int(line.quantity, QUANTITY_PLACES)
                     total = totals[key]
                     total.quantity_millionths += quantity
                     total.exact_cost += line.cost

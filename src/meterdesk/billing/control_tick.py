@@ -8,7 +8,6 @@ with the decisions)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +19,7 @@ from meterdesk.billing.policy import Cause
 from meterdesk.db.bulk import raw_rows
 from meterdesk.db.database import Database
 from meterdesk.db.types import instant_int
+from meterdesk.shared.chunks import chunks
 
 FORECAST_WINDOW = timedelta(days=7)
 BATCH = 500
@@ -44,7 +44,7 @@ def tick(
     report = TickReport()
     with db.read() as conn:
         candidates = _candidates(conn)
-    for chunk in _chunks(candidates, BATCH):
+    for chunk in chunks(candidates, BATCH):
         with db.transaction() as conn:
             balances = control.net_balances(conn, chunk, lock=True)
             forecast = days_left(conn, balances, at)
@@ -75,11 +75,6 @@ def _candidates(conn: Connection) -> list[int]:
         days='%"days_left"%',
     )
     return [int(row[0]) for row in rows]
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
 
 
 def days_left(conn: Connection, balances: dict[int, int], at: datetime) -> dict[int, float]:

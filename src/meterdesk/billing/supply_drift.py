@@ -25,7 +25,7 @@ It acts only on a fresh, settled disagreement, so it never argues with a command
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -43,6 +43,7 @@ from meterdesk.db.types import instant_int
 from meterdesk.devices.commands.model import OPEN_STATUSES, CommandStatus
 from meterdesk.devices.tables import commands, device_status
 from meterdesk.metering.tables import meters
+from meterdesk.shared.chunks import chunks
 
 REASSERT_INTERVAL = timedelta(hours=1)
 BATCH = 500
@@ -155,7 +156,7 @@ def reassert(db: Database, *, outbox: Outbox, at: datetime, interval: timedelta)
     with db.read() as conn:
         candidates = _candidates(conn)
     sent = 0
-    for chunk in _chunks(candidates, BATCH):
+    for chunk in chunks(candidates, BATCH):
         with db.transaction() as conn:
             _lock_meters(conn, chunk)
             history = _histories(conn, chunk)
@@ -187,11 +188,6 @@ def _candidates(conn: Connection) -> list[int]:
         "ORDER BY m.id",
     )
     return [int(row[0]) for row in rows]
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
 
 
 def _lock_meters(conn: Connection, meter_ids: list[int]) -> None:

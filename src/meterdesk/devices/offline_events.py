@@ -19,7 +19,7 @@ and site), then :func:`queue` after it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,6 +29,7 @@ from meterdesk.devices.tables import device_status, gateways
 from meterdesk.metering.tables import meters
 from meterdesk.notifications import queueing
 from meterdesk.notifications.queueing import NewNotification
+from meterdesk.shared.chunks import chunks
 from meterdesk.sites.tables import rooms
 
 LOST = "lost"
@@ -55,7 +56,7 @@ def read_meters(conn: Connection, lost: Iterable[WentOffline]) -> list[NewNotifi
     for a meter stored as lost already (not a new episode) or no longer existing."""
     wanted = {event.id: event for event in lost}
     found: list[NewNotification] = []
-    for chunk in _chunks(wanted):
+    for chunk in chunks(sorted(wanted), _CHUNK):
         query = (
             select(
                 meters.c.id,
@@ -101,7 +102,7 @@ def read_gateways(conn: Connection, lost: Iterable[WentOffline]) -> list[NewNoti
     """The ``gateway_offline`` messages for ``lost``, as :func:`read_meters`."""
     wanted = {event.id: event for event in lost}
     found: list[NewNotification] = []
-    for chunk in _chunks(wanted):
+    for chunk in chunks(sorted(wanted), _CHUNK):
         query = (
             select(
                 gateways.c.id,
@@ -136,11 +137,6 @@ def queue(conn: Connection, notifications: list[NewNotification], at: datetime) 
     written, in the same transaction (an organisation nobody subscribed queues nothing)."""
     if notifications:
         queueing.enqueue_many_in(conn, notifications, at)
-
-
-def _chunks(wanted: Mapping[int, WentOffline]) -> list[list[int]]:
-    ids = sorted(wanted)
-    return [ids[start : start + _CHUNK] for start in range(0, len(ids), _CHUNK)]
 
 
 def _older(reported_at: datetime | None, last_seen_at: datetime | None) -> bool:
