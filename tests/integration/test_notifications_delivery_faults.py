@@ -245,38 +245,29 @@ def test_an_adapter_that_raises_something_unexpected_holds_up_only_its_message(
     )
 
 
-def test_params_a_template_cannot_show_fail_that_message_at_once(
-    db: Database, clock: FakeClock
+@pytest.mark.parametrize(
+    ("spoiled", "named"),
+    [
+        ({"params": '{"balance": "12.30", "level": 1, "days_left": "soon"}'}, "soon"),
+        ({"timezone": "Mars/Olympus_Mons"}, "Mars/Olympus_Mons"),
+    ],
+    ids=["params-a-template-cannot-show", "a-zone-this-system-does-not-know"],
+)
+def test_a_message_spoilt_by_one_field_fails_alone_at_once(
+    db: Database, clock: FakeClock, spoiled: dict[str, str], named: str
 ) -> None:
+    """A parameter its template cannot show, or a time zone this system does not know: that
+    message fails at once with the value named, the others of its batch go."""
     first, bad, last = _three_alarms(db, clock)
     with db.transaction() as conn:
         conn.execute(
-            notification_outbox.update()
-            .where(notification_outbox.c.id == bad)
-            .values(params='{"balance": "12.30", "level": 1, "days_left": "soon"}')
+            notification_outbox.update().where(notification_outbox.c.id == bad).values(**spoiled)
         )
     adapter = BrokenFor(0)
     drain(dispatcher(db, **{Channel.LOG: adapter}))
     assert sorted(adapter.sent) == [first, last]
     row = {r["id"]: r for r in outbox_rows(db)}[bad]
-    assert row["status"] == "failed" and "soon" in row["last_error"]
-
-
-def test_a_message_in_a_zone_this_system_does_not_know_fails_alone(
-    db: Database, clock: FakeClock
-) -> None:
-    first, bad, last = _three_alarms(db, clock)
-    with db.transaction() as conn:
-        conn.execute(
-            notification_outbox.update()
-            .where(notification_outbox.c.id == bad)
-            .values(timezone="Mars/Olympus_Mons")
-        )
-    adapter = BrokenFor(0)
-    drain(dispatcher(db, **{Channel.LOG: adapter}))
-    assert sorted(adapter.sent) == [first, last]
-    row = {r["id"]: r for r in outbox_rows(db)}[bad]
-    assert row["status"] == "failed" and "Mars/Olympus_Mons" in row["last_error"]
+    assert row["status"] == "failed" and named in row["last_error"]
 
 
 # --- nobody to send to -------------------------------------------------------------------------
