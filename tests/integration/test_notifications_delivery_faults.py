@@ -377,9 +377,8 @@ def test_retrying_a_no_address_failure_while_the_customer_still_has_none_is_refu
     assert _retries(db, place.org.id) == []
 
 
-def test_retrying_a_failure_that_had_an_address_keeps_it(db: Database, clock: FakeClock) -> None:
-    """Only a message that never had an address is addressed again: one the provider refused
-    goes again to the address it was queued for, as before."""
+def _refused_sms(db: Database, clock: FakeClock) -> tuple[Place, dict[str, Any]]:
+    """A place with SMS on and an alarm the provider refused for the customer's number."""
     place = make_place(db)
     enable(db, place, "sms", "aliyun", access_key_id="id", sign_name="s", templates={})
     with db.transaction() as conn:
@@ -388,18 +387,59 @@ def test_retrying_a_failure_that_had_an_address_keeps_it(db: Database, clock: Fa
     drain(dispatcher(db, **{Channel.SMS: refusing}))
     (row,) = outbox_rows(db)
     assert (row["status"], row["address"]) == ("failed", "13900000000")
+    return place, row
+
+
+def _change_phone(db: Database, place: Place, phone: str) -> None:
     sites.update_customer(
         db,
         organisation_id=place.org.id,
         customer_id=place.customer_id,
-        change=sites.CustomerChange(phone=""),
+        change=sites.CustomerChange(phone=phone),
         actor="op",
     )
+
+
+def test_retrying_a_refused_message_goes_to_the_number_corrected_since(
+    db: Database, clock: FakeClock
+) -> None:
+    """The retry kept the address the provider had refused, so an operator who corrected the
+    tenant's number and pressed Retry sent the message to the wrong number again."""
+    place, row = _refused_sms(db, clock)
+    _change_phone(db, place, "13911111111")
+    service.retry_notification(db, organisation_id=place.org.id, outbox_id=row["id"], actor="op")
+
+    (again,) = outbox_rows(db)
+    assert (again["status"], again["address"], again["attempts"]) == ("pending", "13911111111", 0)
+    assert _retries(db, place.org.id) == [{"was": "failed", "readdressed": "phone"}]
+    sms = Scripted([DeliveryResult("sms-2")])
+    assert drain(dispatcher(db, **{Channel.SMS: sms})) == 1
+    assert [message.address for message in sms.seen] == ["13911111111"]
+
+
+def test_retrying_a_refused_message_with_the_number_unchanged_keeps_it(
+    db: Database, clock: FakeClock
+) -> None:
+    place, row = _refused_sms(db, clock)
     service.retry_notification(db, organisation_id=place.org.id, outbox_id=row["id"], actor="op")
 
     (again,) = outbox_rows(db)
     assert (again["status"], again["address"], again["attempts"]) == ("pending", "13900000000", 0)
     assert _retries(db, place.org.id) == [{"was": "failed"}]
+
+
+def test_retrying_when_the_tenant_removed_the_number_is_refused(
+    db: Database, clock: FakeClock
+) -> None:
+    """The retry sent to the number the tenant had removed (it may be someone else's now)."""
+    place, row = _refused_sms(db, clock)
+    _change_phone(db, place, "")
+    with pytest.raises(ConflictError, match=f"customer {place.customer_id} has no phone for sms"):
+        service.retry_notification(
+            db, organisation_id=place.org.id, outbox_id=row["id"], actor="op"
+        )
+    assert outbox_rows(db) == [row]
+    assert _retries(db, place.org.id) == []
 
 
 # --- a failed device command -------------------------------------------------------------------

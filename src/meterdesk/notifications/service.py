@@ -188,11 +188,12 @@ def retry_notification(db: Database, *, organisation_id: int, outbox_id: int, ac
     """Send a failed or suppressed message again now (e.g. after fixing a template, a setting or
     the tenant's address); attempts start over.
 
-    A message queued without an address (its customer had none on the channel: a failed row
-    with an empty address) is addressed again from the customer's current data, as queueing
-    would address it now — the phone added since, say. When the customer still has none, the
-    retry is refused (ConflictError, with the reason) and nothing changes: a message that
-    cannot be delivered is not queued again.
+    A tenant's message on a person channel (SMS, voice, e-mail, WeChat, push) is addressed
+    again from the customer's current data, as queueing would address it now: the phone added
+    since a message nobody could get, or the number corrected after the provider refused the
+    old one. When the customer now has no address on the channel, the retry is refused
+    (ConflictError, with the reason) and nothing changes: a message that cannot be delivered is
+    not queued again, and one the tenant's removed number would get is not sent to it.
     """
     table = notification_outbox
     with db.transaction() as conn:
@@ -218,11 +219,13 @@ def retry_notification(db: Database, *, organisation_id: int, outbox_id: int, ac
         }
         detail = {"was": status.value}
         channel = model.channel(str(row.channel))
-        if row.address == "" and row.customer_id is not None and channel in model.PERSON_CHANNELS:
-            values["address"] = _current_address(
+        if row.customer_id is not None and channel in model.PERSON_CHANNELS:
+            address = _current_address(
                 conn, organisation_id, outbox_id, int(row.customer_id), channel
             )
-            detail["readdressed"] = model.ADDRESS_FIELD[channel]  # the field, not the address
+            if address != row.address:
+                values["address"] = address
+                detail["readdressed"] = model.ADDRESS_FIELD[channel]  # the field, not the address
         conn.execute(update(table).where(table.c.id == outbox_id).values(**values))
         commit_signals.announce(conn, commit_signals.NOTIFICATIONS)
         audit.record(
