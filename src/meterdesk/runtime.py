@@ -56,7 +56,7 @@ from meterdesk.devices.poller import (
     default_opener,
 )
 from meterdesk.devices.ports import BusUnavailableError, MeterAddress, MeterDriver, Snapshot
-from meterdesk.devices.status import StatusBook, load_known
+from meterdesk.devices.status import StatusBook
 from meterdesk.notifications.channels.registry import ChannelRegistry
 from meterdesk.notifications.dispatcher import Dispatcher
 from meterdesk.shared.time import Clock
@@ -209,13 +209,10 @@ class Runtime:
                 log.info("meter configuration changed: reloading the poller")
 
     def status_book(self, plans: list[BusPlan], book: StatusBook | None) -> StatusBook:
-        """The previous poller's book (a reload), else a new one; meters it does not know yet
-        start from their stored status, so a restart while one is lost is not a new loss."""
-        book = book or StatusBook(lost_after=self.settings.poller.lost_after)
-        placed = [(m.meter_id, plan.gateway_id) for plan in plans for m in plan.meters]
-        with self.db.read() as conn:
-            load_known(conn, book, placed)
-        return book
+        """The previous poller's book (a reload), else one from the stored status."""
+        return devices.stored_status_book(
+            self.db, plans, lost_after=self.settings.poller.lost_after, previous=book
+        )
 
     def _count(self, poller: Poller) -> None:
         self.stats.reads += poller.stats.reads

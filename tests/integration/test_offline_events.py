@@ -375,3 +375,43 @@ def test_an_mqtt_offline_entry_older_than_the_last_read_neither_marks_nor_announ
     with db.read() as conn:
         status = meter_status(conn, meter_id)
     assert status is not None and status.state == "lost"
+
+
+def test_meterdesk_poll_started_while_a_meter_is_lost_does_not_announce_it_again(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``meterdesk poll`` started its poller from a blank book, so a meter already lost when it
+    started was lost again after three failed reads: a second ``meter_offline`` for one outage
+    (``meterdesk run`` has started from the stored status since sitting 13)."""
+    from meterdesk.billing.ingest import Ingestor
+    from meterdesk.cli import devices as cli_devices
+    from meterdesk.devices.tables import buses
+
+    line = make_line(db)
+    m1, m2 = line.meters["E-101"], line.meters["E-102"]
+    line.driver.down = {m1}
+    rounds(line, line.poller(db), 3)
+    assert [(event, params["meter"]) for event, _, params in messages(db)] == [
+        ("meter_offline", "E-101")
+    ]
+    with db.transaction() as conn:  # poll each meter every second; nothing listens on port 1
+        conn.execute(update(buses).values(poll_interval_s=1))
+
+    class Built:
+        def __init__(self) -> None:
+            self.db, self.ingestor = db, Ingestor(db)
+
+    monkeypatch.setattr(cli_devices, "app", Built)
+    cli_devices.poll(org=None, seconds=6)  # the real poller, real connections refused
+
+    found = sorted(
+        (event, params.get("meter", params.get("gateway"))) for event, _, params in messages(db)
+    )
+    assert found == [  # the gateway and E-102 are new losses; E-101 was lost already
+        ("gateway_offline", "DTU-7"),
+        ("meter_offline", "E-101"),
+        ("meter_offline", "E-102"),
+    ]
+    with db.read() as conn:
+        states = [meter_status(conn, meter_id) for meter_id in (m1, m2)]
+    assert [state.state if state else None for state in states] == ["lost", "lost"]

@@ -245,7 +245,7 @@ def poll(
     ] = None,
 ) -> None:
     """Poll every meter on its bus's schedule and store the readings (``meterdesk poll``)."""
-    from meterdesk.devices.poller import DatabaseSink, Poller
+    from meterdesk.devices.poller import DatabaseSink, Poller, PollerSettings
 
     with handled():
         built = app()
@@ -253,7 +253,16 @@ def poll(
             built.db, organisation_id=organisation_id(org) if org else None
         )
         stderr(f"polling {sum(len(p.meters) for p in plans)} meters on {len(plans)} buses")
-        poller = Poller(plans, sink=DatabaseSink(built.db, built.ingestor))
+        # From the stored status, as `meterdesk run` starts: a restart while a meter is lost
+        # is not a new loss (no second meter_offline message).
+        settings = PollerSettings()
+        status = service.stored_status_book(built.db, plans, lost_after=settings.lost_after)
+        poller = Poller(
+            plans,
+            sink=DatabaseSink(built.db, built.ingestor),
+            settings=settings,
+            status=status,
+        )
         asyncio.run(_poll_until_stopped(poller, seconds))
         stderr(
             f"stopped: {poller.stats.reads} reads, {poller.stats.failures} failures, "

@@ -33,6 +33,7 @@ from meterdesk.devices.drivers.registry import (
 )
 from meterdesk.devices.poller import BusPlan
 from meterdesk.devices.ports import DeviceError, MeterAddress
+from meterdesk.devices.status import StatusBook, load_known
 from meterdesk.devices.tables import buses, gateways
 from meterdesk.metering.tables import meters
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
@@ -316,3 +317,17 @@ def _plan(row: Any, addresses: list[MeterAddress]) -> BusPlan:
     return BusPlan(
         config, row.organisation_id, row.gateway_id, row.poll_interval_s, tuple(addresses)
     )
+
+
+def stored_status_book(
+    db: Database, plans: list[BusPlan], *, lost_after: int, previous: StatusBook | None = None
+) -> StatusBook:
+    """The status book a poller over ``plans`` starts from: ``previous`` (a reload keeps what it
+    saw), else a new one; meters it does not track yet start from their stored status, so a
+    poller started while a meter is lost goes on from there — neither a new loss (and a second
+    ``meter_offline`` message) nor its last values forgotten."""
+    book = previous or StatusBook(lost_after=lost_after)
+    placed = [(m.meter_id, plan.gateway_id) for plan in plans for m in plan.meters]
+    with db.read() as conn:
+        load_known(conn, book, placed)
+    return book
