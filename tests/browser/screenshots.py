@@ -13,6 +13,7 @@ groups of screens (default: all).
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -68,15 +69,21 @@ def prepare(source: Path, folder: Path) -> Any:
     metering.create_meter(app.db, organisation_id=1, spec=spec, actor="screenshots")
     now = datetime.now(UTC)
     with app.db.transaction() as conn:
-        # The relay as the demo's read-backs left it: a cut room's meter must not show closed.
-        relays = dict(conn.execute(select(device_status.c.meter_id, device_status.c.relay)).all())
+        # The relay and live values as the demo's reads left them: a cut room's meter must not
+        # show closed, nor draw current through an open relay.
+        stored = {
+            row.meter_id: row
+            for row in conn.execute(
+                select(device_status.c.meter_id, device_status.c.relay, device_status.c.live)
+            )
+        }
         rows = [
             MeterState(
                 m,
                 state="online",
                 last_seen_at=now,
-                relay=relays.get(m) or "closed",
-                live=LIVE,
+                relay=(stored[m].relay if m in stored else None) or "closed",
+                live=json.loads(stored[m].live) if m in stored and stored[m].live else LIVE,
                 updated_at=now,
             ).row()
             for m in range(1, 100)

@@ -4,6 +4,7 @@ another organisation's ids are not found; changes need the CSRF header; logging 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from apikit import ROLES, Org, World
@@ -11,7 +12,7 @@ from consolekit import HTMX, Console
 from sqlalchemy import update
 
 from meterdesk.api.context import CSRF_COOKIE, SESSION_COOKIE
-from meterdesk.billing.tables import account_controls
+from meterdesk.billing.tables import account_controls, accounts
 
 
 def pages(org: Org) -> list[str]:
@@ -269,3 +270,17 @@ def test_a_rooms_alarms_and_readings_speak_the_users_language(
     assert "2026-11-02T16:30" not in html
     assert source in html
     assert ">opening<" not in html
+
+
+def test_a_young_accounts_balance_chart_starts_when_it_opened(world: World) -> None:
+    """The 30-day chart drew a flat zero for the days before a younger account existed."""
+    week_ago = world.db.clock() - timedelta(days=7)
+    with world.db.transaction() as conn:
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.id == world.alpha.account_id)
+            .values(opened_at=week_ago)
+        )
+    html = Console(world.client, world.alpha, "readonly").get(f"/rooms/{world.alpha.room_id}").text
+    points = json.loads(html.split('id="balance-points">', 1)[1].split("</script>", 1)[0])
+    assert points[0][0] == int(week_ago.timestamp()) * 1000

@@ -68,6 +68,7 @@ class AccountView:
     balance_fen: int
     arrears_fen: int
     overdraft_fen: int
+    opened_at: datetime | None = None
     policy: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -125,6 +126,7 @@ def room_account(conn: Connection, organisation_id: int, room_id: int) -> Accoun
                 accounts.c.id,
                 accounts.c.number,
                 accounts.c.billing_mode,
+                accounts.c.opened_at,
                 customers.c.name.label("customer"),
                 customers.c.phone,
                 wallet.c.balance_fen,
@@ -149,6 +151,7 @@ def room_account(conn: Connection, organisation_id: int, room_id: int) -> Accoun
     view = AccountView(
         int(row["id"]), str(row["number"]), str(row["billing_mode"]), str(row["customer"]),
         row["phone"], int(row["balance_fen"]), -int(row["owed"]), -int(row["floor_fen"] or 0),
+        row["opened_at"],
     )  # fmt: skip
     view.policy, view.state = _policy(conn, view.id)
     return view

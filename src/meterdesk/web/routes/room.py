@@ -55,11 +55,14 @@ def _activity(caller: Caller, status: dict[str, Any]) -> dict[str, Any]:
 def _chart(caller: Caller, account: room_detail.AccountView | None, now: datetime) -> str:
     if account is None:
         return "[]"
+    start = now - timedelta(days=CHART_DAYS)
+    if account.opened_at is not None and account.opened_at > start:
+        start = account.opened_at  # a younger account's chart has no flat zero before it opened
     found = statements.statement(
         caller.db,
         organisation_id=caller.organisation_id,
         number=account.number,
-        start=now - timedelta(days=CHART_DAYS),
+        start=start,
         end=now,
     )
     lines = [(found.start, found.opening_balance)]
