@@ -133,6 +133,17 @@ def test_a_newcomer_runs_an_account_from_the_command_line(data_dir: Path, tmp_pa
         "recharge",
         "deduction",
     ]
+    # The text statement prints every entry's whole time in UTC, as its header says: a recharge's
+    # time has microseconds, and cut to the column it lost its offset.
+    text = run(
+        "account", "statement", "A-1", *ORG,
+        "--from", instant(opened_at - hour), "--to", instant(datetime.now(UTC) + hour),
+    ).stdout.splitlines()  # fmt: skip
+    entries = [row for row in text if row[:4].isdigit()]
+    assert len(entries) == 3
+    for row in entries:
+        at = datetime.fromisoformat(row.split()[0])
+        assert at.utcoffset() == timedelta(0) and at.microsecond == 0
 
     listed = run("quarantine", "list", *ORG)
     assert "M1" in listed.stdout and "decreased" in listed.stdout
@@ -181,6 +192,7 @@ def test_error_exit_codes_say_what_kind_of_error_it_was(data_dir: Path, tmp_path
     # idempotency conflict: 5
     conflict = run("recharge", "A-1", "30", *ORG, "--key", "receipt-1", code=5)
     assert "already used for a different request" in conflict.output
+    assert "1:receipt-1" not in conflict.output  # the stored key is internal
     # insufficient funds: 6
     run("refund", "A-1", "1000", *ORG, "--key", "refund-1", code=6)
 

@@ -312,18 +312,24 @@ def statement(
 
 def _statement_text(s: statements.Statement) -> str:
     lines = [
-        f"statement of account {s.number}, {s.start.isoformat()} – {s.end.isoformat()}",
+        f"statement of account {s.number}, {_utc(s.start)} – {_utc(s.end)}",
         f"{'time (UTC)':<26}{'entry':<22}{'change':>12}{'balance':>12}{'arrears':>10}",
         f"{'':<26}{'opening':<22}{'':>12}{s.opening_balance:>12}{s.opening_arrears:>10}",
     ]
     for line in s.lines:
         change = line.balance_change if line.balance_change else -line.arrears_change
         lines.append(
-            f"{line.at.isoformat()[:25]:<26}{line.reason:<22}{change:>12}{line.balance_after:>12}{line.arrears_after:>10}"
+            f"{_utc(line.at):<26}{line.reason:<22}{change:>12}{line.balance_after:>12}{line.arrears_after:>10}"
         )
     lines.append(f"{'':<26}{'closing':<22}{'':>12}{s.closing_balance:>12}{s.closing_arrears:>10}")
     lines.extend(f"  total {reason}: {amount}" for reason, amount in sorted(s.totals.items()))
     return "\n".join(lines)
+
+
+def _utc(at: datetime) -> str:
+    """A statement's time to the second, in UTC as its header says (a recharge's time carries
+    microseconds, which cut to the column used to lose its offset)."""
+    return at.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def recharge(

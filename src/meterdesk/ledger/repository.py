@@ -180,6 +180,11 @@ def apply_transfers(
         raise refusal from None
 
 
+# Messages name no key: the stored key is internal (the desk's keys carry the organisation, derived
+# ones a purpose), and naming it showed an operator a key they never typed ('1:my-first-recharge').
+KEY_CONFLICT = "this idempotency key was already used for a different request"
+
+
 def _taken(conn: Connection, requests: Sequence[TransferRequest]) -> ConflictError | None:
     """Why the insert conflicted with a committed transfer, or None if none explains it."""
     stored = find_by_keys(conn, [request.idempotency_key for request in requests])
@@ -188,13 +193,10 @@ def _taken(conn: Connection, requests: Sequence[TransferRequest]) -> ConflictErr
         if found is None:
             continue
         if found["request_hash"] != request.request_hash():
-            return IdempotencyConflictError(
-                f"idempotency key {request.idempotency_key!r} was already used for a different "
-                "request"
-            )
+            return IdempotencyConflictError(KEY_CONFLICT)
         return ConflictError(
-            f"idempotency key {request.idempotency_key!r} was used by the same request sent at "
-            "the same time; send it again for its result"
+            "this idempotency key was used by the same request sent at the same time; send it "
+            "again for its result"
         )
     reversed_ids = [request.reverses_id for request in requests if request.reverses_id]
     already = conn.execute(

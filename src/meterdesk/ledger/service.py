@@ -26,9 +26,7 @@ def post(conn: Connection, request: TransferRequest) -> Posted:
     existing = repository.find_by_keys(conn, [request.idempotency_key]).get(request.idempotency_key)
     if existing is not None:
         if existing["request_hash"] != request.request_hash():
-            raise IdempotencyConflictError(
-                f"idempotency key {request.idempotency_key!r} was already used for a different request"
-            )
+            raise IdempotencyConflictError(repository.KEY_CONFLICT)
         return Posted(int(str(existing["id"])), replayed=True)
     repository.apply_transfers(conn, [request])
     new_id = conn.execute(
@@ -44,9 +42,7 @@ def replayed_transfer(conn: Connection, *, idempotency_key: str, request_hash: s
     if existing is None:
         return None
     if existing["request_hash"] != request_hash:
-        raise IdempotencyConflictError(
-            f"idempotency key {idempotency_key!r} was already used for a different request"
-        )
+        raise IdempotencyConflictError(repository.KEY_CONFLICT)
     return int(str(existing["id"]))
 
 
