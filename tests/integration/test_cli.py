@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 from click.testing import Result
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
 from meterdesk.cli import cli
 from meterdesk.cli import common as cli_common
+from meterdesk.devices.tables import device_status
+from meterdesk.metering.tables import meters
 from meterdesk.sites.tables import customers
 
 pytestmark = pytest.mark.integration
@@ -259,3 +261,40 @@ def test_a_customers_message_language_is_set_at_creation_and_changed_later(
     with cli_common.app().db.read() as conn:
         rows = conn.execute(select(customers.c.name, customers.c.phone, customers.c.language))
         assert sorted(tuple(r) for r in rows) == [("Anna", None, "en"), ("Li Lei", None, "en")]
+
+
+def test_meter_list_shows_each_meters_line_state_and_switch(data_dir: Path, tmp_path: Path) -> None:
+    """``meter list``: what the console's meter list shows — room, line address, online state,
+    last contact, relay — with the same filters; a wrong filter is refused and lists nothing."""
+    set_up_places(tmp_path)
+    run("meter", "create", "M2", *ORG, "--room", "Park/B1/F1/101")
+    run("bus", "create", "line-1", *ORG, "--protocol", "dlt645", "--endpoint", "127.0.0.1:1")
+    run("meter", "link", "M1", *ORG, "--bus", "line-1", "--address", "000000000001")
+    seen = datetime(2026, 12, 7, 3, 4, 5, 678901, tzinfo=UTC)
+    with cli_common.app().db.transaction() as conn:
+        m1 = conn.execute(select(meters.c.id).where(meters.c.number == "M1")).scalar_one()
+        conn.execute(
+            insert(device_status).values(
+                meter_id=m1, state="lost", last_seen_at=seen, failures=3, relay="open",
+                updated_at=seen,
+            )
+        )  # fmt: skip
+
+    listed = run_json("meter", "list", *ORG)
+    assert [(m["number"], m["connection"], m["relay"]) for m in listed] == [
+        ("M1", "lost", "open"),
+        ("M2", "unknown", None),
+    ]
+    assert (listed[0]["address"], listed[0]["room"]) == ("000000000001", "101")
+    assert [m["number"] for m in run_json("meter", "list", *ORG, "--connection", "lost")] == ["M1"]
+
+    header, first, second = run("meter", "list", *ORG).stdout.splitlines()
+    assert header.split()[:3] == ["meter", "utility", "room"]
+    assert first.split() == [
+        "M1", "electricity", "101", "dlt645", "000000000001", "lost",
+        "2026-12-07T03:04:05+00:00", "open",
+    ]  # fmt: skip
+    assert second.split() == ["M2", "electricity", "101", "manual", "M2", "unknown", "-", "-"]
+    assert run("meter", "list", *ORG, "--limit", "1").stdout.splitlines()[-1].startswith("… 1 of 2")
+    assert "no meters" in run("meter", "list", *ORG, "--q", "nothing-like-it").stdout
+    assert "connection" in run("meter", "list", *ORG, "--connection", "off", code=2).output

@@ -54,6 +54,7 @@ def test_send_list_show_cancel(org: str) -> None:
     assert code == 0 and out.startswith("already recorded (same key)")
     code, out = invoke("list", "--org", org, "--status", "pending")
     assert code == 0 and f"#{command_id}" in out and "relay_trip" in out
+    assert out.splitlines()[0].split() == ["#", "meter", "command", "status", "wants"]
     code, out = invoke(
         "cancel", command_id, "--org", org, "--reason", "wrong room", "--actor", "li"
     )

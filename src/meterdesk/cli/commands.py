@@ -161,7 +161,16 @@ def list_(
             meter_id=None if meter is None else _meter_id(o, meter),
             limit=limit,
         )
-        emit(found, as_json, lambda rows: "\n".join(_line(c) for c in rows) or "no commands")
+        emit(found, as_json, _list_text)
+
+
+def _list_text(rows: list[service.CommandView]) -> str:
+    if not rows:
+        return "no commands"
+    # The last column is the state the command asks for, not a result: a pending relay_close
+    # reads "relay closed" before anything was sent. A failure's reason follows it.
+    header = f"{'#':<7} {'meter':<12} {'command':<20} {'status':<10} wants"
+    return "\n".join([header, *(_line(c) for c in rows)])
 
 
 @command_cli.command("show")

@@ -27,6 +27,7 @@ from meterdesk.devices.status import load_meter_states
 from meterdesk.devices.tables import buses, gateways
 from meterdesk.metering import service as metering
 from meterdesk.metering.tables import meters
+from meterdesk.reports import devices as device_lists
 from meterdesk.shared.errors import ValidationError
 
 gateway_cli = typer.Typer(help="Gateways and DTUs that carry buses.", no_args_is_help=True)
@@ -191,6 +192,51 @@ def _options(pairs: list[str]) -> dict[str, str]:
             raise ValidationError(f"option {pair!r}: give KEY=VALUE")
         options[key.strip()] = value.strip()
     return options
+
+
+def meter_list(
+    org: OrgOption,
+    q: Annotated[str | None, typer.Option(help="part of a meter number or room name")] = None,
+    connection: Annotated[str | None, typer.Option(help="online | lost | unknown")] = None,
+    utility: Annotated[str | None, typer.Option(help="electricity | water")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, by number")] = 200,
+    as_json: JsonOption = False,
+) -> None:
+    """Meters with their room, line address, online state (在线 / 失连), last contact and relay
+    or valve, as the console's meter list shows them (``meterdesk meter list``)."""
+    with handled():
+        if connection is not None and connection not in device_lists.CONNECTIONS:
+            raise ValidationError("connection: give online, lost or unknown")
+        if utility is not None and utility not in ("electricity", "water"):
+            raise ValidationError("utility: give electricity or water")
+        if not 1 <= limit <= 10_000:
+            raise ValidationError("limit: give 1 to 10000")
+        where = device_lists.MeterFilter(q or None, connection, utility)
+        with app().db.read() as conn:
+            rows, total = device_lists.meter_page(
+                conn, organisation_id(org), where, offset=0, limit=limit
+            )
+        emit(rows, as_json, lambda found: _meter_lines(found, total))
+
+
+def _meter_lines(rows: list[dict[str, Any]], total: int) -> str:
+    if not rows:
+        return "no meters"
+    lines = [
+        f"{'meter':<12} {'utility':<12} {'room':<14} {'protocol':<10} {'address':<15} "
+        f"{'state':<8} {'last seen (UTC)':<26} switch"
+    ]
+    for r in rows:
+        seen = r["last_seen_at"].isoformat(timespec="seconds") if r["last_seen_at"] else "-"
+        switch = r["relay"] or r["valve"] or "-"
+        lines.append(
+            f"{r['number']:<12} {r['utility']:<12} {r['room'] or '-':<14} "
+            f"{r['protocol'] or '-':<10} {r['address'] or '-':<15} {r['connection']:<8} "
+            f"{seen:<26} {switch}"
+        )
+    if total > len(rows):
+        lines.append(f"… {len(rows)} of {total}; narrow with --q/--connection or raise --limit")
+    return "\n".join(lines)
 
 
 def link_meter(
