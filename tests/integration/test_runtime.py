@@ -9,17 +9,20 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
-from builders import ACTOR, T0, make_meter, make_org
+from builders import ACTOR, T0, make_meter, make_org, make_tariff
 from sqlalchemy import Engine, func, select
 
+from meterdesk.billing import accounts as account_service
 from meterdesk.db.database import Database
 from meterdesk.devices import service as devices
 from meterdesk.devices.commands import service as commands
 from meterdesk.devices.commands.executor import ExecutorConfig, Settle
 from meterdesk.devices.commands.model import Aspect
 from meterdesk.devices.poller import PollerSettings
+from meterdesk.devices.tables import commands as command_rows
 from meterdesk.metering.tables import readings
 from meterdesk.notifications import queueing as notifications
 from meterdesk.notifications.channels.base import DeliveryResult, OutgoingMessage
@@ -61,6 +64,16 @@ def _count(db: Database, meter_id: int) -> int:
         )
 
 
+def _price_writes(db: Database, meter_id: int) -> list[str]:
+    with db.read() as conn:
+        found = conn.execute(
+            select(command_rows.c.status)
+            .where(command_rows.c.meter_id == meter_id, command_rows.c.kind == "write_prices")
+            .order_by(command_rows.c.id)
+        ).scalars()
+        return [str(status) for status in found]
+
+
 async def _until(check: Callable[[], bool], *, timeout_s: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     give_up = loop.time() + timeout_s
@@ -74,12 +87,19 @@ def test_runtime_polls_commands_reloads_notifies_and_ticks(engine: Engine) -> No
     db = Database(engine, clock)
     org = make_org(db)
     m1, m2 = make_meter(db, org, "M1"), make_meter(db, org, "M2")
+    opening = account_service.MeterOpening(m2, make_tariff(db, org), Decimal("0"))
+    request = account_service.OpenAccount(
+        number="A-2", customer_id=org.customer_id, room_id=org.room_id, meters=[opening],
+        billing_mode="meter",
+    )  # fmt: skip
+    account_service.open_account(db, organisation_id=org.id, request=request, actor=ACTOR)
     configure_channel(db, organisation_id=org.id, channel="log", provider="log", actor=ACTOR)
     recorder = Recorder()
     settings = RuntimeSettings(
         speed=SPEED,
         reload_check_s=30.0,
         tick_interval_s=60.0,
+        price_sync_interval_s=60.0,
         dispatch_idle_s=0.2,
         poller=PollerSettings(flush_interval_s=30.0),
         executor=ExecutorConfig(idle_s=0.2, settle={Aspect.RELAY: Settle(5.0, 120.0, 10.0)}),
@@ -130,8 +150,13 @@ def test_runtime_polls_commands_reloads_notifies_and_ticks(engine: Engine) -> No
                     address="000000000002", actor=ACTOR,
                 )
             )  # fmt: skip
-            await _until(lambda: _count(db, m2) >= 1)
+            await _until(lambda: _count(db, m2) >= 2)  # the opening reading, then a polled one
             assert runtime.stats.poller_reloads > reloads
+            # M2 bills itself: once it is on a line, its tariff's prices are written to it.
+            await _until(lambda: _price_writes(db, m2) == ["confirmed"])
+            second = simulation.by_bus["dlt"][1]
+            assert isinstance(second, ElectricityMeter)
+            assert second.engine.settings.prices == (Decimal("0.6537"),) * 4
 
             def enqueue() -> None:
                 with db.transaction() as conn:

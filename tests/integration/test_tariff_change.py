@@ -347,7 +347,7 @@ def test_a_meter_billing_account_is_told_to_push_the_new_prices(db: Database) ->
         idempotency_key="k",
     )
 
-    assert "write_prices --from-tariff" in done.message
+    assert "sync-prices" in done.message
 
 
 def test_one_account_many_meters_changes_only_the_named_meter(db: Database) -> None:

@@ -385,8 +385,8 @@ def _changed(point: SwitchPoint, change_id: int, tariff_id: int, tariff: str) ->
     message = _message(answer)
     if point.billing_mode == BillingMode.METER.value:
         message += (
-            "; the meter bills itself: write the new prices to it "
-            f"(meterdesk command send {point.meter_number} write_prices --from-tariff)"
+            "; the meter bills itself: meterdesk run writes the new prices to it within the "
+            "hour (now: meterdesk command sync-prices)"
         )
     return replace(answer, message=message)
 

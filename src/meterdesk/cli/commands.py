@@ -23,6 +23,7 @@ from meterdesk.cli.common import (
     organisation_id,
     who,
 )
+from meterdesk.devices import price_sync
 from meterdesk.devices import reconcile as meter_billing
 from meterdesk.devices.commands import service
 from meterdesk.devices.commands.model import CommandKind
@@ -257,6 +258,31 @@ def reconcile(
             )
 
         emit(rows, as_json, text)
+
+
+@command_cli.command("sync-prices")
+def sync_prices(org: OrgOption, as_json: JsonOption = False) -> None:
+    """Meter billing (表端计费): write its tariff's prices in force today to every meter that
+    bills itself and does not have them (``meterdesk run`` does this every hour)."""
+    with handled():
+        report = price_sync.sync_prices(app().db, organisation_id=organisation_id(org))
+
+        def text(found: price_sync.PriceSyncReport) -> str:
+            lines = [
+                f"{found.checked} meters bill themselves; {found.in_step} have today's prices, "
+                f"{len(found.queued)} writes queued"
+            ]
+            lines += [f"  {number:<12} write_prices #{command}" for number, command in found.queued]
+            lines += [
+                f"  {number:<12} not written today (#{command}); tried again tomorrow"
+                for number, command in found.failed_today
+            ]
+            lines += [
+                f"  {number:<12} cannot be written: {why}" for number, why in found.not_writable
+            ]
+            return "\n".join(lines)
+
+        emit(report, as_json, text)
 
 
 def _money(value: Decimal | None) -> str:
