@@ -9,7 +9,7 @@ reconciliation disagree every day. This check runs in ``meterdesk run`` (every
 - it looks at every electricity meter that bills itself, is in an open account and is linked to
   a DL/T 645 or Modbus line (MQTT gateways and CJ/T 188 water meters cannot take a price table);
 - the wanted table is the one of the account's tariff version in force today in the site's zone
-  (:func:`meterdesk.devices.reconcile.tariff_prices`); a tariff the table cannot hold (tiers, a
+  (as :func:`meterdesk.devices.reconcile.tariff_prices` gives it); a tariff the table cannot hold (tiers, a
   deep-valley price) is counted as ``not_writable`` and left to the operator;
 - when the meter's newest price write that is confirmed or still on its way already carries that
   table, nothing is done; otherwise a ``write_prices`` command is queued, confirmed by the
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import Connection, func, select
@@ -33,14 +33,20 @@ from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.tables import accounts, meter_assignments
 from meterdesk.db.database import Database
 from meterdesk.devices.commands import repository, service
-from meterdesk.devices.commands.model import OPEN_STATUSES, CommandKind, CommandStatus
-from meterdesk.devices.reconcile import tariff_prices
+from meterdesk.devices.commands.model import (
+    OPEN_STATUSES,
+    CommandKind,
+    CommandStatus,
+    meter_price_table,
+)
 from meterdesk.devices.tables import commands
 from meterdesk.metering.tables import meters
 from meterdesk.shared.chunks import chunks
-from meterdesk.shared.errors import MeterdeskError
+from meterdesk.shared.errors import ConflictError, MeterdeskError
 from meterdesk.shared.time import local_date, zone
 from meterdesk.sites.tables import sites
+from meterdesk.tariffs.model import Tariff
+from meterdesk.tariffs.repository import load_tariff
 
 ACTOR = "system:prices"
 WRITABLE_PROTOCOLS = ("dlt645", "modbus_tcp", "modbus_rtu")
@@ -57,16 +63,34 @@ class PriceSyncReport:
 
 
 def sync_prices(db: Database, *, organisation_id: int | None = None) -> PriceSyncReport:
-    """Queue a price write for every meter-billing meter whose table is not today's tariff's."""
+    """Queue a price write for every meter-billing meter whose table is not today's tariff's.
+
+    Everything is read first, without the writer's lock (each tariff loaded once); only the
+    meters that need a write are written, a chunk per transaction. A write queued by someone
+    else in between has the same key, so it is replayed, not repeated."""
     at = db.clock()
     report = PriceSyncReport()
+    due: list[tuple[_Candidate, dict[str, Decimal]]] = []
     with db.read() as conn:
         candidates = _candidates(conn, organisation_id)
-    for chunk in chunks(candidates, 500):
-        with db.transaction() as conn:
+        tables = _Tables(conn, at)
+        for chunk in chunks(candidates, 500):
             holding = _newest_holding_tables(conn, [c.meter_id for c in chunk])
             for candidate in chunk:
-                _sync_one(conn, candidate, holding.get(candidate.meter_id), at, report)
+                report.checked += 1
+                try:
+                    wanted = tables.wanted(candidate.tariff_id, candidate.timezone)
+                except MeterdeskError as why:  # tiers or deep valley: the table cannot hold them
+                    report.not_writable.append((candidate.number, str(why)))
+                    continue
+                if holding.get(candidate.meter_id) == wanted:
+                    report.in_step += 1
+                else:
+                    due.append((candidate, wanted))
+    for part in chunks(due, 200):
+        with db.transaction() as conn:
+            for candidate, wanted in part:
+                _write(conn, candidate, wanted, tables.today(candidate.timezone), at, report)
     return report
 
 
@@ -75,12 +99,52 @@ class _Candidate:
     organisation_id: int
     meter_id: int
     number: str
+    tariff_id: int
     timezone: str
+
+
+class _Tables:
+    """The table of each tariff in force today in each zone, each tariff loaded once."""
+
+    def __init__(self, conn: Connection, at: datetime) -> None:
+        self.conn, self.at = conn, at
+        self.tariffs: dict[int, Tariff] = {}
+        self.found: dict[tuple[int, str], dict[str, Decimal] | MeterdeskError] = {}
+
+    def today(self, timezone: str) -> date:
+        return local_date(self.at, zone(timezone))
+
+    def wanted(self, tariff_id: int, timezone: str) -> dict[str, Decimal]:
+        key = (tariff_id, timezone)
+        if key not in self.found:
+            if tariff_id not in self.tariffs:
+                self.tariffs[tariff_id] = load_tariff(self.conn, tariff_id)
+            try:
+                self.found[key] = _table_on(self.tariffs[tariff_id], self.today(timezone))
+            except MeterdeskError as why:
+                self.found[key] = why
+        found = self.found[key]
+        if isinstance(found, MeterdeskError):
+            raise found
+        return found
+
+
+def _table_on(tariff: Tariff, today: date) -> dict[str, Decimal]:
+    in_force = [v for v in tariff.versions if v.effective_from <= today]
+    if not in_force:
+        raise ConflictError(f"the tariff has no version in force on {today}")
+    return meter_price_table(in_force[-1])
 
 
 def _candidates(conn: Connection, organisation_id: int | None) -> list[_Candidate]:
     query = (
-        select(meters.c.organisation_id, meters.c.id, meters.c.number, sites.c.timezone)
+        select(
+            meters.c.organisation_id,
+            meters.c.id,
+            meters.c.number,
+            meter_assignments.c.tariff_id,
+            sites.c.timezone,
+        )
         .join(meter_assignments, meter_assignments.c.meter_id == meters.c.id)
         .join(accounts, accounts.c.id == meter_assignments.c.account_id)
         .join(sites, sites.c.id == meters.c.site_id)
@@ -96,7 +160,10 @@ def _candidates(conn: Connection, organisation_id: int | None) -> list[_Candidat
     )
     if organisation_id is not None:
         query = query.where(meters.c.organisation_id == organisation_id)
-    return [_Candidate(int(o), int(m), str(n), str(tz)) for o, m, n, tz in conn.execute(query)]
+    return [
+        _Candidate(int(o), int(m), str(n), int(t), str(tz))
+        for o, m, n, t, tz in conn.execute(query)
+    ]
 
 
 def _newest_holding_tables(conn: Connection, meter_ids: list[int]) -> dict[int, dict[str, Decimal]]:
@@ -115,25 +182,14 @@ def _newest_holding_tables(conn: Connection, meter_ids: list[int]) -> dict[int, 
     return {command.meter_id: dict(command.spec.prices or {}) for command in found}
 
 
-def _sync_one(
+def _write(
     conn: Connection,
     candidate: _Candidate,
-    holding: dict[str, Decimal] | None,
+    wanted: dict[str, Decimal],
+    today: date,
     at: datetime,
     report: PriceSyncReport,
 ) -> None:
-    report.checked += 1
-    try:
-        wanted = tariff_prices(
-            conn, organisation_id=candidate.organisation_id, meter_id=candidate.meter_id, at=at
-        )
-    except MeterdeskError as why:  # tiers or deep valley: the meter's table cannot hold them
-        report.not_writable.append((candidate.number, str(why)))
-        return
-    if holding == wanted:
-        report.in_step += 1
-        return
-    today = local_date(at, zone(candidate.timezone))
     table = ",".join(f"{slot}={price}" for slot, price in sorted(wanted.items()))
     digest = hashlib.sha256(table.encode()).hexdigest()[:16]
     sent = service.send_command_in(
