@@ -218,7 +218,10 @@ def test_meterdesk_command_sync_prices(tmp_path: Path, monkeypatch: pytest.Monke
         report = json.loads(done.output)
         assert (report["checked"], len(report["queued"])) == (1, 1)  # Org B's meter untouched
         text = runner.invoke(command_cli, ["sync-prices", "--org", "Org A"]).output
-        assert text.startswith("1 meters bill themselves; 1 have today's prices, 0 writes queued")
+        assert text.startswith(
+            "meters that bill themselves on DL/T 645 or Modbus lines: 1; with today's prices: 1; "
+            "writes queued: 0"
+        )
         with db.read() as conn:
             assert (
                 conn.execute(

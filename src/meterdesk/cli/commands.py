@@ -269,8 +269,8 @@ def sync_prices(org: OrgOption, as_json: JsonOption = False) -> None:
 
         def text(found: price_sync.PriceSyncReport) -> str:
             lines = [
-                f"{found.checked} meters bill themselves; {found.in_step} have today's prices, "
-                f"{len(found.queued)} writes queued"
+                f"meters that bill themselves on DL/T 645 or Modbus lines: {found.checked}; "
+                f"with today's prices: {found.in_step}; writes queued: {len(found.queued)}"
             ]
             lines += [f"  {number:<12} write_prices #{command}" for number, command in found.queued]
             lines += [
