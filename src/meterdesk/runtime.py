@@ -16,8 +16,8 @@ It runs, side by side in one asyncio loop:
   decision put back on meters that show otherwise (at most once per ``reassert_interval_s``).
 - the **price sync** (:mod:`meterdesk.devices.price_sync`) every ``price_sync_interval_s``: a
   meter that bills itself gets the price table of its tariff in force today written to it.
-- the **gateway watchdog** (:mod:`meterdesk.devices.gateway_watchdog`) every
-  ``gateway_check_s``: an MQTT gateway silent for ``gateway_silence_s`` (or 3 of its report
+- the **gateway watchdog** (:mod:`meterdesk.devices.gateway_watchdog`), when MQTT ingest runs here,
+  every ``gateway_check_s``: an MQTT gateway silent for ``gateway_silence_s`` (or 3 of its report
   intervals, when longer) is marked lost with its meters and announced (``gateway_offline``).
   While this process's own MQTT connection is down it waits: that silence is not the gateways'.
 
@@ -36,7 +36,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from meterdesk.billing import control_tick
 from meterdesk.db import counters
@@ -136,7 +136,6 @@ class Runtime:
             ("executor", lambda: self._execute(stop)),
             ("dispatcher", lambda: self.dispatcher.run(stop, idle_s=self.settings.dispatch_idle_s)),
             ("control tick", lambda: self._tick(stop)),
-            ("gateway watchdog", lambda: self._watch_gateways(stop)),
             ("price sync", lambda: self._sync_prices(stop)),
         ]
         mqtt = self.settings.mqtt
@@ -145,6 +144,8 @@ class Runtime:
             self.mqtt, self._control = service, ControlChannel(service.publish)
             service.on_control_reply = self._control.on_control_reply
             parts.append(("MQTT ingest", lambda: service.run(stop)))
+            # Only a process that listens can tell a silent gateway from its own outage.
+            parts.append(("gateway watchdog", lambda: self._watch_gateways(service.ready, stop)))
         tasks = [asyncio.create_task(_supervised(name, part, stop)) for name, part in parts]
         try:
             await stop.wait()
@@ -275,35 +276,21 @@ class Runtime:
 
     # --- gateway watchdog -----------------------------------------------------------------
 
-    async def _watch_gateways(self, stop: asyncio.Event) -> None:
-        listening_since: datetime | None = None  # this process's MQTT connection is up since
-        while not stop.is_set():
-            now = self.clock()
-            if self.mqtt is not None and not self.mqtt.ready.is_set():
-                listening_since = None  # not listening: the gateways' silence is ours
-            else:
-                if self.mqtt is not None and listening_since is None:
-                    listening_since = now
-                try:
-                    report = await asyncio.to_thread(
-                        gateway_watchdog.check,
-                        self.db,
-                        now=now,
-                        silence=timedelta(seconds=self.settings.gateway_silence_s),
-                        listening_since=listening_since,
-                    )
-                except Exception:
-                    self.stats.watchdog_errors += 1
-                    log.exception("gateway watchdog failed; trying again at the next check")
-                else:
-                    self.stats.gateways_lost += len(report.gateways)
-                    if report.gateways:
-                        log.warning(
-                            "MQTT gateways %s silent: marked lost with %d meters",
-                            report.gateways,
-                            report.meters,
-                        )
-            await _wait(stop, self.settings.gateway_check_s / self.settings.speed)
+    async def _watch_gateways(self, listening: asyncio.Event, stop: asyncio.Event) -> None:
+        def count(report: gateway_watchdog.WatchReport) -> None:
+            self.stats.watchdog_errors += report.failed
+            self.stats.gateways_lost += len(report.gateways)
+
+        await gateway_watchdog.watch(
+            self.db,
+            listening=listening,
+            stop=stop,
+            clock=self.clock,
+            check_s=self.settings.gateway_check_s,
+            silence=timedelta(seconds=self.settings.gateway_silence_s),
+            speed=self.settings.speed,
+            on_report=count,
+        )
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

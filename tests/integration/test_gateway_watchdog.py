@@ -20,7 +20,7 @@ from test_notifications_outbox import outbox_rows
 from test_offline_events import messages, subscribe
 
 from meterdesk.db.database import Database
-from meterdesk.devices import gateway_watchdog, service
+from meterdesk.devices import gateway_watchdog, mqtt_ingest, service
 from meterdesk.devices.mqtt_ingest import MqttSettings
 from meterdesk.devices.mqtt_rows import receive
 from meterdesk.devices.mqtt_store import UplinkStore
@@ -28,7 +28,7 @@ from meterdesk.devices.offline_events import GATEWAY_SILENT
 from meterdesk.devices.tables import device_status, gateways
 from meterdesk.devices.uplink import up_topic
 from meterdesk.runtime import Runtime, RuntimeSettings
-from meterdesk.shared.time import FakeClock
+from meterdesk.shared.time import FakeClock, system_clock
 from meterdesk.simulator.clock import AcceleratedClock
 from support.broker import BROKER, broker_unavailable
 
@@ -300,3 +300,77 @@ def test_the_runtime_marks_a_silent_gateway_lost_and_its_next_report_brings_it_b
     assert runtime.stats.gateways_lost == 2 and runtime.stats.watchdog_errors == 0
     assert [event for event, _, _ in messages(db)] == ["gateway_offline", "gateway_offline"]
     assert statuses(db)[site.meters[A1]][0] == "lost"
+
+
+def test_meterdesk_ingest_mqtt_watches_the_gateways_it_listens_to(
+    engine: Any, broker: tuple[str, int]
+) -> None:
+    """A deployment that ingests MQTT in its own process (``meterdesk ingest-mqtt``) gets the
+    watchdog there, where the broker connection is known."""
+    db = Database(
+        engine, system_clock
+    )  # real time: a gateway reporting every second is lost after 3 s
+    product_key = f"pk{uuid.uuid4().hex[:10]}"
+    site = make_mqtt_site(db, interval_s=1, product_key=product_key)
+    mqtt = MqttSettings(
+        host=broker[0],
+        port=broker[1],
+        client_id=f"test-ingest-{uuid.uuid4().hex[:8]}",
+        topic_filter=f"data/up/{product_key}/+",
+        backoff_min_s=0.1,
+        backoff_max_s=0.5,
+    )
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(
+            mqtt_ingest._serve(db, mqtt, 1.0, gateway_check_s=0.2, stop=stop)
+        )
+        try:
+            async with Gateway(*broker, product_key) as gateway:
+                # Until the service has subscribed the broker drops reports: send until one
+                # is heard (each under a new id, as a gateway's next report).
+                for attempt in range(100):
+                    at = datetime.now(UTC)
+                    payload = report(f"r-{attempt}", [(A1, at, "1001"), (A2, at, "2001")])
+                    await gateway.publish(payload)
+                    await asyncio.sleep(0.1)
+                    row = await asyncio.to_thread(gateway_row, db, site.gateway_id)
+                    if row["last_seen_at"] is not None:
+                        break
+            give_up = time.monotonic() + 20
+            while (await asyncio.to_thread(gateway_row, db, site.gateway_id))["state"] != "lost":
+                assert time.monotonic() < give_up, "the silent gateway was never marked lost"
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await asyncio.wait_for(serving, 30)
+
+    asyncio.run(scenario())
+    assert [event for event, _, _ in messages(db)] == ["gateway_offline"]
+
+
+def test_meterdesk_run_without_a_broker_does_not_judge_mqtt_gateways(engine: Any) -> None:
+    """Without its own broker connection the runtime cannot tell a silent gateway from a broker
+    or ingest outage elsewhere: it leaves the gateways alone (before, it marked them lost and
+    announced them while the separate ingest process was down)."""
+    clock = AcceleratedClock(START, SPEED)
+    db = Database(engine, clock)
+    site = make_mqtt_site(db)
+    site.send("r-1", at=clock())
+    settings = RuntimeSettings(speed=SPEED, gateway_check_s=60.0, gateway_silence_s=900.0)
+    runtime = Runtime(db, settings, clock=clock)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(runtime.run(stop))
+        try:
+            while clock() - START < 3 * SILENCE:  # well past the gateway's threshold
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 30)
+
+    asyncio.run(scenario())
+    assert gateway_row(db, site.gateway_id)["state"] == "online"
+    assert runtime.stats.gateways_lost == 0 and messages(db) == []

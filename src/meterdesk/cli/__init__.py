@@ -232,9 +232,17 @@ def ingest_mqtt_command(
     topic_filter: Annotated[str, typer.Option(help="uplink topics")] = "data/up/+/+",
     window_ms: Annotated[int, typer.Option(help="group-commit window")] = 50,
     max_batch: Annotated[int, typer.Option(help="readings per commit at most")] = 2000,
+    gateway_silence: Annotated[
+        float,
+        typer.Option(
+            help="seconds an MQTT gateway may stay silent, while this process listens, before it "
+            "is marked lost and announced (3 × its MQTT bus's poll interval when longer)"
+        ),
+    ] = 900.0,
 ) -> None:
-    """Ingest gateway reports over MQTT; each is acknowledged after its batch committed. Ctrl-C
-    (or SIGTERM) commits and acknowledges what arrived, then stops."""
+    """Ingest gateway reports over MQTT; each is acknowledged after its batch committed; MQTT
+    gateways silent too long are marked lost. Ctrl-C (or SIGTERM) commits and acknowledges what
+    arrived, then stops."""
     from meterdesk.cli.common import app
     from meterdesk.devices.mqtt_ingest import MqttSettings, parse_broker, serve
 
@@ -249,8 +257,10 @@ def ingest_mqtt_command(
             window_s=window_ms / 1000,
             max_batch_readings=max_batch,
         )
+        if gateway_silence <= 0:
+            raise typer.BadParameter("must be positive", param_hint="--gateway-silence")
         typer.echo(f"ingesting {settings.subscription} from {host}:{port} as {client_id}")
-        stats = serve(app().db, settings)
+        stats = serve(app().db, settings, gateway_silence_s=gateway_silence)
         typer.echo(
             f"stopped: {stats.messages} reports in {stats.batches} commits, {stats.accepted} readings accepted, "
             f"{stats.duplicates} duplicates, {stats.resent} re-sent reports, {stats.rejected} refused, "
@@ -348,9 +358,9 @@ def run_command(
         float | None, typer.Option(help="stop after this long; default: until Ctrl-C")
     ] = None,
 ) -> None:
-    """Run the device side: poll every bus, send and confirm commands, ingest MQTT reports,
-    deliver notifications, tick the control loop and watch MQTT gateways for silence, in one
-    process, until Ctrl-C."""
+    """Run the device side: poll every bus, send and confirm commands, ingest MQTT reports (and
+    watch MQTT gateways for silence) with --broker, deliver notifications and tick the control
+    loop, in one process, until Ctrl-C."""
     import logging
 
     from meterdesk.cli.common import app, stderr
@@ -373,11 +383,12 @@ def run_command(
             mqtt=mqtt, tick_interval_s=tick_interval, gateway_silence_s=gateway_silence
         )
         runtime = Runtime(app().db, settings)
-        where = f"MQTT from {broker}" if broker else "no MQTT"
-        stderr(
-            f"running: poller, command executor, notifications, control tick, gateway watchdog; "
-            f"{where}"
+        where = (
+            f"MQTT from {broker} with the gateway watchdog"
+            if broker
+            else "no MQTT (the gateway watchdog runs where MQTT is ingested)"
         )
+        stderr(f"running: poller, command executor, notifications, control tick; {where}")
         stats = run_until_stopped(runtime, seconds=seconds)
         stderr(
             f"stopped: {stats.reads} reads ({stats.read_failures} failed), "

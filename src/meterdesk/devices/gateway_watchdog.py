@@ -3,8 +3,11 @@
 
 An MQTT gateway pushes; the platform only ever hears it. The group commit
 (:mod:`meterdesk.devices.mqtt_store`) sets it ``online`` with ``last_seen_at`` on every report,
-so silence is the only sign of an outage, and nothing else looks for it. :func:`check` runs
-periodically in ``meterdesk run`` (:mod:`meterdesk.runtime`).
+so silence is the only sign of an outage, and nothing else looks for it. :func:`watch` runs
+:func:`check` periodically in the process that listens to the broker: ``meterdesk run --broker``
+(:mod:`meterdesk.runtime`) or ``meterdesk ingest-mqtt``. A process that does not listen cannot
+tell a silent gateway from a broker or ingest outage, so ``meterdesk run`` without ``--broker``
+does not watch.
 
 Rules:
 - A gateway with uplink ``mqtt`` that has reported at least once, is not lost, and has been silent
@@ -38,7 +41,10 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -83,6 +89,7 @@ class Silent:
 class WatchReport:
     gateways: list[int] = field(default_factory=list)  # marked lost by this run
     meters: int = 0  # meters marked lost with them
+    failed: bool = False  # the check raised (logged); it runs again at the next interval
 
 
 def check(
@@ -215,3 +222,49 @@ def _mark_meters(conn: Connection, silent: Sequence[Silent], now: datetime) -> i
 
 def _micros(value: timedelta) -> int:
     return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+log = logging.getLogger(__name__)
+
+
+async def watch(
+    db: Database,
+    *,
+    listening: asyncio.Event,
+    stop: asyncio.Event,
+    clock: Callable[[], datetime],
+    check_s: float = 60.0,
+    silence: timedelta = DEFAULT_SILENCE,
+    speed: float = 1.0,
+    on_report: Callable[[WatchReport], None] | None = None,
+) -> None:
+    """Run :func:`check` every ``check_s`` (simulated seconds; ``speed`` of them per real
+    second) until ``stop``. ``listening`` is set while this process's broker connection is up:
+    while it is clear nothing is judged, and silence counts only from when it was last set."""
+    listening_since: datetime | None = None
+    while not stop.is_set():
+        now = clock()
+        if not listening.is_set():
+            listening_since = None  # not listening: the gateways' silence is ours
+        else:
+            if listening_since is None:
+                listening_since = now
+            try:
+                report = await asyncio.to_thread(
+                    check, db, now=now, silence=silence, listening_since=listening_since
+                )
+            except Exception:
+                log.exception("gateway watchdog failed; trying again at the next check")
+                if on_report is not None:
+                    on_report(WatchReport(failed=True))
+            else:
+                if report.gateways:
+                    log.warning(
+                        "MQTT gateways %s silent: marked lost with %d meters",
+                        report.gateways,
+                        report.meters,
+                    )
+                if on_report is not None:
+                    on_report(report)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(check_s / speed, 0.0))

@@ -29,10 +29,12 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import timedelta
 
 import aiomqtt
 
 from meterdesk.db.database import Database
+from meterdesk.devices import gateway_watchdog
 from meterdesk.devices.mqtt_commit import CommitBatch, GroupCommitter, IngestStats
 from meterdesk.devices.mqtt_rows import Inbound, Reply, receive
 from meterdesk.devices.mqtt_store import UplinkStore
@@ -230,17 +232,42 @@ class MqttIngestService:
         return True
 
 
-def serve(db: Database, settings: MqttSettings) -> IngestStats:
+def serve(db: Database, settings: MqttSettings, *, gateway_silence_s: float = 900.0) -> IngestStats:
     """The ``meterdesk ingest-mqtt`` service: run until SIGINT or SIGTERM, then commit and
-    acknowledge what was received, disconnect and return the counters."""
-    return asyncio.run(_serve(db, settings))
+    acknowledge what was received, disconnect and return the counters. The gateway watchdog runs
+    beside it (:mod:`meterdesk.devices.gateway_watchdog`)."""
+    return asyncio.run(_serve(db, settings, gateway_silence_s))
 
 
-async def _serve(db: Database, settings: MqttSettings) -> IngestStats:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+async def _serve(
+    db: Database,
+    settings: MqttSettings,
+    gateway_silence_s: float,
+    *,
+    gateway_check_s: float = 60.0,
+    stop: asyncio.Event | None = None,
+) -> IngestStats:
+    """``stop`` (tests): stop when it is set, as on a signal."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
     service = MqttIngestService(UplinkStore(db).commit, settings)
-    await service.run(stop)
+    # This process listens, so it is the one that can tell a gateway's silence from its own.
+    watchdog = asyncio.create_task(
+        gateway_watchdog.watch(
+            db,
+            listening=service.ready,
+            stop=stop,
+            clock=db.clock,
+            check_s=gateway_check_s,
+            silence=timedelta(seconds=gateway_silence_s),
+        )
+    )
+    try:
+        await service.run(stop)
+    finally:
+        stop.set()
+        await watchdog
     return service.stats
