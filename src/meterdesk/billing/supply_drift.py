@@ -28,8 +28,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy import Connection, and_, exists, func, select
 
 from meterdesk.audit import service as audit
 from meterdesk.billing import control_config
@@ -108,17 +109,29 @@ class LatestSwitch:
 def latest_switch_commands(conn: Connection, meter_ids: Sequence[int]) -> dict[int, LatestSwitch]:
     if not meter_ids:
         return {}
-    newest = (
-        select(func.max(commands.c.id))
-        .where(commands.c.meter_id.in_(sorted(set(meter_ids))), commands.c.kind.in_(SWITCH_KINDS))
-        .group_by(commands.c.meter_id)
-    )
+    newest = select(meters.c.id, _newest_switch_id()).where(meters.c.id.in_(sorted(set(meter_ids))))
+    ids = [int(command_id) for _, command_id in conn.execute(newest) if command_id is not None]
+    if not ids:
+        return {}
     rows = conn.execute(
         select(commands.c.meter_id, commands.c.id, commands.c.kind, commands.c.status).where(
-            commands.c.id.in_(newest)
+            commands.c.id.in_(ids)
         )
     )
     return {int(r.meter_id): LatestSwitch(int(r.id), str(r.kind), str(r.status)) for r in rows}
+
+
+def _newest_switch_id() -> Any:
+    """The id of the newest relay or valve command of ``meters.c.id`` (correlated): read down
+    (meter, id) from the newest and stopped at the first, so it costs the meter's commands of
+    other kinds since (protect, prices, limits: operators' rare writes), not its history."""
+    return (
+        select(commands.c.id)
+        .where(commands.c.meter_id == meters.c.id, commands.c.kind.in_(SWITCH_KINDS))
+        .order_by(commands.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 # --- the tick's step ---------------------------------------------------------------------------
@@ -145,30 +158,48 @@ class _Meter:
 class _History:
     open: bool
     finished_at: datetime | None  # the latest finished command's
-    reasserted_at: datetime | None  # the latest re-assert's creation
+    reasserted_at: datetime | None  # the latest re-assert's creation (a recent one's)
+    latest_switch: LatestSwitch | None  # the newest relay or valve command
 
 
 def reassert(db: Database, *, outbox: Outbox, at: datetime, interval: timedelta) -> int:
-    """Send the commands that put drifted meters back to the decision; how many were sent. One
-    transaction per batch of meters, locked first (the lock command creation takes): a decision
-    committed before is seen (its command is open, so this step stands back), and one committing
-    after waits for the lock and supersedes what this step sent (the newest command wins)."""
+    """Send the commands that put drifted meters back to the decision; how many were sent.
+
+    First a read picks, among the candidates, the meters that would get a command now; those
+    that would not (armed, within the interval, a command in flight, a stale read) are neither
+    locked nor read again, so a tick over meters that drift for months costs what it did on
+    the first day. Then one transaction per batch of the picked meters, locked first (the lock
+    command creation takes), decides again on what it reads under the lock: a decision
+    committed before is seen (its command is open, so this step stands back), and one
+    committing after waits for the lock and supersedes what this step sent (the newest command
+    wins)."""
     with db.read() as conn:
-        candidates = _candidates(conn)
+        picked = [
+            meter.meter_id
+            for chunk in chunks(_candidates(conn), BATCH)
+            for meter, _ in _due_now(conn, chunk, at, interval)
+        ]
     sent = 0
-    for chunk in chunks(candidates, BATCH):
+    for chunk in chunks(picked, BATCH):
         with db.transaction() as conn:
             _lock_meters(conn, chunk)
-            history = _histories(conn, chunk)
-            latest = latest_switch_commands(conn, chunk)
-            due = []
-            for meter in _load(conn, chunk):
-                found = _due(meter, history.get(meter.meter_id), latest.get(meter.meter_id))
-                if found is not None and _settled(meter, history.get(meter.meter_id), at, interval):
-                    due.append((meter, found))
+            due = _due_now(conn, chunk, at, interval)
             _send(conn, due, outbox, at)
         sent += len(due)
     return sent
+
+
+def _due_now(
+    conn: Connection, meter_ids: list[int], at: datetime, interval: timedelta
+) -> list[tuple[_Meter, Drift]]:
+    """The meters of ``meter_ids`` that get a command now, with the command."""
+    history = _histories(conn, meter_ids, since=at - interval)
+    due = []
+    for meter in _load(conn, meter_ids):
+        found = _due(meter, history.get(meter.meter_id))
+        if found is not None and _settled(meter, history.get(meter.meter_id), at, interval):
+            due.append((meter, found))
+    return due
 
 
 def _candidates(conn: Connection) -> list[int]:
@@ -256,27 +287,62 @@ def _load(conn: Connection, meter_ids: list[int]) -> list[_Meter]:
     ]
 
 
-def _histories(conn: Connection, meter_ids: list[int]) -> dict[int, _History]:
+def _histories(conn: Connection, meter_ids: list[int], *, since: datetime) -> dict[int, _History]:
+    """Each meter's open command, latest finish, re-assert since ``since`` and newest relay or
+    valve command — every one an index range of the meter's recent commands ((meter,
+    finished_at) and (meter, id), read from the newest), never its whole history."""
+    mine = commands.c.meter_id == meters.c.id
     is_reassert = and_(
         commands.c.created_by == CONTROL_ACTOR,
         commands.c.idempotency_key.like(f"%:{KEY_PREFIX}:%"),
     )
+    # Open is unfinished: a command gets its finished_at exactly when it leaves pending/sent.
+    is_open = exists().where(
+        mine, commands.c.finished_at.is_(None), commands.c.status.in_(OPEN_STATUSES)
+    )
+    latest_finish = (
+        select(commands.c.finished_at)
+        .where(mine, commands.c.finished_at.is_not(None))
+        .order_by(commands.c.finished_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    # A re-assert created since ``since`` finished since then too (or is open, and then this
+    # step stands back anyway): the ones before cannot hold the meter back.
+    reasserted = (
+        select(func.max(commands.c.created_at))
+        .where(mine, commands.c.finished_at >= since, is_reassert)
+        .scalar_subquery()
+    )
     rows = conn.execute(
-        select(
-            commands.c.meter_id,
-            func.sum(case((commands.c.status.in_(OPEN_STATUSES), 1), else_=0)),
-            func.max(commands.c.finished_at),
-            func.max(case((is_reassert, commands.c.created_at))),
+        select(meters.c.id, is_open, latest_finish, reasserted, _newest_switch_id()).where(
+            meters.c.id.in_(meter_ids)
         )
-        .where(commands.c.meter_id.in_(meter_ids))
-        .group_by(commands.c.meter_id)
     ).all()
-    return {int(m): _History(bool(n), done, again) for m, n, done, again in rows}
+    switches = _switches(conn, [int(row[4]) for row in rows if row[4] is not None])
+    return {
+        int(meter_id): _History(
+            bool(open_), done, again, None if newest is None else switches[int(newest)]
+        )
+        for meter_id, open_, done, again, newest in rows
+    }
 
 
-def _due(meter: _Meter, history: _History | None, latest: LatestSwitch | None) -> Drift | None:
+def _switches(conn: Connection, command_ids: list[int]) -> dict[int, LatestSwitch]:
+    if not command_ids:
+        return {}
+    rows = conn.execute(
+        select(commands.c.id, commands.c.kind, commands.c.status).where(
+            commands.c.id.in_(command_ids)
+        )
+    )
+    return {int(r.id): LatestSwitch(int(r.id), str(r.kind), str(r.status)) for r in rows}
+
+
+def _due(meter: _Meter, history: _History | None) -> Drift | None:
     if not meter.online or (history is not None and history.open):
         return None
+    latest = None if history is None else history.latest_switch
     return drift(
         supply=meter.supply,
         protect=meter.protect,

@@ -102,6 +102,10 @@ commands = Table(
 
 Index("ix_commands_due", commands.c.status, commands.c.next_attempt_at)
 Index("ix_commands_meter", commands.c.meter_id, commands.c.id)
+# A meter's commands by when they finished: whether one is open (finished_at NULL), when the
+# latest finished, and those finished lately — the supply drift step asks every tick about every
+# drifting meter, and (meter, id) walked the meter's whole history for it.
+Index("ix_commands_meter_finished", commands.c.meter_id, commands.c.finished_at)
 # The command list, newest first, of one organisation — all, or of one status: through its own
 # index. The primary key walked every newer command of every organisation, and (status, id)
 # every newer command of that status (tests/integration/test_history_scaling.py).
