@@ -25,6 +25,7 @@ It acts only on a fresh, settled disagreement, so it never argues with a command
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +48,8 @@ from meterdesk.metering.tables import meters
 from meterdesk.shared.chunks import chunks
 
 REASSERT_INTERVAL = timedelta(hours=1)
+# A stuck relay (its re-asserts fail) waits twice as long after each failed one, up to a day.
+BACKOFF_CAP = timedelta(days=1)
 BATCH = 500
 KEY_PREFIX = "reassert"
 # The switch of each utility: (part, shown when supply is on, shown when it is off).
@@ -155,11 +158,42 @@ class _Meter:
 
 
 @dataclass(frozen=True)
+class _Stuck:
+    """The meter's newest relay or valve command when it is a failed re-assert."""
+
+    kind: str
+    failed: int  # the failed re-asserts of the episode, this one included
+    episode: str  # names the episode: the key of its first re-assert
+
+
+@dataclass(frozen=True)
 class _History:
     open: bool
     finished_at: datetime | None  # the latest finished command's
     reasserted_at: datetime | None  # the latest re-assert's creation (a recent one's)
     latest_switch: LatestSwitch | None  # the newest relay or valve command
+    stuck: _Stuck | None  # that command, when it is a failed re-assert
+
+
+@dataclass(frozen=True)
+class _Reassert:
+    """A command a drifted meter gets now, and its place in a stuck episode."""
+
+    meter: _Meter
+    drift: Drift
+    failed_before: int  # failed re-asserts of this episode before this one
+    episode: str
+
+
+def backoff(interval: timedelta, failed_before: int) -> timedelta:
+    """How long after the newest re-assert the next may go: ``interval``, doubled for each
+    failed re-assert of the episode before it, at most a day (or ``interval`` when longer)."""
+    wait, cap = interval, max(interval, BACKOFF_CAP)
+    for _ in range(failed_before):
+        wait *= 2
+        if wait >= cap:
+            return cap
+    return wait
 
 
 def reassert(db: Database, *, outbox: Outbox, at: datetime, interval: timedelta) -> int:
@@ -175,9 +209,9 @@ def reassert(db: Database, *, outbox: Outbox, at: datetime, interval: timedelta)
     wins)."""
     with db.read() as conn:
         picked = [
-            meter.meter_id
+            due.meter.meter_id
             for chunk in chunks(_candidates(conn), BATCH)
-            for meter, _ in _due_now(conn, chunk, at, interval)
+            for due in _due_now(conn, chunk, at, interval)
         ]
     sent = 0
     for chunk in chunks(picked, BATCH):
@@ -191,15 +225,32 @@ def reassert(db: Database, *, outbox: Outbox, at: datetime, interval: timedelta)
 
 def _due_now(
     conn: Connection, meter_ids: list[int], at: datetime, interval: timedelta
-) -> list[tuple[_Meter, Drift]]:
+) -> list[_Reassert]:
     """The meters of ``meter_ids`` that get a command now, with the command."""
-    history = _histories(conn, meter_ids, since=at - interval)
+    histories = _histories(conn, meter_ids, since=at - max(interval, BACKOFF_CAP))
     due = []
     for meter in _load(conn, meter_ids):
-        found = _due(meter, history.get(meter.meter_id))
-        if found is not None and _settled(meter, history.get(meter.meter_id), at, interval):
-            due.append((meter, found))
+        history = histories[meter.meter_id]
+        found = _due(meter, history)
+        if found is None:
+            continue
+        failed_before, episode = _episode(meter, history.stuck, found, at)
+        if _settled(meter, history, at, backoff(interval, failed_before)):
+            due.append(_Reassert(meter, found, failed_before, episode))
     return due
+
+
+def _episode(meter: _Meter, stuck: _Stuck | None, found: Drift, at: datetime) -> tuple[int, str]:
+    """A stuck episode goes on while the meter's newest relay or valve command is a failed
+    re-assert of the same command; a confirmed re-assert or any other command (a decision, an
+    operator's) ends it, and the next re-assert starts a new one named by its own key."""
+    if stuck is not None and stuck.kind == found.kind:
+        return stuck.failed, stuck.episode
+    return 0, _key(meter.meter_id, at)
+
+
+def _key(meter_id: int, at: datetime) -> str:
+    return f"{KEY_PREFIX}:{meter_id}:{instant_int(at)}"
 
 
 def _candidates(conn: Connection) -> list[int]:
@@ -320,29 +371,45 @@ def _histories(conn: Connection, meter_ids: list[int], *, since: datetime) -> di
         )
     ).all()
     switches = _switches(conn, [int(row[4]) for row in rows if row[4] is not None])
-    return {
-        int(meter_id): _History(
-            bool(open_), done, again, None if newest is None else switches[int(newest)]
-        )
-        for meter_id, open_, done, again, newest in rows
-    }
+    histories = {}
+    for meter_id, open_, done, again, newest in rows:
+        latest, stuck = switches.get(newest, (None, None))
+        histories[int(meter_id)] = _History(bool(open_), done, again, latest, stuck)
+    return histories
 
 
-def _switches(conn: Connection, command_ids: list[int]) -> dict[int, LatestSwitch]:
+def _switches(
+    conn: Connection, command_ids: list[int]
+) -> dict[int, tuple[LatestSwitch, _Stuck | None]]:
     if not command_ids:
         return {}
     rows = conn.execute(
-        select(commands.c.id, commands.c.kind, commands.c.status).where(
-            commands.c.id.in_(command_ids)
-        )
-    )
-    return {int(r.id): LatestSwitch(int(r.id), str(r.kind), str(r.status)) for r in rows}
+        select(
+            commands.c.id, commands.c.kind, commands.c.status, commands.c.created_by,
+            commands.c.params,
+        ).where(commands.c.id.in_(command_ids))
+    )  # fmt: skip
+    found = {}
+    for r in rows:
+        stuck = None
+        context = json.loads(r.params)
+        if (
+            r.status == CommandStatus.FAILED
+            and r.created_by == CONTROL_ACTOR
+            and context.get("reason") == "reassert"
+        ):
+            # re-asserts from before episodes were recorded: each its own episode, named as its
+            # failure message's key was (devices.commands.attempt)
+            episode = context.get("failure_notice") or f"command:{r.id}"
+            stuck = _Stuck(str(r.kind), int(context.get("failed_before", 0)) + 1, str(episode))
+        found[int(r.id)] = (LatestSwitch(int(r.id), str(r.kind), str(r.status)), stuck)
+    return found
 
 
-def _due(meter: _Meter, history: _History | None) -> Drift | None:
-    if not meter.online or (history is not None and history.open):
+def _due(meter: _Meter, history: _History) -> Drift | None:
+    if not meter.online or history.open:
         return None
-    latest = None if history is None else history.latest_switch
+    latest = history.latest_switch
     return drift(
         supply=meter.supply,
         protect=meter.protect,
@@ -354,46 +421,58 @@ def _due(meter: _Meter, history: _History | None) -> Drift | None:
     )
 
 
-def _settled(meter: _Meter, history: _History | None, at: datetime, interval: timedelta) -> bool:
+def _settled(meter: _Meter, history: _History, at: datetime, wait: timedelta) -> bool:
     """The read is newer than the meter's last finished command, and no re-assert within
-    ``interval``."""
+    ``wait``."""
     if meter.seen_at is None:
         return False
-    if history is None:
-        return True
     if history.finished_at is not None and meter.seen_at <= history.finished_at:
         return False
-    return history.reasserted_at is None or at - history.reasserted_at >= interval
+    return history.reasserted_at is None or at - history.reasserted_at >= wait
 
 
-def _send(conn: Connection, due: list[tuple[_Meter, Drift]], outbox: Outbox, at: datetime) -> None:
-    """The commands through the control loop's outbox, and one audit entry each saying why."""
+def _send(conn: Connection, due: list[_Reassert], outbox: Outbox, at: datetime) -> None:
+    """The commands through the control loop's outbox, and one audit entry each saying why.
+    The re-asserts of one stuck episode share a ``failure_notice``, so their failures tell the
+    operators once (devices.commands.attempt), while each stays in the command list."""
     if not due:
         return
     outbox.send_commands(
         conn,
         [
             CommandRequest(
-                organisation_id=meter.organisation_id,
-                meter_id=meter.meter_id,
-                kind=found.kind,
-                key=f"{KEY_PREFIX}:{meter.meter_id}:{instant_int(at)}",
-                params={"reason": "reassert", "account_id": meter.account_id, "why": found.why},
+                organisation_id=one.meter.organisation_id,
+                meter_id=one.meter.meter_id,
+                kind=one.drift.kind,
+                key=_key(one.meter.meter_id, at),
+                params={
+                    "reason": "reassert",
+                    "account_id": one.meter.account_id,
+                    "why": one.drift.why,
+                    "failed_before": one.failed_before,
+                    "failure_notice": one.episode,
+                },
             )
-            for meter, found in due
+            for one in due
         ],
     )
     audit.record_many(
         conn,
         [
             audit.Entry(
-                organisation_id=meter.organisation_id,
+                organisation_id=one.meter.organisation_id,
                 actor=CONTROL_ACTOR,
                 action="supply.reassert",
-                subject=f"account:{meter.account_number}",
+                subject=f"account:{one.meter.account_number}",
                 at=at,
-                detail={"meter": meter.meter_number, "command": found.kind, "why": found.why},
+                detail={
+                    "meter": one.meter.meter_number,
+                    "command": one.drift.kind,
+                    "why": one.drift.why,
+                    # a stuck relay: how many re-asserts of this episode failed before
+                    **({"failed_before": one.failed_before} if one.failed_before else {}),
+                },
             )
-            for meter, found in due
+            for one in due
         ],
     )
