@@ -505,3 +505,82 @@ def test_the_operators_hear_of_a_stuck_relay_once_per_episode(
     ticks(2)
     assert reasserts(room)[-1][:2] == ("relay_close", "failed")
     assert told() == ["command_failed", "command_failed"]
+
+
+def _armed(room: Room) -> None:
+    """A close-allowed account restored: a confirmed "close allowed", and the relay read open."""
+    room.policy(restore_mode="close_allowed")
+    command_service.send_command(
+        room.db, organisation_id=room.org.id, meter_id=room.meter_id, kind="relay_close_allowed",
+        params=None, actor=ACTOR, idempotency_key="allowed",
+    )  # fmt: skip
+    room.clock.advance(timedelta(minutes=1))
+    room.finish_all()
+    room.clock.advance(timedelta(minutes=1))
+    room.shows(relay="open")
+
+
+def test_armed_ends_once_a_read_shows_the_tenant_closed_the_relay(
+    db: Database, clock: FakeClock
+) -> None:
+    """The tenant pressed the button (a read shows the relay closed), and later the relay opens
+    by itself: that is drift again and is put back as the account restores. It was never put
+    back: a confirmed "close allowed" counted as armed for ever."""
+    room = make_room(db, clock)
+    _armed(room)
+    assert room.tick() == 0  # waits for the button
+    clock.advance(timedelta(hours=5))
+    room.shows(relay="open")
+    assert room.tick() == 0  # still waiting: nobody pressed it
+    room.shows(relay="closed")  # the tenant pressed the button
+    assert room.tick() == 0
+    clock.advance(timedelta(minutes=10))
+    room.shows(relay="open")  # local protection tripped it
+    assert room.tick() == 1
+    assert reasserts(room) == [("relay_close_allowed", "pending", "system:control")]
+
+
+def test_a_closed_read_from_before_the_close_allowed_does_not_end_armed(
+    db: Database, clock: FakeClock
+) -> None:
+    room = make_room(db, clock)
+    room.shows(relay="closed")  # before the cut and the restore
+    clock.advance(timedelta(minutes=1))
+    _armed(room)
+    assert room.tick() == 0
+
+
+@pytest.mark.parametrize("writer", ["poller", "mqtt"])
+def test_every_reader_records_when_the_relay_was_last_seen_closed(
+    db: Database, clock: FakeClock, writer: str
+) -> None:
+    """The poller's flush and the MQTT ingest store reads too: a closed relay they saw ends
+    armed as the executor's read does, and a later open read keeps that time."""
+    from meterdesk.devices import mqtt_rows, status
+    from meterdesk.devices.uplink import MeterReport
+
+    room = make_room(db, clock)
+    _armed(room)
+    book = status.StatusBook()
+    book.track(room.meter_id, None)
+
+    def seen(relay: str) -> None:
+        clock.advance(timedelta(minutes=5))
+        with db.transaction() as conn:
+            if writer == "poller":
+                book.succeeded(Snapshot(room.meter_id, clock.now, relay=relay))
+                status.write_changes(conn, book.take_changes())
+            else:
+                time = int(clock.now.timestamp() * 1000)
+                report = MeterReport(addr="x", time=time, state="ONLINE", relay=relay)
+                mqtt_rows.save_live(conn, {room.meter_id: report}, clock.now)
+
+    seen("open")
+    assert room.tick() == 0
+    seen("closed")
+    closed_at = clock.now
+    seen("open")
+    with db.read() as conn:
+        stored = conn.execute(select(device_status.c.relay, device_status.c.relay_closed_at)).one()
+    assert tuple(stored) == ("open", closed_at)
+    assert room.tick() == 1

@@ -82,7 +82,8 @@ def drift(
     armed: bool = False,
 ) -> Drift | None:
     """The disagreement between a meter's read and the decision, or None. ``armed``: the meter's
-    latest relay command is a confirmed "close allowed" (open then waits for the button)."""
+    latest relay command is a confirmed "close allowed" the tenant has not used yet (open then
+    waits for the button; :class:`LatestSwitch`)."""
     if supply is Supply.CUT_PENDING or utility not in SWITCH:
         return None
     part, on, off = SWITCH[utility]
@@ -103,10 +104,21 @@ class LatestSwitch:
     command_id: int
     kind: str
     status: str
+    # A confirmed "close allowed" the tenant has not used yet: an open relay then waits for the
+    # button. Once a read taken after the command was created (its own read-back included) has
+    # shown the relay closed, the tenant has had the supply back, and a relay that opens again
+    # is drift like any other (armed never ended, so it was never put back).
+    armed: bool = False
 
-    @property
-    def armed(self) -> bool:
-        return self.kind == "relay_close_allowed" and self.status == CommandStatus.CONFIRMED
+
+def is_armed(
+    kind: str, status: str, created_at: datetime, relay_closed_at: datetime | None
+) -> bool:
+    return (
+        kind == "relay_close_allowed"
+        and status == CommandStatus.CONFIRMED
+        and (relay_closed_at is None or relay_closed_at <= created_at)
+    )
 
 
 def latest_switch_commands(conn: Connection, meter_ids: Sequence[int]) -> dict[int, LatestSwitch]:
@@ -114,14 +126,7 @@ def latest_switch_commands(conn: Connection, meter_ids: Sequence[int]) -> dict[i
         return {}
     newest = select(meters.c.id, _newest_switch_id()).where(meters.c.id.in_(sorted(set(meter_ids))))
     ids = [int(command_id) for _, command_id in conn.execute(newest) if command_id is not None]
-    if not ids:
-        return {}
-    rows = conn.execute(
-        select(commands.c.meter_id, commands.c.id, commands.c.kind, commands.c.status).where(
-            commands.c.id.in_(ids)
-        )
-    )
-    return {int(r.meter_id): LatestSwitch(int(r.id), str(r.kind), str(r.status)) for r in rows}
+    return {meter_id: latest for meter_id, (latest, _) in _switches(conn, ids).items()}
 
 
 def _newest_switch_id() -> Any:
@@ -372,8 +377,8 @@ def _histories(conn: Connection, meter_ids: list[int], *, since: datetime) -> di
     ).all()
     switches = _switches(conn, [int(row[4]) for row in rows if row[4] is not None])
     histories = {}
-    for meter_id, open_, done, again, newest in rows:
-        latest, stuck = switches.get(newest, (None, None))
+    for meter_id, open_, done, again, _ in rows:
+        latest, stuck = switches.get(int(meter_id), (None, None))
         histories[int(meter_id)] = _History(bool(open_), done, again, latest, stuck)
     return histories
 
@@ -381,13 +386,18 @@ def _histories(conn: Connection, meter_ids: list[int], *, since: datetime) -> di
 def _switches(
     conn: Connection, command_ids: list[int]
 ) -> dict[int, tuple[LatestSwitch, _Stuck | None]]:
+    """The commands of ``command_ids`` (one per meter) by meter: as :class:`LatestSwitch`, and
+    as a stuck episode's re-assert when it is a failed one."""
     if not command_ids:
         return {}
     rows = conn.execute(
         select(
-            commands.c.id, commands.c.kind, commands.c.status, commands.c.created_by,
-            commands.c.params,
-        ).where(commands.c.id.in_(command_ids))
+            commands.c.id, commands.c.meter_id, commands.c.kind, commands.c.status,
+            commands.c.created_by, commands.c.created_at, commands.c.params,
+            device_status.c.relay_closed_at,
+        )
+        .outerjoin(device_status, device_status.c.meter_id == commands.c.meter_id)
+        .where(commands.c.id.in_(command_ids))
     )  # fmt: skip
     found = {}
     for r in rows:
@@ -402,7 +412,9 @@ def _switches(
             # failure message's key was (devices.commands.attempt)
             episode = context.get("failure_notice") or f"command:{r.id}"
             stuck = _Stuck(str(r.kind), int(context.get("failed_before", 0)) + 1, str(episode))
-        found[int(r.id)] = (LatestSwitch(int(r.id), str(r.kind), str(r.status)), stuck)
+        armed = is_armed(str(r.kind), str(r.status), r.created_at, r.relay_closed_at)
+        latest = LatestSwitch(int(r.id), str(r.kind), str(r.status), armed)
+        found[int(r.meter_id)] = (latest, stuck)
     return found
 
 

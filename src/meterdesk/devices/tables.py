@@ -77,6 +77,10 @@ device_status = Table(
     Column("purchase_count", Integer, nullable=True),
     Column("live", Text, nullable=True),  # JSON: voltage_v, current_a, power_kw, pf, frequency_hz …
     Column("updated_at", Instant, nullable=False),
+    # When a read last showed the relay closed (the read's time; the newest such read, kept
+    # through reads that show it open): a meter armed with "close allowed" waits for its
+    # tenant's button only until the tenant has used it (billing.supply_drift).
+    Column("relay_closed_at", Instant, nullable=True),
 )
 
 commands = Table(

@@ -842,6 +842,7 @@ def upgrade() -> None:
         sa.Column("purchase_count", sa.Integer(), nullable=True),
         sa.Column("live", sa.Text(), nullable=True),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.Column("relay_closed_at", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["meter_id"], ["meters.id"], name=op.f("fk_device_status_meter_id_meters")
         ),
