@@ -15,12 +15,14 @@ It acts only on a fresh, settled disagreement, so it never argues with a command
   waits for friendly hours, so it is never a disagreement;
 - the meter is online, has no open (pending/sent) command, and was read after its latest
   command finished (a read from before a confirmed command is stale);
-- a relay open just after a confirmed "close allowed" is the meter waiting for the tenant's
-  button, not drift;
+- a relay open after a confirmed "close allowed" is the meter waiting for the tenant's button,
+  not drift — until a read shows the relay closed (the tenant used it; :class:`LatestSwitch`);
 - at most one re-assert per meter per ``interval`` (default one hour): a meter that keeps
-  flipping (real overload protection) gets one command per interval, not one per tick. The
-  re-asserts themselves are the memory (commands keyed ``reassert:…``), so a restart forgets
-  nothing.
+  flipping (real overload protection) gets one command per interval, not one per tick; a stuck
+  one (its re-asserts fail) waits twice as long after each failure, up to a day
+  (:func:`backoff`), and its failures tell the operators once per episode. The re-asserts
+  themselves are the memory (commands keyed ``reassert:…``, their context the episode), so a
+  restart forgets nothing.
 """
 
 from __future__ import annotations
