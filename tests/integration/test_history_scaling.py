@@ -11,6 +11,7 @@ rows a statement visits and does not depend on the machine's speed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -958,3 +959,59 @@ def test_the_drift_step_does_not_read_the_meters_command_history(
         )
         assert (reasserted, len(outbox.commands)) == (sent, sent), cost
     assert cost[DRIFT_LONG] < 2 * cost[DRIFT_SHORT], cost
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_the_drift_step_reads_commands_by_index_on_postgresql(db: Database) -> None:
+    """PostgreSQL's plans for the drift step (the meters due again), with the statistics of 20
+    meters of 2,000 re-asserts each: every read of ``commands`` is an index scan that visits a
+    handful of rows per meter (the last day's re-asserts at most), not the meter's history.
+    (With two meters only, PostgreSQL rightly walks the primary key down for a meter's newest
+    command: half the rows are the meter's.)"""
+    org = make_org(db)
+    tariff = make_tariff(db, org)
+    meter_ids = []
+    for n in range(1, 21):
+        spec = metering.MeterSpec(
+            number=f"M{n}", utility="electricity", kind="single_phase", protocol="dlt645",
+            address=f"{n:012d}", room_id=org.room_id,
+        )  # fmt: skip
+        meter_ids.append(metering.create_meter(db, organisation_id=org.id, spec=spec, actor=ACTOR))
+        open_account(db, org, f"A-{n}", [(meter_ids[-1], tariff, "0")], credit="100")
+    seen = T0 + timedelta(hours=DRIFT_LONG - 1, minutes=20)
+    with db.transaction() as conn:
+        for meter_id in meter_ids:
+            history = [_reassert_command(org.id, meter_id, i) for i in range(DRIFT_LONG)]
+            conn.execute(insert(commands), history)
+            device_state.save_snapshot(conn, Snapshot(meter_id, seen, relay="open"), seen)
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE commands")
+    at = T0 + timedelta(hours=DRIFT_LONG)
+    ran: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM commands" in statement and statement.lstrip().startswith("SELECT"):
+            ran.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        sent = supply_drift.reassert(
+            db, outbox=RecordingOutbox(), at=at, interval=timedelta(hours=1)
+        )
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert sent == len(meter_ids) and ran
+    with db.read() as conn:
+        plans = [
+            conn.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters
+            ).scalar_one()[0]
+            for statement, parameters in ran
+        ]
+    for plan in (explained["Plan"] for explained in plans):
+        scans = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "commands"]
+        assert scans and all("Index" in n["Node Type"] for n in scans), plan
+        for scan in scans:
+            visited = scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0)
+            # per meter (loop): at most the last day's re-asserts
+            assert visited <= 30, json.dumps({k: v for k, v in scan.items() if k != "Plans"})
