@@ -11,6 +11,7 @@ rows a statement visits and does not depend on the machine's speed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +21,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from builders import T0, D, make_meter, make_org, one_meter_account, steady_stream
+from builders import (
+    ACTOR,
+    T0,
+    D,
+    make_meter,
+    make_org,
+    make_tariff,
+    one_meter_account,
+    open_account,
+    steady_stream,
+)
 from sqlalchemy import Connection, event, insert, select
 
 from meterdesk.api.queries import audit as audit_queries
@@ -28,16 +39,20 @@ from meterdesk.api.queries.audit import AuditFilter
 from meterdesk.api.queries.common import Window
 from meterdesk.audit.service import Entry, record_many
 from meterdesk.audit.tables import audit_log
-from meterdesk.billing import control_tick, statements
+from meterdesk.billing import control_tick, statements, supply_drift
 from meterdesk.billing import repository as billing_repository
+from meterdesk.billing.control_send import RecordingOutbox
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.billing.tables import accounts
 from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
+from meterdesk.devices.commands import device_state
 from meterdesk.devices.commands import repository as command_repository
+from meterdesk.devices.ports import Snapshot
 from meterdesk.devices.tables import commands
 from meterdesk.ledger.tables import transfers
+from meterdesk.metering import service as metering
 from meterdesk.notifications import service as notifications
 from meterdesk.notifications.tables import notification_outbox
 from meterdesk.reports import room_detail, whatif
@@ -866,3 +881,137 @@ def test_a_time_bounded_page_of_the_audit_log_is_an_index_range_on_postgresql(
         (scan,) = (n for n in nodes if "Scan" in n["Node Type"])
         assert scan["Index Name"] == "ix_audit_org_at_id", (bounds, plan)
         assert scan["Scan Direction"] == "Forward", (bounds, plan)
+
+
+# --- supply drift --------------------------------------------------------------------------------
+
+DRIFT_SHORT, DRIFT_LONG = 100, 2_000  # hourly re-asserts of one drifting meter
+
+
+def _reassert_command(organisation_id: int, meter_id: int, i: int) -> dict[str, Any]:
+    """The ``i``-th hourly re-assert of a meter whose relay keeps opening: each confirmed."""
+    at = T0 + timedelta(hours=i)
+    return dict(
+        organisation_id=organisation_id,
+        meter_id=meter_id,
+        kind="relay_close",
+        params='{"reason": "reassert"}',
+        status="confirmed",
+        attempts=1,
+        max_attempts=3,
+        next_attempt_at=at,
+        deadline_at=at + timedelta(minutes=15),
+        idempotency_key=f"{organisation_id}:reassert:{meter_id}:{i}",
+        created_by="system:control",
+        created_at=at,
+        sent_at=at,
+        finished_at=at + timedelta(minutes=1),
+    )
+
+
+@pytest.fixture(scope="module")
+def drift_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Database]]:
+    """Two databases whose drifting meter differs only in the length of its re-assert history:
+    supply on, the relay read open after the last re-assert (half an hour ago) was confirmed."""
+    made = {}
+    for count in (DRIFT_SHORT, DRIFT_LONG):
+        path = Path(tmp_path_factory.mktemp(f"drift{count}")) / "db.sqlite3"
+        engine = build_engine(f"sqlite:///{path}")
+        load_all_tables().create_all(engine)
+        db = Database(engine=engine, clock=FakeClock(T0))
+        org = make_org(db)
+        spec = metering.MeterSpec(
+            number="M1", utility="electricity", kind="single_phase", protocol="dlt645",
+            address="000000000001", room_id=org.room_id,
+        )  # fmt: skip
+        meter_id = metering.create_meter(db, organisation_id=org.id, spec=spec, actor=ACTOR)
+        open_account(db, org, "A-1", [(meter_id, make_tariff(db, org), "0")], credit="100")
+        history = [_reassert_command(org.id, meter_id, i) for i in range(count)]
+        seen = T0 + timedelta(hours=count - 1, minutes=20)
+        with db.transaction() as conn:
+            conn.execute(insert(commands), history)
+            device_state.save_snapshot(conn, Snapshot(meter_id, seen, relay="open"), seen)
+        made[count] = db
+    yield made
+    for db in made.values():
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("after", "sent"), [(timedelta(minutes=30), 0), (timedelta(minutes=61), 1)], ids=["wait", "due"]
+)
+def test_the_drift_step_does_not_read_the_meters_command_history(
+    drift_worlds: dict[int, Database], after: timedelta, sent: int
+) -> None:
+    """Every tick looks at every drifting meter: within the interval it only finds that it
+    waits, an hour after its last re-assert it sends the next one — both without reading the
+    meter's months of earlier re-asserts (the step aggregated them all, and locked and re-read
+    the meters it would then leave alone)."""
+    cost = {}
+    for count, db in drift_worlds.items():
+        at = T0 + timedelta(hours=count - 1) + after
+        outbox = RecordingOutbox()
+        cost[count], reasserted = _db_steps(
+            db,
+            lambda d=db, o=outbox, a=at: supply_drift.reassert(
+                d, outbox=o, at=a, interval=timedelta(hours=1)
+            ),
+        )
+        assert (reasserted, len(outbox.commands)) == (sent, sent), cost
+    assert cost[DRIFT_LONG] < 2 * cost[DRIFT_SHORT], cost
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_the_drift_step_reads_commands_by_index_on_postgresql(db: Database) -> None:
+    """PostgreSQL's plans for the drift step (the meters due again), with the statistics of 20
+    meters of 2,000 re-asserts each: every read of ``commands`` is an index scan that visits a
+    handful of rows per meter (the last day's re-asserts at most), not the meter's history.
+    (With two meters only, PostgreSQL rightly walks the primary key down for a meter's newest
+    command: half the rows are the meter's.)"""
+    org = make_org(db)
+    tariff = make_tariff(db, org)
+    meter_ids = []
+    for n in range(1, 21):
+        spec = metering.MeterSpec(
+            number=f"M{n}", utility="electricity", kind="single_phase", protocol="dlt645",
+            address=f"{n:012d}", room_id=org.room_id,
+        )  # fmt: skip
+        meter_ids.append(metering.create_meter(db, organisation_id=org.id, spec=spec, actor=ACTOR))
+        open_account(db, org, f"A-{n}", [(meter_ids[-1], tariff, "0")], credit="100")
+    seen = T0 + timedelta(hours=DRIFT_LONG - 1, minutes=20)
+    with db.transaction() as conn:
+        for meter_id in meter_ids:
+            history = [_reassert_command(org.id, meter_id, i) for i in range(DRIFT_LONG)]
+            conn.execute(insert(commands), history)
+            device_state.save_snapshot(conn, Snapshot(meter_id, seen, relay="open"), seen)
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE commands")
+    at = T0 + timedelta(hours=DRIFT_LONG)
+    ran: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM commands" in statement and statement.lstrip().startswith("SELECT"):
+            ran.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        sent = supply_drift.reassert(
+            db, outbox=RecordingOutbox(), at=at, interval=timedelta(hours=1)
+        )
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert sent == len(meter_ids) and ran
+    with db.read() as conn:
+        plans = [
+            conn.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters
+            ).scalar_one()[0]
+            for statement, parameters in ran
+        ]
+    for plan in (explained["Plan"] for explained in plans):
+        scans = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "commands"]
+        assert scans and all("Index" in n["Node Type"] for n in scans), plan
+        for scan in scans:
+            visited = scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0)
+            # per meter (loop): at most the last day's re-asserts
+            assert visited <= 30, json.dumps({k: v for k, v in scan.items() if k != "Plans"})

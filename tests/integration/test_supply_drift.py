@@ -375,3 +375,212 @@ def test_a_cut_deciding_while_the_tick_reasserts_has_the_last_word(
         ("relay_close", "cancelled", "system:control"),
         ("relay_trip", "pending", "system:control"),
     ]
+
+
+def _stuck(room: Room, hours: float, outcome: CommandStatus = CommandStatus.FAILED) -> list[float]:
+    """Ticks every 10 minutes for ``hours`` while the relay shows open and every re-assert ends
+    ``outcome`` a minute after it went (failed: the read-back keeps disagreeing, the relay is
+    stuck): the hours from the start at which a re-assert went."""
+    start, sent = room.clock.now, []
+    while room.clock.now - start < hours * HOUR:
+        room.shows(relay="open")
+        if room.tick():
+            sent.append((room.clock.now - start) / HOUR)
+            room.clock.advance(timedelta(minutes=1))
+            room.finish_all(outcome)
+            room.clock.advance(timedelta(minutes=9))
+        else:
+            room.clock.advance(timedelta(minutes=10))
+    return sent
+
+
+def _context(room: Room) -> list[tuple[int, str]]:
+    """(failed_before, failure_notice) of the meter's re-asserts, oldest first."""
+    with room.db.read() as conn:
+        rows = conn.execute(
+            select(commands.c.params)
+            .where(commands.c.meter_id == room.meter_id, commands.c.created_by == "system:control")
+            .order_by(commands.c.id)
+        ).scalars()
+        return [(c["failed_before"], c["failure_notice"]) for c in map(json.loads, rows)]
+
+
+def test_a_stuck_relays_reasserts_back_off_to_one_a_day(db: Database, clock: FakeClock) -> None:
+    """Every failed re-assert doubles the wait for the next (2, 4, 8, 16 hours, then a day): a
+    relay that will not close got one command, and its operators one message, every hour."""
+    room = make_room(db, clock)
+    assert _stuck(room, 80) == [0, 2, 6, 14, 30, 54, 78]
+    episodes = _context(room)
+    assert [failed for failed, _ in episodes] == [0, 1, 2, 3, 4, 5, 6]
+    assert len({notice for _, notice in episodes}) == 1  # one episode
+    with db.read() as conn:
+        details = conn.execute(
+            select(audit_log.c.detail).where(audit_log.c.action == "supply.reassert")
+        ).scalars()
+        assert [json.loads(d).get("failed_before") for d in details] == [None, 1, 2, 3, 4, 5, 6]
+
+
+def test_a_confirmed_reassert_ends_the_stuck_episode(db: Database, clock: FakeClock) -> None:
+    room = make_room(db, clock)
+    assert _stuck(room, 3) == [0, 2]
+    # the third goes 4 hours after the second and closes it; then it flips open: hourly again
+    assert _stuck(room, 10, CommandStatus.CONFIRMED) == [3, 4, 5, 6, 7, 8, 9]
+    clock.advance(timedelta(minutes=10))
+    assert _stuck(room, 3) == [0, 2]  # stuck again: a new episode
+    episodes = _context(room)
+    assert [failed for failed, _ in episodes] == [0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert episodes[-1][1] == episodes[-2][1] != episodes[0][1]
+
+
+def test_another_relay_command_ends_the_stuck_episode(db: Database, clock: FakeClock) -> None:
+    """The decision changed, or an operator tried: the next re-assert waits the interval only."""
+    room = make_room(db, clock)
+    assert _stuck(room, 3) == [0, 2]
+    command_service.send_command(
+        db, organisation_id=room.org.id, meter_id=room.meter_id, kind="relay_close",
+        params=None, actor=ACTOR, idempotency_key="op-close",
+    )  # fmt: skip
+    room.finish_all(CommandStatus.FAILED)
+    clock.advance(timedelta(minutes=10))
+    assert _stuck(room, 1) == [0]  # an hour after the last re-assert, not four
+    assert [failed for failed, _ in _context(room)] == [0, 1, 0]
+
+
+def test_the_backoff_doubles_the_callers_interval_up_to_a_day() -> None:
+    from meterdesk.billing.supply_drift import backoff
+
+    five = timedelta(minutes=5)
+    assert [backoff(five, n) for n in (0, 1, 2)] == [five, 2 * five, 4 * five]
+    assert backoff(five, 9) == timedelta(days=1)  # 5 min × 512 > a day
+    assert backoff(HOUR, 10_000) == timedelta(days=1)
+    assert backoff(timedelta(days=2), 3) == timedelta(days=2)  # never shorter than the interval
+
+
+def test_the_operators_hear_of_a_stuck_relay_once_per_episode(
+    db: Database, clock: FakeClock
+) -> None:
+    """Each failed re-assert queued its own "command failed" message: a relay that will not
+    close told the operators every hour, for as long as nobody went there. Now the re-asserts
+    of one episode share the message; every failure still shows in the command list."""
+    import asyncio
+
+    from test_commands import Meters, drain, executor
+
+    from meterdesk.notifications import configuration
+    from meterdesk.notifications.tables import notification_outbox
+
+    room = make_room(db, clock)
+    configuration.configure_channel(
+        db, organisation_id=room.org.id, channel="log", provider="log", actor=ACTOR
+    )
+    meters = Meters(clock)
+    meters.relays[room.meter_id] = "open"
+    meters.lose_next_send = 10_000  # the relay never answers a command
+    worker = executor(db, clock, meters)
+
+    def ticks(hours: int) -> None:
+        end = clock.now + hours * HOUR
+        while clock.now < end:
+            room.shows(relay=meters.relays[room.meter_id])
+            if room.tick():
+                asyncio.run(drain(db, clock, worker))
+            clock.advance(timedelta(minutes=10))
+
+    def told() -> list[str]:
+        with db.read() as conn:
+            return list(
+                conn.execute(
+                    select(notification_outbox.c.event_kind).order_by(notification_outbox.c.id)
+                ).scalars()
+            )
+
+    ticks(8)
+    assert [c[:2] for c in reasserts(room)] == [("relay_close", "failed")] * 3  # 0, ~2, ~6 h
+    assert told() == ["command_failed"]
+    meters.lose_next_send = 0  # someone went there: the next re-assert closes it
+    ticks(10)
+    assert reasserts(room)[-1][:2] == ("relay_close", "confirmed")
+    meters.relays[room.meter_id] = "open"  # stuck open again: a new episode
+    meters.lose_next_send = 10_000
+    ticks(2)
+    assert reasserts(room)[-1][:2] == ("relay_close", "failed")
+    assert told() == ["command_failed", "command_failed"]
+
+
+def _armed(room: Room) -> None:
+    """A close-allowed account restored: a confirmed "close allowed", and the relay read open."""
+    room.policy(restore_mode="close_allowed")
+    command_service.send_command(
+        room.db, organisation_id=room.org.id, meter_id=room.meter_id, kind="relay_close_allowed",
+        params=None, actor=ACTOR, idempotency_key="allowed",
+    )  # fmt: skip
+    room.clock.advance(timedelta(minutes=1))
+    room.finish_all()
+    room.clock.advance(timedelta(minutes=1))
+    room.shows(relay="open")
+
+
+def test_armed_ends_once_a_read_shows_the_tenant_closed_the_relay(
+    db: Database, clock: FakeClock
+) -> None:
+    """The tenant pressed the button (a read shows the relay closed), and later the relay opens
+    by itself: that is drift again and is put back as the account restores. It was never put
+    back: a confirmed "close allowed" counted as armed for ever."""
+    room = make_room(db, clock)
+    _armed(room)
+    assert room.tick() == 0  # waits for the button
+    clock.advance(timedelta(hours=5))
+    room.shows(relay="open")
+    assert room.tick() == 0  # still waiting: nobody pressed it
+    room.shows(relay="closed")  # the tenant pressed the button
+    assert room.tick() == 0
+    clock.advance(timedelta(minutes=10))
+    room.shows(relay="open")  # local protection tripped it
+    assert room.tick() == 1
+    assert reasserts(room) == [("relay_close_allowed", "pending", "system:control")]
+
+
+def test_a_closed_read_from_before_the_close_allowed_does_not_end_armed(
+    db: Database, clock: FakeClock
+) -> None:
+    room = make_room(db, clock)
+    room.shows(relay="closed")  # before the cut and the restore
+    clock.advance(timedelta(minutes=1))
+    _armed(room)
+    assert room.tick() == 0
+
+
+@pytest.mark.parametrize("writer", ["poller", "mqtt"])
+def test_every_reader_records_when_the_relay_was_last_seen_closed(
+    db: Database, clock: FakeClock, writer: str
+) -> None:
+    """The poller's flush and the MQTT ingest store reads too: a closed relay they saw ends
+    armed as the executor's read does, and a later open read keeps that time."""
+    from meterdesk.devices import mqtt_rows, status
+    from meterdesk.devices.uplink import MeterReport
+
+    room = make_room(db, clock)
+    _armed(room)
+    book = status.StatusBook()
+    book.track(room.meter_id, None)
+
+    def seen(relay: str) -> None:
+        clock.advance(timedelta(minutes=5))
+        with db.transaction() as conn:
+            if writer == "poller":
+                book.succeeded(Snapshot(room.meter_id, clock.now, relay=relay))
+                status.write_changes(conn, book.take_changes())
+            else:
+                time = int(clock.now.timestamp() * 1000)
+                report = MeterReport(addr="x", time=time, state="ONLINE", relay=relay)
+                mqtt_rows.save_live(conn, {room.meter_id: report}, clock.now)
+
+    seen("open")
+    assert room.tick() == 0
+    seen("closed")
+    closed_at = clock.now
+    seen("open")
+    with db.read() as conn:
+        stored = conn.execute(select(device_status.c.relay, device_status.c.relay_closed_at)).one()
+    assert tuple(stored) == ("open", closed_at)
+    assert room.tick() == 1

@@ -231,13 +231,15 @@ def insert_new(conn: Connection, rows: list[dict[str, object]]) -> set[tuple[str
 # processing, as in meterdesk.db.bulk. ``{marks}`` becomes the driver's placeholders.
 _ONLINE_SQL = (
     "INSERT INTO device_status (meter_id, state, last_seen_at, last_error, failures, relay, valve, "
-    "remaining_money, live, updated_at) VALUES ({marks}) "
+    "remaining_money, live, updated_at, relay_closed_at) VALUES ({marks}) "
     "ON CONFLICT (meter_id) DO UPDATE SET state = excluded.state, "
     "last_seen_at = excluded.last_seen_at, last_error = NULL, failures = 0, "
     "relay = COALESCE(excluded.relay, device_status.relay), "
     "valve = COALESCE(excluded.valve, device_status.valve), "
     "remaining_money = COALESCE(excluded.remaining_money, device_status.remaining_money), "
-    "live = COALESCE(excluded.live, device_status.live), updated_at = excluded.updated_at "
+    "live = COALESCE(excluded.live, device_status.live), updated_at = excluded.updated_at, "
+    # only a newer read gets here (WHERE): its closed relay is the latest seen
+    "relay_closed_at = COALESCE(excluded.relay_closed_at, device_status.relay_closed_at) "
     "WHERE device_status.last_seen_at IS NULL OR device_status.last_seen_at <= excluded.last_seen_at"
 )
 _LOST_SQL = (
@@ -296,6 +298,7 @@ def _status_row(meter_id: int, entry: MeterReport, at: int) -> tuple[object, ...
         None if money is None else scaled_int(money, 2),
         live_json(entry),
         at,
+        instant_int(entry.measured_at) if entry.relay == "closed" else None,
     )
 
 

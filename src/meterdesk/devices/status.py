@@ -68,6 +68,7 @@ class MeterState:
     purchase_count: int | None = None
     live: dict[str, Any] | None = None
     updated_at: datetime | None = None
+    relay_closed_at: datetime | None = None  # when a read last showed the relay closed
 
     def row(self) -> dict[str, Any]:
         return {
@@ -83,6 +84,7 @@ class MeterState:
             "purchase_count": self.purchase_count,
             "live": None if self.live is None else json.dumps(self.live, sort_keys=True),
             "updated_at": self.updated_at,
+            "relay_closed_at": self.relay_closed_at,
         }
 
 
@@ -154,6 +156,8 @@ class StatusBook:
             if value is not None:
                 setattr(state, name, value)
         state.live = live_values(snapshot) or state.live
+        if snapshot.relay == "closed":
+            state.relay_closed_at = at
         self._dirty_meters.add(state.meter_id)
         self._lost_meters.pop(state.meter_id, None)  # back before it was written lost
         gateway = self.gateways.get(state.gateway_id) if state.gateway_id is not None else None
@@ -224,6 +228,12 @@ class StatusBook:
 # --- persistence -------------------------------------------------------------------------------
 
 
+def later_of(new: Any, stored: Any) -> Any:
+    """The later of a new and a stored instant, either possibly NULL (an upsert's SET): whoever
+    writes last, the newest read that showed something is kept."""
+    return case((stored.is_(None), new), (new > stored, new), else_=stored)
+
+
 def write_changes(conn: Connection, changes: StatusChanges) -> None:
     """Upsert the changed ``device_status`` rows and update the changed gateways; queue the
     offline messages of the meters and gateways this write records as lost."""
@@ -248,6 +258,9 @@ def write_changes(conn: Connection, changes: StatusChanges) -> None:
             excluded[name] = case(
                 (book_read_is_newer, statement.excluded[name]), else_=device_status.c[name]
             )
+        excluded["relay_closed_at"] = later_of(
+            statement.excluded.relay_closed_at, device_status.c.relay_closed_at
+        )
         conn.execute(
             statement.on_conflict_do_update(index_elements=["meter_id"], set_=excluded),
             changes.meters,
@@ -278,6 +291,7 @@ def _state_from_row(row: RowMapping) -> MeterState:
         purchase_count=row["purchase_count"],
         live=None if row["live"] is None else json.loads(row["live"]),
         updated_at=row["updated_at"],
+        relay_closed_at=row["relay_closed_at"],
     )
 
 

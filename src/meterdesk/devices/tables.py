@@ -77,6 +77,10 @@ device_status = Table(
     Column("purchase_count", Integer, nullable=True),
     Column("live", Text, nullable=True),  # JSON: voltage_v, current_a, power_kw, pf, frequency_hz …
     Column("updated_at", Instant, nullable=False),
+    # When a read last showed the relay closed (the read's time; the newest such read, kept
+    # through reads that show it open): a meter armed with "close allowed" waits for its
+    # tenant's button only until the tenant has used it (billing.supply_drift).
+    Column("relay_closed_at", Instant, nullable=True),
 )
 
 commands = Table(
@@ -102,6 +106,10 @@ commands = Table(
 
 Index("ix_commands_due", commands.c.status, commands.c.next_attempt_at)
 Index("ix_commands_meter", commands.c.meter_id, commands.c.id)
+# A meter's commands by when they finished: whether one is open (finished_at NULL), when the
+# latest finished, and those finished lately — the supply drift step asks every tick about every
+# drifting meter, and (meter, id) walked the meter's whole history for it.
+Index("ix_commands_meter_finished", commands.c.meter_id, commands.c.finished_at)
 # The command list, newest first, of one organisation — all, or of one status: through its own
 # index. The primary key walked every newer command of every organisation, and (status, id)
 # every newer command of that status (tests/integration/test_history_scaling.py).

@@ -342,13 +342,20 @@ def _tell_operators(
 ) -> None:
     """Queue the operators' "command failed" message with the failure, in its transaction: a
     relay or valve left in the wrong state needs someone now, and the audit line alone reached
-    nobody (the event, its templates and its subscriptions existed, but nothing queued it)."""
+    nobody (the event, its templates and its subscriptions existed, but nothing queued it).
+
+    Commands whose context shares a ``failure_notice`` tell them once: the control tick's
+    re-asserts of one stuck relay, which fail one after the other until someone goes there,
+    told them every hour (each failure stays in the command list and the room page)."""
     account_id = command.context.get("account_id")
+    notice = command.context.get("failure_notice")
     queueing.enqueue_in(
         conn,
         organisation_id=command.organisation_id,
         event="command_failed",
-        key=f"command:{command.id}:failed",
+        key=f"{notice}:failed"
+        if isinstance(notice, str) and notice
+        else f"command:{command.id}:failed",
         params={"command": command.spec.kind.value, "meter": number, "error": reason},
         at=at,
         account_id=account_id if isinstance(account_id, int) else None,

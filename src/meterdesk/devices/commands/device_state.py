@@ -18,17 +18,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from meterdesk.devices.commands.model import clip
 from meterdesk.devices.ports import Snapshot
+from meterdesk.devices.status import later_of
 from meterdesk.devices.tables import device_status
 
 _MIRRORED = ("relay", "valve", "protected", "remaining_money", "purchase_count")
 
 
 def _upsert(
-    conn: Connection, values: dict[str, Any], keep: Iterable[str], insert_only: Iterable[str] = ()
+    conn: Connection,
+    values: dict[str, Any],
+    keep: Iterable[str],
+    insert_only: Iterable[str] = (),
+    latest: Iterable[str] = (),
 ) -> None:
     """Insert or update one device_status row; columns in ``keep`` keep their stored value when
     the new value is NULL (a read that did not include them); ``insert_only`` columns are set
-    only when the row is new."""
+    only when the row is new; ``latest`` columns (instants) keep the later of the two."""
     builder = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     statement = builder(device_status).values(**values)
     fixed = {"meter_id", "failures", *insert_only}
@@ -37,6 +42,8 @@ def _upsert(
     }
     for name in keep:
         changes[name] = func.coalesce(statement.excluded[name], device_status.c[name])
+    for name in latest:
+        changes[name] = later_of(statement.excluded[name], device_status.c[name])
     changes["failures"] = (
         device_status.c.failures + 1 if values["failures"] else statement.excluded.failures
     )
@@ -57,8 +64,9 @@ def save_snapshot(conn: Connection, snapshot: Snapshot, at: datetime) -> None:
         "remaining_money": snapshot.remaining_money,
         "purchase_count": snapshot.purchase_count,
         "updated_at": at,
+        "relay_closed_at": snapshot.measured_at if snapshot.relay == "closed" else None,
     }
-    _upsert(conn, values, _MIRRORED)
+    _upsert(conn, values, _MIRRORED, latest=("relay_closed_at",))
 
 
 def save_failure(conn: Connection, meter_id: int, error: str, at: datetime) -> None:

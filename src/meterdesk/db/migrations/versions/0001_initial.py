@@ -820,6 +820,9 @@ def upgrade() -> None:
     with op.batch_alter_table("commands", schema=None) as batch_op:
         batch_op.create_index("ix_commands_due", ["status", "next_attempt_at"], unique=False)
         batch_op.create_index("ix_commands_meter", ["meter_id", "id"], unique=False)
+        batch_op.create_index(
+            "ix_commands_meter_finished", ["meter_id", "finished_at"], unique=False
+        )
         batch_op.create_index("ix_commands_org_id", ["organisation_id", "id"], unique=False)
         batch_op.create_index(
             "ix_commands_org_status_id", ["organisation_id", "status", "id"], unique=False
@@ -839,6 +842,7 @@ def upgrade() -> None:
         sa.Column("purchase_count", sa.Integer(), nullable=True),
         sa.Column("live", sa.Text(), nullable=True),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.Column("relay_closed_at", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["meter_id"], ["meters.id"], name=op.f("fk_device_status_meter_id_meters")
         ),
@@ -1187,6 +1191,7 @@ def downgrade() -> None:
     with op.batch_alter_table("commands", schema=None) as batch_op:
         batch_op.drop_index("ix_commands_org_status_id")
         batch_op.drop_index("ix_commands_org_id")
+        batch_op.drop_index("ix_commands_meter_finished")
         batch_op.drop_index("ix_commands_meter")
         batch_op.drop_index("ix_commands_due")
 
