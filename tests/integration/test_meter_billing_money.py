@@ -1,0 +1,204 @@
+"""Money that has reached a meter (meter billing, 表端计费) on SQLite and PostgreSQL: the desk
+cannot pay it out again (refund, close) or take it back in the ledger while the meter keeps it
+(reversal), and a push whose recharge is gone never goes out.
+
+The meter holds and spends what was pushed to it; the platform's wallet is never deducted in
+meter billing, so its balance is everything ever pushed, not what the tenant has left."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+from builders import ACTOR, check_books, minutes, reading
+from test_commands import Meters, drain, executor, meter_billing_account
+
+from meterdesk.billing import accounts as account_service
+from meterdesk.billing import cashier, cashier_refund
+from meterdesk.billing.ingest import Ingestor
+from meterdesk.db.database import Database
+from meterdesk.devices.commands import service
+from meterdesk.devices.ports import DeviceTimeoutError, MeterAddress
+from meterdesk.shared.errors import ConflictError, InsufficientFundsError
+from meterdesk.shared.time import FakeClock
+
+pytestmark = pytest.mark.integration
+D = Decimal
+
+
+def desk_recharge(db: Database, org_id: int, account_id: int, amount: str, key: str) -> int:
+    return cashier.recharge(
+        db,
+        organisation_id=org_id,
+        account_id=account_id,
+        amount=amount,
+        method="cash",
+        actor=ACTOR,
+        idempotency_key=key,
+    ).transfer_id
+
+
+def push_of(db: Database, org_id: int, transfer_id: int) -> service.CommandView:
+    [push] = [
+        c
+        for c in service.list_commands(db, organisation_id=org_id, kind="recharge")
+        if c.params["transfer_id"] == transfer_id
+    ]
+    return push
+
+
+def test_a_refund_never_pays_out_money_already_pushed_to_the_meter(
+    db: Database, clock: FakeClock
+) -> None:
+    org, meter_id, opened = meter_billing_account(db)  # 100.00, pushed
+    driver = Meters(clock)
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    assert driver.money[meter_id] == D("100.00")
+    with pytest.raises(InsufficientFundsError, match="on the meter"):
+        cashier_refund.refund(
+            db,
+            organisation_id=org.id,
+            account_id=opened.account_id,
+            amount="100",
+            method="cash",
+            actor=ACTOR,
+            idempotency_key="refund-1",
+        )
+    # A recharge whose push was cancelled before it went out is still the platform's to refund.
+    paid = desk_recharge(db, org.id, opened.account_id, "20", "desk-1")
+    push = push_of(db, org.id, paid)
+    service.cancel(db, organisation_id=org.id, command_id=push.id, actor=ACTOR)
+    with pytest.raises(InsufficientFundsError, match="on the meter"):
+        cashier_refund.refund(
+            db,
+            organisation_id=org.id,
+            account_id=opened.account_id,
+            amount="20.01",
+            method="cash",
+            actor=ACTOR,
+            idempotency_key="refund-2",
+        )
+    done = cashier_refund.refund(
+        db,
+        organisation_id=org.id,
+        account_id=opened.account_id,
+        amount="20",
+        method="cash",
+        actor=ACTOR,
+        idempotency_key="refund-3",
+    )
+    assert done.balance == D("100.00")
+
+
+def test_a_pending_push_is_not_counted_as_refundable(db: Database, clock: FakeClock) -> None:
+    """A push still pending may go out at any moment: cancel it first, then refund."""
+    org, _, opened = meter_billing_account(db)
+    with pytest.raises(InsufficientFundsError, match="on the meter"):
+        cashier_refund.refund(
+            db,
+            organisation_id=org.id,
+            account_id=opened.account_id,
+            amount="1",
+            method="cash",
+            actor=ACTOR,
+            idempotency_key="refund-1",
+        )
+
+
+def test_reversing_a_recharge_cancels_its_push_before_it_goes_out(
+    db: Database, clock: FakeClock
+) -> None:
+    org, meter_id, opened = meter_billing_account(db)
+    driver = Meters(clock)
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    paid = desk_recharge(db, org.id, opened.account_id, "20", "desk-1")
+    cashier_refund.reverse(
+        db, organisation_id=org.id, transfer_id=paid, actor=ACTOR, idempotency_key="undo-1"
+    )
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    assert driver.sends == Counter({(meter_id, "recharge"): 1})  # the opening's only
+    assert driver.money[meter_id] == D("100.00")
+    push = push_of(db, org.id, paid)
+    assert push.status == "cancelled" and "reversed" in (push.reason or "")
+
+
+def test_a_recharge_already_on_the_meter_cannot_be_reversed(db: Database, clock: FakeClock) -> None:
+    org, _, opened = meter_billing_account(db)
+    asyncio.run(drain(db, clock, executor(db, clock, Meters(clock))))
+    assert opened.initial_transfer_id is not None
+    with pytest.raises(ConflictError, match="on the meter"):
+        cashier_refund.reverse(
+            db,
+            organisation_id=org.id,
+            transfer_id=opened.initial_transfer_id,
+            actor=ACTOR,
+            idempotency_key="undo-1",
+        )
+
+
+class SilentOnce(Meters):
+    """The first push is sent and never answered."""
+
+    async def recharge(self, meter: MeterAddress, amount: Decimal, purchase_count: int) -> None:
+        if not self.sends[(meter.meter_id, "recharge")]:
+            self.sends[(meter.meter_id, "recharge")] += 1
+            raise DeviceTimeoutError("no answer within 1.0 s")
+        await super().recharge(meter, amount, purchase_count)
+
+
+def close(db: Database, org_id: int, meter_id: int, total: str, key: str = "close-1") -> Decimal:
+    return account_service.close_account(
+        db,
+        organisation_id=org_id,
+        number="A-1",
+        final_readings=[account_service.FinalReading(meter_id, D(total))],
+        refund_method="cash",
+        actor=ACTOR,
+        idempotency_key=key,
+    ).refunded
+
+
+def test_closing_refunds_what_the_meter_did_not_use_not_every_recharge(
+    db: Database, clock: FakeClock
+) -> None:
+    org, meter_id, _ = meter_billing_account(db)
+    driver = Meters(clock)
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    Ingestor(db).ingest([reading(meter_id, minutes(60), "1010")])  # 10 kWh × 0.6537 = 6.537
+    clock.now = minutes(120)
+    # 20 kWh in all at closing: 13.07 used on the meter, 86.93 left of the 100.00 pushed.
+    assert close(db, org.id, meter_id, "1020") == D("86.93")
+    check_books(db)
+
+
+def test_closing_after_the_meter_ran_into_its_overdraft_leaves_arrears(
+    db: Database, clock: FakeClock
+) -> None:
+    org, meter_id, _ = meter_billing_account(db, credit="5")
+    asyncio.run(drain(db, clock, executor(db, clock, Meters(clock))))
+    clock.now = minutes(120)
+    closed = account_service.close_account(
+        db,
+        organisation_id=org.id,
+        number="A-1",
+        final_readings=[account_service.FinalReading(meter_id, D("1010"))],  # 6.54 used
+        refund_method="cash",
+        actor=ACTOR,
+        idempotency_key="close-1",
+    )
+    assert (closed.refunded, closed.arrears, closed.refund_transfer_id) == (D("0"), D("1.54"), None)
+    check_books(db)
+
+
+def test_a_close_waits_for_a_push_on_its_way_to_the_meter(db: Database, clock: FakeClock) -> None:
+    org, meter_id, opened = meter_billing_account(db)
+    driver = SilentOnce(clock)  # the push goes out, no answer: it may be on the meter
+    asyncio.run(executor(db, clock, driver).run_once())
+    assert opened.initial_transfer_id is not None
+    assert push_of(db, org.id, opened.initial_transfer_id).status == "sent"
+    with pytest.raises(ConflictError, match="may be reaching the meter"):
+        close(db, org.id, meter_id, "1000")
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    assert close(db, org.id, meter_id, "1000") == D("100.00")
