@@ -202,3 +202,16 @@ def test_a_close_waits_for_a_push_on_its_way_to_the_meter(db: Database, clock: F
         close(db, org.id, meter_id, "1000")
     asyncio.run(drain(db, clock, executor(db, clock, driver)))
     assert close(db, org.id, meter_id, "1000") == D("100.00")
+
+
+def test_closing_cancels_a_push_not_yet_sent_and_refunds_it(db: Database, clock: FakeClock) -> None:
+    org, meter_id, opened = meter_billing_account(db)
+    driver = Meters(clock)
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    paid = desk_recharge(db, org.id, opened.account_id, "20", "desk-1")
+    clock.now = minutes(10)
+    assert close(db, org.id, meter_id, "1000") == D("120.00")
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    assert driver.sends == Counter({(meter_id, "recharge"): 1})  # the 20.00 never went out
+    assert push_of(db, org.id, paid).status == "cancelled"
+    check_books(db)
