@@ -16,9 +16,10 @@ from builders import ACTOR, check_books, minutes, reading
 from test_commands import Meters, drain, executor, meter_billing_account
 
 from meterdesk.billing import accounts as account_service
-from meterdesk.billing import cashier, cashier_refund
+from meterdesk.billing import cashier, cashier_refund, corrections
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
+from meterdesk.devices import reconcile
 from meterdesk.devices.commands import service
 from meterdesk.devices.ports import DeviceTimeoutError, MeterAddress
 from meterdesk.shared.errors import ConflictError, InsufficientFundsError
@@ -215,3 +216,44 @@ def test_closing_cancels_a_push_not_yet_sent_and_refunds_it(db: Database, clock:
     assert driver.sends == Counter({(meter_id, "recharge"): 1})  # the 20.00 never went out
     assert push_of(db, org.id, paid).status == "cancelled"
     check_books(db)
+
+
+def test_a_purchase_counter_that_went_back_gets_no_money_until_a_replacement_is_recorded(
+    db: Database, clock: FakeClock
+) -> None:
+    org, meter_id, opened = meter_billing_account(db)
+    driver = Meters(clock, count=4)
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))  # purchase 5 confirmed
+    driver.count[meter_id], driver.money[meter_id] = 0, D("0.00")  # reset (清零) or swapped
+    reset = desk_recharge(db, org.id, opened.account_id, "20", "desk-1")
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    push = push_of(db, org.id, reset)
+    assert push.status == "failed" and "went back" in (push.reason or ""), push.reason
+    assert driver.sends == Counter({(meter_id, "recharge"): 1})
+    # Its money never went out: the desk may refund it.
+    cashier_refund.refund(
+        db,
+        organisation_id=org.id,
+        account_id=opened.account_id,
+        amount="20",
+        method="cash",
+        actor=ACTOR,
+        idempotency_key="refund-1",
+    )
+
+    clock.now = minutes(30)
+    corrections.replace_meter(
+        db,
+        organisation_id=org.id,
+        replacement=corrections.Replacement(meter_id, clock.now, D("1000"), D("0")),
+        actor=ACTOR,
+    )
+    clock.now = minutes(31)
+    fresh = desk_recharge(db, org.id, opened.account_id, "30", "desk-2")
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    push = push_of(db, org.id, fresh)
+    assert (push.status, push.params["purchase_count"]) == ("confirmed", 1)
+    [row] = reconcile.reconcile(db, org.id)
+    assert (row.purchases_expected, row.purchases_meter) == (1, 1)
+    # The 100.00 left on the replaced device is not on this one: flagged, not hidden.
+    assert row.verdict == "money differs by -100.00"

@@ -384,8 +384,7 @@ def _row(conn: Connection, base: dict[str, Any], tolerance: Decimal) -> Reconcil
     pushes = repository.recharges_for_meter(conn, meter_id)
     missing, notes = _not_on_meter(conn, account_id, pushes)
     status = device_state.status_of(conn, meter_id) or {}
-    confirmed = [p.spec.purchase_count or 0 for p in pushes if p.status is CommandStatus.CONFIRMED]
-    expected_count = max(confirmed, default=None)
+    expected_count = repository.highest_confirmed_purchase(conn, meter_id)  # this device's
     meter_money = status.get("remaining_money")
     shared = len(_open_meters(conn, account_id)) > 1
     expected = None if shared else balance - priced - missing
@@ -466,6 +465,7 @@ def _not_on_meter(
         ).scalars()
     )
     missing, notes = Decimal("0.00"), []
+    refunded = _refunded(conn, account_id, reversed_ids)
     for transfer_id, amount_fen, key in recharges:
         if transfer_id in reversed_ids:
             continue
@@ -478,4 +478,20 @@ def _not_on_meter(
             f"transfer {transfer_id}: {state}"
             + (f" ({push.reason})" if push is not None and push.reason else "")
         )
+    if refunded and missing:
+        # A refund pays out money that never went to the meter (cashier_refund): that much of
+        # what is missing on the meter is gone from the wallet too, not still to come.
+        notes.append(f"{min(refunded, missing):f} of it refunded")
+        missing = max(missing - refunded, Decimal("0.00"))
     return missing, notes
+
+
+def _refunded(conn: Connection, account_id: int, reversed_ids: set[int]) -> Decimal:
+    rows = conn.execute(
+        select(transfers.c.id, transfers.c.amount_fen).where(
+            transfers.c.account_id == account_id,
+            NOT_A_DEDUCTION,  # the account index holds only these
+            transfers.c.reason == Reason.REFUND.value,
+        )
+    ).all()
+    return from_fen(sum(int(fen) for i, fen in rows if int(i) not in reversed_ids))
