@@ -8,6 +8,7 @@ meter billing, so its balance is everything ever pushed, not what the tenant has
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from decimal import Decimal
 
@@ -20,7 +21,7 @@ from meterdesk.billing import cashier, cashier_refund, corrections
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.devices import reconcile
-from meterdesk.devices.commands import service
+from meterdesk.devices.commands import repository, service, writes
 from meterdesk.devices.ports import DeviceTimeoutError, MeterAddress
 from meterdesk.shared.errors import ConflictError, InsufficientFundsError
 from meterdesk.shared.time import FakeClock
@@ -257,3 +258,49 @@ def test_a_purchase_counter_that_went_back_gets_no_money_until_a_replacement_is_
     assert (row.purchases_expected, row.purchases_meter) == (1, 1)
     # The 100.00 left on the replaced device is not on this one: flagged, not hidden.
     assert row.verdict == "money differs by -100.00"
+
+
+@pytest.mark.parametrize("who", ["cancel", "reverse", "close"])
+def test_a_push_the_executor_marks_sent_meanwhile_is_not_cancelled(
+    db: Database, clock: FakeClock, who: str
+) -> None:
+    """The desk reads the push unsent, the executor marks it sent (bytes about to leave) and
+    commits while the desk's cancel waits for the row: the cancel must then find it sent."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite writers take turns: the desk and the executor cannot interleave")
+    org, meter_id, opened = meter_billing_account(db)
+    asyncio.run(drain(db, clock, executor(db, clock, Meters(clock))))
+    paid = desk_recharge(db, org.id, opened.account_id, "20", "desk-1")
+    push_id = push_of(db, org.id, paid).id
+    holding, release = threading.Event(), threading.Event()
+
+    def executor_marks_sent() -> None:
+        with db.engine.begin() as conn:
+            command = repository.get(conn, push_id)
+            assert command is not None
+            assert writes.record_sent(conn, command, command.spec, clock(), {}, 0)
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=executor_marks_sent)
+    thread.start()
+    holding.wait(10)
+    timer = threading.Timer(0.5, release.set)  # commit while the desk waits for the row
+    timer.start()
+    try:
+        with pytest.raises(
+            ConflictError, match=r"sent or finished meanwhile|may be reaching|on its way"
+        ):
+            if who == "cancel":
+                service.cancel(db, organisation_id=org.id, command_id=push_id, actor=ACTOR)
+            elif who == "reverse":
+                cashier_refund.reverse(
+                    db, organisation_id=org.id, transfer_id=paid, actor=ACTOR, idempotency_key="u"
+                )
+            else:
+                close(db, org.id, meter_id, "1000")
+    finally:
+        release.set()
+        thread.join(10)
+        timer.join(10)
+    assert push_of(db, org.id, paid).status == "sent"
