@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -304,3 +305,38 @@ def test_a_push_the_executor_marks_sent_meanwhile_is_not_cancelled(
         thread.join(10)
         timer.join(10)
     assert push_of(db, org.id, paid).status == "sent"
+
+
+class Crash(BaseException):
+    """The executor's process dies: nothing of the attempt after this point is recorded."""
+
+
+class CrashAfterSending(Meters):
+    """The meter takes the push; the process dies before the read-back is recorded."""
+
+    async def recharge(self, meter: MeterAddress, amount: Decimal, purchase_count: int) -> None:
+        await super().recharge(meter, amount, purchase_count)
+        raise Crash
+
+
+def test_an_executor_killed_after_sending_a_push_leaves_it_to_the_next_one_which_confirms_it(
+    db: Database, clock: FakeClock
+) -> None:
+    org, meter_id, opened = meter_billing_account(db)
+    driver = CrashAfterSending(clock, count=2)
+    with pytest.raises(Crash):
+        asyncio.run(executor(db, clock, driver).run_once())
+    assert opened.initial_transfer_id is not None
+    push = push_of(db, org.id, opened.initial_transfer_id)
+    assert (push.status, push.params["purchase_count"]) == ("sent", 3)  # recorded before sending
+    # Leased: nobody takes it until the lease (180 s) ends, then the next executor reads the
+    # counter, finds purchase 3 there and confirms without sending it again.
+    assert asyncio.run(executor(db, clock, driver).run_once()) == 0
+    clock.now = clock.now + timedelta(seconds=181)
+    survivor = Meters(clock)
+    survivor.count, survivor.money = driver.count, driver.money
+    asyncio.run(drain(db, clock, executor(db, clock, survivor)))
+    push = push_of(db, org.id, opened.initial_transfer_id)
+    assert push.status == "confirmed"
+    assert driver.sends + survivor.sends == Counter({(meter_id, "recharge"): 1})
+    assert survivor.money[meter_id] == D("100.00")
