@@ -14,8 +14,16 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from builders import ACTOR, check_books, minutes, reading
-from test_commands import Meters, drain, executor, meter_billing_account
+from builders import (
+    ACTOR,
+    check_books,
+    flat_definition,
+    make_org,
+    make_tariff,
+    minutes,
+    reading,
+)
+from test_commands import Meters, drain, executor, meter, meter_billing_account
 
 from meterdesk.billing import accounts as account_service
 from meterdesk.billing import cashier, cashier_refund, corrections
@@ -23,7 +31,7 @@ from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.devices import reconcile
 from meterdesk.devices.commands import repository, service, writes
-from meterdesk.devices.ports import DeviceTimeoutError, MeterAddress
+from meterdesk.devices.ports import DeviceRefusedError, DeviceTimeoutError, MeterAddress
 from meterdesk.shared.errors import ConflictError, InsufficientFundsError
 from meterdesk.shared.time import FakeClock
 
@@ -340,3 +348,45 @@ def test_an_executor_killed_after_sending_a_push_leaves_it_to_the_next_one_which
     assert push.status == "confirmed"
     assert driver.sends + survivor.sends == Counter({(meter_id, "recharge"): 1})
     assert survivor.money[meter_id] == D("100.00")
+
+
+class StrictMeters(Meters):
+    """Takes a purchase only as the next count, like a real prepaid meter (and the simulator)."""
+
+    async def recharge(self, meter: MeterAddress, amount: Decimal, purchase_count: int) -> None:
+        if purchase_count != self.count.get(meter.meter_id, self.start[1]) + 1:
+            raise DeviceRefusedError(f"purchase count {purchase_count} refused")
+        await super().recharge(meter, amount, purchase_count)
+
+
+def test_two_executors_push_every_recharge_once_and_in_order(
+    db: Database, clock: FakeClock
+) -> None:
+    org = make_org(db)
+    tariff_id = make_tariff(db, org, definition=flat_definition("0.6537"))
+    accounts_of: dict[int, int] = {}
+    for n in range(4):
+        meter_id = meter(db, org, f"M{n}")
+        request = account_service.OpenAccount(
+            number=f"A-{n}",
+            customer_id=org.customer_id,
+            meters=[account_service.MeterOpening(meter_id, tariff_id, D("1000"))],
+            billing_mode="meter",
+            initial_credit="10",
+        )
+        opened = account_service.open_account(
+            db, organisation_id=org.id, request=request, actor=ACTOR
+        )
+        accounts_of[meter_id] = opened.account_id
+    for n in range(3):
+        for meter_id, account_id in accounts_of.items():
+            desk_recharge(db, org.id, account_id, str(n + 1), f"desk-{meter_id}-{n}")
+    driver = StrictMeters(clock)
+    asyncio.run(drain(db, clock, executor(db, clock, driver), executor(db, clock, driver)))
+    pushes = service.list_commands(db, organisation_id=org.id, kind="recharge")
+    assert {p.status for p in pushes} == {"confirmed"}
+    for meter_id in accounts_of:
+        mine = sorted((p.id, p.params["purchase_count"]) for p in pushes if p.meter_id == meter_id)
+        assert [count for _, count in mine] == [1, 2, 3, 4]  # in the order they were made
+        assert driver.money[meter_id] == D("16.00")
+    assert driver.sends == Counter({(m, "recharge"): 4 for m in accounts_of})
