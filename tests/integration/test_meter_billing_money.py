@@ -390,3 +390,43 @@ def test_two_executors_push_every_recharge_once_and_in_order(
         assert [count for _, count in mine] == [1, 2, 3, 4]  # in the order they were made
         assert driver.money[meter_id] == D("16.00")
     assert driver.sends == Counter({(m, "recharge"): 4 for m in accounts_of})
+
+
+class Hoarding(Meters):
+    """Refuses any purchase that would take the meter above 150.00 (its hoarding limit)."""
+
+    async def recharge(self, meter: MeterAddress, amount: Decimal, purchase_count: int) -> None:
+        if self.money.get(meter.meter_id, self.start[0]) + amount > D("150.00"):
+            self.sends[(meter.meter_id, "recharge")] += 1
+            raise DeviceRefusedError("money would exceed the hoarding limit 150.00")
+        await super().recharge(meter, amount, purchase_count)
+
+
+def test_a_push_the_meter_refused_can_be_refunded_or_reversed(
+    db: Database, clock: FakeClock
+) -> None:
+    org, meter_id, opened = meter_billing_account(db)
+    driver = Hoarding(clock)
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    big = desk_recharge(db, org.id, opened.account_id, "80", "desk-1")
+    bigger = desk_recharge(db, org.id, opened.account_id, "90", "desk-2")
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    for refused in (big, bigger):
+        push = push_of(db, org.id, refused)
+        assert push.status == "failed" and (push.reason or "").startswith("refused by meter")
+    assert driver.money[meter_id] == D("100.00")
+    cashier_refund.reverse(
+        db, organisation_id=org.id, transfer_id=big, actor=ACTOR, idempotency_key="undo-1"
+    )
+    done = cashier_refund.refund(
+        db,
+        organisation_id=org.id,
+        account_id=opened.account_id,
+        amount="90",
+        method="cash",
+        actor=ACTOR,
+        idempotency_key="refund-1",
+    )
+    assert done.balance == D("100.00")  # what the meter holds
+    [row] = reconcile.reconcile(db, org.id)
+    assert row.not_on_meter == D("0.00")

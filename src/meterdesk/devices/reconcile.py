@@ -41,6 +41,7 @@ from meterdesk.devices.commands.model import (
     CommandSpec,
     CommandStatus,
     meter_price_table,
+    was_refused,
 )
 from meterdesk.devices.ports import Snapshot
 from meterdesk.devices.tables import commands
@@ -192,7 +193,10 @@ def account_pushes(conn: Connection, organisation_id: int, account_id: int) -> d
 
 def may_be_on_meter(push: Command) -> bool:
     """Open (it may go out at any moment) or ever sent (it may have landed, whatever its status
-    says): only a push cancelled or failed before it went out is certainly not on the meter."""
+    says): only a push cancelled or failed before it went out, or refused by the meter (a
+    hoarding limit, say), is certainly not on the meter."""
+    if was_refused(push):
+        return False
     return push.is_open or push.sent_at is not None or push.status is CommandStatus.CONFIRMED
 
 
