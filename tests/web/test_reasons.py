@@ -91,6 +91,13 @@ EXAMPLES = [
     ("read-back shows relay closed or close allowed", "回读显示继电器闭合或允许合闸"),
     ("read-back shows valve closed", "回读显示关阀"),
     ("superseded by #12", "已被 #12 取代"),
+    (
+        "purchase count went back: the meter shows 0 after purchase 5 was confirmed on it; "
+        "record a replacement if it was reset or swapped, and reconcile before pushing again",
+        "购电次数倒退：第 5 次购电已在表上确认，表却显示 0；若表被清零或更换，请先登记换表，并对账后再下发",
+    ),
+    ("recharge reversed by transfer 12", "充值已被转账 12 冲正"),
+    ("account closed: its money is settled from the wallet", "账户已销户：其金额已从钱包结算"),
     ("cancelled by alpha-admin", "由 alpha-admin 取消"),
     ("cancelled by alpha-admin: wrong room", "由 alpha-admin 取消：wrong room"),
     # quarantined readings
@@ -254,10 +261,12 @@ def command_reasons() -> set[str]:
         if not state.satisfied:
             made.add(disagrees(state.detail))
     made.add(disagrees("the meter did not answer the read-back"))  # attempt.py settle()
-    for assigned, meter_count, ever_sent in itertools.product(
-        (5,), (None, 3, 4, 5, 6), (True, False)
+    for assigned, meter_count, ever_sent, confirmed in itertools.product(
+        (5,), (None, 3, 4, 5, 6), (True, False), (None, 4)
     ):
-        decision = plan_recharge(assigned=assigned, meter_count=meter_count, ever_sent=ever_sent)
+        decision = plan_recharge(
+            assigned=assigned, meter_count=meter_count, ever_sent=ever_sent, confirmed=confirmed
+        )
         if decision.step is RechargeStep.WAIT:
             made.add(disagrees(decision.detail))
         elif decision.step is RechargeStep.FAIL:
@@ -269,6 +278,8 @@ def command_reasons() -> set[str]:
         "no answer: no driver (no dlt698 driver)",
         "no answer: RuntimeError('driver bug')",
         "superseded by #12",
+        "recharge reversed by transfer 12",  # devices/reconcile.py
+        "account closed: its money is settled from the wallet",
         "cancelled by alpha-admin",
         "cancelled by alpha-admin: wrong room",
     }

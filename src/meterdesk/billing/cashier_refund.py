@@ -24,7 +24,7 @@ from meterdesk.billing.cashier import (
     tell,
 )
 from meterdesk.billing.control_send import Outbox
-from meterdesk.billing.model import AccountStatus
+from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause
 from meterdesk.db.database import Database
@@ -79,9 +79,22 @@ def refund(
         wallet_id = request.debit_account_id
         balance = ledger.lock_balances(conn, [wallet_id])[wallet_id].balance_fen
         balance -= owed.emergency_outstanding_fen
+        on_meter = 0
+        if account["billing_mode"] == BillingMode.METER.value:
+            # 表端计费: the wallet is never deducted; what was pushed is the meter's to spend.
+            from meterdesk.devices import reconcile
+
+            on_meter = reconcile.money_on_meter_fen(conn, organisation_id, account_id)
+            balance -= on_meter
         if fen > balance:
             raise InsufficientFundsError(
                 f"only {from_fen(max(balance, 0))} can be refunded; {from_fen(fen)} was asked"
+                + (
+                    f" ({from_fen(on_meter)} is on the meter or on its way there, which keeps "
+                    "and spends it)"
+                    if on_meter
+                    else ""
+                )
             )
         posted = ledger_service.post(conn, request)
         sender = outbox or DatabaseOutbox(lambda: at)
@@ -146,6 +159,16 @@ def reverse(
         )
         if posted.replayed:
             return posted.transfer_id
+        if reason == Reason.RECHARGE.value and account["billing_mode"] == BillingMode.METER.value:
+            from meterdesk.devices import reconcile
+
+            reconcile.withdraw_push(
+                conn,
+                organisation_id=organisation_id,
+                transfer_id=transfer_id,
+                why=f"recharge reversed by transfer {posted.transfer_id}",
+                at=at,
+            )
         # Money back in (a refund reversed) re-arms alarms and may restore, as a recharge does;
         # money out (a recharge reversed) may warn or cut, as a deduction does.
         cause = Cause.RECHARGE if reason == Reason.REFUND.value else Cause.DEDUCTION

@@ -16,9 +16,11 @@ from sqlalchemy import Connection
 from meterdesk.billing import control_state
 from meterdesk.billing.cashier import clearing_account, desk_key, load_account, payment_method
 from meterdesk.billing.cashier_repay import emergency_receivable
+from meterdesk.billing.model import BillingMode
+from meterdesk.billing.postings import revenue_code
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
-from meterdesk.ledger.model import Reason, TransferRequest, derived_key
+from meterdesk.ledger.model import AccountKind, Reason, TransferRequest, derived_key
 from meterdesk.shared.money import from_fen
 
 
@@ -45,6 +47,10 @@ def settle_in(
     wallet_id, arrears_id = int(str(account["wallet_id"])), int(str(account["arrears_id"]))
     wallet = ledger_service.balance_fen(conn, wallet_id)
     wallet -= _settle_emergency(conn, account, wallet, actor=actor, at=at, key=idempotency_key)
+    if account["billing_mode"] == BillingMode.METER.value:
+        wallet -= _settle_meter_usage(
+            conn, account, wallet, actor=actor, at=at, key=idempotency_key
+        )
     transfer_id = None
     if wallet < 0:
         # An allowed overdraft used up at closing becomes arrears to collect.
@@ -86,6 +92,65 @@ def settle_in(
         ).transfer_id
     arrears = ledger_service.balance_fen(conn, arrears_id)
     return Settlement(from_fen(max(wallet, 0)), from_fen(-arrears), transfer_id)
+
+
+def _settle_meter_usage(
+    conn: Connection,
+    account: dict[str, object],
+    wallet_fen: int,
+    *,
+    actor: str,
+    at: datetime,
+    key: str,
+) -> int:
+    """Meter billing (表端计费): the wallet was never deducted, so it still holds every recharge,
+    also the part the meter has spent. Pushes that never went out are cancelled (their money
+    is refunded below); what the platform priced from the readings up to the final one is the
+    meter's usage, paid from the wallet (what it cannot cover, the meter's own overdraft,
+    becomes arrears); the rest is refunded. A push on its way to the meter stops the close.
+    Returns what the wallet paid."""
+    from meterdesk.devices import reconcile
+
+    organisation_id, account_id = int(str(account["organisation_id"])), int(str(account["id"]))
+    reconcile.stop_pushes_on_closing(
+        conn, organisation_id=organisation_id, account_id=account_id, at=at
+    )
+    paid, left = 0, max(wallet_fen, 0)
+    for utility, used in sorted(reconcile.used_on_meter_fen(conn, account_id).items()):
+        if used <= 0:
+            continue
+        revenue = ledger.system_account(
+            conn,
+            organisation_id=organisation_id,
+            code=revenue_code(utility),
+            kind=AccountKind.REVENUE,
+            at=at,
+        )
+        from_wallet = min(used, left)
+        parts = ((from_wallet, "wallet_id", "w"), (used - from_wallet, "arrears_id", "a"))
+        ledger.apply_transfers(
+            conn,
+            [
+                TransferRequest(
+                    organisation_id=organisation_id,
+                    idempotency_key=derived_key(
+                        f"meter-used-{part}-{utility}", desk_key(organisation_id, key)
+                    ),
+                    debit_account_id=int(str(account[source])),
+                    credit_account_id=revenue,
+                    amount_fen=amount,
+                    reason=Reason.SETTLEMENT,
+                    actor=actor,
+                    created_at=at,
+                    account_id=account_id,
+                    memo="used on the meter (表端计费), priced at the account's tariff",
+                )
+                for amount, source, part in parts
+                if amount
+            ],
+        )
+        paid, left = paid + from_wallet, left - from_wallet
+    return paid
 
 
 def _settle_emergency(

@@ -34,19 +34,22 @@ from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.repository import load_assignments
 from meterdesk.billing.tables import accounts, meter_assignments, period_totals
 from meterdesk.db.database import Database
-from meterdesk.devices.commands import device_state, repository, service
+from meterdesk.devices.commands import device_state, event_log, repository, service, writes
 from meterdesk.devices.commands.model import (
+    Command,
     CommandKind,
     CommandSpec,
     CommandStatus,
     meter_price_table,
+    was_refused,
 )
 from meterdesk.devices.ports import Snapshot
+from meterdesk.devices.tables import commands
 from meterdesk.ledger.model import REPAY_ARREARS, Reason, derived_key
 from meterdesk.ledger.tables import NOT_A_DEDUCTION, ledger_accounts, transfers
 from meterdesk.metering.tables import meters
 from meterdesk.shared.errors import ConflictError, NotFoundError
-from meterdesk.shared.money import from_fen, round_fen
+from meterdesk.shared.money import from_fen, round_fen, to_fen
 from meterdesk.shared.time import local_date, zone
 from meterdesk.sites.tables import sites
 from meterdesk.tariffs.repository import load_tariff
@@ -160,6 +163,97 @@ def _open_meters(conn: Connection, account_id: int) -> list[int]:
         )
     ).scalars()
     return sorted(int(m) for m in rows)
+
+
+# --- money on the meter: refunds, reversals and closing ---------------------------------------
+#
+# In meter billing the wallet is never deducted: its balance is everything pushed (or still to
+# be pushed) to the meter, which keeps and spends that money by itself. The desk can pay out or
+# take back only what never went out.
+
+
+def account_pushes(conn: Connection, organisation_id: int, account_id: int) -> dict[int, Command]:
+    """The push of each recharge of the account, by transfer id."""
+    recharges = conn.execute(
+        select(transfers.c.id).where(
+            transfers.c.account_id == account_id,
+            NOT_A_DEDUCTION,  # the account index holds only these
+            transfers.c.reason == Reason.RECHARGE.value,
+        )
+    ).scalars()
+    keys = {service.scoped_key(organisation_id, push_key(int(t))): int(t) for t in recharges}
+    if not keys:
+        return {}
+    rows = conn.execute(select(commands).where(commands.c.idempotency_key.in_(sorted(keys))))
+    return {
+        keys[str(row["idempotency_key"])]: repository.command_from_row(row)
+        for row in rows.mappings()
+    }
+
+
+def may_be_on_meter(push: Command) -> bool:
+    """Open (it may go out at any moment) or ever sent (it may have landed, whatever its status
+    says): only a push cancelled or failed before it went out, or refused by the meter (a
+    hoarding limit, say), is certainly not on the meter."""
+    if was_refused(push):
+        return False
+    return push.is_open or push.sent_at is not None or push.status is CommandStatus.CONFIRMED
+
+
+def money_on_meter_fen(conn: Connection, organisation_id: int, account_id: int) -> int:
+    """What the account's recharges put on its meter, or may still put there."""
+    pushes = account_pushes(conn, organisation_id, account_id).values()
+    return sum(to_fen(p.spec.amount or Decimal(0)) for p in pushes if may_be_on_meter(p))
+
+
+def withdraw_push(
+    conn: Connection, *, organisation_id: int, transfer_id: int, why: str, at: datetime
+) -> None:
+    """Stop the push of a recharge the ledger is taking back (a reversal): cancelled when it
+    never went out; refused when the money may be on the meter, which would keep and spend
+    money the ledger no longer holds."""
+    push = repository.find_by_key(conn, service.scoped_key(organisation_id, push_key(transfer_id)))
+    if push is None or not may_be_on_meter(push):
+        return
+    if push.is_open and writes.cancel_unsent(conn, push.id, why, at):
+        event_log.add_event(conn, push.id, at, "cancelled", {"reason": why})
+        return
+    raise ConflictError(
+        f"transfer {transfer_id} is on the meter or on its way there (push #{push.id} "
+        f"{push.status.value}): the meter keeps and spends it, so the ledger cannot take it back"
+    )
+
+
+def stop_pushes_on_closing(
+    conn: Connection, *, organisation_id: int, account_id: int, at: datetime
+) -> None:
+    """On closing: pushes that never went out are cancelled (the settlement refunds their money
+    from the wallet); a push on its way to the meter stops the close until it is proven."""
+    why = "account closed: its money is settled from the wallet"
+    for push in account_pushes(conn, organisation_id, account_id).values():
+        if not push.is_open:
+            continue
+        if not writes.cancel_unsent(conn, push.id, why, at):
+            raise ConflictError(
+                f"recharge push #{push.id} may be reaching the meter: close the account when "
+                "it is confirmed or failed"
+            )
+        event_log.add_event(conn, push.id, at, "cancelled", {"reason": why})
+
+
+def used_on_meter_fen(conn: Connection, account_id: int) -> dict[str, int]:
+    """What the platform's tariff made of the account's readings and never deducted (meter
+    billing), by utility: the money the meter spent, as far as the platform can tell."""
+    rows = conn.execute(
+        select(meters.c.utility, period_totals.c.exact_cost, period_totals.c.posted_fen)
+        .join(meters, meters.c.id == period_totals.c.meter_id)
+        .where(period_totals.c.account_id == account_id)
+    ).all()
+    used: dict[str, int] = {}
+    for utility, cost, posted in rows:
+        fen = to_fen(round_fen(Decimal(cost))) - int(posted)
+        used[str(utility)] = used.get(str(utility), 0) + fen
+    return used
 
 
 # --- prices (F-TAR-PUSH) -----------------------------------------------------------------------
@@ -294,8 +388,7 @@ def _row(conn: Connection, base: dict[str, Any], tolerance: Decimal) -> Reconcil
     pushes = repository.recharges_for_meter(conn, meter_id)
     missing, notes = _not_on_meter(conn, account_id, pushes)
     status = device_state.status_of(conn, meter_id) or {}
-    confirmed = [p.spec.purchase_count or 0 for p in pushes if p.status is CommandStatus.CONFIRMED]
-    expected_count = max(confirmed, default=None)
+    expected_count = repository.highest_confirmed_purchase(conn, meter_id)  # this device's
     meter_money = status.get("remaining_money")
     shared = len(_open_meters(conn, account_id)) > 1
     expected = None if shared else balance - priced - missing
@@ -376,6 +469,7 @@ def _not_on_meter(
         ).scalars()
     )
     missing, notes = Decimal("0.00"), []
+    refunded = _refunded(conn, account_id, reversed_ids)
     for transfer_id, amount_fen, key in recharges:
         if transfer_id in reversed_ids:
             continue
@@ -388,4 +482,20 @@ def _not_on_meter(
             f"transfer {transfer_id}: {state}"
             + (f" ({push.reason})" if push is not None and push.reason else "")
         )
+    if refunded and missing:
+        # A refund pays out money that never went to the meter (cashier_refund): that much of
+        # what is missing on the meter is gone from the wallet too, not still to come.
+        notes.append(f"{min(refunded, missing):f} of it refunded")
+        missing = max(missing - refunded, Decimal("0.00"))
     return missing, notes
+
+
+def _refunded(conn: Connection, account_id: int, reversed_ids: set[int]) -> Decimal:
+    rows = conn.execute(
+        select(transfers.c.id, transfers.c.amount_fen).where(
+            transfers.c.account_id == account_id,
+            NOT_A_DEDUCTION,  # the account index holds only these
+            transfers.c.reason == Reason.REFUND.value,
+        )
+    ).all()
+    return from_fen(sum(int(fen) for i, fen in rows if int(i) not in reversed_ids))

@@ -194,6 +194,24 @@ SHAPES: tuple[Shape, ...] = (
         r"reconcile before pushing again",
         N_("Purchase count %(shown)s is past purchase %(wanted)s; reconcile before pushing again"),
     ),
+    shape(
+        r"purchase count went back: the meter shows (?P<shown>\d+) after purchase "
+        r"(?P<wanted>\d+) was confirmed on it; record a replacement if it was reset or "
+        r"swapped, and reconcile before pushing again",
+        N_(
+            "Purchase count went back: the meter shows %(shown)s after purchase %(wanted)s was "
+            "confirmed on it; record a replacement if it was reset or swapped, and reconcile "
+            "before pushing again"
+        ),
+    ),
+    shape(
+        r"recharge reversed by transfer (?P<id>\d+)",
+        N_("Recharge reversed by transfer %(id)s"),
+    ),
+    exact(
+        "account closed: its money is settled from the wallet",
+        N_("Account closed: its money is settled from the wallet"),
+    ),
     shape(r"superseded by #(?P<id>\d+)", N_("Superseded by #%(id)s")),
     shape(r"cancelled by (?P<actor>.+?): (?P<note>.*)", N_("Cancelled by %(actor)s: %(note)s")),
     shape(r"cancelled by (?P<actor>.+)", N_("Cancelled by %(actor)s")),

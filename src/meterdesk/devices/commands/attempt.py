@@ -151,8 +151,12 @@ class Attempt:
 
     async def recharge(self, snapshot: Snapshot) -> None:
         spec = self.command.spec
+        confirmed = None if self.sent else await asyncio.to_thread(self._confirmed_on_device)
         decision = plan_recharge(
-            assigned=spec.purchase_count, meter_count=snapshot.purchase_count, ever_sent=self.sent
+            assigned=spec.purchase_count,
+            meter_count=snapshot.purchase_count,
+            ever_sent=self.sent,
+            confirmed=confirmed,
         )
         if decision.step is RechargeStep.WAIT:
             await self.retry_or_fail(disagrees(decision.detail))
@@ -171,6 +175,10 @@ class Attempt:
             await self.send_and_confirm(
                 replace(spec, purchase_count=decision.purchase_count), snapshot
             )
+
+    def _confirmed_on_device(self) -> int | None:
+        with self.x.db.read() as conn:
+            return repository.highest_confirmed_purchase(conn, self.command.meter_id)
 
     def _money_before(self) -> Decimal | None:
         # a read: no write transaction (and no turn at SQLite's write lock) for it

@@ -336,8 +336,17 @@ def supersedes(newer: CommandSpec, older: CommandSpec) -> bool:
     return True
 
 
+REFUSED = "refused by meter: "
+
+
 def refused(text: str) -> str:
-    return clip(f"refused by meter: {text}")
+    return clip(f"{REFUSED}{text}")
+
+
+def was_refused(command: Command) -> bool:
+    """Failed because the meter said no (a push refused so is not on the meter: before it
+    failed, the counter showed the purchase was not there)."""
+    return command.status is CommandStatus.FAILED and (command.reason or "").startswith(REFUSED)
 
 
 def no_answer(attempts: int) -> str:

@@ -96,12 +96,27 @@ class RechargeDecision:
 
 
 def plan_recharge(
-    *, assigned: int | None, meter_count: int | None, ever_sent: bool
+    *,
+    assigned: int | None,
+    meter_count: int | None,
+    ever_sent: bool,
+    confirmed: int | None = None,
 ) -> RechargeDecision:
-    """Decide a recharge attempt from the meter's purchase counter, read just before sending."""
+    """Decide a recharge attempt from the meter's purchase counter, read just before sending.
+    ``confirmed`` is the highest purchase confirmed on the meter's current device: a counter
+    below it went back (a reset, or another device at the address), and money is not sent to
+    it on the counter's word."""
     if meter_count is None:
         return RechargeDecision(
             RechargeStep.WAIT, assigned, "the meter did not report its purchase count"
+        )
+    if not ever_sent and confirmed is not None and meter_count < confirmed:
+        return RechargeDecision(
+            RechargeStep.FAIL,
+            assigned,
+            f"purchase count went back: the meter shows {meter_count} after purchase "
+            f"{confirmed} was confirmed on it; record a replacement if it was reset or "
+            "swapped, and reconcile before pushing again",
         )
     if not ever_sent:  # N is still provisional: fix it from the counter the meter shows now
         fixed = meter_count + 1

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, RowMapping, func, or_, select
 
 from meterdesk.devices.commands.model import (
     OPEN_STATUSES,
@@ -28,7 +28,7 @@ from meterdesk.devices.commands.model import (
 )
 from meterdesk.devices.ports import MeterAddress
 from meterdesk.devices.tables import buses, commands, gateways
-from meterdesk.metering.tables import meters
+from meterdesk.metering.tables import meter_replacements, meters
 
 REQUEST_HASH = "request_hash"  # kept beside the parameters in commands.params
 
@@ -175,6 +175,26 @@ def highest_purchase(conn: Connection, meter_id: int) -> int | None:
     counts = [json.loads(text).get("purchase_count") for text in pushes]
     known = [int(count) for count in counts if count is not None]
     return max(known, default=None)
+
+
+def highest_confirmed_purchase(conn: Connection, meter_id: int) -> int | None:
+    """The highest purchase count confirmed on the meter's current device: pushes confirmed
+    before its last replacement went to the device it replaced."""
+    replaced = (
+        select(func.max(meter_replacements.c.replaced_at))
+        .where(meter_replacements.c.meter_id == meter_id)
+        .scalar_subquery()
+    )
+    pushes = conn.execute(
+        select(commands.c.params).where(
+            commands.c.meter_id == meter_id,
+            commands.c.kind == CommandKind.RECHARGE.value,
+            commands.c.status == CommandStatus.CONFIRMED.value,
+            or_(replaced.is_(None), commands.c.finished_at > replaced),
+        )
+    ).scalars()
+    counts = [json.loads(text).get("purchase_count") for text in pushes]
+    return max((int(count) for count in counts if count is not None), default=None)
 
 
 def recharges_for_meter(conn: Connection, meter_id: int) -> list[Command]:

@@ -349,8 +349,15 @@ def cancel(
                 "cancelled; wait until it is confirmed or failed, then reconcile"
             )
         why = f"cancelled by {actor}" + (f": {reason}" if reason else "")
-        if not writes.finish(conn, command_id, CommandStatus.CANCELLED, why, at):
-            raise ConflictError(f"command #{command_id} finished meanwhile")
+        # A push checked unsent above may be marked sent by the executor before this update:
+        # its cancel is conditional on it still being unsent.
+        cancelled_now = (
+            writes.cancel_unsent(conn, command_id, why, at)
+            if command.spec.kind is CommandKind.RECHARGE
+            else writes.finish(conn, command_id, CommandStatus.CANCELLED, why, at)
+        )
+        if not cancelled_now:
+            raise ConflictError(f"command #{command_id} was sent or finished meanwhile")
         event_log.add_event(conn, command_id, at, "cancelled", {"reason": why})
         audit.record(
             conn,

@@ -104,6 +104,18 @@ def finish(
     return result.rowcount == 1
 
 
+def cancel_unsent(conn: Connection, command_id: int, reason: str, at: datetime) -> bool:
+    """Cancel an open command that never went out; False when it was sent (or finished)
+    meanwhile. One conditional update: an executor marking it sent at the same moment either
+    commits first (then this finds ``sent_at`` set) or waits and finds it cancelled."""
+    result = conn.execute(
+        update(commands)
+        .where(_open(command_id), commands.c.sent_at.is_(None))
+        .values(status=CommandStatus.CANCELLED.value, reason=clip(reason), finished_at=at)
+    )
+    return result.rowcount == 1
+
+
 def reschedule(conn: Connection, command_id: int, next_at: datetime, reason: str) -> bool:
     result = conn.execute(
         update(commands)
