@@ -13,6 +13,7 @@ from meterdesk.devices.commands import device_state
 from meterdesk.devices.commands import service as commands
 from meterdesk.devices.ports import Snapshot
 from meterdesk.devices.tables import commands as device_commands
+from meterdesk.metering.tables import meters
 
 
 def _meter_shows(world: World, relay: str) -> None:
@@ -64,3 +65,31 @@ def test_on_meter_billing_the_meters_own_trip_is_no_warning(world: World) -> Non
         )
     _meter_shows(world, "open")
     assert "data-drift" not in _status(world, "en")
+
+
+def _meter_rows(world: World, query: str, locale: str = "en") -> str:
+    console = Console(world.client, world.alpha, "readonly", locale=locale)
+    page = console.get(f"/meters?{query}")
+    assert page.status_code == 200, page.text[:300]
+    return str(page.text)
+
+
+def test_the_meter_list_finds_the_meters_that_disagree_with_their_account(world: World) -> None:
+    """``/meters?drift=1``: every meter whose relay or valve contradicts its account's decision,
+    the ones the control tick puts back (a tripped relay across a site, found without opening
+    every room)."""
+    with world.db.transaction() as conn:  # on a line: the tick can command it
+        conn.execute(
+            update(meters).where(meters.c.id == world.alpha.meter_id).values(protocol="dlt645")
+        )
+    row = "<td>Alpha-M1</td>"
+    _meter_shows(world, "closed")
+    assert row not in _meter_rows(world, "drift=1")
+    assert "Disagrees with the account's supply (0)" in _meter_rows(world, "")
+    _meter_shows(world, "open")  # supply on, relay open
+    page = _meter_rows(world, "drift=1")
+    assert row in page and "Disagrees with the account's supply (1)" in page
+    assert "<td>Alpha-M2</td>" not in page
+    assert "与账户供电状态不一致（1）" in _meter_rows(world, "", "zh-CN")
+    bravo = Console(world.client, world.bravo, "readonly").get("/meters?drift=1").text
+    assert row not in bravo and "Disagrees with the account's supply (0)" in bravo

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, select
+from sqlalchemy import Connection, and_, exists, func, or_, select
 
 from meterdesk.audit import service as audit
 from meterdesk.billing import control_config
@@ -41,7 +41,6 @@ from meterdesk.billing.control_send import COMMAND_FOR, CommandRequest, Outbox
 from meterdesk.billing.outbox import CONTROL_ACTOR
 from meterdesk.billing.policy import Action, RestoreMode, Supply
 from meterdesk.billing.tables import account_controls, accounts, meter_assignments
-from meterdesk.db.bulk import raw_rows
 from meterdesk.db.database import Database
 from meterdesk.db.types import instant_int
 from meterdesk.devices.commands.model import OPEN_STATUSES, CommandStatus
@@ -260,23 +259,42 @@ def _key(meter_id: int, at: datetime) -> str:
     return f"{KEY_PREFIX}:{meter_id}:{instant_int(at)}"
 
 
-def _candidates(conn: Connection) -> list[int]:
-    """Meters that may disagree (a superset of :func:`drift`'s cases, read cheaply from the
-    grid's ``supply`` column; the transaction decides on the JSON state)."""
-    rows = raw_rows(
-        conn,
-        "SELECT m.id FROM accounts a "
-        "JOIN meter_assignments ma ON ma.account_id = a.id AND ma.end_at IS NULL "
-        "JOIN meters m ON m.id = ma.meter_id JOIN device_status ds ON ds.meter_id = m.id "
-        "LEFT JOIN account_controls c ON c.account_id = a.id "
-        "WHERE a.status = 'open' AND a.billing_mode = 'platform' AND m.protocol <> 'manual' "
-        "AND ds.state = 'online' AND ("
-        "((ds.relay = 'open' OR ds.valve = 'closed') "
-        "AND (COALESCE(c.supply, 'on') <> 'off' OR c.protect)) "
-        "OR ((ds.relay = 'closed' OR ds.valve = 'open') AND c.supply = 'off')) "
-        "ORDER BY m.id",
+def disagreeing_meter_ids() -> Any:
+    """The meters that may disagree with their account's decision: online, on a line, of an
+    open platform-billing account, showing off (relay open, valve closed) while supply is on or
+    protected, or on while it is off. A superset of :func:`drift`'s cases (an armed
+    close-allowed relay is in it), read cheaply from the grid's ``supply`` column; the tick
+    decides on the JSON state, the console lists them (``/meters?drift=1``)."""
+    supply = func.coalesce(account_controls.c.supply, Supply.ON.value)
+    shows_off = or_(device_status.c.relay == "open", device_status.c.valve == "closed")
+    shows_on = or_(device_status.c.relay == "closed", device_status.c.valve == "open")
+    return (
+        select(meters.c.id)
+        .select_from(accounts)
+        .join(
+            meter_assignments,
+            (meter_assignments.c.account_id == accounts.c.id)
+            & meter_assignments.c.end_at.is_(None),
+        )
+        .join(meters, meters.c.id == meter_assignments.c.meter_id)
+        .join(device_status, device_status.c.meter_id == meters.c.id)
+        .outerjoin(account_controls, account_controls.c.account_id == accounts.c.id)
+        .where(
+            accounts.c.status == "open",
+            accounts.c.billing_mode == "platform",
+            meters.c.protocol != "manual",
+            device_status.c.state == "online",
+            or_(
+                and_(shows_off, or_(supply != Supply.OFF.value, account_controls.c.protect)),
+                and_(shows_on, account_controls.c.supply == Supply.OFF.value),
+            ),
+        )
     )
-    return [int(row[0]) for row in rows]
+
+
+def _candidates(conn: Connection) -> list[int]:
+    rows = conn.execute(disagreeing_meter_ids().order_by(meters.c.id)).scalars()
+    return [int(meter_id) for meter_id in rows]
 
 
 def _lock_meters(conn: Connection, meter_ids: list[int]) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, or_, select
 
+from meterdesk.billing import supply_drift
 from meterdesk.devices.tables import buses, commands, device_status, gateways
 from meterdesk.metering.tables import meters
 from meterdesk.sites.tables import rooms
@@ -19,6 +20,7 @@ class MeterFilter:
     q: str | None = None
     connection: str | None = None  # online | lost | unknown
     utility: str | None = None
+    drift: bool = False  # only meters whose relay or valve disagrees with the account's decision
 
 
 def _meters_query(organisation_id: int, where: MeterFilter) -> Any:
@@ -55,6 +57,8 @@ def _meters_query(organisation_id: int, where: MeterFilter) -> Any:
         query = query.where(state == where.connection)
     if where.utility in ("electricity", "water"):
         query = query.where(meters.c.utility == where.utility)
+    if where.drift:
+        query = query.where(meters.c.id.in_(supply_drift.disagreeing_meter_ids()))
     return query
 
 
@@ -79,6 +83,18 @@ def connection_counts(conn: Connection, organisation_id: int) -> dict[str, int]:
     counts = dict.fromkeys(CONNECTIONS, 0)
     counts.update({str(name): int(count) for name, count in rows})
     return counts
+
+
+def drift_count(conn: Connection, organisation_id: int) -> int:
+    """Meters whose relay or valve disagrees with their account's decision (supply drift)."""
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                meters.c.organisation_id == organisation_id,
+                meters.c.id.in_(supply_drift.disagreeing_meter_ids()),
+            )
+        ).scalar_one()
+    )
 
 
 def gateway_rows(conn: Connection, organisation_id: int) -> list[dict[str, Any]]:

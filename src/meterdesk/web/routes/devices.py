@@ -32,9 +32,10 @@ def meters_page(
     q: Text = None,
     connection: Text = None,
     utility: Text = None,
+    drift: Text = None,
     page_number: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
-    where = devices.MeterFilter(q or None, connection or None, utility or None)
+    where = devices.MeterFilter(q or None, connection or None, utility or None, drift == "1")
     with caller.db.read() as conn:
         rows, total = devices.meter_page(
             conn,
@@ -44,7 +45,9 @@ def meters_page(
             limit=PAGE_SIZE,
         )
         counts = devices.connection_counts(conn, caller.organisation_id)
+        drifting = devices.drift_count(conn, caller.organisation_id)
     context = {
+        "drifting": drifting,
         "meters": rows,
         "total": total,
         "counts": counts,
