@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import Result
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from typer.testing import CliRunner
 
 from meterdesk.cli import cli
@@ -266,7 +266,7 @@ def test_a_customers_message_language_is_set_at_creation_and_changed_later(
 def test_meter_list_shows_each_meters_line_state_and_switch(data_dir: Path, tmp_path: Path) -> None:
     """``meter list``: what the console's meter list shows — room, line address, online state,
     last contact, relay — with the same filters; a wrong filter is refused and lists nothing."""
-    set_up_places(tmp_path)
+    customer = set_up_places(tmp_path)
     run("meter", "create", "M2", *ORG, "--room", "Park/B1/F1/101")
     run("bus", "create", "line-1", *ORG, "--protocol", "dlt645", "--endpoint", "127.0.0.1:1")
     run("meter", "link", "M1", *ORG, "--bus", "line-1", "--address", "000000000001")
@@ -297,4 +297,10 @@ def test_meter_list_shows_each_meters_line_state_and_switch(data_dir: Path, tmp_
     assert second.split() == ["M2", "electricity", "101", "manual", "M2", "unknown", "-", "-"]
     assert run("meter", "list", *ORG, "--limit", "1").stdout.splitlines()[-1].startswith("… 1 of 2")
     assert "no meters" in run("meter", "list", *ORG, "--q", "nothing-like-it").stdout
+    # --drift: M1's relay is open while its account's supply is on, and the tick can reach it
+    open_account(customer)
+    assert run_json("meter", "list", *ORG, "--drift") == []
+    with cli_common.app().db.transaction() as conn:
+        conn.execute(update(device_status).values(state="online"))
+    assert [m["number"] for m in run_json("meter", "list", *ORG, "--drift")] == ["M1"]
     assert "connection" in run("meter", "list", *ORG, "--connection", "off", code=2).output

@@ -199,6 +199,9 @@ def meter_list(
     q: Annotated[str | None, typer.Option(help="part of a meter number or room name")] = None,
     connection: Annotated[str | None, typer.Option(help="online | lost | unknown")] = None,
     utility: Annotated[str | None, typer.Option(help="electricity | water")] = None,
+    drift: Annotated[
+        bool, typer.Option(help="only meters whose relay or valve disagrees with their account")
+    ] = False,
     limit: Annotated[int, typer.Option(help="at most this many, by number")] = 200,
     as_json: JsonOption = False,
 ) -> None:
@@ -211,7 +214,7 @@ def meter_list(
             raise ValidationError("utility: give electricity or water")
         if not 1 <= limit <= 10_000:
             raise ValidationError("limit: give 1 to 10000")
-        where = device_lists.MeterFilter(q or None, connection, utility)
+        where = device_lists.MeterFilter(q or None, connection, utility, drift)
         with app().db.read() as conn:
             rows, total = device_lists.meter_page(
                 conn, organisation_id(org), where, offset=0, limit=limit
