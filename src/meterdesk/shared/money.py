@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation, Rounded
 
 from meterdesk.shared.errors import ValidationError
@@ -19,6 +20,14 @@ FEN = Decimal("0.01")
 PRICE_PLACES = 6
 QUANTITY_PLACES = 6
 CURRENCY = "CNY"
+
+# The largest amount anyone may enter: twelve digits of yuan, as the API's pattern allows. Far
+# below what the fen columns (BIGINT) hold, and small enough that quantizing never overflows
+# the default decimal context (28 digits), which raised InvalidOperation for "1e30".
+MAX_MONEY = Decimal("999999999999.99")
+# Money typed as text: plain ASCII decimal notation. Decimal() also takes "1e3", "١٠٠" (any
+# script's digits) and "1_000", which the API's pattern refuses; the CLI and imports must too.
+_PLAIN_DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?|[+-]?\.[0-9]+")
 
 # Wide enough for any product of a quantity and a price; traps make silent rounding impossible.
 EXACT = Context(prec=60, traps=[Inexact, Rounded, InvalidOperation])
@@ -52,7 +61,11 @@ def _places(value: Decimal) -> int:
 
 def parse_money(value: object, *, field: str = "amount") -> Decimal:
     """A money amount in yuan with at most two places, returned with exactly two places."""
+    if isinstance(value, str) and not _PLAIN_DECIMAL.fullmatch(value.strip()):
+        raise ValidationError(f"{field}: {value!r} is not a decimal number like 100.00")
     amount = to_decimal(value, field=field)
+    if abs(amount) > MAX_MONEY:
+        raise ValidationError(f"{field}: {value} is more than {MAX_MONEY}")
     if _places(amount.normalize()) > 2:
         raise ValidationError(f"{field}: {value} has more than two decimal places (whole fen only)")
     return amount.quantize(FEN)

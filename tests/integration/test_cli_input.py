@@ -1,0 +1,33 @@
+"""Bad input at the ``meterdesk`` command line: a clear message and exit code 2, never a
+traceback, and nothing changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_cli import ORG, data_dir, open_account, run, run_json, set_up_places
+
+pytestmark = pytest.mark.integration
+__all__ = ["data_dir"]
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "1e30",  # quantizing to fen overflowed the decimal context: InvalidOperation
+        "99999999999999999999",  # fitted the context but not a BIGINT of fen
+        "1e2",  # scientific notation, which the API refuses
+        "١٠٠",  # Arabic-Indic digits: Decimal() reads them as 100
+        "1_000",  # Decimal() reads underscores as digit separators
+    ],
+)
+def test_a_recharge_of_an_impossible_amount_is_refused(
+    data_dir: Path, tmp_path: Path, amount: str
+) -> None:
+    open_account(set_up_places(tmp_path))
+
+    refused = run("recharge", "A-1", amount, *ORG, "--key", "receipt-1", code=2)
+
+    assert "amount" in refused.output
+    assert run_json("account", "balance", "A-1", *ORG)["balance"] == "50.00"
