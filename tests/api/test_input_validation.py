@@ -3,16 +3,21 @@ a failed row in an import report) naming the field, never a 5xx, and nothing cha
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+import pytest
 from apikit import World, key
+from openpyxl import Workbook
 
-HEADER = "account_number,customer_name,site,building,floor,room,meter_numbers,tariffs"
+HEADER = (
+    "account_number,customer_name,site,building,floor,room,meter_numbers,tariffs,opening_readings"
+)
 
 
 def csv_row(number: str, *extra: str, meter: str = "Alpha-M3") -> str:
     cells = [number, "Imported", "Alpha Park", "Alpha B1", "Alpha F1", "Alpha 102", meter]
-    return ",".join([*cells, "Alpha Flat", *extra])
+    return ",".join([*cells, "Alpha Flat", "0", *extra])
 
 
 def import_csv(world: World, text: str, name: str, *, open_now: bool = True) -> Any:
@@ -41,3 +46,78 @@ def test_an_import_row_with_an_impossible_credit_fails_alone(any_world: World) -
     assert (row["row"], row["ok"]) == (2, False)
     assert "initial_credit" in row["message"]
     assert accounts_numbered(any_world, "H-1") == []
+
+
+def import_xlsx(world: World, sheet_rows: list[list[Any]], name: str) -> Any:
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for cells in sheet_rows:
+        sheet.append(cells)
+    content = io.BytesIO()
+    book.save(content)
+    return world.client.post(
+        "/api/v1/account-imports",
+        files={"file": ("accounts.xlsx", content.getvalue(), "application/octet-stream")},
+        data={"open_now": "true"},
+        headers={**world.alpha.auth("admin"), **key(name)},
+    )
+
+
+def test_an_import_report_names_the_rows_as_the_file_numbers_them(any_world: World) -> None:
+    # Blank rows were dropped before numbering, so every row after one was reported a row too
+    # early: the user fixed the wrong line.
+    text = f"{HEADER}\n\n{csv_row('L-1', meter='nowhere')}\n\n{csv_row('L-2', meter='nowhere')}\n"
+    sheet = [HEADER.split(","), [None] * 9, csv_row("L-3", meter="nowhere").split(",")]
+
+    from_csv = import_csv(any_world, text, "csv-lines").json()["rows"]
+    from_excel = import_xlsx(any_world, sheet, "xlsx-rows").json()["rows"]
+
+    assert [(r["account_number"], r["row"]) for r in from_csv] == [("L-1", 3), ("L-2", 5)]
+    assert [(r["account_number"], r["row"]) for r in from_excel] == [("L-3", 3)]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # A misspelt column was ignored: the account opened without its credit.
+        (f"{HEADER},initial_credt\n{csv_row('U-1', '50')}\n", "unknown column 'initial_credt'"),
+        (f"{HEADER},account_number\n{csv_row('U-1', 'U-2')}\n", "'account_number' appears twice"),
+        (f"{HEADER}\n{csv_row('U-1', '50')}\n", "line 2: '50' is in a column without a name"),
+        # csv.Error (a 500) and a decoding error that named no line
+        (f"{HEADER}\n{csv_row('U-1').replace('Imported', 'x' * 140_000)}\n", "line 2: field"),
+    ],
+)
+def test_an_import_file_that_would_be_misread_is_refused_whole(
+    any_world: World, text: str, said: str
+) -> None:
+    response = import_csv(any_world, text, "misread")
+
+    assert response.status_code == 422, response.text
+    assert said in response.json()["error"]["message"]
+    assert accounts_numbered(any_world, "U-1") == []
+
+
+def test_a_gbk_csv_is_refused_with_the_line_to_fix(any_world: World) -> None:
+    text = f"{HEADER}\n{csv_row('G-1')}\n{csv_row('G-2').replace('Imported', '张三')}\n"
+    response = any_world.client.post(
+        "/api/v1/account-imports",
+        files={"file": ("accounts.csv", text.encode("gbk"), "text/csv")},
+        headers={**any_world.alpha.auth("admin"), **key("gbk")},
+    )
+
+    assert response.status_code == 422, response.text
+    assert "line 3 is not UTF-8" in response.json()["error"]["message"]
+    assert accounts_numbered(any_world, "G-1") == []
+
+
+def test_an_excel_formula_without_a_saved_result_is_refused(any_world: World) -> None:
+    # openpyxl reads the cached result; a file written by a program that does not compute
+    # formulas has none, and the credit "=50*2" was read as empty: opened with 0.00.
+    sheet = [[*HEADER.split(","), "initial_credit"], [*csv_row("F-1").split(","), "=50*2"]]
+
+    response = import_xlsx(any_world, sheet, "formula")
+
+    assert response.status_code == 422, response.text
+    assert "row 2, column J: the formula =50*2" in response.json()["error"]["message"]
+    assert accounts_numbered(any_world, "F-1") == []

@@ -31,3 +31,19 @@ def test_a_recharge_of_an_impossible_amount_is_refused(
 
     assert "amount" in refused.output
     assert run_json("account", "balance", "A-1", *ORG)["balance"] == "50.00"
+
+
+def test_an_account_import_that_is_not_utf8_is_refused_with_its_line(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    set_up_places(tmp_path)
+    path = tmp_path / "accounts.csv"
+    path.write_bytes(
+        "account_number,customer_name,site,building,floor,room,meter_numbers,tariffs\n"
+        "A-9,张三,Park,B1,F1,101,M1,flat\n".encode("gbk")
+    )
+
+    refused = run("account", "import", str(path), *ORG, code=2)  # was a UnicodeDecodeError
+
+    assert "line 2 is not UTF-8" in refused.output
+    assert run_json("account", "list", *ORG) == []

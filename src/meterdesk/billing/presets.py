@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -286,43 +287,129 @@ class RowResult:
     message: str
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
+class SheetRow(dict[str, str]):
+    """One data row of an import file by column name, with the line (CSV) or row (Excel) it
+    starts on, so that the report names the row the user sees even after blank rows."""
+
+    def __init__(self, line: int, cells: dict[str, str]) -> None:
+        super().__init__(cells)
+        self.line = line
+
+
+def read_rows(path: Path) -> list[SheetRow]:
+    """The data rows of a CSV or Excel file under its header (the first non-empty row).
+
+    A file the import would misread is refused whole, before anything is stored, with the line
+    to fix: text that is not UTF-8, a column the import does not know (a misspelt
+    ``initial_credit`` would have opened every account without its credit), a column named
+    twice, a value beyond the named columns, an Excel formula with no saved result (it reads as
+    an empty cell)."""
     if path.suffix.lower() in (".xlsx", ".xlsm"):
-        return _excel_rows(path)
+        return _table(_excel_lines(path), path.name)
     if path.suffix.lower() == ".csv":
-        text = path.read_bytes().decode("utf-8-sig")
-        return list(csv.DictReader(io.StringIO(text)))
+        return _table(_csv_lines(path), path.name)
     raise ValidationError(f"{path.name}: give a .csv or .xlsx file")
 
 
-def _excel_rows(path: Path) -> list[dict[str, str]]:
+def _csv_lines(path: Path) -> list[tuple[int, list[str]]]:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValidationError(
+            f"{path.name}: line {line} is not UTF-8 text (save the file as 'CSV UTF-8')"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    lines: list[tuple[int, list[str]]] = []
+    end = 0  # the last line of the previous record (a quoted cell may span lines)
+    try:
+        for cells in reader:  # blank lines come as [], so every line is counted
+            lines.append((end + 1, cells))
+            end = reader.line_num
+    except csv.Error as error:
+        raise ValidationError(f"{path.name}: line {reader.line_num}: {error}") from None
+    return lines
+
+
+def _excel_lines(path: Path) -> list[tuple[int, list[str]]]:
+    from openpyxl.utils import get_column_letter
+
+    values = _sheet(path, data_only=True)
+    written = _sheet(path, data_only=False)  # the formulas themselves
+    lines = []
+    for number, (row, formulas) in enumerate(zip(values, written, strict=False), start=1):
+        for column, (value, formula) in enumerate(zip(row, formulas, strict=False), start=1):
+            if value is None and isinstance(formula, str) and formula.startswith("="):
+                raise ValidationError(
+                    f"{path.name}: row {number}, column {get_column_letter(column)}: the formula {formula} has no "
+                    "saved result (open and save the file in Excel, or type the value)"
+                )
+        lines.append((number, ["" if value is None else str(value) for value in row]))
+    return lines
+
+
+def _sheet(path: Path, *, data_only: bool) -> list[tuple[object, ...]]:
     from openpyxl import load_workbook
 
-    workbook = load_workbook(path, read_only=True, data_only=True)
+    workbook = load_workbook(path, read_only=True, data_only=data_only)
     try:  # a read-only workbook keeps the file open until closed
         sheet = workbook.active
         if sheet is None:
             raise ValidationError(f"{path.name}: the workbook has no sheet")
-        rows = list(sheet.iter_rows(values_only=True))
+        return list(sheet.iter_rows(values_only=True))  # from row 1, empty rows included
     finally:
         workbook.close()
-    if not rows:
+
+
+def _table(lines: list[tuple[int, list[str]]], name: str) -> list[SheetRow]:
+    filled = [(line, cells) for line, cells in lines if any(cell.strip() for cell in cells)]
+    if not filled:
         return []
-    header = [str(cell or "").strip() for cell in rows[0]]
-    return [
-        {h: "" if v is None else str(v) for h, v in zip(header, row, strict=False)}
-        for row in rows[1:]
-        if any(v is not None for v in row)
-    ]
+    (header_line, header), data = filled[0], filled[1:]
+    names = [cell.strip().lower() for cell in header]
+    unknown = [column for column in names if column and column not in COLUMNS]
+    if unknown:
+        raise ValidationError(
+            f"{name}: line {header_line}: unknown column {unknown[0]!r} "
+            f"(the columns are {', '.join(COLUMNS)})"
+        )
+    twice = [column for column in names if column and names.count(column) > 1]
+    if twice:
+        raise ValidationError(f"{name}: line {header_line}: column {twice[0]!r} appears twice")
+    rows = []
+    for line, cells in data:
+        stray = [
+            cell
+            for at, cell in enumerate(cells)
+            if cell.strip() and (at >= len(names) or not names[at])
+        ]
+        if stray:
+            raise ValidationError(
+                f"{name}: line {line}: {stray[0]!r} is in a column without a name"
+            )
+        rows.append(
+            SheetRow(
+                line, {column: cell for column, cell in zip(names, cells, strict=False) if column}
+            )
+        )
+    return rows
 
 
 def import_accounts(
-    db: Database, *, organisation_id: int, rows: list[dict[str, str]], open_now: bool, actor: str
+    db: Database,
+    *,
+    organisation_id: int,
+    rows: Sequence[dict[str, str]],
+    open_now: bool,
+    actor: str,
 ) -> list[RowResult]:
-    """Each row in its own transaction; returns one result per row."""
+    """Each row in its own transaction; returns one result per row (numbered as in the file
+    for rows from :func:`read_rows`)."""
     ingestor = Ingestor(db)
     results = []
-    for line, row in enumerate(rows, start=2):
+    for position, row in enumerate(rows, start=2):
+        line = row.line if isinstance(row, SheetRow) else position
         number = (row.get("account_number") or "").strip()
         try:
             data = PresetData.from_row(row)

@@ -108,7 +108,7 @@ def open_preset(
     )
 
 
-def _rows(upload: UploadFile, content: bytes) -> list[dict[str, str]]:
+def _rows(upload: UploadFile, content: bytes) -> list[presets.SheetRow]:
     suffix = Path(upload.filename or "").suffix.lower()
     if suffix not in SUFFIXES:
         raise ValidationError("file: give a .csv or .xlsx file")
@@ -123,7 +123,7 @@ def _rows(upload: UploadFile, content: bytes) -> list[dict[str, str]]:
             ) from None
 
 
-def _import(caller: Caller, rows: list[dict[str, str]], open_now: bool) -> ImportOut:
+def _import(caller: Caller, rows: list[presets.SheetRow], open_now: bool) -> ImportOut:
     results = presets.import_accounts(
         caller.db,
         organisation_id=caller.organisation_id,
