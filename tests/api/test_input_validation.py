@@ -121,3 +121,60 @@ def test_an_excel_formula_without_a_saved_result_is_refused(any_world: World) ->
     assert response.status_code == 422, response.text
     assert "row 2, column J: the formula =50*2" in response.json()["error"]["message"]
     assert accounts_numbered(any_world, "F-1") == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "said"),
+    [
+        # NUL: psycopg refuses it, so each of these was a 500 on PostgreSQL (stored on SQLite)
+        ("post", "/api/v1/customers", {"name": "Li\x00Lei"}, "name: a control character (U+0000)"),
+        ("post", "/api/v1/customers", {"name": "Li\x1b[2J"}, "name: a control character (U+001B)"),
+        ("post", "/api/v1/sites", {"name": "P\x00", "timezone": "UTC"}, "name: a control"),
+        ("get", "/api/v1/accounts?number=A%00", None, "number: a control character (U+0000)"),
+        ("put", "/api/v1/notification-channels/l%00g", {}, "channel: a control character"),
+    ],
+)
+def test_text_with_a_control_character_is_refused(
+    any_world: World, method: str, path: str, body: Any, said: str
+) -> None:
+    before = any_world.client.get("/api/v1/customers", headers=any_world.alpha.auth()).json()
+
+    response = any_world.client.request(
+        method, path, json=body, headers=any_world.alpha.auth("admin")
+    )
+
+    assert response.status_code == 422, response.text
+    assert said in response.json()["error"]["message"]
+    assert any_world.client.get("/api/v1/customers", headers=any_world.alpha.auth()).json() == (
+        before
+    )
+
+
+def test_a_recharge_keyed_or_referenced_with_a_nul_moves_nothing(any_world: World) -> None:
+    path = f"/api/v1/accounts/{any_world.alpha.account_id}/recharge"
+    cashier = any_world.alpha.auth("cashier")
+
+    by_key = any_world.client.post(
+        path, json={"amount": "5"}, headers={**cashier, **key("receipt\x00-1")}
+    )
+    by_reference = any_world.client.post(
+        path, json={"amount": "5", "reference": "r\x00"}, headers={**cashier, **key("receipt-2")}
+    )
+
+    assert (by_key.status_code, by_reference.status_code) == (422, 422)
+    balance = any_world.client.get(
+        f"/api/v1/accounts/{any_world.alpha.account_id}/balance", headers=cashier
+    )
+    assert balance.json()["balance"] == "100.00"
+
+
+def test_an_import_cell_with_a_nul_is_refused_whole(any_world: World) -> None:
+    spoilt = csv_row("N-2").replace("Imported", "Li\x00Lei")
+    text = f"{HEADER}\n{csv_row('N-1')}\n{spoilt}\n"
+
+    response = import_csv(any_world, text, "nul")
+
+    assert response.status_code == 422, response.text
+    assert "line 3: a control character (U+0000)" in response.json()["error"]["message"]
+    assert accounts_numbered(any_world, "N-1") == []
+

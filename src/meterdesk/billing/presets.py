@@ -33,6 +33,7 @@ from meterdesk.db.database import Database
 from meterdesk.metering.service import find_meter
 from meterdesk.shared.errors import ConflictError, MeterdeskError, NotFoundError, ValidationError
 from meterdesk.shared.money import parse_money, to_decimal
+from meterdesk.shared.text import control_character
 from meterdesk.sites.service import RoomPath, find_room
 from meterdesk.sites.tables import customers
 from meterdesk.tariffs.tables import tariffs
@@ -387,6 +388,11 @@ def _table(lines: list[tuple[int, list[str]]], name: str) -> list[SheetRow]:
         if stray:
             raise ValidationError(
                 f"{name}: line {line}: {stray[0]!r} is in a column without a name"
+            )
+        spoilt = [found for cell in cells if (found := control_character(cell))]
+        if spoilt:  # NUL cannot even be stored on PostgreSQL
+            raise ValidationError(
+                f"{name}: line {line}: a control character ({spoilt[0]}) is not allowed"
             )
         rows.append(
             SheetRow(
