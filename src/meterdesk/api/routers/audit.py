@@ -18,6 +18,7 @@ from meterdesk.api.pagination import Cursor, Limit, Page, after_id
 from meterdesk.api.queries import audit as queries
 from meterdesk.api.queries.common import Window
 from meterdesk.api.schemas.audit import AuditEntryOut
+from meterdesk.shared.text import spreadsheet_cell
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["audit"])
 Text = Annotated[str | None, Query(max_length=200)]
@@ -32,11 +33,6 @@ def _filter(
     subject: str | None,
 ) -> queries.AuditFilter:
     return queries.AuditFilter(since, until, action, actor, subject)
-
-
-def _cell(value: str) -> str:
-    """Text a spreadsheet will not run as a formula (CSV injection)."""
-    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 @router.get("/audit", response_model=Page[AuditEntryOut])
@@ -98,7 +94,9 @@ def export_audit(
         for row in rows:
             detail = json.dumps(json.loads(row["detail"]), ensure_ascii=False)
             values = (row["actor"], row["action"], row["subject"], row["source"] or "", detail)
-            writer.writerow([row["id"], row["at"].isoformat(), *(_cell(v) for v in values)])
+            writer.writerow(
+                [row["id"], row["at"].isoformat(), *(spreadsheet_cell(v) for v in values)]
+            )
             if buffer.tell() > 64_000:
                 yield buffer.getvalue()
                 buffer.seek(0)

@@ -22,6 +22,7 @@ from meterdesk.billing import statements
 from meterdesk.billing.tables import accounts
 from meterdesk.reports.statement_days import by_day
 from meterdesk.shared.money import format_money
+from meterdesk.shared.text import spreadsheet_cell
 from meterdesk.shared.time import local_date, local_midnight
 from meterdesk.sites.tables import buildings, floors, rooms, sites
 from meterdesk.web.routes.common import org_zone, page
@@ -139,8 +140,8 @@ def statement_csv(
                      format_money(found.opening_arrears)])  # fmt: skip
     for line in found.lines:
         writer.writerow(
-            [line.at.astimezone(tz).isoformat(), line.transfer_id, line.reason, line.memo,
-             line.method or "", format_money(line.balance_change),
+            [line.at.astimezone(tz).isoformat(), line.transfer_id, line.reason,
+             spreadsheet_cell(line.memo), line.method or "", format_money(line.balance_change),
              format_money(line.arrears_change), format_money(line.balance_after),
              format_money(line.arrears_after)]
         )  # fmt: skip
