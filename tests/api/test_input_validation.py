@@ -200,3 +200,20 @@ def test_a_memo_in_the_statement_csv_is_not_a_spreadsheet_formula(any_world: Wor
     memos = [row["memo"] for row in csv.DictReader(io.StringIO(answer.text.lstrip("\ufeff")))]
     assert any(m.endswith(memo) for m in memos), memos
     assert not any(m.startswith(("=", "+", "-", "@")) for m in memos)
+
+
+@pytest.mark.parametrize("price", ["9" * 40, "1e2", "1000000"])
+def test_a_tariff_with_an_impossible_price_is_refused(any_world: World, price: str) -> None:
+    # Stored before: then every reading of a meter on it failed its whole ingest batch (the
+    # charge overflowed the fen column: POST /readings answered 500 on both databases).
+    version = {"effective_from": "2026-01-01", "prices": {"flat": price}}
+    body = {"name": "Dear", "definition": {"utility": "electricity", "versions": [version]}}
+
+    response = any_world.client.post(
+        "/api/v1/tariffs", json=body, headers=any_world.alpha.auth("admin")
+    )
+
+    assert response.status_code == 422, response.text
+    assert "prices.flat" in response.json()["error"]["message"]
+    names = any_world.client.get("/api/v1/tariffs", headers=any_world.alpha.auth()).json()
+    assert "Dear" not in [t["name"] for t in names["items"]]

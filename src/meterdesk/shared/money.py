@@ -25,6 +25,10 @@ CURRENCY = "CNY"
 # below what the fen columns (BIGINT) hold, and small enough that quantizing never overflows
 # the default decimal context (28 digits), which raised InvalidOperation for "1e30".
 MAX_MONEY = Decimal("999999999999.99")
+# The largest price per unit (kWh, m³), as a meter's price table takes it (6 digits of yuan).
+# A tariff priced at 10^40 was stored, and every reading of its meters then failed its ingest
+# batch: the charge overflowed the fen column.
+MAX_PRICE = Decimal("999999.999999")
 # Money typed as text: plain ASCII decimal notation. Decimal() also takes "1e3", "١٠٠" (any
 # script's digits) and "1_000", which the API's pattern refuses; the CLI and imports must too.
 _PLAIN_DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?|[+-]?\.[0-9]+")
@@ -79,9 +83,13 @@ def parse_positive_money(value: object, *, field: str = "amount") -> Decimal:
 
 
 def parse_price(value: object, *, field: str = "price") -> Decimal:
+    if isinstance(value, str) and not _PLAIN_DECIMAL.fullmatch(value.strip()):
+        raise ValidationError(f"{field}: {value!r} is not a decimal number like 0.6537")
     price = to_decimal(value, field=field)
     if price < 0:
         raise ValidationError(f"{field}: a price cannot be negative ({price})")
+    if price > MAX_PRICE:
+        raise ValidationError(f"{field}: {value} is more than {MAX_PRICE} per unit")
     if _places(price.normalize()) > PRICE_PLACES:
         raise ValidationError(f"{field}: {value} has more than {PRICE_PLACES} decimal places")
     return price
