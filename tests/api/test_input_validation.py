@@ -217,3 +217,20 @@ def test_a_tariff_with_an_impossible_price_is_refused(any_world: World, price: s
     assert "prices.flat" in response.json()["error"]["message"]
     names = any_world.client.get("/api/v1/tariffs", headers=any_world.alpha.auth()).json()
     assert "Dear" not in [t["name"] for t in names["items"]]
+
+
+@pytest.mark.parametrize("at", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"])
+def test_an_instant_beyond_the_calendar_in_utc_is_refused(any_world: World, at: str) -> None:
+    # Valid with its offset, but not in UTC: the handler's conversion raised OverflowError (500).
+    reading = {"meter_id": any_world.alpha.meter_id, "measured_at": at, "total": "1001"}
+
+    response = any_world.client.post(
+        "/api/v1/readings", json={"readings": [reading]}, headers=any_world.alpha.auth("admin")
+    )
+    listed = any_world.client.get(
+        "/api/v1/audit", params={"since": at}, headers=any_world.alpha.auth("admin")
+    )
+
+    assert response.status_code == 422, response.text
+    assert "measured_at: Value error, out of range once in UTC" in response.text
+    assert listed.status_code == 422, listed.text

@@ -47,3 +47,15 @@ def test_an_account_import_that_is_not_utf8_is_refused_with_its_line(
 
     assert "line 2 is not UTF-8" in refused.output
     assert run_json("account", "list", *ORG) == []
+
+
+def test_a_reading_dated_beyond_the_calendar_is_refused_with_its_line(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    open_account(set_up_places(tmp_path))
+    path = tmp_path / "readings.csv"
+    path.write_text("meter_number,measured_at,total\nM1,99999999999999999,1005\n")
+
+    refused = run("readings", "import", str(path), *ORG, code=2)  # was an OverflowError
+
+    assert "line 2: time: '99999999999999999' ms since the epoch is out of range" in refused.output

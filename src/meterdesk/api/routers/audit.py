@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from meterdesk.api.deps import AuditReader
 from meterdesk.api.errors import ERROR_RESPONSES
@@ -18,6 +17,7 @@ from meterdesk.api.pagination import Cursor, Limit, Page, after_id
 from meterdesk.api.queries import audit as queries
 from meterdesk.api.queries.common import Window
 from meterdesk.api.schemas.audit import AuditEntryOut
+from meterdesk.api.schemas.common import Instant
 from meterdesk.shared.text import spreadsheet_cell
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["audit"])
@@ -26,8 +26,8 @@ CSV_COLUMNS = ("id", "at", "actor", "action", "subject", "source", "detail")
 
 
 def _filter(
-    since: AwareDatetime | None,
-    until: AwareDatetime | None,
+    since: Instant | None,
+    until: Instant | None,
     action: str | None,
     actor: str | None,
     subject: str | None,
@@ -38,8 +38,8 @@ def _filter(
 @router.get("/audit", response_model=Page[AuditEntryOut])
 def list_audit(
     caller: AuditReader,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     action: Text = None,
     actor: Text = None,
     subject: Text = None,
@@ -70,8 +70,8 @@ def list_audit(
 )
 def export_audit(
     caller: AuditReader,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     action: Text = None,
     actor: Text = None,
     subject: Text = None,
