@@ -59,3 +59,41 @@ def test_a_reading_dated_beyond_the_calendar_is_refused_with_its_line(
     refused = run("readings", "import", str(path), *ORG, code=2)  # was an OverflowError
 
     assert "line 2: time: '99999999999999999' ms since the epoch is out of range" in refused.output
+
+
+def test_a_readings_import_names_the_line_as_the_file_numbers_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    # Blank lines were dropped before counting: the error named the line above the bad one.
+    open_account(set_up_places(tmp_path))
+    path = tmp_path / "readings.csv"
+    path.write_text("meter_number,measured_at,total\n\nM1,2026-11-02T08:00:00+08:00,abc\n")
+
+    refused = run("readings", "import", str(path), *ORG, code=2)
+
+    assert "line 3: total: 'abc' is not a decimal number" in refused.output
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        # a misspelt band column was ignored, and the band registers with it
+        (b"meter_number,measured_at,total,peek\nM1,1793577600000,1005,3\n", "column 'peek'"),
+        # Excel's plain "CSV" is GBK: a UnicodeDecodeError traceback
+        (
+            "meter_number,measured_at,total\nM1,1793577600000,1005\n张".encode("gbk"),
+            "line 3 is not",
+        ),
+    ],
+)
+def test_a_readings_file_that_would_be_misread_is_refused(
+    data_dir: Path, tmp_path: Path, content: bytes, said: str
+) -> None:
+    open_account(set_up_places(tmp_path))
+    path = tmp_path / "readings.csv"
+    path.write_bytes(content)
+
+    refused = run("readings", "import", str(path), *ORG, code=2)
+
+    assert said in refused.output
+    assert run_json("account", "balance", "A-1", *ORG)["balance"] == "50.00"

@@ -14,8 +14,6 @@ may serve all meters; an empty opening reading means "use the meter's last readi
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,7 +31,7 @@ from meterdesk.db.database import Database
 from meterdesk.metering.service import find_meter
 from meterdesk.shared.errors import ConflictError, MeterdeskError, NotFoundError, ValidationError
 from meterdesk.shared.money import parse_money, to_decimal
-from meterdesk.shared.text import control_character
+from meterdesk.shared.sheets import SheetRow, csv_lines, table
 from meterdesk.sites.service import RoomPath, find_room
 from meterdesk.sites.tables import customers
 from meterdesk.tariffs.tables import tariffs
@@ -288,15 +286,6 @@ class RowResult:
     message: str
 
 
-class SheetRow(dict[str, str]):
-    """One data row of an import file by column name, with the line (CSV) or row (Excel) it
-    starts on, so that the report names the row the user sees even after blank rows."""
-
-    def __init__(self, line: int, cells: dict[str, str]) -> None:
-        super().__init__(cells)
-        self.line = line
-
-
 def read_rows(path: Path) -> list[SheetRow]:
     """The data rows of a CSV or Excel file under its header (the first non-empty row).
 
@@ -306,31 +295,10 @@ def read_rows(path: Path) -> list[SheetRow]:
     twice, a value beyond the named columns, an Excel formula with no saved result (it reads as
     an empty cell)."""
     if path.suffix.lower() in (".xlsx", ".xlsm"):
-        return _table(_excel_lines(path), path.name)
+        return table(_excel_lines(path), path.name, COLUMNS)
     if path.suffix.lower() == ".csv":
-        return _table(_csv_lines(path), path.name)
+        return table(csv_lines(path), path.name, COLUMNS)
     raise ValidationError(f"{path.name}: give a .csv or .xlsx file")
-
-
-def _csv_lines(path: Path) -> list[tuple[int, list[str]]]:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise ValidationError(
-            f"{path.name}: line {line} is not UTF-8 text (save the file as 'CSV UTF-8')"
-        ) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    lines: list[tuple[int, list[str]]] = []
-    end = 0  # the last line of the previous record (a quoted cell may span lines)
-    try:
-        for cells in reader:  # blank lines come as [], so every line is counted
-            lines.append((end + 1, cells))
-            end = reader.line_num
-    except csv.Error as error:
-        raise ValidationError(f"{path.name}: line {reader.line_num}: {error}") from None
-    return lines
 
 
 def _excel_lines(path: Path) -> list[tuple[int, list[str]]]:
@@ -361,45 +329,6 @@ def _sheet(path: Path, *, data_only: bool) -> list[tuple[object, ...]]:
         return list(sheet.iter_rows(values_only=True))  # from row 1, empty rows included
     finally:
         workbook.close()
-
-
-def _table(lines: list[tuple[int, list[str]]], name: str) -> list[SheetRow]:
-    filled = [(line, cells) for line, cells in lines if any(cell.strip() for cell in cells)]
-    if not filled:
-        return []
-    (header_line, header), data = filled[0], filled[1:]
-    names = [cell.strip().lower() for cell in header]
-    unknown = [column for column in names if column and column not in COLUMNS]
-    if unknown:
-        raise ValidationError(
-            f"{name}: line {header_line}: unknown column {unknown[0]!r} "
-            f"(the columns are {', '.join(COLUMNS)})"
-        )
-    twice = [column for column in names if column and names.count(column) > 1]
-    if twice:
-        raise ValidationError(f"{name}: line {header_line}: column {twice[0]!r} appears twice")
-    rows = []
-    for line, cells in data:
-        stray = [
-            cell
-            for at, cell in enumerate(cells)
-            if cell.strip() and (at >= len(names) or not names[at])
-        ]
-        if stray:
-            raise ValidationError(
-                f"{name}: line {line}: {stray[0]!r} is in a column without a name"
-            )
-        spoilt = [found for cell in cells if (found := control_character(cell))]
-        if spoilt:  # NUL cannot even be stored on PostgreSQL
-            raise ValidationError(
-                f"{name}: line {line}: a control character ({spoilt[0]}) is not allowed"
-            )
-        rows.append(
-            SheetRow(
-                line, {column: cell for column, cell in zip(names, cells, strict=False) if column}
-            )
-        )
-    return rows
 
 
 def import_accounts(
