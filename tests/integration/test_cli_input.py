@@ -4,9 +4,14 @@ traceback, and nothing changed."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 from test_cli import ORG, data_dir, open_account, run, run_json, set_up_places
+
+from meterdesk.billing.tables import account_controls
+from meterdesk.cli import common as cli_common
 
 pytestmark = pytest.mark.integration
 __all__ = ["data_dir"]
@@ -97,3 +102,31 @@ def test_a_readings_file_that_would_be_misread_is_refused(
 
     assert said in refused.output
     assert run_json("account", "balance", "A-1", *ORG)["balance"] == "50.00"
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        # stored, and never looked up: the operator believed an alarm was set
+        (["--alarm-amount", "9=30"], "alarm level '9': a level number from 1 to 3"),
+        (["--alarm-amount", "abc=30"], "alarm level 'abc'"),
+        (["--alarm-amount", "1=-5"], "alarm level 1: cannot be negative"),
+        (["--emergency-credit", "-5"], "emergency_credit: cannot be negative"),
+        (["--restore-above", "-5"], "restore_threshold: cannot be negative"),
+    ],
+)
+def test_a_policy_the_api_would_refuse_is_refused_at_the_command_line(
+    data_dir: Path, tmp_path: Path, option: list[str], said: str
+) -> None:
+    open_account(set_up_places(tmp_path))
+    before = stored_policy()
+
+    refused = run("policy", "set", "A-1", *ORG, *option, code=2)
+
+    assert said in refused.output
+    assert stored_policy() == before
+
+
+def stored_policy() -> list[Any]:
+    with cli_common.app().db.read() as conn:
+        return [tuple(row) for row in conn.execute(select(account_controls))]

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from meterdesk.billing.policy import AlarmLevel, AlarmState, ControlState, Supply
 from meterdesk.notifications.model import EventKind, alarm_level
 from meterdesk.shared.errors import ValidationError
-from meterdesk.shared.money import format_money, from_fen, parse_money, to_fen
+from meterdesk.shared.money import format_money, from_fen, parse_unsigned_money, to_fen
 
 #: The deepest level notifications have an alarm event (and wording, and urgency) for.
 MAX_ALARM_LEVEL = max(filter(None, (alarm_level(kind) for kind in EventKind)))
@@ -71,7 +71,7 @@ def _level(item: object, where: str) -> AlarmLevel:
         raise ValidationError(f"{where}: repeat_count ≥ 0 and repeat_interval_hours > 0")
     return AlarmLevel(
         level=number,
-        threshold_fen=to_fen(parse_money(item["amount"], field=f"{where}.amount"))
+        threshold_fen=to_fen(parse_unsigned_money(item["amount"], field=f"{where}.amount"))
         if "amount" in item
         else None,
         days_left=float(days) if days is not None else None,

@@ -75,6 +75,14 @@ def parse_money(value: object, *, field: str = "amount") -> Decimal:
     return amount.quantize(FEN)
 
 
+def parse_unsigned_money(value: object, *, field: str = "amount") -> Decimal:
+    """Money that cannot be below zero (a threshold, a credit on offer), as the API's pattern."""
+    amount = parse_money(value, field=field)
+    if amount < 0:
+        raise ValidationError(f"{field}: cannot be negative, got {amount}")
+    return amount
+
+
 def parse_positive_money(value: object, *, field: str = "amount") -> Decimal:
     amount = parse_money(value, field=field)
     if amount <= 0:
