@@ -234,3 +234,17 @@ def test_an_instant_beyond_the_calendar_in_utc_is_refused(any_world: World, at: 
     assert response.status_code == 422, response.text
     assert "measured_at: Value error, out of range once in UTC" in response.text
     assert listed.status_code == 422, listed.text
+
+
+def test_an_import_row_with_an_overlong_value_fails_alone(any_world: World) -> None:
+    # The API's preset limits were not applied to import rows: PostgreSQL's column refused the
+    # value mid-import (a 500, the rows before it committed), SQLite stored it.
+    long_name = csv_row("O-1").replace("Imported", "x" * 201)
+    text = f"{HEADER}\n{long_name}\n{csv_row('O-2')}\n"
+
+    response = import_csv(any_world, text, "overlong")
+
+    assert response.status_code == 201, response.text
+    rows = [(r["row"], r["ok"], r["message"]) for r in response.json()["rows"]]
+    assert rows == [(2, False, "customer_name: longer than 200 characters"), (3, True, "opened")]
+    assert accounts_numbered(any_world, "O-1") == []

@@ -65,6 +65,24 @@ REQUIRED = (
 )
 
 
+# The longest value each text column holds (the API's PresetIn and the database columns): a
+# longer one was a 500 on PostgreSQL in the middle of an import (StringDataRightTruncation), and
+# stored as it was on SQLite.
+LENGTHS = {
+    "account_number": 64,
+    "customer_name": 200,
+    "customer_phone": 40,
+    "customer_email": 200,
+    "site": 200,
+    "building": 200,
+    "floor": 100,
+    "room": 100,
+    "meter_numbers": 64,  # each
+    "tariffs": 200,  # each
+}
+LISTED = ("meter_numbers", "tariffs")
+
+
 @dataclass(frozen=True)
 class PresetData:
     account_number: str
@@ -89,6 +107,10 @@ class PresetData:
         missing = [name for name in REQUIRED if not clean.get(name)]
         if missing:
             raise ValidationError(f"missing {', '.join(missing)}")
+        for name, limit in LENGTHS.items():
+            parts = _split(clean.get(name, "")) if name in LISTED else [clean.get(name, "")]
+            if any(len(part) > limit for part in parts):
+                raise ValidationError(f"{name}: longer than {limit} characters")
         meters = _split(clean["meter_numbers"])
         tariff_names = _split(clean["tariffs"])
         readings = (
