@@ -18,6 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,13 @@ from sqlalchemy.exc import IntegrityError
 
 from meterdesk.billing.accounts import MeterOpening, OpenAccount, open_account_in
 from meterdesk.billing.ingest import Ingestor
+from meterdesk.billing.model import BillingMode
 from meterdesk.billing.tables import account_presets
 from meterdesk.db.database import Database
+from meterdesk.ledger.model import PaymentMethod
 from meterdesk.metering.service import find_meter
 from meterdesk.shared.errors import ConflictError, MeterdeskError, NotFoundError, ValidationError
-from meterdesk.shared.money import parse_money, to_decimal
+from meterdesk.shared.money import parse_unsigned_money, to_decimal
 from meterdesk.shared.sheets import SheetRow, csv_lines, table
 from meterdesk.sites.service import RoomPath, find_room
 from meterdesk.sites.tables import customers
@@ -127,8 +130,12 @@ class PresetData:
         for value in readings:
             if value:
                 to_decimal(value, field="opening_readings")
-        parse_money(clean.get("initial_credit") or "0", field="initial_credit")
-        parse_money(clean.get("overdraft_limit") or "0", field="overdraft_limit")
+        # Checked now, as the API's presets are: a pre-entered row with credit -5 or method
+        # "gold" was stored and could then never be opened.
+        parse_unsigned_money(clean.get("initial_credit") or "0", field="initial_credit")
+        parse_unsigned_money(clean.get("overdraft_limit") or "0", field="overdraft_limit")
+        _one_of(BillingMode, clean.get("billing_mode") or "platform", "billing_mode")
+        _one_of(PaymentMethod, clean.get("payment_method") or "cash", "payment_method")
         return cls(
             account_number=clean["account_number"],
             customer_name=clean["customer_name"],
@@ -146,6 +153,12 @@ class PresetData:
             billing_mode=clean.get("billing_mode") or "platform",
             payment_method=clean.get("payment_method") or "cash",
         )
+
+
+def _one_of(kind: type[StrEnum], value: str, field: str) -> None:
+    if value not in {member.value for member in kind}:
+        choices = ", ".join(member.value for member in kind)
+        raise ValidationError(f"{field}: {value!r} is not one of {choices}")
 
 
 def _split(value: str, *, keep_empty: bool = False) -> list[str]:
