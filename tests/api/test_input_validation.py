@@ -272,3 +272,25 @@ def test_an_import_row_that_could_never_be_opened_is_not_pre_entered(
     assert (row["ok"], row["message"][: len(said)]) == (False, said)
     presets = any_world.client.get("/api/v1/account-presets", headers=any_world.alpha.auth())
     assert "P-1" not in [p["account_number"] for p in presets.json()["items"]]
+
+
+def test_the_statement_csv_of_an_account_numbered_in_chinese_downloads(any_world: World) -> None:
+    # The file name went into a Latin-1 header as it was: UnicodeEncodeError, a 500.
+    alpha = any_world.alpha
+    opening = {"meter_id": alpha.spare_meter_id, "tariff_id": alpha.tariff_id, "reading": "0"}
+    opened = any_world.client.post(
+        "/api/v1/accounts",
+        json={"number": '甲"-101', "customer_id": alpha.customer_id, "meters": [opening]},
+        headers={**alpha.auth("admin"), **key("open-chinese")},
+    )
+    assert opened.status_code == 201, opened.text
+
+    answer = any_world.client.get(
+        f"/accounts/{opened.json()['id']}/statement.csv?from=2026-11-01&to=2026-11-30",
+        headers=alpha.auth("readonly"),
+    )
+
+    assert answer.status_code == 200, answer.text
+    disposition = answer.headers["content-disposition"]
+    assert 'filename="statement-__-101-2026-11-01-2026-11-30.csv"' in disposition
+    assert "filename*=UTF-8''statement-%E7%94%B2%22-101-2026-11-01-2026-11-30.csv" in disposition

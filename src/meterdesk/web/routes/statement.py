@@ -9,6 +9,7 @@ import io
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
@@ -149,5 +150,13 @@ def statement_csv(
     return Response(
         "\ufeff" + out.getvalue(),  # a BOM, so Excel reads the Chinese memos as UTF-8
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={"Content-Disposition": attachment(name)},
     )
+
+
+def attachment(name: str) -> str:
+    """A Content-Disposition for ``name`` as it is (RFC 6266 ``filename*``, UTF-8) with an ASCII
+    stand-in for old clients: a header is Latin-1, so an account numbered 甲-101 made the CSV a
+    500 (UnicodeEncodeError), and a ``"`` in the number broke the quoted name."""
+    plain = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
