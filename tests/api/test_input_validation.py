@@ -294,3 +294,15 @@ def test_the_statement_csv_of_an_account_numbered_in_chinese_downloads(any_world
     disposition = answer.headers["content-disposition"]
     assert 'filename="statement-__-101-2026-11-01-2026-11-30.csv"' in disposition
     assert "filename*=UTF-8''statement-%E7%94%B2%22-101-2026-11-01-2026-11-30.csv" in disposition
+
+
+@pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04 torn"])
+def test_a_broken_excel_file_is_refused(any_world: World, content: bytes) -> None:
+    response = any_world.client.post(
+        "/api/v1/account-imports",
+        files={"file": ("accounts.xlsx", content, "application/octet-stream")},
+        headers={**any_world.alpha.auth("admin"), **key("broken")},
+    )
+
+    assert response.status_code == 422, response.text  # BadZipFile: a 500
+    assert "not an Excel workbook" in response.json()["error"]["message"]

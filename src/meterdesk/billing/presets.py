@@ -21,6 +21,7 @@ from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from zipfile import BadZipFile
 
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -355,15 +356,22 @@ def _excel_lines(path: Path) -> list[tuple[int, list[str]]]:
 
 def _sheet(path: Path, *, data_only: bool) -> list[tuple[object, ...]]:
     from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
 
-    workbook = load_workbook(path, read_only=True, data_only=data_only)
-    try:  # a read-only workbook keeps the file open until closed
-        sheet = workbook.active
-        if sheet is None:
-            raise ValidationError(f"{path.name}: the workbook has no sheet")
-        return list(sheet.iter_rows(values_only=True))  # from row 1, empty rows included
-    finally:
-        workbook.close()
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=data_only)
+        try:  # a read-only workbook keeps the file open until closed
+            sheet = workbook.active
+            if sheet is None:
+                raise ValidationError(f"{path.name}: the workbook has no sheet")
+            return list(sheet.iter_rows(values_only=True))  # from row 1, empty rows included
+        finally:
+            workbook.close()
+    # Not a zip, or a zip without a readable sheet (ParseError is a SyntaxError): a 500 before.
+    except (BadZipFile, InvalidFileException, KeyError, ValueError, SyntaxError) as error:
+        raise ValidationError(
+            f"{path.name}: not an Excel workbook this import can read ({type(error).__name__})"
+        ) from None
 
 
 def import_accounts(
