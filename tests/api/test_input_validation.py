@@ -306,3 +306,17 @@ def test_a_broken_excel_file_is_refused(any_world: World, content: bytes) -> Non
 
     assert response.status_code == 422, response.text  # BadZipFile: a 500
     assert "not an Excel workbook" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("kind", ["APPLICATION/JSON", "application/merge-patch+json"])
+def test_a_json_body_under_another_content_type_is_checked_too(any_world: World, kind: str) -> None:
+    # FastAPI reads these as JSON; the check looked only at "application/json…" and let the NUL
+    # through (stored on SQLite, a 500 on PostgreSQL).
+    headers = {**any_world.alpha.auth("admin"), "content-type": kind}
+
+    response = any_world.client.post(
+        "/api/v1/customers", content='{"name": "Li\\u0000Lei"}', headers=headers
+    )
+
+    assert response.status_code == 422, response.text
+    assert "name: a control character (U+0000)" in response.json()["error"]["message"]

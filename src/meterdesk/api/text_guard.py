@@ -27,16 +27,19 @@ async def refuse_control_characters(request: Request) -> None:
 
 
 async def _in_body(request: Request) -> str | None:
-    kind = request.headers.get("content-type", "")
-    if kind.startswith("application/json"):
-        try:
-            return first_control_character(json.loads(await request.body()), "")
-        except ValueError:  # not JSON: FastAPI answers that itself
-            return None
+    kind = request.headers.get("content-type", "").lower()
     if kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         form = await request.form()  # already read and kept by FastAPI for the route
         fields = {
             name: value for name, value in form.multi_items() if not isinstance(value, UploadFile)
         }
         return first_control_character(fields, "")
-    return None
+    # Any other body that is JSON, whatever its content type says: FastAPI reads JSON from
+    # "application/json", "APPLICATION/JSON" or "application/merge-patch+json" alike.
+    body = await request.body()
+    if not body:
+        return None
+    try:
+        return first_control_character(json.loads(body), "")
+    except (ValueError, RecursionError):  # not JSON: FastAPI answers that itself
+        return None
