@@ -130,3 +130,13 @@ def test_a_policy_the_api_would_refuse_is_refused_at_the_command_line(
 def stored_policy() -> list[Any]:
     with cli_common.app().db.read() as conn:
         return [tuple(row) for row in conn.execute(select(account_controls))]
+
+
+def test_a_json_file_nested_too_deeply_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    set_up_places(tmp_path)
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+
+    refused = run("tariff", "create", "deep", *ORG, "--file", str(path), code=2)  # RecursionError
+
+    assert "deep.json: JSON nested too deeply" in refused.output
