@@ -3,6 +3,7 @@ traceback, and nothing changed."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,23 @@ def test_a_json_file_nested_too_deeply_is_refused(data_dir: Path, tmp_path: Path
     refused = run("tariff", "create", "deep", *ORG, "--file", str(path), code=2)  # RecursionError
 
     assert "deep.json: JSON nested too deeply" in refused.output
+
+
+@pytest.mark.parametrize(
+    ("level", "said"),
+    [
+        ({"days_left": float("nan")}, "days_left: a number of days above 0"),  # stored as NaN
+        ({"amount": "5", "repeat_interval_hours": 1e308}, "repeat_interval_hours above 0"),
+        ({"amount": "5", "repeat_count": 10**9}, "repeat_count from 0 to 100"),
+    ],
+)
+def test_an_alarm_plan_file_outside_the_apis_bounds_is_refused(
+    data_dir: Path, tmp_path: Path, level: dict[str, Any], said: str
+) -> None:
+    set_up_places(tmp_path)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps([{"level": 1, **level}]))  # NaN as json.dumps writes it
+
+    refused = run("alarm-plan", "create", "odd", *ORG, "--file", str(path), code=2)
+
+    assert said in refused.output
