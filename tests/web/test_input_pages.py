@@ -28,3 +28,13 @@ def test_a_channel_config_nested_too_deeply_is_refused(world: World) -> None:
 
     assert answer.status_code == 422, answer.text  # RecursionError: a 500
     assert "config: JSON nested too deeply" in answer.text
+
+
+def test_the_meter_search_takes_percent_and_underscore_as_text(world: World) -> None:
+    # They reached LIKE as wildcards: "_" or "%" listed every meter, "Alpha_M1" found Alpha-M1.
+    console = Console(world.client, world.alpha, "readonly")
+
+    found = {q: console.get(f"/meters?q={q}").text for q in ("Alpha-M1", "%25", "_", "Alpha_M1")}
+
+    assert "Alpha-M1" in found["Alpha-M1"]
+    assert not any("Alpha-M1" in found[q] for q in ("%25", "_", "Alpha_M1"))
