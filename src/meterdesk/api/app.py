@@ -6,7 +6,7 @@ The API lives under ``/api/v1``; the OpenAPI document at ``/openapi.json``; Swag
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from meterdesk import __version__
 from meterdesk.api import docs, errors
@@ -27,6 +27,7 @@ from meterdesk.api.routers import (
     tariffs,
     users,
 )
+from meterdesk.api.text_guard import refuse_control_characters
 from meterdesk.bootstrap import App
 from meterdesk.web import mount as mount_console
 
@@ -68,6 +69,7 @@ def create_app(app: App, *, config: ApiConfig | None = None) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(refuse_control_characters)],
     )
     api.state.meterdesk = ApiContext(app=app, config=config or ApiConfig())
     errors.install(api)

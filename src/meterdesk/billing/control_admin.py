@@ -17,6 +17,7 @@ from meterdesk.audit import service as audit
 from meterdesk.billing import control, control_config, control_send, control_state
 from meterdesk.billing.accounts import account_by_number
 from meterdesk.billing.cashier_repay import emergency_receivable
+from meterdesk.billing.control_config import MAX_ALARM_LEVEL
 from meterdesk.billing.model import BillingMode
 from meterdesk.billing.policy import (
     Cause,
@@ -31,8 +32,10 @@ from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger.model import Reason, TransferRequest
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
-from meterdesk.shared.money import format_money, from_fen, parse_money, to_fen
+from meterdesk.shared.money import format_money, from_fen, parse_unsigned_money, to_fen
 from meterdesk.sites.tables import sites
+
+LEVEL_KEYS = frozenset(str(level) for level in range(1, MAX_ALARM_LEVEL + 1))
 
 
 def create_alarm_plan(
@@ -253,8 +256,7 @@ def _policy_values(conn: Connection, organisation_id: int, change: PolicyChange)
             else None
         )
     if change.alarm_overrides is not None:
-        for level, amount in change.alarm_overrides.items():
-            parse_money(amount, field=f"alarm level {level}")
+        _check_alarm_overrides(change.alarm_overrides)
         values["alarm_overrides"] = (
             json.dumps(change.alarm_overrides) if change.alarm_overrides else None
         )
@@ -266,13 +268,24 @@ def _policy_values(conn: Connection, organisation_id: int, change: PolicyChange)
         values["protect"] = change.protect
     if change.restore_threshold is not None:
         values["restore_threshold_fen"] = to_fen(
-            parse_money(change.restore_threshold, field="restore_threshold")
+            parse_unsigned_money(change.restore_threshold, field="restore_threshold")
         )
     if change.emergency_credit is not None:
         values["emergency_credit_fen"] = to_fen(
-            parse_money(change.emergency_credit, field="emergency_credit")
+            parse_unsigned_money(change.emergency_credit, field="emergency_credit")
         )
     return values
+
+
+def _check_alarm_overrides(overrides: dict[str, str]) -> None:
+    for level, amount in overrides.items():
+        # Only a plan's level numbers are ever looked up: "9" or "abc" was stored and never
+        # fired, while the operator believed an alarm was set.
+        if level not in LEVEL_KEYS:
+            raise ValidationError(
+                f"alarm level {level!r}: a level number from 1 to {MAX_ALARM_LEVEL}"
+            )
+        parse_unsigned_money(amount, field=f"alarm level {level}")
 
 
 def _member(kind: Any, value: str, field: str) -> str:

@@ -13,11 +13,24 @@ from zoneinfo import ZoneInfo
 from meterdesk.billing.policy import AlarmLevel, AlarmState, ControlState, Supply
 from meterdesk.notifications.model import EventKind, alarm_level
 from meterdesk.shared.errors import ValidationError
-from meterdesk.shared.money import format_money, from_fen, parse_money, to_fen
+from meterdesk.shared.money import format_money, from_fen, parse_unsigned_money, to_fen
 
 #: The deepest level notifications have an alarm event (and wording, and urgency) for.
 MAX_ALARM_LEVEL = max(filter(None, (alarm_level(kind) for kind in EventKind)))
 CHANNELS = ("sms", "email", "voice", "wechat", "push", "webhook", "log")
+
+
+# The API's bounds (api/schemas/control.py), kept here for the CLI's JSON file too: a plan file
+# with NaN (which json.loads takes) or 1e308 hours raised in timedelta (a traceback) or stored
+# a level that could never fire as meant.
+MAX_DAYS_LEFT = 3650
+MAX_REPEATS = 100
+MAX_REPEAT_HOURS = 24 * 365
+
+
+def _number_in(value: object, most: float) -> bool:
+    """A JSON number above 0 and at most ``most`` (NaN and infinities fail both tests)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= most
 
 
 def parse_levels(raw: object) -> tuple[AlarmLevel, ...]:
@@ -53,10 +66,8 @@ def _level(item: object, where: str) -> AlarmLevel:
     if ("amount" in item) == ("days_left" in item):
         raise ValidationError(f"{where}: give either amount or days_left")
     days = item.get("days_left")
-    if days is not None and (
-        not isinstance(days, int | float) or isinstance(days, bool) or days <= 0
-    ):
-        raise ValidationError(f"{where}.days_left: a positive number of days")
+    if days is not None and not _number_in(days, MAX_DAYS_LEFT):
+        raise ValidationError(f"{where}.days_left: a number of days above 0, at most 3650")
     channels = item.get("channels", ["sms"])
     if not isinstance(channels, list) or not channels or any(c not in CHANNELS for c in channels):
         raise ValidationError(f"{where}.channels: a list from {', '.join(CHANNELS)}")
@@ -64,14 +75,17 @@ def _level(item: object, where: str) -> AlarmLevel:
     hours = item.get("repeat_interval_hours", 24)
     if (
         not isinstance(repeat, int)
-        or repeat < 0
-        or not isinstance(hours, int | float)
-        or hours <= 0
+        or isinstance(repeat, bool)
+        or not 0 <= repeat <= MAX_REPEATS
+        or not _number_in(hours, MAX_REPEAT_HOURS)
     ):
-        raise ValidationError(f"{where}: repeat_count ≥ 0 and repeat_interval_hours > 0")
+        raise ValidationError(
+            f"{where}: repeat_count from 0 to {MAX_REPEATS} and repeat_interval_hours above 0, "
+            f"at most {MAX_REPEAT_HOURS}"
+        )
     return AlarmLevel(
         level=number,
-        threshold_fen=to_fen(parse_money(item["amount"], field=f"{where}.amount"))
+        threshold_fen=to_fen(parse_unsigned_money(item["amount"], field=f"{where}.amount"))
         if "amount" in item
         else None,
         days_left=float(days) if days is not None else None,

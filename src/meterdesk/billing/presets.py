@@ -14,24 +14,28 @@ may serve all meters; an empty opening reading means "use the meter's last readi
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from zipfile import BadZipFile
 
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.billing.accounts import MeterOpening, OpenAccount, open_account_in
 from meterdesk.billing.ingest import Ingestor
+from meterdesk.billing.model import BillingMode
 from meterdesk.billing.tables import account_presets
 from meterdesk.db.database import Database
+from meterdesk.ledger.model import PaymentMethod
 from meterdesk.metering.service import find_meter
 from meterdesk.shared.errors import ConflictError, MeterdeskError, NotFoundError, ValidationError
-from meterdesk.shared.money import parse_money, to_decimal
+from meterdesk.shared.money import parse_unsigned_money, to_decimal
+from meterdesk.shared.sheets import SheetRow, csv_lines, table
 from meterdesk.sites.service import RoomPath, find_room
 from meterdesk.sites.tables import customers
 from meterdesk.tariffs.tables import tariffs
@@ -65,6 +69,24 @@ REQUIRED = (
 )
 
 
+# The longest value each text column holds (the API's PresetIn and the database columns): a
+# longer one was a 500 on PostgreSQL in the middle of an import (StringDataRightTruncation), and
+# stored as it was on SQLite.
+LENGTHS = {
+    "account_number": 64,
+    "customer_name": 200,
+    "customer_phone": 40,
+    "customer_email": 200,
+    "site": 200,
+    "building": 200,
+    "floor": 100,
+    "room": 100,
+    "meter_numbers": 64,  # each
+    "tariffs": 200,  # each
+}
+LISTED = ("meter_numbers", "tariffs")
+
+
 @dataclass(frozen=True)
 class PresetData:
     account_number: str
@@ -89,6 +111,10 @@ class PresetData:
         missing = [name for name in REQUIRED if not clean.get(name)]
         if missing:
             raise ValidationError(f"missing {', '.join(missing)}")
+        for name, limit in LENGTHS.items():
+            parts = _split(clean.get(name, "")) if name in LISTED else [clean.get(name, "")]
+            if any(len(part) > limit for part in parts):
+                raise ValidationError(f"{name}: longer than {limit} characters")
         meters = _split(clean["meter_numbers"])
         tariff_names = _split(clean["tariffs"])
         readings = (
@@ -105,8 +131,12 @@ class PresetData:
         for value in readings:
             if value:
                 to_decimal(value, field="opening_readings")
-        parse_money(clean.get("initial_credit") or "0", field="initial_credit")
-        parse_money(clean.get("overdraft_limit") or "0", field="overdraft_limit")
+        # Checked now, as the API's presets are: a pre-entered row with credit -5 or method
+        # "gold" was stored and could then never be opened.
+        parse_unsigned_money(clean.get("initial_credit") or "0", field="initial_credit")
+        parse_unsigned_money(clean.get("overdraft_limit") or "0", field="overdraft_limit")
+        _one_of(BillingMode, clean.get("billing_mode") or "platform", "billing_mode")
+        _one_of(PaymentMethod, clean.get("payment_method") or "cash", "payment_method")
         return cls(
             account_number=clean["account_number"],
             customer_name=clean["customer_name"],
@@ -124,6 +154,12 @@ class PresetData:
             billing_mode=clean.get("billing_mode") or "platform",
             payment_method=clean.get("payment_method") or "cash",
         )
+
+
+def _one_of(kind: type[StrEnum], value: str, field: str) -> None:
+    if value not in {member.value for member in kind}:
+        choices = ", ".join(member.value for member in kind)
+        raise ValidationError(f"{field}: {value!r} is not one of {choices}")
 
 
 def _split(value: str, *, keep_empty: bool = False) -> list[str]:
@@ -286,43 +322,72 @@ class RowResult:
     message: str
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
+def read_rows(path: Path) -> list[SheetRow]:
+    """The data rows of a CSV or Excel file under its header (the first non-empty row).
+
+    A file the import would misread is refused whole, before anything is stored, with the line
+    to fix: text that is not UTF-8, a column the import does not know (a misspelt
+    ``initial_credit`` would have opened every account without its credit), a column named
+    twice, a value beyond the named columns, an Excel formula with no saved result (it reads as
+    an empty cell)."""
     if path.suffix.lower() in (".xlsx", ".xlsm"):
-        return _excel_rows(path)
+        return table(_excel_lines(path), path.name, COLUMNS)
     if path.suffix.lower() == ".csv":
-        text = path.read_bytes().decode("utf-8-sig")
-        return list(csv.DictReader(io.StringIO(text)))
+        return table(csv_lines(path), path.name, COLUMNS)
     raise ValidationError(f"{path.name}: give a .csv or .xlsx file")
 
 
-def _excel_rows(path: Path) -> list[dict[str, str]]:
-    from openpyxl import load_workbook
+def _excel_lines(path: Path) -> list[tuple[int, list[str]]]:
+    from openpyxl.utils import get_column_letter
 
-    workbook = load_workbook(path, read_only=True, data_only=True)
-    try:  # a read-only workbook keeps the file open until closed
-        sheet = workbook.active
-        if sheet is None:
-            raise ValidationError(f"{path.name}: the workbook has no sheet")
-        rows = list(sheet.iter_rows(values_only=True))
-    finally:
-        workbook.close()
-    if not rows:
-        return []
-    header = [str(cell or "").strip() for cell in rows[0]]
-    return [
-        {h: "" if v is None else str(v) for h, v in zip(header, row, strict=False)}
-        for row in rows[1:]
-        if any(v is not None for v in row)
-    ]
+    values = _sheet(path, data_only=True)
+    written = _sheet(path, data_only=False)  # the formulas themselves
+    lines = []
+    for number, (row, formulas) in enumerate(zip(values, written, strict=False), start=1):
+        for column, (value, formula) in enumerate(zip(row, formulas, strict=False), start=1):
+            if value is None and isinstance(formula, str) and formula.startswith("="):
+                raise ValidationError(
+                    f"{path.name}: row {number}, column {get_column_letter(column)}: the formula {formula} has no "
+                    "saved result (open and save the file in Excel, or type the value)"
+                )
+        lines.append((number, ["" if value is None else str(value) for value in row]))
+    return lines
+
+
+def _sheet(path: Path, *, data_only: bool) -> list[tuple[object, ...]]:
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=data_only)
+        try:  # a read-only workbook keeps the file open until closed
+            sheet = workbook.active
+            if sheet is None:
+                raise ValidationError(f"{path.name}: the workbook has no sheet")
+            return list(sheet.iter_rows(values_only=True))  # from row 1, empty rows included
+        finally:
+            workbook.close()
+    # Not a zip, or a zip without a readable sheet (ParseError is a SyntaxError): a 500 before.
+    except (BadZipFile, InvalidFileException, KeyError, ValueError, SyntaxError) as error:
+        raise ValidationError(
+            f"{path.name}: not an Excel workbook this import can read ({type(error).__name__})"
+        ) from None
 
 
 def import_accounts(
-    db: Database, *, organisation_id: int, rows: list[dict[str, str]], open_now: bool, actor: str
+    db: Database,
+    *,
+    organisation_id: int,
+    rows: Sequence[dict[str, str]],
+    open_now: bool,
+    actor: str,
 ) -> list[RowResult]:
-    """Each row in its own transaction; returns one result per row."""
+    """Each row in its own transaction; returns one result per row (numbered as in the file
+    for rows from :func:`read_rows`)."""
     ingestor = Ingestor(db)
     results = []
-    for line, row in enumerate(rows, start=2):
+    for position, row in enumerate(rows, start=2):
+        line = row.line if isinstance(row, SheetRow) else position
         number = (row.get("account_number") or "").strip()
         try:
             data = PresetData.from_row(row)

@@ -137,3 +137,5 @@ def load_json_file(path: Path) -> object:
         raise ValidationError(
             f"{path.name}: not valid JSON ({error.msg} at line {error.lineno})"
         ) from None
+    except RecursionError:  # "[[[[…" thousands deep: the parser's stack, a traceback before
+        raise ValidationError(f"{path.name}: JSON nested too deeply") from None

@@ -3,8 +3,6 @@ quarantine of readings that did not fit."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +25,7 @@ from meterdesk.metering import service as metering
 from meterdesk.metering.model import BANDS, ReadingSource
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.money import from_fen, parse_quantity
+from meterdesk.shared.sheets import csv_lines, table
 
 readings_cli = typer.Typer(help="Meter readings: import, replace a meter.", no_args_is_help=True)
 quarantine_cli = typer.Typer(
@@ -36,17 +35,23 @@ quarantine_cli = typer.Typer(
 IMPORT_BATCH = 5000
 
 
-def parse_reading_rows(org: int, text: str) -> list[IncomingReading]:
+READING_COLUMNS = ("meter_number", "measured_at", "total", *BANDS)
+
+
+def parse_reading_rows(org: int, path: Path) -> list[IncomingReading]:
     """CSV with header meter_number, measured_at (ISO with zone, or ms since epoch), total and
     optionally one column per band (sharp, peak, flat, valley, deep_valley). Every row is
-    checked before anything is stored; the first bad row stops the import with its line number."""
-    rows = list(csv.DictReader(io.StringIO(text)))
+    checked before anything is stored; the first bad row stops the import with its line number
+    (as the file numbers it: blank lines counted). An unknown column stops it too: a misspelt
+    band column was ignored, and the band registers with it."""
+    rows = table(csv_lines(path), path.name, READING_COLUMNS)
     if rows and not {"meter_number", "measured_at", "total"} <= set(rows[0]):
         raise ValidationError("the CSV needs the columns meter_number, measured_at, total")
     meters: dict[str, int] = {}
     result = []
     with app().db.read() as conn:
-        for line, row in enumerate(rows, start=2):
+        for row in rows:
+            line = row.line
             try:
                 number = row["meter_number"].strip()
                 if number not in meters:
@@ -78,7 +83,7 @@ def import_(
 ) -> None:
     """Import readings from CSV and bill them (duplicates are ignored, so re-importing is safe)."""
     with handled():
-        incoming = parse_reading_rows(organisation_id(org), file.read_text(encoding="utf-8-sig"))
+        incoming = parse_reading_rows(organisation_id(org), file)
         total = IngestReport()
         for start in range(0, len(incoming), IMPORT_BATCH):
             total.merge(app().ingestor.ingest(incoming[start : start + IMPORT_BATCH]))

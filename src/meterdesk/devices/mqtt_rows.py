@@ -37,6 +37,7 @@ from meterdesk.devices.uplink import (
 from meterdesk.metering.model import QuarantineReason, ReadingSource
 from meterdesk.metering.repository import QuarantineItem
 from meterdesk.metering.tables import REGISTER_PLACES
+from meterdesk.shared.text import control_character
 
 MAX_REGISTER = Decimal(10) ** 12
 MAX_RAW_CHARS = 65_536  # of a refused payload kept in the quarantine
@@ -102,7 +103,9 @@ def loose_msgid(payload: bytes) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
     msgid = document.get("msgid") if isinstance(document, dict) else None
-    return msgid if isinstance(msgid, str) and 0 < len(msgid) <= 64 else None
+    if not isinstance(msgid, str) or not 0 < len(msgid) <= 64 or control_character(msgid):
+        return None  # not one the gateway can be answered by (nor stored, with a NUL)
+    return msgid
 
 
 def entry_reading(

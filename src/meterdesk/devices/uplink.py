@@ -24,10 +24,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 from pydantic import ValidationError as PydanticValidationError
 
 from meterdesk.shared.errors import ValidationError
+from meterdesk.shared.text import control_character
 
 UP_PREFIX = "data/up"
 DOWN_PREFIX = "data/down"
@@ -65,6 +66,15 @@ def _epoch_ms(value: object) -> int:
     return value
 
 
+def _printable(value: str) -> str:
+    # A NUL in a msgid, an address or a detail could not be stored on PostgreSQL: the whole
+    # group commit failed (every gateway's messages in it), where one message should be refused.
+    found = control_character(value)
+    if found:
+        raise ValueError(f"a control character ({found}) is not allowed")
+    return value
+
+
 def _result_code(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1):
         raise ValueError(f"res must be the integer 0 or 1, got {value!r}")
@@ -77,7 +87,7 @@ DecimalString = Annotated[
     PlainSerializer(lambda value: format(value, "f"), return_type=str),
 ]
 EpochMilliseconds = Annotated[int, BeforeValidator(_epoch_ms)]
-Text = Annotated[str, Field(min_length=1, max_length=64)]
+Text = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]
 Result = Annotated[Literal[0, 1], BeforeValidator(_result_code)]
 ControlCommand = Literal[
     "trip",
@@ -163,7 +173,7 @@ class ControlReply(_Contract):
     method: Literal["control_reply"] = "control_reply"
     addr: Text
     res: Result
-    detail: str | None = None
+    detail: Annotated[str, AfterValidator(_printable)] | None = None
 
 
 Message = TypeVar("Message", Report, ReportReply, Control, ControlReply)

@@ -51,8 +51,15 @@ def _meters_query(organisation_id: int, where: MeterFilter) -> Any:
         .where(meters.c.organisation_id == organisation_id)
     )
     if where.q:
-        pattern = f"%{where.q.strip()}%"
-        query = query.where(or_(meters.c.number.ilike(pattern), rooms.c.name.ilike(pattern)))
+        # LIKE's own wildcards escaped: a search for "E_101" matched "EX101", "%" everything
+        text = where.q.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{text}%"
+        query = query.where(
+            or_(
+                meters.c.number.ilike(pattern, escape="\\"),
+                rooms.c.name.ilike(pattern, escape="\\"),
+            )
+        )
     if where.connection in CONNECTIONS:
         query = query.where(state == where.connection)
     if where.utility in ("electricity", "water"):

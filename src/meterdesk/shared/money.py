@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation, Rounded
 
 from meterdesk.shared.errors import ValidationError
@@ -19,6 +20,18 @@ FEN = Decimal("0.01")
 PRICE_PLACES = 6
 QUANTITY_PLACES = 6
 CURRENCY = "CNY"
+
+# The largest amount anyone may enter: twelve digits of yuan, as the API's pattern allows. Far
+# below what the fen columns (BIGINT) hold, and small enough that quantizing never overflows
+# the default decimal context (28 digits), which raised InvalidOperation for "1e30".
+MAX_MONEY = Decimal("999999999999.99")
+# The largest price per unit (kWh, m³), as a meter's price table takes it (6 digits of yuan).
+# A tariff priced at 10^40 was stored, and every reading of its meters then failed its ingest
+# batch: the charge overflowed the fen column.
+MAX_PRICE = Decimal("999999.999999")
+# Money typed as text: plain ASCII decimal notation. Decimal() also takes "1e3", "١٠٠" (any
+# script's digits) and "1_000", which the API's pattern refuses; the CLI and imports must too.
+_PLAIN_DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?|[+-]?\.[0-9]+")
 
 # Wide enough for any product of a quantity and a price; traps make silent rounding impossible.
 EXACT = Context(prec=60, traps=[Inexact, Rounded, InvalidOperation])
@@ -52,10 +65,22 @@ def _places(value: Decimal) -> int:
 
 def parse_money(value: object, *, field: str = "amount") -> Decimal:
     """A money amount in yuan with at most two places, returned with exactly two places."""
+    if isinstance(value, str) and not _PLAIN_DECIMAL.fullmatch(value.strip()):
+        raise ValidationError(f"{field}: {value!r} is not a decimal number like 100.00")
     amount = to_decimal(value, field=field)
+    if abs(amount) > MAX_MONEY:
+        raise ValidationError(f"{field}: {value} is more than {MAX_MONEY}")
     if _places(amount.normalize()) > 2:
         raise ValidationError(f"{field}: {value} has more than two decimal places (whole fen only)")
     return amount.quantize(FEN)
+
+
+def parse_unsigned_money(value: object, *, field: str = "amount") -> Decimal:
+    """Money that cannot be below zero (a threshold, a credit on offer), as the API's pattern."""
+    amount = parse_money(value, field=field)
+    if amount < 0:
+        raise ValidationError(f"{field}: cannot be negative, got {amount}")
+    return amount
 
 
 def parse_positive_money(value: object, *, field: str = "amount") -> Decimal:
@@ -66,9 +91,13 @@ def parse_positive_money(value: object, *, field: str = "amount") -> Decimal:
 
 
 def parse_price(value: object, *, field: str = "price") -> Decimal:
+    if isinstance(value, str) and not _PLAIN_DECIMAL.fullmatch(value.strip()):
+        raise ValidationError(f"{field}: {value!r} is not a decimal number like 0.6537")
     price = to_decimal(value, field=field)
     if price < 0:
         raise ValidationError(f"{field}: a price cannot be negative ({price})")
+    if price > MAX_PRICE:
+        raise ValidationError(f"{field}: {value} is more than {MAX_PRICE} per unit")
     if _places(price.normalize()) > PRICE_PLACES:
         raise ValidationError(f"{field}: {value} has more than {PRICE_PLACES} decimal places")
     return price

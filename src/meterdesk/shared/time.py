@@ -51,7 +51,10 @@ def parse_instant(text: str, *, field: str = "time") -> datetime:
     """ISO 8601 with an offset (``Z`` allowed), or milliseconds since the epoch."""
     raw = text.strip()
     if raw.isdigit():
-        return datetime.fromtimestamp(int(raw) / 1000, UTC)
+        try:
+            return datetime.fromtimestamp(int(raw) / 1000, UTC)
+        except (OverflowError, OSError, ValueError):  # beyond year 9999, or the platform's range
+            raise ValidationError(f"{field}: {text!r} ms since the epoch is out of range") from None
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:

@@ -32,6 +32,8 @@ def parse_json(text: str) -> Any:
         raise ValidationError(
             f"JSON: {error.msg} (line {error.lineno}, column {error.colno})"
         ) from None
+    except RecursionError:  # "[[[[…" thousands deep: the parser's stack, a 500 before
+        raise ValidationError("JSON: nested too deeply") from None
 
 
 def draft_tariff(text: str, *, utility: str | None) -> tuple[Tariff, dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from meterdesk.access.model import Permission, PermissionDeniedError
 from meterdesk.api.deps import AccountsWriter, Caller, IdempotencyKey, Reader
@@ -35,7 +35,7 @@ from meterdesk.api.schemas.accounts import (
     TariffChangeIn,
     TariffChangeOut,
 )
-from meterdesk.api.schemas.common import Id
+from meterdesk.api.schemas.common import Id, Instant
 from meterdesk.billing import accounts, statements, tariff_change
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.money import format_money, parse_quantity
@@ -168,8 +168,8 @@ def get_balance(account_id: Id, caller: Reader) -> BalanceOut:
 def get_statement(
     account_id: Id,
     caller: Reader,
-    start: AwareDatetime | None = None,
-    end: AwareDatetime | None = None,
+    start: Instant | None = None,
+    end: Instant | None = None,
 ) -> StatementOut:
     """Every entry in ``[start, end)`` with the running balance (default: the last 31 days)."""
     until = require_utc(end, field="end") if end is not None else caller.db.clock()

@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from meterdesk.api.deps import AuditReader
 from meterdesk.api.errors import ERROR_RESPONSES
@@ -18,6 +17,8 @@ from meterdesk.api.pagination import Cursor, Limit, Page, after_id
 from meterdesk.api.queries import audit as queries
 from meterdesk.api.queries.common import Window
 from meterdesk.api.schemas.audit import AuditEntryOut
+from meterdesk.api.schemas.common import Instant
+from meterdesk.shared.text import spreadsheet_cell
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["audit"])
 Text = Annotated[str | None, Query(max_length=200)]
@@ -25,8 +26,8 @@ CSV_COLUMNS = ("id", "at", "actor", "action", "subject", "source", "detail")
 
 
 def _filter(
-    since: AwareDatetime | None,
-    until: AwareDatetime | None,
+    since: Instant | None,
+    until: Instant | None,
     action: str | None,
     actor: str | None,
     subject: str | None,
@@ -34,16 +35,11 @@ def _filter(
     return queries.AuditFilter(since, until, action, actor, subject)
 
 
-def _cell(value: str) -> str:
-    """Text a spreadsheet will not run as a formula (CSV injection)."""
-    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 @router.get("/audit", response_model=Page[AuditEntryOut])
 def list_audit(
     caller: AuditReader,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     action: Text = None,
     actor: Text = None,
     subject: Text = None,
@@ -74,8 +70,8 @@ def list_audit(
 )
 def export_audit(
     caller: AuditReader,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     action: Text = None,
     actor: Text = None,
     subject: Text = None,
@@ -98,7 +94,9 @@ def export_audit(
         for row in rows:
             detail = json.dumps(json.loads(row["detail"]), ensure_ascii=False)
             values = (row["actor"], row["action"], row["subject"], row["source"] or "", detail)
-            writer.writerow([row["id"], row["at"].isoformat(), *(_cell(v) for v in values)])
+            writer.writerow(
+                [row["id"], row["at"].isoformat(), *(spreadsheet_cell(v) for v in values)]
+            )
             if buffer.tell() > 64_000:
                 yield buffer.getvalue()
                 buffer.seek(0)

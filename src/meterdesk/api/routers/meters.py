@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from meterdesk.api.deps import Caller, IdempotencyKey, MetersWriter, Reader
 from meterdesk.api.errors import ERROR_RESPONSES
@@ -15,7 +15,7 @@ from meterdesk.api.pagination import Cursor, Limit, Page, after_id, decode
 from meterdesk.api.queries import meters as queries
 from meterdesk.api.queries.common import Window
 from meterdesk.api.queries.places import one
-from meterdesk.api.schemas.common import Id
+from meterdesk.api.schemas.common import Id, Instant
 from meterdesk.api.schemas.meters import (
     MeterIn,
     MeterOut,
@@ -133,8 +133,8 @@ def replace_meter(
 def list_readings(
     meter_id: Id,
     caller: Reader,
-    start: AwareDatetime | None = None,
-    end: AwareDatetime | None = None,
+    start: Instant | None = None,
+    end: Instant | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[ReadingOut]:

@@ -12,13 +12,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from meterdesk.api.deps import Caller, IdempotencyKey, NotificationsWriter, Reader, SettingsWriter
 from meterdesk.api.errors import ERROR_RESPONSES
 from meterdesk.api.idempotency import audited, run_once
 from meterdesk.api.pagination import Cursor, Limit, Page, after_id, encode
-from meterdesk.api.schemas.common import BigId, Id
+from meterdesk.api.schemas.common import BigId, Id, Instant
 from meterdesk.api.schemas.notifications import (
     AttemptOut,
     ChannelIn,
@@ -50,8 +50,8 @@ def list_notifications(
     channel: ChannelName | None = None,
     account_id: Id | None = None,
     customer_id: Id | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[NotificationOut]:

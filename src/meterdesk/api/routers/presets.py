@@ -29,6 +29,7 @@ from meterdesk.api.schemas.accounts import (
 from meterdesk.api.schemas.common import Id
 from meterdesk.billing import presets
 from meterdesk.shared.errors import ValidationError
+from meterdesk.shared.sheets import SheetRow
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["accounts"])
 SUFFIXES = (".csv", ".xlsx", ".xlsm")
@@ -108,7 +109,7 @@ def open_preset(
     )
 
 
-def _rows(upload: UploadFile, content: bytes) -> list[dict[str, str]]:
+def _rows(upload: UploadFile, content: bytes) -> list[SheetRow]:
     suffix = Path(upload.filename or "").suffix.lower()
     if suffix not in SUFFIXES:
         raise ValidationError("file: give a .csv or .xlsx file")
@@ -123,7 +124,7 @@ def _rows(upload: UploadFile, content: bytes) -> list[dict[str, str]]:
             ) from None
 
 
-def _import(caller: Caller, rows: list[dict[str, str]], open_now: bool) -> ImportOut:
+def _import(caller: Caller, rows: list[SheetRow], open_now: bool) -> ImportOut:
     results = presets.import_accounts(
         caller.db,
         organisation_id=caller.organisation_id,

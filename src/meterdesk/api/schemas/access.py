@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Id, Name, examples
+from meterdesk.api.schemas.common import Id, Instant, Name, examples
 
 RoleName = Literal["admin", "operator", "cashier", "readonly"]
 Locale = Literal["zh-CN", "en"]
@@ -108,7 +108,7 @@ class TokenIn(BaseModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     user_id: Id | None = Field(default=None, description="whose token (default: yours)")
     role: RoleName | None = Field(default=None, description="narrow the token to this role")
-    expires_at: AwareDatetime | None = None
+    expires_at: Instant | None = None
 
 
 class TokenOut(BaseModel):

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+)
 
 # Ids fit the database's integer columns (PostgreSQL INTEGER; transfers are BIGINT).
 Id = Annotated[int, Ge(1), Le(2**31 - 1)]
@@ -33,6 +42,18 @@ Ratio = Annotated[
     Field(description="a positive ratio as a decimal string", examples=["1"]),
 ]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise ValueError("out of range once in UTC") from None
+
+
+# Every instant a request gives: with an offset, and one that exists in UTC (a reading at
+# 9999-12-31T23:59:59-12:00 raised OverflowError in the handler: a 500).
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 def examples(*values: dict[str, Any]) -> ConfigDict:

@@ -17,7 +17,7 @@ WallTime = Annotated[
     StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$"),
     Field(description="local wall time HH:MM", examples=["20:00"]),
 ]
-LevelKey = Annotated[str, StringConstraints(pattern=r"^[1-9]$")]
+LevelKey = Annotated[str, StringConstraints(pattern=r"^[1-3]$")]
 
 
 class AlarmLevelIn(BaseModel):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Id, Ratio, Register, SignedMoney, examples
+from meterdesk.api.schemas.common import Id, Instant, Ratio, Register, SignedMoney, examples
 
 Utility = Literal["electricity", "water"]
 MeterKind = Literal["single_phase", "three_phase", "multi_user_circuit", "water"]
@@ -64,7 +64,7 @@ class ReplacementIn(BaseModel):
     model_config = examples(
         {"at": "2026-11-02T08:00:00+08:00", "old_final_total": "1250.5", "new_initial_total": "0"}
     )
-    at: AwareDatetime
+    at: Instant
     old_final_total: Register
     new_initial_total: Register
     new_address: Annotated[str, StringConstraints(max_length=40)] = ""
@@ -80,7 +80,7 @@ class ReadingIn(BaseModel):
         {"meter_id": 1, "measured_at": "2026-11-02T08:15:00+08:00", "total": "1001.25"}
     )
     meter_id: Id
-    measured_at: AwareDatetime
+    measured_at: Instant
     total: Register
     bands: dict[BandName, Register] | None = None
     source: Literal["realtime", "history", "manual", "import"] = "realtime"

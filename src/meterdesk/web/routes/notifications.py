@@ -179,6 +179,8 @@ def _config(text: str) -> dict[str, Any]:
         raise ValidationError(
             f"config: not valid JSON ({error.msg} at line {error.lineno})"
         ) from None
+    except RecursionError:  # "[[[[…" thousands deep: the parser's stack, a 500 before
+        raise ValidationError("config: JSON nested too deeply") from None
     if not isinstance(found, dict):
         raise ValidationError('config: give a JSON object, e.g. {"url": "https://…"}')
     return found

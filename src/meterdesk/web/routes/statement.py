@@ -9,6 +9,7 @@ import io
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
@@ -22,6 +23,7 @@ from meterdesk.billing import statements
 from meterdesk.billing.tables import accounts
 from meterdesk.reports.statement_days import by_day
 from meterdesk.shared.money import format_money
+from meterdesk.shared.text import spreadsheet_cell
 from meterdesk.shared.time import local_date, local_midnight
 from meterdesk.sites.tables import buildings, floors, rooms, sites
 from meterdesk.web.routes.common import org_zone, page
@@ -139,8 +141,8 @@ def statement_csv(
                      format_money(found.opening_arrears)])  # fmt: skip
     for line in found.lines:
         writer.writerow(
-            [line.at.astimezone(tz).isoformat(), line.transfer_id, line.reason, line.memo,
-             line.method or "", format_money(line.balance_change),
+            [line.at.astimezone(tz).isoformat(), line.transfer_id, line.reason,
+             spreadsheet_cell(line.memo), line.method or "", format_money(line.balance_change),
              format_money(line.arrears_change), format_money(line.balance_after),
              format_money(line.arrears_after)]
         )  # fmt: skip
@@ -148,5 +150,13 @@ def statement_csv(
     return Response(
         "\ufeff" + out.getvalue(),  # a BOM, so Excel reads the Chinese memos as UTF-8
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={"Content-Disposition": attachment(name)},
     )
+
+
+def attachment(name: str) -> str:
+    """A Content-Disposition for ``name`` as it is (RFC 6266 ``filename*``, UTF-8) with an ASCII
+    stand-in for old clients: a header is Latin-1, so an account numbered 甲-101 made the CSV a
+    500 (UnicodeEncodeError), and a ``"`` in the number broke the quoted name."""
+    plain = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
