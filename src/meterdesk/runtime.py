@@ -14,8 +14,10 @@ It runs, side by side in one asyncio loop:
 - the **control tick** (:mod:`meterdesk.billing.control_tick`) every ``tick_interval_s``:
   deferred cuts after friendly hours, repeated alarms, days-of-credit forecasts, and the
   decision put back on meters that show otherwise (at most once per ``reassert_interval_s``).
-- the **price sync** (:mod:`meterdesk.devices.price_sync`) every ``price_sync_interval_s``: a
-  meter that bills itself gets the price table of its tariff in force today written to it.
+- the **meter-billing check** every ``meter_billing_check_s``: a meter that bills itself gets the
+  price table of its tariff in force today written to it (:mod:`meterdesk.devices.price_sync`),
+  and one whose money or purchases differ from the ledger's is announced to the operators
+  (:mod:`meterdesk.devices.money_watch`).
 - the **gateway watchdog** (:mod:`meterdesk.devices.gateway_watchdog`), when MQTT ingest runs here,
   every ``gateway_check_s``: an MQTT gateway silent for ``gateway_silence_s`` (or 3 of its report
   intervals, when longer) is marked lost with its meters and announced (``gateway_offline``).
@@ -41,7 +43,7 @@ from datetime import timedelta
 from meterdesk.billing import control_tick
 from meterdesk.db import counters
 from meterdesk.db.database import Database
-from meterdesk.devices import gateway_watchdog, price_sync
+from meterdesk.devices import gateway_watchdog, money_watch, price_sync
 from meterdesk.devices import service as devices
 from meterdesk.devices.commands.executor import CommandExecutor, ExecutorConfig
 from meterdesk.devices.commands.model import CommandTarget
@@ -76,8 +78,9 @@ class RuntimeSettings:
     gateway_check_s: float = 60.0  # how often the watchdog looks for silent MQTT gateways
     # an MQTT gateway silent this long (or 3 of its buses' poll_interval_s, when longer) is lost
     gateway_silence_s: float = 900.0
-    # how often meters that bill themselves are checked for the prices of their tariff today
-    price_sync_interval_s: float = 3600.0
+    # how often meters that bill themselves are given their tariff's prices of today and
+    # compared with the ledger (differences go to the operators)
+    meter_billing_check_s: float = 3600.0
     dispatch_idle_s: float = 1.0
     poller: PollerSettings = field(default_factory=PollerSettings)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -93,7 +96,8 @@ class RuntimeStats:
     gateways_lost: int = 0  # MQTT gateways the watchdog marked lost
     watchdog_errors: int = 0
     price_writes_queued: int = 0  # write_prices for meters that bill themselves (price_sync)
-    price_sync_errors: int = 0
+    money_differences: int = 0  # meter_money_differs queued or already told today
+    meter_billing_errors: int = 0
     poller_reloads: int = 0
     reads: int = 0
     read_failures: int = 0
@@ -136,7 +140,7 @@ class Runtime:
             ("executor", lambda: self._execute(stop)),
             ("dispatcher", lambda: self.dispatcher.run(stop, idle_s=self.settings.dispatch_idle_s)),
             ("control tick", lambda: self._tick(stop)),
-            ("price sync", lambda: self._sync_prices(stop)),
+            ("meter billing", lambda: self._meter_billing(stop)),
         ]
         mqtt = self.settings.mqtt
         if mqtt is not None:
@@ -261,18 +265,20 @@ class Runtime:
                 self.stats.tick_reasserted += report.reasserted
             await _wait(stop, self.settings.tick_interval_s / self.settings.speed)
 
-    # --- prices on meters that bill themselves ---------------------------------------------
+    # --- meters that bill themselves -------------------------------------------------------
 
-    async def _sync_prices(self, stop: asyncio.Event) -> None:
+    async def _meter_billing(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                report = await asyncio.to_thread(price_sync.sync_prices, self.db)
+                prices = await asyncio.to_thread(price_sync.sync_prices, self.db)
+                money = await asyncio.to_thread(money_watch.report_differences, self.db)
             except Exception:
-                self.stats.price_sync_errors += 1
-                log.exception("price sync failed; trying again at the next one")
+                self.stats.meter_billing_errors += 1
+                log.exception("meter-billing check failed; trying again at the next one")
             else:
-                self.stats.price_writes_queued += len(report.queued)
-            await _wait(stop, self.settings.price_sync_interval_s / self.settings.speed)
+                self.stats.price_writes_queued += len(prices.queued)
+                self.stats.money_differences += len(money.differing)
+            await _wait(stop, self.settings.meter_billing_check_s / self.settings.speed)
 
     # --- gateway watchdog -----------------------------------------------------------------
 

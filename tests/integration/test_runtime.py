@@ -99,7 +99,7 @@ def test_runtime_polls_commands_reloads_notifies_and_ticks(engine: Engine) -> No
         speed=SPEED,
         reload_check_s=30.0,
         tick_interval_s=60.0,
-        price_sync_interval_s=60.0,
+        meter_billing_check_s=60.0,
         dispatch_idle_s=0.2,
         poller=PollerSettings(flush_interval_s=30.0),
         executor=ExecutorConfig(idle_s=0.2, settle={Aspect.RELAY: Settle(5.0, 120.0, 10.0)}),

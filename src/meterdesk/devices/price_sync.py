@@ -4,7 +4,7 @@ A meter that bills itself (表端计费) deducts by its own four-price table. Wh
 tariff changes, or a new version of that tariff comes into force, the meter goes on at the old
 prices until someone writes the new ones — and until then the meter and the platform's
 reconciliation disagree every day. This check runs in ``meterdesk run`` (every
-``price_sync_interval_s``, an hour by default) and as ``meterdesk command sync-prices``:
+``meter_billing_check_s``, an hour by default) and as ``meterdesk command sync-prices``:
 
 - it looks at every electricity meter that bills itself, is in an open account and is linked to
   a DL/T 645 or Modbus line (MQTT gateways and CJ/T 188 water meters cannot take a price table);

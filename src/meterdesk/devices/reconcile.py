@@ -327,6 +327,9 @@ class ReconciliationRow:
     difference: Decimal | None  # meter money − expected
     verdict: str  # "ok", or what differs
     notes: tuple[str, ...] = ()
+    # money beyond the tolerance or purchases differ (not: shared, or never read); operators
+    # are told (devices/money_watch.py)
+    differs: bool = False
 
 
 def mirror(
@@ -412,6 +415,7 @@ def _row(conn: Connection, base: dict[str, Any], tolerance: Decimal) -> Reconcil
         difference=difference,
         verdict=verdict,
         notes=tuple(notes),
+        differs=not shared and meter_money is not None and verdict != "ok",
     )
 
 

@@ -88,6 +88,7 @@ class EventKind(StrEnum):
     COMMAND_FAILED = "command_failed"
     METER_OFFLINE = "meter_offline"
     GATEWAY_OFFLINE = "gateway_offline"
+    METER_MONEY_DIFFERS = "meter_money_differs"  # 表端计费: the meter's money ≠ the platform's
     CHANNEL_TEST = "channel_test"  # 测试消息: an operator checks that a channel delivers
 
 
@@ -118,6 +119,8 @@ EVENTS: dict[EventKind, EventSpec] = {
     EventKind.COMMAND_FAILED: EventSpec("command_failed", _U, _O),
     EventKind.METER_OFFLINE: EventSpec("meter_offline", _N, _O),
     EventKind.GATEWAY_OFFLINE: EventSpec("gateway_offline", _U, _O),
+    # A meter that bills itself disagrees with the ledger: someone must look, not this minute.
+    EventKind.METER_MONEY_DIFFERS: EventSpec("meter_money_differs", _N, _O),
     # Sent at once, quiet hours or not: the operator is waiting for it.
     EventKind.CHANNEL_TEST: EventSpec("channel_test", _U, _O),
 }

@@ -28,6 +28,7 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
     EventKind.COMMAND_FAILED: {"command": "relay_trip", "meter": "M1", "error": "timeout"},
     EventKind.METER_OFFLINE: {"meter": "M1", "since": "2026-11-01T16:00:00Z"},
     EventKind.GATEWAY_OFFLINE: {"gateway": "GW-01"},
+    EventKind.METER_MONEY_DIFFERS: {"meter": "M1", "meter_money": "80.00", "expected": "93.46"},
     EventKind.CHANNEL_TEST: {"channel": "email", "actor": "admin@demo"},
 }
 RENDERER = Renderer()

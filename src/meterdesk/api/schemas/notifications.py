@@ -23,6 +23,7 @@ EventName = Literal[
     "command_failed",
     "meter_offline",
     "gateway_offline",
+    "meter_money_differs",
 ]
 Variable = Annotated[
     str,
