@@ -61,7 +61,10 @@ def record_many(conn: Connection, entries: Sequence[Entry]) -> None:
     """Several entries in one statement (a batch of control decisions)."""
     if not entries:
         return
-    conn.execute(insert(audit_log), [_row(entry) for entry in entries])
+    conn.execute(_INSERT, [_row(entry) for entry in entries])
+
+
+_INSERT = insert(audit_log)  # built once: a batch of control decisions audits its commands
 
 
 def _row(entry: Entry) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from meterdesk.billing.control_state import ControlledAccount
 from meterdesk.billing.policy import Action, Decision, RestoreMode, Situation
@@ -190,22 +190,27 @@ def _device_commands(
     return found
 
 
+# Built once: building a statement and its cache key cost more than running it (every batch
+# that cuts or restores reads it).
+_CONTROLLABLE = (
+    select(meter_assignments.c.account_id, meters.c.id, meters.c.utility)
+    .join(meter_assignments, meter_assignments.c.meter_id == meters.c.id)
+    .where(
+        meter_assignments.c.account_id.in_(bindparam("accounts", expanding=True)),
+        meter_assignments.c.end_at.is_(None),
+        meters.c.protocol != "manual",
+    )
+    .order_by(meter_assignments.c.account_id, meters.c.id)
+)
+
+
 def _controllable_meters(
     conn: Connection, account_ids: list[int]
 ) -> dict[int, list[tuple[int, str]]]:
     """Per account, its meters that can be switched remotely (manual meters have no device)."""
     if not account_ids:
         return {}
-    rows = conn.execute(
-        select(meter_assignments.c.account_id, meters.c.id, meters.c.utility)
-        .join(meter_assignments, meter_assignments.c.meter_id == meters.c.id)
-        .where(
-            meter_assignments.c.account_id.in_(sorted(set(account_ids))),
-            meter_assignments.c.end_at.is_(None),
-            meters.c.protocol != "manual",
-        )
-        .order_by(meter_assignments.c.account_id, meters.c.id)
-    ).all()
+    rows = conn.execute(_CONTROLLABLE, {"accounts": sorted(set(account_ids))}).all()
     found: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for row in rows:
         found[int(row.account_id)].append((int(row.id), str(row.utility)))

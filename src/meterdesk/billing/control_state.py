@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Update, bindparam, insert, select, update
 
 from meterdesk.billing import control_config
 from meterdesk.billing.model import BillingMode
@@ -157,14 +158,24 @@ def save_states(
         else:
             inserts.append({"account_id": account.account_id, **default_policy_columns(), **values})
     if updates:
-        conn.execute(
-            update(account_controls)
-            .where(account_controls.c.account_id == bindparam("key_account_id"))
-            .values({name: bindparam(name) for name in updates[0] if name != "key_account_id"}),
-            updates,
-        )
+        names = tuple(name for name in updates[0] if name != "key_account_id")
+        conn.execute(_update_states(names), updates)
     if inserts:
-        conn.execute(insert(account_controls), inserts)
+        conn.execute(_INSERT_STATES, inserts)
+
+
+# Built once (every batch that decides writes states; building a statement and its cache key
+# cost more than running it).
+_INSERT_STATES = insert(account_controls)
+
+
+@lru_cache(maxsize=8)
+def _update_states(names: tuple[str, ...]) -> Update:
+    return (
+        update(account_controls)
+        .where(account_controls.c.account_id == bindparam("key_account_id"))
+        .values({name: bindparam(name) for name in names})
+    )
 
 
 def state_values(

@@ -102,6 +102,28 @@ class _Plan(NamedTuple):
     tier_key: str | None
 
 
+class _Slot:
+    """One tariff version in one zone, as the lane prices with it: its last day plan, its prices
+    by (band, tier block) and its effective date as stored. Found by the version's index among
+    the tariff's starts, so an interval hashes no version (a ``TariffVersion`` hashes in
+    Python)."""
+
+    __slots__ = ("effective_from", "plan", "prices", "version")
+
+    def __init__(self, version: TariffVersion) -> None:
+        self.version = version
+        self.plan: _Plan | None = None
+        self.prices: dict[tuple[Band, int | None], tuple[Decimal, int]] = {}
+        self.effective_from = version.effective_from.isoformat()
+
+
+class _Versions(NamedTuple):
+    """A tariff's versions in one zone: their starts in stored instants and a slot for each."""
+
+    starts: tuple[int, ...]
+    slots: tuple[_Slot, ...]
+
+
 class _Meter(NamedTuple):
     """What placing needs from a profile, in integers (cached per profile)."""
 
@@ -116,10 +138,9 @@ class FastLane:
 
     def __init__(self) -> None:
         self._meters: dict[int, tuple[MeterProfile, _Meter | None]] = {}
-        self._plans: dict[tuple[TariffVersion, ZoneInfo], _Plan] = {}
-        self._version_starts: dict[tuple[Tariff, ZoneInfo], tuple[int, ...]] = {}
-        self._prices: dict[tuple[TariffVersion, Band, int | None], tuple[Decimal, int]] = {}
-        self._versions_from: dict[TariffVersion, str] = {}
+        self._versions: dict[tuple[Tariff, ZoneInfo], _Versions] = {}
+        # Per meter: the assignment it was last seen under and its start as stored.
+        self._held_since: dict[int, tuple[Assignment, int]] = {}
         # Since start (for the benchmark's figures and the tests that the lane is taken):
         self.meters_seen = 0  # meters of all batches
         self.meters_taken = 0  # placed by the lane
@@ -154,7 +175,7 @@ class FastLane:
             if not held or len(held) != 1:
                 continue
             assignment = held[0]
-            if assignment.end_at is not None or instant_int(assignment.start_at) > cursor[1]:
+            if assignment.end_at is not None or self._since(meter_id, assignment) > cursor[1]:
                 continue
             constants = self._meter(profile)
             if constants is None:
@@ -176,6 +197,16 @@ class FastLane:
         self.meters_seen += len(by_meter)
         self.meters_taken += len(taken)
         return taken, duplicates
+
+    def _since(self, meter_id: int, assignment: Assignment) -> int:
+        """The assignment's start as stored (the same assignment object while the ingestor's
+        configuration cache holds it)."""
+        cached = self._held_since.get(meter_id)
+        if cached is not None and cached[0] is assignment:
+            return cached[1]
+        since = instant_int(assignment.start_at)
+        self._held_since[meter_id] = (assignment, since)
+        return since
 
     def _meter(self, profile: MeterProfile) -> _Meter | None:
         cached = self._meters.get(profile.meter_id)
@@ -268,7 +299,7 @@ class FastLane:
         None when one of its intervals is not a single line. Nothing is counted here, so None
         changes nothing."""
         meter_id, account_id = meter.meter_id, meter.assignment.account_id
-        starts = self._starts(tariff, tz)
+        versions = self._versions_of(tariff, tz)
         multiplier, modulus = meter.profile.multiplier, meter.profile.modulus
         multiplier_i, modulus_i = meter.constants.multiplier, meter.constants.modulus
         lines: dict[tuple[int, int], LineRow] = {}
@@ -291,7 +322,7 @@ class FastLane:
             if scaled % _TO_QUANTITY:
                 return None  # more than six places: the full pricer
             line = self._line(
-                (tariff, starts, tz),
+                (versions, tz),
                 interval,
                 used_here,
                 totals,
@@ -307,25 +338,29 @@ class FastLane:
 
     def _line(
         self,
-        pricing: tuple[Tariff, tuple[int, ...], ZoneInfo],
+        pricing: tuple[_Versions, ZoneInfo],
         interval: tuple[int, int],
         used_here: dict[str, Decimal],
         totals: Mapping[TotalKey, PeriodTotal],
         holder: tuple[int, int],
         quantities: tuple[Decimal, int],
     ) -> tuple[LineRow, TotalKey, int, Decimal] | None:
-        """``price_single_line`` for one interval, in stored instants (``pricing``: the tariff,
-        its version starts and the zone; ``holder``: meter and account; ``quantities``: the
-        quantity and the same in 1e-6)."""
-        tariff, starts, tz = pricing
-        (start, end), (meter_id, account_id), (quantity, quantity_i) = interval, holder, quantities
+        """``price_single_line`` for one interval, in stored instants (``pricing``: the tariff's
+        versions and the zone; ``holder``: meter and account; ``quantities``: the quantity and
+        the same in 1e-6)."""
+        (versions, tz), (start, end) = pricing, interval
+        (meter_id, account_id), (quantity, quantity_i) = holder, quantities
+        starts = versions.starts
         index = bisect_right(starts, start) - 1
         if index < 0 or (index + 1 < len(starts) and end > starts[index + 1]):
             return None  # before the first version or across a version start
-        version = tariff.versions[index]
-        plan = self._plan(version, tz, start)
-        if plan is None:
-            return None
+        slot = versions.slots[index]
+        version, plan = slot.version, slot.plan
+        if plan is None or not plan.start <= start < plan.end:
+            plan = _plan(version, tz, start)
+            if plan is None:
+                return None
+            slot.plan = plan  # the last plan per version and zone serves its whole range
         period = bisect_right(plan.starts, start) - 1
         cut = plan.starts[period + 1] if period + 1 < len(plan.starts) else plan.end
         if end > cut:
@@ -345,7 +380,7 @@ class FastLane:
             if bound is not None and EXACT.add(used, quantity) > bound:
                 return None  # climbs into the next block: several lines
             used_here[key] = used_here.get(key, ZERO) + quantity
-        price, price_i = self._price(version, band, block_index)
+        price, price_i = slot.prices.get((band, block_index)) or _price(slot, band, block_index)
         cost = EXACT.multiply(quantity, price)
         period_key = plan.period_key
         row = (  # READING_LINE_COLUMNS of a reading's row: the interval ends at the reading
@@ -358,62 +393,54 @@ class FastLane:
             quantity_i,
             price_i,
             f"{cost:f}",
-            self._version_from(version),
+            slot.effective_from,
             True,
         )
         return row, (meter_id, account_id, period_key), quantity_i, cost
 
-    def _starts(self, tariff: Tariff, tz: ZoneInfo) -> tuple[int, ...]:
-        found = self._version_starts.get((tariff, tz))
+    def _versions_of(self, tariff: Tariff, tz: ZoneInfo) -> _Versions:
+        found = self._versions.get((tariff, tz))
         if found is None:
-            found = tuple(instant_int(at) for at in _version_starts(tariff, tz))
-            self._version_starts[(tariff, tz)] = found
+            found = _Versions(
+                tuple(instant_int(at) for at in _version_starts(tariff, tz)),
+                tuple(_Slot(version) for version in tariff.versions),
+            )
+            self._versions[(tariff, tz)] = found
         return found
 
-    def _plan(self, version: TariffVersion, tz: ZoneInfo, at: int) -> _Plan | None:
-        """The day plan ``price_single_line`` would use for an interval starting at ``at``.
-        The last plan per version and zone is kept: it serves every instant in its range, as
-        long as the zone's offset does not change inside it (DST days go the general way)."""
-        plan = self._plans.get((version, tz))
-        if plan is not None and plan.start <= at < plan.end:
-            return plan
-        day_plan = _day_plan(version, int_instant(at).astimezone(tz).date(), tz)
-        first, end = day_plan.starts[0], day_plan.end
-        if first.astimezone(tz).utcoffset() != (end.astimezone(tz).utcoffset()):
-            return None
-        plan = _Plan(
-            instant_int(first),
-            instant_int(end),
-            tuple(instant_int(s) for s in day_plan.starts),
-            day_plan.bands,
-            day_plan.period_key,
-            day_plan.tier_key,
-        )
-        if not plan.start <= at < plan.end:
-            return None  # a local day whose midnight repeats: the general charger handles it
-        self._plans[(version, tz)] = plan
-        return plan
 
-    def _price(
-        self, version: TariffVersion, band: Band, block_index: int | None
-    ) -> tuple[Decimal, int]:
-        key = (version, band, block_index)
-        found = self._prices.get(key)
-        if found is None:
-            tiers = version.tiers
-            if tiers is None or block_index is None:
-                price = _band_price(version, band, band)
-            else:
-                base = ZERO if tiers.mode is TierMode.PRICE else _band_price(version, band, band)
-                price = EXACT.add(base, tiers.blocks[block_index].price)
-            found = self._prices[key] = (price, scaled_int(price, QUANTITY_PLACES))
-        return found
+def _plan(version: TariffVersion, tz: ZoneInfo, at: int) -> _Plan | None:
+    """The day plan ``price_single_line`` would use for an interval starting at ``at``, or None
+    where the lane cannot use one: it serves every instant in its range only while the zone's
+    offset does not change inside it (DST days go the general way)."""
+    day_plan = _day_plan(version, int_instant(at).astimezone(tz).date(), tz)
+    first, end = day_plan.starts[0], day_plan.end
+    if first.astimezone(tz).utcoffset() != (end.astimezone(tz).utcoffset()):
+        return None
+    plan = _Plan(
+        instant_int(first),
+        instant_int(end),
+        tuple(instant_int(s) for s in day_plan.starts),
+        day_plan.bands,
+        day_plan.period_key,
+        day_plan.tier_key,
+    )
+    if not plan.start <= at < plan.end:
+        return None  # a local day whose midnight repeats: the general charger handles it
+    return plan
 
-    def _version_from(self, version: TariffVersion) -> str:
-        found = self._versions_from.get(version)
-        if found is None:
-            found = self._versions_from[version] = version.effective_from.isoformat()
-        return found
+
+def _price(slot: _Slot, band: Band, block_index: int | None) -> tuple[Decimal, int]:
+    """A band's price in a tier block (and in 1e-6), kept in the version's slot."""
+    version = slot.version
+    tiers = version.tiers
+    if tiers is None or block_index is None:
+        price = _band_price(version, band, band)
+    else:
+        base = ZERO if tiers.mode is TierMode.PRICE else _band_price(version, band, band)
+        price = EXACT.add(base, tiers.blocks[block_index].price)
+    found = slot.prices[(band, block_index)] = (price, scaled_int(price, QUANTITY_PLACES))
+    return found
 
 
 def _place(

@@ -117,7 +117,7 @@ class IngestState:
             return billing_repository.load_totals(conn, meter_ids, keys)
         meters = set(meter_ids)
         missing = (
-            {m for m in meters if any((m, k) not in self._totals for k in keys)}
+            {m for m in meters for k in keys if (m, k) not in self._totals}  # no generator a meter
             if self._cached
             else meters
         )

@@ -20,7 +20,7 @@ from meterdesk.billing.model import BillingMode, PeriodTotal
 from meterdesk.billing.repository import Assignment, TotalKey
 from meterdesk.db.types import instant_int
 from meterdesk.ledger import repository as ledger
-from meterdesk.ledger.model import AccountKind, Reason, arrears_repayment, split_debit
+from meterdesk.ledger.model import AccountKind, Reason, arrears_repayment
 from meterdesk.ledger.repository import Balance, TransferRow
 from meterdesk.metering.model import MeterProfile
 
@@ -46,20 +46,27 @@ def post_due(
     """Post what is due; return the net balance (wallet minus arrears, fen) of every account
     that moved, for the control loop. ``lock`` reads (and on PostgreSQL locks) the balances:
     :func:`ledger.repository.lock_balances`, or the ingestor's kept state."""
-    due = {}
+    due: dict[TotalKey, int] = {}
+    platform = BillingMode.PLATFORM
     for key, total in changed.items():
         amount = total.due_fen()
-        if amount and accounts[key[1]].billing_mode is BillingMode.PLATFORM:
+        if amount and accounts[key[1]].billing_mode is platform:
             due[key] = amount
     if not due:
         return {}
     utilities = {meter_id: str(profiles[meter_id].utility) for meter_id, _, _ in due}
     revenue = _revenue_accounts(conn, due, accounts, utilities, at)
-    touched = {i for key in due for i in (accounts[key[1]].wallet_id, accounts[key[1]].arrears_id)}
-    balances = lock(conn, touched | set(revenue.values()))
+    moved = {key[1] for key in due}  # by id: an Assignment's hash goes through all its fields
+    touched = set(revenue.values())
+    for account_id in moved:
+        touched.add(accounts[account_id].wallet_id)
+        touched.add(accounts[account_id].arrears_id)
+    balances = lock(conn, touched)
     running = {i: b.balance_fen for i, b in balances.items()}
     rows: list[TransferRow] = []
+    row = ledger.system_transfer_row
     created_at = instant_int(at)
+    deducted = 0
     # One flat loop: ingest posts once per meter and batch, so this runs once per reading in
     # the common case; the rules are split_debit's and arrears_repayment's.
     for key in sorted(due):
@@ -67,21 +74,17 @@ def post_due(
         account, amount, total = accounts[account_id], due[key], changed[key]
         total.postings += 1
         total.posted_fen += amount
-        organisation_id, wallet, arrears = (
-            account.organisation_id,
-            account.wallet_id,
-            account.arrears_id,
-        )
+        organisation_id, wallet = account.organisation_id, account.wallet_id
         revenue_id = revenue[(organisation_id, utilities[meter_id])]
         stem = f"deduct:{meter_id}:{account_id}:{period}:{total.postings}"
         floor = balances[wallet].floor_fen or 0
         if amount > 0:
-            from_wallet, to_arrears = split_debit(
-                amount_fen=amount, balance_fen=running[wallet], floor_fen=floor
-            )
+            # split_debit: the wallet pays down to its floor, arrears take the rest
+            available = running[wallet] - floor
+            from_wallet = amount if amount <= available else max(available, 0)
             if from_wallet:
                 rows.append(
-                    ledger.system_transfer_row(
+                    row(
                         organisation_id,
                         f"{stem}:w",
                         wallet,
@@ -96,9 +99,10 @@ def post_due(
                     )
                 )
                 running[wallet] -= from_wallet
-            if to_arrears:
+            if from_wallet != amount:
+                arrears, to_arrears = account.arrears_id, amount - from_wallet
                 rows.append(
-                    ledger.system_transfer_row(
+                    row(
                         organisation_id,
                         f"{stem}:a",
                         arrears,
@@ -113,15 +117,15 @@ def post_due(
                     )
                 )
                 running[arrears] -= to_arrears
-            report.deducted_fen += amount
+            deducted += amount
         else:
             rows.extend(
                 _correction(key, account, revenue_id, stem, -amount, running, floor, created_at)
             )
             report.returned_fen -= amount
+    report.deducted_fen += deducted
     ledger.apply_system_rows(conn, rows, balances)
     report.transfers += len(rows)
-    moved = {key[1] for key in due}  # by id: an Assignment's hash goes through all its fields
     return {i: running[accounts[i].wallet_id] + running[accounts[i].arrears_id] for i in moved}
 
 

@@ -7,6 +7,7 @@ instead of failing half-way when another writer got there first.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,17 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from meterdesk.db.functions import SQLITE_CASEFOLD, python_casefold
+
+# pysqlite adapts every parameter that is not exactly an int, float, str or bytearray: it looks
+# for a registered adapter, then asks its PrepareProtocol type and the value for __adapt__ and
+# __conform__, and the type's miss raises and clears an AttributeError — ≈ 3,300 instructions a
+# parameter. None (nullable columns) and bool (flags) are ≈ 12 parameters of every reading the
+# ingest writes, ≈ 9 % of its instructions. Registered, each is one dict lookup and one C call,
+# and binds exactly as before: None as NULL, a bool as the integer 0 or 1. (The registry is the
+# process's: any sqlite3 user here binds these the same way it did.)
+_NOTHING: dict[None, None] = {}
+sqlite3.register_adapter(type(None), _NOTHING.get)  # .get(None) is None, without a Python frame
+sqlite3.register_adapter(bool, int)
 
 
 def build_engine(url: str, *, echo: bool = False) -> Engine:

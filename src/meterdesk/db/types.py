@@ -44,8 +44,13 @@ def instant_int(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def int_instant(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
+    # timedelta * int is exact and ~3,000 instructions cheaper than timedelta(microseconds=…),
+    # whose keyword parsing and float-ready normalising ran once per lane meter and cursor read
+    return _EPOCH + _MICROSECOND * value
 
 
 class Scaled(TypeDecorator[Decimal]):

@@ -121,6 +121,27 @@ def request_hash(
     return hash_fields(fields)
 
 
+def system_request_hash(
+    organisation_id: int,
+    debit_account_id: int,
+    credit_account_id: int,
+    amount_fen: int,
+    reason: str,
+    account_id: int | None,
+    meter_id: int | None,
+    period_key: str | None,
+) -> str:
+    """:func:`request_hash` of a system transfer (no method, reference or reversal; ``reason``
+    as its text), for ingest's row per posting. It hashes the very text :func:`hash_fields`
+    hashes — a tuple's repr is its items' reprs, joined by ", ", in parentheses — written out
+    instead of building the tuple and taking its repr (≈ 4,000 instructions less a row)."""
+    text = (
+        f"({organisation_id!r}, {debit_account_id!r}, {credit_account_id!r}, {amount_fen!r}, "
+        f"{reason!r}, {account_id!r}, {meter_id!r}, {period_key!r}, None, None, None)"
+    )
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
 REPAY_ARREARS = "repay-arrears"  # the purpose in a recharge's arrears repayment's key
 
 

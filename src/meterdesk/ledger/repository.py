@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -20,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from meterdesk.db.bulk import bulk_insert, bulk_update, raw_rows
 from meterdesk.db.types import instant_int
-from meterdesk.ledger.model import AccountKind, TransferRequest, hash_fields
+from meterdesk.ledger.model import AccountKind, TransferRequest, system_request_hash
 from meterdesk.ledger.tables import ledger_accounts, transfers
 from meterdesk.shared.errors import (
     ConflictError,
@@ -49,8 +48,10 @@ TRANSFER_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class Balance:
+class Balance(NamedTuple):
+    """A ledger account's balance and floor as read (a tuple: the posting makes one for each
+    account it moves, every batch)."""
+
     account_id: int
     balance_fen: int
     floor_fen: int | None
@@ -274,23 +275,19 @@ def system_transfer_row(
     if not idempotency_key:
         raise ValueError("a transfer needs an idempotency key")
     reason = str(reason)  # a Reason member's repr would change the hash
-    fields = (
-        organisation_id,
-        debit_account_id,
-        credit_account_id,
-        amount_fen,
-        reason,
-        account_id,
-        meter_id,
-        period_key,
-        None,
-        None,
-        None,
-    )
     return (
         organisation_id,
         idempotency_key,
-        hash_fields(fields),
+        system_request_hash(
+            organisation_id,
+            debit_account_id,
+            credit_account_id,
+            amount_fen,
+            reason,
+            account_id,
+            meter_id,
+            period_key,
+        ),
         debit_account_id,
         credit_account_id,
         amount_fen,

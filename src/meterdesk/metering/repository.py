@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -206,24 +206,33 @@ def insert_reading_rows(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> No
     bulk_insert(conn, readings, READING_COLUMNS, rows)
 
 
-def save_cursors(conn: Connection, latest: dict[int, Reading], existing: Iterable[int]) -> None:
+def save_cursors(
+    conn: Connection, latest: dict[int, Reading], stored: Mapping[int, Sequence[Any]]
+) -> None:
     """Move each meter's cursor to its latest accepted reading (insert for new meters)."""
-    save_cursor_rows(conn, [cursor_row(reading) for reading in latest.values()], existing)
+    save_cursor_rows(conn, [cursor_row(reading) for reading in latest.values()], stored)
 
 
 def save_cursor_rows(
-    conn: Connection, rows: Sequence[tuple[Any, ...]], existing: Iterable[int]
+    conn: Connection, rows: Sequence[tuple[Any, ...]], stored: Mapping[int, Sequence[Any]]
 ) -> None:
-    """:func:`save_cursors` for stored rows (in CURSOR_COLUMNS order)."""
-    known = set(existing)
-    bulk_insert(conn, meter_cursors, CURSOR_COLUMNS, [row for row in rows if row[0] not in known])
-    bulk_update(
-        conn,
-        meter_cursors,
-        ("meter_id",),
-        CURSOR_COLUMNS[1:],
-        [(*row[1:], row[0]) for row in rows if row[0] in known],
-    )
+    """:func:`save_cursors` for stored rows (in CURSOR_COLUMNS order); ``stored``: the meters'
+    cursors as they are (:func:`load_cursor_rows`). A cursor whose band registers stay as they
+    are (none, on a meter without them) is updated without them: the same row, five bound
+    NULLs fewer (each one goes through pysqlite's adapter lookup, db.engine)."""
+    new, registers_only, whole = [], [], []
+    for row in rows:
+        before = stored.get(row[0])
+        if before is None:
+            new.append(row)
+        elif tuple(before[3:]) == row[4:]:
+            registers_only.append((row[1], row[2], row[3], row[0]))
+        else:
+            whole.append((*row[1:], row[0]))
+    bulk_insert(conn, meter_cursors, CURSOR_COLUMNS, new)
+    keys = ("meter_id",)
+    bulk_update(conn, meter_cursors, keys, CURSOR_COLUMNS[1:4], registers_only)
+    bulk_update(conn, meter_cursors, keys, CURSOR_COLUMNS[1:], whole)
 
 
 def cursor_row(reading: Reading) -> tuple[object, ...]:

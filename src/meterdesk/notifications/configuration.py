@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from meterdesk.audit import service as audit
 from meterdesk.db.database import Database
@@ -75,12 +75,17 @@ def _setting(row: Mapping[str, Any]) -> ChannelSetting:
     )
 
 
+# Built once: every ingest batch that decides reads it, and building a statement (and its cache
+# key) cost more than running it.
+_SETTINGS = (
+    select(notification_channel_settings)
+    .where(notification_channel_settings.c.organisation_id == bindparam("organisation_id"))
+    .order_by(notification_channel_settings.c.channel)
+)
+
+
 def channel_settings(conn: Connection, organisation_id: int) -> list[ChannelSetting]:
-    rows = conn.execute(
-        select(notification_channel_settings)
-        .where(notification_channel_settings.c.organisation_id == organisation_id)
-        .order_by(notification_channel_settings.c.channel)
-    ).mappings()
+    rows = conn.execute(_SETTINGS, {"organisation_id": organisation_id}).mappings()
     return [_setting(dict(row)) for row in rows]
 
 

@@ -7,8 +7,17 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from meterdesk.ledger.model import Reason, TransferRequest, arrears_repayment, split_debit
+from meterdesk.ledger.model import (
+    Reason,
+    TransferRequest,
+    arrears_repayment,
+    request_hash,
+    split_debit,
+    system_request_hash,
+)
 
 REQUEST = TransferRequest(
     organisation_id=1,
@@ -86,3 +95,33 @@ def test_arrears_are_repaid_from_a_positive_wallet(
     wallet: int, arrears: int, expected: int
 ) -> None:
     assert arrears_repayment(wallet_balance_fen=wallet, arrears_balance_fen=arrears) == expected
+
+
+IDS = st.integers(min_value=-(2**63), max_value=2**63)
+TEXT = st.text()  # quotes, backslashes, non-ASCII: repr must come out the same
+
+
+@given(
+    org=IDS,
+    debit=IDS,
+    credit=IDS,
+    amount=IDS,
+    reason=st.sampled_from([str(r) for r in Reason]) | TEXT,
+    account=st.none() | IDS,
+    meter=st.none() | IDS,
+    period=st.none() | TEXT,
+)
+def test_a_system_request_hash_is_the_request_hash_without_method_reference_or_reversal(
+    org: int,
+    debit: int,
+    credit: int,
+    amount: int,
+    reason: str,
+    account: int | None,
+    meter: int | None,
+    period: str | None,
+) -> None:
+    fields = (org, debit, credit, amount, reason, account, meter, period)
+    assert system_request_hash(*fields) == request_hash(
+        org, debit, credit, amount, reason, account, meter, period, None, None, None
+    )

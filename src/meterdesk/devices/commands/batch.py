@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.db import commit_signals
@@ -115,11 +115,24 @@ def _prepare(request: NewCommand, at: datetime) -> _Prepared:
     )
 
 
+# Built once (building a statement and its cache key cost more than running it): the batch's
+# keys already recorded, and its meters locked in id order (see writes.lock_meter).
+_RECORDED = select(commands).where(
+    commands.c.idempotency_key.in_(bindparam("keys", expanding=True))
+)
+_LOCK_METERS = (
+    select(meters.c.id, meters.c.organisation_id, meters.c.number)
+    .where(meters.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(meters.c.id)
+    .with_for_update(key_share=True)
+)
+
+
 def _new_ones(conn: Connection, prepared: list[_Prepared]) -> list[_Prepared]:
     """The requests not recorded yet; a key recorded (or repeated in this batch) for another
     request is a conflict, as in :func:`service.create_in`."""
     keys = sorted({item.key for item in prepared})
-    rows = conn.execute(select(commands).where(commands.c.idempotency_key.in_(keys))).mappings()
+    rows = conn.execute(_RECORDED, {"keys": keys}).mappings()
     recorded = {str(row["idempotency_key"]): repository.command_from_row(row) for row in rows}
     fresh: dict[str, _Prepared] = {}
     for item in prepared:
@@ -143,12 +156,7 @@ def _new_ones(conn: Connection, prepared: list[_Prepared]) -> list[_Prepared]:
 def _lock_meters(conn: Connection, prepared: list[_Prepared]) -> dict[int, str]:
     """Lock the meters (in id order; see :func:`writes.lock_meter`); their numbers by id."""
     wanted = {item.request.meter_id: item.request.organisation_id for item in prepared}
-    rows = conn.execute(
-        select(meters.c.id, meters.c.organisation_id, meters.c.number)
-        .where(meters.c.id.in_(sorted(wanted)))
-        .order_by(meters.c.id)
-        .with_for_update(key_share=True)
-    ).all()
+    rows = conn.execute(_LOCK_METERS, {"ids": sorted(wanted)}).all()
     found = {int(row.id): (int(row.organisation_id), str(row.number)) for row in rows}
     for meter_id, organisation_id in wanted.items():
         if found.get(meter_id, (None,))[0] != organisation_id:

@@ -18,6 +18,9 @@ from meterdesk.devices.tables import command_events
 EventRow = tuple[int, datetime, str, Mapping[str, object]]  # command id, at, event, detail
 
 
+_INSERT = insert(command_events)  # built once: a batch of control decisions writes events
+
+
 def add_event(
     conn: Connection, command_id: int, at: datetime, event: str, detail: Mapping[str, object]
 ) -> None:
@@ -30,7 +33,7 @@ def add_events(conn: Connection, rows: Sequence[EventRow]) -> None:
     if not rows:
         return
     conn.execute(
-        insert(command_events),
+        _INSERT,
         [
             {
                 "command_id": command_id,

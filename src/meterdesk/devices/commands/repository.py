@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-from sqlalchemy import Connection, RowMapping, func, or_, select
+from sqlalchemy import Connection, RowMapping, bindparam, func, or_, select
 
 from meterdesk.devices.commands.model import (
     OPEN_STATUSES,
@@ -91,15 +91,23 @@ def for_meter(conn: Connection, meter_id: int, statuses: Iterable[str]) -> list[
     return for_meters(conn, [meter_id], statuses)
 
 
+# Built once: the control loop reads its meters' open commands in every batch that decides, and
+# building the statement (and its cache key) cost more than running it.
+_FOR_METERS = (
+    select(commands)
+    .where(
+        commands.c.meter_id.in_(bindparam("meter_ids", expanding=True)),
+        commands.c.status.in_(bindparam("statuses", expanding=True)),
+    )
+    .order_by(commands.c.id)
+)
+
+
 def for_meters(
     conn: Connection, meter_ids: Iterable[int], statuses: Iterable[str]
 ) -> list[Command]:
     rows = conn.execute(
-        select(commands)
-        .where(
-            commands.c.meter_id.in_(sorted(set(meter_ids))), commands.c.status.in_(list(statuses))
-        )
-        .order_by(commands.c.id)
+        _FOR_METERS, {"meter_ids": sorted(set(meter_ids)), "statuses": list(statuses)}
     )
     return [command_from_row(row) for row in rows.mappings()]
 
