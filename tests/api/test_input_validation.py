@@ -320,3 +320,21 @@ def test_a_json_body_under_another_content_type_is_checked_too(any_world: World,
 
     assert response.status_code == 422, response.text
     assert "name: a control character (U+0000)" in response.json()["error"]["message"]
+
+
+def test_a_meter_numbered_longer_than_an_address_needs_its_address(any_world: World) -> None:
+    # The number (up to 64) stands in for a missing address (a 40-character column): a 500 on
+    # PostgreSQL, stored on SQLite.
+    site = any_world.alpha.site_id
+    body = {"number": "E" * 50, "utility": "electricity", "kind": "single_phase", "site_id": site}
+
+    response = any_world.client.post(
+        "/api/v1/meters", json=body, headers=any_world.alpha.auth("admin")
+    )
+
+    assert response.status_code == 422, response.text
+    assert "address: at most 40 characters" in response.json()["error"]["message"]
+    with_address = any_world.client.post(
+        "/api/v1/meters", json={**body, "address": "000000000050"}, headers=any_world.alpha.auth()
+    )
+    assert with_address.status_code == 201, with_address.text
