@@ -338,3 +338,26 @@ def test_a_meter_numbered_longer_than_an_address_needs_its_address(any_world: Wo
         "/api/v1/meters", json={**body, "address": "000000000050"}, headers=any_world.alpha.auth()
     )
     assert with_address.status_code == 201, with_address.text
+
+
+def test_a_username_leaves_room_for_its_tokens_actor(any_world: World) -> None:
+    # A token acts as "username/token:<id>" in actor columns of 100: a 100-character username's
+    # token failed every write on PostgreSQL (a 500 on a recharge), so usernames stop at 80.
+    client, alpha = any_world.client, any_world.alpha
+
+    def member(name: str) -> Any:
+        body = {"username": name, "password": "a long password 123", "role": "cashier"}
+        return client.post("/api/v1/users", json=body, headers=alpha.auth("admin"))
+
+    refused, longest = member("u" * 81), member("u" * 80)
+    assert refused.status_code == 422, refused.text
+    assert longest.status_code == 201, longest.text
+    token = client.post(
+        "/api/v1/tokens", json={"name": "t", "user_id": longest.json()["id"]}, headers=alpha.auth()
+    ).json()["token"]
+    recharged = client.post(
+        f"/api/v1/accounts/{alpha.account_id}/recharge",
+        json={"amount": "5"},
+        headers={"Authorization": f"Bearer {token}", **key("long-actor")},
+    )
+    assert recharged.status_code == 201, recharged.text
