@@ -161,3 +161,12 @@ def test_an_alarm_plan_file_outside_the_apis_bounds_is_refused(
     refused = run("alarm-plan", "create", "odd", *ORG, "--file", str(path), code=2)
 
     assert said in refused.output
+
+
+def test_an_actor_longer_than_its_column_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    open_account(set_up_places(tmp_path))
+
+    refused = run("recharge", "A-1", "5", *ORG, "--key", "r-1", "--actor", "a" * 101, code=2)
+
+    assert "--actor: at most 100 characters" in refused.output
+    assert run_json("account", "balance", "A-1", *ORG)["balance"] == "50.00"
