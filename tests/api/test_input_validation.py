@@ -361,3 +361,31 @@ def test_a_username_leaves_room_for_its_tokens_actor(any_world: World) -> None:
         headers={"Authorization": f"Bearer {token}", **key("long-actor")},
     )
     assert recharged.status_code == 201, recharged.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/customers", {"name": "Li\nLei"}),
+        ("/api/v1/sites", {"name": "North\tPark", "timezone": "UTC"}),
+        ("/api/v1/tariffs", {"name": "Flat\r\n=1+1", "definition": {}}),
+    ],
+)
+def test_a_name_is_one_line(any_world: World, path: str, body: dict[str, Any]) -> None:
+    # Stored as it was: a name with a line break split the CLI's lines and the rows of
+    # anything that prints it.
+    response = any_world.client.post(path, json=body, headers=any_world.alpha.auth("admin"))
+
+    assert response.status_code == 422, response.text
+    assert "name: Value error, one line of text" in response.json()["error"]["message"]
+
+
+def test_an_import_cell_with_a_line_break_is_refused_whole(any_world: World) -> None:
+    spoilt = csv_row("B-2").replace("Imported", '"Li\nLei"')
+    text = f"{HEADER}\n{csv_row('B-1')}\n{spoilt}\n"
+
+    response = import_csv(any_world, text, "line-break")
+
+    assert response.status_code == 422, response.text
+    assert "line 3: a control character (U+000A)" in response.json()["error"]["message"]
+    assert accounts_numbered(any_world, "B-1") == []

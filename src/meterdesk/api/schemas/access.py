@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from meterdesk.access.model import MAX_USERNAME
-from meterdesk.api.schemas.common import Id, Instant, Name, examples
+from meterdesk.api.schemas.common import ONE_LINE, Id, Instant, Name, examples
 
 RoleName = Literal["admin", "operator", "cashier", "readonly"]
 Locale = Literal["zh-CN", "en"]
@@ -107,7 +107,7 @@ class PasswordIn(BaseModel):
 
 class TokenIn(BaseModel):
     model_config = examples({"name": "gateway uplink", "user_id": 1, "role": "operator"})
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100), ONE_LINE]
     user_id: Id | None = Field(default=None, description="whose token (default: yours)")
     role: RoleName | None = Field(default=None, description="narrow the token to this role")
     expires_at: Instant | None = None

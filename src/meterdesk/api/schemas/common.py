@@ -16,6 +16,8 @@ from pydantic import (
     StringConstraints,
 )
 
+from meterdesk.shared.text import control_character_in_one_line
+
 # Ids fit the database's integer columns (PostgreSQL INTEGER; transfers are BIGINT).
 Id = Annotated[int, Ge(1), Le(2**31 - 1)]
 BigId = Annotated[int, Ge(1), Le(2**63 - 1)]
@@ -41,7 +43,20 @@ Ratio = Annotated[
     StringConstraints(pattern=r"^\d{1,9}(\.\d{1,2})?$"),
     Field(description="a positive ratio as a decimal string", examples=["1"]),
 ]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _one_line(value: str) -> str:
+    found = control_character_in_one_line(value)
+    if found:
+        raise ValueError(f"one line of text: no tab or line break ({found})")
+    return value
+
+
+# Names, numbers and other one-line identifiers: no tab or line break (other control characters
+# are refused in every request by api/text_guard.py). A name with a newline split the CLI's
+# lines, SMS texts and spreadsheet rows that print it.
+ONE_LINE = AfterValidator(_one_line)
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), ONE_LINE]
 
 
 def _in_utc(value: datetime) -> datetime:
