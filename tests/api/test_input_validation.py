@@ -389,3 +389,19 @@ def test_an_import_cell_with_a_line_break_is_refused_whole(any_world: World) -> 
     assert response.status_code == 422, response.text
     assert "line 3: a control character (U+000A)" in response.json()["error"]["message"]
     assert accounts_numbered(any_world, "B-1") == []
+
+
+@pytest.mark.parametrize("total", ["１００１", "١٠٠١"])
+def test_a_register_in_another_scripts_digits_is_refused(any_world: World, total: str) -> None:
+    # The pattern's \d took any script's digits and Decimal() read them: fullwidth "１００１"
+    # was stored as the reading 1001.
+    reading = {"meter_id": any_world.alpha.meter_id, "measured_at": "2026-11-02T00:45:00Z"}
+
+    response = any_world.client.post(
+        "/api/v1/readings",
+        json={"readings": [{**reading, "total": total}]},
+        headers=any_world.alpha.auth("admin"),
+    )
+
+    assert response.status_code == 422, response.text
+    assert "readings.0.total" in response.json()["error"]["message"]

@@ -21,7 +21,9 @@ from meterdesk.shared.text import control_character_in_one_line
 # Ids fit the database's integer columns (PostgreSQL INTEGER; transfers are BIGINT).
 Id = Annotated[int, Ge(1), Le(2**31 - 1)]
 BigId = Annotated[int, Ge(1), Le(2**63 - 1)]
-MONEY_PATTERN = r"^\d{1,12}(\.\d{1,2})?$"
+# [0-9], not \d: the regex engine's \d takes any script's digits ("１０００", "١٠٠"), which
+# Decimal() then reads as numbers nobody typed at a till.
+MONEY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
 
 Money = Annotated[
     str,
@@ -33,14 +35,14 @@ SignedMoney = Annotated[
 ]
 Register = Annotated[
     str,
-    StringConstraints(pattern=r"^\d{1,14}(\.\d{1,4})?$"),
+    StringConstraints(pattern=r"^[0-9]{1,14}(\.[0-9]{1,4})?$"),
     Field(
         description="a register value as a decimal string, at most 4 places", examples=["1234.5"]
     ),
 ]
 Ratio = Annotated[
     str,
-    StringConstraints(pattern=r"^\d{1,9}(\.\d{1,2})?$"),
+    StringConstraints(pattern=r"^[0-9]{1,9}(\.[0-9]{1,2})?$"),
     Field(description="a positive ratio as a decimal string", examples=["1"]),
 ]
 

@@ -14,7 +14,7 @@ AlarmChannel = Literal["sms", "email", "voice", "wechat", "push", "webhook", "lo
 PlanName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"\S"), ONE_LINE]
 WallTime = Annotated[
     str,
-    StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$"),
+    StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$"),
     Field(description="local wall time HH:MM", examples=["20:00"]),
 ]
 LevelKey = Annotated[str, StringConstraints(pattern=r"^[1-3]$")]

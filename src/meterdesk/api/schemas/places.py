@@ -57,8 +57,8 @@ class RoomIn(BaseModel):
     floor_id: Id
     name: Annotated[str, StringConstraints(min_length=1, max_length=100), ONE_LINE]
     kind: RoomKind
-    area_m2: Annotated[str, StringConstraints(pattern=r"^\d{1,7}(\.\d{1,2})?$")] | None = Field(
-        default=None, description="area in m² as a decimal string"
+    area_m2: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,7}(\.[0-9]{1,2})?$")] | None = (
+        Field(default=None, description="area in m² as a decimal string")
     )
 
 
