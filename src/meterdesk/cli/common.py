@@ -122,10 +122,18 @@ def fail(error: MeterdeskError) -> NoReturn:
 
 @contextmanager
 def handled() -> Iterator[None]:
+    from sqlalchemy.exc import DataError
+
     try:
         yield
     except MeterdeskError as error:
         fail(error)
+    except DataError as error:
+        # A value only the database refuses (on PostgreSQL, text longer than its column where a
+        # service does not check the length itself): a traceback before. The transaction was
+        # rolled back, so nothing changed.
+        reason = str(error.orig).splitlines()[0] if error.orig else "invalid value"
+        fail(ValidationError(f"the database refused a value: {reason}"))
 
 
 def parse_when(value: str | None) -> datetime | None:
