@@ -405,3 +405,19 @@ def test_a_register_in_another_scripts_digits_is_refused(any_world: World, total
 
     assert response.status_code == 422, response.text
     assert "readings.0.total" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("number", ["NaN", "1e400"])
+def test_a_non_finite_number_in_a_body_is_refused(any_world: World, number: str) -> None:
+    # json.loads takes NaN and reads 1e400 as infinity; a channel setting was then stored as
+    # null, silently.
+    body = '{"provider": "log", "config": {"port": ' + number + "}}"
+
+    response = any_world.client.put(
+        "/api/v1/notification-channels/log",
+        content=body,
+        headers={**any_world.alpha.auth("admin"), "content-type": "application/json"},
+    )
+
+    assert response.status_code == 422, response.text
+    assert "config.port.float: Input should be a finite number" in response.text

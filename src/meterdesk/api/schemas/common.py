@@ -77,7 +77,9 @@ def examples(*values: dict[str, Any]) -> ConfigDict:
     """Config for a request body: unknown fields refused; ``values`` shown in the docs (and used
     by the API tests to build requests for every route)."""
     return ConfigDict(
-        extra="forbid", json_schema_extra={"examples": cast(list[JsonValue], list(values))}
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={"examples": cast(list[JsonValue], list(values))},
     )
 
 
