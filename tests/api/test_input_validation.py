@@ -320,3 +320,104 @@ def test_a_json_body_under_another_content_type_is_checked_too(any_world: World,
 
     assert response.status_code == 422, response.text
     assert "name: a control character (U+0000)" in response.json()["error"]["message"]
+
+
+def test_a_meter_numbered_longer_than_an_address_needs_its_address(any_world: World) -> None:
+    # The number (up to 64) stands in for a missing address (a 40-character column): a 500 on
+    # PostgreSQL, stored on SQLite.
+    site = any_world.alpha.site_id
+    body = {"number": "E" * 50, "utility": "electricity", "kind": "single_phase", "site_id": site}
+
+    response = any_world.client.post(
+        "/api/v1/meters", json=body, headers=any_world.alpha.auth("admin")
+    )
+
+    assert response.status_code == 422, response.text
+    assert "address: at most 40 characters" in response.json()["error"]["message"]
+    with_address = any_world.client.post(
+        "/api/v1/meters", json={**body, "address": "000000000050"}, headers=any_world.alpha.auth()
+    )
+    assert with_address.status_code == 201, with_address.text
+
+
+def test_a_username_leaves_room_for_its_tokens_actor(any_world: World) -> None:
+    # A token acts as "username/token:<id>" in actor columns of 100: a 100-character username's
+    # token failed every write on PostgreSQL (a 500 on a recharge), so usernames stop at 80.
+    client, alpha = any_world.client, any_world.alpha
+
+    def member(name: str) -> Any:
+        body = {"username": name, "password": "a long password 123", "role": "cashier"}
+        return client.post("/api/v1/users", json=body, headers=alpha.auth("admin"))
+
+    refused, longest = member("u" * 81), member("u" * 80)
+    assert refused.status_code == 422, refused.text
+    assert longest.status_code == 201, longest.text
+    token = client.post(
+        "/api/v1/tokens", json={"name": "t", "user_id": longest.json()["id"]}, headers=alpha.auth()
+    ).json()["token"]
+    recharged = client.post(
+        f"/api/v1/accounts/{alpha.account_id}/recharge",
+        json={"amount": "5"},
+        headers={"Authorization": f"Bearer {token}", **key("long-actor")},
+    )
+    assert recharged.status_code == 201, recharged.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/customers", {"name": "Li\nLei"}),
+        ("/api/v1/sites", {"name": "North\tPark", "timezone": "UTC"}),
+        ("/api/v1/tariffs", {"name": "Flat\r\n=1+1", "definition": {}}),
+    ],
+)
+def test_a_name_is_one_line(any_world: World, path: str, body: dict[str, Any]) -> None:
+    # Stored as it was: a name with a line break split the CLI's lines and the rows of
+    # anything that prints it.
+    response = any_world.client.post(path, json=body, headers=any_world.alpha.auth("admin"))
+
+    assert response.status_code == 422, response.text
+    assert "name: Value error, one line of text" in response.json()["error"]["message"]
+
+
+def test_an_import_cell_with_a_line_break_is_refused_whole(any_world: World) -> None:
+    spoilt = csv_row("B-2").replace("Imported", '"Li\nLei"')
+    text = f"{HEADER}\n{csv_row('B-1')}\n{spoilt}\n"
+
+    response = import_csv(any_world, text, "line-break")
+
+    assert response.status_code == 422, response.text
+    assert "line 3: a control character (U+000A)" in response.json()["error"]["message"]
+    assert accounts_numbered(any_world, "B-1") == []
+
+
+@pytest.mark.parametrize("total", ["１００１", "١٠٠١"])
+def test_a_register_in_another_scripts_digits_is_refused(any_world: World, total: str) -> None:
+    # The pattern's \d took any script's digits and Decimal() read them: fullwidth "１００１"
+    # was stored as the reading 1001.
+    reading = {"meter_id": any_world.alpha.meter_id, "measured_at": "2026-11-02T00:45:00Z"}
+
+    response = any_world.client.post(
+        "/api/v1/readings",
+        json={"readings": [{**reading, "total": total}]},
+        headers=any_world.alpha.auth("admin"),
+    )
+
+    assert response.status_code == 422, response.text
+    assert "readings.0.total" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("number", ["NaN", "1e400"])
+def test_a_non_finite_number_in_a_body_is_refused(any_world: World, number: str) -> None:
+    # json.loads takes NaN and reads 1e400 as infinity; a channel setting was then stored as
+    # null, silently.
+    body = '{"provider": "log", "config": {"port": ' + number + "}}"
+
+    response = any_world.client.put(
+        "/api/v1/notification-channels/log",
+        content=body,
+        headers={**any_world.alpha.auth("admin"), "content-type": "application/json"},
+    )
+
+    assert response.status_code == 422, response.text
+    assert "config.port.float: Input should be a finite number" in response.text

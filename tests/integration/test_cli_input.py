@@ -161,3 +161,27 @@ def test_an_alarm_plan_file_outside_the_apis_bounds_is_refused(
     refused = run("alarm-plan", "create", "odd", *ORG, "--file", str(path), code=2)
 
     assert said in refused.output
+
+
+def test_an_actor_longer_than_its_column_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    open_account(set_up_places(tmp_path))
+
+    refused = run("recharge", "A-1", "5", *ORG, "--key", "r-1", "--actor", "a" * 101, code=2)
+
+    assert "--actor: at most 100 characters" in refused.output
+    assert run_json("account", "balance", "A-1", *ORG)["balance"] == "50.00"
+
+
+def test_a_reference_or_memo_longer_than_the_apis_is_refused(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    open_account(set_up_places(tmp_path))
+    long_reference = ["--reference", "r" * 201]
+
+    recharge = run("recharge", "A-1", "5", *ORG, "--key", "r-1", *long_reference, code=2)
+    refund = run("refund", "A-1", "5", *ORG, "--key", "f-1", *long_reference, code=2)
+    reverse = run("reverse", "1", *ORG, "--key", "v-1", "--memo", "m" * 301, code=2)
+
+    assert "reference: at most 200 characters" in recharge.output + refund.output
+    assert "memo: at most 300 characters" in reverse.output
+    assert run_json("account", "balance", "A-1", *ORG)["balance"] == "50.00"

@@ -90,6 +90,18 @@ def desk_key(organisation_id: int, key: str) -> str:
     return f"{organisation_id}:{key}"
 
 
+REFERENCE_LENGTH = 200  # transfers.reference, as the API's MoneyIn.reference
+MEMO_LENGTH = 300  # as the API's ReversalIn.memo (transfers.memo holds 500)
+
+
+def desk_text(value: str | None, field: str, limit: int) -> str | None:
+    """A receipt reference or memo from the CLI held to the API's limit: a longer one was
+    stored as it was on SQLite and a DataError traceback on PostgreSQL."""
+    if value is not None and len(value) > limit:
+        raise ValidationError(f"{field}: at most {limit} characters")
+    return value
+
+
 def payment_method(value: str) -> PaymentMethod:
     try:
         return PaymentMethod(value)
@@ -181,7 +193,7 @@ def desk_transfer(
         created_at=at,
         account_id=int(str(account["id"])),
         method=payment.value,
-        reference=reference,
+        reference=desk_text(reference, "reference", REFERENCE_LENGTH),
     )
     replay = ledger_service.replayed_transfer(
         conn, idempotency_key=request.idempotency_key, request_hash=request.request_hash()

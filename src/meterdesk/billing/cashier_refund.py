@@ -13,10 +13,12 @@ from sqlalchemy import Connection, select
 from meterdesk.audit import service as audit
 from meterdesk.billing import control, control_state
 from meterdesk.billing.cashier import (
+    MEMO_LENGTH,
     MoneyResult,
     audit_desk_money,
     clearing_account,
     desk_key,
+    desk_text,
     desk_transfer,
     load_account,
     money_result,
@@ -127,6 +129,7 @@ def reverse(
     Not once the account is closed: its wallet was settled, so reversing a recharge would take
     it below zero after the refund paid that money out, and reversing a refund would leave money
     in a wallet nobody can pay out. A repeated request still answers the first reversal."""
+    desk_text(memo, "memo", MEMO_LENGTH)
     at = db.clock()
     with db.transaction() as conn:
         entry = conn.execute(

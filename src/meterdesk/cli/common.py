@@ -45,9 +45,18 @@ ActorOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
 
 
+ACTOR_LENGTH = 100  # the actor columns (audit, transfers, accounts.opened_by, …)
+
+
 def who(actor: str) -> str:
-    """The audited actor: ``--actor``, else ``METERDESK_ACTOR``, else the login name."""
-    return actor or os.environ.get("USER") or "operator"
+    """The audited actor: ``--actor``, else ``METERDESK_ACTOR``, else the login name.
+
+    At most 100 characters: a longer one was stored as it was on SQLite and a DataError
+    traceback on PostgreSQL."""
+    found = actor or os.environ.get("USER") or "operator"
+    if len(found) > ACTOR_LENGTH:
+        raise ValidationError(f"--actor: at most {ACTOR_LENGTH} characters")
+    return found
 
 
 @cache
@@ -113,10 +122,18 @@ def fail(error: MeterdeskError) -> NoReturn:
 
 @contextmanager
 def handled() -> Iterator[None]:
+    from sqlalchemy.exc import DataError
+
     try:
         yield
     except MeterdeskError as error:
         fail(error)
+    except DataError as error:
+        # A value only the database refuses (on PostgreSQL, text longer than its column where a
+        # service does not check the length itself): a traceback before. The transaction was
+        # rolled back, so nothing changed.
+        reason = str(error.orig).splitlines()[0] if error.orig else "invalid value"
+        fail(ValidationError(f"the database refused a value: {reason}"))
 
 
 def parse_when(value: str | None) -> datetime | None:

@@ -63,6 +63,10 @@ def _positive(value: object, field: str, places: int) -> Decimal:
     return number
 
 
+NUMBER_LENGTH = 64  # metering/tables.py
+ADDRESS_LENGTH = 40
+
+
 def create_meter(db: Database, *, organisation_id: int, spec: MeterSpec, actor: str) -> int:
     utility = _enum(Utility, spec.utility, "utility")
     kind = _enum(MeterKind, spec.kind, "kind")
@@ -91,6 +95,15 @@ def create_meter(db: Database, *, organisation_id: int, spec: MeterSpec, actor: 
     }
     if not values["number"]:
         raise ValidationError("number: must not be empty")
+    # The columns' lengths. Without an address the number stands in for it, and a number of
+    # 41-64 characters (the API allows 64) was a 500 on PostgreSQL, stored on SQLite.
+    if len(values["number"]) > NUMBER_LENGTH:
+        raise ValidationError(f"number: at most {NUMBER_LENGTH} characters")
+    if len(values["address"]) > ADDRESS_LENGTH:
+        raise ValidationError(
+            f"address: at most {ADDRESS_LENGTH} characters (without an address the number "
+            "is used: give the meter's address)"
+        )
     now = db.clock()
     with db.transaction() as conn:
         values["site_id"], values["room_id"] = _placement(conn, organisation_id, spec)

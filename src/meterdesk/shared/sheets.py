@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from meterdesk.shared.errors import ValidationError
-from meterdesk.shared.text import control_character
+from meterdesk.shared.text import control_character_in_one_line
 
 
 class SheetRow(dict[str, str]):
@@ -74,7 +74,7 @@ def table(lines: list[tuple[int, list[str]]], name: str, columns: Sequence[str])
             raise ValidationError(
                 f"{name}: line {line}: {stray[0]!r} is in a column without a name"
             )
-        spoilt = [found for cell in cells if (found := control_character(cell))]
+        spoilt = [found for cell in cells if (found := control_character_in_one_line(cell))]
         if spoilt:  # NUL cannot even be stored on PostgreSQL
             raise ValidationError(
                 f"{name}: line {line}: a control character ({spoilt[0]}) is not allowed"

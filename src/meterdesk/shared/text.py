@@ -11,11 +11,19 @@ from __future__ import annotations
 import re
 
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_FORBIDDEN_IN_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # tab and line breaks too
 
 
 def control_character(value: str) -> str | None:
     """The first forbidden control character of ``value`` as ``U+0000``, or None."""
     found = _FORBIDDEN.search(value)
+    return None if found is None else f"U+{ord(found.group()):04X}"
+
+
+def control_character_in_one_line(value: str) -> str | None:
+    """As :func:`control_character`, for text that is one line (a name, a number, a cell):
+    tab, newline and carriage return count too."""
+    found = _FORBIDDEN_IN_ONE_LINE.search(value)
     return None if found is None else f"U+{ord(found.group()):04X}"
 
 

@@ -21,14 +21,25 @@ from meterdesk.shared.time import zone
 from meterdesk.sites.model import DEFAULT_LANGUAGE, Language, RoomKind
 from meterdesk.sites.tables import buildings, customers, floors, organisations, rooms, sites
 
+PHONE_LENGTH = 40  # the columns' lengths (sites/tables.py)
+OPENID_LENGTH = 100
 
-def _name(value: str, field: str) -> str:
+
+def _name(value: str, field: str, limit: int = 200) -> str:
+    """``limit``: the column's length (floors and rooms hold 100): a longer name from the CLI
+    was a DataError traceback on PostgreSQL and stored as it was on SQLite."""
     cleaned = value.strip()
     if not cleaned:
         raise ValidationError(f"{field}: must not be empty")
-    if len(cleaned) > 200:
-        raise ValidationError(f"{field}: at most 200 characters")
+    if len(cleaned) > limit:
+        raise ValidationError(f"{field}: at most {limit} characters")
     return cleaned
+
+
+def _optional(value: str | None, field: str, limit: int) -> str | None:
+    if value and len(value) > limit:
+        raise ValidationError(f"{field}: at most {limit} characters")
+    return value or None
 
 
 def _insert(conn: Connection, statement: object, what: str) -> int:
@@ -90,7 +101,7 @@ def create_floor(
         statement = insert(floors).values(
             organisation_id=organisation_id,
             building_id=building_id,
-            name=_name(name, "name"),
+            name=_name(name, "name", 100),
             level=level,
         )
         return _insert(conn, statement, f"floor {name!r}")
@@ -121,7 +132,7 @@ def create_room(
         statement = insert(rooms).values(
             organisation_id=organisation_id,
             floor_id=floor_id,
-            name=_name(name, "name"),
+            name=_name(name, "name", 100),
             kind=room_kind.value,
             area_m2=area,
         )
@@ -140,7 +151,7 @@ def parse_language(value: str) -> Language:
 def _email(value: str | None) -> str | None:
     if value and "@" not in value:
         raise ValidationError(f"email: {value!r} is not an e-mail address")
-    return value or None
+    return _optional(value, "email", 200)
 
 
 def create_customer(
@@ -160,9 +171,9 @@ def create_customer(
         statement = insert(customers).values(
             organisation_id=organisation_id,
             name=_name(name, "name"),
-            phone=phone or None,
+            phone=_optional(phone, "phone", PHONE_LENGTH),
             email=_email(email),
-            wechat_openid=wechat_openid or None,
+            wechat_openid=_optional(wechat_openid, "wechat_openid", OPENID_LENGTH),
             language=chosen.value,
             created_at=db.clock(),
         )
@@ -190,9 +201,9 @@ class CustomerChange:
             changed["email"] = _email(changed["email"])
         if "language" in changed:
             changed["language"] = parse_language(changed["language"]).value
-        for optional in ("phone", "wechat_openid"):
+        for optional, limit in (("phone", PHONE_LENGTH), ("wechat_openid", OPENID_LENGTH)):
             if optional in changed:
-                changed[optional] = changed[optional] or None
+                changed[optional] = _optional(changed[optional], optional, limit)
         return changed
 
 

@@ -7,12 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Id, Instant, Name, examples
+from meterdesk.access.model import MAX_USERNAME
+from meterdesk.api.schemas.common import ONE_LINE, Id, Instant, Name, examples
 
 RoleName = Literal["admin", "operator", "cashier", "readonly"]
 Locale = Literal["zh-CN", "en"]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
-Username = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Username = Annotated[str, StringConstraints(min_length=1, max_length=100)]  # a login may try any
+NewUsername = Annotated[str, StringConstraints(min_length=2, max_length=MAX_USERNAME)]
 
 
 class LoginIn(BaseModel):
@@ -76,7 +78,7 @@ class MemberIn(BaseModel):
     model_config = examples(
         {"username": "bob", "password": "a long password", "role": "cashier", "display_name": "Bob"}
     )
-    username: Username
+    username: NewUsername
     password: Password | None = Field(default=None, description="omit for a token-only user")
     role: RoleName
     display_name: Annotated[str, StringConstraints(max_length=200)] = ""
@@ -105,7 +107,7 @@ class PasswordIn(BaseModel):
 
 class TokenIn(BaseModel):
     model_config = examples({"name": "gateway uplink", "user_id": 1, "role": "operator"})
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100), ONE_LINE]
     user_id: Id | None = Field(default=None, description="whose token (default: yours)")
     role: RoleName | None = Field(default=None, description="narrow the token to this role")
     expires_at: Instant | None = None

@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import BigId, Id, Money, Register, SignedMoney, examples
+from meterdesk.api.schemas.common import ONE_LINE, BigId, Id, Money, Register, SignedMoney, examples
 
 PaymentMethod = Literal["cash", "card", "transfer", "wechat", "alipay", "online"]
 BillingMode = Literal["platform", "meter"]
-Number = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Number = Annotated[str, StringConstraints(min_length=1, max_length=64), ONE_LINE]
 Reference = Annotated[str, StringConstraints(max_length=200)]
 
 
@@ -142,16 +142,16 @@ class PresetIn(BaseModel):
         }
     )
     account_number: Number
-    customer_name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    site: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    building: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    floor: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    room: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    meter_numbers: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
-        min_length=1, max_length=50
-    )
-    tariffs: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
-        min_length=1, max_length=50
+    customer_name: Annotated[str, StringConstraints(min_length=1, max_length=200), ONE_LINE]
+    site: Annotated[str, StringConstraints(min_length=1, max_length=200), ONE_LINE]
+    building: Annotated[str, StringConstraints(min_length=1, max_length=200), ONE_LINE]
+    floor: Annotated[str, StringConstraints(min_length=1, max_length=100), ONE_LINE]
+    room: Annotated[str, StringConstraints(min_length=1, max_length=100), ONE_LINE]
+    meter_numbers: list[
+        Annotated[str, StringConstraints(min_length=1, max_length=64), ONE_LINE]
+    ] = Field(min_length=1, max_length=50)
+    tariffs: list[Annotated[str, StringConstraints(min_length=1, max_length=200), ONE_LINE]] = (
+        Field(min_length=1, max_length=50)
     )
     opening_readings: list[Register | Literal[""]] = Field(default_factory=list, max_length=50)
     customer_phone: Annotated[str, StringConstraints(max_length=40)] = ""

@@ -28,7 +28,7 @@ PriceSlot = Literal["sharp", "peak", "flat", "valley"]
 LimitName = Literal["alarm_1", "alarm_2", "overdraft_limit", "hoarding_limit", "close_allowed"]
 Price = Annotated[
     str,
-    StringConstraints(pattern=r"^\d{1,6}(\.\d{1,4})?$"),
+    StringConstraints(pattern=r"^[0-9]{1,6}(\.[0-9]{1,4})?$"),
     Field(description="CNY per unit, at most 4 places (the meter's price register)"),
 ]
 Amount = Annotated[str, StringConstraints(pattern=MONEY_PATTERN)]

@@ -16,10 +16,14 @@ from pydantic import (
     StringConstraints,
 )
 
+from meterdesk.shared.text import control_character_in_one_line
+
 # Ids fit the database's integer columns (PostgreSQL INTEGER; transfers are BIGINT).
 Id = Annotated[int, Ge(1), Le(2**31 - 1)]
 BigId = Annotated[int, Ge(1), Le(2**63 - 1)]
-MONEY_PATTERN = r"^\d{1,12}(\.\d{1,2})?$"
+# [0-9], not \d: the regex engine's \d takes any script's digits ("１０００", "١٠٠"), which
+# Decimal() then reads as numbers nobody typed at a till.
+MONEY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
 
 Money = Annotated[
     str,
@@ -31,17 +35,30 @@ SignedMoney = Annotated[
 ]
 Register = Annotated[
     str,
-    StringConstraints(pattern=r"^\d{1,14}(\.\d{1,4})?$"),
+    StringConstraints(pattern=r"^[0-9]{1,14}(\.[0-9]{1,4})?$"),
     Field(
         description="a register value as a decimal string, at most 4 places", examples=["1234.5"]
     ),
 ]
 Ratio = Annotated[
     str,
-    StringConstraints(pattern=r"^\d{1,9}(\.\d{1,2})?$"),
+    StringConstraints(pattern=r"^[0-9]{1,9}(\.[0-9]{1,2})?$"),
     Field(description="a positive ratio as a decimal string", examples=["1"]),
 ]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _one_line(value: str) -> str:
+    found = control_character_in_one_line(value)
+    if found:
+        raise ValueError(f"one line of text: no tab or line break ({found})")
+    return value
+
+
+# Names, numbers and other one-line identifiers: no tab or line break (other control characters
+# are refused in every request by api/text_guard.py). A name with a newline split the CLI's
+# lines, SMS texts and spreadsheet rows that print it.
+ONE_LINE = AfterValidator(_one_line)
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), ONE_LINE]
 
 
 def _in_utc(value: datetime) -> datetime:
@@ -60,7 +77,9 @@ def examples(*values: dict[str, Any]) -> ConfigDict:
     """Config for a request body: unknown fields refused; ``values`` shown in the docs (and used
     by the API tests to build requests for every route)."""
     return ConfigDict(
-        extra="forbid", json_schema_extra={"examples": cast(list[JsonValue], list(values))}
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={"examples": cast(list[JsonValue], list(values))},
     )
 
 

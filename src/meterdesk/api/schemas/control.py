@@ -8,13 +8,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Id, Money, examples
+from meterdesk.api.schemas.common import ONE_LINE, Id, Money, examples
 
 AlarmChannel = Literal["sms", "email", "voice", "wechat", "push", "webhook", "log"]
-PlanName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"\S")]
+PlanName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"\S"), ONE_LINE]
 WallTime = Annotated[
     str,
-    StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$"),
+    StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$"),
     Field(description="local wall time HH:MM", examples=["20:00"]),
 ]
 LevelKey = Annotated[str, StringConstraints(pattern=r"^[1-3]$")]
@@ -96,7 +96,7 @@ class FriendlyProfileOut(BaseModel):
 
 class HolidayIn(BaseModel):
     model_config = examples({"name": "National Day"})
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)] = "holiday"
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100), ONE_LINE] = "holiday"
 
 
 class HolidayOut(BaseModel):

@@ -7,13 +7,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Id, Name, examples
+from meterdesk.api.schemas.common import ONE_LINE, Id, Name, examples
 
 Uplink = Literal["modbus_tcp", "transparent_tcp", "mqtt", "hj212"]
 BusProtocol = Literal["dlt645", "cjt188", "modbus_tcp", "modbus_rtu"]
 Transport = Literal["tcp", "serial", "mqtt"]
 Connection = Literal["online", "lost", "unknown"]
-Short = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Short = Annotated[str, StringConstraints(min_length=1, max_length=64), ONE_LINE]
 OptionText = Annotated[str, StringConstraints(max_length=200)]
 
 
@@ -63,7 +63,7 @@ class BusIn(BaseModel):
             "poll_interval_s": 60,
         }
     )
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100), ONE_LINE]
     protocol: BusProtocol
     transport: Transport = "tcp"
     endpoint: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(

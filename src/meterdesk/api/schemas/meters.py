@@ -7,7 +7,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Id, Instant, Ratio, Register, SignedMoney, examples
+from meterdesk.api.schemas.common import (
+    ONE_LINE,
+    Id,
+    Instant,
+    Ratio,
+    Register,
+    SignedMoney,
+    examples,
+)
 
 Utility = Literal["electricity", "water"]
 MeterKind = Literal["single_phase", "three_phase", "multi_user_circuit", "water"]
@@ -26,7 +34,7 @@ class MeterIn(BaseModel):
             "room_id": 1,
         }
     )
-    number: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    number: Annotated[str, StringConstraints(min_length=1, max_length=64), ONE_LINE]
     utility: Utility
     kind: MeterKind
     protocol: Protocol = "manual"

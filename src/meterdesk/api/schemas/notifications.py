@@ -31,7 +31,7 @@ Variable = Annotated[
     Field(description="the NAME of an environment variable holding the secret, never the secret"),
 ]
 SettingName = Annotated[str, StringConstraints(min_length=1, max_length=60)]
-WallTime = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+WallTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
 
 class NotificationOut(BaseModel):

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import Id, Name, examples
+from meterdesk.api.schemas.common import ONE_LINE, Id, Name, examples
 
 RoomKind = Literal["apartment", "shop", "office", "public", "dormitory"]
 Zone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -41,7 +41,7 @@ class BuildingOut(BaseModel):
 class FloorIn(BaseModel):
     model_config = examples({"building_id": 1, "name": "F1", "level": 1})
     building_id: Id
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100), ONE_LINE]
     level: int = Field(ge=-100, le=300)
 
 
@@ -55,10 +55,10 @@ class FloorOut(BaseModel):
 class RoomIn(BaseModel):
     model_config = examples({"floor_id": 1, "name": "101", "kind": "shop", "area_m2": "35.50"})
     floor_id: Id
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100), ONE_LINE]
     kind: RoomKind
-    area_m2: Annotated[str, StringConstraints(pattern=r"^\d{1,7}(\.\d{1,2})?$")] | None = Field(
-        default=None, description="area in m² as a decimal string"
+    area_m2: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,7}(\.[0-9]{1,2})?$")] | None = (
+        Field(default=None, description="area in m² as a decimal string")
     )
 
 
