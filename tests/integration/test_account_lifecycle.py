@@ -36,6 +36,7 @@ from builders import (
     wallet,
 )
 from openpyxl import Workbook
+from openpyxl.utils import get_column_letter
 from sqlalchemy import func, select
 
 from meterdesk.billing import accounts, cashier, cashier_refund, corrections, presets, statements
@@ -364,6 +365,43 @@ def test_an_import_can_pre_enter_accounts_to_open_later(db: Database, clock: Fak
     assert not results[1].ok and "already exists" in results[1].message
     presets.open_preset(db, organisation_id=org.id, account_number="A-1", actor=ACTOR)
     assert statements.balance(db, organisation_id=org.id, number="A-1").balance == D("60.00")
+
+
+def test_a_cell_merged_down_a_column_counts_for_each_of_its_rows(
+    db: Database, tmp_path: Path
+) -> None:
+    """Property managers merge 合并单元格 the site and building over the rows of one building:
+    each row is of that building (read alone, every row after the first missed its site)."""
+    org, _ = import_world(db)
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(HEADER)
+    for number, meter in (("A-1", "M1"), ("A-2", "M2"), ("A-3", "M3")):
+        row = preset_row(number, meter, opening_readings="5")
+        sheet.append([row.get(name, "") for name in HEADER])
+    for name in ("site", "building"):
+        column = get_column_letter(HEADER.index(name) + 1)
+        sheet.merge_cells(f"{column}2:{column}4")  # keeps the value of the first cell only
+    sheet.merge_cells("A6:C6")  # a note across columns stays a note (an empty-key row: skipped)
+    sheet["A6"] = ""
+    path = tmp_path / "merged.xlsx"
+    book.save(path)
+
+    rows = presets.read_rows(path)
+    assert [(r["account_number"], r["site"], r["building"]) for r in rows] == [
+        ("A-1", "Park", "B1"),
+        ("A-2", "Park", "B1"),
+        ("A-3", "Park", "B1"),
+    ]
+    results = presets.import_accounts(
+        db, organisation_id=org.id, rows=rows, open_now=True, actor=ACTOR
+    )
+    assert [(r.row, r.ok, r.message) for r in results] == [
+        (2, True, "opened"),
+        (3, True, "opened"),
+        (4, True, "opened"),
+    ]
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts handles in /proc")

@@ -342,8 +342,11 @@ def _excel_lines(path: Path) -> list[tuple[int, list[str]]]:
 
     values = _sheet(path, data_only=True)
     written = _sheet(path, data_only=False)  # the formulas themselves
+    filled = _merged_down(path)
     lines = []
     for number, (row, formulas) in enumerate(zip(values, written, strict=False), start=1):
+        if any((number, column) in filled for column in range(1, len(row) + 1)):
+            row = tuple(filled.get((number, column), value) for column, value in enumerate(row, 1))
         for column, (value, formula) in enumerate(zip(row, formulas, strict=False), start=1):
             if value is None and isinstance(formula, str) and formula.startswith("="):
                 raise ValidationError(
@@ -352,6 +355,30 @@ def _excel_lines(path: Path) -> list[tuple[int, list[str]]]:
                 )
         lines.append((number, ["" if value is None else str(value) for value in row]))
     return lines
+
+
+def _merged_down(path: Path) -> dict[tuple[int, int], object]:
+    """(row, column) → value for the cells under the first of a merged block in one column: a
+    sheet that merges 合并单元格 "B1" over the rows of a building means B1 on each of them (read
+    alone, every row after the first had no building). Blocks over several columns (a title)
+    are left as they are."""
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(path, data_only=True)  # merged ranges need the full reader
+    try:
+        sheet = workbook.active
+        found: dict[tuple[int, int], object] = {}
+        if sheet is None:
+            return found
+        for block in sheet.merged_cells.ranges:
+            if block.min_col != block.max_col or block.min_row == block.max_row:
+                continue
+            value = sheet.cell(block.min_row, block.min_col).value
+            for row in range(block.min_row + 1, block.max_row + 1):
+                found[(row, block.min_col)] = value
+        return found
+    finally:
+        workbook.close()
 
 
 def _sheet(path: Path, *, data_only: bool) -> list[tuple[object, ...]]:
