@@ -20,7 +20,7 @@ from test_commands import Meters, drain, executor
 from typer.testing import CliRunner
 
 from meterdesk.billing import accounts as account_service
-from meterdesk.billing import tariff_change
+from meterdesk.billing import corrections, tariff_change
 from meterdesk.cli import common as cli_common
 from meterdesk.cli.commands import command_cli
 from meterdesk.db.database import Database
@@ -159,6 +159,19 @@ def test_a_meter_that_bills_itself_follows_its_tariff(db: Database, clock: FakeC
         table("0.7100"),
         table("0.7300"),
     ]
+
+    # The meter is swapped for a new device: it has its factory table, so it is written again.
+    asyncio.run(drain(db, clock, executor(db, clock, driver)))
+    clock.advance(timedelta(minutes=5))
+    corrections.replace_meter(
+        db,
+        organisation_id=org.id,
+        replacement=corrections.Replacement(own, clock.now, D("1000"), D("0")),
+        actor=ACTOR,
+    )
+    clock.advance(timedelta(minutes=5))
+    assert [n for n, _ in price_sync.sync_prices(db).queued] == ["1"]
+    assert price_writes(db, own)[-1] == ("pending", table("0.7300"))
 
 
 class Refusing(Meters):

@@ -15,9 +15,9 @@ reconciliation disagree every day. This check runs in ``meterdesk run`` (every
   table, nothing is done; otherwise a ``write_prices`` command is queued, confirmed by the
   executor like any other.
 
-Its idempotency key names the meter, the local day and the table, so a second run the same day
-(another process, a restart) replays instead of sending again, and a write that failed is tried
-again the next day, not every hour.
+Its idempotency key names the meter, its device (a replacement starts with the factory table),
+the local day and the table, so a second run the same day (another process, a restart) replays
+instead of sending again, and a write that failed is tried again the next day, not every hour.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 
 from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.tables import accounts, meter_assignments
@@ -40,7 +40,7 @@ from meterdesk.devices.commands.model import (
     meter_price_table,
 )
 from meterdesk.devices.tables import commands
-from meterdesk.metering.tables import meters
+from meterdesk.metering.tables import meter_replacements, meters
 from meterdesk.shared.chunks import chunks
 from meterdesk.shared.errors import ConflictError, MeterdeskError
 from meterdesk.shared.time import local_date, zone
@@ -101,6 +101,7 @@ class _Candidate:
     number: str
     tariff_id: int
     timezone: str
+    generation: int  # the device: 0, then one more for each replacement
 
 
 class _Tables:
@@ -137,6 +138,11 @@ def _table_on(tariff: Tariff, today: date) -> dict[str, Decimal]:
 
 
 def _candidates(conn: Connection, organisation_id: int | None) -> list[_Candidate]:
+    generation = (
+        select(func.coalesce(func.max(meter_replacements.c.generation_after), 0))
+        .where(meter_replacements.c.meter_id == meters.c.id)
+        .scalar_subquery()
+    )
     query = (
         select(
             meters.c.organisation_id,
@@ -144,6 +150,7 @@ def _candidates(conn: Connection, organisation_id: int | None) -> list[_Candidat
             meters.c.number,
             meter_assignments.c.tariff_id,
             sites.c.timezone,
+            generation,
         )
         .join(meter_assignments, meter_assignments.c.meter_id == meters.c.id)
         .join(accounts, accounts.c.id == meter_assignments.c.account_id)
@@ -161,19 +168,31 @@ def _candidates(conn: Connection, organisation_id: int | None) -> list[_Candidat
     if organisation_id is not None:
         query = query.where(meters.c.organisation_id == organisation_id)
     return [
-        _Candidate(int(o), int(m), str(n), int(t), str(tz))
-        for o, m, n, t, tz in conn.execute(query)
+        _Candidate(int(o), int(m), str(n), int(t), str(tz), int(g))
+        for o, m, n, t, tz, g in conn.execute(query)
     ]
 
 
 def _newest_holding_tables(conn: Connection, meter_ids: list[int]) -> dict[int, dict[str, Decimal]]:
-    """Each meter's newest price write that is confirmed or on its way: the table it carries."""
+    """Each meter's newest price write that is confirmed on its current device or on its way:
+    the table it carries. A write confirmed before the meter's last replacement went to the
+    device it replaced (the new one starts with its factory table)."""
+    replaced = (
+        select(func.max(meter_replacements.c.replaced_at))
+        .where(meter_replacements.c.meter_id == commands.c.meter_id)
+        .scalar_subquery()
+    )
     newest = (
         select(func.max(commands.c.id))
         .where(
             commands.c.meter_id.in_(meter_ids),
             commands.c.kind == CommandKind.WRITE_PRICES.value,
             commands.c.status.in_(HOLDING),
+            or_(
+                replaced.is_(None),
+                commands.c.status.in_(OPEN_STATUSES),
+                commands.c.finished_at > replaced,
+            ),
         )
         .group_by(commands.c.meter_id)
     )
@@ -200,7 +219,10 @@ def _write(
         params={"prices": {slot: str(price) for slot, price in wanted.items()}},
         actor=ACTOR,
         at=at,
-        idempotency_key=f"prices:{candidate.meter_id}:{today.isoformat()}:{digest}",
+        # a new device (replacement) the same day gets its own write
+        idempotency_key=(
+            f"prices:{candidate.meter_id}:{candidate.generation}:{today.isoformat()}:{digest}"
+        ),
         context={"reason": "tariff_prices"},
     )
     if not sent.replayed:
