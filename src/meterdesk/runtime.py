@@ -269,14 +269,21 @@ class Runtime:
 
     async def _meter_billing(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # Two steps, each on its own: prices that cannot be written must not keep the
+            # operators from hearing about money that differs, nor the other way round.
             try:
                 prices = await asyncio.to_thread(price_sync.sync_prices, self.db)
+            except Exception:
+                self.stats.meter_billing_errors += 1
+                log.exception("price sync failed; trying again at the next check")
+            else:
+                self.stats.price_writes_queued += len(prices.queued)
+            try:
                 money = await asyncio.to_thread(money_watch.report_differences, self.db)
             except Exception:
                 self.stats.meter_billing_errors += 1
-                log.exception("meter-billing check failed; trying again at the next one")
+                log.exception("meter-money comparison failed; trying again at the next check")
             else:
-                self.stats.price_writes_queued += len(prices.queued)
                 self.stats.money_differences += len(money.differing)
             await _wait(stop, self.settings.meter_billing_check_s / self.settings.speed)
 
