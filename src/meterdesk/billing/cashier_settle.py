@@ -126,28 +126,18 @@ def _settle_meter_usage(
             kind=AccountKind.REVENUE,
             at=at,
         )
-        from_wallet = min(used, left)
-        parts = ((from_wallet, "wallet_id", "w"), (used - from_wallet, "arrears_id", "a"))
-        ledger.apply_transfers(
+        from_wallet = _wallet_then_arrears(
             conn,
-            [
-                TransferRequest(
-                    organisation_id=organisation_id,
-                    idempotency_key=derived_key(
-                        f"meter-used-{part}-{utility}", desk_key(organisation_id, key)
-                    ),
-                    debit_account_id=int(str(account[source])),
-                    credit_account_id=revenue,
-                    amount_fen=amount,
-                    reason=Reason.SETTLEMENT,
-                    actor=actor,
-                    created_at=at,
-                    account_id=account_id,
-                    memo="used on the meter (表端计费), priced at the account's tariff",
-                )
-                for amount, source, part in parts
-                if amount
-            ],
+            account,
+            used,
+            wallet_fen=left,
+            credit_account_id=revenue,
+            purpose=f"meter-used-{utility}",
+            reason=Reason.SETTLEMENT,
+            memo="used on the meter (表端计费), priced at the account's tariff",
+            actor=actor,
+            at=at,
+            key=key,
         )
         paid, left = paid + from_wallet, left - from_wallet
     return paid
@@ -171,29 +161,64 @@ def _settle_emergency(
     if owed <= 0:
         return 0
     organisation_id = int(str(account["organisation_id"]))
-    receivable = emergency_receivable(conn, organisation_id, at)
-    from_wallet = min(owed, max(wallet_fen, 0))
-    parts = ((from_wallet, "wallet_id", "wallet"), (owed - from_wallet, "arrears_id", "arrears"))
+    from_wallet = _wallet_then_arrears(
+        conn,
+        account,
+        owed,
+        wallet_fen=wallet_fen,
+        credit_account_id=emergency_receivable(conn, organisation_id, at),
+        purpose="settle-emergency",
+        reason=Reason.EMERGENCY_REPAYMENT,
+        memo="emergency credit (应急用电) owed on closing",
+        actor=actor,
+        at=at,
+        key=key,
+    )
+    control_state.record_emergency(conn, account_id=account_id, outstanding_fen=0, at=at)
+    return from_wallet
+
+
+def _wallet_then_arrears(
+    conn: Connection,
+    account: dict[str, object],
+    amount_fen: int,
+    *,
+    wallet_fen: int,
+    credit_account_id: int,
+    purpose: str,
+    reason: Reason,
+    memo: str,
+    actor: str,
+    at: datetime,
+    key: str,
+) -> int:
+    """Pay ``amount_fen`` owed on closing to ``credit_account_id``: from the wallet as far as it
+    holds (``wallet_fen``), the rest as arrears to collect. Each part has its own key derived
+    from the close's (``{purpose}-wallet`` / ``{purpose}-arrears``). Returns what the wallet
+    paid."""
+    organisation_id, account_id = int(str(account["organisation_id"])), int(str(account["id"]))
+    from_wallet = min(amount_fen, max(wallet_fen, 0))
+    parts = (
+        (from_wallet, "wallet_id", "wallet"),
+        (amount_fen - from_wallet, "arrears_id", "arrears"),
+    )
     ledger.apply_transfers(
         conn,
         [
             TransferRequest(
                 organisation_id=organisation_id,
-                idempotency_key=derived_key(
-                    f"settle-emergency-{part}", desk_key(organisation_id, key)
-                ),
+                idempotency_key=derived_key(f"{purpose}-{part}", desk_key(organisation_id, key)),
                 debit_account_id=int(str(account[source])),
-                credit_account_id=receivable,
+                credit_account_id=credit_account_id,
                 amount_fen=amount,
-                reason=Reason.EMERGENCY_REPAYMENT,
+                reason=reason,
                 actor=actor,
                 created_at=at,
                 account_id=account_id,
-                memo="emergency credit (应急用电) owed on closing",
+                memo=memo,
             )
             for amount, source, part in parts
             if amount
         ],
     )
-    control_state.record_emergency(conn, account_id=account_id, outstanding_fen=0, at=at)
     return from_wallet

@@ -9,7 +9,7 @@ reconciliation disagree every day. This check runs in ``meterdesk run`` (every
 - it looks at every electricity meter that bills itself, is in an open account and is linked to
   a DL/T 645 or Modbus line (MQTT gateways and CJ/T 188 water meters cannot take a price table);
 - the wanted table is the one of the account's tariff version in force today in the site's zone
-  (as :func:`meterdesk.devices.reconcile.tariff_prices` gives it); a tariff the table cannot hold (tiers, a
+  (:func:`meterdesk.devices.reconcile.table_in_force`); a tariff the table cannot hold (tiers, a
   deep-valley price) is counted as ``not_writable`` and left to the operator;
 - when the meter's newest price write that is confirmed or still on its way already carries that
   table, nothing is done; otherwise a ``write_prices`` command is queued, confirmed by the
@@ -33,16 +33,12 @@ from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.tables import accounts, meter_assignments
 from meterdesk.db.database import Database
 from meterdesk.devices.commands import repository, service
-from meterdesk.devices.commands.model import (
-    OPEN_STATUSES,
-    CommandKind,
-    CommandStatus,
-    meter_price_table,
-)
+from meterdesk.devices.commands.model import OPEN_STATUSES, CommandKind, CommandStatus
+from meterdesk.devices.reconcile import table_in_force
 from meterdesk.devices.tables import commands
 from meterdesk.metering.tables import meter_replacements, meters
 from meterdesk.shared.chunks import chunks
-from meterdesk.shared.errors import ConflictError, MeterdeskError
+from meterdesk.shared.errors import MeterdeskError
 from meterdesk.shared.time import local_date, zone
 from meterdesk.sites.tables import sites
 from meterdesk.tariffs.model import Tariff
@@ -121,20 +117,13 @@ class _Tables:
             if tariff_id not in self.tariffs:
                 self.tariffs[tariff_id] = load_tariff(self.conn, tariff_id)
             try:
-                self.found[key] = _table_on(self.tariffs[tariff_id], self.today(timezone))
+                self.found[key] = table_in_force(self.tariffs[tariff_id], self.today(timezone))
             except MeterdeskError as why:
                 self.found[key] = why
         found = self.found[key]
         if isinstance(found, MeterdeskError):
             raise found
         return found
-
-
-def _table_on(tariff: Tariff, today: date) -> dict[str, Decimal]:
-    in_force = [v for v in tariff.versions if v.effective_from <= today]
-    if not in_force:
-        raise ConflictError(f"the tariff has no version in force on {today}")
-    return meter_price_table(in_force[-1])
 
 
 def _candidates(conn: Connection, organisation_id: int | None) -> list[_Candidate]:

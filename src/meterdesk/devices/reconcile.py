@@ -24,7 +24,7 @@ Rows list every open meter-billing account and meter with the verdict ``ok`` or 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -52,6 +52,7 @@ from meterdesk.shared.errors import ConflictError, NotFoundError
 from meterdesk.shared.money import from_fen, round_fen, to_fen
 from meterdesk.shared.time import local_date, zone
 from meterdesk.sites.tables import sites
+from meterdesk.tariffs.model import Tariff
 from meterdesk.tariffs.repository import load_tariff
 
 DEFAULT_TOLERANCE = Decimal("0.50")
@@ -300,7 +301,11 @@ def tariff_prices(
         .join(meters, meters.c.site_id == sites.c.id)
         .where(meters.c.id == meter_id)
     ).scalar_one()
-    today = local_date(at, zone(str(timezone)))
+    return table_in_force(tariff, local_date(at, zone(str(timezone))))
+
+
+def table_in_force(tariff: Tariff, today: date) -> dict[str, Decimal]:
+    """The four-price table of the tariff's version in force on ``today`` (site zone)."""
     in_force = [v for v in tariff.versions if v.effective_from <= today]
     if not in_force:
         raise ConflictError(f"the meter's tariff has no version in force on {today}")
