@@ -38,6 +38,12 @@ D = Decimal
 SLOTS = ("sharp", "peak", "flat", "valley")
 
 
+def dlt645_line(db: Database, org: Org) -> int:
+    """A DL/T 645 bus nobody answers on: the check only needs the meters to be on a line."""
+    spec = devices.BusSpec("line-1", "dlt645", "tcp", "127.0.0.1:1")
+    return devices.create_bus(db, organisation_id=org.id, spec=spec, actor=ACTOR)
+
+
 def linked_meter(db: Database, org: Org, number: str, bus_id: int) -> int:
     spec = metering.MeterSpec(
         number=number, utility="electricity", kind="single_phase", room_id=org.room_id
@@ -86,12 +92,7 @@ def table(price: str) -> dict[str, str]:
 
 def test_a_meter_that_bills_itself_follows_its_tariff(db: Database, clock: FakeClock) -> None:
     org = make_org(db)
-    bus = devices.create_bus(
-        db,
-        organisation_id=org.id,
-        spec=devices.BusSpec("line-1", "dlt645", "tcp", "127.0.0.1:1"),
-        actor=ACTOR,
-    )
+    bus = dlt645_line(db, org)
     cheap = make_tariff(db, org, "cheap", flat_definition("0.6537"))
     dear = make_tariff(db, org, "dear", flat_definition("0.7100"))
     tiered = make_tariff(db, org, "tiered", tou_tier_definition())
@@ -183,12 +184,7 @@ def test_a_write_that_failed_is_tried_again_the_next_day_not_every_hour(
     db: Database, clock: FakeClock
 ) -> None:
     org = make_org(db)
-    bus = devices.create_bus(
-        db,
-        organisation_id=org.id,
-        spec=devices.BusSpec("line-1", "dlt645", "tcp", "127.0.0.1:1"),
-        actor=ACTOR,
-    )
+    bus = dlt645_line(db, org)
     own = linked_meter(db, org, "1", bus)
     open_account(db, org, "A-1", own, make_tariff(db, org), "meter")
     [(_, command_id)] = price_sync.sync_prices(db).queued
@@ -217,12 +213,7 @@ def test_meterdesk_command_sync_prices(tmp_path: Path, monkeypatch: pytest.Monke
         org = make_org(db)
         other = make_org(db, name="Org B")
         for each in (org, other):
-            bus = devices.create_bus(
-                db,
-                organisation_id=each.id,
-                spec=devices.BusSpec("line-1", "dlt645", "tcp", "127.0.0.1:1"),
-                actor=ACTOR,
-            )
+            bus = dlt645_line(db, each)
             meter_id = linked_meter(db, each, "1", bus)
             open_account(db, each, "A-1", meter_id, make_tariff(db, each), "meter")
         runner = CliRunner()
