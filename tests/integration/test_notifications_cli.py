@@ -58,6 +58,8 @@ def test_the_log_shows_a_recharges_message_with_filters(data_dir: Path, tmp_path
     assert run_json("notification", "log", *ORG, "--since", "2999-01-01T00:00:00Z") == []
     text = run("notification", "log", *ORG).stdout
     assert f"#{message_id}" in text and "recharge_credited" in text and "in all: pending 1" in text
+    header, line = text.splitlines()[:2]  # a header says what each column is; the account shows
+    assert header.split()[:4] == ["#", "queued", "(UTC)", "event"] and " A-1 " in line
     shown = run_json("notification", "show", str(message_id), *ORG)
     assert shown["params"]["amount"] == "20.00" and shown["attempt_log"] == []
     assert "no delivery attempt yet" in run("notification", "show", str(message_id), *ORG).stdout

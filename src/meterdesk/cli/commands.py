@@ -263,7 +263,7 @@ def reconcile(
 @command_cli.command("sync-prices")
 def sync_prices(org: OrgOption, as_json: JsonOption = False) -> None:
     """Meter billing (表端计费): write its tariff's prices in force today to every meter that
-    bills itself and does not have them (``meterdesk run`` does this every hour)."""
+    bills itself and does not have them ('meterdesk run' does this every hour)."""
     with handled():
         report = price_sync.sync_prices(app().db, organisation_id=organisation_id(org))
 

@@ -206,7 +206,7 @@ def meter_list(
     as_json: JsonOption = False,
 ) -> None:
     """Meters with their room, line address, online state (在线 / 失连), last contact and relay
-    or valve, as the console's meter list shows them (``meterdesk meter list``)."""
+    or valve, as the console's meter list shows them."""
     with handled():
         if connection is not None and connection not in device_lists.CONNECTIONS:
             raise ValidationError("connection: give online, lost or unknown")
@@ -255,7 +255,7 @@ def link_meter(
     ] = None,
     actor: ActorOption = "",
 ) -> None:
-    """Put a meter on a bus at an address (``meterdesk meter link``)."""
+    """Put a meter on a bus at an address."""
     with handled():
         o = organisation_id(org)
         db = app().db
@@ -275,7 +275,7 @@ def link_meter(
 
 
 def unlink_meter(number: str, org: OrgOption, actor: ActorOption = "") -> None:
-    """Take a meter off its bus (``meterdesk meter unlink``); it is no longer polled."""
+    """Take a meter off its bus; it is no longer polled."""
     with handled():
         o = organisation_id(org)
         with app().db.read() as conn:
@@ -293,7 +293,7 @@ def poll(
         float | None, typer.Option(help="stop after this long; default: until Ctrl-C")
     ] = None,
 ) -> None:
-    """Poll every meter on its bus's schedule and store the readings (``meterdesk poll``)."""
+    """Poll every meter on its bus's schedule and store the readings."""
     from meterdesk.devices.poller import DatabaseSink, Poller, PollerSettings
 
     with handled():
@@ -342,7 +342,7 @@ def bench_poll(
         bool, typer.Option(help="also store readings through the money core")
     ] = False,
 ) -> None:
-    """P6: meter reads per second of the poller, one request in flight per line (``bench poll``)."""
+    """P6: meter reads per second of the poller, one request in flight per line."""
     from meterdesk.bench.poll import run
 
     run(

@@ -48,11 +48,19 @@ def _account_id(org: int, number: str | None) -> int | None:
     return int(str(found["id"]))
 
 
+_HEADER = (
+    f"{'#':<8} {'queued (UTC)':<17} {'event':<22} {'account':<10} {'channel':<8} "
+    f"{'to':<28} {'status':<10} tries"
+)
+
+
 def _line(row: dict[str, Any]) -> str:
     error = f" — {row['last_error']}" if row.get("last_error") else ""
+    # the account the message is about (operators' messages about a meter or gateway have none)
+    account = str((row.get("params") or {}).get("account") or "-")
     return (
         f"#{row['id']:<7} {row['created_at']:%Y-%m-%d %H:%M}Z {row['event_kind']:<22} "
-        f"{row['channel']:<8} {row['address'][:28]:<28} {row['status']:<10} "
+        f"{account[:10]:<10} {row['channel']:<8} {row['address'][:28]:<28} {row['status']:<10} "
         f"{row['attempts']}{error}"
     )
 
@@ -98,7 +106,8 @@ def log(
 
 def _log_text(rows: list[dict[str, Any]], counts: dict[str, int]) -> str:
     summary = ", ".join(f"{status} {count}" for status, count in sorted(counts.items()))
-    return "\n".join([*(_line(row) for row in rows), f"in all: {summary or 'no messages'}"])
+    listed = [_HEADER, *(_line(row) for row in rows)] if rows else []
+    return "\n".join([*listed, f"in all: {summary or 'no messages'}"])
 
 
 @notification_cli.command("show")
@@ -216,8 +225,8 @@ def channel_set(
     actor: ActorOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Create or replace a channel's settings, e.g. ``channel set webhook --provider webhook
-    --set url=https://… --secret-ref secret=METERDESK_WEBHOOK_SECRET``."""
+    """Create or replace a channel's settings, e.g. 'channel set webhook --provider webhook
+    --set url=https://… --secret-ref secret=METERDESK_WEBHOOK_SECRET'."""
     with handled():
         o = organisation_id(org)
         configuration.configure_channel(
@@ -251,8 +260,8 @@ def channel_test_message(
     actor: ActorOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Queue a test message on the channel for immediate delivery by ``meterdesk run``; follow
-    it with ``notification show ID`` (sent, or failed with the provider's reason)."""
+    """Queue a test message on the channel for immediate delivery by 'meterdesk run'; follow
+    it with 'notification show ID' (sent, or failed with the provider's reason)."""
     with handled():
         o = organisation_id(org)
         found = channel_test.send_test_message(
