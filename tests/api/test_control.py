@@ -66,6 +66,51 @@ def test_plan_names_are_unique_and_cashiers_may_not_create_plans(world: World) -
     assert post(world, "/alarm-plans", PLAN, role="cashier").status_code == 403
 
 
+def put(world: World, path: str, body: dict[str, Any], role: str = "operator") -> Any:
+    return world.client.put(f"{API}{path}", json=body, headers=world.alpha.auth(role))
+
+
+def test_a_plan_is_revised_in_place_and_audited(world: World) -> None:
+    plan = post(world, "/alarm-plans", PLAN).json()
+    levels = [{"level": 1, "amount": "30.00", "channels": ["sms"]}]
+    revised = put(world, f"/alarm-plans/{plan['id']}", {"name": "Shops 2", "levels": levels})
+    assert revised.status_code == 200, revised.text
+    body = revised.json()
+    assert (body["id"], body["name"]) == (plan["id"], "Shops 2")
+    assert [(lv["level"], lv["amount"]) for lv in body["levels"]] == [(1, "30.00")]
+    assert get(world, f"/alarm-plans/{plan['id']}") == body
+    entries = world.client.get(f"{API}/audit?limit=500", headers=world.alpha.auth()).json()
+    actions = {(e["action"], e["subject"]) for e in entries["items"]}
+    subject = f"alarm_plan:{plan['id']}"
+    assert {("alarm_plan.update", subject), ("api.alarm_plan.update", subject)} <= actions
+
+
+def test_a_refused_revision_changes_nothing(world: World) -> None:
+    plan = post(world, "/alarm-plans", PLAN).json()
+    path = f"/alarm-plans/{plan['id']}"
+    assert error_code(put(world, path, {**PLAN, "name": "Alpha Plan"})) == "conflict"
+    assert put(world, path, {**PLAN, "levels": []}).status_code == 422
+    assert put(world, path, PLAN, role="cashier").status_code == 403
+    assert put(world, "/alarm-plans/999999", PLAN).status_code == 404
+    assert get(world, path) == plan
+
+
+def test_a_friendly_profile_is_revised_in_place(world: World) -> None:
+    body = {"name": "Lunch", "windows": [{"start": "12:00", "end": "14:00"}], "weekends": True}
+    made = post(world, "/friendly-profiles", body).json()
+    path = f"/friendly-profiles/{made['id']}"
+    change = {"name": "Lunch", "windows": [{"start": "11:30", "end": "14:00"}], "holidays": True}
+    revised = put(world, path, change)
+    assert revised.status_code == 200, revised.text
+    assert revised.json()["windows"] == [{"start": "11:30", "end": "14:00"}]
+    assert (revised.json()["weekends"], revised.json()["holidays"]) == (False, True)
+    assert (
+        put(world, path, {**change, "windows": [{"start": "25:00", "end": "1"}]}).status_code == 422
+    )
+    assert put(world, path, change, role="readonly").status_code == 403
+    assert get(world, path) == revised.json()
+
+
 def test_a_friendly_profile_is_created_and_listed(world: World) -> None:
     body = {"name": "Lunch", "windows": [{"start": "12:00", "end": "14:00"}], "weekends": True}
     made = post(world, "/friendly-profiles", body)

@@ -18,6 +18,7 @@ from meterdesk.billing import control, control_config, control_send, control_sta
 from meterdesk.billing.accounts import account_by_number
 from meterdesk.billing.cashier_repay import emergency_receivable
 from meterdesk.billing.control_config import MAX_ALARM_LEVEL
+from meterdesk.billing.control_read import named_id
 from meterdesk.billing.model import BillingMode
 from meterdesk.billing.policy import (
     Cause,
@@ -78,10 +79,7 @@ def create_friendly_profile(
     holidays: bool,
     actor: str,
 ) -> int:
-    parsed = control_config.parse_windows(windows)
-    stored = json.dumps(
-        [{"start": w.start.isoformat("minutes"), "end": w.end.isoformat("minutes")} for w in parsed]
-    )
+    stored = control_config.windows_to_json(control_config.parse_windows(windows))
     at = db.clock()
     with db.transaction() as conn:
         try:
@@ -239,13 +237,13 @@ def _policy_values(conn: Connection, organisation_id: int, change: PolicyChange)
     values: dict[str, Any] = {}
     if change.alarm_plan is not None:
         values["alarm_plan_id"] = (
-            _named(conn, alarm_plans, organisation_id, change.alarm_plan, "alarm plan")
+            named_id(conn, alarm_plans, organisation_id, change.alarm_plan, "alarm plan")
             if change.alarm_plan
             else None
         )
     if change.friendly_profile is not None:
         values["friendly_profile_id"] = (
-            _named(
+            named_id(
                 conn,
                 friendly_profiles,
                 organisation_id,
@@ -295,15 +293,6 @@ def _member(kind: Any, value: str, field: str) -> str:
         raise ValidationError(
             f"{field}: {value!r} is not one of {', '.join(k.value for k in kind)}"
         ) from None
-
-
-def _named(conn: Connection, table: Any, organisation_id: int, name: str, what: str) -> int:
-    found = conn.execute(
-        select(table.c.id).where(table.c.organisation_id == organisation_id, table.c.name == name)
-    ).scalar_one_or_none()
-    if found is None:
-        raise NotFoundError(f"{what} {name!r} not found")
-    return int(found)
 
 
 def _refuse_emergency_credit_on_meter_billing(account: dict[str, object]) -> None:

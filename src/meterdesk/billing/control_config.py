@@ -179,6 +179,15 @@ def parse_windows(raw: object) -> tuple[Window, ...]:
     return tuple(windows)
 
 
+def windows_to_json(windows: Iterable[Window]) -> str:
+    return json.dumps(
+        [
+            {"start": w.start.isoformat("minutes"), "end": w.end.isoformat("minutes")}
+            for w in windows
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class FriendlyHours:
     windows: tuple[Window, ...] = ()

@@ -112,6 +112,21 @@ def friendly_profile(db: Database, *, organisation_id: int, profile_id: int) -> 
         )
 
 
+def named_id(conn: Connection, table: Table, organisation_id: int, name: str, what: str) -> int:
+    """The id of the organisation's alarm plan or friendly-hours profile of that name."""
+    found = conn.execute(
+        select(table.c.id).where(table.c.organisation_id == organisation_id, table.c.name == name)
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFoundError(f"{what} {name!r} not found")
+    return int(found)
+
+
+def id_of_name(db: Database, *, organisation_id: int, table: Table, name: str, what: str) -> int:
+    with db.read() as conn:
+        return named_id(conn, table, organisation_id, name, what)
+
+
 def name_of(db: Database, *, organisation_id: int, table: Table, row_id: int, what: str) -> str:
     """The name of an alarm plan or friendly-hours profile of the organisation (the policy
     change takes names)."""

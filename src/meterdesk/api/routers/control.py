@@ -42,7 +42,7 @@ from meterdesk.api.schemas.control import (
     PolicyIn,
     PolicyOut,
 )
-from meterdesk.billing import control_admin, control_read, statements
+from meterdesk.billing import control_admin, control_read, control_revise, statements
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.tables import alarm_plans, friendly_profiles
 from meterdesk.ledger.tables import transfers
@@ -104,6 +104,23 @@ def get_alarm_plan(alarm_plan_id: Id, caller: Reader) -> AlarmPlanOut:
     return AlarmPlanOut.model_validate(found, from_attributes=True)
 
 
+@router.put("/alarm-plans/{alarm_plan_id}", response_model=AlarmPlanOut)
+def revise_alarm_plan(alarm_plan_id: Id, body: AlarmPlanIn, caller: AccountsWriter) -> AlarmPlanOut:
+    """Replace a plan's name and levels. Every open account on it is decided again at once: a
+    tenant already below a raised level is warned now (409 when the name is taken)."""
+    control_revise.revise_alarm_plan(
+        caller.db,
+        organisation_id=caller.organisation_id,
+        plan_id=alarm_plan_id,
+        name=body.name,
+        levels=[level.model_dump(exclude_none=True) for level in body.levels],
+        actor=caller.actor,
+        outbox=DatabaseOutbox(caller.db.clock),
+    )
+    audited(caller, action="alarm_plan.update", subject=f"alarm_plan:{alarm_plan_id}")
+    return get_alarm_plan(alarm_plan_id, caller)
+
+
 # --- friendly hours ----------------------------------------------------------------------------
 
 
@@ -142,6 +159,27 @@ def get_friendly_profile(friendly_profile_id: Id, caller: Reader) -> FriendlyPro
         caller.db, organisation_id=caller.organisation_id, profile_id=friendly_profile_id
     )
     return FriendlyProfileOut.model_validate(found, from_attributes=True)
+
+
+@router.put("/friendly-profiles/{friendly_profile_id}", response_model=FriendlyProfileOut)
+def revise_friendly_profile(
+    friendly_profile_id: Id, body: FriendlyProfileIn, caller: AccountsWriter
+) -> FriendlyProfileOut:
+    """Replace a profile's name, windows, weekends and holidays. Every open account on it is
+    decided again at once (409 when the name is taken)."""
+    control_revise.revise_friendly_profile(
+        caller.db,
+        organisation_id=caller.organisation_id,
+        profile_id=friendly_profile_id,
+        name=body.name,
+        windows=[window.model_dump() for window in body.windows],
+        weekends=body.weekends,
+        holidays=body.holidays,
+        actor=caller.actor,
+        outbox=DatabaseOutbox(caller.db.clock),
+    )
+    audited(caller, action="friendly.update", subject=f"friendly:{friendly_profile_id}")
+    return get_friendly_profile(friendly_profile_id, caller)
 
 
 # --- site holidays -----------------------------------------------------------------------------
