@@ -2,7 +2,7 @@
 looking at what we build.
 
     METERDESK_DATA_DIR=/tmp/shots .venv/bin/meterdesk demo --hours 48 --speed 0
-    .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots [rooms,notifications]
+    .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots [rooms,notifications,alarms]
 
 It copies the demo's database, gives room A-203's meter live values, adds notification channels
 and a day of messages (delivered, failed, waiting), serves the console on a free loopback port,
@@ -170,7 +170,18 @@ def screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
     shoot(page, f"{base}/meters", f"{lang}-meters", out)
 
 
-GROUPS = {"rooms": screens, "notifications": notification_screens}
+def alarm_screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
+    """The plans page, then the demo plan's level 1 raised and saved (its answer shown)."""
+    shoot(page, f"{base}/settings/alarms", f"{lang}-alarm-plans", out, full=True)
+    card = page.locator("[data-plan='1']")
+    card.locator("input[name=amount_1]").fill("60.00")
+    card.locator("button[type=submit]").click()
+    page.wait_for_selector("[data-plan='1'] [data-result=plan]")
+    page.locator("[data-plan='1']").screenshot(path=str(out / f"{lang}-alarm-plan-saved.png"))
+    print(out / f"{lang}-alarm-plan-saved.png")
+
+
+GROUPS = {"rooms": screens, "notifications": notification_screens, "alarms": alarm_screens}
 
 
 def main(source: Path, out: Path, groups: tuple[str, ...] = tuple(GROUPS)) -> None:

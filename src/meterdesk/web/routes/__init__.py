@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from meterdesk.web.routes import (
     actions,
+    alarm_settings,
     auth,
     devices,
     monitor,
@@ -24,6 +25,7 @@ ROUTERS = (
     statement.router,
     actions.router,
     policy.router,
+    alarm_settings.router,
     wizard.router,
     presets.router,
     tariffs.router,
