@@ -506,6 +506,23 @@ def test_closing_needs_a_final_reading_for_every_meter_of_the_account(
     assert statements.balance(db, organisation_id=org.id, number="A-1").status == "open"
 
 
+def test_a_refused_final_reading_says_which_meter_and_why(db: Database, clock: FakeClock) -> None:
+    """The close rolls back, so the quarantine's reason must reach the operator in the error:
+    the meter, the latest reading it went down from, the elapsed time in whole seconds."""
+    org = make_org(db)
+    tariff = make_tariff(db, org)
+    meter = make_meter(db, org, "M1")
+    open_account(db, org, "A-1", [(meter, tariff, "100")])
+    clock.advance(timedelta(hours=1, microseconds=376153))
+    with pytest.raises(ValidationError) as refused:
+        close(db, org, "A-1", {meter: "99"})
+    assert "meter M1: register went down from 100" in str(refused.value)
+    with pytest.raises(ValidationError) as jumped:
+        close(db, org, "A-1", {meter: "99999"}, key="close-2")
+    assert "meter M1: " in str(jumped.value) and " in 1:00:00 exceeds" in str(jumped.value)
+    assert statements.balance(db, organisation_id=org.id, number="A-1").status == "open"
+
+
 def test_after_closing_the_next_tenant_pays_only_from_their_own_opening(
     db: Database, clock: FakeClock
 ) -> None:

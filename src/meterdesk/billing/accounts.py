@@ -30,7 +30,7 @@ from meterdesk.ledger import repository as ledger
 from meterdesk.ledger.model import AccountKind
 from meterdesk.metering import repository as metering_repository
 from meterdesk.metering.model import Reading, ReadingSource
-from meterdesk.metering.tables import meters
+from meterdesk.metering.tables import meters, quarantine
 from meterdesk.shared.errors import (
     ConflictError,
     IdempotencyConflictError,
@@ -278,8 +278,24 @@ def _assign_meters(
     )
     if report.quarantined:
         raise ValidationError(
-            "the opening reading does not fit the meter's earlier readings (register lower, or an implausible jump)"
+            "the opening reading does not fit the meter's earlier readings: "
+            + _why_refused(conn, {o.meter_id for o in given}, at)
         )
+
+
+def _why_refused(conn: Connection, meter_ids: set[int], at: datetime) -> str:
+    """What the quarantine said about the readings just given (the transaction is about to roll
+    back, so the operator would otherwise never learn which meter and why: the latest reading
+    is in the reason)."""
+    rows = conn.execute(
+        select(meters.c.number, quarantine.c.reason)
+        .join(meters, meters.c.id == quarantine.c.meter_id)
+        .where(quarantine.c.meter_id.in_(sorted(meter_ids)), quarantine.c.received_at == at)
+        .order_by(meters.c.number)
+    ).all()
+    return "; ".join(f"meter {number}: {reason}" for number, reason in rows) or (
+        "register lower, or an implausible jump"
+    )
 
 
 def _recent_baseline(cursor: Reading | None, meter_id: int, at: datetime) -> datetime:
@@ -371,7 +387,10 @@ def close_account(
             at,
         )
         if report.quarantined:
-            raise ValidationError("a final reading does not fit the meter's earlier readings")
+            raise ValidationError(
+                "a final reading does not fit the meter's earlier readings: "
+                + _why_refused(conn, given, at)
+            )
         conn.execute(
             update(meter_assignments)
             .where(

@@ -181,6 +181,11 @@ def _plain(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
+def _whole_seconds(elapsed: timedelta) -> timedelta:
+    """A reading typed at the desk carries microseconds: "21:55:34", not "21:55:34.376153"."""
+    return timedelta(seconds=int(elapsed.total_seconds()))
+
+
 def check_step(profile: MeterProfile, earlier: Reading, later: Reading) -> Verdict:
     """May ``later`` follow ``earlier`` (same meter, same generation, later in time)?"""
     delta = register_delta(earlier.total, later.total, profile.modulus)
@@ -191,10 +196,11 @@ def check_step(profile: MeterProfile, earlier: Reading, later: Reading) -> Verdi
                 QuarantineReason.DECREASED,
                 f"register went down from {earlier.total} to {later.total} and is not a rollover at {profile.modulus}",
             )
+        elapsed = _whole_seconds(later.measured_at - earlier.measured_at)
         return Verdict(
             False,
             QuarantineReason.JUMP,
-            f"{_plain(delta * profile.multiplier)} in {later.measured_at - earlier.measured_at} exceeds the "
+            f"{_plain(delta * profile.multiplier)} in {elapsed} exceeds the "
             f"meter's maximum of {_plain(profile.max_rate_per_hour)} per hour",
         )
     if earlier.bands is not None and later.bands is not None:
