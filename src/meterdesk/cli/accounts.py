@@ -192,7 +192,16 @@ def preset_list(org: OrgOption, as_json: JsonOption = False) -> None:
 
 @account_cli.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".csv or .xlsx")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help=".csv (UTF-8) or .xlsx with a header row of: "
+            + ", ".join(presets.COLUMNS)
+            + " (several meters, tariffs and readings separated by ';'; see docs/api.md)",
+        ),
+    ],
     org: OrgOption,
     open_now: Annotated[
         bool, typer.Option("--open/--preset", help="open at once, or only pre-enter")

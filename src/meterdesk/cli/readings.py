@@ -77,11 +77,21 @@ def parse_reading_rows(org: int, path: Path) -> list[IncomingReading]:
 
 @readings_cli.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="CSV with the columns meter_number, measured_at (ISO with its zone, e.g. "
+            "2026-12-01T08:00:00+08:00, or ms since epoch), total; optionally sharp, peak, "
+            "flat, valley, deep_valley",
+        ),
+    ],
     org: OrgOption,
     as_json: JsonOption = False,
 ) -> None:
-    """Import readings from CSV and bill them (duplicates are ignored, so re-importing is safe)."""
+    """Import readings from CSV and bill them (duplicates are ignored, so re-importing is safe).
+    Every row is checked before anything is stored: a bad row stops the import with its line."""
     with handled():
         incoming = parse_reading_rows(organisation_id(org), file)
         total = IngestReport()
