@@ -12,6 +12,7 @@ from meterdesk.cli import (
     commands,
     control,
     devices,
+    listings,
     places,
     readings,
     tariff_change,
@@ -56,6 +57,15 @@ cli.add_typer(control.holiday_cli, name="holiday")
 cli.command("emergency-credit")(control.emergency)
 cli.command("control-tick")(control.tick_command)
 cli.add_typer(notification_commands.notification_cli, name="notification")
+places.org_cli.command("list")(listings.org_list)
+places.site_cli.command("list")(listings.site_list)
+places.building_cli.command("list")(listings.building_list)
+places.floor_cli.command("list")(listings.floor_list)
+places.room_cli.command("list")(listings.room_list)
+places.customer_cli.command("list")(listings.customer_list)
+tariffs.tariff_cli.command("list")(listings.tariff_list)
+users.user_cli.command("list")(listings.user_list)
+cli.add_typer(listings.audit_cli, name="audit")
 
 bench_cli = typer.Typer(
     help="Benchmarks that print figures and ratios (see docs/benchmarks.md).", no_args_is_help=True

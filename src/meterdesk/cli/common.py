@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.cells import cell_len
 
 from meterdesk.bootstrap import App, build
 from meterdesk.shared.errors import (
@@ -112,6 +113,12 @@ def emit(value: Any, as_json: bool, text: Callable[[Any], str] | None = None) ->
         typer.echo(text(value))
     else:
         typer.echo(json.dumps(to_jsonable(value), ensure_ascii=False, indent=2))
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` padded to ``width`` terminal columns: a Chinese character takes two, so
+    ``f"{name:<30}"`` pushed every column after a Chinese name out of line."""
+    return text + " " * max(0, width - cell_len(text))
 
 
 def fail(error: MeterdeskError) -> NoReturn:

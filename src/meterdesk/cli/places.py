@@ -55,7 +55,7 @@ def site_id(org: int, name: str) -> int:
     return int(found)
 
 
-def _building_id(org: int, site: str, name: str) -> int:
+def building_id(org: int, site: str, name: str) -> int:
     with app().db.read() as conn:
         found = conn.execute(
             select(buildings.c.id).where(
@@ -73,7 +73,7 @@ def _floor_id(org: int, site: str, building: str, name: str) -> int:
     with app().db.read() as conn:
         found = conn.execute(
             select(floors.c.id).where(
-                floors.c.building_id == _building_id(org, site, building), floors.c.name == name
+                floors.c.building_id == building_id(org, site, building), floors.c.name == name
             )
         ).scalar_one_or_none()
     if found is None:
@@ -147,7 +147,7 @@ def floor_create(
         new = sites.create_floor(
             app().db,
             organisation_id=o,
-            building_id=_building_id(o, site, building),
+            building_id=building_id(o, site, building),
             name=name,
             level=level,
         )
