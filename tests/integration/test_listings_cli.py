@@ -68,3 +68,19 @@ def test_the_audit_log_lists_who_did_what_newest_first(data_dir: Path, tmp_path:
     assert "money.recharge" in text[1] and text[-1].startswith("… more: add --after ")
     assert run_json("audit", "list", *ORG, "--since", "2999-01-01T00:00:00Z") == []
     run("audit", "list", *ORG, "--since", "yesterday", code=2)
+
+
+def test_room_status_is_the_room_monitor_from_the_shell(data_dir: Path, tmp_path: Path) -> None:
+    open_account(set_up_places(tmp_path))  # A-1 in Park/B1/F1/101 with 50.00
+    run("room", "create", "102", *ORG, "--site", "Park", "--building", "B1", "--floor", "F1")
+    shown = run_json("room", "status", *ORG)
+    assert shown["matched"] == 2 and shown["counts"]["vacant"] == 1, shown["counts"]
+    rooms = {tile["room"]: tile for tile in shown["rooms"]}
+    assert rooms["101"]["account_number"] == "A-1" and rooms["101"]["balance_fen"] == 5000
+    assert rooms["102"]["state"] == "vacant"
+    text = run("room", "status", *ORG, "--state", "vacant").stdout.splitlines()
+    assert text[0].split()[:3] == ["room", "account", "customer"]
+    assert "B1/F1/102" in text[1] and text[-1].startswith("1 of 1 rooms")
+    page = run("room", "status", *ORG, "--limit", "1").stdout.splitlines()
+    assert page[-1].startswith("1 of 2 rooms; more: add --offset 1")
+    run("room", "status", *ORG, "--state", "sleepy", code=2)

@@ -96,6 +96,20 @@ def open_account(
         )
 
 
+def _meters_room(conn: Connection, request: OpenAccount) -> int | None:
+    """The room the account's meters are in, when they are all in one: an account opened
+    without naming its room (the CLI's ``account open`` has ``--room`` optional) showed its
+    room as vacant on the room monitor while the room's meter was billed."""
+    found = set(
+        conn.execute(
+            select(meters.c.room_id).where(
+                meters.c.id.in_(sorted({o.meter_id for o in request.meters}))
+            )
+        ).scalars()
+    )
+    return int(found.pop()) if len(found) == 1 and None not in found else None
+
+
 def open_account_in(
     conn: Connection,
     *,
@@ -116,6 +130,7 @@ def open_account_in(
         raise ValidationError("number: must not be empty")
     at = request.opened_at or db.clock()
     _check_references(conn, organisation_id, request)
+    room_id = request.room_id if request.room_id is not None else _meters_room(conn, request)
     wallet_id = ledger.create_account(
         conn,
         organisation_id=organisation_id,
@@ -137,7 +152,7 @@ def open_account_in(
                 organisation_id=organisation_id,
                 number=request.number.strip(),
                 customer_id=request.customer_id,
-                room_id=request.room_id,
+                room_id=room_id,
                 status=AccountStatus.OPEN.value,
                 billing_mode=mode.value,
                 wallet_id=wallet_id,

@@ -10,11 +10,13 @@ to go on (``--after ID``). ``--json`` prints the rows.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from sqlalchemy import select
 
 from meterdesk.access import service as access
@@ -34,7 +36,9 @@ from meterdesk.cli.common import (
     parse_when,
 )
 from meterdesk.cli.places import building_id, site_id
+from meterdesk.reports import room_grid
 from meterdesk.shared.errors import ValidationError
+from meterdesk.shared.money import format_money, from_fen
 from meterdesk.shared.time import local_date, zone
 from meterdesk.sites.tables import organisations
 
@@ -226,6 +230,68 @@ def user_list(org: OrgOption, as_json: JsonOption = False) -> None:
             ),
             f"{'user':<24} {'role':<10} state",
         )
+
+
+def room_status(
+    org: OrgOption,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            help="off | arrears | overdraft | alarm | normal | vacant | lost | pending | protected"
+        ),
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="only this site")] = None,
+    q: Annotated[str | None, typer.Option(help="room, customer or account contains")] = None,
+    offset: Annotated[int, typer.Option(help="skip this many rooms")] = 0,
+    limit: Limit = 200,
+    as_json: JsonOption = False,
+) -> None:
+    """Room monitoring (房间监控) from the shell: every room's state, balance and meters, with
+    the count per state — the console's room grid."""
+    with handled():
+        o = organisation_id(org)
+        _window(None, limit)
+        if state is not None and state not in room_grid.FILTERS:
+            raise ValidationError(f"--state: one of {', '.join(room_grid.FILTERS)}")
+        if offset < 0:
+            raise ValidationError("--offset: 0 or more")
+        where = room_grid.GridFilter(site_id=site_id(o, site) if site else None, state=state, q=q)
+        with app().db.read() as conn:
+            found = room_grid.grid(conn, o, where, lambda matched: (offset, limit))
+        shown = {
+            "counts": found.counts,
+            "matched": found.matched,
+            "offset": found.offset,
+            "rooms": [dataclasses.asdict(tile) for tile in found.tiles],
+        }
+        emit(shown, as_json, _status_text)
+
+
+def _tail(text: str, width: int) -> str:
+    """The end of ``text`` (the room name) in at most ``width`` terminal columns."""
+    while cell_len(text) > width:
+        text = "…" + text[2:]
+    return text
+
+
+def _status_text(shown: dict[str, Any]) -> str:
+    counts = ", ".join(f"{state} {n}" for state, n in shown["counts"].items() if n)
+    lines = [
+        f"{pad('room', 36)} {'account':<10} {pad('customer', 24)} {'balance':>10} "
+        f"{'state':<9} {'meters':<7} connection"
+    ]
+    for tile in shown["rooms"]:
+        balance = "" if tile["balance_fen"] is None else format_money(from_fen(tile["balance_fen"]))
+        place = f"{tile['building']}/{tile['floor']}/{tile['room']}"
+        customer = (tile["customer"] or "-")[:12]
+        lines.append(
+            f"{pad(_tail(place, 36), 36)} {tile['account_number'] or '-':<10} {pad(customer, 24)} "
+            f"{balance:>10} {tile['state']:<9} {tile['meters']:<7} {tile['connection']}"
+        )
+    end = shown["offset"] + len(shown["rooms"])
+    more = f"; more: add --offset {end}" if end < shown["matched"] else ""
+    lines.append(f"{len(shown['rooms'])} of {shown['matched']} rooms{more} · {counts}")
+    return "\n".join(lines)
 
 
 @audit_cli.command("list")
