@@ -84,3 +84,16 @@ def test_room_status_is_the_room_monitor_from_the_shell(data_dir: Path, tmp_path
     page = run("room", "status", *ORG, "--limit", "1").stdout.splitlines()
     assert page[-1].startswith("1 of 2 rooms; more: add --offset 1")
     run("room", "status", *ORG, "--state", "sleepy", code=2)
+
+
+def test_the_account_list_shows_balances_and_filters_by_status(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    open_account(set_up_places(tmp_path))  # A-1 with 50.00
+    (account,) = run_json("account", "list", *ORG)
+    assert (account["number"], account["status"], account["balance"]) == ("A-1", "open", "50.00")
+    assert account["customer"] == "Li Lei" and account["arrears"] == "0.00"
+    text = run("account", "list", *ORG).stdout.splitlines()
+    assert text[0].split()[:3] == ["id", "account", "status"] and "50.00" in text[1]
+    assert "no accounts" in run("account", "list", *ORG, "--status", "closed").stdout
+    run("account", "list", *ORG, "--status", "sleeping", code=2)

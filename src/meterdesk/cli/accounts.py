@@ -291,14 +291,6 @@ def balance(number: str, org: OrgOption, as_json: JsonOption = False) -> None:
         )
 
 
-@account_cli.command("list")
-def list_(org: OrgOption, as_json: JsonOption = False) -> None:
-    """All account numbers of the organisation."""
-    with handled():
-        numbers = statements.account_numbers(app().db, organisation_id=organisation_id(org))
-        emit(numbers, as_json, lambda v: "\n".join(v) or "no accounts")
-
-
 @account_cli.command("statement")
 def statement(
     number: str,

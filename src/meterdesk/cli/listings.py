@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from meterdesk.access import service as access
 from meterdesk.api.pagination import after_id
+from meterdesk.api.queries import accounts as account_queries
 from meterdesk.api.queries import audit as audit_queries
 from meterdesk.api.queries import places as place_queries
 from meterdesk.api.queries import tariffs as tariff_queries
@@ -58,7 +59,12 @@ def _window(after: int | None, limit: int) -> Window:
 
 
 def _listed(
-    rows: Sequence[Any], cursor: str | None, as_json: bool, line: Callable[[Any], str], header: str
+    rows: Sequence[Any],
+    cursor: str | None,
+    as_json: bool,
+    line: Callable[[Any], str],
+    header: str,
+    empty: str = "nothing found",
 ) -> None:
     """The rows, then how to go on when more follow."""
     found = [dict(row) for row in rows]
@@ -66,7 +72,7 @@ def _listed(
 
     def text(value: list[dict[str, Any]]) -> str:
         if not value:
-            return "nothing found"
+            return empty
         lines = [header, *(line(row) for row in value)]
         if more is not None:
             lines.append(f"… more: add --after {more}")
@@ -168,6 +174,37 @@ def room_list(
 
 def _path(row: dict[str, Any]) -> str:
     return f"{row['site']}/{row['building']}/{row['floor']}/{row['name']}"
+
+
+def account_list(
+    org: OrgOption,
+    status: Annotated[str | None, typer.Option(help="open | closed")] = None,
+    q: Annotated[str | None, typer.Option(help="account number contains")] = None,
+    after: After = None,
+    limit: Limit = 200,
+    as_json: JsonOption = False,
+) -> None:
+    """Accounts with their customer, billing mode, balance and arrears."""
+    with handled():
+        o, window = organisation_id(org), _window(after, limit)
+        if status not in (None, "open", "closed"):
+            raise ValidationError("--status: open or closed")
+        where = account_queries.AccountFilter(status=status, q=q)
+        with app().db.read() as conn:
+            rows, cursor = account_queries.list_accounts(conn, o, where, window)
+        _listed(
+            rows,
+            cursor,
+            as_json,
+            lambda r: (
+                f"{r['id']:<5} {pad(r['number'], 12)} {r['status']:<7} "
+                f"{r['billing_mode']:<9} {pad((r['customer'] or '-')[:14], 28)} "
+                f"{r['balance']:>12} {r['arrears']:>10}"
+            ),
+            f"{'id':<5} {'account':<12} {'status':<7} {'billing':<9} {pad('customer', 28)} "
+            f"{'balance':>12} {'arrears':>10}",
+            empty="no accounts",
+        )
 
 
 def customer_list(
