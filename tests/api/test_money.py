@@ -155,3 +155,43 @@ def test_every_money_action_is_audited_with_who_and_from_where(world: World) -> 
         "/api/v1/audit?action=api.money.recharge", headers=world.alpha.auth()
     ).json()
     assert len(again["items"]) == 1
+
+
+def test_arrears_of_a_closed_account_are_paid_at_the_desk(world: World) -> None:
+    account = world.alpha.account_id
+    pay_path = f"/api/v1/accounts/{account}/arrears-payment"
+    cashier = world.alpha.auth("cashier")
+    open_answer = world.client.post(
+        pay_path, json={"amount": "1", "method": "cash"}, headers={**cashier, **key("a-0")}
+    )
+    assert open_answer.status_code == 409 and "recharge it" in open_answer.text
+    body = {"final_readings": [{"meter_id": world.alpha.meter_id, "total": "1200"}]}
+    closed = world.client.post(
+        f"/api/v1/accounts/{account}/close",
+        json={**body, "refund_method": "cash"},
+        headers={**world.alpha.auth("operator"), **key("close-owing")},
+    )
+    assert closed.status_code == 201, closed.text
+    owed = closed.json()["arrears"]
+    assert owed != "0.00"
+    paid = world.client.post(
+        pay_path, json={"amount": "10", "method": "wechat"}, headers={**cashier, **key("a-1")}
+    )
+    assert paid.status_code == 201, paid.text
+    assert paid.json()["balance"] == "0.00" and paid.json()["amount"] == "10.00"
+    replay = world.client.post(
+        pay_path, json={"amount": "10", "method": "wechat"}, headers={**cashier, **key("a-1")}
+    )
+    assert replay.status_code == 200 and replay.json() == paid.json()
+    too_much = world.client.post(
+        pay_path, json={"amount": owed, "method": "cash"}, headers={**cashier, **key("a-2")}
+    )
+    assert too_much.status_code == 409 and "pay at most that" in too_much.text
+    operator = world.client.post(
+        pay_path,
+        json={"amount": "1", "method": "cash"},
+        headers={**world.alpha.auth("operator"), **key("a-3")},
+    )
+    assert operator.status_code == 403
+    audit = world.client.get("/api/v1/audit?limit=500", headers=world.alpha.auth()).json()
+    assert "api.money.arrears_payment" in {entry["action"] for entry in audit["items"]}

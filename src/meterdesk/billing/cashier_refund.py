@@ -125,24 +125,31 @@ def reverse(
     memo: str | None = None,
     outbox: Outbox | None = None,
 ) -> int:
-    """Reverse a desk entry (a recharge or refund made in error) with a new, opposite transfer.
-    Not once the account is closed: its wallet was settled, so reversing a recharge would take
-    it below zero after the refund paid that money out, and reversing a refund would leave money
-    in a wallet nobody can pay out. A repeated request still answers the first reversal."""
+    """Reverse a desk entry (a recharge, refund or arrears payment made in error) with a new,
+    opposite transfer. A recharge or refund not once the account is closed: its wallet was
+    settled, so reversing a recharge would take it below zero after the refund paid that money
+    out, and reversing a refund would leave money in a wallet nobody can pay out. Arrears paid
+    after a closing (:mod:`meterdesk.billing.cashier_arrears`) are owed again. A repeated request
+    still answers the first reversal."""
     desk_text(memo, "memo", MEMO_LENGTH)
     at = db.clock()
     with db.transaction() as conn:
         entry = conn.execute(
-            select(transfers.c.reason, transfers.c.account_id).where(
+            select(transfers.c.reason, transfers.c.account_id, transfers.c.method).where(
                 transfers.c.id == transfer_id, transfers.c.organisation_id == organisation_id
             )
         ).one_or_none()
         if entry is None:
             raise NotFoundError(f"transfer {transfer_id} not found")
         reason = entry.reason
-        if reason not in (Reason.RECHARGE.value, Reason.REFUND.value):
+        # Arrears paid at the desk after a closing (cashier_arrears) carry their payment method;
+        # the repayments a recharge or deduction makes by itself do not, and are never undone
+        # alone.
+        arrears_paid = reason == Reason.ARREARS_REPAYMENT.value and entry.method is not None
+        if reason not in (Reason.RECHARGE.value, Reason.REFUND.value) and not arrears_paid:
             raise ConflictError(
-                f"only recharges and refunds can be reversed at the desk, not a {reason}"
+                "only recharges, refunds and arrears paid at the desk can be reversed at the "
+                f"desk, not a {reason}"
             )
         # Locked like every desk operation: a close (or a second reversal of the same entry)
         # waits for this one, so it settles the wallet as reversed, not the balance before.
@@ -157,10 +164,13 @@ def reverse(
             at=at,
             memo=memo,
             refusal=f"account {account['number']} is closed: its credit was settled on closing"
-            if closed
+            if closed and not arrears_paid
             else None,
         )
         if posted.replayed:
+            return posted.transfer_id
+        if arrears_paid:  # a closed account: the debt is owed again, nothing to decide
+            _audit_reversal(conn, organisation_id, actor, transfer_id, posted.transfer_id, at)
             return posted.transfer_id
         if reason == Reason.RECHARGE.value and account["billing_mode"] == BillingMode.METER.value:
             from meterdesk.devices import reconcile
@@ -176,16 +186,27 @@ def reverse(
         # money out (a recharge reversed) may warn or cut, as a deduction does.
         cause = Cause.RECHARGE if reason == Reason.REFUND.value else Cause.DEDUCTION
         _decide(conn, int(entry.account_id), cause, outbox or DatabaseOutbox(lambda: at), at)
-        audit.record(
-            conn,
-            organisation_id=organisation_id,
-            actor=actor,
-            action="money.reverse",
-            subject=f"transfer:{transfer_id}",
-            at=at,
-            detail={"reversal": posted.transfer_id},
-        )
+        _audit_reversal(conn, organisation_id, actor, transfer_id, posted.transfer_id, at)
         return posted.transfer_id
+
+
+def _audit_reversal(
+    conn: Connection,
+    organisation_id: int,
+    actor: str,
+    transfer_id: int,
+    reversal: int,
+    at: datetime,
+) -> None:
+    audit.record(
+        conn,
+        organisation_id=organisation_id,
+        actor=actor,
+        action="money.reverse",
+        subject=f"transfer:{transfer_id}",
+        at=at,
+        detail={"reversal": reversal},
+    )
 
 
 def _decide(conn: Connection, account_id: int, cause: Cause, outbox: Outbox, at: datetime) -> None:

@@ -10,7 +10,14 @@ from typing import Annotated
 
 import typer
 
-from meterdesk.billing import accounts, cashier, cashier_refund, presets, statements
+from meterdesk.billing import (
+    accounts,
+    cashier,
+    cashier_arrears,
+    cashier_refund,
+    presets,
+    statements,
+)
 from meterdesk.cli.common import (
     ActorOption,
     JsonOption,
@@ -362,6 +369,40 @@ def recharge(
             lambda v: (
                 f"{'already recharged (same key)' if v.replayed else 'recharged'} {Decimal(amount):.2f}: "
                 f"balance {v.balance}, arrears {v.arrears} (transfer {v.transfer_id})"
+            ),
+        )
+
+
+def pay_arrears(
+    number: str,
+    amount: str,
+    org: OrgOption,
+    key: KeyOption,
+    method: Annotated[str, typer.Option(help="cash|card|transfer|wechat|alipay")] = "cash",
+    reference: Annotated[str | None, typer.Option(help="receipt or payment reference")] = None,
+    actor: ActorOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Collect arrears a closed account still owes (欠费补缴); an open account's next recharge
+    repays them instead."""
+    with handled():
+        o = organisation_id(org)
+        done = cashier_arrears.pay_arrears(
+            app().db,
+            organisation_id=o,
+            account_id=_account_id(o, number),
+            amount=amount,
+            method=method,
+            actor=who(actor),
+            idempotency_key=key,
+            reference=reference,
+        )
+        emit(
+            done,
+            as_json,
+            lambda v: (
+                f"{'already paid (same key)' if v.replayed else 'paid'} {Decimal(amount):.2f} "
+                f"of arrears: still owed {v.arrears} (transfer {v.transfer_id})"
             ),
         )
 

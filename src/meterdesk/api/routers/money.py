@@ -1,4 +1,5 @@
-"""The desk: recharge (充值), refund (退费) and reversal (冲正). Each needs an Idempotency-Key:
+"""The desk: recharge (充值), refund (退费), arrears paid after a closing (欠费补缴) and reversal
+(冲正). Each needs an Idempotency-Key:
 the same key repeats the first answer (200, ``Idempotent-Replay: true``) and never moves money
 twice; the same key on a different request is a 409."""
 
@@ -14,7 +15,7 @@ from meterdesk.api.idempotency import run_once
 from meterdesk.api.routers.accounts import number_of, replay_doc
 from meterdesk.api.schemas.accounts import MoneyIn, MoneyOut, ReversalIn, ReversalOut
 from meterdesk.api.schemas.common import BigId, Id
-from meterdesk.billing import cashier, cashier_refund
+from meterdesk.billing import cashier, cashier_arrears, cashier_refund
 from meterdesk.shared.money import format_money, parse_positive_money
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["money"])
@@ -23,7 +24,11 @@ router = APIRouter(responses=ERROR_RESPONSES, tags=["money"])
 def _money(
     caller: Caller, account_id: Id, body: MoneyIn, key: str, kind: str
 ) -> tuple[BaseModel, bool]:
-    use_case = cashier.recharge if kind == "recharge" else cashier_refund.refund
+    use_case = {
+        "recharge": cashier.recharge,
+        "refund": cashier_refund.refund,
+        "arrears_payment": cashier_arrears.pay_arrears,
+    }[kind]
     result = use_case(
         caller.db,
         organisation_id=caller.organisation_id,
@@ -86,6 +91,20 @@ def refund(
 
 
 @router.post(
+    "/accounts/{account_id}/arrears-payment",
+    response_model=MoneyOut,
+    status_code=201,
+    responses=replay_doc(MoneyOut),
+)
+def pay_arrears(
+    account_id: Id, body: MoneyIn, request: Request, caller: Cashier, key: IdempotencyKey
+) -> JSONResponse:
+    """Collect arrears a closed account still owes (欠费补缴); 409 on an open account (a recharge
+    repays arrears first), when nothing is owed, or above what is owed."""
+    return _desk(caller, request, account_id, body, key, "arrears_payment")
+
+
+@router.post(
     "/transfers/{transfer_id}/reversal",
     response_model=ReversalOut,
     status_code=201,
@@ -94,7 +113,8 @@ def refund(
 def reverse(
     transfer_id: BigId, body: ReversalIn, request: Request, caller: Reverser, key: IdempotencyKey
 ) -> JSONResponse:
-    """Reverse a recharge or refund made in error, with a new opposite transfer (冲正)."""
+    """Reverse a recharge, refund or arrears payment made in error, with a new opposite transfer
+    (冲正)."""
 
     def perform() -> tuple[BaseModel, bool]:
         reversal = cashier_refund.reverse(

@@ -12,12 +12,14 @@ from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from meterdesk.api.deps import Caller, Reader
+from meterdesk.api.deps import Caller, Cashier, Reader
 from meterdesk.api.queries import accounts as account_queries
+from meterdesk.api.routers import money
+from meterdesk.api.schemas.accounts import MoneyIn
 from meterdesk.api.schemas.common import Id
 from meterdesk.billing import statements
 from meterdesk.billing.tables import accounts
@@ -26,7 +28,9 @@ from meterdesk.shared.money import format_money
 from meterdesk.shared.text import spreadsheet_cell
 from meterdesk.shared.time import local_date, local_midnight
 from meterdesk.sites.tables import buildings, floors, rooms, sites
-from meterdesk.web.routes.common import org_zone, page
+from meterdesk.web.forms import blank_to_none, build
+from meterdesk.web.routes.actions import Key
+from meterdesk.web.routes.common import new_key, org_zone, page
 
 router = APIRouter(include_in_schema=False)
 DateText = Annotated[str | None, Query(max_length=10)]
@@ -110,6 +114,7 @@ def statement_page(
     offset = (page_number - 1) * ENTRIES_PER_PAGE
     context = {
         "account": account,
+        "key": new_key(),  # the arrears payment form's (a closed account owing money)
         "statement": found,
         "period": period,
         "tz": tz,
@@ -121,6 +126,24 @@ def statement_page(
         "nav": "rooms",
     }
     return page(request, caller, "statement.html", context)
+
+
+@router.post("/accounts/{account_id}/arrears-payment", response_class=HTMLResponse)
+def pay_arrears(
+    account_id: Id,
+    request: Request,
+    caller: Cashier,
+    amount: Annotated[str, Form(max_length=20)],
+    idempotency_key: Key,
+    method: Annotated[str, Form(max_length=20)] = "cash",
+    reference: Annotated[str | None, Form(max_length=200)] = None,
+) -> Response:
+    """Arrears of a closed account paid at the desk (欠费补缴), through the API's handler; the
+    statement is shown again with the payment in it."""
+    body = build(MoneyIn, amount=amount.strip(), method=method, reference=blank_to_none(reference))
+    money.pay_arrears(account_id, body, request, caller, idempotency_key)
+    back = f"/accounts/{account_id}/statement?detail=entries"
+    return Response(status_code=204, headers={"HX-Redirect": back})
 
 
 @router.get("/accounts/{account_id}/statement.csv")

@@ -1,0 +1,100 @@
+"""Arrears paid at the desk (欠费补缴) after a closing.
+
+Closing an account settles its wallet (F-CLOSE): what is left is refunded; what the wallet could
+not cover — usage beyond the credit, an overdraft in use — stays owed on the account's arrears
+ledger account. On an open account the next recharge repays arrears first
+(:mod:`meterdesk.billing.cashier_repay`), but a closed account takes no recharge, so before this
+the debt of a tenant who had moved out could never be collected and stayed on the books for
+ever.
+
+A payment moves money from the payment method's clearing account straight to the arrears
+account (reason ``arrears_repayment``, the method and reference on the transfer, like a
+recharge): the wallet of a closed account stays empty. It is refused on an open account (a
+recharge repays arrears first and may restore supply, which a direct payment would bypass), when
+nothing is owed, and above what is owed (nothing may be owed *to* a closed account). Idempotent
+by the desk key like every desk entry, read under the arrears balance's lock, audited as
+``money.arrears_payment``; a payment made in error is undone with ``reverse`` like a recharge.
+"""
+
+from __future__ import annotations
+
+from meterdesk.billing.cashier import (
+    REFERENCE_LENGTH,
+    MoneyResult,
+    audit_desk_money,
+    clearing_account,
+    desk_key,
+    desk_text,
+    load_account,
+    money_result,
+    payment_method,
+)
+from meterdesk.billing.model import AccountStatus
+from meterdesk.db.database import Database
+from meterdesk.ledger import repository as ledger
+from meterdesk.ledger import service as ledger_service
+from meterdesk.ledger.model import Reason, TransferRequest
+from meterdesk.shared.errors import ConflictError
+from meterdesk.shared.money import from_fen, parse_positive_money, to_fen
+
+MEMO = "arrears paid at the desk (欠费补缴)"
+
+
+def pay_arrears(
+    db: Database,
+    *,
+    organisation_id: int,
+    account_id: int,
+    amount: object,
+    method: str,
+    actor: str,
+    idempotency_key: str,
+    reference: str | None = None,
+) -> MoneyResult:
+    at = db.clock()
+    fen = to_fen(parse_positive_money(amount, field="amount"))
+    payment = payment_method(method)
+    with db.transaction() as conn:
+        account = load_account(conn, organisation_id, account_id)
+        arrears_id = int(str(account["arrears_id"]))
+        request = TransferRequest(
+            organisation_id=organisation_id,
+            idempotency_key=desk_key(organisation_id, idempotency_key),
+            debit_account_id=clearing_account(conn, organisation_id, payment, at),
+            credit_account_id=arrears_id,
+            amount_fen=fen,
+            reason=Reason.ARREARS_REPAYMENT,
+            actor=actor,
+            created_at=at,
+            account_id=account_id,
+            method=payment.value,
+            reference=desk_text(reference, "reference", REFERENCE_LENGTH),
+            memo=MEMO,
+        )
+        replay = ledger_service.replayed_transfer(
+            conn, idempotency_key=request.idempotency_key, request_hash=request.request_hash()
+        )
+        if replay is not None:
+            return money_result(conn, account, replay, True)
+        number = account["number"]
+        if account["status"] == AccountStatus.OPEN.value:
+            raise ConflictError(
+                f"account {number} is open: recharge it, a recharge repays its arrears first"
+            )
+        owed = -ledger.lock_balances(conn, [arrears_id])[arrears_id].balance_fen
+        if owed <= 0:
+            raise ConflictError(f"account {number} owes nothing")
+        if fen > owed:
+            raise ConflictError(f"account {number} owes {from_fen(owed)}: pay at most that")
+        posted = ledger_service.post(conn, request)
+        audit_desk_money(
+            conn,
+            action="money.arrears_payment",
+            account=account,
+            fen=fen,
+            payment=payment,
+            transfer_id=posted.transfer_id,
+            actor=actor,
+            at=at,
+        )
+        return money_result(conn, account, posted.transfer_id, False)
