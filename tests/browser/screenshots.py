@@ -2,7 +2,7 @@
 looking at what we build.
 
     METERDESK_DATA_DIR=/tmp/shots .venv/bin/meterdesk demo --hours 48 --speed 0
-    .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots [rooms,notifications,alarms]
+    .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots [rooms,notifications,alarms,desk]
 
 It copies the demo's database, gives room A-203's meter live values, adds notification channels
 and a day of messages (delivered, failed, waiting), serves the console on a free loopback port,
@@ -181,7 +181,63 @@ def alarm_screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
     print(out / f"{lang}-alarm-plan-saved.png")
 
 
-GROUPS = {"rooms": screens, "notifications": notification_screens, "alarms": alarm_screens}
+def desk_screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
+    """A closed account that still owes: its statement with the arrears payment form."""
+    owing = _closed_owing(db)
+    shoot(page, f"{base}/accounts/{owing}/statement", f"{lang}-statement-arrears", out)
+
+
+def _closed_owing(db: Any) -> int:
+    """An account closed owing money: the demo's lowest open account closed at its last
+    reading (its arrears stay owed); the same one again for the second language."""
+    from meterdesk.billing import accounts as account_service
+    from meterdesk.billing.tables import accounts, meter_assignments
+    from meterdesk.ledger.tables import ledger_accounts
+    from meterdesk.metering.tables import meter_cursors
+
+    with db.read() as conn:
+        closed = conn.execute(
+            select(accounts.c.id)
+            .join(ledger_accounts, ledger_accounts.c.id == accounts.c.arrears_id)
+            .where(accounts.c.status == "closed", ledger_accounts.c.balance_fen < 0)
+        ).scalar()
+        if closed is not None:
+            return int(closed)
+        account = conn.execute(
+            select(accounts.c.id, accounts.c.number)
+            .join(ledger_accounts, ledger_accounts.c.id == accounts.c.arrears_id)
+            .where(accounts.c.status == "open", ledger_accounts.c.balance_fen < 0)
+        ).first()
+        assert account is not None, "the demo left no account in arrears: run it longer"
+        finals = [
+            account_service.FinalReading(int(row.meter_id), row.register_total)
+            for row in conn.execute(
+                select(meter_assignments.c.meter_id, meter_cursors.c.register_total)
+                .join(meter_cursors, meter_cursors.c.meter_id == meter_assignments.c.meter_id)
+                .where(
+                    meter_assignments.c.account_id == account.id,
+                    meter_assignments.c.end_at.is_(None),
+                )
+            )
+        ]
+    account_service.close_account(
+        db,
+        organisation_id=1,
+        number=account.number,
+        final_readings=finals,
+        refund_method="cash",
+        actor="screenshots",
+        idempotency_key="screenshots-close",
+    )
+    return int(account.id)
+
+
+GROUPS = {
+    "rooms": screens,
+    "notifications": notification_screens,
+    "alarms": alarm_screens,
+    "desk": desk_screens,
+}
 
 
 def main(source: Path, out: Path, groups: tuple[str, ...] = tuple(GROUPS)) -> None:

@@ -8,6 +8,7 @@ import csv
 import io
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -115,6 +116,7 @@ def statement_page(
     context = {
         "account": account,
         "key": new_key(),  # the arrears payment form's (a closed account owing money)
+        "owed": Decimal(str(account["arrears"])),
         "statement": found,
         "period": period,
         "tz": tz,
