@@ -23,6 +23,10 @@ Invariants:
   push that may have reached the meter is only ever re-sent with the same N (the meter refuses
   a replay), and before every re-send the meter's counter is read: N already there means the
   push took effect and is confirmed, never sent again.
+- A take-back (退电) follows the same rule with the meter's take-back counter (a counter of its
+  own). Its amount — given, or "all": the remaining money read just before the first send — and
+  its count are fixed at the first send and never change after it. Money commands of one meter
+  (recharges and take-backs) are never superseded and reach the meter in creation order.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class CommandKind(StrEnum):
     WRITE_PRICES = "write_prices"  # F-TAR-PUSH
     WRITE_LIMITS = "write_limits"  # alarm 1/2, overdraft, hoarding, close-allowed amount
     RECHARGE = "recharge"  # money to a meter-billing meter (F-MODE)
+    TAKE_BACK = "take_back"  # 退电: money back off a meter-billing meter (F-REFUND)
     CLOCK_SYNC = "clock_sync"
 
 
@@ -91,6 +96,7 @@ ASPECTS: Mapping[CommandKind, Aspect] = {
     CommandKind.WRITE_PRICES: Aspect.PRICES,
     CommandKind.WRITE_LIMITS: Aspect.LIMITS,
     CommandKind.RECHARGE: Aspect.MONEY,
+    CommandKind.TAKE_BACK: Aspect.MONEY,
     CommandKind.CLOCK_SYNC: Aspect.CLOCK,
 }
 
@@ -119,8 +125,10 @@ WANTED: Mapping[CommandKind, tuple[str, object, str]] = {
 ACKNOWLEDGED_ONLY = frozenset(
     {CommandKind.WRITE_PRICES, CommandKind.WRITE_LIMITS, CommandKind.CLOCK_SYNC}
 )
-DEFAULT_DEADLINE_S: Mapping[CommandKind, int] = {CommandKind.RECHARGE: 86_400}
-DEFAULT_MAX_ATTEMPTS: Mapping[CommandKind, int] = {CommandKind.RECHARGE: 60}
+# Money commands carry their count: each is its own step on the meter, done in order.
+MONEY_KINDS = (CommandKind.RECHARGE, CommandKind.TAKE_BACK)
+DEFAULT_DEADLINE_S: Mapping[CommandKind, int] = dict.fromkeys(MONEY_KINDS, 86_400)
+DEFAULT_MAX_ATTEMPTS: Mapping[CommandKind, int] = dict.fromkeys(MONEY_KINDS, 60)
 FALLBACK_DEADLINE_S = 900
 FALLBACK_MAX_ATTEMPTS = 8
 MIN_DEADLINE_S, MAX_DEADLINE_S = 10, 7 * 86_400
@@ -143,9 +151,15 @@ class CommandSpec:
     kind: CommandKind
     prices: Mapping[str, Decimal] | None = None  # write_prices: slot → CNY per unit
     limits: Mapping[str, Decimal] | None = None  # write_limits: name → CNY
-    amount: Decimal | None = None  # recharge: CNY, whole fen
+    amount: Decimal | None = None  # recharge, take-back: CNY, whole fen
     purchase_count: int | None = None  # recharge: N (assigned by the platform)
     transfer_id: int | None = None  # recharge: the ledger transfer it carries to the meter
+    # take-back: "all" the meter holds (the amount is fixed from a read before the first send)
+    take_all: bool = False
+    take_back_count: int | None = None  # take-back: N of the meter's take-back counter
+    # take-back: the open meter-billing account whose money it takes back (None: a clear on
+    # closing or of a meter without one — such money is nobody's to refund again)
+    account_id: int | None = None
 
     @property
     def aspect(self) -> Aspect:
@@ -164,12 +178,22 @@ class CommandSpec:
             params["purchase_count"] = self.purchase_count
         if self.transfer_id is not None:
             params["transfer_id"] = self.transfer_id
+        if self.take_all:
+            params["all"] = True
+        if self.take_back_count is not None:
+            params["take_back_count"] = self.take_back_count
+        if self.account_id is not None:
+            params["account_id"] = self.account_id
         return params
 
     def request_hash(self, meter_id: int) -> str:
         """What makes two requests "the same" for idempotency: meter, kind and what the caller
-        asked for (not the purchase count, which the platform assigns)."""
-        asked = {k: v for k, v in self.to_params().items() if k != "purchase_count"}
+        asked for (not the counts, the account or an "all" amount, which the platform fills
+        in: a replay after they changed is still the same request)."""
+        assigned = {"purchase_count", "take_back_count", "account_id"}
+        if self.take_all:
+            assigned.add("amount")
+        asked = {k: v for k, v in self.to_params().items() if k not in assigned}
         text = json.dumps([meter_id, self.kind.value, asked], sort_keys=True)
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
@@ -179,6 +203,9 @@ class CommandSpec:
             return WANTED[self.kind][2]
         if self.kind is CommandKind.RECHARGE:
             return f"purchase {self.purchase_count} of {self.amount} accepted"
+        if self.kind is CommandKind.TAKE_BACK:
+            what = "all the remaining money" if self.amount is None else f"{self.amount}"
+            return f"take-back {self.take_back_count or '?'} of {what} accepted"
         if self.kind is CommandKind.WRITE_PRICES:
             return "prices " + _pairs(self.prices or {})
         if self.kind is CommandKind.WRITE_LIMITS:
@@ -194,6 +221,7 @@ SPEC_KEYS: Mapping[CommandKind, set[str]] = {
     CommandKind.WRITE_PRICES: {"prices"},
     CommandKind.WRITE_LIMITS: {"limits"},
     CommandKind.RECHARGE: {"amount", "purchase_count", "transfer_id"},
+    CommandKind.TAKE_BACK: {"amount", "all", "take_back_count", "account_id"},
 }
 
 
@@ -237,7 +265,27 @@ def parse_spec(kind: object, params: Mapping[str, object] | None) -> CommandSpec
             purchase_count=_optional_count(given.get("purchase_count")),
             transfer_id=_optional_count(given.get("transfer_id"), field="transfer_id"),
         )
+    if parsed is CommandKind.TAKE_BACK:
+        return _take_back(given)
     return CommandSpec(parsed)
+
+
+def _take_back(given: Mapping[str, object]) -> CommandSpec:
+    """A take-back of an amount, or of ``all`` the meter holds (then an amount appears only once
+    the executor fixed it, just before the first send)."""
+    take_all = given.get("all", False)
+    if not isinstance(take_all, bool):
+        raise ValidationError("params.all: true or false")
+    amount = given.get("amount")
+    if not take_all and amount is None:
+        raise ValidationError("params: give an amount to take back, or all")
+    return CommandSpec(
+        CommandKind.TAKE_BACK,
+        amount=None if amount is None else parse_positive_money(amount, field="params.amount"),
+        take_all=take_all,
+        take_back_count=_optional_count(given.get("take_back_count"), field="take_back_count"),
+        account_id=_optional_count(given.get("account_id"), field="account_id"),
+    )
 
 
 def _mapping(value: object, where: str) -> Mapping[str, object]:
@@ -329,7 +377,8 @@ def validity_deadline(now: datetime, window: timedelta, deadline: datetime) -> d
 
 
 def supersedes(newer: CommandSpec, older: CommandSpec) -> bool:
-    if CommandKind.RECHARGE in (newer.kind, older.kind) or newer.aspect is not older.aspect:
+    """Money commands (recharges, take-backs) never: each is its own step on the meter."""
+    if Aspect.MONEY in (newer.aspect, older.aspect) or newer.aspect is not older.aspect:
         return False
     if newer.aspect is Aspect.LIMITS:
         return set(older.limits or {}) <= set(newer.limits or {})

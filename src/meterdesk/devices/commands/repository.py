@@ -205,6 +205,26 @@ def highest_confirmed_purchase(conn: Connection, meter_id: int) -> int | None:
     return max((int(count) for count in counts if count is not None), default=None)
 
 
+def highest_confirmed_take_back(conn: Connection, meter_id: int) -> int | None:
+    """The highest take-back count confirmed on the meter's current device (as for purchases:
+    take-backs confirmed before its last replacement were on the device it replaced)."""
+    replaced = (
+        select(func.max(meter_replacements.c.replaced_at))
+        .where(meter_replacements.c.meter_id == meter_id)
+        .scalar_subquery()
+    )
+    done = conn.execute(
+        select(commands.c.params).where(
+            commands.c.meter_id == meter_id,
+            commands.c.kind == CommandKind.TAKE_BACK.value,
+            commands.c.status == CommandStatus.CONFIRMED.value,
+            or_(replaced.is_(None), commands.c.finished_at > replaced),
+        )
+    ).scalars()
+    counts = [json.loads(text).get("take_back_count") for text in done]
+    return max((int(count) for count in counts if count is not None), default=None)
+
+
 def recharges_for_meter(conn: Connection, meter_id: int) -> list[Command]:
     rows = conn.execute(
         select(commands)
