@@ -191,7 +191,10 @@ def plan_take_back(
         if spec.take_all:
             if remaining_money is None:
                 return TakeBackDecision(
-                    RechargeStep.WAIT, None, assigned, "the meter did not report its money"
+                    RechargeStep.WAIT,
+                    None,
+                    assigned,
+                    "the meter did not report its remaining money",
                 )
             amount = remaining_money.quantize(Decimal("0.01"), rounding=ROUND_FLOOR)
             if amount <= 0:

@@ -99,8 +99,7 @@ async def _send_and_confirm(attempt: Attempt, spec: CommandSpec, before: Snapsho
         return
     shown = await _read_back(attempt, spec)
     if shown != spec.take_back_count:
-        what = "did not answer" if shown is None else f"shows take-back count {shown}"
-        await attempt.retry_or_fail(disagrees(f"the meter {what}, expected {spec.take_back_count}"))
+        await attempt.retry_or_fail(disagrees(read_back_detail(shown, spec.take_back_count)))
         return
     after = await attempt.read()  # the money it holds now, mirrored with the outcome
     await attempt.confirm(_taken(spec, before.remaining_money, after))
@@ -148,6 +147,13 @@ async def _count(attempt: Attempt) -> int | None:
     except DeviceError as error:
         attempt.note_failure(str(error))
         return None
+
+
+def read_back_detail(shown: int | None, wanted: int | None) -> str:
+    """Why a read-back did not confirm the take-back (a retry's reason)."""
+    if shown is None:
+        return "the meter did not answer the read-back"
+    return f"take-back count is {shown}, expected {wanted}"
 
 
 def _confirmed_on_device(attempt: Attempt) -> int | None:
