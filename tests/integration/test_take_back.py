@@ -16,16 +16,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from builders import ACTOR, T0, Org, check_books, flat_definition, make_org, make_tariff, minutes
 from builders import reading as incoming
 from sqlalchemy import select
-from test_commands import drain
+from test_commands import Meters, drain
+from test_commands import executor as fake_executor
 
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing import accounts as account_service
-from meterdesk.billing import cashier_refund
+from meterdesk.billing import cashier, cashier_refund
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.devices import reconcile, take_back
@@ -34,7 +36,7 @@ from meterdesk.devices.commands.executor import CommandExecutor, ExecutorConfig,
 from meterdesk.devices.commands.model import Aspect, RetryPolicy
 from meterdesk.devices.drivers import RetryPolicy as DriverRetry
 from meterdesk.devices.drivers.modbus import ModbusDriver, PymodbusPort
-from meterdesk.devices.ports import DeviceTimeoutError
+from meterdesk.devices.ports import DeviceRefusedError, DeviceTimeoutError, MeterAddress
 from meterdesk.metering import service as metering
 from meterdesk.shared.errors import (
     ConflictError,
@@ -241,6 +243,29 @@ def test_a_confirmed_take_back_makes_its_money_refundable_and_reconciliation_sta
     refundable_is(db, org, opened.account_id, "0.00")
     [row] = reconcile.reconcile(db, org.id)
     assert (row.expected_meter_money, row.verdict) == (D("30.00"), "ok")
+
+    async def closing() -> None:
+        async with rig(db, clock) as r:
+            # The simulator starts afresh: put its meter where the first one was (else the
+            # counters went back and the clear rightly refuses to send).
+            engine = r.meter.engine
+            engine.money, engine.purchase_count, engine.take_back_count = D("30.00"), 1, 1
+            clock.now = minutes(120)
+            closed = account_service.close_account(
+                db,
+                organisation_id=org.id,
+                number="A-1",
+                final_readings=[account_service.FinalReading(meter_id, D("1020"))],
+                refund_method="cash",
+                actor=ACTOR,
+                idempotency_key="close-1",
+            )
+            # 50.00 refunded before + 30.00 now = the 100.00 paid less the 20.00 used
+            assert (closed.refunded, closed.arrears) == (D("30.00"), D("0"))
+            await r.run()
+            assert r.meter.engine.displayed_money == D("0.00")
+
+    asyncio.run(closing())
     check_books(db)
 
 
@@ -536,3 +561,83 @@ def test_money_commands_of_a_meter_reach_it_in_the_order_they_were_made(
     assert Counter(c.status for c in service.list_commands(db, organisation_id=org.id)) == {
         "confirmed": 2
     }
+
+
+class StrictMeters(Meters):
+    """Takes a purchase or a take-back only as the next count (and a take-back only of money it
+    holds), like the simulator; ``lose_take_back`` answers of take-backs it took are lost."""
+
+    def __init__(self, clock: FakeClock, **kw: Any) -> None:
+        super().__init__(clock, **kw)
+        self.lose_take_back = 0
+
+    async def recharge(self, meter: MeterAddress, amount: Decimal, purchase_count: int) -> None:
+        if purchase_count != self.count.get(meter.meter_id, self.start[1]) + 1:
+            raise DeviceRefusedError(f"purchase count {purchase_count} refused")
+        await super().recharge(meter, amount, purchase_count)
+
+    async def take_back(self, meter: MeterAddress, amount: Decimal, take_back_count: int) -> None:
+        m = meter.meter_id
+        held = self.money.get(m, self.start[0])
+        if take_back_count != self.taken.get(m, 0) + 1 or amount > held:
+            self.sends[(m, "take_back")] += 1
+            raise DeviceRefusedError(f"take-back {take_back_count} of {amount} refused")
+        await super().take_back(meter, amount, take_back_count)
+        if self.lose_take_back:
+            self.lose_take_back -= 1
+            raise DeviceTimeoutError("no answer within 1.0 s")
+
+
+def test_a_sent_take_back_not_yet_proven_makes_nothing_refundable(
+    db: Database, clock: FakeClock
+) -> None:
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    opened = open_meter_billing(db, org, meter_id)
+    driver = StrictMeters(clock)
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    driver.lose_take_back = 1
+    command_id = take(db, org, meter_id, "40", "tb-1")
+    asyncio.run(fake_executor(db, clock, driver).run_once())
+    assert log_of(db, org, command_id).command.status == "sent"
+    assert driver.money[meter_id] == D("60.00")  # it did land, but nobody knows yet
+    refundable_is(db, org, opened.account_id, "0.00")
+    with pytest.raises(ConflictError, match="may already have reached the meter"):
+        service.cancel(db, organisation_id=org.id, command_id=command_id, actor=ACTOR)
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    assert log_of(db, org, command_id).command.status == "confirmed"
+    assert driver.sends[(meter_id, "take_back")] == 1
+    refundable_is(db, org, opened.account_id, "40.00")
+
+
+def test_two_executors_take_every_take_back_once_and_in_order_with_the_pushes(
+    db: Database, clock: FakeClock
+) -> None:
+    org = make_org(db)
+    opened = {}
+    for n in range(3):
+        meter_id = modbus_meter(db, org, f"M{n}", str(n + 1))
+        opened[meter_id] = open_meter_billing(db, org, meter_id, number=f"A-{n}", credit="50")
+    made = []
+    for meter_id, account in opened.items():
+        made.append(take(db, org, meter_id, "20", f"tb-{meter_id}-1"))
+        cashier.recharge(
+            db, organisation_id=org.id, account_id=account.account_id, amount="30",
+            method="cash", actor=ACTOR, idempotency_key=f"r-{meter_id}",
+        )  # fmt: skip
+        made.append(take(db, org, meter_id, None, f"tb-{meter_id}-all"))
+    driver = StrictMeters(clock)
+    if db.dialect == "postgresql":
+        workers = (fake_executor(db, clock, driver), fake_executor(db, clock, driver))
+    else:  # SQLite runs one worker
+        workers = (fake_executor(db, clock, driver),)
+    asyncio.run(drain(db, clock, *workers))
+    commands = service.list_commands(db, organisation_id=org.id)
+    assert {c.status for c in commands} == {"confirmed"}, [(c.id, c.reason) for c in commands]
+    for meter_id, account in opened.items():
+        assert driver.money[meter_id] == D("0.00")
+        assert driver.sends[(meter_id, "take_back")] == 2
+        everything = [c for c in commands if c.meter_id == meter_id and c.kind == "take_back"]
+        assert sorted(c.params["amount"] for c in everything) == ["20.00", "60.00"]
+        # 50 pushed, 20 taken, 30 pushed, 60 taken: all 80 refundable, once
+        refundable_is(db, org, account.account_id, "80.00")
