@@ -18,8 +18,10 @@ already holds what the meter holds; what changes is how much of the wallet is on
   none, and its money is nobody's to refund again: the close already refunded the platform's
   estimate of what the meter held.
 - **Closing clears the meter.** Closing a meter-billing account queues a take-back "all" for
-  each of its meters in the closing's transaction (key ``clear-on-close:{account}:{meter}``),
-  so the meter stops supplying money the close refunded.
+  each of its Modbus meters in the closing's transaction (key
+  ``clear-on-close:{account}:{meter}``), so the meter stops supplying money the close refunded.
+  Meters on other protocols never received money from the platform (their drivers refuse a
+  recharge push), so there is nothing to clear.
 - **Opening waits for the clear.** A meter-billing account cannot open on a meter whose newest
   clear (a take-back "all" without an account) is open, failed or cancelled, unless a
   replacement of the meter was recorded after it (a new device holds none of that money).
@@ -38,11 +40,16 @@ from meterdesk.db.database import Database
 from meterdesk.devices.commands import repository, service
 from meterdesk.devices.commands.model import Command, CommandKind, CommandSpec, CommandStatus
 from meterdesk.devices.tables import commands
+from meterdesk.metering.model import Protocol
 from meterdesk.metering.tables import meter_replacements, meters
 from meterdesk.shared.errors import ConflictError, ValidationError
 from meterdesk.shared.money import parse_positive_money, to_fen
 
 CLEAR_ON_CLOSE = "clear-on-close"
+# The protocols whose drivers can take money back. The others (DL/T 645 without the security
+# chip, CJ/T 188, the MQTT-JSON gateway, manual meters) refuse a recharge push as well, so the
+# platform never put money on them and closing has nothing to clear there.
+TAKES_MONEY_BACK = (Protocol.MODBUS_TCP.value, Protocol.MODBUS_RTU.value)
 
 
 def clear_key(account_id: int, meter_id: int) -> str:
@@ -155,7 +162,12 @@ def clear_on_close(
     at: datetime,
 ) -> list[int]:
     """Queue a take-back "all" of each meter of a meter-billing account that is closing (in its
-    transaction); the command ids."""
+    transaction) that can take money back; the command ids."""
+    clearable = conn.execute(
+        select(meters.c.id).where(
+            meters.c.id.in_(sorted(meter_ids)), meters.c.protocol.in_(TAKES_MONEY_BACK)
+        )
+    ).scalars()
     return [
         take_back_in(
             conn,
@@ -168,7 +180,7 @@ def clear_on_close(
             idempotency_key=clear_key(account_id, meter_id),
             clearing=True,
         ).command.id
-        for meter_id in sorted(meter_ids)
+        for meter_id in sorted(int(m) for m in clearable)
     ]
 
 
