@@ -42,9 +42,9 @@ from meterdesk.devices.commands.model import (
     CommandKind,
     CommandSpec,
     CommandStatus,
-    meter_price_table,
     was_refused,
 )
+from meterdesk.devices.commands.params import meter_price_table
 from meterdesk.devices.ports import Snapshot
 from meterdesk.devices.tables import commands
 from meterdesk.ledger.model import REPAY_ARREARS, Reason, derived_key

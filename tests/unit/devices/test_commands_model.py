@@ -13,12 +13,11 @@ from meterdesk.devices.commands.model import (
     RetryPolicy,
     deadline_passed,
     disagrees,
-    meter_price_table,
     next_attempt_at,
-    parse_spec,
     supersedes,
     validity_deadline,
 )
+from meterdesk.devices.commands.params import meter_price_table, parse_spec
 from meterdesk.devices.commands.readback import (
     RechargeStep,
     check,

@@ -24,8 +24,8 @@ from meterdesk.devices.commands.model import (
     CommandSpec,
     CommandStatus,
     CommandTarget,
-    split_stored,
 )
+from meterdesk.devices.commands.params import split_stored
 from meterdesk.devices.ports import MeterAddress
 from meterdesk.devices.tables import buses, commands, gateways
 from meterdesk.metering.tables import meter_replacements, meters

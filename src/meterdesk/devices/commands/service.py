@@ -37,10 +37,9 @@ from meterdesk.devices.commands.model import (
     CommandKind,
     CommandSpec,
     CommandStatus,
-    parse_context,
     parse_kind,
-    parse_spec,
 )
+from meterdesk.devices.commands.params import parse_context, parse_spec
 from meterdesk.metering.tables import meters
 from meterdesk.shared.errors import (
     ConflictError,
