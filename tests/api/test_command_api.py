@@ -171,3 +171,62 @@ def test_send_and_cancel_are_audited_with_the_address(world: World) -> None:
     assert api_entries["api.command.cancel"]["subject"] == f"command:{sent['id']}"
     service_entries = [e["action"] for e in entries["items"]]
     assert "command.send" in service_entries and "command.cancel" in service_entries
+
+
+def take_back(
+    world: World, body: dict[str, Any], name: str, role: str = "cashier", **kw: Any
+) -> Any:
+    meter_id = kw.get("meter_id", world.alpha.spare_meter_id)
+    return world.client.post(
+        f"{API}/meters/{meter_id}/take-back",
+        json=body,
+        headers={**world.alpha.auth(role), **key(name)},
+    )
+
+
+def test_a_take_back_is_recorded_once_per_key_and_audited(world: World) -> None:
+    response = take_back(world, {"amount": "12.5"}, "tb-1")
+    assert response.status_code == 201, response.text
+    command = response.json()["command"]
+    assert (command["kind"], command["status"], command["params"]) == (
+        "take_back",
+        "pending",
+        {"amount": "12.50", "take_back_count": 1},
+    )
+    again = take_back(world, {"amount": "12.5"}, "tb-1")
+    assert again.status_code == 200 and again.json()["command"]["id"] == command["id"]
+    other = take_back(world, {"all": True}, "tb-1")
+    assert other.status_code == 409 and error_code(other) == "idempotency_conflict"
+    every = take_back(world, {"all": True}, "tb-2", role="admin").json()["command"]
+    assert every["params"] == {"all": True, "take_back_count": 1}
+    assert len(get(world, "/commands?kind=take_back")["items"]) == 2
+    audit = world.client.get(
+        f"{API}/audit?action=money.take_back", headers=world.alpha.auth("readonly")
+    )
+    assert audit.status_code == 200, audit.text
+    entries = audit.json()["items"]
+    assert sorted(e["actor"].split("/")[0] for e in entries) == ["alpha-admin", "alpha-cashier"]
+    assert {e["detail"]["amount"] for e in entries} == {"12.50", "all"}, entries
+
+
+@pytest.mark.parametrize("role", ["operator", "readonly"])
+def test_roles_without_money_write_may_not_take_back(world: World, role: str) -> None:
+    assert take_back(world, {"amount": "1"}, f"tb-{role}", role=role).status_code == 403
+    assert get(world, "/commands?kind=take_back")["items"] == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"amount": "5", "all": True}, {"amount": "-5"}, {"amount": "0"}, {"amount": "1.001"},
+     {"amount": 5}, {"all": "yes"}, {"amount": "5", "typo": 1}],
+)  # fmt: skip
+def test_bad_take_backs_are_refused_and_record_nothing(world: World, body: dict[str, Any]) -> None:
+    response = take_back(world, body, "tb-bad")
+    assert response.status_code in (400, 422), (body, response.text)
+    assert get(world, "/commands?kind=take_back")["items"] == []
+
+
+def test_another_organisations_meter_is_not_found(world: World) -> None:
+    response = take_back(world, {"all": True}, "tb-x", meter_id=world.bravo.spare_meter_id)
+    assert response.status_code == 404
+    assert get(world, "/commands?kind=take_back")["items"] == []

@@ -16,7 +16,7 @@ from test_commands_support import ACTOR, T0, World, make_world
 
 from meterdesk.db.database import Database
 from meterdesk.devices.commands import batch, service
-from meterdesk.devices.commands.model import parse_spec
+from meterdesk.devices.commands.params import parse_spec
 from meterdesk.devices.tables import command_events, commands
 from meterdesk.shared.time import FakeClock
 

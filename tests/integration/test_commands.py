@@ -53,13 +53,15 @@ D = Decimal
 
 
 class Meters:
-    """A fake driver for many meters: relays, purchase counters and money; sends are counted."""
+    """A fake driver for many meters: relays, purchase and take-back counters and money; sends
+    are counted."""
 
     def __init__(self, clock: FakeClock, *, money: str = "0.00", count: int = 0) -> None:
         self.clock = clock
         self.relays: dict[int, str] = {}
         self.money: dict[int, Decimal] = {}
         self.count: dict[int, int] = {}
+        self.taken: dict[int, int] = {}  # take-back counters
         self.start = (D(money), count)
         self.sends: Counter[tuple[int, str]] = Counter()
         self.lose_next_send = 0
@@ -90,6 +92,15 @@ class Meters:
         self.sends[(m, "recharge")] += 1
         self.count[m] = purchase_count
         self.money[m] = self.money.get(m, self.start[0]) + amount
+
+    async def take_back(self, meter: MeterAddress, amount: Decimal, take_back_count: int) -> None:
+        m = meter.meter_id
+        self.sends[(m, "take_back")] += 1
+        self.taken[m] = take_back_count
+        self.money[m] = self.money.get(m, self.start[0]) - amount
+
+    async def take_back_count(self, meter: MeterAddress) -> int:
+        return self.taken.get(meter.meter_id, 0)
 
     async def write_prices(self, meter: MeterAddress, prices: Mapping[str, Decimal]) -> None:
         self.prices[meter.meter_id] = dict(prices)

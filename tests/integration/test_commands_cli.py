@@ -77,3 +77,27 @@ def test_limits_and_errors_have_exit_codes(org: str) -> None:
 
 def test_reconcile_without_meter_billing_accounts(org: str) -> None:
     assert invoke("reconcile", "--org", org) == (0, "no meter-billing accounts\n")
+
+
+def test_take_back_records_once_per_key_and_refuses_bad_input(org: str) -> None:
+    code, out = invoke("take-back", "M1", "--org", org, "--amount", "12.50", "--key", "tb-1")
+    assert code == 0 and "take_back for meter M1: wants take-back 1 of 12.50 accepted" in out, out
+    code, out = invoke(
+        "take-back", "M1", "--org", org, "--amount", "12.5", "--key", "tb-1", "--json"
+    )
+    assert code == 0 and json.loads(out)["replayed"] is True
+    code, out = invoke("take-back", "M1", "--org", org, "--all", "--key", "tb-2", "--json")
+    assert code == 0 and json.loads(out)["command"]["params"] == {"all": True, "take_back_count": 1}
+    for bad in (
+        ["--key", "tb-3"],  # neither an amount nor --all
+        ["--amount", "5", "--all", "--key", "tb-3"],
+        ["--amount", "-5", "--key", "tb-3"],
+        ["--amount", "5"],  # no key: a money command always has one
+    ):
+        code, out = invoke("take-back", "M1", "--org", org, *bad)
+        assert code == 2, (bad, out)
+    assert invoke("take-back", "M9", "--org", org, "--all", "--key", "tb-4")[0] == 3
+    assert invoke("take-back", "M1", "--org", org, "--amount", "13", "--key", "tb-1")[0] == 5
+    assert invoke("send", "M1", "take_back", "--org", org)[0] == 2
+    code, out = invoke("list", "--org", org)
+    assert out.count("take_back") == 2

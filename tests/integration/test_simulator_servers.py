@@ -205,6 +205,35 @@ def test_modbus_tcp_energy_relay_and_recharge_with_the_purchase_counter() -> Non
     run(scenario)
 
 
+def test_modbus_take_back_needs_the_next_count_and_money_the_meter_holds() -> None:
+    """退电 at 0044H: amount (UINT32, 0.01 CNY) + take-back count in one write; 0047H counts
+    what the meter took. A replay, a gap, more than the meter holds or half the block answer
+    exception 03 and change nothing; the purchase counter is never touched."""
+
+    async def scenario(simulation: Simulation, ports: dict[str, int]) -> None:
+        client = await modbus_client(ports["mb"])
+        meter = electricity(simulation, "mb", 1)
+        try:
+            before = meter.engine.money
+            assert not (await client.write_registers(0x44, [0, 3000, 1], device_id=1)).isError()
+            taken = before - meter.engine.money  # the meter also spends a little meanwhile
+            assert Decimal("30.00") <= taken < Decimal("30.01")
+            counter = await client.read_holding_registers(0x47, count=1, device_id=1)
+            assert counter.registers == [1]
+            held = int(meter.engine.displayed_money * 100)
+            for refused in ([0, 3000, 1], [0, 100, 3], [held >> 16, (held & 0xFFFF) + 1, 2]):
+                answer = await client.write_registers(0x44, refused, device_id=1)
+                assert answer.isError() and answer.exception_code == 3, refused
+            half = await client.write_registers(0x44, [0, 100], device_id=1)
+            assert half.isError() and half.exception_code == 3
+            assert before - meter.engine.money < Decimal("30.01")  # nothing more was taken
+            assert (meter.engine.take_back_count, meter.engine.purchase_count) == (1, 0)
+        finally:
+            client.close()
+
+    run(scenario)
+
+
 def test_modbus_absent_unit_and_offline_meter_are_silent() -> None:
     async def scenario(simulation: Simulation, ports: dict[str, int]) -> None:
         client = await modbus_client(ports["mb"])

@@ -4,12 +4,14 @@ with the address, and device commands show their status."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from apikit import World, flat_tariff
 from consolekit import HTMX, Console
 from sqlalchemy import select
 
 from meterdesk.audit.tables import audit_log
+from meterdesk.billing import accounts
 from meterdesk.billing.tables import tariff_changes
 from meterdesk.tariffs import service as tariffs
 
@@ -307,3 +309,65 @@ def test_a_tariff_of_another_utility_is_explained_in_the_dialog(world: World) ->
     )
     assert response.status_code == 422
     assert 'class="alert error"' in response.text and "measures electricity" in response.text
+
+
+def _meter_billing_room(world: World) -> int:
+    """The spare room with its own meter (Alpha-M3) on a meter-billing account."""
+    accounts.open_account(
+        world.db,
+        organisation_id=world.alpha.id,
+        request=accounts.OpenAccount(
+            number="Alpha-MB-1",
+            customer_id=world.alpha.customer_id,
+            room_id=world.alpha.spare_room_id,
+            meters=[
+                accounts.MeterOpening(world.alpha.spare_meter_id, world.alpha.tariff_id, Decimal(1))
+            ],
+            billing_mode="meter",
+        ),
+        actor="setup",
+    )
+    return world.alpha.spare_room_id
+
+
+def test_a_take_back_from_a_meter_billing_room_is_recorded_once_and_audited(
+    world: World,
+) -> None:
+    room = _meter_billing_room(world)
+    console = Console(world.client, world.alpha, "cashier")
+    page = console.get(f"/rooms/{room}")
+    assert 'data-action="take_back"' in page.text
+    platform_room = console.get(f"/rooms/{world.alpha.room_id}")
+    assert 'data-action="take_back"' not in platform_room.text
+    dialog = console.get(f"/rooms/{room}/dialog/take_back", **HTMX)
+    assert dialog.status_code == 200 and "Alpha-M3" in dialog.text
+    key = dialog.text.split('name="idempotency_key" value="')[1].split('"')[0]
+    data = {"meter_id": world.alpha.spare_meter_id, "amount": "10", "idempotency_key": key}
+    first = console.post(f"/rooms/{room}/take-back", data)
+    assert first.status_code == 200, first.text
+    assert 'data-result="command"' in first.text
+    assert console.post(f"/rooms/{room}/take-back", data).status_code == 200  # a double click
+    commands = console.client.get("/api/v1/commands?kind=take_back").json()["items"]
+    assert [c["params"]["amount"] for c in commands] == ["10.00"]
+    every = console.post(
+        f"/rooms/{room}/take-back",
+        {"meter_id": world.alpha.spare_meter_id, "all": "true", "idempotency_key": "all-12345678"},
+    )
+    assert every.status_code == 200, every.text
+    nothing = console.post(
+        f"/rooms/{room}/take-back",
+        {"meter_id": world.alpha.spare_meter_id, "idempotency_key": "none-12345678"},
+    )
+    assert nothing.status_code == 422 and 'class="alert error"' in nothing.text
+    elsewhere = console.post(
+        f"/rooms/{room}/take-back",
+        {"meter_id": world.alpha.meter_id, "amount": "1", "idempotency_key": "else-12345678"},
+    )
+    assert elsewhere.status_code == 404
+    with world.db.read() as conn:
+        entries = conn.execute(
+            select(audit_log.c.action).where(audit_log.c.action == "api.money.take_back")
+        ).all()
+    assert len(entries) == 2
+    operator = Console(world.client, world.alpha, "operator")
+    assert operator.get(f"/rooms/{room}/dialog/take_back", **HTMX).status_code == 403

@@ -26,7 +26,13 @@ from meterdesk.devices.commands.model import (
     no_answer,
     refused,
 )
-from meterdesk.devices.commands.readback import RechargeStep, check, plan_recharge
+from meterdesk.devices.commands.readback import (
+    RechargeStep,
+    check,
+    plan_recharge,
+    plan_take_back,
+)
+from meterdesk.devices.commands.take_back_attempt import read_back_detail
 from meterdesk.devices.mqtt_rows import KnownMeter, choose_meter, entry_reading
 from meterdesk.devices.mqtt_store import _up_topic
 from meterdesk.devices.ports import Snapshot
@@ -98,6 +104,32 @@ EXAMPLES = [
     ),
     ("recharge reversed by transfer 12", "充值已被转账 12 冲正"),
     ("account closed: its money is settled from the wallet", "账户已销户：其金额已从钱包结算"),
+    # take-backs (退电)
+    (
+        "read-back disagrees: the meter did not report its take-back count",
+        "回读不符：表计未上报退电次数",
+    ),
+    (
+        "read-back disagrees: the meter did not report its remaining money",
+        "回读不符：表计未上报剩余金额",
+    ),
+    ("read-back disagrees: take-back count is 4, expected 5", "回读不符：退电次数为 4，应为 5"),
+    (
+        "read-back disagrees: take-back count 3 is behind take-back 5; reconcile before taking "
+        "money back again",
+        "回读不符：退电次数 3 落后于第 5 次退电；请先对账再重新退电",
+    ),
+    (
+        "read-back disagrees: take-back count 6 is past take-back 5; reconcile before taking "
+        "money back again",
+        "回读不符：退电次数 6 已超过第 5 次退电；请先对账再重新退电",
+    ),
+    (
+        "take-back count went back: the meter shows 0 after take-back 5 was confirmed on it; "
+        "record a replacement if it was reset or swapped, and reconcile before taking money back",
+        "退电次数倒退：第 5 次退电已在表上确认，表却显示 0；若表被清零或更换，请先登记换表，"
+        "并对账后再退电",
+    ),
     ("cancelled by alpha-admin", "由 alpha-admin 取消"),
     ("cancelled by alpha-admin: wrong room", "由 alpha-admin 取消：wrong room"),
     # quarantined readings
@@ -244,7 +276,8 @@ AT = datetime(2026, 11, 2, tzinfo=UTC)
 def command_reasons() -> set[str]:
     """What devices/commands stores in ``commands.reason``: failures, retries, cancellations."""
     made = {refused("password error"), no_answer(1), no_answer(4), deadline_passed(None)}
-    specs = [CommandSpec(kind) for kind in CommandKind if kind is not CommandKind.RECHARGE]
+    money = (CommandKind.RECHARGE, CommandKind.TAKE_BACK)  # proved by their counters, below
+    specs = [CommandSpec(kind) for kind in CommandKind if kind not in money]
     specs.append(CommandSpec(CommandKind.RECHARGE, amount=Decimal(10), purchase_count=5))
     snapshots: list[Snapshot | None] = [None]
     for relay, valve, protected, count in itertools.product(
@@ -271,6 +304,7 @@ def command_reasons() -> set[str]:
             made.add(disagrees(decision.detail))
         elif decision.step is RechargeStep.FAIL:
             made.add(decision.detail)
+    made |= _take_back_reasons()
     made |= {deadline_passed(reason) for reason in made}
     # executor.py, claiming.py / creation.py and service.cancel write these in place
     made |= {
@@ -283,6 +317,35 @@ def command_reasons() -> set[str]:
         "cancelled by alpha-admin",
         "cancelled by alpha-admin: wrong room",
     }
+    return made
+
+
+def _take_back_reasons() -> set[str]:
+    """take_back_attempt.py: plan_take_back's waits and failures, and its read-back."""
+    made = {disagrees(read_back_detail(shown, 5)) for shown in (None, 4)}
+    for spec, meter_count, money, ever_sent, confirmed in itertools.product(
+        (
+            CommandSpec(CommandKind.TAKE_BACK, amount=Decimal(10), take_back_count=5),
+            CommandSpec(CommandKind.TAKE_BACK, take_all=True),
+        ),
+        (None, 3, 4, 5, 6),
+        (None, Decimal(0), Decimal(20)),
+        (True, False),
+        (None, 4),
+    ):
+        if ever_sent and spec.take_back_count is None:
+            continue  # a take-back that was sent always has its N
+        decision = plan_take_back(
+            spec=spec,
+            meter_count=meter_count,
+            remaining_money=money,
+            ever_sent=ever_sent,
+            confirmed=confirmed,
+        )
+        if decision.step is RechargeStep.WAIT:
+            made.add(disagrees(decision.detail))
+        elif decision.step is RechargeStep.FAIL:
+            made.add(decision.detail)
     return made
 
 

@@ -57,7 +57,7 @@ class Permission(StrEnum):
     METERS_WRITE = "meters.write"  # meters, device replacement
     TARIFFS_WRITE = "tariffs.write"
     ACCOUNTS_WRITE = "accounts.write"  # open, close, presets, bulk import
-    MONEY_WRITE = "money.write"  # recharge, refund, initial credit at opening
+    MONEY_WRITE = "money.write"  # recharge, refund, take-back (退电), initial credit at opening
     MONEY_REVERSE = "money.reverse"  # reversal (冲正) of a desk entry
     READINGS_WRITE = "readings.write"  # ingest a batch of readings
     QUARANTINE_WRITE = "quarantine.write"  # release / discard

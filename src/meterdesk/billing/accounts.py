@@ -131,6 +131,11 @@ def open_account_in(
     at = request.opened_at or db.clock()
     _check_references(conn, organisation_id, request)
     room_id = request.room_id if request.room_id is not None else _meters_room(conn, request)
+    if mode is BillingMode.METER:
+        # A meter still holding an earlier account's money would hand it to this one.
+        from meterdesk.devices import take_back
+
+        take_back.refuse_uncleared(conn, [m.meter_id for m in request.meters])
     wallet_id = ledger.create_account(
         conn,
         organisation_id=organisation_id,
@@ -428,6 +433,19 @@ def close_account(
             at=at,
             idempotency_key=idempotency_key,
         )
+        if account["billing_mode"] == BillingMode.METER.value:
+            # The close refunded what the meter holds by the platform's estimate: take it off
+            # the meter, or it keeps supplying it (devices/take_back.py).
+            from meterdesk.devices import take_back
+
+            take_back.clear_on_close(
+                conn,
+                organisation_id=organisation_id,
+                account_id=account_id,
+                meter_ids=sorted(held),
+                actor=actor,
+                at=at,
+            )
         audit.record(
             conn,
             organisation_id=organisation_id,

@@ -1,4 +1,5 @@
-"""``meterdesk command send | list | show | cancel | push-recharge | reconcile`` — device commands
+"""``meterdesk command send | list | show | cancel | push-recharge | take-back | reconcile`` —
+device commands
 (指令) as desired states, and the meter-billing reconciliation, from the shell.
 
 Commands are only recorded here; the executor (``meterdesk.devices.commands.executor``, run by
@@ -25,8 +26,9 @@ from meterdesk.cli.common import (
 )
 from meterdesk.devices import price_sync
 from meterdesk.devices import reconcile as meter_billing
+from meterdesk.devices import take_back as meter_take_back
 from meterdesk.devices.commands import service
-from meterdesk.devices.commands.model import CommandKind
+from meterdesk.devices.commands.model import MONEY_KINDS, CommandKind
 from meterdesk.metering.service import find_meter
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.money import to_decimal
@@ -37,7 +39,7 @@ command_cli = typer.Typer(
     no_args_is_help=True,
 )
 
-KINDS = " | ".join(k.value for k in CommandKind if k is not CommandKind.RECHARGE)
+KINDS = " | ".join(k.value for k in CommandKind if k not in MONEY_KINDS)
 
 
 def _meter_id(org: int, number: str) -> int:
@@ -233,6 +235,36 @@ def push_recharge(
             app().db, transfer, who(actor), organisation_id=organisation_id(org)
         )
         emit(result, as_json, lambda r: _sent(r, meter_billing.push_key(transfer)))
+
+
+@command_cli.command("take-back")
+def take_back(
+    meter: Annotated[str, typer.Argument(help="meter number")],
+    org: OrgOption,
+    key: Annotated[
+        str, typer.Option("--key", help="idempotency key: repeating it never takes money twice")
+    ],
+    amount: Annotated[str | None, typer.Option(help="CNY to take back off the meter")] = None,
+    take_all: Annotated[
+        bool, typer.Option("--all", help="all the meter holds (read just before sending)")
+    ] = False,
+    actor: ActorOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """退电: take money back off a meter-billing meter (refundable once the meter confirms it);
+    --all without an account clears a meter."""
+    with handled():
+        o = organisation_id(org)
+        result = meter_take_back.take_back(
+            app().db,
+            organisation_id=o,
+            meter_id=_meter_id(o, meter),
+            amount=amount,
+            take_all=take_all,
+            actor=who(actor),
+            idempotency_key=key,
+        )
+        emit(result, as_json, lambda r: _sent(r, key))
 
 
 @command_cli.command("reconcile")

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NoReturn
 
 import aiomqtt
 from sqlalchemy import select
@@ -139,6 +140,12 @@ class MqttGatewayDriver:
     async def recharge(self, meter: MeterAddress, amount: Decimal, purchase_count: int) -> None:
         _not_in_contract("a recharge")
 
+    async def take_back(self, meter: MeterAddress, amount: Decimal, take_back_count: int) -> None:
+        _not_in_contract("a take-back")
+
+    async def take_back_count(self, meter: MeterAddress) -> int:
+        _not_in_contract("a take-back")
+
     async def sync_clock(self, meter: MeterAddress, now: datetime) -> None:
         _not_in_contract("a clock sync")
 
@@ -158,7 +165,7 @@ class MqttGatewayDriver:
             )
 
 
-def _not_in_contract(what: str) -> None:
+def _not_in_contract(what: str) -> NoReturn:
     raise DeviceRefusedError(f"{what} is not part of the MQTT-JSON gateway contract")
 
 

@@ -95,4 +95,13 @@ class MeterDriver(Protocol):
 
     async def recharge(self, meter: MeterAddress, amount: Decimal, purchase_count: int) -> None: ...
 
+    async def take_back(self, meter: MeterAddress, amount: Decimal, take_back_count: int) -> None:
+        """退电: take ``amount`` back off a meter-billing meter, as take-back ``take_back_count``
+        (the meter's own counter + 1; it refuses a replay)."""
+        ...
+
+    async def take_back_count(self, meter: MeterAddress) -> int:
+        """How many take-backs the meter has accepted (its take-back counter)."""
+        ...
+
     async def sync_clock(self, meter: MeterAddress, now: datetime) -> None: ...

@@ -13,7 +13,8 @@ difference for a person to look at.
   executor fixes it from a fresh read of the meter's counter just before the first send.
 - The platform's idea of the meter's money: the wallet (recharges less refunds; nothing is
   deducted in meter billing), less what the platform priced from the meter's readings at the
-  account's tariff, less the recharges that have not (yet) been confirmed on the meter. Money on
+  account's tariff, less the recharges that have not (yet) been confirmed on the meter, less
+  what confirmed take-backs (退电, ``devices/take_back.py``) brought back off it. Money on
   the meter before the account opened is assumed to be zero (meters are cleared on opening).
 - Purchases: the highest purchase count of a confirmed push should equal the meter's counter.
   A higher counter means a top-up reached the meter some other way (or a failed push did land).
@@ -34,15 +35,16 @@ from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.repository import load_assignments
 from meterdesk.billing.tables import accounts, meter_assignments, period_totals
 from meterdesk.db.database import Database
+from meterdesk.devices import take_back
 from meterdesk.devices.commands import device_state, event_log, repository, service, writes
 from meterdesk.devices.commands.model import (
     Command,
     CommandKind,
     CommandSpec,
     CommandStatus,
-    meter_price_table,
     was_refused,
 )
+from meterdesk.devices.commands.params import meter_price_table
 from meterdesk.devices.ports import Snapshot
 from meterdesk.devices.tables import commands
 from meterdesk.ledger.model import REPAY_ARREARS, Reason, derived_key
@@ -202,9 +204,12 @@ def may_be_on_meter(push: Command) -> bool:
 
 
 def money_on_meter_fen(conn: Connection, organisation_id: int, account_id: int) -> int:
-    """What the account's recharges put on its meter, or may still put there."""
+    """What the account's recharges put on its meter, or may still put there, less what its
+    confirmed take-backs (退电) brought back off it (never below zero: a take-back of money
+    the account never pushed makes no more than its wallet refundable)."""
     pushes = account_pushes(conn, organisation_id, account_id).values()
-    return sum(to_fen(p.spec.amount or Decimal(0)) for p in pushes if may_be_on_meter(p))
+    pushed = sum(to_fen(p.spec.amount or Decimal(0)) for p in pushes if may_be_on_meter(p))
+    return max(pushed - take_back.taken_back_fen(conn, organisation_id, account_id), 0)
 
 
 def withdraw_push(
@@ -331,6 +336,7 @@ class ReconciliationRow:
     purchases_meter: int | None
     difference: Decimal | None  # meter money − expected
     verdict: str  # "ok", or what differs
+    taken_back: Decimal = Decimal("0.00")  # confirmed take-backs (退电) of the account
     notes: tuple[str, ...] = ()
     # money beyond the tolerance or purchases differ (not: shared, or never read); operators
     # are told (devices/money_watch.py)
@@ -374,6 +380,7 @@ def _accounts_query() -> Any:
             accounts.c.number.label("account_number"),
             accounts.c.wallet_id,
             accounts.c.arrears_id,
+            accounts.c.organisation_id,
             meters.c.id.label("meter_id"),
             meters.c.number.label("meter_number"),
             ledger_accounts.c.balance_fen,
@@ -394,7 +401,9 @@ def _row(conn: Connection, base: dict[str, Any], tolerance: Decimal) -> Reconcil
     balance = from_fen(int(base["balance_fen"]))
     priced = _priced_usage(conn, account_id, meter_id)
     pushes = repository.recharges_for_meter(conn, meter_id)
-    missing, notes = _not_on_meter(conn, account_id, pushes)
+    organisation_id = int(base["organisation_id"])
+    taken = from_fen(take_back.taken_back_fen(conn, organisation_id, account_id))
+    missing, notes = _not_on_meter(conn, account_id, pushes, taken)
     status = device_state.status_of(conn, meter_id) or {}
     expected_count = repository.highest_confirmed_purchase(conn, meter_id)  # this device's
     meter_money = status.get("remaining_money")
@@ -419,6 +428,7 @@ def _row(conn: Connection, base: dict[str, Any], tolerance: Decimal) -> Reconcil
         purchases_meter=status.get("purchase_count"),
         difference=difference,
         verdict=verdict,
+        taken_back=taken,
         notes=tuple(notes),
         differs=not shared and meter_money is not None and verdict != "ok",
     )
@@ -457,9 +467,16 @@ def _priced_usage(conn: Connection, account_id: int, meter_id: int) -> Decimal:
 
 
 def _not_on_meter(
-    conn: Connection, account_id: int, pushes: list[Any]
+    conn: Connection, account_id: int, pushes: list[Any], taken_back: Decimal
 ) -> tuple[Decimal, list[str]]:
-    """Recharges the ledger credited whose push the meter has not confirmed, with notes."""
+    """Money in the wallet that is not on the meter, with notes: recharges whose push the meter
+    has not confirmed, plus what confirmed take-backs brought back off it, less what refunds
+    paid out of those.
+
+    Why: with R recharges (C of them confirmed on the meter, U = R − C not), F refunded, P
+    priced usage and T taken back, the meter holds C − P − T and the wallet W = R − F, so the
+    money to leave out of W − P is W − C + T = U + T − F. A refund can pay out only the
+    unpushed or taken-back part (cashier_refund), so this is never below zero."""
     by_transfer = {p.spec.transfer_id: p for p in pushes}
     recharges = conn.execute(
         select(transfers.c.id, transfers.c.amount_fen, transfers.c.idempotency_key).where(
@@ -491,9 +508,12 @@ def _not_on_meter(
             f"transfer {transfer_id}: {state}"
             + (f" ({push.reason})" if push is not None and push.reason else "")
         )
+    if taken_back:
+        notes.append(f"{taken_back:f} taken back off the meter")
+        missing += taken_back
     if refunded and missing:
-        # A refund pays out money that never went to the meter (cashier_refund): that much of
-        # what is missing on the meter is gone from the wallet too, not still to come.
+        # A refund pays out money that never went to the meter or came back off it
+        # (cashier_refund): that much is gone from the wallet too, not still to come.
         notes.append(f"{min(refunded, missing):f} of it refunded")
         missing = max(missing - refunded, Decimal("0.00"))
     return missing, notes

@@ -10,6 +10,9 @@ model before each access and applies writes to the model:
 - 0026H–002BH alarm 1, alarm 2, overdraft limit; 0030H–0037H prices of tariffs 1–4;
 - 0040H recharge: amount (UINT32, 0.01 CNY) and purchase count in *one* write of three
   registers; accepted only when count = stored + 1, else exception 03 (nothing changes);
+- 0044H take-back (退电): amount (UINT32, 0.01 CNY) and take-back count in one write of three
+  registers; accepted only when count = stored take-back count (0047H) + 1 and the amount is
+  at most the remaining money, else exception 03 (nothing changes);
 - 0050H–0055H clock (YY MM DD hh mm ss, the meter's wall clock).
 
 Refusals by the meter's rules (bad relay code, alarm 1 < alarm 2, hoarding limit, protected
@@ -41,6 +44,8 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from meterdesk.devices.codecs.modbus_map import (
     RECHARGE_AMOUNT,
     RECHARGE_COUNT,
+    TAKE_BACK_AMOUNT,
+    TAKE_BACK_REQUEST_COUNT,
     Register,
     RegisterMap,
     load_map,
@@ -115,6 +120,8 @@ class ModbusMeter:
             for r in touched
         }
         if (RECHARGE_AMOUNT in written) != (RECHARGE_COUNT in written):
+            return ExcCodes.ILLEGAL_VALUE
+        if (TAKE_BACK_AMOUNT in written) != (TAKE_BACK_REQUEST_COUNT in written):
             return ExcCodes.ILLEGAL_VALUE
         try:
             apply_writes(self.meter, written, now)

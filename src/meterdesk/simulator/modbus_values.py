@@ -11,7 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from meterdesk.devices.codecs.modbus_map import RECHARGE_AMOUNT, RECHARGE_COUNT
+from meterdesk.devices.codecs.modbus_map import (
+    RECHARGE_AMOUNT,
+    RECHARGE_COUNT,
+    TAKE_BACK_AMOUNT,
+    TAKE_BACK_COUNT,
+    TAKE_BACK_REQUEST_COUNT,
+)
 from meterdesk.simulator.meter import ElectricityMeter
 from meterdesk.simulator.prepaid import PrepaidEngine, RelayCommand
 
@@ -62,6 +68,7 @@ def register_values(meter: ElectricityMeter, now: datetime) -> dict[str, Decimal
         "reactive_power_kvar": values.total_reactive_kvar,
         "remaining_money_cny": engine.displayed_money,
         "purchase_count": engine.purchase_count,
+        TAKE_BACK_COUNT: engine.take_back_count,
         "relay_state": int(engine.relay_open),
         "status_bits": status_bits(engine),
         "alarm_1_cny": settings.alarm_1,
@@ -112,3 +119,5 @@ def apply_writes(meter: ElectricityMeter, written: dict[str, Decimal | int], now
         engine.command(RelayCommand(int(written["relay_command"])))
     if RECHARGE_AMOUNT in written:
         engine.recharge(Decimal(written[RECHARGE_AMOUNT]), int(written[RECHARGE_COUNT]))
+    if TAKE_BACK_AMOUNT in written:
+        engine.take_back(Decimal(written[TAKE_BACK_AMOUNT]), int(written[TAKE_BACK_REQUEST_COUNT]))

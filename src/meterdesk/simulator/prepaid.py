@@ -18,7 +18,10 @@ Prepaid (billing mode ``METER``): money is deducted as energy × the price of th
 below ``-overdraft_limit`` the meter trips itself (unless protected) and closes again when money
 rises above the close-allowed amount. A recharge is accepted only with purchase count = stored
 count + 1 (a replay or a gap is refused) and only if it keeps money within the hoarding limit;
-it repays overdraft first simply because money is one signed number. In billing mode
+it repays overdraft first simply because money is one signed number. A take-back (退电) is
+accepted only with take-back count = stored take-back count + 1 (a counter of its own: the
+purchase count is untouched) and an amount of at most the remaining money; it lowers the money
+by the amount. In billing mode
 ``PLATFORM`` the meter only measures and switches: no deduction and no credit trip.
 
 Invariants: ``alarm_1 >= alarm_2 >= 0``; money is exact ``Decimal`` (displayed values are
@@ -98,6 +101,7 @@ class PrepaidEngine:
     billing: BillingMode = BillingMode.METER
     money: Decimal = Decimal("100.00")
     purchase_count: int = 0
+    take_back_count: int = 0  # accepted take-backs (退电), counted apart from purchases
     settings: PrepaidSettings = field(default_factory=PrepaidSettings)
     commanded_open: bool = False
     awaiting_button: bool = False
@@ -168,6 +172,20 @@ class PrepaidEngine:
             raise CommandRefused(f"money would exceed the hoarding limit {limit}")
         self.money += amount
         self.purchase_count = expected
+        self.evaluate()
+
+    def take_back(self, amount: Decimal, count: int) -> None:
+        """Take ``amount`` back off the meter if ``count`` is the next take-back count and the
+        meter holds at least ``amount``, else refuse (nothing changes)."""
+        expected = (self.take_back_count + 1) % PURCHASE_COUNT_MODULUS
+        if count != expected:
+            raise CommandRefused(f"take-back count {count} refused: the meter expects {expected}")
+        if amount <= 0:
+            raise CommandRefused(f"a take-back must be positive, got {amount}")
+        if amount > self.money:
+            raise CommandRefused(f"take-back of {amount} refused: the meter holds {self.money}")
+        self.money -= amount
+        self.take_back_count = expected
         self.evaluate()
 
     def update_settings(

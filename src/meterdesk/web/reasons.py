@@ -204,6 +204,44 @@ SHAPES: tuple[Shape, ...] = (
             "before pushing again"
         ),
     ),
+    exact(
+        "the meter did not report its take-back count",
+        N_("The meter did not report its take-back count"),
+    ),
+    exact(
+        "the meter did not report its remaining money",
+        N_("The meter did not report its remaining money"),
+    ),
+    shape(
+        r"take-back count is (?P<shown>\d+), expected (?P<wanted>\d+)",
+        N_("Take-back count is %(shown)s, expected %(wanted)s"),
+    ),
+    shape(
+        r"take-back count (?P<shown>\d+) is behind take-back (?P<wanted>\d+); "
+        r"reconcile before taking money back again",
+        N_(
+            "Take-back count %(shown)s is behind take-back %(wanted)s; reconcile before taking "
+            "money back again"
+        ),
+    ),
+    shape(
+        r"take-back count (?P<shown>\d+) is past take-back (?P<wanted>\d+); "
+        r"reconcile before taking money back again",
+        N_(
+            "Take-back count %(shown)s is past take-back %(wanted)s; reconcile before taking "
+            "money back again"
+        ),
+    ),
+    shape(
+        r"take-back count went back: the meter shows (?P<shown>\d+) after take-back "
+        r"(?P<wanted>\d+) was confirmed on it; record a replacement if it was reset or "
+        r"swapped, and reconcile before taking money back",
+        N_(
+            "Take-back count went back: the meter shows %(shown)s after take-back %(wanted)s was "
+            "confirmed on it; record a replacement if it was reset or swapped, and reconcile "
+            "before taking money back"
+        ),
+    ),
     shape(
         r"recharge reversed by transfer (?P<id>\d+)",
         N_("Recharge reversed by transfer %(id)s"),

@@ -17,7 +17,7 @@ from test_commands_support import ACTOR, T0, World, make_world, sqlite_db
 
 from meterdesk.audit.tables import audit_log
 from meterdesk.devices.commands import batch, service
-from meterdesk.devices.commands.model import parse_spec
+from meterdesk.devices.commands.params import parse_spec
 from meterdesk.devices.tables import command_events, commands
 from meterdesk.shared.errors import IdempotencyConflictError, NotFoundError
 from meterdesk.shared.time import FakeClock

@@ -9,16 +9,22 @@ import pytest
 
 from meterdesk.devices.commands.model import (
     CommandKind,
+    CommandSpec,
     RetryPolicy,
     deadline_passed,
     disagrees,
-    meter_price_table,
     next_attempt_at,
-    parse_spec,
     supersedes,
     validity_deadline,
 )
-from meterdesk.devices.commands.readback import RechargeStep, check, money_note, plan_recharge
+from meterdesk.devices.commands.params import meter_price_table, parse_spec
+from meterdesk.devices.commands.readback import (
+    RechargeStep,
+    check,
+    money_note,
+    plan_recharge,
+    plan_take_back,
+)
 from meterdesk.devices.ports import Snapshot
 from meterdesk.shared.errors import ValidationError
 from meterdesk.tariffs.model import TariffVersion, TierBlock, TierPlan
@@ -228,3 +234,57 @@ def test_reasons_start_with_their_category() -> None:
     )
     assert disagrees("relay is closed").startswith("read-back disagrees: ")
     assert disagrees("read-back disagrees: x") == "read-back disagrees: x"
+
+
+def _take_back(**given: object) -> CommandSpec:
+    return parse_spec("take_back", given)
+
+
+def test_take_back_fixes_count_and_all_from_the_meter_before_its_first_send() -> None:
+    decision = plan_take_back(
+        spec=_take_back(all=True, take_back_count=1),
+        meter_count=4,
+        remaining_money=D("31.479"),
+        ever_sent=False,
+    )
+    assert (decision.step, decision.amount, decision.take_back_count) == (
+        RechargeStep.SEND,
+        D("31.47"),  # never more than the meter holds
+        5,
+    )
+    nothing = plan_take_back(
+        spec=_take_back(all=True), meter_count=4, remaining_money=D("-2.00"), ever_sent=False
+    )
+    assert nothing.step is RechargeStep.CONFIRM and "nothing to take back" in nothing.detail
+    went_back = plan_take_back(
+        spec=_take_back(amount="5"), meter_count=1, remaining_money=None, ever_sent=False,
+        confirmed=3,
+    )  # fmt: skip
+    assert went_back.step is RechargeStep.FAIL and "went back" in went_back.detail
+
+
+@pytest.mark.parametrize(
+    ("meter_count", "step"),
+    [(7, RechargeStep.CONFIRM), (6, RechargeStep.SEND), (5, RechargeStep.FAIL),
+     (8, RechargeStep.FAIL), (None, RechargeStep.WAIT)],
+)  # fmt: skip
+def test_a_sent_take_back_keeps_its_amount_and_count_and_trusts_the_counter(
+    meter_count: int | None, step: RechargeStep
+) -> None:
+    spec = _take_back(all=True, amount="12.00", take_back_count=7)
+    decision = plan_take_back(
+        spec=spec, meter_count=meter_count, remaining_money=D("99.00"), ever_sent=True
+    )
+    assert (decision.step, decision.amount, decision.take_back_count) == (step, D("12.00"), 7)
+
+
+def test_take_back_requests_are_the_same_whatever_the_platform_filled_in() -> None:
+    asked = _take_back(all=True)
+    fixed = _take_back(all=True, amount="80.00", take_back_count=3, account_id=9)
+    assert asked.request_hash(1) == fixed.request_hash(1)
+    assert _take_back(amount="5").request_hash(1) != _take_back(amount="6").request_hash(1)
+    assert not supersedes(_take_back(amount="5"), _take_back(amount="6"))
+    assert not supersedes(_take_back(amount="5"), parse_spec("recharge", {"amount": "1"}))
+    for bad in ({}, {"all": "yes"}, {"amount": "0"}, {"amount": "1", "typo": 1}):
+        with pytest.raises(ValidationError):
+            _take_back(**bad)

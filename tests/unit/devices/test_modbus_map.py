@@ -56,6 +56,11 @@ PREPAID_TABLE = {
     "price_tariff_4_per_kwh": (0x0036, "UINT32", "0.0001"),
     "recharge_amount_cny": (0x0040, "UINT32", "0.01"),
     "recharge_purchase_count": (0x0042, "UINT16", None),
+    # meterdesk's own extension (退电), not in PROTOCOLS.md: docs/commands.md "the take-back
+    # block of the reference map"
+    "take_back_amount_cny": (0x0044, "UINT32", "0.01"),
+    "take_back_request_count": (0x0046, "UINT16", None),
+    "take_back_count": (0x0047, "UINT16", None),
     **{
         f"clock_{part}": (0x0050 + i, "UINT16", None)
         for i, part in enumerate(("year", "month", "day", "hour", "minute", "second"))
@@ -310,3 +315,12 @@ def test_the_codec_does_not_import_pymodbus() -> None:
     }
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any(name.startswith("pymodbus") for name in imported)
+
+
+def test_take_back_write_is_one_block_of_amount_and_count() -> None:
+    assert REFERENCE.encode_take_back(Decimal("30.00"), 2) == (0x0044, [0, 3000, 2])
+    for amount, count in ((Decimal(0), 1), (Decimal("0.001"), 1), (Decimal(1), 65536)):
+        with pytest.raises(ModbusMapError):
+            REFERENCE.encode_take_back(amount, count)
+    with pytest.raises(ModbusMapError, match="take_back_amount_cny"):
+        PUBLIC.encode_take_back(Decimal(1), 1)  # a map without the block cannot take back

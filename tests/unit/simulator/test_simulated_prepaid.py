@@ -197,3 +197,28 @@ def test_set_price_changes_one_tariff() -> None:
     meter.set_price(Band.FLAT, Decimal("0.8123"))
     assert meter.settings.prices[2] == Decimal("0.8123")
     assert meter.settings.prices[0] == Decimal("1.2000")
+
+
+def test_take_back_needs_the_next_take_back_count_and_money_the_meter_holds() -> None:
+    meter = engine("50.00")
+    meter.recharge(Decimal("10.00"), 1)  # 60.00, purchase 1
+    meter.take_back(Decimal("25.00"), 1)
+    assert (meter.money, meter.take_back_count, meter.purchase_count) == (
+        Decimal("35.00"),
+        1,
+        1,  # a counter of its own: purchases untouched
+    )
+    for refused in ((Decimal("1.00"), 1), (Decimal("1.00"), 3), (Decimal("35.01"), 2)):
+        with pytest.raises(CommandRefused):  # a replay, a gap, more than the meter holds
+            meter.take_back(*refused)
+    assert (meter.money, meter.take_back_count) == (Decimal("35.00"), 1)
+    meter.take_back(Decimal("35.00"), 2)
+    assert (meter.money, meter.take_back_count) == (Decimal("0.00"), 2)
+
+
+def test_taking_everything_back_trips_a_meter_that_bills_itself_below_its_overdraft() -> None:
+    meter = engine("5.00", overdraft_limit=Decimal("0.00"))
+    meter.take_back(Decimal("5.00"), 1)
+    assert not meter.relay_open  # at zero: not below the (zero) overdraft limit
+    with pytest.raises(CommandRefused):
+        meter.take_back(Decimal("0.01"), 2)

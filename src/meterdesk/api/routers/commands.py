@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from meterdesk.api.deps import Caller, IdempotencyKey, MetersWriter, Reader
+from meterdesk.api.deps import Caller, Cashier, IdempotencyKey, MetersWriter, Reader
 from meterdesk.api.errors import ERROR_RESPONSES
 from meterdesk.api.idempotency import run_once
 from meterdesk.api.pagination import Cursor, Limit, Page, after_id, encode
@@ -26,9 +26,10 @@ from meterdesk.api.schemas.commands import (
     CommandOut,
     CommandSentOut,
     CommandStatusName,
+    TakeBackIn,
 )
 from meterdesk.api.schemas.common import Id
-from meterdesk.devices import reconcile
+from meterdesk.devices import reconcile, take_back
 from meterdesk.devices.commands import service
 from meterdesk.metering.tables import meters
 from meterdesk.shared.errors import ValidationError
@@ -130,6 +131,44 @@ def send_command(
         key=key,
         payload=body,
         action="command.send",
+        subject=f"meter:{number}",
+        perform=perform,
+    )
+
+
+@router.post(
+    "/meters/{meter_id}/take-back",
+    response_model=CommandSentOut,
+    status_code=201,
+    responses=replay_doc(CommandSentOut),
+)
+def take_back_money(
+    meter_id: Id, body: TakeBackIn, request: Request, caller: Cashier, key: IdempotencyKey
+) -> JSONResponse:
+    """退电: take money back off a meter-billing meter (money.write, like a refund). Recorded
+    here, sent by the executor; once the meter's take-back counter confirms it, the money is
+    refundable from the account (``POST /accounts/{id}/refund``). ``all`` without an open
+    meter-billing account clears the meter."""
+    number = meter_number(caller, meter_id)
+
+    def perform() -> tuple[BaseModel, bool]:
+        sent = take_back.take_back(
+            caller.db,
+            organisation_id=caller.organisation_id,
+            meter_id=meter_id,
+            amount=body.amount,
+            take_all=body.all,
+            actor=caller.actor,
+            idempotency_key=key,
+        )
+        return CommandSentOut(command=command_out(sent.command), superseded=[]), sent.replayed
+
+    return run_once(
+        caller,
+        request,
+        key=key,
+        payload=body,
+        action="money.take_back",
         subject=f"meter:{number}",
         perform=perform,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
 from meterdesk.api.schemas.common import MONEY_PATTERN, Id, examples
 
@@ -22,7 +22,7 @@ SendableKind = Literal[
     "write_limits",
     "clock_sync",
 ]
-CommandKindName = Literal[SendableKind, "recharge"]
+CommandKindName = Literal[SendableKind, "recharge", "take_back"]
 CommandStatusName = Literal["pending", "sent", "confirmed", "failed", "cancelled"]
 PriceSlot = Literal["sharp", "peak", "flat", "valley"]
 LimitName = Literal["alarm_1", "alarm_2", "overdraft_limit", "hoarding_limit", "close_allowed"]
@@ -51,6 +51,14 @@ class CommandIn(BaseModel):
     deadline_s: Annotated[int, Field(ge=10, le=7 * 86_400)] | None = Field(
         default=None, description="seconds until the command gives up (default 900)"
     )
+
+
+class TakeBackIn(BaseModel):
+    """退电: an amount, or all the meter holds (read just before the first send)."""
+
+    model_config = examples({"amount": "50.00"}, {"all": True})
+    amount: Amount | None = Field(default=None, description="CNY to take back off the meter")
+    all: StrictBool = Field(default=False, description="all the meter holds")
 
 
 class CancelIn(BaseModel):

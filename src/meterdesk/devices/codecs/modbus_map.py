@@ -32,6 +32,9 @@ from meterdesk.shared.errors import ValidationError
 MAX_READ_REGISTERS = 125
 RECHARGE_AMOUNT = "recharge_amount_cny"
 RECHARGE_COUNT = "recharge_purchase_count"
+TAKE_BACK_AMOUNT = "take_back_amount_cny"
+TAKE_BACK_REQUEST_COUNT = "take_back_request_count"
+TAKE_BACK_COUNT = "take_back_count"  # read: accepted take-backs so far
 
 
 class ModbusMapError(ValidationError):
@@ -211,13 +214,28 @@ class RegisterMap:
 
     def encode_recharge(self, amount: Decimal, purchase_count: int) -> tuple[int, list[int]]:
         """One write of amount (0.01 CNY) and purchase count, which the meter checks for replay."""
-        amount_register = self.register(RECHARGE_AMOUNT)
-        count_register = self.register(RECHARGE_COUNT)
+        return self._encode_counted(
+            "recharge", RECHARGE_AMOUNT, RECHARGE_COUNT, amount, purchase_count
+        )
+
+    def encode_take_back(self, amount: Decimal, take_back_count: int) -> tuple[int, list[int]]:
+        """One write of a take-back (退电): amount (0.01 CNY) and take-back count, which the
+        meter checks for replay (and the amount against its remaining money). A map without
+        the take-back block raises :class:`ModbusMapError`: the model cannot take money back."""
+        return self._encode_counted(
+            "take-back", TAKE_BACK_AMOUNT, TAKE_BACK_REQUEST_COUNT, amount, take_back_count
+        )
+
+    def _encode_counted(
+        self, what: str, amount_name: str, count_name: str, amount: Decimal, count: int
+    ) -> tuple[int, list[int]]:
+        amount_register = self.register(amount_name)
+        count_register = self.register(count_name)
         if amount_register.end != count_register.address:
-            raise ModbusMapError("recharge amount and purchase count must be adjacent")
+            raise ModbusMapError(f"{what} amount and count must be adjacent")
         if isinstance(amount, bool) or not isinstance(amount, Decimal | int) or amount <= 0:
-            raise ModbusMapError(f"a recharge amount must be a positive Decimal, got {amount!r}")
-        words = amount_register.encode(amount) + count_register.encode(purchase_count)
+            raise ModbusMapError(f"a {what} amount must be a positive Decimal, got {amount!r}")
+        words = amount_register.encode(amount) + count_register.encode(count)
         return amount_register.address, words
 
 

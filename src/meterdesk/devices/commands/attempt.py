@@ -6,10 +6,12 @@ aspect's settle delay → read back until the state shows or the settle time run
 or schedule a retry with exponential backoff, or fail with the reason. At the deadline a command
 that was sent gets one last read-back; otherwise it fails "deadline passed".
 
-Recharges (meter billing) follow :func:`~meterdesk.devices.commands.model.plan_recharge`: the
-meter's purchase counter, read before every send, decides between sending (with the same N),
-confirming (N is already there: a lost reply) and failing (the counter is somewhere else:
-reconcile). A recharge is never sent with a different N once it may have reached the meter.
+Take-backs (退电) follow the same protocol on the meter's take-back counter
+(:mod:`~meterdesk.devices.commands.take_back_attempt`). Recharges (meter billing) follow
+:func:`~meterdesk.devices.commands.readback.plan_recharge`: the meter's purchase counter, read
+before every send, decides between sending (with the same N), confirming (N is already there: a
+lost reply) and failing (the counter is somewhere else: reconcile). A recharge is never sent
+with a different N once it may have reached the meter.
 
 Few write transactions per attempt. On SQLite every write transaction waits its turn for the one
 write lock, behind whole ingest commits, so each one costs the command latency. What a read
@@ -32,7 +34,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Connection
 
 from meterdesk.audit import service as audit
-from meterdesk.devices.commands import device_state, event_log, repository, writes
+from meterdesk.devices.commands import (
+    device_state,
+    event_log,
+    repository,
+    take_back_attempt,
+    writes,
+)
 from meterdesk.devices.commands.model import (
     ACKNOWLEDGED_ONLY,
     RELAY_ACTIONS,
@@ -131,6 +139,9 @@ class Attempt:
         if spec.kind is CommandKind.RECHARGE:
             await self.recharge(snapshot)
             return
+        if spec.kind is CommandKind.TAKE_BACK:
+            await take_back_attempt.run(self, snapshot)
+            return
         state = check(spec, snapshot, acknowledged=False)
         if state.satisfied:
             await self.confirm(state.detail)
@@ -141,6 +152,9 @@ class Attempt:
         """At the deadline: one last read-back (never for a push that was never sent: a count
         the meter shows then is not ours), then give up."""
         spec = self.command.spec
+        if spec.kind is CommandKind.TAKE_BACK:
+            await take_back_attempt.final_check(self)
+            return
         if self.sent or spec.kind is not CommandKind.RECHARGE:
             snapshot = await self.read()
             state = check(spec, snapshot, acknowledged=False)
@@ -248,7 +262,7 @@ class Attempt:
         """Read back until the desired state shows or the aspect's settle time is over."""
         if spec.kind in ACKNOWLEDGED_ONLY:
             return check(spec, None, acknowledged=True), None
-        settle = self.x.config.settle.get(spec.aspect, DEFAULT_SETTLE[Aspect.RELAY])
+        settle = self.settle_of(spec.aspect)
         end = min(self.now() + timedelta(seconds=settle.timeout_s), self.command.deadline_at)
         await self.x.sleep(settle.delay_s)
         state, last = Check(False, "the meter did not answer the read-back"), None
@@ -261,6 +275,9 @@ class Attempt:
             if self.now() + timedelta(seconds=settle.poll_s) > end:
                 return state, last
             await self.x.sleep(settle.poll_s)
+
+    def settle_of(self, aspect: Aspect) -> Settle:
+        return self.x.config.settle.get(aspect, DEFAULT_SETTLE[Aspect.RELAY])
 
     # --- reading the meter ---------------------------------------------------------------------
 
@@ -290,6 +307,12 @@ class Attempt:
             detail["validity_deadline"] = validity.isoformat()
         if spec.kind is CommandKind.RECHARGE:
             detail.update(purchase_count=spec.purchase_count, money_before=before.remaining_money)
+        if spec.kind is CommandKind.TAKE_BACK:
+            detail.update(
+                take_back_count=spec.take_back_count,
+                amount=f"{spec.amount:f}",
+                money_before=before.remaining_money,
+            )
 
         marked = await self.write(
             lambda conn: writes.record_sent(conn, command, spec, at, detail, before.purchase_count)

@@ -25,7 +25,8 @@ from sqlalchemy.exc import IntegrityError
 
 from meterdesk.db import commit_signals
 from meterdesk.devices.commands import creation, repository, service
-from meterdesk.devices.commands.model import CommandSpec, CommandStatus, parse_context
+from meterdesk.devices.commands.model import CommandSpec, CommandStatus
+from meterdesk.devices.commands.params import parse_context
 from meterdesk.devices.tables import commands
 from meterdesk.metering.tables import meters
 from meterdesk.shared.errors import NotFoundError

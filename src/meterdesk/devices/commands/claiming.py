@@ -15,9 +15,9 @@ from sqlalchemy import Connection, exists, or_, select, update
 
 from meterdesk.devices.commands.event_log import add_event
 from meterdesk.devices.commands.model import (
+    MONEY_KINDS,
     OPEN_STATUSES,
     Command,
-    CommandKind,
     CommandStatus,
     CommandTarget,
     superseded_by,
@@ -35,14 +35,17 @@ def claim(
     lease: timedelta,
     skip_meters: Collection[int] = (),
 ) -> list[int]:
-    """Take up to ``limit`` due commands and lease them. A recharge waits while an older
-    recharge of the same meter is unfinished: purchases reach a meter in order. Commands of
+    """Take up to ``limit`` due commands and lease them. A money command (recharge or
+    take-back) waits while an older money command of the same meter is unfinished: purchases
+    and take-backs reach a meter strictly in the order they were made (a take-back "all"
+    queued after a push takes what the push brought; one queued before it does not). Commands of
     ``skip_meters`` (meters the caller is still working on) stay where they are: one command
     at a time per meter."""
     older = commands.alias("older")
-    earlier_push = exists().where(
+    money_kinds = [kind.value for kind in MONEY_KINDS]
+    earlier_money = exists().where(
         older.c.meter_id == commands.c.meter_id,
-        older.c.kind == CommandKind.RECHARGE.value,
+        older.c.kind.in_(money_kinds),
         older.c.id < commands.c.id,
         older.c.status.in_(OPEN_STATUSES),
     )
@@ -51,7 +54,7 @@ def claim(
         .where(
             commands.c.status.in_(OPEN_STATUSES),
             commands.c.next_attempt_at <= now,
-            or_(commands.c.kind != CommandKind.RECHARGE.value, ~earlier_push),
+            or_(commands.c.kind.not_in(money_kinds), ~earlier_money),
         )
         .order_by(commands.c.next_attempt_at, commands.c.id)
         .limit(limit)

@@ -1,5 +1,6 @@
 """Device commands as desired states: what a command asks for, how read-back proves it, when to
 retry, and which command makes which obsolete. Pure: no database, no sockets, no clock reads.
+Validating a command's parameters is :mod:`~meterdesk.devices.commands.params`.
 
 Invariants:
 - A command is a *desired state* of one meter with a deadline, not a message. It is confirmed
@@ -23,6 +24,10 @@ Invariants:
   push that may have reached the meter is only ever re-sent with the same N (the meter refuses
   a replay), and before every re-send the meter's counter is read: N already there means the
   push took effect and is confirmed, never sent again.
+- A take-back (退电) follows the same rule with the meter's take-back counter (a counter of its
+  own). Its amount — given, or "all": the remaining money read just before the first send — and
+  its count are fixed at the first send and never change after it. Money commands of one meter
+  (recharges and take-backs) are never superseded and reach the meter in creation order.
 """
 
 from __future__ import annotations
@@ -37,12 +42,7 @@ from enum import StrEnum
 
 from meterdesk.devices.ports import MeterAddress, RelayAction, ValveAction
 from meterdesk.shared.errors import ValidationError
-from meterdesk.shared.money import parse_money, parse_positive_money, parse_price
-from meterdesk.tariffs.model import Band, TariffVersion
 
-REGISTER_PRICE_PLACES = 4  # DL/T 645 XXXX.XXXX, reference map 0.0001 CNY/kWh
-PRICE_SLOTS = ("sharp", "peak", "flat", "valley")  # tariff 1–4 by Chinese convention
-LIMIT_NAMES = ("alarm_1", "alarm_2", "overdraft_limit", "hoarding_limit", "close_allowed")
 REASON_LIMIT = 300
 
 
@@ -57,6 +57,7 @@ class CommandKind(StrEnum):
     WRITE_PRICES = "write_prices"  # F-TAR-PUSH
     WRITE_LIMITS = "write_limits"  # alarm 1/2, overdraft, hoarding, close-allowed amount
     RECHARGE = "recharge"  # money to a meter-billing meter (F-MODE)
+    TAKE_BACK = "take_back"  # 退电: money back off a meter-billing meter (F-REFUND)
     CLOCK_SYNC = "clock_sync"
 
 
@@ -91,6 +92,7 @@ ASPECTS: Mapping[CommandKind, Aspect] = {
     CommandKind.WRITE_PRICES: Aspect.PRICES,
     CommandKind.WRITE_LIMITS: Aspect.LIMITS,
     CommandKind.RECHARGE: Aspect.MONEY,
+    CommandKind.TAKE_BACK: Aspect.MONEY,
     CommandKind.CLOCK_SYNC: Aspect.CLOCK,
 }
 
@@ -119,8 +121,10 @@ WANTED: Mapping[CommandKind, tuple[str, object, str]] = {
 ACKNOWLEDGED_ONLY = frozenset(
     {CommandKind.WRITE_PRICES, CommandKind.WRITE_LIMITS, CommandKind.CLOCK_SYNC}
 )
-DEFAULT_DEADLINE_S: Mapping[CommandKind, int] = {CommandKind.RECHARGE: 86_400}
-DEFAULT_MAX_ATTEMPTS: Mapping[CommandKind, int] = {CommandKind.RECHARGE: 60}
+# Money commands carry their count: each is its own step on the meter, done in order.
+MONEY_KINDS = (CommandKind.RECHARGE, CommandKind.TAKE_BACK)
+DEFAULT_DEADLINE_S: Mapping[CommandKind, int] = dict.fromkeys(MONEY_KINDS, 86_400)
+DEFAULT_MAX_ATTEMPTS: Mapping[CommandKind, int] = dict.fromkeys(MONEY_KINDS, 60)
 FALLBACK_DEADLINE_S = 900
 FALLBACK_MAX_ATTEMPTS = 8
 MIN_DEADLINE_S, MAX_DEADLINE_S = 10, 7 * 86_400
@@ -143,9 +147,15 @@ class CommandSpec:
     kind: CommandKind
     prices: Mapping[str, Decimal] | None = None  # write_prices: slot → CNY per unit
     limits: Mapping[str, Decimal] | None = None  # write_limits: name → CNY
-    amount: Decimal | None = None  # recharge: CNY, whole fen
+    amount: Decimal | None = None  # recharge, take-back: CNY, whole fen
     purchase_count: int | None = None  # recharge: N (assigned by the platform)
     transfer_id: int | None = None  # recharge: the ledger transfer it carries to the meter
+    # take-back: "all" the meter holds (the amount is fixed from a read before the first send)
+    take_all: bool = False
+    take_back_count: int | None = None  # take-back: N of the meter's take-back counter
+    # take-back: the open meter-billing account whose money it takes back (None: a clear on
+    # closing or of a meter without one — such money is nobody's to refund again)
+    account_id: int | None = None
 
     @property
     def aspect(self) -> Aspect:
@@ -164,12 +174,22 @@ class CommandSpec:
             params["purchase_count"] = self.purchase_count
         if self.transfer_id is not None:
             params["transfer_id"] = self.transfer_id
+        if self.take_all:
+            params["all"] = True
+        if self.take_back_count is not None:
+            params["take_back_count"] = self.take_back_count
+        if self.account_id is not None:
+            params["account_id"] = self.account_id
         return params
 
     def request_hash(self, meter_id: int) -> str:
         """What makes two requests "the same" for idempotency: meter, kind and what the caller
-        asked for (not the purchase count, which the platform assigns)."""
-        asked = {k: v for k, v in self.to_params().items() if k != "purchase_count"}
+        asked for (not the counts, the account or an "all" amount, which the platform fills
+        in: a replay after they changed is still the same request)."""
+        assigned = {"purchase_count", "take_back_count", "account_id"}
+        if self.take_all:
+            assigned.add("amount")
+        asked = {k: v for k, v in self.to_params().items() if k not in assigned}
         text = json.dumps([meter_id, self.kind.value, asked], sort_keys=True)
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
@@ -179,6 +199,9 @@ class CommandSpec:
             return WANTED[self.kind][2]
         if self.kind is CommandKind.RECHARGE:
             return f"purchase {self.purchase_count} of {self.amount} accepted"
+        if self.kind is CommandKind.TAKE_BACK:
+            what = "all the remaining money" if self.amount is None else f"{self.amount}"
+            return f"take-back {self.take_back_count or '?'} of {what} accepted"
         if self.kind is CommandKind.WRITE_PRICES:
             return "prices " + _pairs(self.prices or {})
         if self.kind is CommandKind.WRITE_LIMITS:
@@ -188,115 +211,6 @@ class CommandSpec:
 
 def _pairs(values: Mapping[str, Decimal]) -> str:
     return ", ".join(f"{k}={v:f}" for k, v in values.items())
-
-
-SPEC_KEYS: Mapping[CommandKind, set[str]] = {
-    CommandKind.WRITE_PRICES: {"prices"},
-    CommandKind.WRITE_LIMITS: {"limits"},
-    CommandKind.RECHARGE: {"amount", "purchase_count", "transfer_id"},
-}
-
-
-def split_stored(
-    kind: object, params: Mapping[str, object]
-) -> tuple[CommandSpec, dict[str, object]]:
-    """A stored row's parameters: the spec, and the context beside it (why the command was
-    made, for which account …) that other writers such as the control loop keep there."""
-    parsed = parse_kind(kind)
-    keys = SPEC_KEYS.get(parsed, set())
-    spec = parse_spec(parsed, {k: v for k, v in params.items() if k in keys})
-    return spec, {k: v for k, v in params.items() if k not in keys}
-
-
-def parse_context(context: Mapping[str, object] | None, kind: CommandKind) -> dict[str, object]:
-    """Informational parameters (not part of the desired state): plain JSON scalars only."""
-    given = dict(context or {})
-    for key, value in given.items():
-        if key in SPEC_KEYS.get(kind, set()) or key == "request_hash":
-            raise ValidationError(f"context: {key!r} is a command parameter, not context")
-        if value is not None and not isinstance(value, str | int | bool):
-            raise ValidationError(f"context.{key}: a string or a whole number")
-    return given
-
-
-def parse_spec(kind: object, params: Mapping[str, object] | None) -> CommandSpec:
-    """Validate a command request; unknown parameters are refused (a typo must not vanish)."""
-    parsed = parse_kind(kind)
-    given = dict(params or {})
-    unknown = sorted(set(given) - SPEC_KEYS.get(parsed, set()))
-    if unknown:
-        raise ValidationError(f"params: {parsed.value} takes no parameter {unknown[0]!r}")
-    if parsed is CommandKind.WRITE_PRICES:
-        return CommandSpec(parsed, prices=_prices(given.get("prices")))
-    if parsed is CommandKind.WRITE_LIMITS:
-        return CommandSpec(parsed, limits=_limits(given.get("limits")))
-    if parsed is CommandKind.RECHARGE:
-        return CommandSpec(
-            parsed,
-            amount=parse_positive_money(given.get("amount"), field="params.amount"),
-            purchase_count=_optional_count(given.get("purchase_count")),
-            transfer_id=_optional_count(given.get("transfer_id"), field="transfer_id"),
-        )
-    return CommandSpec(parsed)
-
-
-def _mapping(value: object, where: str) -> Mapping[str, object]:
-    if not isinstance(value, Mapping) or not value:
-        raise ValidationError(f"{where}: give a non-empty mapping")
-    return value
-
-
-def _prices(value: object) -> dict[str, Decimal]:
-    prices: dict[str, Decimal] = {}
-    for slot, raw in _mapping(value, "params.prices").items():
-        if slot not in PRICE_SLOTS:
-            raise ValidationError(f"params.prices: {slot!r} is not one of {', '.join(PRICE_SLOTS)}")
-        price = parse_price(raw, field=f"params.prices.{slot}")
-        if price != price.quantize(Decimal(1).scaleb(-REGISTER_PRICE_PLACES)):
-            raise ValidationError(
-                f"params.prices.{slot}: {price} has more than {REGISTER_PRICE_PLACES} decimal "
-                "places; the meter's price register cannot hold it exactly"
-            )
-        prices[slot] = price
-    return {slot: prices[slot] for slot in PRICE_SLOTS if slot in prices}
-
-
-def _limits(value: object) -> dict[str, Decimal]:
-    limits: dict[str, Decimal] = {}
-    for name, raw in _mapping(value, "params.limits").items():
-        if name not in LIMIT_NAMES:
-            raise ValidationError(f"params.limits: {name!r} is not one of {', '.join(LIMIT_NAMES)}")
-        limits[name] = parse_money(raw, field=f"params.limits.{name}")
-        if limits[name] < 0:
-            raise ValidationError(f"params.limits.{name}: cannot be negative")
-    if "alarm_1" in limits and "alarm_2" in limits and limits["alarm_1"] < limits["alarm_2"]:
-        raise ValidationError(
-            "params.limits: alarm_1 must be at least alarm_2 (alarm 1 comes first)"
-        )
-    return {name: limits[name] for name in LIMIT_NAMES if name in limits}
-
-
-def _optional_count(value: object, *, field: str = "purchase_count") -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(f"params.{field}: a whole number of at least 1")
-    return value
-
-
-def meter_price_table(version: TariffVersion) -> dict[str, Decimal]:
-    """The price table a meter-billing meter needs for a tariff version (tariff 1–4 = sharp,
-    peak, flat, valley). A flat tariff writes its one price to all four slots, so whichever
-    slot the meter's own schedule uses, the price is the same."""
-    if version.tiers is not None:
-        raise ValidationError("a tiered tariff cannot be written to a meter's four-price table")
-    if Band.DEEP_VALLEY in version.prices:
-        raise ValidationError("the meter's price table has no deep-valley slot")
-    if not version.seasons:
-        prices = dict.fromkeys(PRICE_SLOTS, version.prices[Band.FLAT])
-    else:
-        prices = {band.value: price for band, price in version.prices.items()}
-    return _prices(prices)
 
 
 # --- retries, deadlines, supersede -------------------------------------------------------------
@@ -329,7 +243,8 @@ def validity_deadline(now: datetime, window: timedelta, deadline: datetime) -> d
 
 
 def supersedes(newer: CommandSpec, older: CommandSpec) -> bool:
-    if CommandKind.RECHARGE in (newer.kind, older.kind) or newer.aspect is not older.aspect:
+    """Money commands (recharges, take-backs) never: each is its own step on the meter."""
+    if Aspect.MONEY in (newer.aspect, older.aspect) or newer.aspect is not older.aspect:
         return False
     if newer.aspect is Aspect.LIMITS:
         return set(older.limits or {}) <= set(newer.limits or {})

@@ -10,12 +10,13 @@ recharge attempt do given the meter's purchase counter? Pure, like ``model.py``.
 - A recharge is proved by the purchase counter alone (purchase count = N). Remaining money is
   compared too, but a shortfall is a note for the reconciliation report, never a reason to push
   again: the money is on the meter once the counter shows N.
+- A take-back (退电) is proved by the meter's take-back counter alone, in the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 
 from meterdesk.devices.commands.model import ACKNOWLEDGED_ONLY, WANTED, CommandKind, CommandSpec
@@ -37,6 +38,8 @@ def check(spec: CommandSpec, snapshot: Snapshot | None, *, acknowledged: bool) -
         return Check(False, "not yet written")
     if spec.kind is CommandKind.RECHARGE:
         return _check_recharge(spec, snapshot)
+    if spec.kind is CommandKind.TAKE_BACK:  # its counter is not in a snapshot: take_back_attempt
+        return Check(False, "a take-back is proved by the meter's take-back counter")
     name, value, words = WANTED[spec.kind]
     shown = None if snapshot is None else getattr(snapshot, name)
     if shown == value:
@@ -143,4 +146,85 @@ def plan_recharge(
         assigned,
         f"read-back disagrees: purchase count {meter_count} is {where} purchase {assigned}; "
         "reconcile before pushing again",
+    )
+
+
+@dataclass(frozen=True)
+class TakeBackDecision:
+    step: RechargeStep
+    amount: Decimal | None  # what to take (fixed at the first send; "all" read just before it)
+    take_back_count: int | None
+    detail: str
+
+
+def plan_take_back(
+    *,
+    spec: CommandSpec,
+    meter_count: int | None,
+    remaining_money: Decimal | None,
+    ever_sent: bool,
+    confirmed: int | None = None,
+) -> TakeBackDecision:
+    """Decide a take-back (退电) attempt from the meter's take-back counter (and, for "all", its
+    remaining money), read just before sending — the recharge's rule on a counter of its own.
+
+    Before the first send the amount and N are still the platform's guess: N becomes the
+    counter + 1 and "all" becomes the remaining money (nothing to take: confirmed, nothing
+    sent). After it both are fixed: N on the meter → confirmed (a lost reply), N − 1 → send the
+    same again, anything else → failed. A counter below ``confirmed`` (the highest take-back
+    confirmed on the current device) went back: nothing is sent on its word."""
+    assigned, amount = spec.take_back_count, spec.amount
+    if meter_count is None:
+        return TakeBackDecision(
+            RechargeStep.WAIT, amount, assigned, "the meter did not report its take-back count"
+        )
+    if not ever_sent:
+        if confirmed is not None and meter_count < confirmed:
+            return TakeBackDecision(
+                RechargeStep.FAIL,
+                amount,
+                assigned,
+                f"take-back count went back: the meter shows {meter_count} after take-back "
+                f"{confirmed} was confirmed on it; record a replacement if it was reset or "
+                "swapped, and reconcile before taking money back",
+            )
+        if spec.take_all:
+            if remaining_money is None:
+                return TakeBackDecision(
+                    RechargeStep.WAIT,
+                    None,
+                    assigned,
+                    "the meter did not report its remaining money",
+                )
+            amount = remaining_money.quantize(Decimal("0.01"), rounding=ROUND_FLOOR)
+            if amount <= 0:
+                return TakeBackDecision(
+                    RechargeStep.CONFIRM,
+                    None,
+                    assigned,
+                    f"nothing to take back: the meter holds {remaining_money:f}",
+                )
+        return TakeBackDecision(RechargeStep.SEND, amount, meter_count + 1, "")
+    if meter_count == assigned:
+        return TakeBackDecision(
+            RechargeStep.CONFIRM,
+            amount,
+            assigned,
+            f"take-back count is {assigned}: the take-back took effect",
+        )
+    assert assigned is not None  # a take-back that was sent always has its N
+    if meter_count == assigned - 1:
+        return TakeBackDecision(
+            RechargeStep.SEND,
+            amount,
+            assigned,
+            f"meter shows {meter_count}: send take-back {assigned} again",
+        )
+    where = "behind" if meter_count < assigned else "past"
+    return TakeBackDecision(
+        RechargeStep.FAIL,
+        amount,
+        assigned,
+        f"read-back disagrees: take-back count {meter_count} is {where} take-back {assigned}; "
+        "reconcile before taking money back again",
     )

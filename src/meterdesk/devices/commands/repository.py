@@ -24,8 +24,8 @@ from meterdesk.devices.commands.model import (
     CommandSpec,
     CommandStatus,
     CommandTarget,
-    split_stored,
 )
+from meterdesk.devices.commands.params import split_stored
 from meterdesk.devices.ports import MeterAddress
 from meterdesk.devices.tables import buses, commands, gateways
 from meterdesk.metering.tables import meter_replacements, meters
@@ -202,6 +202,26 @@ def highest_confirmed_purchase(conn: Connection, meter_id: int) -> int | None:
         )
     ).scalars()
     counts = [json.loads(text).get("purchase_count") for text in pushes]
+    return max((int(count) for count in counts if count is not None), default=None)
+
+
+def highest_confirmed_take_back(conn: Connection, meter_id: int) -> int | None:
+    """The highest take-back count confirmed on the meter's current device (as for purchases:
+    take-backs confirmed before its last replacement were on the device it replaced)."""
+    replaced = (
+        select(func.max(meter_replacements.c.replaced_at))
+        .where(meter_replacements.c.meter_id == meter_id)
+        .scalar_subquery()
+    )
+    done = conn.execute(
+        select(commands.c.params).where(
+            commands.c.meter_id == meter_id,
+            commands.c.kind == CommandKind.TAKE_BACK.value,
+            commands.c.status == CommandStatus.CONFIRMED.value,
+            or_(replaced.is_(None), commands.c.finished_at > replaced),
+        )
+    ).scalars()
+    counts = [json.loads(text).get("take_back_count") for text in done]
     return max((int(count) for count in counts if count is not None), default=None)
 
 

@@ -32,14 +32,14 @@ from meterdesk.devices.commands.model import (
     FALLBACK_MAX_ATTEMPTS,
     MAX_DEADLINE_S,
     MIN_DEADLINE_S,
+    MONEY_KINDS,
     Command,
     CommandKind,
     CommandSpec,
     CommandStatus,
-    parse_context,
     parse_kind,
-    parse_spec,
 )
+from meterdesk.devices.commands.params import parse_context, parse_spec
 from meterdesk.metering.tables import meters
 from meterdesk.shared.errors import (
     ConflictError,
@@ -179,11 +179,17 @@ def send_command_in(
 
 
 def sendable_spec(kind: object, params: Mapping[str, object] | None) -> CommandSpec:
-    """A command anyone may send: every kind but a recharge push."""
+    """A command anyone may send: every kind but the money commands, which have their own use
+    cases (they decide the account and the amount)."""
     spec = parse_spec(kind, params)
     if spec.kind is CommandKind.RECHARGE:
         raise ValidationError(
             "kind: money reaches a meter only from a ledger recharge (push_recharge_for_transfer)"
+        )
+    if spec.kind is CommandKind.TAKE_BACK:
+        raise ValidationError(
+            "kind: take money back with the take-back command (meterdesk command take-back, "
+            "POST /meters/{id}/take-back)"
         )
     return spec
 
@@ -343,9 +349,11 @@ def cancel(
             raise NotFoundError(f"command {command_id} not found")
         if not command.is_open:
             raise ConflictError(f"command #{command_id} is already {command.status.value}")
-        if command.spec.kind is CommandKind.RECHARGE and command.sent_at is not None:
+        money = command.spec.kind in MONEY_KINDS
+        if money and command.sent_at is not None:
+            what = "recharge push" if command.spec.kind is CommandKind.RECHARGE else "take-back"
             raise ConflictError(
-                f"recharge push #{command_id} may already have reached the meter: it cannot be "
+                f"{what} #{command_id} may already have reached the meter: it cannot be "
                 "cancelled; wait until it is confirmed or failed, then reconcile"
             )
         why = f"cancelled by {actor}" + (f": {reason}" if reason else "")
@@ -353,7 +361,7 @@ def cancel(
         # its cancel is conditional on it still being unsent.
         cancelled_now = (
             writes.cancel_unsent(conn, command_id, why, at)
-            if command.spec.kind is CommandKind.RECHARGE
+            if money
             else writes.finish(conn, command_id, CommandStatus.CANCELLED, why, at)
         )
         if not cancelled_now:

@@ -127,7 +127,8 @@ def reschedule(conn: Connection, command_id: int, next_at: datetime, reason: str
 
 def mark_sent(conn: Connection, command: Command, spec: CommandSpec, at: datetime) -> bool:
     """Record that the command is about to go out (before the bytes leave, so a crash can never
-    hide a send). A recharge's purchase count may change only while it was never sent."""
+    hide a send). A recharge's purchase count, a take-back's count and amount may change only
+    while it was never sent."""
     condition = _open(command.id)
     if spec != command.spec:
         condition = and_(condition, commands.c.sent_at.is_(None))
@@ -157,6 +158,9 @@ def record_sent(
     if spec.purchase_count != command.spec.purchase_count:
         renumbered = {"from": command.spec.purchase_count, "to": spec.purchase_count}
         add_event(conn, command.id, at, "renumbered", {**renumbered, "meter_count": meter_count})
+    if spec.take_back_count != command.spec.take_back_count:
+        renumbered = {"from": command.spec.take_back_count, "to": spec.take_back_count}
+        add_event(conn, command.id, at, "renumbered", {**renumbered, "take_back": True})
     add_event(conn, command.id, at, "sent", detail)
     return True
 

@@ -151,5 +151,11 @@ class Cjt188Driver:
     async def recharge(self, meter: MeterAddress, amount: Decimal, purchase_count: int) -> None:
         raise UnsupportedCommandError(NOT_A_WATER_COMMAND)
 
+    async def take_back(self, meter: MeterAddress, amount: Decimal, take_back_count: int) -> None:
+        raise UnsupportedCommandError(NOT_A_WATER_COMMAND)
+
+    async def take_back_count(self, meter: MeterAddress) -> int:
+        raise UnsupportedCommandError(NOT_A_WATER_COMMAND)
+
     async def sync_clock(self, meter: MeterAddress, now: datetime) -> None:
         raise UnsupportedCommandError("the CJ/T 188 clock write (A015) is not implemented")

@@ -242,3 +242,12 @@ class Dlt645Driver:
             "DL/T 645 recharge needs the State Grid security chip (03 authentication); "
             "bill on the platform and control the relay instead"
         )
+
+    async def take_back(self, meter: MeterAddress, amount: Decimal, take_back_count: int) -> None:
+        raise UnsupportedCommandError(
+            "DL/T 645 take-back (退电) needs the State Grid security chip (03 authentication); "
+            "bill on the platform and control the relay instead"
+        )
+
+    async def take_back_count(self, meter: MeterAddress) -> int:
+        raise UnsupportedCommandError("DL/T 645 meters here keep no take-back counter")

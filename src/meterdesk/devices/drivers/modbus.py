@@ -6,7 +6,9 @@ count, relay state and status bits — two requests with the reference map — a
 with CT = PT = 1, because the money core applies the meter's ratios.
 
 Commands: relay code to 0024H, then the relay state at 0023H is read back (a trip must read
-"open", a close "closed"); a recharge writes amount and purchase count at 0040H in one request.
+"open", a close "closed"); a recharge writes amount and purchase count at 0040H in one request,
+a take-back (退电) amount and take-back count at 0044H (its counter at 0047H is read only by
+the take-back command, not by every poll).
 The meter refuses a purchase count that is not its stored count + 1, which makes a retried
 recharge safe: when the retry is refused, the stored count is read back and, if it already
 equals ours, the first attempt arrived and the recharge counts as done.
@@ -30,7 +32,12 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from meterdesk.devices.codecs.modbus_map import ModbusMapError, RegisterMap, load_map
+from meterdesk.devices.codecs.modbus_map import (
+    TAKE_BACK_COUNT,
+    ModbusMapError,
+    RegisterMap,
+    load_map,
+)
 from meterdesk.devices.drivers import (
     DEFAULT_SLEEP,
     RetryPolicy,
@@ -282,6 +289,36 @@ class ModbusDriver:
                 f"meter {meter.address} refused recharge #{purchase_count} "
                 f"(stored purchase count {stored}): {error}"
             ) from None
+
+    async def take_back(self, meter: MeterAddress, amount: Decimal, take_back_count: int) -> None:
+        """退电: amount and take-back count at 0044H in one request. As with a recharge, a
+        refused write whose count is already the meter's was an earlier attempt that arrived."""
+        try:
+            address, words = self._map(meter).encode_take_back(amount, take_back_count)
+        except ModbusMapError as error:
+            raise UnsupportedCommandError(
+                f"meter {meter.address}: its register map cannot take money back ({error})"
+            ) from None
+        try:
+            await self._write_words(unit_id(meter), address, words)
+        except ModbusRefusedError as error:
+            stored = await self.take_back_count(meter)
+            if stored == take_back_count:
+                return
+            raise DeviceRefusedError(
+                f"meter {meter.address} refused take-back #{take_back_count} of {amount} "
+                f"(stored take-back count {stored}; more than its remaining money, or a "
+                f"replay): {error}"
+            ) from None
+
+    async def take_back_count(self, meter: MeterAddress) -> int:
+        try:
+            self._map(meter).register(TAKE_BACK_COUNT)
+        except ModbusMapError as error:
+            raise UnsupportedCommandError(
+                f"meter {meter.address}: its register map has no take-back counter ({error})"
+            ) from None
+        return await self._read_one(meter, TAKE_BACK_COUNT)
 
     async def write_prices(self, meter: MeterAddress, prices: Mapping[str, Decimal]) -> None:
         names = {name: f"price_tariff_{band_index(name)}_per_kwh" for name in prices}

@@ -1,6 +1,6 @@
-"""Actions from a room (F-MON-CTRL): recharge, refund, relay cut / restore, valve open / close,
-change a meter's tariff (改电价), and the supply policy (protect 保电, alarm amounts, friendly
-hours).
+"""Actions from a room (F-MON-CTRL): recharge, refund, take-back (退电, meter billing), relay
+cut / restore, valve open / close, change a meter's tariff (改电价), and the supply policy
+(protect 保电, alarm amounts, friendly hours).
 
 Each action opens a confirmation dialog (``GET …/dialog/{action}``) whose form carries a fresh
 idempotency key, so a double submit does the work once. The POST goes through the API's own
@@ -23,7 +23,7 @@ from meterdesk.api.routers import accounts as accounts_api
 from meterdesk.api.routers import commands as commands_api
 from meterdesk.api.routers import money
 from meterdesk.api.schemas.accounts import MoneyIn, TariffChangeIn
-from meterdesk.api.schemas.commands import CommandIn
+from meterdesk.api.schemas.commands import CommandIn, TakeBackIn
 from meterdesk.api.schemas.common import Id
 from meterdesk.devices.commands import service as commands
 from meterdesk.reports import room_detail
@@ -38,6 +38,7 @@ Key = Annotated[str, Form(min_length=8, max_length=100)]
 DIALOGS: dict[str, tuple[Permission, str]] = {
     "recharge": (Permission.MONEY_WRITE, "dialogs/money.html"),
     "refund": (Permission.MONEY_WRITE, "dialogs/money.html"),
+    "take_back": (Permission.MONEY_WRITE, "dialogs/take_back.html"),
     "relay_trip": (Permission.METERS_WRITE, "dialogs/command.html"),
     "relay_close": (Permission.METERS_WRITE, "dialogs/command.html"),
     "valve_close": (Permission.METERS_WRITE, "dialogs/command.html"),
@@ -165,6 +166,30 @@ def send_command(
     body = build(CommandIn, kind=kind)
     answer = answer_of(commands_api.send_command(meter_id, body, request, caller, idempotency_key))
     return result(request, caller, {"kind": kind, "answer": answer, "meter": meter})
+
+
+@router.post("/rooms/{room_id}/take-back", response_class=HTMLResponse)
+def take_back(
+    room_id: Id,
+    request: Request,
+    caller: Cashier,
+    meter_id: Annotated[int, Form()],
+    idempotency_key: Key,
+    amount: Annotated[str | None, Form(max_length=20)] = None,
+    take_all: Annotated[bool, Form(alias="all")] = False,
+) -> HTMLResponse:
+    """退电 from a meter-billing room through the API's own handler (``money.write``,
+    idempotent, ``api.money.take_back`` audit); the result polls the command's status."""
+    state = room_state(caller, room_id)
+    require_account(state)
+    meter = next((m for m in state["meters"] if m.id == meter_id), None)
+    if meter is None:
+        raise NotFoundError(f"meter {meter_id} not found in this room")
+    body = build(TakeBackIn, amount=None if take_all else blank_to_none(amount), all=take_all)
+    answer = answer_of(
+        commands_api.take_back_money(meter_id, body, request, caller, idempotency_key)
+    )
+    return result(request, caller, {"kind": "take_back", "answer": answer, "meter": meter})
 
 
 @router.get("/commands/{command_id}/status", response_class=HTMLResponse)
