@@ -15,14 +15,14 @@ from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
 from meterdesk.db.database import Database
+from meterdesk.shared.contacts import optional_email, optional_phone
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 from meterdesk.shared.money import to_decimal
 from meterdesk.shared.time import zone
 from meterdesk.sites.model import DEFAULT_LANGUAGE, Language, RoomKind
 from meterdesk.sites.tables import buildings, customers, floors, organisations, rooms, sites
 
-PHONE_LENGTH = 40  # the columns' lengths (sites/tables.py)
-OPENID_LENGTH = 100
+OPENID_LENGTH = 100  # the column's length (sites/tables.py); phones and e-mails are normalised
 
 
 def _name(value: str, field: str, limit: int = 200) -> str:
@@ -148,12 +148,6 @@ def parse_language(value: str) -> Language:
         raise ValidationError(f"language: {value!r} is not one of {choices}") from None
 
 
-def _email(value: str | None) -> str | None:
-    if value and "@" not in value:
-        raise ValidationError(f"email: {value!r} is not an e-mail address")
-    return _optional(value, "email", 200)
-
-
 def create_customer(
     db: Database,
     *,
@@ -171,8 +165,8 @@ def create_customer(
         statement = insert(customers).values(
             organisation_id=organisation_id,
             name=_name(name, "name"),
-            phone=_optional(phone, "phone", PHONE_LENGTH),
-            email=_email(email),
+            phone=optional_phone(phone),
+            email=optional_email(email),
             wechat_openid=_optional(wechat_openid, "wechat_openid", OPENID_LENGTH),
             language=chosen.value,
             created_at=db.clock(),
@@ -197,13 +191,16 @@ class CustomerChange:
             raise ValidationError("give at least one field to change")
         if "name" in changed:
             changed["name"] = _name(changed["name"], "name")
+        if "phone" in changed:
+            changed["phone"] = optional_phone(changed["phone"])
         if "email" in changed:
-            changed["email"] = _email(changed["email"])
+            changed["email"] = optional_email(changed["email"])
         if "language" in changed:
             changed["language"] = parse_language(changed["language"]).value
-        for optional, limit in (("phone", PHONE_LENGTH), ("wechat_openid", OPENID_LENGTH)):
-            if optional in changed:
-                changed[optional] = _optional(changed[optional], optional, limit)
+        if "wechat_openid" in changed:
+            changed["wechat_openid"] = _optional(
+                changed["wechat_openid"], "wechat_openid", OPENID_LENGTH
+            )
         return changed
 
 
