@@ -370,8 +370,19 @@ def _excel_lines(path: Path) -> list[tuple[int, list[str]]]:
                     f"{path.name}: row {number}, column {get_column_letter(column)}: the formula {formula} has no "
                     "saved result (open and save the file in Excel, or type the value)"
                 )
-        lines.append((number, ["" if value is None else str(value) for value in row]))
+        lines.append((number, [_cell_text(value) for value in row]))
     return lines
+
+
+def _cell_text(value: object) -> str:
+    """A cell as the text typed into it. A whole number Excel saved as a float (a phone number
+    such as 1.3800138E10 in the file) reads as ``13800138000``, not ``13800138000.0``, which
+    would be a different, 12-digit number."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _merged_down(path: Path) -> dict[tuple[int, int], object]:
