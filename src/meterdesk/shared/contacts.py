@@ -41,7 +41,6 @@ _PHONE_CHARACTERS = re.compile(r"[+＋]?[0-9０-９\s\u3000\-‐–.()（）/]+"
 _EXPECTED_IN = {
     "HK": "Hong Kong numbers have 8 digits",
     "MO": "Macau numbers have 8 digits",
-    "TW": "give Taiwan numbers with +886",
 }
 
 _UNPARSABLE = {
