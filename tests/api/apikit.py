@@ -147,7 +147,7 @@ def _places(db: Database, org: Org) -> None:
         for n in ("101", "102")
     )
     org.customer_id = sites.create_customer(
-        db, organisation_id=org.id, name=org.name("Customer"), phone="139"
+        db, organisation_id=org.id, name=org.name("Customer"), phone="13900000000"
     )
 
 

@@ -200,13 +200,13 @@ def test_a_message_nobody_could_get_goes_to_the_phone_added_since(world: World) 
     assert patched.status_code == 200, patched.text
     again = world.client.post(path, headers={**headers, **key("r-bare")})  # a refusal is not kept
     assert again.status_code == 200, again.text
-    assert (again.json()["status"], again.json()["address"]) == ("pending", "13700000000")
+    assert (again.json()["status"], again.json()["address"]) == ("pending", "+8613700000000")
     sms = Accepting()
     registry = ChannelRegistry(
         overrides={Channel.SMS: sms, Channel.LOG: LogChannel(io.StringIO())}, clock=world.db.clock
     )
     asyncio.run(Dispatcher(world.db, registry).drain())
-    assert [m.address for m in sms.seen] == ["13700000000"]
+    assert [m.address for m in sms.seen] == ["+8613700000000"]
     assert get(world, f"/notifications/{failed}")["status"] == "sent"
 
 

@@ -135,7 +135,7 @@ def test_customers(world: World) -> None:
     assert created.status_code == 201
     assert (
         world.client.get(f"/api/v1/customers/{created.json()['id']}", headers=auth).json()["phone"]
-        == "13811112222"
+        == "+8613811112222"
     )
     by_phone = world.client.get("/api/v1/customers?q=1381111", headers=auth).json()["items"]
     assert [c["name"] for c in by_phone] == ["Wang Fang"]
@@ -152,10 +152,12 @@ def test_a_customer_reads_messages_in_zh_cn_unless_created_or_changed_to_english
     assert english.status_code == 201 and english.json()["language"] == "en"
 
     changed = world.client.patch(
-        f"/api/v1/customers/{default['id']}", json={"language": "en", "phone": "139"}, headers=auth
+        f"/api/v1/customers/{default['id']}",
+        json={"language": "en", "phone": "139 0000 0001"},
+        headers=auth,
     )
     assert changed.status_code == 200
-    assert (changed.json()["language"], changed.json()["phone"]) == ("en", "139")
+    assert (changed.json()["language"], changed.json()["phone"]) == ("en", "+8613900000001")
     assert changed.json()["name"] == "Zhao"  # what was not sent stays
     cleared = world.client.patch(
         f"/api/v1/customers/{default['id']}", json={"phone": ""}, headers=auth

@@ -88,7 +88,9 @@ def make_org(db: Database, name: str = "Org A", timezone: str = "Asia/Shanghai")
     room_id = sites.create_room(
         db, organisation_id=org_id, floor_id=floor_id, name="101", kind="shop"
     )
-    customer_id = sites.create_customer(db, organisation_id=org_id, name="Li Lei", phone="139")
+    customer_id = sites.create_customer(
+        db, organisation_id=org_id, name="Li Lei", phone="13900000000"
+    )
     return Org(org_id, site_id, room_id, customer_id, name)
 
 

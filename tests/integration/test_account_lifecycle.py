@@ -143,7 +143,7 @@ def preset_row(number: str, meters: str, **extra: str) -> dict[str, str]:
     row = {
         "account_number": number,
         "customer_name": "Han Meimei",
-        "customer_phone": "138",
+        "customer_phone": "13800138000",
         "site": "Park",
         "building": "B1",
         "floor": "F1",

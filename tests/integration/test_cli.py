@@ -244,7 +244,7 @@ def test_a_customers_message_language_is_set_at_creation_and_changed_later(
     run("org", "create", "Acme")
     english = run_json("customer", "create", "Anna", *ORG, "--language", "en")
     assert english["language"] == "en"
-    default = run_json("customer", "create", "Li Lei", *ORG, "--phone", "139")
+    default = run_json("customer", "create", "Li Lei", *ORG, "--phone", "13900000000")
     assert default["language"] == "zh-CN"
 
     updated = run(

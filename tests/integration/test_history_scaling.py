@@ -444,7 +444,9 @@ def outbox_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int
         ours = one_meter_account(db)
         theirs = make_org(db, "Org B")
         their_meter = make_meter(db, theirs, "M9")
-        quiet = sites.create_customer(db, organisation_id=ours.org.id, name="Han Mei", phone="138")
+        quiet = sites.create_customer(
+            db, organisation_id=ours.org.id, name="Han Mei", phone="13800138000"
+        )
         messages, orders = [], []
         for i in range(count):
             at = T0 + timedelta(minutes=i)

@@ -349,12 +349,16 @@ def test_retrying_a_no_address_failure_sends_to_the_address_the_customer_has_now
     service.retry_notification(db, organisation_id=place.org.id, outbox_id=row["id"], actor="op")
 
     (again,) = outbox_rows(db)
-    assert (again["status"], again["address"], again["attempts"]) == ("pending", "13700000000", 0)
+    assert (again["status"], again["address"], again["attempts"]) == (
+        "pending",
+        "+8613700000000",
+        0,
+    )
     assert again["dedupe_key"] == row["dedupe_key"] and again["next_attempt_at"] == clock()
     assert _retries(db, place.org.id) == [{"was": "failed", "readdressed": "phone"}]
     sms = Scripted([DeliveryResult("sms-1")])
     assert drain(dispatcher(db, **{Channel.SMS: sms})) == 1
-    assert [message.address for message in sms.seen] == ["13700000000"]
+    assert [message.address for message in sms.seen] == ["+8613700000000"]
     assert (outbox_rows(db)[0]["status"], outbox_rows(db)[0]["last_error"]) == ("sent", None)
 
 
@@ -386,7 +390,7 @@ def _refused_sms(db: Database, clock: FakeClock) -> tuple[Place, dict[str, Any]]
     refusing = Scripted([PermanentDeliveryError("sms: invalid number")])
     drain(dispatcher(db, **{Channel.SMS: refusing}))
     (row,) = outbox_rows(db)
-    assert (row["status"], row["address"]) == ("failed", "13900000000")
+    assert (row["status"], row["address"]) == ("failed", "+8613900000000")
     return place, row
 
 
@@ -410,11 +414,15 @@ def test_retrying_a_refused_message_goes_to_the_number_corrected_since(
     service.retry_notification(db, organisation_id=place.org.id, outbox_id=row["id"], actor="op")
 
     (again,) = outbox_rows(db)
-    assert (again["status"], again["address"], again["attempts"]) == ("pending", "13911111111", 0)
+    assert (again["status"], again["address"], again["attempts"]) == (
+        "pending",
+        "+8613911111111",
+        0,
+    )
     assert _retries(db, place.org.id) == [{"was": "failed", "readdressed": "phone"}]
     sms = Scripted([DeliveryResult("sms-2")])
     assert drain(dispatcher(db, **{Channel.SMS: sms})) == 1
-    assert [message.address for message in sms.seen] == ["13911111111"]
+    assert [message.address for message in sms.seen] == ["+8613911111111"]
 
 
 def test_retrying_a_refused_message_with_the_number_unchanged_keeps_it(
@@ -424,7 +432,11 @@ def test_retrying_a_refused_message_with_the_number_unchanged_keeps_it(
     service.retry_notification(db, organisation_id=place.org.id, outbox_id=row["id"], actor="op")
 
     (again,) = outbox_rows(db)
-    assert (again["status"], again["address"], again["attempts"]) == ("pending", "13900000000", 0)
+    assert (again["status"], again["address"], again["attempts"]) == (
+        "pending",
+        "+8613900000000",
+        0,
+    )
     assert _retries(db, place.org.id) == [{"was": "failed"}]
 
 

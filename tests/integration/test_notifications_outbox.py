@@ -157,7 +157,7 @@ def test_enqueue_resolves_the_customer_room_utility_and_zone(
     rows = outbox_rows(db)
     assert len(written) == 4
     assert {(r["channel"], r["address"]) for r in rows} == {
-        ("sms", "13900000000"),
+        ("sms", "+8613900000000"),
         ("email", "zhang.wei@example.com"),
         ("wechat", "oOPENID-zhangwei"),
         ("push", str(place.customer_id)),

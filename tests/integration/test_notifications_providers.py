@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
+from sqlalchemy import update
 from test_notifications_channels import (
     SECRETS,
     Answer,
@@ -27,10 +28,11 @@ from test_notifications_channels import (
     http_server,
     rows,
 )
-from test_notifications_outbox import alarm, make_place
+from test_notifications_outbox import Place, alarm, make_place
 
 from meterdesk.db.database import Database
 from meterdesk.shared.time import FakeClock
+from meterdesk.sites.tables import customers
 
 pytestmark = pytest.mark.integration
 __all__ = ["http_server"]  # the fixture, imported for pytest
@@ -343,3 +345,64 @@ def test_tencent_refuses_a_request_signed_with_the_wrong_secret(
     row = rows(db)[0]
     assert row["status"] == "failed"
     assert row["last_error"].startswith("tencent SendSms: AuthFailure.SignatureFailure")
+
+
+# --- numbers as stored --------------------------------------------------------------------------
+
+
+def _store_phone(db: Database, place: Place, phone: str) -> None:
+    """A number written as it was before numbers were checked on entry (no service accepts it
+    now)."""
+    with db.transaction() as conn:
+        conn.execute(
+            update(customers).where(customers.c.id == place.customer_id).values(phone=phone)
+        )
+
+
+def _aliyun_sms(db: Database, place: Place, server: Server) -> None:
+    configure(
+        db,
+        place,
+        "sms",
+        "aliyun",
+        access_key_id="LTAI-test",
+        sign_name="示例物业",
+        base_url=server.url,
+        secret_refs={"access_key_secret": "TEST_ALIYUN_SECRET"},
+        templates={"balance_alarm": "SMS_465391234"},
+    )
+
+
+def test_a_number_stored_before_the_check_is_still_sent_in_the_providers_form(
+    db: Database, clock: FakeClock, http_server: Callable[..., Server]
+) -> None:
+    place = make_place(db)
+    _store_phone(db, place, "139 0000-0000")
+    server = http_server(aliyun_server("SendSms", {"BizId": "b-1"}))
+    _aliyun_sms(db, place, server)
+    with db.transaction() as conn:
+        alarm(conn, place, clock())
+    deliver(db)
+
+    assert rows(db)[0]["status"] == "sent"
+    assert [request.query["PhoneNumbers"] for request in server.requests] == ["13900000000"]
+
+
+@pytest.mark.parametrize("stored", ["139", "138 0013 800", "+86 12345"])
+def test_a_stored_number_the_provider_cannot_use_fails_with_the_reason_and_is_not_sent(
+    db: Database, clock: FakeClock, http_server: Callable[..., Server], stored: str
+) -> None:
+    """Before, "138 0013 800" went to the provider as 1380013800 (and the provider's refusal came
+    back, or one digit off a real number, somebody else's phone rang)."""
+    place = make_place(db)
+    _store_phone(db, place, stored)
+    server = http_server(aliyun_server("SendSms", {"BizId": "b-1"}))
+    _aliyun_sms(db, place, server)
+    with db.transaction() as conn:
+        alarm(conn, place, clock())
+    deliver(db)
+
+    [row] = rows(db)
+    assert row["status"] == "failed" and row["address"] == stored
+    assert row["last_error"].startswith(f"sms: cannot send to the stored number (phone: {stored!r}")
+    assert server.requests == []

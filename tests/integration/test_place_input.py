@@ -42,7 +42,7 @@ def long_openid(db: Database, org: Org) -> None:
         # String(100) and String(40) columns took 200 characters, any phone, any openid:
         # PostgreSQL's DataError (a CLI traceback), stored as it was on SQLite
         (long_room, "name: at most 100 characters"),
-        (long_phone, "phone: at most 40 characters"),
+        (long_phone, r"phone: '1{41}' is not a phone number \(too long\)"),
         (long_openid, "wechat_openid: at most 100 characters"),
     ],
 )

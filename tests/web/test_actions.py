@@ -90,7 +90,7 @@ def test_the_wizard_opens_an_account_for_a_new_customer(world: World) -> None:
     base = {
         "room_id": alpha.spare_room_id,
         "customer_name": "Wizard Tenant",
-        "customer_phone": "138",
+        "customer_phone": "138 0013 8000",
         "key": "wizard-12345678",
     }
     step2 = console.post("/accounts/open/step", {**base, "step": 1})

@@ -108,7 +108,7 @@ def test_a_message_nobody_could_get_is_refused_until_the_tenant_has_an_address(
     )
     done = console.post(f"/notifications/{failed}/retry", form)
     assert done.status_code == 200, done.text
-    assert 'data-result="retried"' in done.text and "13700000000" in done.text
+    assert 'data-result="retried"' in done.text and "+8613700000000" in done.text
 
 
 def test_cashiers_see_no_retry_and_may_not_retry(world: World) -> None:

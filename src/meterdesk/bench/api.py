@@ -104,7 +104,7 @@ def _places(
                 name = f"{b:02d}-{f:02d}{r:02d}"
                 room_rows.append((room_id, org, floor_id, name, "apartment"))
                 customer_rows.append(
-                    (room_id, org, f"租户 Tenant {room_id:05d}", f"139{room_id:08d}", at)
+                    (room_id, org, f"租户 Tenant {room_id:05d}", f"+86139{room_id:08d}", at)
                 )
                 made.append((room_id, name))
     bulk_insert(conn, buildings, ("id", "organisation_id", "site_id", "name"), building_rows)

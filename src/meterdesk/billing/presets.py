@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +33,7 @@ from meterdesk.billing.tables import account_presets
 from meterdesk.db.database import Database
 from meterdesk.ledger.model import PaymentMethod
 from meterdesk.metering.service import find_meter
+from meterdesk.shared.contacts import optional_email, optional_phone
 from meterdesk.shared.errors import ConflictError, MeterdeskError, NotFoundError, ValidationError
 from meterdesk.shared.money import parse_unsigned_money, to_decimal
 from meterdesk.shared.sheets import SheetRow, csv_lines, table
@@ -105,6 +106,17 @@ class PresetData:
     billing_mode: str = "platform"
     payment_method: str = "cash"
 
+    def with_contacts_normalised(self) -> PresetData:
+        """The phone as E.164 and the e-mail normalised (shared/contacts.py), or a
+        ValidationError naming the column: checked for every way a preset comes in (the API
+        builds one from its body, not from a row) and again when one stored before the check
+        is opened, so no customer is created with a number the providers cannot use."""
+        return replace(
+            self,
+            customer_phone=optional_phone(self.customer_phone, field="customer_phone") or "",
+            customer_email=optional_email(self.customer_email, field="customer_email") or "",
+        )
+
     @classmethod
     def from_row(cls, row: dict[str, str]) -> PresetData:
         clean = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
@@ -147,8 +159,10 @@ class PresetData:
             meter_numbers=meters,
             tariffs=tariff_names * len(meters) if len(tariff_names) == 1 else tariff_names,
             opening_readings=readings,
-            customer_phone=clean.get("customer_phone", ""),
-            customer_email=clean.get("customer_email", ""),
+            customer_phone=optional_phone(clean.get("customer_phone"), field="customer_phone")
+            or "",
+            customer_email=optional_email(clean.get("customer_email"), field="customer_email")
+            or "",
             initial_credit=clean.get("initial_credit") or "0",
             overdraft_limit=clean.get("overdraft_limit") or "0",
             billing_mode=clean.get("billing_mode") or "platform",
@@ -173,6 +187,7 @@ def add_preset(db: Database, *, organisation_id: int, data: PresetData) -> int:
 
 
 def _add_preset_in(conn: Connection, db: Database, organisation_id: int, data: PresetData) -> int:
+    data = data.with_contacts_normalised()
     _resolve(conn, organisation_id, data)  # refuse now what could not be opened later
     try:
         result = conn.execute(
@@ -235,6 +250,7 @@ def _open_in(
     actor: str,
     ingestor: Ingestor | None,
 ) -> int:
+    data = data.with_contacts_normalised()
     room_id, meter_ids, tariff_ids = _resolve(conn, organisation_id, data)
     customer_id = _customer(conn, db, organisation_id, data)
     readings = data.opening_readings or [""] * len(meter_ids)
@@ -287,7 +303,8 @@ def _resolve(
 
 
 def _customer(conn: Connection, db: Database, organisation_id: int, data: PresetData) -> int:
-    """The customer with this name and phone, created when new."""
+    """The customer with this name and phone (both as stored: the phone E.164), created when
+    new."""
     found = conn.execute(
         select(customers.c.id).where(
             customers.c.organisation_id == organisation_id,
@@ -353,8 +370,19 @@ def _excel_lines(path: Path) -> list[tuple[int, list[str]]]:
                     f"{path.name}: row {number}, column {get_column_letter(column)}: the formula {formula} has no "
                     "saved result (open and save the file in Excel, or type the value)"
                 )
-        lines.append((number, ["" if value is None else str(value) for value in row]))
+        lines.append((number, [_cell_text(value) for value in row]))
     return lines
+
+
+def _cell_text(value: object) -> str:
+    """A cell as the text typed into it. A whole number Excel saved as a float (a phone number
+    such as 1.3800138E10 in the file) reads as ``13800138000``, not ``13800138000.0``, which
+    would be a different, 12-digit number."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _merged_down(path: Path) -> dict[tuple[int, int], object]:

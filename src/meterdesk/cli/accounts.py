@@ -124,7 +124,10 @@ def preset_add(
     room: Annotated[str, typer.Option(help="SITE/BUILDING/FLOOR/ROOM")],
     meter: Annotated[list[str], typer.Option()],
     tariff: Annotated[list[str], typer.Option()],
-    customer_phone: Annotated[str, typer.Option()] = "",
+    customer_phone: Annotated[
+        str, typer.Option(help="mobile or landline, + and country code outside CN; stored as E.164")
+    ] = "",
+    customer_email: Annotated[str, typer.Option()] = "",
     credit: Annotated[str, typer.Option()] = "0",
     overdraft: Annotated[str, typer.Option()] = "0",
     as_json: JsonOption = False,
@@ -139,6 +142,7 @@ def preset_add(
                 "account_number": number,
                 "customer_name": customer_name,
                 "customer_phone": customer_phone,
+                "customer_email": customer_email,
                 "site": parts[0],
                 "building": parts[1],
                 "floor": parts[2],

@@ -187,6 +187,7 @@ def room_create(
         )
 
 
+PHONE_HELP = "mobile or landline, + and country code outside CN; stored as E.164"
 LanguageOption = Annotated[
     str | None, typer.Option(help="language of the customer's messages: zh-CN or en")
 ]
@@ -196,7 +197,7 @@ LanguageOption = Annotated[
 def customer_create(
     name: str,
     org: OrgOption,
-    phone: Annotated[str | None, typer.Option()] = None,
+    phone: Annotated[str | None, typer.Option(help=PHONE_HELP)] = None,
     email: Annotated[str | None, typer.Option()] = None,
     wechat_openid: Annotated[str | None, typer.Option()] = None,
     language: LanguageOption = None,
@@ -225,7 +226,7 @@ def customer_update(
     customer_id: Annotated[int, typer.Argument(help="customer id")],
     org: OrgOption,
     name: Annotated[str | None, typer.Option()] = None,
-    phone: Annotated[str | None, typer.Option(help='"" clears it')] = None,
+    phone: Annotated[str | None, typer.Option(help=f'{PHONE_HELP}; "" clears it')] = None,
     email: Annotated[str | None, typer.Option(help='"" clears it')] = None,
     wechat_openid: Annotated[str | None, typer.Option(help='"" clears it')] = None,
     language: LanguageOption = None,

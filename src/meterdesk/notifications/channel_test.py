@@ -23,6 +23,7 @@ from meterdesk.db.database import Database
 from meterdesk.notifications import model, queueing, recipients
 from meterdesk.notifications.configuration import ChannelSetting, channel_setting
 from meterdesk.notifications.model import Channel, EventKind
+from meterdesk.shared.contacts import normalise_email, normalise_phone
 from meterdesk.shared.errors import ValidationError
 
 MAX_ADDRESS = 200
@@ -96,16 +97,11 @@ def _target(setting: ChannelSetting, address: str | None) -> str:
                 f"(or set the channel's operator_addresses)"
             )
         return operators[0]
-    if setting.channel is Channel.EMAIL and ("@" not in given or " " in given):
-        raise ValidationError(f"address: {given!r} is not an e-mail address")
-    if setting.channel in (Channel.SMS, Channel.VOICE) and not _phone(given):
-        raise ValidationError(f"address: {given!r} is not a phone number")
+    if setting.channel is Channel.EMAIL:
+        return normalise_email(given, field="address")
+    if setting.channel in (Channel.SMS, Channel.VOICE):
+        return normalise_phone(given, field="address")
     return given
-
-
-def _phone(value: str) -> bool:
-    digits = value[1:] if value.startswith("+") else value
-    return digits.isdigit() and digits.isascii() and 5 <= len(digits) <= 20
 
 
 # System channels ignore the context: their target is in the channel's own settings.

@@ -10,7 +10,7 @@ reads the variables when it builds an adapter.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from meterdesk.db.database import Database
 from meterdesk.notifications import model
 from meterdesk.notifications.model import Channel, EventKind, QuietHours
 from meterdesk.notifications.tables import notification_channel_settings, notification_quiet_hours
+from meterdesk.shared.contacts import normalise_email, normalise_phone
 from meterdesk.shared.errors import ValidationError
 
 PROVIDERS: dict[Channel, tuple[str, ...]] = {
@@ -126,6 +127,33 @@ def _check(
             )
 
 
+def _with_operator_addresses(channel: Channel, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its ``operator_addresses`` stored as they will be sent to: phones as
+    E.164 on SMS and voice, e-mails normalised; a bad one is refused with its position, since
+    the first the operators would hear of it is an alarm that never reached them."""
+    found = config.get("operator_addresses")
+    if found is None:
+        return config
+    if not isinstance(found, list):
+        raise ValidationError(f"{channel}: operator_addresses must be a list of addresses")
+    normalise = _OPERATOR_ADDRESS.get(channel)
+    if normalise is None:
+        return config
+    addresses = [
+        normalise(str(item), f"operator_addresses[{index}]")
+        for index, item in enumerate(found)
+        if str(item).strip()
+    ]
+    return {**config, "operator_addresses": addresses}
+
+
+_OPERATOR_ADDRESS: dict[Channel, Callable[[str, str], str]] = {
+    Channel.SMS: lambda value, field: normalise_phone(value, field=field),
+    Channel.VOICE: lambda value, field: normalise_phone(value, field=field),
+    Channel.EMAIL: lambda value, field: normalise_email(value, field=field),
+}
+
+
 def _subscribable(event: str) -> EventKind:
     kind = model.event_kind(event)
     if kind not in model.SUBSCRIBABLE_EVENTS:
@@ -149,6 +177,7 @@ def configure_channel(
     which = model.channel(channel)
     settings, refs = dict(config or {}), dict(secret_refs or {})
     _check(which, provider, settings, refs)
+    settings = _with_operator_addresses(which, settings)
     kinds = None if events is None else sorted({_subscribable(e).value for e in events})
     values = {
         "provider": provider,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, or_, select
+from sqlalchemy import Connection, and_, exists, select
 
 from meterdesk.billing.tables import accounts, meter_assignments
 from meterdesk.metering.tables import meters
+from meterdesk.sites.search import customer_matches
 from meterdesk.sites.tables import buildings, customers, floors, rooms
 from meterdesk.tariffs.tables import tariffs
 
@@ -67,16 +68,9 @@ def find_customers(
 ) -> list[dict[str, Any]]:
     if not q or not q.strip():
         return []
-    pattern = _pattern(q)
     rows = conn.execute(
         select(customers.c.id, customers.c.name, customers.c.phone)
-        .where(
-            customers.c.organisation_id == organisation_id,
-            or_(
-                customers.c.name.like(pattern, escape="\\"),
-                customers.c.phone.like(pattern, escape="\\"),
-            ),
-        )
+        .where(customers.c.organisation_id == organisation_id, customer_matches(q))
         .order_by(customers.c.name)
         .limit(limit)
     ).mappings()

@@ -15,14 +15,15 @@ from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
 from meterdesk.db.database import Database
+from meterdesk.shared.contacts import optional_email, optional_phone
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 from meterdesk.shared.money import to_decimal
 from meterdesk.shared.time import zone
 from meterdesk.sites.model import DEFAULT_LANGUAGE, Language, RoomKind
 from meterdesk.sites.tables import buildings, customers, floors, organisations, rooms, sites
 
-PHONE_LENGTH = 40  # the columns' lengths (sites/tables.py)
-OPENID_LENGTH = 100
+OPENID_LENGTH = 100  # the columns' lengths (sites/tables.py); a phone is E.164, 16 at most
+EMAIL_LENGTH = 200
 
 
 def _name(value: str, field: str, limit: int = 200) -> str:
@@ -40,6 +41,12 @@ def _optional(value: str | None, field: str, limit: int) -> str | None:
     if value and len(value) > limit:
         raise ValidationError(f"{field}: at most {limit} characters")
     return value or None
+
+
+def _email(value: str | None) -> str | None:
+    """The e-mail as stored (shared/contacts.py), within its column: email-validator allows 254
+    characters, and the CLI has no schema to hold the limit."""
+    return _optional(optional_email(value), "email", EMAIL_LENGTH)
 
 
 def _insert(conn: Connection, statement: object, what: str) -> int:
@@ -148,12 +155,6 @@ def parse_language(value: str) -> Language:
         raise ValidationError(f"language: {value!r} is not one of {choices}") from None
 
 
-def _email(value: str | None) -> str | None:
-    if value and "@" not in value:
-        raise ValidationError(f"email: {value!r} is not an e-mail address")
-    return _optional(value, "email", 200)
-
-
 def create_customer(
     db: Database,
     *,
@@ -171,7 +172,7 @@ def create_customer(
         statement = insert(customers).values(
             organisation_id=organisation_id,
             name=_name(name, "name"),
-            phone=_optional(phone, "phone", PHONE_LENGTH),
+            phone=optional_phone(phone),
             email=_email(email),
             wechat_openid=_optional(wechat_openid, "wechat_openid", OPENID_LENGTH),
             language=chosen.value,
@@ -197,13 +198,16 @@ class CustomerChange:
             raise ValidationError("give at least one field to change")
         if "name" in changed:
             changed["name"] = _name(changed["name"], "name")
+        if "phone" in changed:
+            changed["phone"] = optional_phone(changed["phone"])
         if "email" in changed:
             changed["email"] = _email(changed["email"])
         if "language" in changed:
             changed["language"] = parse_language(changed["language"]).value
-        for optional, limit in (("phone", PHONE_LENGTH), ("wechat_openid", OPENID_LENGTH)):
-            if optional in changed:
-                changed[optional] = _optional(changed[optional], optional, limit)
+        if "wechat_openid" in changed:
+            changed["wechat_openid"] = _optional(
+                changed["wechat_openid"], "wechat_openid", OPENID_LENGTH
+            )
         return changed
 
 

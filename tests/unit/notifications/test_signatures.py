@@ -7,7 +7,10 @@ import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from meterdesk.notifications.channels import aliyun, tencent
+from meterdesk.notifications.channels.base import PermanentDeliveryError
 from meterdesk.notifications.channels.webhook import sign_webhook, verify_webhook
 
 # Aliyun's "签名机制" example for SendSms (AccessKeyId testId, secret testSecret).
@@ -63,8 +66,20 @@ def test_aliyun_parameter_order_does_not_matter_but_every_value_does() -> None:
 
 
 def test_aliyun_numbers_drop_the_mainland_prefix() -> None:
+    assert aliyun.mainland_number("+8613900000000") == "13900000000"  # as stored now
     assert aliyun.mainland_number("+86 139-0000-0000") == "13900000000"
+    assert aliyun.mainland_number("139 0000 0000") == "13900000000"  # stored before the check
+    assert aliyun.mainland_number("+861088888888") == "1088888888"  # Beijing landline
     assert aliyun.mainland_number("+85261234567") == "85261234567"
+
+
+@pytest.mark.parametrize("stored", ["139", "138 0013 800", "+86 12345", "abc", ""])
+def test_a_stored_number_no_provider_can_use_is_refused_with_the_reason(stored: str) -> None:
+    """Before, "138 0013 800" went to Aliyun as 1380013800 and "+86 12345" as 12345: the provider
+    refused them days after entry, or (one digit off) reached somebody else."""
+    for convert in (aliyun.mainland_number, tencent.e164):
+        with pytest.raises(PermanentDeliveryError, match=r"^voice: cannot send to the stored"):
+            convert(stored, "voice")
 
 
 def test_tencent_canonical_request_and_string_to_sign_match_the_documented_example() -> None:
@@ -117,7 +132,9 @@ def test_tencent_credential_date_is_the_utc_date_not_beijing() -> None:
 
 
 def test_tencent_numbers_are_e164() -> None:
-    assert tencent.e164("139 0000 0000") == "+8613900000000"
+    assert tencent.e164("+8613900000000") == "+8613900000000"  # as stored now
+    assert tencent.e164("139 0000 0000") == "+8613900000000"  # stored before the check
+    assert tencent.e164("0086 139 0000 0000") == "+8613900000000"
     assert tencent.e164("+85261234567") == "+85261234567"
 
 

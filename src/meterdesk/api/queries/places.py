@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Table, or_, select
+from sqlalchemy import Connection, RowMapping, Table, select
 
 from meterdesk.api.queries.common import Window, like, page
 from meterdesk.shared.errors import NotFoundError
+from meterdesk.sites.search import customer_matches
 from meterdesk.sites.tables import buildings, customers, floors, rooms, sites
 
 
@@ -110,11 +111,5 @@ def list_customers(
 ) -> tuple[Sequence[RowMapping], str | None]:
     query = select(customers).where(customers.c.organisation_id == organisation_id)
     if q:
-        pattern = like(q)
-        query = query.where(
-            or_(
-                customers.c.name.like(pattern, escape="\\"),
-                customers.c.phone.like(pattern, escape="\\"),
-            )
-        )
+        query = query.where(customer_matches(q))
     return page(conn, query, customers.c.id, after=window.after, limit=window.limit)

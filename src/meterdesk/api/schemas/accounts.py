@@ -8,7 +8,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import ONE_LINE, BigId, Id, Money, Register, SignedMoney, examples
+from meterdesk.api.schemas.common import (
+    EMAIL_RULE,
+    ONE_LINE,
+    PHONE_RULE,
+    BigId,
+    Id,
+    Money,
+    Register,
+    SignedMoney,
+    examples,
+)
 
 PaymentMethod = Literal["cash", "card", "transfer", "wechat", "alipay", "online"]
 BillingMode = Literal["platform", "meter"]
@@ -154,8 +164,12 @@ class PresetIn(BaseModel):
         Field(min_length=1, max_length=50)
     )
     opening_readings: list[Register | Literal[""]] = Field(default_factory=list, max_length=50)
-    customer_phone: Annotated[str, StringConstraints(max_length=40)] = ""
-    customer_email: Annotated[str, StringConstraints(max_length=200)] = ""
+    customer_phone: Annotated[str, StringConstraints(max_length=40)] = Field(
+        default="", description=PHONE_RULE
+    )
+    customer_email: Annotated[str, StringConstraints(max_length=200)] = Field(
+        default="", description=EMAIL_RULE
+    )
     initial_credit: Money = "0"
     overdraft_limit: Money = "0"
     billing_mode: BillingMode = "platform"

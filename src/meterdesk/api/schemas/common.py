@@ -85,3 +85,12 @@ def examples(*values: dict[str, Any]) -> ConfigDict:
 
 class Created(BaseModel):
     id: int
+
+
+# Phones and e-mails are checked and normalised by the services (shared/contacts.py).
+PHONE_RULE = (
+    "a valid phone number (libphonenumber's rules): read in CN unless it starts with + and a "
+    "country code; spaces, dashes and brackets allowed, letters not; stored and returned as E.164 "
+    "(+8613900000000)"
+)
+EMAIL_RULE = "an e-mail address (syntax only, no DNS look-up); stored with its domain lower-cased"

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from meterdesk.api.schemas.common import ONE_LINE, Id, Name, examples
+from meterdesk.api.schemas.common import EMAIL_RULE, ONE_LINE, PHONE_RULE, Id, Name, examples
 
 RoomKind = Literal["apartment", "shop", "office", "public", "dormitory"]
 Zone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -83,11 +83,11 @@ OpenId = Annotated[str, StringConstraints(max_length=100)]
 
 class CustomerIn(BaseModel):
     model_config = examples(
-        {"name": "Li Lei", "phone": "13900000000", "email": "li@example.com", "language": "zh-CN"}
+        {"name": "Li Lei", "phone": "139 0000 0000", "email": "li@example.com", "language": "zh-CN"}
     )
     name: Name
-    phone: Phone | None = None
-    email: Email | None = None
+    phone: Phone | None = Field(default=None, description=PHONE_RULE)
+    email: Email | None = Field(default=None, description=EMAIL_RULE)
     wechat_openid: OpenId | None = None
     language: Language = Field(default="zh-CN", description="language of the customer's messages")
 
@@ -97,8 +97,8 @@ class CustomerPatch(BaseModel):
 
     model_config = examples({"language": "en"})
     name: Name | None = None
-    phone: Phone | None = None
-    email: Email | None = None
+    phone: Phone | None = Field(default=None, description=f"{PHONE_RULE}; empty clears it")
+    email: Email | None = Field(default=None, description=f"{EMAIL_RULE}; empty clears it")
     wechat_openid: OpenId | None = None
     language: Language | None = None
 
@@ -106,7 +106,7 @@ class CustomerPatch(BaseModel):
 class CustomerOut(BaseModel):
     id: int
     name: str
-    phone: str | None
+    phone: str | None = Field(description="E.164 (+8613900000000)")
     email: str | None
     wechat_openid: str | None
     language: Language

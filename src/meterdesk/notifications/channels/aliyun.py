@@ -36,6 +36,7 @@ from meterdesk.notifications.channels.base import (
     PermanentDeliveryError,
     TransientDeliveryError,
     json_body,
+    phone_number,
     request,
 )
 from meterdesk.shared.time import Clock, system_clock
@@ -69,10 +70,10 @@ def sign(secret: str, method: str, params: Mapping[str, str]) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def mainland_number(phone: str) -> str:
+def mainland_number(phone: str, channel: str = "sms") -> str:
     """Aliyun wants mainland numbers without +86, others with the country code and no '+'."""
-    cleaned = "".join(ch for ch in phone if ch.isdigit() or ch == "+")
-    return cleaned.removeprefix("+86").removeprefix("+")
+    number = phone_number(phone, channel)
+    return number.national if number.country_code == 86 else str(number).removeprefix("+")
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ class AliyunSms:
         body = await self.client.call(
             "SendSms",
             {
-                "PhoneNumbers": mainland_number(message.address),
+                "PhoneNumbers": mainland_number(message.address, message.channel),
                 "SignName": self.sign_name,
                 "TemplateCode": ref.code,
                 "TemplateParam": _values(message, ref),
@@ -178,7 +179,7 @@ class AliyunVoice:
     async def send(self, message: OutgoingMessage) -> DeliveryResult:
         ref = _template(self.templates, message)
         params = {
-            "CalledNumber": mainland_number(message.address),
+            "CalledNumber": mainland_number(message.address, message.channel),
             "TtsCode": ref.code,
             "TtsParam": _values(message, ref),
             "PlayTimes": str(self.play_times),

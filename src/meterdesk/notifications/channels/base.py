@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from meterdesk.shared.errors import MeterdeskError
+from meterdesk.shared import contacts
+from meterdesk.shared.errors import MeterdeskError, ValidationError
 
 #: Looks up a secret by the environment-variable name stored in ``secret_refs``.
 SecretSource = Callable[[str], str | None]
@@ -129,3 +130,15 @@ def secret(secrets: SecretSource, refs: Mapping[str, str], name: str, channel: s
     if not value:
         raise TransientDeliveryError(f"{channel}: environment variable {variable} is not set")
     return value
+
+
+def phone_number(address: str, channel: str) -> contacts.E164:
+    """The stored number ``address`` read for a provider. Numbers are stored as E.164 since they
+    are checked on entry; one stored before (``139 0000 0000``) is read as it would be entered
+    now. One that cannot be read is refused with the reason, never sent somewhere else."""
+    try:
+        return contacts.E164.of(address)
+    except ValidationError as error:
+        raise PermanentDeliveryError(
+            f"{channel}: cannot send to the stored number ({error}); correct it"
+        ) from None

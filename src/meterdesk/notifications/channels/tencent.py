@@ -35,6 +35,7 @@ from meterdesk.notifications.channels.base import (
     PermanentDeliveryError,
     TransientDeliveryError,
     json_body,
+    phone_number,
     request,
 )
 from meterdesk.shared.time import Clock, system_clock
@@ -109,9 +110,9 @@ def authorization(
     )
 
 
-def e164(phone: str) -> str:
-    cleaned = "".join(ch for ch in phone if ch.isdigit() or ch == "+")
-    return cleaned if cleaned.startswith("+") else f"+86{cleaned}"
+def e164(phone: str, channel: str = "sms") -> str:
+    """Tencent wants every number in E.164, +86 included."""
+    return str(phone_number(phone, channel))
 
 
 @dataclass
@@ -193,7 +194,7 @@ class TencentSms:
         answer = await self.client.call(
             "SendSms",
             {
-                "PhoneNumberSet": [e164(message.address)],
+                "PhoneNumberSet": [e164(message.address, message.channel)],
                 "SmsSdkAppId": self.sdk_app_id,
                 "SignName": self.sign_name,
                 "TemplateId": ref.code,
@@ -221,7 +222,7 @@ class TencentVoice:
             "SendTtsVoice",
             {
                 "TemplateId": ref.code,
-                "CalledNumber": e164(message.address),
+                "CalledNumber": e164(message.address, message.channel),
                 "VoiceSdkAppid": self.voice_sdk_app_id,
                 "TemplateParamSet": _ordered(message, ref),
                 "PlayTimes": self.play_times,

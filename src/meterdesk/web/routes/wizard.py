@@ -18,6 +18,7 @@ from meterdesk.api.routers import places as places_api
 from meterdesk.api.schemas.accounts import AccountIn
 from meterdesk.api.schemas.places import CustomerIn
 from meterdesk.reports import opening
+from meterdesk.shared.contacts import optional_email, optional_phone
 from meterdesk.shared.errors import MeterdeskError, ValidationError
 from meterdesk.web.forms import blank_to_none, build
 from meterdesk.web.i18n import LANGUAGE_NAMES
@@ -100,13 +101,20 @@ def _context(caller: Caller, data: WizardData, step: int, q: str | None = None) 
     return context
 
 
-def _check(data: WizardData, step: int) -> None:
+def _check(data: WizardData, step: int) -> WizardData:
+    """``data`` with a new customer's phone and e-mail as they will be stored (checked on the
+    first step, where they were typed, not only when the account is opened)."""
     if step >= 1 and (
         data.room_id is None or (data.customer_id is None and not data.customer_name)
     ):
         raise ValidationError("choose a room and a customer (or enter a new customer's name)")
     if step >= 2 and (not data.number or not data.chosen()):
         raise ValidationError("enter the account number and give at least one meter a tariff")
+    if step >= 1 and data.customer_id is None:
+        phone = optional_phone(data.customer_phone, field="customer_phone")
+        email = optional_email(data.customer_email, field="customer_email")
+        data = replace(data, customer_phone=phone or "", customer_email=email or "")
+    return data
 
 
 @router.get("/accounts/open", response_class=HTMLResponse)
@@ -142,8 +150,8 @@ def wizard_step(
     request: Request, caller: AccountsWriter, data: Wizard, step: Annotated[int, Form(ge=0, le=3)]
 ) -> HTMLResponse:
     """Check what step ``step`` entered and show the next one (``step`` 0: back to the first)."""
-    _check(data, step)
-    return page(request, caller, "partials/wizard_step.html", _context(caller, data, step + 1))
+    checked = _check(data, step)
+    return page(request, caller, "partials/wizard_step.html", _context(caller, checked, step + 1))
 
 
 def _customer(caller: Caller, request: Request, data: WizardData) -> int:
@@ -178,7 +186,7 @@ def _open(caller: Caller, request: Request, data: WizardData) -> dict[str, Any]:
 
 @router.post("/accounts/open", response_class=HTMLResponse)
 def open_account(request: Request, caller: AccountsWriter, data: Wizard) -> HTMLResponse:
-    _check(data, 2)
+    data = _check(data, 2)
     if (
         data.initial_credit.strip("0. ")
         and Permission.MONEY_WRITE not in caller.principal.permissions()

@@ -1,0 +1,33 @@
+"""Finding customers by part of their name or phone number, the same in the API and the console.
+
+Phones are stored as E.164 (``+8613800138000``), but people search the way they read a number
+aloud ("138 0013 8000", "138-0013-8000"): such a query also matches on its digits alone, so the
+separators do not hide the customer.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, or_
+
+from meterdesk.shared.contacts import phone_search_digits
+from meterdesk.sites.tables import customers
+
+
+def _anywhere(text: str) -> str:
+    """A LIKE pattern that matches ``text`` anywhere, with LIKE's wildcards escaped."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def customer_matches(query: str) -> ColumnElement[bool]:
+    """Customers whose name or phone contains ``query`` (or, for a phone-like query, whose phone
+    contains its digits)."""
+    pattern = _anywhere(query.strip())
+    conditions = [
+        customers.c.name.like(pattern, escape="\\"),
+        customers.c.phone.like(pattern, escape="\\"),
+    ]
+    digits = phone_search_digits(query)
+    if digits is not None:
+        conditions.append(customers.c.phone.like(f"%{digits}%"))  # digits need no escaping
+    return or_(*conditions)

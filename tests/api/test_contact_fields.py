@@ -1,0 +1,178 @@
+"""Phones and e-mails through the API, on SQLite and PostgreSQL: stored and returned as E.164 /
+normalised; a bad one is 422 with the field, the value and the reason, and nothing is stored
+(before, "138 0013 800", "+86 12345", "abc@" and "a@b" were accepted)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from apikit import World, error_code, key
+
+CUSTOMERS = "/api/v1/customers"
+PRESETS = "/api/v1/account-presets"
+
+
+def customer_names(world: World) -> list[str]:
+    items = world.client.get(CUSTOMERS, headers=world.alpha.auth()).json()["items"]
+    return [item["name"] for item in items]
+
+
+def refused(response: object, said: str) -> None:
+    assert response.status_code == 422, response.text  # type: ignore[attr-defined]
+    assert error_code(response) == "validation_error"
+    assert re.match(said, response.json()["error"]["message"])  # type: ignore[attr-defined]
+
+
+def test_a_customers_phone_and_email_come_back_normalised(any_world: World) -> None:
+    auth = any_world.alpha.auth("operator")
+    body = {"name": "Wang Fang", "phone": "0086 138-0013-8000", "email": "Wang@EXAMPLE.COM"}
+    created = any_world.client.post(CUSTOMERS, json=body, headers=auth)
+    assert created.status_code == 201, created.text
+    assert (created.json()["phone"], created.json()["email"]) == (
+        "+8613800138000",
+        "Wang@example.com",
+    )
+    for query in ("13800138000", "138 0013 8000", "+86 138-0013"):
+        found = any_world.client.get(CUSTOMERS, params={"q": query}, headers=auth).json()
+        assert [c["name"] for c in found["items"]] == ["Wang Fang"], query
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"phone": "138 0013 800"},
+         r"phone: '138 0013 800' is not a valid number for CN \(10 digits; mainland mobiles have 11\)"),
+        ({"phone": "+86 12345"}, r"phone: '\+86 12345' is not a valid number for CN \(5 digits"),
+        ({"phone": "138OO138OOO"}, r"phone: '138OO138OOO' is not a phone number"),
+        ({"email": "abc@"},
+         r"email: 'abc@' is not an e-mail address \(There must be something after the @-sign"),
+        ({"email": "a@b"}, r"email: 'a@b' is not an e-mail address \(.*It should have a period"),
+    ],
+)  # fmt: skip
+def test_a_bad_phone_or_email_is_422_with_the_reason_and_nothing_is_stored(
+    any_world: World, body: dict[str, str], said: str
+) -> None:
+    auth = any_world.alpha.auth("operator")
+    before = customer_names(any_world)
+
+    refused(any_world.client.post(CUSTOMERS, json={"name": "Wei", **body}, headers=auth), said)
+    customer = any_world.alpha.customer_id
+    patched = any_world.client.patch(
+        f"{CUSTOMERS}/{customer}", json={"name": "Renamed", **body}, headers=auth
+    )
+    refused(patched, said)
+
+    assert customer_names(any_world) == before
+    stored = any_world.client.get(f"{CUSTOMERS}/{customer}", headers=auth).json()
+    assert stored["phone"] == "+8613900000000"  # the builder's customer, unchanged
+
+
+def preset_body(number: str, **contacts: str) -> dict[str, object]:
+    return {
+        "account_number": number,
+        "customer_name": "Pre Tenant",
+        "site": "Alpha Park",
+        "building": "Alpha B1",
+        "floor": "Alpha F1",
+        "room": "Alpha 102",
+        "meter_numbers": ["Alpha-M3"],
+        "tariffs": ["Alpha Flat"],
+        "opening_readings": ["0"],
+        **contacts,
+    }
+
+
+def test_a_preset_stores_its_customers_phone_normalised_and_opens_with_it(
+    any_world: World,
+) -> None:
+    auth = any_world.alpha.auth("admin")
+    body = preset_body("A-PRE", customer_phone="139 1234 5678", customer_email="p@Example.com")
+    created = any_world.client.post(PRESETS, json=body, headers=auth)
+    assert created.status_code == 201, created.text
+    data = created.json()["data"]
+    assert (data["customer_phone"], data["customer_email"]) == ("+8613912345678", "p@example.com")
+
+    opened = any_world.client.post(
+        f"{PRESETS}/{created.json()['id']}/open", headers={**auth, **key("open-pre")}
+    )
+    assert opened.status_code == 201, opened.text
+    found = any_world.client.get(CUSTOMERS, params={"q": "Pre Tenant"}, headers=auth).json()
+    assert [(c["phone"], c["email"]) for c in found["items"]] == [
+        ("+8613912345678", "p@example.com")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("contacts", "said"),
+    [
+        ({"customer_phone": "138 0013 800"}, r"customer_phone: '138 0013 800' is not a valid number"),
+        ({"customer_email": "a@b"}, r"customer_email: 'a@b' is not an e-mail address"),
+    ],
+)  # fmt: skip
+def test_a_preset_with_a_bad_phone_or_email_is_422_and_nothing_is_stored(
+    any_world: World, contacts: dict[str, str], said: str
+) -> None:
+    auth = any_world.alpha.auth("admin")
+    before = any_world.client.get(PRESETS, headers=auth).json()["items"]
+
+    refused(
+        any_world.client.post(PRESETS, json=preset_body("A-BAD", **contacts), headers=auth), said
+    )
+
+    assert any_world.client.get(PRESETS, headers=auth).json()["items"] == before
+
+
+CSV_HEADER = (
+    "account_number,customer_name,customer_phone,site,building,floor,room,meter_numbers,tariffs,"
+    "opening_readings"
+)
+PLACE = "Alpha Park,Alpha B1,Alpha F1,Alpha 102,Alpha-M3,Alpha Flat,0"
+
+
+def test_an_import_row_with_a_bad_phone_is_reported_with_its_row_and_opens_nothing(
+    any_world: World,
+) -> None:
+    rows = [f"I-1,Bad Phone,138 0013 800,{PLACE}", f"I-2,Good Phone,138 0013 8000,{PLACE}"]
+    content = "\n".join([CSV_HEADER, *rows, ""]).encode()
+    files = {"file": ("accounts.csv", content, "text/csv")}
+    headers = {**any_world.alpha.auth("operator"), **key("import-phones")}
+    before = customer_names(any_world)
+
+    response = any_world.client.post(
+        "/api/v1/account-imports", files=files, data={"open_now": "true"}, headers=headers
+    )
+
+    assert response.status_code == 201, response.text
+    report = response.json()
+    assert (report["ok"], report["failed"]) == (1, 1)
+    assert report["rows"][0]["row"] == 2 and not report["rows"][0]["ok"]
+    assert report["rows"][0]["message"].startswith(
+        "customer_phone: '138 0013 800' is not a valid number for CN (10 digits; "
+        "mainland mobiles have 11)"
+    )
+    assert report["rows"][1] == {"row": 3, "account_number": "I-2", "ok": True, "message": "opened"}
+    assert customer_names(any_world) == [*before, "Good Phone"]
+    accounts = any_world.client.get("/api/v1/accounts", headers=headers).json()["items"]
+    assert "I-1" not in {a["number"] for a in accounts}
+
+
+def test_operator_addresses_and_test_message_addresses_are_checked(any_world: World) -> None:
+    auth = any_world.alpha.auth("admin")
+    path = "/api/v1/notification-channels/sms"
+    body = {
+        "provider": "aliyun",
+        "config": {"access_key_id": "id", "sign_name": "s", "operator_addresses": ["138 0013 800"]},
+    }
+    refused(
+        any_world.client.put(path, json=body, headers=auth),
+        r"operator_addresses\[0\]: '138 0013 800' is not a valid number",
+    )
+    body["config"]["operator_addresses"] = ["138 0013 8000"]  # type: ignore[index]
+    saved = any_world.client.put(path, json=body, headers=auth)
+    assert saved.status_code == 200, saved.text
+    settings = any_world.client.get("/api/v1/notification-channels", headers=auth).json()
+    sms = next(item for item in settings["items"] if item["channel"] == "sms")
+    assert sms["config"]["operator_addresses"] == ["+8613800138000"]
+    test = any_world.client.post(f"{path}/test", json={"address": "+86 12345"}, headers=auth)
+    refused(test, r"address: '\+86 12345' is not a valid number for CN")

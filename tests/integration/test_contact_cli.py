@@ -1,0 +1,107 @@
+"""Phones and e-mails at the ``meterdesk`` command line: stored normalised; a bad one is exit code
+2 with the field, the value and the reason, and nothing changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from test_cli import ORG, data_dir, run, run_json, set_up_places
+
+from meterdesk.billing.tables import account_presets
+from meterdesk.cli import common as cli_common
+from meterdesk.sites.tables import customers
+
+pytestmark = pytest.mark.integration
+__all__ = ["data_dir"]
+
+
+def stored_customers() -> list[tuple[str, str | None, str | None]]:
+    with cli_common.app().db.read() as conn:
+        rows = conn.execute(
+            select(customers.c.name, customers.c.phone, customers.c.email).order_by(customers.c.id)
+        )
+        return [(row.name, row.phone, row.email) for row in rows]
+
+
+def test_a_customer_created_and_changed_from_the_cli_is_stored_normalised(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    set_up_places(tmp_path)  # Li Lei, 13900000000
+    made = run_json(
+        "customer", "create", "Wang", *ORG, "--phone", "138 0013 8000", "--email", "W@EXAMPLE.COM"
+    )
+    run("customer", "update", str(made["id"]), *ORG, "--phone", "+852 6123 4567")
+
+    assert stored_customers() == [
+        ("Li Lei", "+8613900000000", None),
+        ("Wang", "+85261234567", "W@example.com"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--phone", "138 0013 800", "phone: '138 0013 800' is not a valid number for CN (10 digits; mainland"),
+        ("--phone", "+86 12345", "phone: '+86 12345' is not a valid number for CN (5 digits;"),
+        ("--email", "abc@", "email: 'abc@' is not an e-mail address (There must be something after"),
+        ("--email", "a@b", "email: 'a@b' is not an e-mail address ("),
+    ],
+)  # fmt: skip
+def test_a_bad_phone_or_email_is_exit_2_with_the_reason_and_changes_nothing(
+    data_dir: Path, tmp_path: Path, option: str, value: str, said: str
+) -> None:
+    customer = set_up_places(tmp_path)
+    before = stored_customers()
+
+    created = run("customer", "create", "Wei", *ORG, option, value, code=2)
+    changed = run("customer", "update", str(customer), *ORG, "--name", "X", option, value, code=2)
+
+    assert said in " ".join(created.output.split())  # rich may wrap the line
+    assert said in " ".join(changed.output.split())
+    assert stored_customers() == before
+
+
+def test_a_preset_from_the_cli_checks_and_normalises_the_customers_contacts(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    set_up_places(tmp_path)
+    preset = [
+        "account", "preset", "add", "P-1", *ORG, "--customer-name", "Han",
+        "--room", "Park/B1/F1/101", "--meter", "M1", "--tariff", "flat",
+    ]  # fmt: skip
+
+    refused = run(*preset, "--customer-phone", "138 0013 800", code=2)
+    assert "customer_phone: '138 0013 800' is not a valid number" in refused.output
+    refused = run(*preset, "--customer-email", "han@", code=2)
+    assert "customer_email: 'han@' is not an e-mail address" in refused.output
+    with cli_common.app().db.read() as conn:
+        assert conn.execute(select(account_presets.c.id)).all() == []
+
+    run(*preset, "--customer-phone", "138-0013-8000", "--customer-email", "Han@Example.com")
+    with cli_common.app().db.read() as conn:
+        payload = json.loads(conn.execute(select(account_presets.c.payload)).scalar_one())
+    assert (payload["customer_phone"], payload["customer_email"]) == (
+        "+8613800138000",
+        "Han@example.com",
+    )
+
+
+def test_a_channels_operator_addresses_are_checked_from_the_cli(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    set_up_places(tmp_path)
+    settings = tmp_path / "sms.json"
+    channel = ["notification", "channel", "set", "sms", *ORG, "--provider", "aliyun"]
+
+    settings.write_text(json.dumps({"operator_addresses": ["139 0000 0000", "1390000000"]}))
+    refused = run(*channel, "--config-file", str(settings), code=2)
+    assert "operator_addresses[1]: '1390000000' is not a valid number" in refused.output
+
+    settings.write_text(json.dumps({"operator_addresses": ["139 0000 0000"]}))
+    saved = run_json(*channel, "--config-file", str(settings))
+    assert saved["config"]["operator_addresses"] == ["+8613900000000"]
+    test = run("notification", "channel", "test", "sms", *ORG, "--to", "139-0000", code=2)
+    assert "address: '139-0000' is not a valid number for CN" in test.output

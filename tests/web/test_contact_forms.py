@@ -1,0 +1,99 @@
+"""Phones and e-mails typed into the console: the opening wizard checks a new customer's on the
+first step (said in the page, nothing stored) and carries them on as they will be stored; the
+customer search finds an E.164 number typed with spaces; channel settings check operator
+addresses."""
+
+from __future__ import annotations
+
+from apikit import World
+from consolekit import HTMX, Console
+
+AUTH_ROLE = "admin"
+
+
+def customers(world: World, query: str) -> list[tuple[str, str | None, str | None]]:
+    found = world.client.get("/api/v1/customers", params={"q": query}).json()["items"]
+    return [(c["name"], c["phone"], c["email"]) for c in found]
+
+
+def test_the_wizard_says_what_is_wrong_with_a_new_customers_phone_on_the_first_step(
+    world: World,
+) -> None:
+    console = Console(world.client, world.alpha, AUTH_ROLE)
+    base = {"room_id": world.alpha.spare_room_id, "customer_name": "Wizard Tenant", "step": 1}
+
+    phone = console.post("/accounts/open/step", {**base, "customer_phone": "138 0013 800"})
+    email = console.post("/accounts/open/step", {**base, "customer_email": "tenant@"})
+
+    assert phone.status_code == 422 and 'class="alert error"' in phone.text
+    assert (
+        "customer_phone: &#39;138 0013 800&#39; is not a valid number for CN (10 digits; "
+        "mainland mobiles have 11)" in phone.text
+    )
+    assert email.status_code == 422
+    assert "customer_email: &#39;tenant@&#39; is not an e-mail address" in email.text
+    assert customers(world, "Wizard") == []
+
+
+def test_the_wizard_carries_a_new_customers_number_as_it_will_be_stored(world: World) -> None:
+    console = Console(world.client, world.alpha, AUTH_ROLE)
+    alpha = world.alpha
+    base = {
+        "room_id": alpha.spare_room_id,
+        "customer_name": "Wizard Tenant",
+        "customer_phone": "138-0013-8000",
+        "customer_email": "Tenant@Example.COM",
+        "key": "wizard-contacts-1",
+    }
+    step2 = console.post("/accounts/open/step", {**base, "step": 1})
+    assert step2.status_code == 200, step2.text
+    assert 'name="customer_phone" value="+8613800138000"' in step2.text
+    assert 'name="customer_email" value="Tenant@example.com"' in step2.text
+
+    meters = {"meter": [alpha.spare_meter_id], "tariff": [str(alpha.tariff_id)], "reading": ["0"]}
+    choice = {**base, "number": "W-9", "billing_mode": "platform", "overdraft_limit": "0", **meters}
+    opened = console.post("/accounts/open", {**choice, "initial_credit": "0"})
+    assert opened.status_code == 200, opened.text
+    assert customers(world, "Wizard") == [("Wizard Tenant", "+8613800138000", "Tenant@example.com")]
+
+
+def test_opening_with_a_bad_phone_sent_straight_to_the_last_step_stores_nothing(
+    world: World,
+) -> None:
+    console = Console(world.client, world.alpha, AUTH_ROLE)
+    alpha = world.alpha
+    data = {
+        "room_id": alpha.spare_room_id, "customer_name": "Skipper", "customer_phone": "+86 12345",
+        "key": "wizard-contacts-2", "number": "W-8", "billing_mode": "platform",
+        "overdraft_limit": "0", "meter": [alpha.spare_meter_id], "tariff": [str(alpha.tariff_id)],
+        "reading": ["0"], "initial_credit": "0",
+    }  # fmt: skip
+
+    answer = console.post("/accounts/open", data)
+
+    assert answer.status_code == 422
+    assert "customer_phone: &#39;+86 12345&#39; is not a valid number for CN" in answer.text
+    assert customers(world, "Skipper") == []
+    assert world.client.get("/api/v1/accounts", params={"q": "W-8"}).json()["items"] == []
+
+
+def test_the_wizards_customer_search_finds_a_number_typed_with_spaces(world: World) -> None:
+    console = Console(world.client, world.alpha, AUTH_ROLE)
+    [(name, phone, _)] = customers(world, world.alpha.name("Customer"))
+    assert phone == "+8613900000000"
+
+    for typed in ("139 0000 0000", "139-0000-0000", "13900000000"):
+        found = console.get(f"/accounts/open/customers?cq={typed}", **HTMX)
+        assert name in found.text and "+8613900000000" in found.text, typed
+
+
+def test_channel_settings_refuse_a_bad_operator_number_in_the_page(world: World) -> None:
+    console = Console(world.client, world.alpha, AUTH_ROLE)
+    config = '{"access_key_id": "id", "sign_name": "s", "operator_addresses": ["138 0013 800"]}'
+
+    answer = console.post(
+        "/settings/notifications/channels/sms", {"provider": "aliyun", "config": config}
+    )
+
+    assert answer.status_code == 422, answer.text
+    assert "operator_addresses[0]: &#39;138 0013 800&#39; is not a valid number" in answer.text
