@@ -121,8 +121,9 @@ def building_list(
     """The buildings of a site."""
     with handled():
         o, window = organisation_id(org), _window(after, limit)
+        found = site_id(o, site)
         with app().db.read() as conn:
-            rows, cursor = place_queries.list_buildings(conn, o, site_id(o, site), window)
+            rows, cursor = place_queries.list_buildings(conn, o, found, window)
         _listed(rows, cursor, as_json, lambda r: f"{r['id']:<5} {r['name']}", f"{'id':<5} name")
 
 
@@ -137,8 +138,8 @@ def floor_list(
     """The floors of a building."""
     with handled():
         o, window = organisation_id(org), _window(after, limit)
+        found = building_id(o, site, building)
         with app().db.read() as conn:
-            found = building_id(o, site, building)
             rows, cursor = place_queries.list_floors(conn, o, found, window)
         _listed(
             rows,
