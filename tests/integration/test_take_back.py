@@ -641,3 +641,62 @@ def test_two_executors_take_every_take_back_once_and_in_order_with_the_pushes(
         assert sorted(c.params["amount"] for c in everything) == ["20.00", "60.00"]
         # 50 pushed, 20 taken, 30 pushed, 60 taken: all 80 refundable, once
         refundable_is(db, org, account.account_id, "80.00")
+
+
+class DroppingMeters(StrictMeters):
+    """``drop_take_back`` take-backs never reach the meter: the send times out, nothing taken."""
+
+    def __init__(self, clock: FakeClock, **kw: Any) -> None:
+        super().__init__(clock, **kw)
+        self.drop_take_back = 0
+
+    async def take_back(self, meter: MeterAddress, amount: Decimal, take_back_count: int) -> None:
+        if self.drop_take_back:
+            self.drop_take_back -= 1
+            raise DeviceTimeoutError("no answer within 1.0 s")
+        await super().take_back(meter, amount, take_back_count)
+
+
+@pytest.mark.parametrize(
+    ("landed", "new_device_count"),
+    [
+        (True, 0),  # the new device shows N - 1: the old take-back would be sent to it again
+        (False, 1),  # the new device shows N: the old take-back would be confirmed by it
+    ],
+)
+def test_a_take_back_sent_before_a_replacement_is_neither_sent_to_nor_confirmed_by_the_new_device(
+    db: Database, clock: FakeClock, landed: bool, new_device_count: int
+) -> None:
+    """Take back 40 is sent to the old device and not proven; the device is swapped (what it
+    held moved to the new one) and the replacement recorded. The new device's counter says
+    nothing about the old send: re-sending takes the tenant's money a second time, confirming
+    makes 40 refundable that the old device may never have given back."""
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    opened = open_meter_billing(db, org, meter_id)
+    driver = DroppingMeters(clock)
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    if landed:
+        driver.lose_take_back = 1  # the old device takes it; its answer is lost
+    else:
+        driver.drop_take_back = 1  # it never arrives
+    command_id = take(db, org, meter_id, "40", "tb-1")
+    asyncio.run(fake_executor(db, clock, driver).run_once())
+    assert log_of(db, org, command_id).command.status == "sent"
+    held = driver.money.get(meter_id, D("0.00"))
+    assert held == (D("60.00") if landed else D("100.00"))
+    clock.advance(timedelta(minutes=1))
+    with db.transaction() as conn:
+        metering.record_replacement(
+            conn, meter_id=meter_id, at=clock.now, new_address="1", actor=ACTOR
+        )
+    driver.money[meter_id], driver.taken[meter_id] = held, new_device_count
+    sends = driver.sends[(meter_id, "take_back")]
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    log = log_of(db, org, command_id)
+    assert log.command.status == "failed", [e.detail for e in log.events]
+    assert "replaced" in (log.command.reason or "")
+    assert driver.sends[(meter_id, "take_back")] == sends  # nothing more went out
+    assert driver.money[meter_id] == held  # the new device keeps the tenant's money
+    refundable_is(db, org, opened.account_id, "0.00")  # unproven: still on the meter
+    check_books(db)
