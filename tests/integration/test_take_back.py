@@ -42,6 +42,7 @@ from meterdesk.shared.errors import (
     ConflictError,
     IdempotencyConflictError,
     InsufficientFundsError,
+    NotFoundError,
     ValidationError,
 )
 from meterdesk.shared.time import FakeClock
@@ -699,4 +700,83 @@ def test_a_take_back_sent_before_a_replacement_is_neither_sent_to_nor_confirmed_
     assert driver.sends[(meter_id, "take_back")] == sends  # nothing more went out
     assert driver.money[meter_id] == held  # the new device keeps the tenant's money
     refundable_is(db, org, opened.account_id, "0.00")  # unproven: still on the meter
+    check_books(db)
+
+
+def test_another_organisations_meter_cannot_be_taken_from_and_nothing_is_recorded(
+    db: Database, clock: FakeClock
+) -> None:
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    open_meter_billing(db, org, meter_id)
+    other = make_org(db, name="Org B")
+    for amount in ("10", None):
+        with pytest.raises(NotFoundError):
+            take(db, other, meter_id, amount, f"theirs-{amount}")
+    assert service.list_commands(db, organisation_id=other.id) == []
+    assert [c.kind for c in service.list_commands(db, organisation_id=org.id)] == ["recharge"]
+    with db.read() as conn:
+        taken = conn.execute(
+            select(audit_log.c.id).where(audit_log.c.action == "money.take_back")
+        ).all()
+    assert taken == []
+
+
+class DroppingPushes(StrictMeters):
+    """``drop_recharge`` pushes never reach the meter, ``lose_recharge`` reach it and their
+    answer is lost (both time out)."""
+
+    def __init__(self, clock: FakeClock, **kw: Any) -> None:
+        super().__init__(clock, **kw)
+        self.drop_recharge = self.lose_recharge = 0
+
+    async def recharge(self, meter: MeterAddress, amount: Decimal, purchase_count: int) -> None:
+        if self.drop_recharge:
+            self.drop_recharge -= 1
+            raise DeviceTimeoutError("no answer within 1.0 s")
+        await super().recharge(meter, amount, purchase_count)
+        if self.lose_recharge:
+            self.lose_recharge -= 1
+            raise DeviceTimeoutError("no answer within 1.0 s")
+
+
+@pytest.mark.parametrize(
+    ("landed", "new_device_count"),
+    [
+        (True, 0),  # the new device shows N - 1: the push would be sent to it again
+        (False, 1),  # the new device shows N: the push would be confirmed by it
+    ],
+)
+def test_a_push_sent_before_a_replacement_is_neither_sent_to_nor_confirmed_by_the_new_device(
+    db: Database, clock: FakeClock, landed: bool, new_device_count: int
+) -> None:
+    """The same for a recharge push (the money a take-back then finds or not): re-sent, the
+    tenant has the 100 twice when the old device took it; confirmed, the platform believes
+    100 is on a meter that never got it."""
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    open_meter_billing(db, org, meter_id)  # its push of 100 is pending
+    driver = DroppingPushes(clock)
+    if landed:
+        driver.lose_recharge = 1
+    else:
+        driver.drop_recharge = 1
+    asyncio.run(fake_executor(db, clock, driver).run_once())
+    [push] = service.list_commands(db, organisation_id=org.id)
+    assert push.status == "sent"
+    held = driver.money.get(meter_id, D("0.00"))
+    assert held == (D("100.00") if landed else D("0.00"))
+    clock.advance(timedelta(minutes=1))
+    with db.transaction() as conn:
+        metering.record_replacement(
+            conn, meter_id=meter_id, at=clock.now, new_address="1", actor=ACTOR
+        )
+    driver.money[meter_id], driver.count[meter_id] = held, new_device_count
+    sends = driver.sends[(meter_id, "recharge")]
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    log = log_of(db, org, push.id)
+    assert log.command.status == "failed", [e.detail for e in log.events]
+    assert "replaced" in (log.command.reason or "")
+    assert driver.sends[(meter_id, "recharge")] == sends
+    assert driver.money[meter_id] == held
     check_books(db)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,7 @@ from meterdesk.devices.commands.model import (
     refused,
 )
 from meterdesk.devices.commands.readback import RechargeStep, plan_take_back
+from meterdesk.devices.commands.replaced import failed_as_replaced
 from meterdesk.devices.drivers import UnsupportedCommandError
 from meterdesk.devices.ports import DeviceError, DeviceRefusedError, Snapshot
 
@@ -43,7 +44,7 @@ class _Unsupported(Exception):  # noqa: N818 - internal signal: the meter cannot
 async def run(attempt: Attempt, snapshot: Snapshot) -> None:
     """The attempt after its first read (``snapshot``: remaining money for "all")."""
     spec = attempt.command.spec
-    if await _replaced_since_sent(attempt):
+    if await failed_as_replaced(attempt):
         return
     try:
         count = await _count(attempt)
@@ -74,7 +75,7 @@ async def run(attempt: Attempt, snapshot: Snapshot) -> None:
 async def final_check(attempt: Attempt) -> None:
     """At the deadline: a take-back that was sent gets one last look at the counter."""
     spec = attempt.command.spec
-    if await _replaced_since_sent(attempt):
+    if await failed_as_replaced(attempt):
         return
     if attempt.sent:
         try:
@@ -158,30 +159,6 @@ def read_back_detail(shown: int | None, wanted: int | None) -> str:
     if shown is None:
         return "the meter did not answer the read-back"
     return f"take-back count is {shown}, expected {wanted}"
-
-
-async def _replaced_since_sent(attempt: Attempt) -> bool:
-    """A take-back sent before a replacement of its meter was recorded went to the device taken
-    away: the new device's counter says nothing about it (showing N - 1 would send it again and
-    take the tenant's money twice; showing N would confirm money the old device may never have
-    given back). Failed, so it counts nothing; a person reconciles the old device."""
-    sent_at = attempt.command.sent_at
-    if sent_at is None:
-        return False
-    replaced = await asyncio.to_thread(_replaced_after, attempt, sent_at)
-    if replaced is None:
-        return False
-    await attempt.fail(
-        f"the meter was replaced at {replaced.isoformat()}, after take-back "
-        f"{attempt.command.spec.take_back_count} was sent: whether the old device took it is "
-        "unknown and the new one is not asked; reconcile the old device"
-    )
-    return True
-
-
-def _replaced_after(attempt: Attempt, sent_at: datetime) -> datetime | None:
-    with attempt.x.db.read() as conn:
-        return repository.replaced_after(conn, attempt.command.meter_id, sent_at)
 
 
 def _confirmed_on_device(attempt: Attempt) -> int | None:
