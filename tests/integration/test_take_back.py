@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from builders import ACTOR, T0, Org, check_books, flat_definition, make_org, make_tariff, minutes
@@ -27,7 +28,7 @@ from test_commands import executor as fake_executor
 
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing import accounts as account_service
-from meterdesk.billing import cashier, cashier_refund
+from meterdesk.billing import cashier, cashier_refund, statements
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.devices import reconcile, take_back
@@ -38,6 +39,7 @@ from meterdesk.devices.drivers import RetryPolicy as DriverRetry
 from meterdesk.devices.drivers.modbus import ModbusDriver, PymodbusPort
 from meterdesk.devices.ports import DeviceRefusedError, DeviceTimeoutError, MeterAddress
 from meterdesk.metering import service as metering
+from meterdesk.reports import statement_days
 from meterdesk.shared.errors import (
     ConflictError,
     IdempotencyConflictError,
@@ -780,3 +782,37 @@ def test_a_push_sent_before_a_replacement_is_neither_sent_to_nor_confirmed_by_th
     assert driver.sends[(meter_id, "recharge")] == sends
     assert driver.money[meter_id] == held
     check_books(db)
+
+
+@pytest.mark.parametrize(
+    ("used", "deducted", "refunded", "arrears"),
+    [("20", "20.00", "80.00", "0.00"), ("130", "130.00", "0.00", "30.00")],
+)
+def test_the_statement_by_day_counts_the_meters_usage_paid_on_closing_as_usage_not_a_refund(
+    db: Database, clock: FakeClock, used: str, deducted: str, refunded: str, arrears: str
+) -> None:
+    """Closing a meter-billing account pays the meter's usage from the wallet (and what it
+    cannot cover from arrears) as ``settlement`` transfers to revenue; only the settlement that
+    goes back to the tenant through a payment method is a refund."""
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    open_meter_billing(db, org, meter_id)
+    asyncio.run(drain(db, clock, fake_executor(db, clock, StrictMeters(clock))))
+    clock.now = minutes(60)
+    total = str(1000 + int(used))
+    Ingestor(db).ingest([incoming(meter_id, minutes(60), total)])
+    closed = account_service.close_account(
+        db, organisation_id=org.id, number="A-1",
+        final_readings=[account_service.FinalReading(meter_id, D(total))],
+        refund_method="cash", actor=ACTOR, idempotency_key="close-1",
+    )  # fmt: skip
+    assert (closed.refunded, closed.arrears) == (D(refunded), D(arrears))
+    found = statements.statement(
+        db, organisation_id=org.id, number="A-1", start=T0 - timedelta(days=1), end=minutes(120)
+    )
+    days = statement_days.by_day(found, ZoneInfo("Asia/Shanghai"))
+    assert sum((d.recharged for d in days), D(0)) == D("100.00")
+    assert sum((d.deducted for d in days), D(0)) == D(deducted)
+    assert sum((d.refunded for d in days), D(0)) == D(refunded)
+    assert sum((d.other for d in days), D(0)) == D(0)
+    assert days[-1].arrears_after == D(arrears)
