@@ -816,3 +816,32 @@ def test_the_statement_by_day_counts_the_meters_usage_paid_on_closing_as_usage_n
     assert sum((d.refunded for d in days), D(0)) == D(refunded)
     assert sum((d.other for d in days), D(0)) == D(0)
     assert days[-1].arrears_after == D(arrears)
+
+
+def test_money_taken_back_beyond_what_the_account_pushed_does_not_make_later_pushes_refundable(
+    db: Database, clock: FakeClock
+) -> None:
+    """The meter held 50.00 the account never pushed (a meter closed before closings cleared
+    meters, a card top-up, a preloaded device). Recharge 100, take back all (150): the wallet's
+    100 is refundable, not more. Refund it, recharge 100 again: that 100 is on the meter, so
+    nothing is refundable; the 50 taken beyond the account's pushes is not an allowance
+    against later ones (refunded, the tenant would have it in cash and on the meter)."""
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    opened = open_meter_billing(db, org, meter_id)
+    driver = StrictMeters(clock, money="50.00")
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    assert driver.money[meter_id] == D("150.00")
+    take(db, org, meter_id, None, "tb-all")
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    assert driver.money[meter_id] == D("0.00")
+    refundable_is(db, org, opened.account_id, "100.00")
+    refund(db, org, opened.account_id, "100", "refund-1")
+    cashier.recharge(
+        db, organisation_id=org.id, account_id=opened.account_id, amount="100",
+        method="cash", actor=ACTOR, idempotency_key="r-2",
+    )  # fmt: skip
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    assert driver.money[meter_id] == D("100.00")
+    refundable_is(db, org, opened.account_id, "0.00")
+    check_books(db)
