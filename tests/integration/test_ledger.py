@@ -250,7 +250,7 @@ def test_a_deduction_cannot_be_reversed_at_the_desk(db: Database) -> None:
     use(db, setup, 60, "1010")
     deduction = next(t for t in all_transfers(db) if t["reason"] == "deduction")
 
-    with pytest.raises(ConflictError, match="only recharges and refunds"):
+    with pytest.raises(ConflictError, match="only recharges, refunds and arrears paid"):
         reverse(db, setup, deduction["id"], "fix-1")
     assert wallet(db, setup.account) == D("90.00")
 
