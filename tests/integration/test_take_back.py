@@ -25,6 +25,7 @@ from builders import reading as incoming
 from sqlalchemy import select
 from test_commands import Meters, drain
 from test_commands import executor as fake_executor
+from test_money_races import held_before
 
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing import accounts as account_service
@@ -845,3 +846,32 @@ def test_money_taken_back_beyond_what_the_account_pushed_does_not_make_later_pus
     assert driver.money[meter_id] == D("100.00")
     refundable_is(db, org, opened.account_id, "0.00")
     check_books(db)
+
+
+def test_an_opening_racing_the_close_of_the_meters_last_account_still_waits_for_its_clear(
+    db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A-2 opens on the meter while A-1 closes: it looked for an unfinished clear before A-1's
+    close committed one, and for an open assignment after A-1's was ended. The clear is then
+    committed and must still refuse the opening."""
+    if db.dialect != "postgresql":
+        pytest.skip("a race between transactions: PostgreSQL (SQLite has one writer at a time)")
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    open_meter_billing(db, org, meter_id)
+    asyncio.run(drain(db, clock, fake_executor(db, clock, StrictMeters(clock))))
+    clock.now = minutes(60)
+    second = held_before(
+        monkeypatch,
+        account_service,
+        "_assign_meters",
+        lambda: open_meter_billing(db, org, meter_id, number="A-2"),
+    )
+    account_service.close_account(
+        db, organisation_id=org.id, number="A-1",
+        final_readings=[account_service.FinalReading(meter_id, D("1000"))],
+        refund_method="cash", actor=ACTOR, idempotency_key="close-1",
+    )  # fmt: skip
+    second.release()
+    assert isinstance(second.outcome, ConflictError), second.outcome
+    assert "may still hold money" in str(second.outcome)
