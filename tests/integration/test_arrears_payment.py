@@ -8,8 +8,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from builders import D, Setup, one_meter_account, owed, reading, wallet
+from builders import D, Setup, check_books, one_meter_account, owed, reading, wallet
 from sqlalchemy import select
+from test_money_races import held_before, racing
 
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing import accounts, cashier, cashier_arrears, cashier_refund
@@ -159,3 +160,83 @@ def test_a_repayment_the_ledger_made_by_itself_is_not_reversed_alone(
                 actor="chief",
                 idempotency_key=f"rv-{repayment}",
             )
+
+
+# --- races (PostgreSQL: the second waits for the first's locks; SQLite takes turns) -----------
+
+
+def _reverse(db: Database, org: int, transfer_id: int, key: str) -> int:
+    return cashier_refund.reverse(
+        db, organisation_id=org, transfer_id=transfer_id, actor="chief", idempotency_key=key
+    )
+
+
+def test_two_payments_of_all_that_is_owed_at_once_collect_it_once(
+    db: Database, moved_out: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org, account = moved_out.org.id, moved_out.account.account_id
+    first = held_before(
+        monkeypatch, cashier_arrears, "audit_desk_money", lambda: pay(db, org, account, "20", "a")
+    )
+    second = racing(db, monkeypatch, lambda: pay(db, org, account, "20", "b"))
+    first.release()
+    second.release()
+    assert not isinstance(first.outcome, Exception), first.outcome
+    assert isinstance(second.outcome, ConflictError), second.outcome
+    assert "owes nothing" in str(second.outcome)
+    assert owed(db, moved_out.account) == D("0.00")
+    check_books(db)
+
+
+def test_one_payment_sent_twice_at_once_is_made_once_and_answered_twice(
+    db: Database, moved_out: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org, account = moved_out.org.id, moved_out.account.account_id
+    first = held_before(
+        monkeypatch, cashier_arrears, "audit_desk_money", lambda: pay(db, org, account, "20", "a")
+    )
+    second = racing(db, monkeypatch, lambda: pay(db, org, account, "20", "a"))
+    first.release()
+    second.release()
+    assert isinstance(first.outcome, cashier.MoneyResult), first.outcome
+    assert isinstance(second.outcome, cashier.MoneyResult), second.outcome
+    assert second.outcome.replayed and second.outcome.transfer_id == first.outcome.transfer_id
+    assert owed(db, moved_out.account) == D("0.00")
+    check_books(db)
+
+
+def test_a_payment_racing_the_reversal_of_another_never_collects_more_than_owed(
+    db: Database, moved_out: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 owed, 20 paid, then: the payment reversed (owed 20 again) while a new payment of 20
+    is made. Whatever the order, at most what is owed is collected."""
+    org, account = moved_out.org.id, moved_out.account.account_id
+    made = pay(db, org, account, "20", "a").transfer_id
+    first = held_before(
+        monkeypatch, cashier_refund, "_audit_reversal", lambda: _reverse(db, org, made, "void")
+    )
+    second = racing(db, monkeypatch, lambda: pay(db, org, account, "20", "b"))
+    first.release()
+    second.release()
+    assert not isinstance(first.outcome, Exception), first.outcome
+    assert not isinstance(second.outcome, Exception), second.outcome  # owed again: accepted
+    assert owed(db, moved_out.account) == D("0.00")
+    check_books(db)
+
+
+def test_two_reversals_of_one_payment_at_once_reverse_it_once(
+    db: Database, moved_out: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org, account = moved_out.org.id, moved_out.account.account_id
+    made = pay(db, org, account, "5", "a").transfer_id
+    first = held_before(
+        monkeypatch, cashier_refund, "_audit_reversal", lambda: _reverse(db, org, made, "v-1")
+    )
+    second = racing(db, monkeypatch, lambda: _reverse(db, org, made, "v-2"))
+    first.release()
+    second.release()
+    assert not isinstance(first.outcome, Exception), first.outcome
+    assert isinstance(second.outcome, ConflictError), second.outcome
+    assert "already reversed" in str(second.outcome)
+    assert owed(db, moved_out.account) == D("20.00")
+    check_books(db)

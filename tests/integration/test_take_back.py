@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from builders import ACTOR, T0, Org, check_books, flat_definition, make_org, make_tariff, minutes
@@ -24,10 +25,11 @@ from builders import reading as incoming
 from sqlalchemy import select
 from test_commands import Meters, drain
 from test_commands import executor as fake_executor
+from test_money_races import held_before
 
 from meterdesk.audit.tables import audit_log
 from meterdesk.billing import accounts as account_service
-from meterdesk.billing import cashier, cashier_refund
+from meterdesk.billing import cashier, cashier_refund, statements
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.devices import reconcile, take_back
@@ -38,10 +40,12 @@ from meterdesk.devices.drivers import RetryPolicy as DriverRetry
 from meterdesk.devices.drivers.modbus import ModbusDriver, PymodbusPort
 from meterdesk.devices.ports import DeviceRefusedError, DeviceTimeoutError, MeterAddress
 from meterdesk.metering import service as metering
+from meterdesk.reports import statement_days
 from meterdesk.shared.errors import (
     ConflictError,
     IdempotencyConflictError,
     InsufficientFundsError,
+    NotFoundError,
     ValidationError,
 )
 from meterdesk.shared.time import FakeClock
@@ -641,3 +645,233 @@ def test_two_executors_take_every_take_back_once_and_in_order_with_the_pushes(
         assert sorted(c.params["amount"] for c in everything) == ["20.00", "60.00"]
         # 50 pushed, 20 taken, 30 pushed, 60 taken: all 80 refundable, once
         refundable_is(db, org, account.account_id, "80.00")
+
+
+class DroppingMeters(StrictMeters):
+    """``drop_take_back`` take-backs never reach the meter: the send times out, nothing taken."""
+
+    def __init__(self, clock: FakeClock, **kw: Any) -> None:
+        super().__init__(clock, **kw)
+        self.drop_take_back = 0
+
+    async def take_back(self, meter: MeterAddress, amount: Decimal, take_back_count: int) -> None:
+        if self.drop_take_back:
+            self.drop_take_back -= 1
+            raise DeviceTimeoutError("no answer within 1.0 s")
+        await super().take_back(meter, amount, take_back_count)
+
+
+@pytest.mark.parametrize(
+    ("landed", "new_device_count"),
+    [
+        (True, 0),  # the new device shows N - 1: the old take-back would be sent to it again
+        (False, 1),  # the new device shows N: the old take-back would be confirmed by it
+    ],
+)
+def test_a_take_back_sent_before_a_replacement_is_neither_sent_to_nor_confirmed_by_the_new_device(
+    db: Database, clock: FakeClock, landed: bool, new_device_count: int
+) -> None:
+    """Take back 40 is sent to the old device and not proven; the device is swapped (what it
+    held moved to the new one) and the replacement recorded. The new device's counter says
+    nothing about the old send: re-sending takes the tenant's money a second time, confirming
+    makes 40 refundable that the old device may never have given back."""
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    opened = open_meter_billing(db, org, meter_id)
+    driver = DroppingMeters(clock)
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    if landed:
+        driver.lose_take_back = 1  # the old device takes it; its answer is lost
+    else:
+        driver.drop_take_back = 1  # it never arrives
+    command_id = take(db, org, meter_id, "40", "tb-1")
+    asyncio.run(fake_executor(db, clock, driver).run_once())
+    assert log_of(db, org, command_id).command.status == "sent"
+    held = driver.money.get(meter_id, D("0.00"))
+    assert held == (D("60.00") if landed else D("100.00"))
+    clock.advance(timedelta(minutes=1))
+    with db.transaction() as conn:
+        metering.record_replacement(
+            conn, meter_id=meter_id, at=clock.now, new_address="1", actor=ACTOR
+        )
+    driver.money[meter_id], driver.taken[meter_id] = held, new_device_count
+    sends = driver.sends[(meter_id, "take_back")]
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    log = log_of(db, org, command_id)
+    assert log.command.status == "failed", [e.detail for e in log.events]
+    assert "replaced" in (log.command.reason or "")
+    assert driver.sends[(meter_id, "take_back")] == sends  # nothing more went out
+    assert driver.money[meter_id] == held  # the new device keeps the tenant's money
+    refundable_is(db, org, opened.account_id, "0.00")  # unproven: still on the meter
+    check_books(db)
+
+
+def test_another_organisations_meter_cannot_be_taken_from_and_nothing_is_recorded(
+    db: Database, clock: FakeClock
+) -> None:
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    open_meter_billing(db, org, meter_id)
+    other = make_org(db, name="Org B")
+    for amount in ("10", None):
+        with pytest.raises(NotFoundError):
+            take(db, other, meter_id, amount, f"theirs-{amount}")
+    assert service.list_commands(db, organisation_id=other.id) == []
+    assert [c.kind for c in service.list_commands(db, organisation_id=org.id)] == ["recharge"]
+    with db.read() as conn:
+        taken = conn.execute(
+            select(audit_log.c.id).where(audit_log.c.action == "money.take_back")
+        ).all()
+    assert taken == []
+
+
+class DroppingPushes(StrictMeters):
+    """``drop_recharge`` pushes never reach the meter, ``lose_recharge`` reach it and their
+    answer is lost (both time out)."""
+
+    def __init__(self, clock: FakeClock, **kw: Any) -> None:
+        super().__init__(clock, **kw)
+        self.drop_recharge = self.lose_recharge = 0
+
+    async def recharge(self, meter: MeterAddress, amount: Decimal, purchase_count: int) -> None:
+        if self.drop_recharge:
+            self.drop_recharge -= 1
+            raise DeviceTimeoutError("no answer within 1.0 s")
+        await super().recharge(meter, amount, purchase_count)
+        if self.lose_recharge:
+            self.lose_recharge -= 1
+            raise DeviceTimeoutError("no answer within 1.0 s")
+
+
+@pytest.mark.parametrize(
+    ("landed", "new_device_count"),
+    [
+        (True, 0),  # the new device shows N - 1: the push would be sent to it again
+        (False, 1),  # the new device shows N: the push would be confirmed by it
+    ],
+)
+def test_a_push_sent_before_a_replacement_is_neither_sent_to_nor_confirmed_by_the_new_device(
+    db: Database, clock: FakeClock, landed: bool, new_device_count: int
+) -> None:
+    """The same for a recharge push (the money a take-back then finds or not): re-sent, the
+    tenant has the 100 twice when the old device took it; confirmed, the platform believes
+    100 is on a meter that never got it."""
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    open_meter_billing(db, org, meter_id)  # its push of 100 is pending
+    driver = DroppingPushes(clock)
+    if landed:
+        driver.lose_recharge = 1
+    else:
+        driver.drop_recharge = 1
+    asyncio.run(fake_executor(db, clock, driver).run_once())
+    [push] = service.list_commands(db, organisation_id=org.id)
+    assert push.status == "sent"
+    held = driver.money.get(meter_id, D("0.00"))
+    assert held == (D("100.00") if landed else D("0.00"))
+    clock.advance(timedelta(minutes=1))
+    with db.transaction() as conn:
+        metering.record_replacement(
+            conn, meter_id=meter_id, at=clock.now, new_address="1", actor=ACTOR
+        )
+    driver.money[meter_id], driver.count[meter_id] = held, new_device_count
+    sends = driver.sends[(meter_id, "recharge")]
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    log = log_of(db, org, push.id)
+    assert log.command.status == "failed", [e.detail for e in log.events]
+    assert "replaced" in (log.command.reason or "")
+    assert driver.sends[(meter_id, "recharge")] == sends
+    assert driver.money[meter_id] == held
+    check_books(db)
+
+
+@pytest.mark.parametrize(
+    ("used", "deducted", "refunded", "arrears"),
+    [("20", "20.00", "80.00", "0.00"), ("130", "130.00", "0.00", "30.00")],
+)
+def test_the_statement_by_day_counts_the_meters_usage_paid_on_closing_as_usage_not_a_refund(
+    db: Database, clock: FakeClock, used: str, deducted: str, refunded: str, arrears: str
+) -> None:
+    """Closing a meter-billing account pays the meter's usage from the wallet (and what it
+    cannot cover from arrears) as ``settlement`` transfers to revenue; only the settlement that
+    goes back to the tenant through a payment method is a refund."""
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    open_meter_billing(db, org, meter_id)
+    asyncio.run(drain(db, clock, fake_executor(db, clock, StrictMeters(clock))))
+    clock.now = minutes(60)
+    total = str(1000 + int(used))
+    Ingestor(db).ingest([incoming(meter_id, minutes(60), total)])
+    closed = account_service.close_account(
+        db, organisation_id=org.id, number="A-1",
+        final_readings=[account_service.FinalReading(meter_id, D(total))],
+        refund_method="cash", actor=ACTOR, idempotency_key="close-1",
+    )  # fmt: skip
+    assert (closed.refunded, closed.arrears) == (D(refunded), D(arrears))
+    found = statements.statement(
+        db, organisation_id=org.id, number="A-1", start=T0 - timedelta(days=1), end=minutes(120)
+    )
+    days = statement_days.by_day(found, ZoneInfo("Asia/Shanghai"))
+    assert sum((d.recharged for d in days), D(0)) == D("100.00")
+    assert sum((d.deducted for d in days), D(0)) == D(deducted)
+    assert sum((d.refunded for d in days), D(0)) == D(refunded)
+    assert sum((d.other for d in days), D(0)) == D(0)
+    assert days[-1].arrears_after == D(arrears)
+
+
+def test_money_taken_back_beyond_what_the_account_pushed_does_not_make_later_pushes_refundable(
+    db: Database, clock: FakeClock
+) -> None:
+    """The meter held 50.00 the account never pushed (a meter closed before closings cleared
+    meters, a card top-up, a preloaded device). Recharge 100, take back all (150): the wallet's
+    100 is refundable, not more. Refund it, recharge 100 again: that 100 is on the meter, so
+    nothing is refundable; the 50 taken beyond the account's pushes is not an allowance
+    against later ones (refunded, the tenant would have it in cash and on the meter)."""
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    opened = open_meter_billing(db, org, meter_id)
+    driver = StrictMeters(clock, money="50.00")
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    assert driver.money[meter_id] == D("150.00")
+    take(db, org, meter_id, None, "tb-all")
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    assert driver.money[meter_id] == D("0.00")
+    refundable_is(db, org, opened.account_id, "100.00")
+    refund(db, org, opened.account_id, "100", "refund-1")
+    cashier.recharge(
+        db, organisation_id=org.id, account_id=opened.account_id, amount="100",
+        method="cash", actor=ACTOR, idempotency_key="r-2",
+    )  # fmt: skip
+    asyncio.run(drain(db, clock, fake_executor(db, clock, driver)))
+    assert driver.money[meter_id] == D("100.00")
+    refundable_is(db, org, opened.account_id, "0.00")
+    check_books(db)
+
+
+def test_an_opening_racing_the_close_of_the_meters_last_account_still_waits_for_its_clear(
+    db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A-2 opens on the meter while A-1 closes: it looked for an unfinished clear before A-1's
+    close committed one, and for an open assignment after A-1's was ended. The clear is then
+    committed and must still refuse the opening."""
+    if db.dialect != "postgresql":
+        pytest.skip("a race between transactions: PostgreSQL (SQLite has one writer at a time)")
+    org = make_org(db)
+    meter_id = modbus_meter(db, org)
+    open_meter_billing(db, org, meter_id)
+    asyncio.run(drain(db, clock, fake_executor(db, clock, StrictMeters(clock))))
+    clock.now = minutes(60)
+    second = held_before(
+        monkeypatch,
+        account_service,
+        "_assign_meters",
+        lambda: open_meter_billing(db, org, meter_id, number="A-2"),
+    )
+    account_service.close_account(
+        db, organisation_id=org.id, number="A-1",
+        final_readings=[account_service.FinalReading(meter_id, D("1000"))],
+        refund_method="cash", actor=ACTOR, idempotency_key="close-1",
+    )  # fmt: skip
+    second.release()
+    assert isinstance(second.outcome, ConflictError), second.outcome
+    assert "may still hold money" in str(second.outcome)

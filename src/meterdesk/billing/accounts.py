@@ -131,11 +131,6 @@ def open_account_in(
     at = request.opened_at or db.clock()
     _check_references(conn, organisation_id, request)
     room_id = request.room_id if request.room_id is not None else _meters_room(conn, request)
-    if mode is BillingMode.METER:
-        # A meter still holding an earlier account's money would hand it to this one.
-        from meterdesk.devices import take_back
-
-        take_back.refuse_uncleared(conn, [m.meter_id for m in request.meters])
     wallet_id = ledger.create_account(
         conn,
         organisation_id=organisation_id,
@@ -173,6 +168,13 @@ def open_account_in(
     assert key is not None
     opened = OpenedAccount(int(key[0]), request.number.strip(), wallet_id, arrears_id)
     _assign_meters(conn, opened.account_id, request.meters, at, ingestor or Ingestor(db))
+    if mode is BillingMode.METER:
+        # A meter still holding an earlier account's money would hand it to this one. Looked
+        # for after the meters were found free (PostgreSQL): a close that ended the last
+        # assignment commits its clear in the same transaction, so it is seen here too.
+        from meterdesk.devices import take_back
+
+        take_back.refuse_uncleared(conn, [m.meter_id for m in request.meters])
     opened.meter_ids = [m.meter_id for m in request.meters]
     if credit > 0:
         opened.initial_transfer_id = cashier.recharge_in(

@@ -205,11 +205,24 @@ def may_be_on_meter(push: Command) -> bool:
 
 def money_on_meter_fen(conn: Connection, organisation_id: int, account_id: int) -> int:
     """What the account's recharges put on its meter, or may still put there, less what its
-    confirmed take-backs (退电) brought back off it (never below zero: a take-back of money
-    the account never pushed makes no more than its wallet refundable)."""
-    pushes = account_pushes(conn, organisation_id, account_id).values()
-    pushed = sum(to_fen(p.spec.amount or Decimal(0)) for p in pushes if may_be_on_meter(p))
-    return max(pushed - take_back.taken_back_fen(conn, organisation_id, account_id), 0)
+    confirmed take-backs (退电) brought back off it, in the order both reached the meter (the
+    order they were made: commands/claiming.py). Never below zero at any step: a take-back of
+    more than the account's pushes so far took money the account never pushed (a meter not
+    cleared, a card top-up), which makes no more than its wallet refundable, then or against
+    a later push — that push's money is on the meter."""
+    pushes = [
+        (push.id, to_fen(push.spec.amount or Decimal(0)))
+        for push in account_pushes(conn, organisation_id, account_id).values()
+        if may_be_on_meter(push)
+    ]
+    taken = [
+        (command.id, -to_fen(command.spec.amount or Decimal(0)))
+        for command in take_back.confirmed_take_backs(conn, organisation_id, account_id)
+    ]
+    on_meter = 0
+    for _, change in sorted(pushes + taken):
+        on_meter = max(on_meter + change, 0)
+    return on_meter
 
 
 def withdraw_push(

@@ -30,6 +30,7 @@ already holds what the meter holds; what changes is how much of the wallet is on
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import Connection, func, select
 
@@ -201,20 +202,29 @@ def _take_backs(conn: Connection, meter_ids: list[int]) -> list[Command]:
 def taken_back_fen(conn: Connection, organisation_id: int, account_id: int) -> int:
     """What confirmed take-backs of the account (made while it was open: only those record it)
     brought off its meters. Pending or unproven ones count nothing."""
+    return sum(
+        to_fen(command.spec.amount or Decimal(0))
+        for command in confirmed_take_backs(conn, organisation_id, account_id)
+    )
+
+
+def confirmed_take_backs(conn: Connection, organisation_id: int, account_id: int) -> list[Command]:
+    """The account's confirmed take-backs that took money, in the order they were made (the
+    order they reached the meter, with the pushes: commands/claiming.py)."""
     meter_ids = [
         int(m)
         for m in conn.execute(
             select(meter_assignments.c.meter_id).where(meter_assignments.c.account_id == account_id)
         ).scalars()
     ]
-    return sum(
-        to_fen(command.spec.amount)
+    return [
+        command
         for command in _take_backs(conn, meter_ids)
         if command.organisation_id == organisation_id
         and command.spec.account_id == account_id
         and command.status is CommandStatus.CONFIRMED
         and command.spec.amount is not None
-    )
+    ]
 
 
 def unfinished_clear(conn: Connection, meter_id: int) -> Command | None:

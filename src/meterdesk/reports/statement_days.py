@@ -2,8 +2,10 @@
 meter read every 15 minutes puts ~100 deductions a day on a statement.
 
 Each local day of the period (the site's zone) gets one row: what was deducted (net of
-corrections), recharged, refunded and everything else, and the balance and arrears at the end of
-the day. The rows add up exactly to the statement: opening + Σ changes = closing (tested).
+corrections; for meter billing, the meter's usage paid on closing), recharged, refunded and
+everything else (an arrears payment after a closing, reversals, emergency credit …), and
+the balance and arrears at the end of the day. The rows add up exactly to the statement:
+opening + Σ changes = closing (tested).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def by_day(found: Statement, tz: ZoneInfo) -> list[StatementDay]:
 def _add(row: StatementDay, line: StatementLine) -> None:
     # The net change of what the tenant has: the wallet up, arrears down.
     change = line.balance_change - line.arrears_change
-    if line.reason in DEDUCTIONS:
+    if line.reason in DEDUCTIONS or _usage_settled_on_closing(line):
         row.deducted -= change
     elif line.reason in RECHARGES:
         row.recharged += change
@@ -61,3 +63,11 @@ def _add(row: StatementDay, line: StatementLine) -> None:
     row.balance_after, row.arrears_after = line.balance_after, line.arrears_after
     row.entries += 1
     row.reasons.add(line.reason)
+
+
+def _usage_settled_on_closing(line: StatementLine) -> bool:
+    """A closing's settlement without a payment method pays no one back: it is the meter's
+    usage of a meter-billing account paid to revenue from the wallet or from arrears
+    (billing/cashier_settle.py), or an overdraft moved to arrears (no net change). Only the
+    settlement paid out through a method is a refund."""
+    return line.reason == "settlement" and line.method is None

@@ -65,6 +65,7 @@ from meterdesk.devices.commands.readback import (
     money_note,
     plan_recharge,
 )
+from meterdesk.devices.commands.replaced import failed_as_replaced
 from meterdesk.devices.ports import DeviceError, DeviceRefusedError, MeterDriver, Snapshot
 from meterdesk.notifications import queueing
 
@@ -155,6 +156,8 @@ class Attempt:
         if spec.kind is CommandKind.TAKE_BACK:
             await take_back_attempt.final_check(self)
             return
+        if spec.kind is CommandKind.RECHARGE and await failed_as_replaced(self):
+            return
         if self.sent or spec.kind is not CommandKind.RECHARGE:
             snapshot = await self.read()
             state = check(spec, snapshot, acknowledged=False)
@@ -165,6 +168,8 @@ class Attempt:
 
     async def recharge(self, snapshot: Snapshot) -> None:
         spec = self.command.spec
+        if await failed_as_replaced(self):
+            return
         confirmed = None if self.sent else await asyncio.to_thread(self._confirmed_on_device)
         decision = plan_recharge(
             assigned=spec.purchase_count,

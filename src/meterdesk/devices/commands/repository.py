@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import Connection, RowMapping, bindparam, func, or_, select
@@ -203,6 +204,17 @@ def highest_confirmed_purchase(conn: Connection, meter_id: int) -> int | None:
     ).scalars()
     counts = [json.loads(text).get("purchase_count") for text in pushes]
     return max((int(count) for count in counts if count is not None), default=None)
+
+
+def replaced_after(conn: Connection, meter_id: int, at: datetime) -> datetime | None:
+    """When the meter's device was last replaced, if that was after ``at`` (a command sent
+    before it went to the device that was taken away)."""
+    replaced = conn.execute(
+        select(func.max(meter_replacements.c.replaced_at)).where(
+            meter_replacements.c.meter_id == meter_id
+        )
+    ).scalar_one_or_none()
+    return replaced if replaced is not None and replaced > at else None
 
 
 def highest_confirmed_take_back(conn: Connection, meter_id: int) -> int | None:

@@ -29,6 +29,7 @@ from meterdesk.devices.commands.model import (
     refused,
 )
 from meterdesk.devices.commands.readback import RechargeStep, plan_take_back
+from meterdesk.devices.commands.replaced import failed_as_replaced
 from meterdesk.devices.drivers import UnsupportedCommandError
 from meterdesk.devices.ports import DeviceError, DeviceRefusedError, Snapshot
 
@@ -43,6 +44,8 @@ class _Unsupported(Exception):  # noqa: N818 - internal signal: the meter cannot
 async def run(attempt: Attempt, snapshot: Snapshot) -> None:
     """The attempt after its first read (``snapshot``: remaining money for "all")."""
     spec = attempt.command.spec
+    if await failed_as_replaced(attempt):
+        return
     try:
         count = await _count(attempt)
     except _Unsupported as error:
@@ -72,6 +75,8 @@ async def run(attempt: Attempt, snapshot: Snapshot) -> None:
 async def final_check(attempt: Attempt) -> None:
     """At the deadline: a take-back that was sent gets one last look at the counter."""
     spec = attempt.command.spec
+    if await failed_as_replaced(attempt):
+        return
     if attempt.sent:
         try:
             count = await _count(attempt)
