@@ -177,16 +177,19 @@ def desk_transfer(
     key: str,
     reference: str | None,
 ) -> tuple[TransferRequest, int | None]:
-    """The transfer of a desk recharge (clearing → wallet) or refund (wallet → clearing), and the
-    id of the transfer already posted under the same key for the same request (a replay)."""
-    wallet = int(str(account["wallet_id"]))
-    inbound = reason is Reason.RECHARGE
+    """The transfer of a desk recharge (clearing → wallet), refund (wallet → clearing) or
+    arrears payment after a closing (clearing → arrears, :mod:`~meterdesk.billing.cashier_arrears`),
+    and the id of the transfer already posted under the same key for the same request (a
+    replay)."""
+    arrears = reason is Reason.ARREARS_REPAYMENT
+    own = int(str(account["arrears_id" if arrears else "wallet_id"]))  # the account's side
+    inbound = reason is Reason.RECHARGE or arrears
     organisation_id = int(str(account["organisation_id"]))
     request = TransferRequest(
         organisation_id=organisation_id,
         idempotency_key=desk_key(organisation_id, key),
-        debit_account_id=clearing if inbound else wallet,
-        credit_account_id=wallet if inbound else clearing,
+        debit_account_id=clearing if inbound else own,
+        credit_account_id=own if inbound else clearing,
         amount_fen=fen,
         reason=reason,
         actor=actor,

@@ -19,12 +19,10 @@ by the desk key like every desk entry, read under the arrears balance's lock, au
 from __future__ import annotations
 
 from meterdesk.billing.cashier import (
-    REFERENCE_LENGTH,
     MoneyResult,
     audit_desk_money,
     clearing_account,
-    desk_key,
-    desk_text,
+    desk_transfer,
     load_account,
     money_result,
     payment_method,
@@ -33,11 +31,9 @@ from meterdesk.billing.model import AccountStatus
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
-from meterdesk.ledger.model import Reason, TransferRequest
+from meterdesk.ledger.model import Reason
 from meterdesk.shared.errors import ConflictError
 from meterdesk.shared.money import from_fen, parse_positive_money, to_fen
-
-MEMO = "arrears paid at the desk (欠费补缴)"
 
 
 def pay_arrears(
@@ -57,22 +53,17 @@ def pay_arrears(
     with db.transaction() as conn:
         account = load_account(conn, organisation_id, account_id)
         arrears_id = int(str(account["arrears_id"]))
-        request = TransferRequest(
-            organisation_id=organisation_id,
-            idempotency_key=desk_key(organisation_id, idempotency_key),
-            debit_account_id=clearing_account(conn, organisation_id, payment, at),
-            credit_account_id=arrears_id,
-            amount_fen=fen,
-            reason=Reason.ARREARS_REPAYMENT,
+        request, replay = desk_transfer(
+            conn,
+            account,
+            clearing_account(conn, organisation_id, payment, at),
+            fen,
+            Reason.ARREARS_REPAYMENT,
+            payment,
             actor=actor,
-            created_at=at,
-            account_id=account_id,
-            method=payment.value,
-            reference=desk_text(reference, "reference", REFERENCE_LENGTH),
-            memo=MEMO,
-        )
-        replay = ledger_service.replayed_transfer(
-            conn, idempotency_key=request.idempotency_key, request_hash=request.request_hash()
+            at=at,
+            key=idempotency_key,
+            reference=reference,
         )
         if replay is not None:
             return money_result(conn, account, replay, True)

@@ -3,6 +3,7 @@ recharge, refund, reverse."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -344,6 +345,30 @@ def _utc(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="seconds")
 
 
+def _desk_money(
+    use_case: Callable[..., cashier.MoneyResult],
+    number: str,
+    amount: str,
+    org: str,
+    key: str,
+    method: str,
+    reference: str | None,
+    actor: str,
+) -> cashier.MoneyResult:
+    """A recharge, refund or arrears payment of the account numbered ``number``."""
+    o = organisation_id(org)
+    return use_case(
+        app().db,
+        organisation_id=o,
+        account_id=_account_id(o, number),
+        amount=amount,
+        method=method,
+        actor=who(actor),
+        idempotency_key=key,
+        reference=reference,
+    )
+
+
 def recharge(
     number: str,
     amount: str,
@@ -356,17 +381,7 @@ def recharge(
 ) -> None:
     """Recharge (充值) an account; arrears are repaid first."""
     with handled():
-        o = organisation_id(org)
-        done = cashier.recharge(
-            app().db,
-            organisation_id=o,
-            account_id=_account_id(o, number),
-            amount=amount,
-            method=method,
-            actor=who(actor),
-            idempotency_key=key,
-            reference=reference,
-        )
+        done = _desk_money(cashier.recharge, number, amount, org, key, method, reference, actor)
         emit(
             done,
             as_json,
@@ -390,16 +405,8 @@ def pay_arrears(
     """Collect arrears a closed account still owes (欠费补缴); an open account's next recharge
     repays them instead."""
     with handled():
-        o = organisation_id(org)
-        done = cashier_arrears.pay_arrears(
-            app().db,
-            organisation_id=o,
-            account_id=_account_id(o, number),
-            amount=amount,
-            method=method,
-            actor=who(actor),
-            idempotency_key=key,
-            reference=reference,
+        done = _desk_money(
+            cashier_arrears.pay_arrears, number, amount, org, key, method, reference, actor
         )
         emit(
             done,
@@ -423,16 +430,8 @@ def refund(
 ) -> None:
     """Refund (退费) part of an account's credit."""
     with handled():
-        o = organisation_id(org)
-        done = cashier_refund.refund(
-            app().db,
-            organisation_id=o,
-            account_id=_account_id(o, number),
-            amount=amount,
-            method=method,
-            actor=who(actor),
-            idempotency_key=key,
-            reference=reference,
+        done = _desk_money(
+            cashier_refund.refund, number, amount, org, key, method, reference, actor
         )
         emit(
             done,
@@ -452,7 +451,8 @@ def reverse(
     actor: ActorOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Reverse (冲正) a recharge or refund entered by mistake, with an opposite entry."""
+    """Reverse (冲正) a recharge, refund or arrears payment entered by mistake, with an opposite
+    entry."""
     with handled():
         new = cashier_refund.reverse(
             app().db,
