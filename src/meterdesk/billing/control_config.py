@@ -179,6 +179,18 @@ def parse_windows(raw: object) -> tuple[Window, ...]:
     return tuple(windows)
 
 
+def window_spans(spans: Iterable[str]) -> list[dict[str, str]]:
+    """ "HH:MM-HH:MM" spans as typed (the CLI's ``--window``, the console's field) as the
+    windows :func:`parse_windows` takes."""
+    windows = []
+    for span in spans:
+        start, dash, end = span.strip().partition("-")
+        if not dash:
+            raise ValidationError(f"windows: {span!r} is not HH:MM-HH:MM")
+        windows.append({"start": start.strip(), "end": end.strip()})
+    return windows
+
+
 def windows_to_json(windows: Iterable[Window]) -> str:
     return json.dumps(
         [

@@ -135,29 +135,39 @@ def _revise(
                 "after": {key: _shown(value) for key, value in values.items()},
             },
         )
-        return _decide_again(conn, organisation_id, uses == row_id, at, outbox)
+        return _decide_again(conn, organisation_id, uses, row_id, at, outbox)
 
 
-def _decide_again(
-    conn: Connection,
-    organisation_id: int,
-    condition: Any,
-    at: datetime,
-    outbox: control_send.Outbox,
-) -> int:
-    """Decide now for every open account the revision touches (storing its new watch)."""
-    ids = list(
+def open_accounts_using(
+    conn: Connection, organisation_id: int, uses: Any, row_id: int
+) -> list[int]:
+    """The open accounts whose control row points at the plan or profile (``uses`` is
+    ``account_controls.c.alarm_plan_id`` or ``.friendly_profile_id``): the ones a revision
+    decides for again, and the console's count of them."""
+    return list(
         conn.execute(
             select(account_controls.c.account_id)
             .join(accounts, accounts.c.id == account_controls.c.account_id)
             .where(
-                condition,
+                uses == row_id,
                 accounts.c.organisation_id == organisation_id,
                 accounts.c.status == AccountStatus.OPEN.value,
             )
             .order_by(account_controls.c.account_id)
         ).scalars()
     )
+
+
+def _decide_again(
+    conn: Connection,
+    organisation_id: int,
+    uses: Any,
+    row_id: int,
+    at: datetime,
+    outbox: control_send.Outbox,
+) -> int:
+    """Decide now for every open account the revision touches (storing its new watch)."""
+    ids = open_accounts_using(conn, organisation_id, uses, row_id)
     if ids:
         balances = control.net_balances(conn, ids, lock=True)
         control.evaluate_in(

@@ -11,7 +11,14 @@ from typing import Annotated
 
 import typer
 
-from meterdesk.billing import accounts, control_admin, control_read, control_revise, control_tick
+from meterdesk.billing import (
+    accounts,
+    control_admin,
+    control_config,
+    control_read,
+    control_revise,
+    control_tick,
+)
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.tables import alarm_plans, friendly_profiles
 from meterdesk.cli.common import (
@@ -259,7 +266,7 @@ def friendly_create(
 ) -> None:
     """Create a friendly-hours profile, e.g. --window 20:00-08:00 --weekends --holidays."""
     with handled():
-        windows = _windows(window)
+        windows = control_config.window_spans(window or [])
         new = control_admin.create_friendly_profile(
             app().db,
             organisation_id=organisation_id(org),
@@ -332,7 +339,7 @@ def friendly_update(
             app().db,
             organisation_id=o,
             profile_id=profile_id,
-            windows=_windows(window),
+            windows=control_config.window_spans(window or []),
             weekends=weekends,
             holidays=holidays,
             name=rename,
@@ -347,14 +354,6 @@ def friendly_update(
                 f"{decided} open account(s) decided again"
             ),
         )
-
-
-def _windows(given: list[str] | None) -> list[dict[str, str]]:
-    windows = []
-    for item in given or []:
-        start, _, end = item.partition("-")
-        windows.append({"start": start.strip(), "end": end.strip()})
-    return windows
 
 
 def _profile_text(profile: dict[str, object]) -> str:

@@ -11,14 +11,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import func, select
 
 from meterdesk.api.deps import AccountsWriter, Caller, Reader
 from meterdesk.api.routers import control as control_api
 from meterdesk.api.schemas.common import Id
 from meterdesk.api.schemas.control import AlarmPlanIn, FriendlyProfileIn
-from meterdesk.billing.model import AccountStatus
-from meterdesk.billing.tables import account_controls, accounts
+from meterdesk.billing import control_config, control_revise
+from meterdesk.billing.tables import account_controls
 from meterdesk.shared.errors import ValidationError
 from meterdesk.web.forms import blank_to_none, build
 from meterdesk.web.routes.common import page
@@ -46,17 +45,7 @@ def alarms_page(request: Request, caller: Reader) -> HTMLResponse:
 def _users(caller: Caller, column: Any, row_id: int) -> int:
     """Open accounts on the plan or profile: the ones a revision decides for again."""
     with caller.db.read() as conn:
-        found = conn.execute(
-            select(func.count())
-            .select_from(account_controls)
-            .join(accounts, accounts.c.id == account_controls.c.account_id)
-            .where(
-                column == row_id,
-                accounts.c.organisation_id == caller.organisation_id,
-                accounts.c.status == AccountStatus.OPEN.value,
-            )
-        ).scalar_one()
-    return int(found)
+        return len(control_revise.open_accounts_using(conn, caller.organisation_id, column, row_id))
 
 
 def _plan_card(caller: Caller, plan: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -136,24 +125,15 @@ async def revise_plan(
     )
 
 
-def _windows(text: str | None) -> list[dict[str, str]]:
-    """ "20:00-08:00 12:00-14:00" (or with commas) as the API's windows."""
-    windows = []
-    for part in (text or "").replace(",", " ").replace("，", " ").split():
-        start, dash, end = part.partition("-")
-        if not dash:
-            raise ValidationError(f"windows: {part!r} is not HH:MM-HH:MM")
-        windows.append({"start": start, "end": end})
-    return windows
-
-
 def _profile_body(
     name: str, windows: str | None, weekends: str | None, holidays: str | None
 ) -> FriendlyProfileIn:
     return build(
         FriendlyProfileIn,
         name=name.strip(),
-        windows=_windows(windows),
+        windows=control_config.window_spans(
+            (windows or "").replace(",", " ").replace("，", " ").split()
+        ),
         weekends=weekends == "on",
         holidays=holidays == "on",
     )
