@@ -28,6 +28,7 @@ from meterdesk.billing.tables import (
     charge_lines,
     meter_assignments,
     period_totals,
+    quantity_lots,
     tariff_changes,
 )
 from meterdesk.db.consistency import dangling_references
@@ -196,6 +197,7 @@ def open_account(
     credit: str = "100",
     overdraft: str = "0",
     ingestor: Ingestor | None = None,
+    credit_unit: str = "money",
 ) -> account_service.OpenedAccount:
     """Open ``number`` with (meter id, tariff id, opening reading or None) per meter."""
     request = account_service.OpenAccount(
@@ -207,6 +209,7 @@ def open_account(
         ],
         overdraft_limit=overdraft,
         initial_credit=credit,
+        credit_unit=credit_unit,
     )
     return account_service.open_account(
         db, organisation_id=org.id, request=request, actor=ACTOR, ingestor=ingestor
@@ -439,6 +442,7 @@ SNAPSHOT_TABLES: dict[str, tuple[Any, Any, tuple[str, ...]]] = {
     "tariff_changes": (tariff_changes, None, ()),
     "replacements": (meter_replacements, None, ()),
     "account_controls": (account_controls, None, ()),
+    "quantity_lots": (quantity_lots, None, ()),
     "commands": (commands, None, ()),
     "command_events": (command_events, None, ()),
     "notifications": (notification_outbox, None, ()),

@@ -20,9 +20,10 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
-from meterdesk.billing import cashier, cashier_settle
+from meterdesk.billing import cashier, cashier_settle, quantity
 from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.billing.model import AccountStatus, BillingMode
+from meterdesk.billing.quantity_model import CreditUnit, parse_credit_unit
 from meterdesk.billing.tables import accounts, meter_assignments
 from meterdesk.db import counters
 from meterdesk.db.database import Database
@@ -65,6 +66,7 @@ class OpenAccount:
     payment_method: str = "cash"
     opened_at: datetime | None = None
     idempotency_key: str | None = None
+    credit_unit: str = CreditUnit.MONEY.value  # or 'quantity' (购量, decision 0006)
 
 
 @dataclass
@@ -128,6 +130,9 @@ def open_account_in(
         raise ValidationError("meters: an account needs at least one meter")
     if not request.number.strip():
         raise ValidationError("number: must not be empty")
+    unit = parse_credit_unit(request.credit_unit)
+    if unit is CreditUnit.QUANTITY:
+        _check_quantity_opening(request, mode)
     at = request.opened_at or db.clock()
     _check_references(conn, organisation_id, request)
     room_id = request.room_id if request.room_id is not None else _meters_room(conn, request)
@@ -160,6 +165,7 @@ def open_account_in(
                 opened_at=at,
                 closed_at=None,
                 opened_by=actor,
+                credit_unit=unit.value,
             )
         )
     except IntegrityError:
@@ -176,6 +182,8 @@ def open_account_in(
 
         take_back.refuse_uncleared(conn, [m.meter_id for m in request.meters])
     opened.meter_ids = [m.meter_id for m in request.meters]
+    if unit is CreditUnit.QUANTITY:
+        quantity.record_opening(conn, opened.account_id, at)
     if credit > 0:
         opened.initial_transfer_id = cashier.recharge_in(
             conn,
@@ -198,9 +206,25 @@ def open_account_in(
             "meters": opened.meter_ids,
             "initial_credit": str(credit),
             "billing_mode": mode.value,
+            "credit_unit": unit.value,
         },
     )
     return opened
+
+
+def _check_quantity_opening(request: OpenAccount, mode: BillingMode) -> None:
+    """Quantity credit is built for platform billing on one meter (decision 0006): a meter
+    billing its own money keeps no quantity, and the use since opening of several meters has
+    no one order to price lots along."""
+    if mode is not BillingMode.PLATFORM:
+        raise ValidationError(
+            "credit_unit: quantity credit (购量) needs platform billing (后台计费); a meter billing "
+            "its own money keeps no quantity"
+        )
+    if len(request.meters) != 1:
+        raise ValidationError(
+            f"credit_unit: a quantity-credit account (购量) holds one meter, not {len(request.meters)}"
+        )
 
 
 def _billing_mode(value: str) -> BillingMode:

@@ -20,12 +20,13 @@ from decimal import Decimal
 from sqlalchemy import Connection, select
 
 from meterdesk.audit import service as audit
-from meterdesk.billing import control
+from meterdesk.billing import control, quantity
 from meterdesk.billing.cashier_repay import repay_arrears, repay_emergency
 from meterdesk.billing.control_send import Outbox
 from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause
+from meterdesk.billing.quantity_model import CreditUnit
 from meterdesk.billing.tables import accounts
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
@@ -255,6 +256,11 @@ def recharge_in(
     # Emergency credit first ("repaid first by the next recharge"), then arrears.
     repay_emergency(conn, account, request)
     repay_arrears(conn, account, request)
+    if account["credit_unit"] == CreditUnit.QUANTITY.value:
+        # 购量: the money buys quantity at today's price (overdraft bought back first)
+        quantity.buy(
+            conn, account_id=account_id, transfer_id=posted.transfer_id, money=from_fen(fen), at=at
+        )
     sender = outbox or DatabaseOutbox(lambda: at)
     tell(conn, sender, account, "recharge_credited", f"recharge:{posted.transfer_id}", fen, at)
     control.evaluate_in(

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import Connection, select
 
 from meterdesk.audit import service as audit
-from meterdesk.billing import control, control_state
+from meterdesk.billing import control, control_state, quantity
 from meterdesk.billing.cashier import (
     MEMO_LENGTH,
     MoneyResult,
@@ -29,6 +29,7 @@ from meterdesk.billing.control_send import Outbox
 from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause
+from meterdesk.billing.quantity_model import CreditUnit
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
@@ -99,6 +100,14 @@ def refund(
                 )
             )
         posted = ledger_service.post(conn, request)
+        if account["credit_unit"] == CreditUnit.QUANTITY.value:  # 购量: the quantity goes too
+            quantity.refund_in(
+                conn,
+                account_id=account_id,
+                transfer_id=posted.transfer_id,
+                money=from_fen(fen),
+                at=at,
+            )
         sender = outbox or DatabaseOutbox(lambda: at)
         tell(conn, sender, account, "refund", f"refund:{posted.transfer_id}", fen, at)
         _decide(conn, account_id, Cause.DEDUCTION, sender, at)
@@ -182,12 +191,34 @@ def reverse(
                 why=f"recharge reversed by transfer {posted.transfer_id}",
                 at=at,
             )
+        if account["credit_unit"] == CreditUnit.QUANTITY.value:
+            _reverse_quantity(
+                conn, int(entry.account_id), transfer_id, posted.transfer_id, reason, at
+            )
         # Money back in (a refund reversed) re-arms alarms and may restore, as a recharge does;
         # money out (a recharge reversed) may warn or cut, as a deduction does.
         cause = Cause.RECHARGE if reason == Reason.REFUND.value else Cause.DEDUCTION
         _decide(conn, int(entry.account_id), cause, outbox or DatabaseOutbox(lambda: at), at)
         _audit_reversal(conn, organisation_id, actor, transfer_id, posted.transfer_id, at)
         return posted.transfer_id
+
+
+def _reverse_quantity(
+    conn: Connection, account_id: int, reversed_id: int, transfer_id: int, reason: str, at: datetime
+) -> None:
+    """购量: a recharge reversed takes back the newest unused quantity worth its money (refused
+    when less is unused); a refund reversed buys again at today's price, as a recharge would."""
+    amount = from_fen(
+        conn.execute(
+            select(transfers.c.amount_fen).where(transfers.c.id == reversed_id)
+        ).scalar_one()
+    )
+    if reason == Reason.RECHARGE.value:
+        quantity.refund_in(
+            conn, account_id=account_id, transfer_id=transfer_id, money=amount, at=at
+        )
+    else:
+        quantity.buy(conn, account_id=account_id, transfer_id=transfer_id, money=amount, at=at)
 
 
 def _audit_reversal(

@@ -13,11 +13,12 @@ from decimal import Decimal
 
 from sqlalchemy import Connection
 
-from meterdesk.billing import control_state
+from meterdesk.billing import control_state, quantity
 from meterdesk.billing.cashier import clearing_account, desk_key, load_account, payment_method
 from meterdesk.billing.cashier_repay import emergency_receivable
 from meterdesk.billing.model import BillingMode
 from meterdesk.billing.postings import revenue_code
+from meterdesk.billing.quantity_model import CreditUnit
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
 from meterdesk.ledger.model import AccountKind, Reason, TransferRequest, derived_key
@@ -90,6 +91,8 @@ def settle_in(
                 memo="refund of remaining credit on closing",
             ),
         ).transfer_id
+    if account["credit_unit"] == CreditUnit.QUANTITY.value:  # 购量: nothing left to use
+        quantity.close_in(conn, account_id=account_id, transfer_id=transfer_id, at=at)
     arrears = ledger_service.balance_fen(conn, arrears_id)
     return Settlement(from_fen(max(wallet, 0)), from_fen(-arrears), transfer_id)
 

@@ -21,6 +21,8 @@ from sqlalchemy import Connection, select
 
 from meterdesk.billing import repository as billing_repository
 from meterdesk.billing.model import PeriodTotal
+from meterdesk.billing.quantity import load_plans
+from meterdesk.billing.quantity_model import Block, price_range
 from meterdesk.billing.repository import Assignment, TotalKey
 from meterdesk.db.types import instant_int, scaled_int
 from meterdesk.metering.model import Consumption, MeterProfile, Reading, consumption_between
@@ -44,6 +46,7 @@ class Charger:
     def __init__(self) -> None:
         self.tariffs = TariffCache()
         self._zones: dict[int, ZoneInfo] = {}
+        self._plans: dict[int, tuple[Block, ...]] = {}  # quantity accounts' lots, per batch
 
     def prepare(
         self,
@@ -61,6 +64,10 @@ class Charger:
             {a.tariff_id for found in assignments.values() for a in found},
             unchanged=unchanged,
         )
+        # Purchases change a plan between batches: read the lots each time (only quantity
+        # accounts have any, so a batch without them reads nothing).
+        buying = {a.account_id for found in assignments.values() for a in found if a.quantity}
+        self._plans = load_plans(conn, buying) if buying else {}
         for meter_id in meter_ids:
             site_id = profiles[meter_id].site_id
             if site_id not in self._zones:
@@ -93,6 +100,8 @@ class Charger:
                 if tariff_id not in year_tiers:
                     year_tiers[tariff_id] = _year_tiers(self.tariffs.get(tariff_id))
                 years = years or year_tiers[tariff_id]
+                if assignment.quantity:  # priced by the use since opening: every month of it
+                    first = min(first, assignment.start_at)
             tz = self._zones[profiles[meter_id].site_id]
             found_spans.add((first, last, tz, years))
         keys: set[str] = set()
@@ -119,6 +128,7 @@ class Charger:
             found = assignments[meter_id]
             tz = self._zones[profile.site_id]
             usage: dict[int, _TierUsage] = {}
+            used_since_opening: dict[int, Decimal] = {}  # quantity accounts of this meter
             for earlier, later in meter_pairs:
                 assignment = _covering(found, earlier.measured_at, later.measured_at)
                 if assignment is None:
@@ -133,21 +143,17 @@ class Charger:
                     used = usage[account_id] = _TierUsage(totals, meter_id, account_id)
                 tariff = self.tariffs.get(assignment.tariff_id)
                 start, end = instant_int(consumption.start), instant_int(consumption.end)
-                single = (
-                    price_single_line(
-                        consumption.start, consumption.end, consumption.total, tariff, tz, used
-                    )
-                    if consumption.by_band is None
-                    else None
-                )
                 segments: Sequence[tuple[int, int, PricedLine | SingleLine]]
-                if single is not None:  # the common case: one band, one tier block, one line
-                    segments = ((start, end, single),)
+                if assignment.quantity:
+                    before = used_since_opening.get(account_id)
+                    if before is None:
+                        before = _used_since_opening(totals, meter_id, account_id)
+                    used_since_opening[account_id] = before + consumption.total
+                    segments = _instants(
+                        _price_by_lots(consumption, tariff, tz, self._plans[account_id], before)
+                    )
                 else:
-                    segments = [
-                        (instant_int(line.start), instant_int(line.end), line)
-                        for line in _full_price(consumption, tariff, tz, used)
-                    ]
+                    segments = _price_by_tariff(consumption, (start, end), tariff, tz, used)
                 for segment_start, segment_end, line in segments:
                     key = (meter_id, account_id, line.period_key)
                     quantity = scaled_int(line.quantity, QUANTITY_PLACES)
@@ -213,6 +219,88 @@ def _full_price(
         start=consumption.start, end=consumption.end, total=consumption.total, by_band=by_band
     )
     return list(price_usage(usage, tariff, tz, used))
+
+
+def _price_by_tariff(
+    consumption: Consumption,
+    stored: tuple[int, int],
+    tariff: Tariff,
+    tz: ZoneInfo,
+    used: Mapping[str, Decimal],
+) -> Sequence[tuple[int, int, PricedLine | SingleLine]]:
+    """An interval's lines with their stored start and end: the common case (total register,
+    one band, one tier block) as one fast line, anything else by the full pricer."""
+    single = (
+        price_single_line(consumption.start, consumption.end, consumption.total, tariff, tz, used)
+        if consumption.by_band is None
+        else None
+    )
+    if single is not None:
+        return ((*stored, single),)
+    return _instants(_full_price(consumption, tariff, tz, used))
+
+
+def _instants(lines: Iterable[PricedLine]) -> list[tuple[int, int, PricedLine | SingleLine]]:
+    return [(instant_int(line.start), instant_int(line.end), line) for line in lines]
+
+
+def _used_since_opening(
+    totals: dict[TotalKey, PeriodTotal], meter_id: int, account_id: int
+) -> Decimal:
+    """What the account used on the meter before the interval being priced: every month since
+    its opening is loaded (``period_keys``), and the lines from the interval on were taken out
+    again (superseded) or are not priced yet."""
+    return sum(
+        (
+            total.quantity
+            for (meter, account, _), total in totals.items()
+            if meter == meter_id and account == account_id
+        ),
+        Decimal(0),
+    )
+
+
+def _price_by_lots(
+    consumption: Consumption,
+    tariff: Tariff,
+    tz: ZoneInfo,
+    plan: Sequence[Block],
+    used_before: Decimal,
+) -> list[PricedLine]:
+    """A quantity account's interval: split at months and tariff versions as the tariff would
+    split it (by time, band registers ignored: a bought kWh has no band), then each part priced
+    by the lots from where the use since opening had reached (decision 0006)."""
+    whole = Usage(start=consumption.start, end=consumption.end, total=consumption.total)
+    parts: list[list[PricedLine]] = []
+    for line in price_usage(whole, tariff, tz, {}):
+        if parts and (parts[-1][0].period_key, parts[-1][0].version_from) == (
+            line.period_key,
+            line.version_from,
+        ):
+            parts[-1].append(line)
+        else:
+            parts.append([line])
+    lines: list[PricedLine] = []
+    reached = used_before
+    for part in parts:
+        quantity = sum((line.quantity for line in part), Decimal(0))
+        for piece in price_range(plan, reached, quantity):
+            lines.append(
+                PricedLine(
+                    start=part[0].start,
+                    end=part[-1].end,
+                    band=Band.FLAT,
+                    quantity=piece.quantity,
+                    unit_price=piece.price,
+                    cost=piece.quantity * piece.price,
+                    tier_block=piece.block,
+                    tier_key=None,
+                    period_key=part[0].period_key,
+                    version_from=part[0].version_from,
+                )
+            )
+        reached += quantity
+    return lines
 
 
 class _TierUsage(Mapping[str, Decimal]):

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, select
 
-from meterdesk.billing import control_config
+from meterdesk.billing import control_config, quantity
 from meterdesk.billing.control_send import Outbox, send_decisions
 from meterdesk.billing.control_state import ControlledAccount, load_accounts, save_states
 from meterdesk.billing.policy import Cause, ControlState, Decision, Situation, decide
@@ -112,7 +112,8 @@ def _site(conn: Connection, account_id: int) -> tuple[int, ZoneInfo]:
 def net_balances(
     conn: Connection, account_ids: Iterable[int], *, lock: bool = False
 ) -> dict[int, int]:
-    """Wallet minus what is owed on arrears, per account, in fen. With ``lock``, read under the
+    """Wallet minus what is owed on arrears, per account, in fen — for a quantity account (购量)
+    its quantity left in hundredths instead, what its thresholds are read in. With ``lock``, read under the
     balances' row locks (PostgreSQL), in the ingest's order: for a caller that decides on them
     without having posted (the tick), so a recharge committing meanwhile cannot be overruled
     by a decision on the balance before it."""
@@ -126,10 +127,13 @@ def net_balances(
             )
         ).all()
         held = ledger.lock_balances(conn, [i for row in owned for i in row[1:]])
-        return {
-            int(row.id): held[row.wallet_id].balance_fen + held[row.arrears_id].balance_fen
-            for row in owned
-        }
+        return quantity.control_balances(
+            conn,
+            {
+                int(row.id): held[row.wallet_id].balance_fen + held[row.arrears_id].balance_fen
+                for row in owned
+            },
+        )
     rows = conn.execute(
         select(accounts.c.id, ledger_accounts.c.balance_fen.label("wallet"))
         .join(ledger_accounts, ledger_accounts.c.id == accounts.c.wallet_id)
@@ -143,7 +147,9 @@ def net_balances(
             .where(accounts.c.id.in_(ids))
         )
     }
-    return {int(row.id): int(row.wallet) + int(arrears.get(row.id, 0)) for row in rows}
+    return quantity.control_balances(
+        conn, {int(row.id): int(row.wallet) + int(arrears.get(row.id, 0)) for row in rows}
+    )
 
 
 def watch_thresholds(conn: Connection, account_ids: Iterable[int]) -> dict[int, int]:

@@ -27,6 +27,7 @@ from meterdesk.billing.policy import (
     RestoreMode,
     may_take_emergency_credit,
 )
+from meterdesk.billing.quantity_model import CreditUnit
 from meterdesk.billing.tables import account_controls, alarm_plans, friendly_profiles, site_holidays
 from meterdesk.db import counters
 from meterdesk.db.database import Database
@@ -304,6 +305,11 @@ def _refuse_emergency_credit_on_meter_billing(account: dict[str, object]) -> Non
         raise ConflictError(
             f"account {account['number']} is billed on the meter (表端计费): emergency credit is "
             "the meter's own overdraft limit (write_limits overdraft_limit=AMOUNT)"
+        )
+    if account["credit_unit"] == CreditUnit.QUANTITY.value:
+        raise ConflictError(
+            f"account {account['number']} buys quantity (购量): emergency credit is money, which "
+            "it has no way to use; give it an overdraft in quantity instead (cut_at overdraft)"
         )
 
 

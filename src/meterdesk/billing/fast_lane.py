@@ -10,7 +10,8 @@ and places and prices them directly from the stored integers (:meth:`FastLane.ch
 
 - it accepts a meter only when placing it cannot go any other way: cursor of generation 0, no
   replacement, every new reading after the cursor, in UTC, without band registers, not released
-  from the quarantine, each step plausible (the same exact test as ``check_step``, in integers);
+  from the quarantine, held by a money-credit account (quantity credit is priced by its lots
+  in the general charger), each step plausible (the same exact test as ``check_step``, in integers);
   anything else — a late, conflicting, implausible or band reading — leaves the whole meter to
   the general path, which owns every quarantine reason;
 - it prices an interval only where ``pricing_fast.price_single_line`` would give one line, by the
@@ -175,7 +176,11 @@ class FastLane:
             if not held or len(held) != 1:
                 continue
             assignment = held[0]
-            if assignment.end_at is not None or self._since(meter_id, assignment) > cursor[1]:
+            if (
+                assignment.end_at is not None
+                or assignment.quantity  # priced by its lots: the general charger's job
+                or self._since(meter_id, assignment) > cursor[1]
+            ):
                 continue
             constants = self._meter(profile)
             if constants is None:

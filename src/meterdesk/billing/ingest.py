@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from meterdesk.billing import charging, control, control_send, postings
+from meterdesk.billing import charging, control, control_send, postings, quantity
 from meterdesk.billing import repository as billing_repository
 from meterdesk.billing.fast_lane import FastLane, LaneMeter
 from meterdesk.billing.ingest_state import IngestState
@@ -372,6 +372,8 @@ class Ingestor:
             self.state.balances,
         )
         billing_repository.save_totals(conn, changed, known)
+        if any(assignment.quantity for assignment in by_account.values()):
+            balances = quantity.control_balances(conn, balances)  # after the totals are saved
         control.evaluate_in(
             conn,
             balances=self._near_threshold(conn, balances),

@@ -51,6 +51,7 @@ class Assignment:
     wallet_id: int
     arrears_id: int
     settled: bool = False  # the account is closed: its billing was settled
+    quantity: bool = False  # the account buys quantity (购量): priced by its lots, not the tariff
 
     def covers(self, start: datetime, end: datetime) -> bool:
         return self.start_at <= start and (self.end_at is None or end <= self.end_at)
@@ -64,7 +65,7 @@ def load_assignments(conn: Connection, meter_ids: Iterable[int]) -> dict[int, li
     rows = raw_rows(
         conn,
         "SELECT a.meter_id, a.account_id, c.organisation_id, a.tariff_id, a.start_at, a.end_at, c.billing_mode, "
-        "c.wallet_id, c.arrears_id, c.status FROM meter_assignments a "
+        "c.wallet_id, c.arrears_id, c.status, c.credit_unit FROM meter_assignments a "
         "JOIN accounts c ON c.id = a.account_id WHERE a.meter_id IN :ids ORDER BY a.start_at",
         ids=ids,
     )
@@ -84,6 +85,7 @@ def load_assignments(conn: Connection, meter_ids: Iterable[int]) -> dict[int, li
                 wallet_id=wallet_id,
                 arrears_id=arrears_id,
                 settled=row[9] == AccountStatus.CLOSED.value,
+                quantity=row[10] == "quantity",
             )
         )
     return result

@@ -32,6 +32,9 @@ accounts = Table(
     Column("room_id", ForeignKey("rooms.id"), nullable=True, index=True),
     Column("status", String(20), nullable=False),
     Column("billing_mode", String(20), nullable=False),
+    # What the tenant buys (F-MODE): 'money', or 'quantity' (购量: kWh or m³ at the price in
+    # force when bought, kept in quantity_lots; the wallet still holds the money).
+    Column("credit_unit", String(10), nullable=False, server_default="money"),
     Column("wallet_id", ForeignKey("ledger_accounts.id"), nullable=False),
     Column("arrears_id", ForeignKey("ledger_accounts.id"), nullable=False),
     Column("opened_at", Instant, nullable=False),
@@ -42,6 +45,23 @@ accounts = Table(
     Column("close_key", String(150), nullable=True),
     UniqueConstraint("organisation_id", "number"),
     UniqueConstraint("organisation_id", "close_key"),
+)
+
+# The quantity a quantity-credit account bought, as the blocks of a tier plan that never resets
+# (docs/decisions/0006-quantity-credit.md): rows in id order, a purchase adds blocks (quantity >
+# 0 at its unit price), a refund or close takes quantity back off the end (quantity < 0, no
+# price). ``remainder`` is the money the purchase or refund left unconverted (less than one
+# resolution step), carried into the next purchase; the newest row's is the current one.
+quantity_lots = Table(
+    "quantity_lots",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("transfer_id", Integer, nullable=True),  # the recharge or refund; None: opening
+    Column("quantity", Scaled(QUANTITY_PLACES), nullable=False),
+    Column("unit_price", Scaled(QUANTITY_PLACES), nullable=True),
+    Column("remainder", ExactDecimal, nullable=False),
+    Column("created_at", Instant, nullable=False),
 )
 
 meter_assignments = Table(

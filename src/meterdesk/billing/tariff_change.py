@@ -35,7 +35,9 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
+from meterdesk.billing import quantity
 from meterdesk.billing.model import AccountStatus, BillingMode
+from meterdesk.billing.quantity_model import check_tariff
 from meterdesk.billing.tables import accounts, meter_assignments, tariff_changes
 from meterdesk.db import counters
 from meterdesk.db.database import Database
@@ -47,6 +49,7 @@ from meterdesk.shared.errors import (
     NotFoundError,
     ValidationError,
 )
+from meterdesk.tariffs.repository import load_tariff
 from meterdesk.tariffs.tables import tariffs
 
 
@@ -189,6 +192,8 @@ def change_tariff(
             conn, organisation_id=organisation_id, account_id=account_id, meter_id=meter_id
         )
         tariff = _tariff(conn, organisation_id, tariff_id, point)
+        if quantity.is_quantity(conn, account_id):  # 购量 buys along a flat or tiered price
+            check_tariff(load_tariff(conn, tariff_id))
         if tariff_id == point.tariff_id:
             return _unchanged(point)
         at = db.clock()

@@ -640,6 +640,7 @@ def upgrade() -> None:
         sa.Column("room_id", sa.Integer(), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("billing_mode", sa.String(length=20), nullable=False),
+        sa.Column("credit_unit", sa.String(length=10), server_default="money", nullable=False),
         sa.Column("wallet_id", sa.Integer(), nullable=False),
         sa.Column("arrears_id", sa.Integer(), nullable=False),
         sa.Column("opened_at", sa.BigInteger(), nullable=False),
@@ -1010,6 +1011,25 @@ def upgrade() -> None:
         postgresql_with={"fillfactor": "50"},
     )
     op.create_table(
+        "quantity_lots",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("transfer_id", sa.Integer(), nullable=True),
+        sa.Column("quantity", sa.BigInteger(), nullable=False),
+        sa.Column("unit_price", sa.BigInteger(), nullable=True),
+        sa.Column("remainder", sa.String(length=80), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_quantity_lots_account_id_accounts")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_quantity_lots")),
+    )
+    with op.batch_alter_table("quantity_lots", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_quantity_lots_account_id"), ["account_id"], unique=False
+        )
+
+    op.create_table(
         "quarantine",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("organisation_id", sa.Integer(), nullable=True),
@@ -1163,6 +1183,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_quarantine_meter_id"))
 
     op.drop_table("quarantine")
+    with op.batch_alter_table("quantity_lots", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_quantity_lots_account_id"))
+
+    op.drop_table("quantity_lots")
     op.drop_table("period_totals")
     with op.batch_alter_table("notification_outbox", schema=None) as batch_op:
         batch_op.drop_index("ix_notification_outbox_org_id")

@@ -1,0 +1,271 @@
+"""Quantity credit (购量, F-MODE) in the database: the lots a quantity account bought, what is
+left of them, and the purchase, refund and closing rows. The rules are in
+:mod:`meterdesk.billing.quantity_model`; the ledger stays in money (the wallet holds what the
+lots cost plus the remainder), so every caller here runs inside the money transaction that
+credited or refunded that money.
+
+Used since opening is the sum of the account's running totals (``period_totals``), which the
+ingest saves in the batch's transaction; a quantity account holds one meter, so that sum has one
+order (the meter's readings by measurement time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, insert, select
+
+from meterdesk.billing import quantity_model as rules
+from meterdesk.billing.quantity_model import Block, CreditUnit
+from meterdesk.billing.tables import QUANTITY_PLACES, accounts, meter_assignments, quantity_lots
+from meterdesk.db.bulk import raw_rows
+from meterdesk.metering.tables import meters
+from meterdesk.shared.errors import ValidationError
+from meterdesk.shared.time import local_date, month_key, zone
+from meterdesk.sites.tables import sites
+from meterdesk.tariffs.model import Tariff, TariffVersion, TierPeriod, Utility
+from meterdesk.tariffs.repository import load_tariff
+
+UNITS = {Utility.ELECTRICITY: "kWh", Utility.WATER: "m³"}
+
+
+@dataclass(frozen=True)
+class QuantityView:
+    """What a quantity account holds, for the desk, the CLI, the API and messages."""
+
+    unit: str  # kWh or m³
+    bought: Decimal  # in all, refunds taken off
+    used: Decimal  # since opening
+    left: Decimal  # bought − used; negative: used ahead (overdraft)
+    remainder: Decimal  # money not converted yet (less than one step's worth)
+    unused_value: Decimal  # what the unused quantity cost (exact)
+    price: Decimal  # the last block's price: what use beyond the plan costs
+    blocks: tuple[Block, ...]
+
+
+def quantity_accounts(conn: Connection, account_ids: Iterable[int]) -> set[int]:
+    ids = sorted(set(account_ids))
+    if not ids:
+        return set()
+    return set(
+        conn.execute(
+            select(accounts.c.id).where(
+                accounts.c.id.in_(ids), accounts.c.credit_unit == CreditUnit.QUANTITY.value
+            )
+        ).scalars()
+    )
+
+
+def is_quantity(conn: Connection, account_id: int) -> bool:
+    return bool(quantity_accounts(conn, [account_id]))
+
+
+def load_plans(conn: Connection, account_ids: Iterable[int]) -> dict[int, tuple[Block, ...]]:
+    ids = sorted(set(account_ids))
+    rows: dict[int, list[tuple[Decimal, Decimal | None]]] = {i: [] for i in ids}
+    if ids:
+        for account_id, quantity, price in conn.execute(
+            select(quantity_lots.c.account_id, quantity_lots.c.quantity, quantity_lots.c.unit_price)
+            .where(quantity_lots.c.account_id.in_(ids))
+            .order_by(quantity_lots.c.id)
+        ):
+            rows[account_id].append((quantity, price))
+    return {i: rules.plan_from_rows(found) for i, found in rows.items() if found}
+
+
+def used(conn: Connection, account_id: int) -> Decimal:
+    return _summed(conn, account_id, "")
+
+
+def _summed(conn: Connection, account_id: int, period_prefix: str) -> Decimal:
+    """The account's running totals' quantity summed (months starting with the prefix)."""
+    rows = raw_rows(
+        conn,
+        "SELECT COALESCE(SUM(quantity), 0) FROM period_totals "
+        "WHERE account_id = :account AND period_key LIKE :prefix",
+        account=account_id,
+        prefix=period_prefix + "%",
+    )
+    return Decimal(int(rows[0][0])).scaleb(-QUANTITY_PLACES)  # stored as millionths
+
+
+def remainder(conn: Connection, account_id: int) -> Decimal:
+    found = conn.execute(
+        select(quantity_lots.c.remainder)
+        .where(quantity_lots.c.account_id == account_id)
+        .order_by(quantity_lots.c.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return found if found is not None else Decimal(0)
+
+
+def view(conn: Connection, account_id: int) -> QuantityView:
+    plan = load_plans(conn, [account_id])[account_id]
+    used_now = used(conn, account_id)
+    left = rules.bought(plan) - used_now
+    return QuantityView(
+        unit=UNITS[_tariff_and_zone(conn, account_id)[0].utility],
+        bought=rules.bought(plan),
+        used=used_now,
+        left=left,
+        remainder=remainder(conn, account_id),
+        unused_value=rules.unused_value(plan, used_now, left) if left > 0 else Decimal(0),
+        price=plan[-1].price,
+        blocks=plan,
+    )
+
+
+def control_balances(conn: Connection, balances: dict[int, int]) -> dict[int, int]:
+    """``balances`` (fen) with each quantity account's entry replaced by its quantity left in
+    hundredths: the control loop compares a quantity account's thresholds (its plan's amounts
+    read as quantities) with that."""
+    found = quantity_accounts(conn, balances)
+    if not found:
+        return balances
+    plans = load_plans(conn, found)
+    result = dict(balances)
+    for account_id in found:
+        left = rules.bought(plans[account_id]) - used(conn, account_id)
+        result[account_id] = rules.hundredths(left)
+    return result
+
+
+def record_opening(conn: Connection, account_id: int, at: datetime) -> None:
+    """The opening's empty block, at the price a first purchase would pay (what use before any
+    purchase costs). Refuses a tariff a quantity account cannot buy along. Runs after the
+    account's meter was assigned."""
+    tariff, tz = _tariff_and_zone(conn, account_id)
+    rules.check_tariff(tariff)
+    version = _version_at(tariff, local_date(at, tz))
+    conn.execute(
+        insert(quantity_lots).values(
+            account_id=account_id,
+            transfer_id=None,
+            quantity=Decimal(0),
+            unit_price=rules.opening_price(version),
+            remainder=Decimal(0),
+            created_at=at,
+        )
+    )
+
+
+def buy(
+    conn: Connection, *, account_id: int, transfer_id: int, money: Decimal, at: datetime
+) -> rules.Conversion:
+    """Convert a credited purchase (``money``, plus the remainder carried) into blocks at the
+    tariff version in force at ``at``; record them. Runs in the recharge's transaction, after
+    the money was credited."""
+    tariff, tz = _tariff_and_zone(conn, account_id)
+    version = _version_at(tariff, local_date(at, tz))
+    plan = load_plans(conn, [account_id])[account_id]
+    used_now = used(conn, account_id)
+    left = rules.bought(plan) - used_now
+    position = _period_use(conn, account_id, version, at, tz) + max(left, Decimal(0))
+    conversion = rules.convert(
+        money + remainder(conn, account_id),
+        position,
+        rules.conversion_steps(version),
+        max(-left, Decimal(0)),
+        plan[-1].price,
+    )
+    rows = [
+        {
+            "account_id": account_id,
+            "transfer_id": transfer_id,
+            "quantity": block.quantity,
+            "unit_price": block.price,
+            "remainder": conversion.remainder,
+            "created_at": at,
+        }
+        for block in conversion.blocks
+    ] or [  # too little to buy a step: the money waits as remainder
+        {
+            "account_id": account_id,
+            "transfer_id": transfer_id,
+            "quantity": Decimal(0),
+            "unit_price": plan[-1].price,
+            "remainder": conversion.remainder,
+            "created_at": at,
+        }
+    ]
+    conn.execute(insert(quantity_lots), rows)
+    return conversion
+
+
+def refund_in(
+    conn: Connection, *, account_id: int, transfer_id: int, money: Decimal, at: datetime
+) -> Decimal:
+    """Money paid back out of a quantity account (a refund, a recharge reversed): first the
+    remainder, then the newest unused quantity at the prices it was bought at. Refuses more than
+    that is worth (the transaction's posting is then rolled back). Returns the quantity taken."""
+    plan = load_plans(conn, [account_id])[account_id]
+    kept = remainder(conn, account_id)
+    from_remainder = min(money, kept)
+    taken = rules.quantity_worth(plan, used(conn, account_id), money - from_remainder)
+    _take_back(conn, account_id, transfer_id, taken, kept - from_remainder, at)
+    return taken
+
+
+def close_in(conn: Connection, *, account_id: int, transfer_id: int | None, at: datetime) -> None:
+    """On closing, after the wallet was settled: nothing unused or carried is left."""
+    plan = load_plans(conn, [account_id])[account_id]
+    unused = rules.bought(plan) - used(conn, account_id)
+    _take_back(conn, account_id, transfer_id, max(unused, Decimal(0)), Decimal(0), at)
+
+
+def _take_back(
+    conn: Connection,
+    account_id: int,
+    transfer_id: int | None,
+    quantity: Decimal,
+    keep_remainder: Decimal,
+    at: datetime,
+) -> None:
+    conn.execute(
+        insert(quantity_lots).values(
+            account_id=account_id,
+            transfer_id=transfer_id,
+            quantity=-quantity,
+            unit_price=None,
+            remainder=keep_remainder,
+            created_at=at,
+        )
+    )
+
+
+def _period_use(
+    conn: Connection, account_id: int, version: TariffVersion, at: datetime, tz: ZoneInfo
+) -> Decimal:
+    period = rules.tier_period(version)
+    if period is None:
+        return Decimal(0)
+    day = local_date(at, tz)
+    return _summed(
+        conn, account_id, f"{day.year:04d}-" if period is TierPeriod.YEAR else month_key(day)
+    )
+
+
+def _tariff_and_zone(conn: Connection, account_id: int) -> tuple[Tariff, ZoneInfo]:
+    row = conn.execute(
+        select(meter_assignments.c.tariff_id, sites.c.timezone)
+        .join(meters, meters.c.id == meter_assignments.c.meter_id)
+        .join(sites, sites.c.id == meters.c.site_id)
+        .where(meter_assignments.c.account_id == account_id)
+        .order_by(meter_assignments.c.start_at.desc(), meter_assignments.c.id.desc())
+        .limit(1)
+    ).one()
+    return load_tariff(conn, row.tariff_id), zone(row.timezone)
+
+
+def _version_at(tariff: Tariff, day: date) -> TariffVersion:
+    found = [v for v in tariff.versions if v.effective_from <= day]
+    if not found:
+        raise ValidationError(
+            f"tariff: no version in force on {day} (the first is from "
+            f"{tariff.versions[0].effective_from})"
+        )
+    return found[-1]
