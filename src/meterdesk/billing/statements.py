@@ -14,7 +14,10 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, select
 
+from meterdesk.billing import quantity
 from meterdesk.billing.accounts import account_by_number
+from meterdesk.billing.quantity import QuantityView
+from meterdesk.billing.quantity_model import CreditUnit
 from meterdesk.billing.tables import accounts, meter_assignments
 from meterdesk.db.database import Database
 from meterdesk.ledger import service as ledger_service
@@ -32,6 +35,8 @@ class AccountBalance:
     arrears: Decimal
     overdraft_limit: Decimal
     meters: list[str]
+    credit_unit: str = "money"
+    quantity: QuantityView | None = None  # a quantity-credit account's (购量) lots and what is left
 
 
 def balance(db: Database, *, organisation_id: int, number: str) -> AccountBalance:
@@ -51,6 +56,12 @@ def balance(db: Database, *, organisation_id: int, number: str) -> AccountBalanc
             arrears=from_fen(-arrears),
             overdraft_limit=from_fen(-(wallet.floor_fen or 0)),
             meters=_meter_numbers(conn, int(str(account["id"]))),
+            credit_unit=str(account["credit_unit"]),
+            quantity=(
+                quantity.view(conn, int(str(account["id"])))
+                if account["credit_unit"] == CreditUnit.QUANTITY.value
+                else None
+            ),
         )
 
 
