@@ -110,10 +110,11 @@ def _site(conn: Connection, account_id: int) -> tuple[int, ZoneInfo]:
 
 
 def net_balances(
-    conn: Connection, account_ids: Iterable[int], *, lock: bool = False
+    conn: Connection, account_ids: Iterable[int], *, lock: bool = False, as_money: bool = False
 ) -> dict[int, int]:
     """Wallet minus what is owed on arrears, per account, in fen — for a quantity account (购量)
-    its quantity left in hundredths instead, what its thresholds are read in. With ``lock``, read under the
+    its quantity left in hundredths instead, what its thresholds are read in (``as_money``: the
+    money for every account, as a forecast from money spent needs). With ``lock``, read under the
     balances' row locks (PostgreSQL), in the ingest's order: for a caller that decides on them
     without having posted (the tick), so a recharge committing meanwhile cannot be overruled
     by a decision on the balance before it."""
@@ -127,13 +128,11 @@ def net_balances(
             )
         ).all()
         held = ledger.lock_balances(conn, [i for row in owned for i in row[1:]])
-        return quantity.control_balances(
-            conn,
-            {
-                int(row.id): held[row.wallet_id].balance_fen + held[row.arrears_id].balance_fen
-                for row in owned
-            },
-        )
+        found = {
+            int(row.id): held[row.wallet_id].balance_fen + held[row.arrears_id].balance_fen
+            for row in owned
+        }
+        return found if as_money else quantity.control_balances(conn, found)
     rows = conn.execute(
         select(accounts.c.id, ledger_accounts.c.balance_fen.label("wallet"))
         .join(ledger_accounts, ledger_accounts.c.id == accounts.c.wallet_id)
@@ -147,9 +146,8 @@ def net_balances(
             .where(accounts.c.id.in_(ids))
         )
     }
-    return quantity.control_balances(
-        conn, {int(row.id): int(row.wallet) + int(arrears.get(row.id, 0)) for row in rows}
-    )
+    found = {int(row.id): int(row.wallet) + int(arrears.get(row.id, 0)) for row in rows}
+    return found if as_money else quantity.control_balances(conn, found)
 
 
 def watch_thresholds(conn: Connection, account_ids: Iterable[int]) -> dict[int, int]:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from meterdesk.billing import control, control_send, supply_drift
+from meterdesk.billing import control, control_send, quantity, supply_drift
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause
 from meterdesk.db.bulk import raw_rows
@@ -79,9 +79,14 @@ def _candidates(conn: Connection) -> list[int]:
 
 def days_left(conn: Connection, balances: dict[int, int], at: datetime) -> dict[int, float]:
     """Credit forecast: balance ÷ average daily deductions over the last week (accounts with no
-    recent use are left out — they have no forecast)."""
+    recent use are left out — they have no forecast). A quantity account's (购量) balance here
+    is its quantity; its forecast is its money ÷ its money spent, the same days while its lots
+    cost what its use is charged."""
     if not balances:
         return {}
+    buying = quantity.quantity_accounts(conn, balances)
+    if buying:
+        balances = {**balances, **control.net_balances(conn, buying, as_money=True)}
     # By wallet and time (ix_transfers_debit / ix_transfers_credit): a deduction debits the
     # wallet or the arrears, a correction credits the wallet; the account index holds neither.
     since = instant_int(at - FORECAST_WINDOW)
