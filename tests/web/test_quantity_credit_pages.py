@@ -130,3 +130,27 @@ def test_the_wizard_opens_a_quantity_account(world: World) -> None:
     assert opened.status_code == 200, opened.text
     text = console.get(f"/rooms/{world.alpha.spare_room_id}/status").text
     assert "data-quantity-left>0.00 kWh<" in text
+
+
+def test_the_policy_dialog_says_a_quantity_accounts_alarm_amounts_are_quantities(
+    world: World,
+) -> None:
+    open_quantity_account(world)
+    console = Console(world.client, world.alpha, "operator")
+    dialog = console.get(f"/rooms/{world.alpha.spare_room_id}/dialog/policy").text
+    assert "Alarm amount (kWh)" in dialog and "data-quantity-alarms" in dialog
+    money = console.get(f"/rooms/{world.alpha.room_id}/dialog/policy").text
+    assert "data-quantity-alarms" not in money and "Alarm amount (" not in money
+
+
+def test_the_statement_of_a_quantity_account_names_its_unit_and_keeps_money_balances(
+    world: World,
+) -> None:
+    open_quantity_account(world)
+    console = Console(world.client, world.alpha, "operator")
+    found = console.client.get("/api/v1/accounts?q=Q-1").json()["items"]
+    text = console.get(f"/accounts/{found[0]['id']}/statement").text
+    assert 'data-credit-unit="quantity"' in text
+    assert "now 62.50 kWh left; the balances below are the wallet's money" in text
+    money = console.get(f"/accounts/{world.alpha.account_id}/statement").text
+    assert "data-credit-unit" not in money

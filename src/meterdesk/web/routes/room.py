@@ -36,7 +36,7 @@ def _status(caller: Caller, room_id: int) -> dict[str, Any]:
         start = local_midnight(local_date(now, tz), tz)
         room_detail.add_usage(conn, meters, start, now)
         room_detail.add_drift(conn, account, meters)
-        held = _quantity(conn, account)
+        held = held_quantity(conn, account)
     return {
         "room": header,
         "account": account,
@@ -47,9 +47,10 @@ def _status(caller: Caller, room_id: int) -> dict[str, Any]:
     }
 
 
-def _quantity(
+def held_quantity(
     conn: Connection, account: room_detail.AccountView | None
 ) -> quantity.QuantityView | None:
+    """What a quantity account (购量) holds; None for a money account or no account."""
     if account is None or not quantity.is_quantity(conn, account.id):
         return None
     return quantity.view(conn, account.id)
