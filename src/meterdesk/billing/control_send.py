@@ -5,6 +5,10 @@ of protect (保电) is a device command for each of the account's remotely switc
 for electricity, valve for water), and a cut or a restore is also a message when the account has
 such a meter. Every key carries the account's new state version, so a decision can never leave
 twice. The messages of a batch leave together, and so do its commands.
+
+A quantity account's (购量) situation holds quantity left in hundredths, not fen, and its alarm
+amounts are quantities: its messages carry ``quantity_left`` / ``quantity_threshold`` with their
+``unit`` instead of a money ``balance``, so a tenant reads "剩余水量 3.00 m³", never "余额 3.00 元".
 :class:`~meterdesk.billing.outbox.DatabaseOutbox` writes both as rows in the caller's
 transaction; :class:`RecordingOutbox` only remembers them.
 """
@@ -20,10 +24,13 @@ from sqlalchemy import Connection, bindparam, select
 
 from meterdesk.billing.control_state import ControlledAccount
 from meterdesk.billing.policy import Action, Decision, RestoreMode, Situation
-from meterdesk.billing.tables import meter_assignments
+from meterdesk.billing.quantity import UNITS
+from meterdesk.billing.quantity_model import CreditUnit
+from meterdesk.billing.tables import accounts, meter_assignments
 from meterdesk.metering.tables import meters
 from meterdesk.notifications.model import Urgency
 from meterdesk.shared.money import format_money, from_fen
+from meterdesk.tariffs.model import Utility
 
 COMMAND_FOR = {
     ("electricity", Action.CUT): "relay_trip",
@@ -109,16 +116,18 @@ def send_decisions(
         [account.account_id for account, decisions, _ in deciding
          if any(decision.action is not Action.ALARM for decision in decisions)],
     )  # fmt: skip
+    units = _quantity_units(conn, [account.account_id for account, _, _ in deciding])
     wanted: list[CommandRequest] = []
     messages: list[MessageRequest] = []
     for account, decisions, now in deciding:
         version = account.version + 1  # as control_state.save_states stored it
         meters_of = controllable.get(account.account_id, [])
+        unit = units.get(account.account_id)
         for decision in decisions:
             key = f"control:{account.account_id}:{version}:{decision.action.value}"
-            params = {"balance": format_money(from_fen(now.balance_fen)), "at": now.at.isoformat()}
+            params = {**_held(now.balance_fen, unit), "at": now.at.isoformat()}
             if decision.action is Action.ALARM:
-                messages.append(_alarm_message(account, decision, key, params, now))
+                messages.append(_alarm_message(account, decision, key, params, now, unit))
                 continue
             wanted.extend(_device_commands(account, decision, key, meters_of))
             if decision.action in EVENT_FOR and meters_of:
@@ -144,6 +153,7 @@ def _alarm_message(
     key: str,
     params: dict[str, Any],
     now: Situation,
+    unit: str | None,
 ) -> MessageRequest:
     level = next(level for level in account.policy.alarms if level.level == decision.level)
     # The plan's deepest level is its last warning before the cut, whatever its number: in a
@@ -159,14 +169,31 @@ def _alarm_message(
             **params,
             "level": decision.level,
             "repeat": decision.repeat,
-            "threshold": None
-            if level.threshold_fen is None
-            else format_money(from_fen(level.threshold_fen)),
+            **_threshold(level.threshold_fen, unit),
             "days_left": now.days_left,
         },
         channels=level.channels,
         urgency=Urgency.URGENT if decision.level == last else None,
     )
+
+
+def _held(balance: int, unit: str | None) -> dict[str, Any]:
+    """What the account holds: money (fen), or for a quantity account hundredths of its unit."""
+    if unit is None:
+        return {"balance": format_money(from_fen(balance))}
+    return {"quantity_left": _hundredths(balance), "unit": unit}
+
+
+def _threshold(threshold: int | None, unit: str | None) -> dict[str, Any]:
+    if threshold is None:
+        return {"threshold": None}
+    if unit is None:
+        return {"threshold": format_money(from_fen(threshold))}
+    return {"quantity_threshold": _hundredths(threshold)}
+
+
+def _hundredths(value: int) -> str:
+    return f"{from_fen(value):f}"  # hundredths of a kWh or m³ have the shape of fen
 
 
 def _device_commands(
@@ -202,6 +229,28 @@ _CONTROLLABLE = (
     )
     .order_by(meter_assignments.c.account_id, meters.c.id)
 )
+
+
+# Quantity accounts among those deciding, with their meter's utility (a quantity account holds
+# exactly one meter): one query per batch that decides anything, none per account.
+_QUANTITY_UNITS = (
+    select(accounts.c.id, meters.c.utility)
+    .join(meter_assignments, meter_assignments.c.account_id == accounts.c.id)
+    .join(meters, meters.c.id == meter_assignments.c.meter_id)
+    .where(
+        accounts.c.id.in_(bindparam("accounts", expanding=True)),
+        accounts.c.credit_unit == CreditUnit.QUANTITY.value,
+        meter_assignments.c.end_at.is_(None),
+    )
+)
+
+
+def _quantity_units(conn: Connection, account_ids: list[int]) -> dict[int, str]:
+    """Per quantity account, its unit (kWh or m³); money accounts are absent."""
+    if not account_ids:
+        return {}
+    rows = conn.execute(_QUANTITY_UNITS, {"accounts": sorted(set(account_ids))}).all()
+    return {int(row.id): UNITS[Utility(row.utility)] for row in rows}
 
 
 def _controllable_meters(

@@ -7,8 +7,10 @@ on. Templates run in Jinja's sandbox with undefined names as errors, so a broken
 the message with a clear error instead of sending a half-empty text.
 
 Before rendering, params become display strings (:func:`template_values`): money with two places
-(the templates add 元 / CNY), instants in the site's local time, alarm levels and utilities as
-words. The same strings are what SMS and voice providers receive as template parameters.
+(the templates add 元 / CNY); a quantity account's quantities (``quantity_left``,
+``quantity_threshold``, beside ``unit`` kWh or m³) with two places, never as money; instants in
+the site's local time; alarm levels and utilities as words. The same strings are what SMS and
+voice providers receive as template parameters.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from meterdesk.shared.time import parse_instant
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 MONEY_FIELDS = frozenset({"balance", "threshold", "amount", "repaid", "limit"})
+# A quantity account (购量) holds kWh or m³: its messages carry these beside ``unit``.
+QUANTITY_FIELDS = frozenset({"quantity_left", "quantity_threshold"})
+QUANTITY_STEP = Decimal("0.01")
 TIME_FIELDS = frozenset({"at", "since", "credited_at"})
 LOCAL_TIME_FORMAT = "%Y-%m-%d %H:%M"
 
@@ -47,6 +52,7 @@ _WORDS: dict[str, dict[str, dict[str, str]]] = {
         "level": {"1": "一级", "2": "二级", "3": "三级"},
         "utility": {"electricity": "电费", "water": "水费", "mixed": "水电费"},
         "supply": {"electricity": "电", "water": "水", "mixed": "水电"},
+        "left": {"electricity": "剩余电量", "water": "剩余水量", "mixed": "剩余量"},
         "cut": {"electricity": "拉闸断电", "water": "关阀停水", "mixed": "停止供应"},
         "restore": {"electricity": "合闸送电", "water": "开阀供水", "mixed": "恢复供应"},
         "command": {
@@ -73,6 +79,7 @@ _WORDS: dict[str, dict[str, dict[str, str]]] = {
         "level": {"1": "level 1", "2": "level 2", "3": "level 3"},
         "utility": {"electricity": "electricity", "water": "water", "mixed": "utility"},
         "supply": {"electricity": "power", "water": "water", "mixed": "supply"},
+        "left": {"electricity": "electricity left", "water": "water left", "mixed": "left"},
         "cut": {"electricity": "switched off", "water": "shut off", "mixed": "cut"},
         "restore": {"electricity": "switched on", "water": "turned on", "mixed": "restored"},
         "command": {
@@ -117,6 +124,15 @@ def format_money(value: object) -> str:
     return f"{amount.quantize(FEN):f}"
 
 
+def format_quantity(value: object) -> str:
+    """kWh or m³ with two places (what a purchase buys is whole hundredths)."""
+    try:
+        quantity = Decimal(str(value))
+    except InvalidOperation:
+        raise RenderError(f"{value!r} is not a quantity") from None
+    return f"{quantity.quantize(QUANTITY_STEP):f}"
+
+
 def format_local_time(value: object, tz: ZoneInfo) -> str:
     instant = value if isinstance(value, datetime) else parse_instant(str(value))
     return instant.astimezone(tz).strftime(LOCAL_TIME_FORMAT)
@@ -139,6 +155,8 @@ def template_values(params: Mapping[str, Any], language: str, tz: ZoneInfo) -> d
             continue
         if name in MONEY_FIELDS:
             values[name] = format_money(value)
+        elif name in QUANTITY_FIELDS:
+            values[name] = format_quantity(value)
         elif name in TIME_FIELDS:
             values[name] = format_local_time(value, tz)
         elif name == "days_left":
@@ -157,6 +175,7 @@ def _words(values: Mapping[str, str], language: str) -> dict[str, str]:
     found = {
         "utility_name": words["utility"].get(utility, utility),
         "supply_name": words["supply"].get(utility, utility),
+        "left_name": words["left"].get(utility, utility),
         "cut_name": words["cut"].get(utility, utility),
         "restore_name": words["restore"].get(utility, utility),
     }

@@ -31,6 +31,7 @@ from meterdesk.reports.tariff_choices import tariff_choices
 from meterdesk.shared.errors import NotFoundError, ValidationError
 from meterdesk.web.forms import blank_to_none, build
 from meterdesk.web.routes.common import ROOM_CHANGED, answer_of, new_key, page
+from meterdesk.web.routes.room import held_quantity
 
 router = APIRouter(include_in_schema=False)
 Key = Annotated[str, Form(min_length=8, max_length=100)]
@@ -52,9 +53,12 @@ FINISHED = ("confirmed", "failed", "cancelled")
 
 def room_state(caller: Caller, room_id: int) -> dict[str, Any]:
     with caller.db.read() as conn:
+        account = room_detail.room_account(conn, caller.organisation_id, room_id)
         return {
             "room": room_detail.room_header(conn, caller.organisation_id, room_id),
-            "account": room_detail.room_account(conn, caller.organisation_id, room_id),
+            "account": account,
+            # A quantity account's alarm amounts are quantities: the policy dialog says so.
+            "quantity": held_quantity(conn, account),
             "meters": room_detail.room_meters(conn, caller.organisation_id, room_id),
             "choices": room_detail.policy_choices(conn, caller.organisation_id),
         }

@@ -1,5 +1,6 @@
 """Room detail (F-MON-ROOM): live values, today's energy and money, the balance over 30 days,
-readings, commands with their results, alarms and orders. The status and activity panels are
+readings, commands with their results, alarms and orders. A quantity account (购量) shows the
+kWh or m³ it has left, the lots it bought and their prices beside its wallet money. The status and activity panels are
 fragments that refresh by themselves (htmx) and after every action on the room."""
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy import Connection
 
 from meterdesk.api.deps import Caller, Reader
 from meterdesk.api.schemas.common import Id
-from meterdesk.billing import statements
+from meterdesk.billing import quantity, statements
 from meterdesk.devices.commands import service as commands
 from meterdesk.reports import room_detail
 from meterdesk.shared.time import local_date, local_midnight
@@ -34,7 +36,24 @@ def _status(caller: Caller, room_id: int) -> dict[str, Any]:
         start = local_midnight(local_date(now, tz), tz)
         room_detail.add_usage(conn, meters, start, now)
         room_detail.add_drift(conn, account, meters)
-    return {"room": header, "account": account, "meters": meters, "tz": tz, "now": now}
+        held = held_quantity(conn, account)
+    return {
+        "room": header,
+        "account": account,
+        "quantity": held,
+        "meters": meters,
+        "tz": tz,
+        "now": now,
+    }
+
+
+def held_quantity(
+    conn: Connection, account: room_detail.AccountView | None
+) -> quantity.QuantityView | None:
+    """What a quantity account (购量) holds; None for a money account or no account."""
+    if account is None or not quantity.is_quantity(conn, account.id):
+        return None
+    return quantity.view(conn, account.id)
 
 
 def _activity(caller: Caller, status: dict[str, Any]) -> dict[str, Any]:

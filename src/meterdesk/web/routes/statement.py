@@ -22,7 +22,7 @@ from meterdesk.api.queries import accounts as account_queries
 from meterdesk.api.routers import money
 from meterdesk.api.schemas.accounts import MoneyIn
 from meterdesk.api.schemas.common import Id
-from meterdesk.billing import statements
+from meterdesk.billing import quantity, statements
 from meterdesk.billing.tables import accounts
 from meterdesk.reports.statement_days import by_day
 from meterdesk.shared.money import format_money
@@ -126,8 +126,19 @@ def statement_page(
         "page": page_number,
         "pages": max(1, -(-len(found.lines) // ENTRIES_PER_PAGE)),
         "nav": "rooms",
+        "quantity": _quantity(caller, account),
     }
     return page(request, caller, "statement.html", context)
+
+
+def _quantity(caller: Caller, account: dict[str, Any]) -> quantity.QuantityView | None:
+    """An open quantity account's (购量) holding today: the statement's balances stay money."""
+    if account["status"] != "open":
+        return None
+    with caller.db.read() as conn:
+        if not quantity.is_quantity(conn, int(account["id"])):
+            return None
+        return quantity.view(conn, int(account["id"]))
 
 
 @router.post("/accounts/{account_id}/arrears-payment", response_class=HTMLResponse)

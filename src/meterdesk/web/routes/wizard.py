@@ -1,5 +1,6 @@
 """The account opening wizard (开户, F-OPEN): 1. room and customer, 2. meters, tariffs and
-account number, 3. initial credit and a review, then open — through the API's own handlers (a
+account number, whether the tenant buys money or quantity (购量), 3. initial credit and a review,
+then open — through the API's own handlers (a
 new customer with ``POST /customers``, the account with ``POST /accounts`` and the form's
 idempotency key). What was entered travels in the form, so any step can go back."""
 
@@ -17,6 +18,7 @@ from meterdesk.api.routers import accounts as accounts_api
 from meterdesk.api.routers import places as places_api
 from meterdesk.api.schemas.accounts import AccountIn
 from meterdesk.api.schemas.places import CustomerIn
+from meterdesk.billing.quantity_model import CreditUnit, parse_credit_unit
 from meterdesk.reports import opening
 from meterdesk.shared.contacts import optional_email, optional_phone
 from meterdesk.shared.errors import MeterdeskError, ValidationError
@@ -38,6 +40,7 @@ class WizardData:
     customer_language: str = "zh-CN"  # what a new customer's messages are written in
     number: str = ""
     billing_mode: str = "platform"
+    credit_unit: str = "money"  # or "quantity" (购量: kWh or m³ bought at today's price)
     overdraft_limit: str = "0"
     meter: list[int] = field(default_factory=list)
     tariff: list[str] = field(default_factory=list)
@@ -61,6 +64,7 @@ def wizard_data(
     customer_language: Short = "zh-CN",
     number: Short = "",
     billing_mode: Short = "platform",
+    credit_unit: Short = "money",
     overdraft_limit: Short = "0",
     meter: Annotated[list[int] | None, Form()] = None,
     tariff: Annotated[list[str] | None, Form()] = None,
@@ -71,7 +75,8 @@ def wizard_data(
 ) -> WizardData:
     return WizardData(
         room_id, customer_id, customer_name.strip(), customer_phone.strip(), customer_email.strip(),
-        customer_language, number.strip(), billing_mode, overdraft_limit.strip() or "0", meter or [], tariff or [],
+        customer_language, number.strip(), billing_mode, credit_unit.strip() or "money",
+        overdraft_limit.strip() or "0", meter or [], tariff or [],
         reading or [], initial_credit.strip() or "0", payment_method, key or new_key(),
     )  # fmt: skip
 
@@ -110,6 +115,8 @@ def _check(data: WizardData, step: int) -> WizardData:
         raise ValidationError("choose a room and a customer (or enter a new customer's name)")
     if step >= 2 and (not data.number or not data.chosen()):
         raise ValidationError("enter the account number and give at least one meter a tariff")
+    if step >= 2:
+        parse_credit_unit(data.credit_unit)  # a clear error on the step that chose it
     if step >= 1 and data.customer_id is None:
         phone = optional_phone(data.customer_phone, field="customer_phone")
         email = optional_email(data.customer_email, field="customer_email")
@@ -180,8 +187,16 @@ def _open(caller: Caller, request: Request, data: WizardData) -> dict[str, Any]:
         overdraft_limit=data.overdraft_limit,
         initial_credit=data.initial_credit,
         payment_method=data.payment_method,
+        **_credit_unit(data),
     )
     return answer_of(accounts_api.open_account(body, request, caller, data.key))
+
+
+def _credit_unit(data: WizardData) -> dict[str, str]:
+    """Money is the API's default, so only a quantity account names its unit: the body stays
+    what it was for every account the console opened before quantity credit."""
+    unit = parse_credit_unit(data.credit_unit)
+    return {"credit_unit": unit.value} if unit is CreditUnit.QUANTITY else {}
 
 
 @router.post("/accounts/open", response_class=HTMLResponse)
