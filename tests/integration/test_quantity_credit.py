@@ -252,6 +252,8 @@ def test_quantity_credit_is_refused_where_it_cannot_work(db: Database) -> None:
         open_account(db, org, "Q-1", [(one, tou, "1")], credit_unit="quantity")
     with pytest.raises(ValidationError, match="holds one meter, not 2"):
         open_account(db, org, "Q-2", [(one, flat, "1"), (two, flat, "1")], credit_unit="quantity")
+    with pytest.raises(ValidationError, match="overdraft_limit: a quantity-credit account"):
+        open_account(db, org, "Q-5", [(one, flat, "1")], credit_unit="quantity", overdraft="5")
     with pytest.raises(ValidationError, match="'money' or 'quantity'"):
         open_account(db, org, "Q-3", [(one, flat, "1")], credit_unit="kwh")
     opened = open_account(db, org, "Q-4", [(one, flat, "1")], credit_unit="quantity")

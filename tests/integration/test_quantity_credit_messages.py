@@ -180,6 +180,19 @@ def test_a_quantity_accounts_alarms_and_cut_speak_cubic_metres(
     room.recharge("20.00", "r-1")  # 4.00 m³: the valve opens
     restored = {m.event_kind: m for m in room.delivered()}["supply_restored"]
     assert "当前剩余水量 4.00 m³" in restored.text and "元" not in restored.text
+    credited = room.outbox_params()["recharge_credited"]  # the desk's own message
+    assert (credited["quantity_left"], credited["unit"], "balance" in credited) == (
+        "4.00",
+        "m³",
+        False,
+    )
+    words = Renderer().render(
+        template="recharge_credited",
+        language="zh-CN",
+        params={**credited, "utility": "water"},
+        tz=SHANGHAI,
+    )
+    assert "当前剩余水量 4.00 m³" in words.text
 
 
 def test_a_money_accounts_messages_still_speak_yuan(db: Database, clock: FakeClock) -> None:

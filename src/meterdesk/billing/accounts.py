@@ -225,6 +225,14 @@ def _check_quantity_opening(request: OpenAccount, mode: BillingMode) -> None:
         raise ValidationError(
             f"credit_unit: a quantity-credit account (购量) holds one meter, not {len(request.meters)}"
         )
+    # The overdraft limit is money (the wallet's floor), but a quantity account's control reads
+    # its amounts as quantities: 50.00 would mean 50 m³ used ahead. An overdraft in quantity is
+    # not built; such an account is cut when its quantity is used up.
+    if parse_money(request.overdraft_limit, field="overdraft_limit") != 0:
+        raise ValidationError(
+            "overdraft_limit: a quantity-credit account (购量) has none; it is cut when what it "
+            "bought is used up"
+        )
 
 
 def _billing_mode(value: str) -> BillingMode:

@@ -26,7 +26,7 @@ from meterdesk.billing.control_send import Outbox
 from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause
-from meterdesk.billing.quantity_model import CreditUnit
+from meterdesk.billing.quantity_model import CreditUnit, hundredths
 from meterdesk.billing.tables import accounts
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
@@ -292,18 +292,22 @@ def tell(
     fen: int,
     at: datetime,
 ) -> None:
-    """Queue a money message for the tenant (recharge credited, refund) with the new balance."""
-    balance = ledger_service.balance_fen(conn, int(str(account["wallet_id"])))
+    """Queue a money message for the tenant (recharge credited, refund) with the new balance —
+    for a quantity account (购量) the quantity left and its unit instead, as its alarms say."""
+    params: dict[str, object] = {"amount": str(from_fen(fen)), "at": at.isoformat()}
+    if account["credit_unit"] == CreditUnit.QUANTITY.value:
+        held = quantity.view(conn, int(str(account["id"])))
+        left = from_fen(hundredths(held.left))  # hundredths of the unit, as the alarms count
+        params.update(quantity_left=f"{left:f}", unit=held.unit)
+    else:
+        balance = ledger_service.balance_fen(conn, int(str(account["wallet_id"])))
+        params["balance"] = str(from_fen(balance))
     outbox.message(
         conn,
         organisation_id=int(str(account["organisation_id"])),
         account_id=int(str(account["id"])),
         event=event,
         key=key,
-        params={
-            "amount": str(from_fen(fen)),
-            "balance": str(from_fen(balance)),
-            "at": at.isoformat(),
-        },
+        params=params,
         channels=None,
     )
