@@ -26,6 +26,7 @@ from builders import (
     reading,
     wallet,
 )
+from test_money_races import held_before, racing
 
 from meterdesk.billing import accounts, cashier, cashier_refund, control_admin, quantity
 from meterdesk.billing.control_state import load_state
@@ -307,4 +308,39 @@ def test_reordered_and_repeated_readings_give_the_same_books(
     assert owed(db, calm.account) == owed(db, mixed.account)
     for money in ("cost", "unit_price"):
         assert active_lines(db, calm.meter_id, money) == active_lines(db, mixed.meter_id, money)
+    check_books(db)
+
+
+def test_a_batch_racing_a_purchase_is_priced_by_the_plan_the_purchase_leaves(
+    db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purchase (buying back 2 m³ used ahead at 5.00, the rest at today's 6.00) is held after
+    writing its lots, before committing; a batch of 3 m³ more arrives meanwhile. Priced by the
+    plan before the purchase, the batch would charge those 3 m³ at 5.00 while the lots say 6.00
+    (3.00 lost). It waits for the purchase's wallet lock and reads the plan it left."""
+    setup = quantity_account(db, credit="0")
+    ingestor = Ingestor(db)
+    ingestor.ingest([reading(setup.meter_id, clock.now + timedelta(hours=1), "102")])
+    tariffs.add_version(
+        db,
+        organisation_id=setup.org.id,
+        tariff_id=setup.tariff_id,
+        version={"effective_from": "2026-11-03", "prices": {"flat": "6.00"}},
+        actor="op",
+    )
+    clock.advance(timedelta(days=2))
+    buying = held_before(monkeypatch, cashier, "tell", lambda: buy(db, setup, "30.00", "r-1"))
+    batch = racing(
+        db,
+        monkeypatch,
+        lambda: ingestor.ingest([reading(setup.meter_id, clock.now + timedelta(hours=1), "105")]),
+    )
+    buying.release()
+    batch.release()
+    assert not isinstance(buying.outcome, Exception), buying.outcome
+    assert not isinstance(batch.outcome, Exception), batch.outcome
+    view = held(db, setup)
+    # 2 m³ at 5.00 bought back (10.00), 20.00 at 6.00 = 3.33 m³; 3 m³ used of those
+    assert (view.left, view.remainder) == (D("0.33"), D("0.02"))
+    assert wallet(db, setup.account) - owed(db, setup.account) == D("2.00")  # 0.33 × 6 + 0.02
     check_books(db)

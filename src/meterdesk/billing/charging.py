@@ -25,6 +25,7 @@ from meterdesk.billing.quantity import load_plans
 from meterdesk.billing.quantity_model import Block, price_range
 from meterdesk.billing.repository import Assignment, TotalKey
 from meterdesk.db.types import instant_int, scaled_int
+from meterdesk.ledger import repository as ledger
 from meterdesk.metering.model import Consumption, MeterProfile, Reading, consumption_between
 from meterdesk.shared.money import QUANTITY_PLACES
 from meterdesk.shared.time import local_date, month_key, next_month_start, zone
@@ -65,8 +66,16 @@ class Charger:
             unchanged=unchanged,
         )
         # Purchases change a plan between batches: read the lots each time (only quantity
-        # accounts have any, so a batch without them reads nothing).
-        buying = {a.account_id for found in assignments.values() for a in found if a.quantity}
+        # accounts have any, so a batch without them reads nothing) — under the wallets' locks
+        # (PostgreSQL), which a purchase or refund holds until it commits its lots: a batch
+        # priced by a plan a purchase was changing would disagree with the lots it recorded.
+        # No deadlock: a quantity account has one meter, whose cursor this batch already holds,
+        # so no other batch waits for these wallets, and the desk never waits for a cursor.
+        buying = {
+            a.account_id: a.wallet_id for found in assignments.values() for a in found if a.quantity
+        }
+        if buying:
+            ledger.lock_balances(conn, buying.values())
         self._plans = load_plans(conn, buying) if buying else {}
         for meter_id in meter_ids:
             site_id = profiles[meter_id].site_id
