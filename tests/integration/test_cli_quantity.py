@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from builders import tou_definition
 from test_cli import ORG, data_dir, instant, open_account, run, run_json, set_up_places
 
 pytestmark = pytest.mark.integration
@@ -136,3 +137,13 @@ def test_import_and_presets_carry_the_credit_unit(data_dir: Path, tmp_path: Path
         "--room", "Park/B1/F1/101", "--meter", "W3", "--meter", "W2", "--tariff", "water",
         "--credit-unit", "quantity", code=2)  # fmt: skip
     assert "holds one meter" in refused.output
+
+    # a kWh bought ahead has no time-of-use band: refused at pre-entry, not at opening
+    tou = tmp_path / "tou.json"
+    tou.write_text(json.dumps(tou_definition()), encoding="utf-8")
+    run("tariff", "create", "tou", *ORG, "--file", str(tou))
+    refused = run("account", "preset", "add", "P-3", *ORG, "--customer-name", "Wu",
+        "--room", "Park/B1/F1/101", "--meter", "M1", "--tariff", "tou",
+        "--credit-unit", "quantity", code=2)  # fmt: skip
+    assert "not time-of-use" in refused.output
+    assert "P-3" not in run("account", "preset", "list", *ORG).stdout

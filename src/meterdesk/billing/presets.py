@@ -8,9 +8,10 @@ and the report says, per row, what was done or exactly why not.
 Columns (header names, case-insensitive): account_number, customer_name, customer_phone,
 customer_email, site, building, floor, room, meter_numbers, tariffs, opening_readings,
 initial_credit, overdraft_limit, billing_mode, payment_method, credit_unit (empty: money;
-quantity: 购量, decision 0006 — one meter, platform billing, a flat or tiered tariff). Several meters are separated by
-``;`` in meter_numbers, with matching ``;``-separated tariffs and opening_readings (one tariff
-may serve all meters; an empty opening reading means "use the meter's last reading").
+quantity: 购量, decision 0006 — one meter, platform billing, a flat or tiered tariff). Several
+meters are separated by ``;`` in meter_numbers, with matching ``;``-separated tariffs and
+opening_readings (one tariff may serve all meters; an empty opening reading means "use the
+meter's last reading").
 """
 
 from __future__ import annotations
