@@ -106,6 +106,8 @@ def test_balance(world: World) -> None:
         "arrears": "0.00",
         "overdraft_limit": "0.00",
         "meters": ["Alpha-M1"],
+        "credit_unit": "money",
+        "quantity": None,  # a quantity-credit account's: tests/api/test_accounts_quantity.py
     }
     assert (
         world.client.get("/api/v1/accounts/999/balance", headers=world.alpha.auth()).status_code

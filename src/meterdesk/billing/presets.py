@@ -7,9 +7,11 @@ and the report says, per row, what was done or exactly why not.
 
 Columns (header names, case-insensitive): account_number, customer_name, customer_phone,
 customer_email, site, building, floor, room, meter_numbers, tariffs, opening_readings,
-initial_credit, overdraft_limit, billing_mode, payment_method. Several meters are separated by
-``;`` in meter_numbers, with matching ``;``-separated tariffs and opening_readings (one tariff
-may serve all meters; an empty opening reading means "use the meter's last reading").
+initial_credit, overdraft_limit, billing_mode, payment_method, credit_unit (empty: money;
+quantity: 购量, decision 0006 — one meter, platform billing, a flat or tiered tariff). Several
+meters are separated by ``;`` in meter_numbers, with matching ``;``-separated tariffs and
+opening_readings (one tariff may serve all meters; an empty opening reading means "use the
+meter's last reading").
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from meterdesk.billing.accounts import MeterOpening, OpenAccount, open_account_in
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.billing.model import BillingMode
+from meterdesk.billing.quantity_model import CreditUnit, check_tariff, parse_credit_unit
 from meterdesk.billing.tables import account_presets
 from meterdesk.db.database import Database
 from meterdesk.ledger.model import PaymentMethod
@@ -39,6 +42,7 @@ from meterdesk.shared.money import parse_unsigned_money, to_decimal
 from meterdesk.shared.sheets import SheetRow, csv_lines, table
 from meterdesk.sites.service import RoomPath, find_room
 from meterdesk.sites.tables import customers
+from meterdesk.tariffs.repository import load_tariff
 from meterdesk.tariffs.tables import tariffs
 
 COLUMNS = (
@@ -57,6 +61,7 @@ COLUMNS = (
     "overdraft_limit",
     "billing_mode",
     "payment_method",
+    "credit_unit",
 )
 REQUIRED = (
     "account_number",
@@ -105,6 +110,7 @@ class PresetData:
     overdraft_limit: str = "0"
     billing_mode: str = "platform"
     payment_method: str = "cash"
+    credit_unit: str = CreditUnit.MONEY.value  # presets stored before it: money
 
     def with_contacts_normalised(self) -> PresetData:
         """The phone as E.164 and the e-mail normalised (shared/contacts.py), or a
@@ -149,6 +155,7 @@ class PresetData:
         parse_unsigned_money(clean.get("overdraft_limit") or "0", field="overdraft_limit")
         _one_of(BillingMode, clean.get("billing_mode") or "platform", "billing_mode")
         _one_of(PaymentMethod, clean.get("payment_method") or "cash", "payment_method")
+        parse_credit_unit(clean.get("credit_unit") or CreditUnit.MONEY.value)
         return cls(
             account_number=clean["account_number"],
             customer_name=clean["customer_name"],
@@ -167,6 +174,7 @@ class PresetData:
             overdraft_limit=clean.get("overdraft_limit") or "0",
             billing_mode=clean.get("billing_mode") or "platform",
             payment_method=clean.get("payment_method") or "cash",
+            credit_unit=clean.get("credit_unit") or CreditUnit.MONEY.value,
         )
 
 
@@ -188,7 +196,9 @@ def add_preset(db: Database, *, organisation_id: int, data: PresetData) -> int:
 
 def _add_preset_in(conn: Connection, db: Database, organisation_id: int, data: PresetData) -> int:
     data = data.with_contacts_normalised()
-    _resolve(conn, organisation_id, data)  # refuse now what could not be opened later
+    # refuse now what could not be opened later
+    _, _, tariff_ids = _resolve(conn, organisation_id, data)
+    _check_quantity(conn, data, tariff_ids)
     try:
         result = conn.execute(
             insert(account_presets).values(
@@ -266,6 +276,7 @@ def _open_in(
         overdraft_limit=data.overdraft_limit,
         initial_credit=data.initial_credit,
         payment_method=data.payment_method,
+        credit_unit=data.credit_unit,
         idempotency_key=f"open:{organisation_id}:{data.account_number}",
     )
     return open_account_in(
@@ -276,6 +287,25 @@ def _open_in(
         actor=actor,
         ingestor=ingestor,
     ).account_id
+
+
+def _check_quantity(conn: Connection, data: PresetData, tariff_ids: list[int]) -> None:
+    """What opening a quantity-credit account (购量) would refuse, refused when it is
+    pre-entered: a wrong unit, several meters, meter billing, a time-of-use tariff."""
+    if parse_credit_unit(data.credit_unit) is not CreditUnit.QUANTITY:
+        return
+    if data.billing_mode != BillingMode.PLATFORM.value:
+        raise ValidationError(
+            "credit_unit: quantity credit (购量) needs platform billing (后台计费); a meter billing "
+            "its own money keeps no quantity"
+        )
+    if len(data.meter_numbers) != 1:
+        raise ValidationError(
+            "credit_unit: a quantity-credit account (购量) holds one meter, "
+            f"not {len(data.meter_numbers)}"
+        )
+    for tariff_id in tariff_ids:
+        check_tariff(load_tariff(conn, tariff_id))
 
 
 def _resolve(

@@ -17,8 +17,10 @@ from meterdesk.billing import (
     cashier_arrears,
     cashier_refund,
     presets,
+    quantity_show,
     statements,
 )
+from meterdesk.billing.quantity import QuantityView
 from meterdesk.cli.common import (
     ActorOption,
     JsonOption,
@@ -28,6 +30,7 @@ from meterdesk.cli.common import (
     handled,
     organisation_id,
     parse_when,
+    to_jsonable,
     who,
 )
 from meterdesk.cli.places import room_id
@@ -44,6 +47,16 @@ preset_cli = typer.Typer(
 )
 account_cli.add_typer(preset_cli, name="preset")
 
+CreditUnitOption = Annotated[
+    str,
+    typer.Option(
+        "--credit-unit",
+        help="money (default): the balance is money, use is priced when measured. quantity "
+        "(购量): the tenant buys kWh or m³ at the price in force that day (flat or tiered "
+        "tariff, not time-of-use), sees quantity left and is cut when it is used up; one "
+        "meter, platform billing only",
+    ),
+]
 KeyOption = Annotated[
     str, typer.Option("--key", help="idempotency key: repeating it never moves money twice")
 ]
@@ -95,10 +108,12 @@ def open_(
     overdraft: Annotated[str, typer.Option(help="allowed overdraft")] = "0",
     mode: Annotated[str, typer.Option(help="platform|meter billing")] = "platform",
     method: Annotated[str, typer.Option()] = "cash",
+    credit_unit: CreditUnitOption = "money",
     actor: ActorOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Open an account (开户) for a customer with one or more meters."""
+    """Open an account (开户) for a customer with one or more meters (one meter for quantity
+    credit)."""
     with handled():
         o = organisation_id(org)
         request = accounts.OpenAccount(
@@ -110,11 +125,20 @@ def open_(
             overdraft_limit=overdraft,
             initial_credit=credit,
             payment_method=method,
+            credit_unit=credit_unit,
         )
         opened = accounts.open_account(
             app().db, organisation_id=o, request=request, actor=who(actor), ingestor=app().ingestor
         )
-        emit(opened, as_json, lambda v: f"account {v.number} opened (id {v.account_id})")
+        held = quantity_show.held(app().db, opened.account_id) if credit_unit != "money" else None
+        emit(
+            opened,
+            as_json,
+            lambda v: (
+                f"account {v.number} opened (id {v.account_id})"
+                + (f": {quantity_show.left_text(held)}" if held else "")
+            ),
+        )
 
 
 @preset_cli.command("add")
@@ -131,6 +155,7 @@ def preset_add(
     customer_email: Annotated[str, typer.Option()] = "",
     credit: Annotated[str, typer.Option()] = "0",
     overdraft: Annotated[str, typer.Option()] = "0",
+    credit_unit: CreditUnitOption = "money",
     as_json: JsonOption = False,
 ) -> None:
     """Pre-enter an account's data to open it later with `account preset open`."""
@@ -152,6 +177,7 @@ def preset_add(
                 "tariffs": ";".join(tariff),
                 "initial_credit": credit,
                 "overdraft_limit": overdraft,
+                "credit_unit": credit_unit,
             }
         )
         new = presets.add_preset(app().db, organisation_id=organisation_id(org), data=data)
@@ -195,6 +221,7 @@ def preset_list(org: OrgOption, as_json: JsonOption = False) -> None:
                     f"{p['account_number']}  {p['customer_name']}  "
                     f"{p['site']}/{p['building']}/{p['floor']}/{p['room']}  "
                     f"meters {', '.join(p['meter_numbers'])}"
+                    + ("  quantity credit (购量)" if p.get("credit_unit") == "quantity" else "")
                     for p in v
                 )
                 or "no pending presets"
@@ -290,17 +317,37 @@ def close(
 
 @account_cli.command("balance")
 def balance(number: str, org: OrgOption, as_json: JsonOption = False) -> None:
-    """Balance, arrears and meters of an account."""
+    """Balance, arrears and meters of an account; for quantity credit (购量) also the quantity
+    left, bought and used, the money carried to the next purchase and the last price."""
     with handled():
         found = statements.balance(app().db, organisation_id=organisation_id(org), number=number)
-        emit(
-            found,
-            as_json,
-            lambda v: (
-                f"account {v.number} ({v.status}, {v.billing_mode} billing): balance {v.balance} CNY, "
-                f"arrears {v.arrears}, overdraft allowed {v.overdraft_limit}, meters {', '.join(v.meters)}"
-            ),
-        )
+        if as_json:
+            emit(_balance_dict(found), True)
+        else:
+            emit(found, False, _balance_text)
+
+
+def _balance_dict(found: statements.AccountBalance) -> dict[str, object]:
+    shown = to_jsonable(found)
+    shown["quantity"] = quantity_show.as_dict(found.quantity) if found.quantity else None
+    return dict(shown)
+
+
+def _balance_text(v: statements.AccountBalance) -> str:
+    money = (
+        f"balance {v.balance} CNY, arrears {v.arrears}, overdraft allowed {v.overdraft_limit}, "
+        f"meters {', '.join(v.meters)}"
+    )
+    if v.quantity is None:
+        return f"account {v.number} ({v.status}, {v.billing_mode} billing): {money}"
+    q = quantity_show.as_dict(v.quantity)
+    return (
+        f"account {v.number} ({v.status}, {v.billing_mode} billing, quantity credit 购量): "
+        f"{quantity_show.left_text(v.quantity)}\n"
+        f"  bought {q['bought']} {q['unit']}, used {q['used']} {q['unit']}, "
+        f"last price {q['price']} per {q['unit']}, unused quantity worth {q['unused_value']}\n"
+        f"  {money}"
+    )
 
 
 @account_cli.command("statement")
@@ -379,17 +426,42 @@ def recharge(
     actor: ActorOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Recharge (充值) an account; arrears are repaid first."""
+    """Recharge (充值) an account; arrears are repaid first. A quantity-credit account (购量)
+    buys kWh or m³ with it at today's price; the answer says how much is left."""
     with handled():
         done = _desk_money(cashier.recharge, number, amount, org, key, method, reference, actor)
-        emit(
+        verb = "already recharged (same key)" if done.replayed else "recharged"
+        _emit_desk(
             done,
+            _held(org, number),
             as_json,
-            lambda v: (
-                f"{'already recharged (same key)' if v.replayed else 'recharged'} {Decimal(amount):.2f}: "
-                f"balance {v.balance}, arrears {v.arrears} (transfer {v.transfer_id})"
-            ),
+            f"{verb} {Decimal(amount):.2f}",
+            f"balance {done.balance}, arrears {done.arrears} (transfer {done.transfer_id})",
         )
+
+
+def _held(org: str, number: str) -> QuantityView | None:
+    """The quantity an account holds right after a desk call (None for a money account)."""
+    return quantity_show.held(app().db, _account_id(organisation_id(org), number))
+
+
+def _emit_desk(
+    done: cashier.MoneyResult,
+    held: QuantityView | None,
+    as_json: bool,
+    what: str,
+    money: str,
+) -> None:
+    """A recharge's or refund's answer; a quantity account's also says the quantity left and
+    the money carried (``quantity`` in JSON, null for a money account)."""
+    if as_json:
+        emit(
+            {**to_jsonable(done), "quantity": quantity_show.left_dict(held) if held else None}, True
+        )
+    elif held is None:
+        emit(done, False, lambda _: f"{what}: {money}")
+    else:
+        emit(done, False, lambda _: f"{what}: {quantity_show.left_text(held)}; {money}")
 
 
 def pay_arrears(
@@ -428,18 +500,19 @@ def refund(
     actor: ActorOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Refund (退费) part of an account's credit."""
+    """Refund (退费) part of an account's credit. The amount is money, also for a
+    quantity-credit account (购量): first the money carried, then the newest unused kWh or m³
+    worth it at the prices they were bought at are taken back."""
     with handled():
         done = _desk_money(
             cashier_refund.refund, number, amount, org, key, method, reference, actor
         )
-        emit(
+        _emit_desk(
             done,
+            _held(org, number),
             as_json,
-            lambda v: (
-                f"{'already refunded (same key)' if v.replayed else 'refunded'}: "
-                f"balance {v.balance} (transfer {v.transfer_id})"
-            ),
+            "already refunded (same key)" if done.replayed else "refunded",
+            f"balance {done.balance} (transfer {done.transfer_id})",
         )
 
 

@@ -185,7 +185,8 @@ def account_list(
     limit: Limit = 200,
     as_json: JsonOption = False,
 ) -> None:
-    """Accounts with their customer, billing mode, balance and arrears."""
+    """Accounts with their customer, billing mode, credit unit (money, or quantity: 购量),
+    balance in money and arrears."""
     with handled():
         o, window = organisation_id(org), _window(after, limit)
         if status not in (None, "open", "closed"):
@@ -199,10 +200,11 @@ def account_list(
             as_json,
             lambda r: (
                 f"{r['id']:<5} {pad(r['number'], 12)} {r['status']:<7} "
-                f"{r['billing_mode']:<9} {pad((r['customer'] or '-')[:14], 28)} "
+                f"{r['billing_mode']:<9} {r['credit_unit']:<8} {pad((r['customer'] or '-')[:14], 28)} "
                 f"{r['balance']:>12} {r['arrears']:>10}"
             ),
-            f"{'id':<5} {'account':<12} {'status':<7} {'billing':<9} {pad('customer', 28)} "
+            f"{'id':<5} {'account':<12} {'status':<7} {'billing':<9} {'credit':<8} "
+            f"{pad('customer', 28)} "
             f"{'balance':>12} {'arrears':>10}",
             empty="no accounts",
         )

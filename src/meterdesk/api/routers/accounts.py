@@ -30,13 +30,14 @@ from meterdesk.api.schemas.accounts import (
     CloseIn,
     MeterTariffOut,
     OpenedAccountOut,
+    QuantityOut,
     StatementLineOut,
     StatementOut,
     TariffChangeIn,
     TariffChangeOut,
 )
 from meterdesk.api.schemas.common import Id, Instant
-from meterdesk.billing import accounts, statements, tariff_change
+from meterdesk.billing import accounts, quantity_show, statements, tariff_change
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.money import format_money, parse_quantity
 from meterdesk.shared.time import require_utc
@@ -103,6 +104,7 @@ def _open(caller: Caller, body: AccountIn, key: str) -> OpenedAccountOut:
         overdraft_limit=body.overdraft_limit,
         initial_credit=body.initial_credit,
         payment_method=body.payment_method,
+        credit_unit=body.credit_unit,
         idempotency_key=key,
     )
     opened = accounts.open_account(
@@ -148,7 +150,9 @@ def get_account(account_id: Id, caller: Reader) -> AccountOut:
 
 @router.get("/accounts/{account_id}/balance", response_model=BalanceOut)
 def get_balance(account_id: Id, caller: Reader) -> BalanceOut:
-    """Credit left (negative while an allowed overdraft is used), arrears and meters."""
+    """Credit left (negative while an allowed overdraft is used), arrears and meters; for a
+    quantity-credit account (购量) also ``quantity``: left, bought, used, the money carried, the
+    last price and the lots."""
     found = statements.balance(
         caller.db, organisation_id=caller.organisation_id, number=number_of(caller, account_id)
     )
@@ -161,6 +165,12 @@ def get_balance(account_id: Id, caller: Reader) -> BalanceOut:
         arrears=format_money(found.arrears),
         overdraft_limit=format_money(found.overdraft_limit),
         meters=found.meters,
+        credit_unit=found.credit_unit,
+        quantity=(
+            None
+            if found.quantity is None
+            else QuantityOut.model_validate(quantity_show.as_dict(found.quantity))
+        ),
     )
 
 

@@ -13,9 +13,15 @@ from meterdesk.api.deps import Caller, Cashier, IdempotencyKey, Reverser
 from meterdesk.api.errors import ERROR_RESPONSES
 from meterdesk.api.idempotency import run_once
 from meterdesk.api.routers.accounts import number_of, replay_doc
-from meterdesk.api.schemas.accounts import MoneyIn, MoneyOut, ReversalIn, ReversalOut
+from meterdesk.api.schemas.accounts import (
+    MoneyIn,
+    MoneyOut,
+    QuantityLeftOut,
+    ReversalIn,
+    ReversalOut,
+)
 from meterdesk.api.schemas.common import BigId, Id
-from meterdesk.billing import cashier, cashier_arrears, cashier_refund
+from meterdesk.billing import cashier, cashier_arrears, cashier_refund, quantity_show
 from meterdesk.shared.money import format_money, parse_positive_money
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["money"])
@@ -39,12 +45,16 @@ def _money(
         idempotency_key=key,
         reference=body.reference,
     )
+    held = None if kind == "arrears_payment" else quantity_show.held(caller.db, account_id)
     answer = MoneyOut(
         account_id=account_id,
         transfer_id=result.transfer_id,
         amount=format_money(parse_positive_money(body.amount)),
         balance=format_money(result.balance),
         arrears=format_money(result.arrears),
+        quantity=None
+        if held is None
+        else QuantityLeftOut.model_validate(quantity_show.left_dict(held)),
     )
     return answer, result.replayed
 
@@ -73,7 +83,9 @@ def _desk(
 def recharge(
     account_id: Id, body: MoneyIn, request: Request, caller: Cashier, key: IdempotencyKey
 ) -> JSONResponse:
-    """Credit money to the account (emergency credit taken is repaid first, then arrears); supply restores by policy."""
+    """Credit money to the account (emergency credit taken is repaid first, then arrears); supply restores by policy.
+    A quantity-credit account (购量) buys kWh or m³ with it at today's price: ``quantity`` says
+    what is left."""
     return _desk(caller, request, account_id, body, key, "recharge")
 
 
@@ -86,7 +98,9 @@ def recharge(
 def refund(
     account_id: Id, body: MoneyIn, request: Request, caller: Cashier, key: IdempotencyKey
 ) -> JSONResponse:
-    """Pay back part or all of the credit (409 when the balance is not enough)."""
+    """Pay back part or all of the credit (409 when the balance is not enough). The amount is
+    money also for a quantity-credit account (购量): the money carried first, then the newest
+    unused quantity worth it, at the prices it was bought at."""
     return _desk(caller, request, account_id, body, key, "refund")
 
 

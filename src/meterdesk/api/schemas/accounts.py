@@ -22,6 +22,13 @@ from meterdesk.api.schemas.common import (
 
 PaymentMethod = Literal["cash", "card", "transfer", "wechat", "alipay", "online"]
 BillingMode = Literal["platform", "meter"]
+CreditUnit = Literal["money", "quantity"]
+CREDIT_UNIT_RULE = (
+    "money (default): the balance is money, use is priced when measured. quantity (购量): "
+    "the tenant buys kWh or m³ at the price in force that day (flat or tiered tariff, not "
+    "time-of-use), the balance shows quantity left and supply is cut when it is used up; one "
+    "meter, platform billing only"
+)
 Number = Annotated[str, StringConstraints(min_length=1, max_length=64), ONE_LINE]
 Reference = Annotated[str, StringConstraints(max_length=200)]
 
@@ -53,6 +60,7 @@ class AccountIn(BaseModel):
     overdraft_limit: Money = "0"
     initial_credit: Money = "0"
     payment_method: PaymentMethod = "cash"
+    credit_unit: CreditUnit = Field(default="money", description=CREDIT_UNIT_RULE)
 
 
 class OpenedAccountOut(BaseModel):
@@ -75,6 +83,45 @@ class AccountOut(BaseModel):
     opened_by: str
     balance: SignedMoney
     arrears: SignedMoney
+    credit_unit: str = Field(description="money, or quantity (购量)")
+
+
+Quantity = Annotated[
+    str,
+    Field(
+        description="kWh or m³ (or a price per one), exact, at least two places",
+        examples=["10.00"],
+    ),
+]
+
+
+class LotOut(BaseModel):
+    quantity: Quantity
+    price: Quantity
+
+
+class QuantityOut(BaseModel):
+    """What a quantity-credit account (购量) holds. The ledger stays in money: the account's
+    ``balance`` is still its wallet's money."""
+
+    unit: Literal["kWh", "m³"]
+    left: Quantity = Field(description="bought − used; negative: used ahead (overdraft)")
+    bought: Quantity = Field(description="in all since opening, refunds taken off")
+    used: Quantity = Field(description="since opening")
+    remainder: Quantity = Field(
+        description="money carried to the next purchase, exact (may be part of a fen)"
+    )
+    unused_value: Quantity = Field(description="what the unused quantity cost, exact")
+    price: Quantity = Field(description="the last lot's price: what use beyond the lots costs")
+    lots: list[LotOut] = Field(description="what was bought, in purchase order")
+
+
+class QuantityLeftOut(BaseModel):
+    unit: Literal["kWh", "m³"]
+    left: Quantity = Field(description="right after this call; negative: used ahead")
+    remainder: Quantity = Field(
+        description="money carried to the next purchase, exact (may be part of a fen)"
+    )
 
 
 class BalanceOut(BaseModel):
@@ -86,6 +133,8 @@ class BalanceOut(BaseModel):
     arrears: SignedMoney
     overdraft_limit: SignedMoney
     meters: list[str]
+    credit_unit: str = Field(description="money, or quantity (购量)")
+    quantity: QuantityOut | None = Field(description="null for a money account")
 
 
 class StatementLineOut(BaseModel):
@@ -174,6 +223,7 @@ class PresetIn(BaseModel):
     overdraft_limit: Money = "0"
     billing_mode: BillingMode = "platform"
     payment_method: PaymentMethod = "cash"
+    credit_unit: CreditUnit = Field(default="money", description=CREDIT_UNIT_RULE)
 
 
 class PresetOut(BaseModel):
@@ -215,6 +265,9 @@ class MoneyOut(BaseModel):
     amount: SignedMoney
     balance: SignedMoney = Field(description="the wallet balance right after this call")
     arrears: SignedMoney
+    quantity: QuantityLeftOut | None = Field(
+        default=None, description="a quantity-credit account's (购量) quantity left; else null"
+    )
 
 
 class ReversalIn(BaseModel):

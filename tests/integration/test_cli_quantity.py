@@ -1,0 +1,149 @@
+"""Quantity credit (购量, decision 0006) from the command line as a newcomer uses it: open with
+``--credit-unit quantity``, recharge and refund answers that say the m³ left, the balance in
+text and ``--json``, an import with a ``credit_unit`` column, and a preset. Water at 5.00 per
+m³: 50.03 buys 10.00 m³ and carries 0.03."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from builders import tou_definition
+from test_cli import ORG, data_dir, instant, open_account, run, run_json, set_up_places
+
+pytestmark = pytest.mark.integration
+__all__ = ["data_dir"]  # the fixture, used by name
+
+WATER = {
+    "utility": "water",
+    "versions": [{"effective_from": "2026-01-01", "prices": {"flat": "5.00"}}],
+}
+PLACE = "Park,B1,F1,101"
+
+
+def water_meters(tmp_path: Path, *numbers: str) -> None:
+    tariff = tmp_path / "water.json"
+    tariff.write_text(json.dumps(WATER), encoding="utf-8")
+    run("tariff", "create", "water", *ORG, "--file", str(tariff))
+    for number in numbers:
+        run("meter", "create", number, *ORG, "--utility", "water", "--kind", "water",
+            "--room", "Park/B1/F1/101")  # fmt: skip
+
+
+def open_quantity(customer: int, number: str = "Q-1", meter: str = "W1") -> str:
+    return run(
+        "account", "open", number, *ORG, "--customer", str(customer), "--meter", meter,
+        "--tariff", "water", "--reading", "100", "--credit", "50.03", "--credit-unit", "quantity",
+    ).stdout  # fmt: skip
+
+
+def test_a_quantity_account_at_the_desk(data_dir: Path, tmp_path: Path) -> None:
+    customer = set_up_places(tmp_path)
+    water_meters(tmp_path, "W1")
+    opened_at = datetime.now(UTC)
+    assert "account Q-1 opened (id 1): 10.00 m³ left, 0.03 carried" in open_quantity(customer)
+
+    shown = run("account", "balance", "Q-1", *ORG).stdout
+    assert "quantity credit" in shown and "10.00 m³ left, 0.03 carried" in shown
+    assert "bought 10.00 m³, used 0.00 m³, last price 5.00 per m³" in shown
+    assert "balance 50.03 CNY" in shown
+
+    recharged = run("recharge", "Q-1", "5", *ORG, "--key", "r-1").stdout
+    # 5.00 + 0.03 carried buys 1.00 m³ more; 0.03 still carried
+    assert recharged.startswith("recharged 5.00: 11.00 m³ left, 0.03 carried; balance 55.03")
+
+    readings = tmp_path / "readings.csv"
+    readings.write_text(
+        f"meter_number,measured_at,total\nW1,{instant(opened_at + timedelta(hours=1))},108\n",
+        encoding="utf-8",
+    )
+    run("readings", "import", str(readings), *ORG)
+
+    balance = run_json("account", "balance", "Q-1", *ORG)
+    assert (balance["credit_unit"], balance["balance"]) == ("quantity", "15.03")
+    assert balance["quantity"] == {
+        "unit": "m³",
+        "left": "3.00",
+        "bought": "11.00",
+        "used": "8.00",
+        "remainder": "0.03",
+        "unused_value": "15.00",
+        "price": "5.00",
+        "lots": [{"quantity": "10.00", "price": "5.00"}, {"quantity": "1.00", "price": "5.00"}],
+    }
+
+    # a refund is money: the 0.03 carried, then 4.97 worth of the newest m³ (0.994 m³)
+    refunded = run("refund", "Q-1", "5", *ORG, "--key", "f-1").stdout
+    assert refunded.startswith("refunded: 2.006 m³ left, 0.00 carried; balance 10.03")
+
+    again = run_json("recharge", "Q-1", "10", *ORG, "--key", "r-2")
+    assert again["balance"] == "20.03"
+    assert again["quantity"] == {"unit": "m³", "left": "4.006", "remainder": "0.00"}
+
+
+def test_a_money_account_answers_as_before(data_dir: Path, tmp_path: Path) -> None:
+    open_account(set_up_places(tmp_path))
+    assert run_json("recharge", "A-1", "5", *ORG, "--key", "r-1")["quantity"] is None
+    balance = run_json("account", "balance", "A-1", *ORG)
+    assert (balance["credit_unit"], balance["quantity"]) == ("money", None)
+    assert "m³" not in run("account", "balance", "A-1", *ORG).stdout
+    assert "money" in run("account", "list", *ORG).stdout
+
+
+def test_a_wrong_credit_unit_opens_nothing(data_dir: Path, tmp_path: Path) -> None:
+    customer = set_up_places(tmp_path)
+    water_meters(tmp_path, "W1", "W2")
+    refused = run(
+        "account", "open", "Q-1", *ORG, "--customer", str(customer), "--meter", "W1",
+        "--tariff", "water", "--reading", "100", "--credit-unit", "litres", code=2,
+    )  # fmt: skip
+    assert "credit_unit: 'litres' is not 'money' or 'quantity'" in refused.output
+    two = run(
+        "account", "open", "Q-1", *ORG, "--customer", str(customer), "--meter", "W1",
+        "--meter", "W2", "--tariff", "water", "--reading", "100", "--reading", "100",
+        "--credit-unit", "quantity", code=2,
+    )  # fmt: skip
+    assert "holds one meter" in two.output
+    run("account", "balance", "Q-1", *ORG, code=3)
+    assert "--credit-unit" in run("account", "open", "--help").stdout
+
+
+def test_import_and_presets_carry_the_credit_unit(data_dir: Path, tmp_path: Path) -> None:
+    set_up_places(tmp_path)
+    water_meters(tmp_path, "W1", "W2", "W3")
+    sheet = tmp_path / "accounts.csv"
+    sheet.write_text(
+        "account_number,customer_name,site,building,floor,room,meter_numbers,tariffs,"
+        "opening_readings,initial_credit,credit_unit\n"
+        f"I-1,Han,{PLACE},W1,water,0,25,quantity\n"
+        f"I-2,Han,{PLACE},W2,water,0,0,litres\n"
+        f"I-3,Han,{PLACE},W2,water,0,0,\n",
+        encoding="utf-8",
+    )
+    report = run("account", "import", str(sheet), *ORG, "--open", code=2).stdout
+    assert "row 2: I-1: OK opened" in report
+    assert "row 3: I-2: FAILED credit_unit: 'litres' is not 'money' or 'quantity'" in report
+    assert "row 4: I-3: OK opened" in report
+    assert "5.00 m³ left" in run("account", "balance", "I-1", *ORG).stdout
+    assert run_json("account", "balance", "I-3", *ORG)["credit_unit"] == "money"
+
+    run("account", "preset", "add", "P-1", *ORG, "--customer-name", "Wu",
+        "--room", "Park/B1/F1/101", "--meter", "W3", "--tariff", "water",
+        "--credit-unit", "quantity")  # fmt: skip
+    assert "quantity credit" in run("account", "preset", "list", *ORG).stdout
+    refused = run("account", "preset", "add", "P-2", *ORG, "--customer-name", "Wu",
+        "--room", "Park/B1/F1/101", "--meter", "W3", "--meter", "W2", "--tariff", "water",
+        "--credit-unit", "quantity", code=2)  # fmt: skip
+    assert "holds one meter" in refused.output
+
+    # a kWh bought ahead has no time-of-use band: refused at pre-entry, not at opening
+    tou = tmp_path / "tou.json"
+    tou.write_text(json.dumps(tou_definition()), encoding="utf-8")
+    run("tariff", "create", "tou", *ORG, "--file", str(tou))
+    refused = run("account", "preset", "add", "P-3", *ORG, "--customer-name", "Wu",
+        "--room", "Park/B1/F1/101", "--meter", "M1", "--tariff", "tou",
+        "--credit-unit", "quantity", code=2)  # fmt: skip
+    assert "not time-of-use" in refused.output
+    assert "P-3" not in run("account", "preset", "list", *ORG).stdout
