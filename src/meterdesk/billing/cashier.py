@@ -26,6 +26,7 @@ from meterdesk.billing.control_send import Outbox
 from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause
+from meterdesk.billing.quantity import QuantityView
 from meterdesk.billing.quantity_model import CreditUnit, hundredths
 from meterdesk.billing.tables import accounts
 from meterdesk.db.database import Database
@@ -42,6 +43,7 @@ class MoneyResult:
     replayed: bool
     balance: Decimal  # wallet balance after
     arrears: Decimal  # what is still owed (≥ 0)
+    quantity: QuantityView | None = None  # a quantity account's (购量) lots after it
 
 
 def clearing_account(
@@ -135,7 +137,12 @@ def money_result(
 ) -> MoneyResult:
     wallet = ledger_service.balance_fen(conn, int(str(account["wallet_id"])))
     arrears = ledger_service.balance_fen(conn, int(str(account["arrears_id"])))
-    return MoneyResult(transfer_id, replayed, from_fen(wallet), from_fen(-arrears))
+    held = (
+        quantity.view(conn, int(str(account["id"])))
+        if account["credit_unit"] == CreditUnit.QUANTITY.value
+        else None
+    )
+    return MoneyResult(transfer_id, replayed, from_fen(wallet), from_fen(-arrears), held)
 
 
 def recharge(

@@ -20,7 +20,6 @@ from meterdesk.billing import (
     quantity_show,
     statements,
 )
-from meterdesk.billing.quantity import QuantityView
 from meterdesk.cli.common import (
     ActorOption,
     JsonOption,
@@ -433,27 +432,17 @@ def recharge(
         verb = "already recharged (same key)" if done.replayed else "recharged"
         _emit_desk(
             done,
-            _held(org, number),
             as_json,
             f"{verb} {Decimal(amount):.2f}",
             f"balance {done.balance}, arrears {done.arrears} (transfer {done.transfer_id})",
         )
 
 
-def _held(org: str, number: str) -> QuantityView | None:
-    """The quantity an account holds right after a desk call (None for a money account)."""
-    return quantity_show.held(app().db, _account_id(organisation_id(org), number))
-
-
-def _emit_desk(
-    done: cashier.MoneyResult,
-    held: QuantityView | None,
-    as_json: bool,
-    what: str,
-    money: str,
-) -> None:
+def _emit_desk(done: cashier.MoneyResult, as_json: bool, what: str, money: str) -> None:
     """A recharge's or refund's answer; a quantity account's also says the quantity left and
-    the money carried (``quantity`` in JSON, null for a money account)."""
+    the money carried (``quantity`` in JSON, null for a money account), as the desk call's
+    transaction saw it."""
+    held = done.quantity
     if as_json:
         emit(
             {**to_jsonable(done), "quantity": quantity_show.left_dict(held) if held else None}, True
@@ -509,7 +498,6 @@ def refund(
         )
         _emit_desk(
             done,
-            _held(org, number),
             as_json,
             "already refunded (same key)" if done.replayed else "refunded",
             f"balance {done.balance} (transfer {done.transfer_id})",

@@ -45,7 +45,7 @@ def _money(
         idempotency_key=key,
         reference=body.reference,
     )
-    held = None if kind == "arrears_payment" else quantity_show.held(caller.db, account_id)
+    held = None if kind == "arrears_payment" else result.quantity  # as its transaction saw it
     answer = MoneyOut(
         account_id=account_id,
         transfer_id=result.transfer_id,
