@@ -23,7 +23,7 @@ from meterdesk.audit import service as audit
 from meterdesk.billing import cashier, cashier_settle, quantity
 from meterdesk.billing.ingest import IncomingReading, Ingestor
 from meterdesk.billing.model import AccountStatus, BillingMode
-from meterdesk.billing.quantity_model import CreditUnit, parse_credit_unit
+from meterdesk.billing.quantity_model import CreditUnit, check_opening, parse_credit_unit
 from meterdesk.billing.tables import accounts, meter_assignments
 from meterdesk.db import counters
 from meterdesk.db.database import Database
@@ -132,7 +132,7 @@ def open_account_in(
         raise ValidationError("number: must not be empty")
     unit = parse_credit_unit(request.credit_unit)
     if unit is CreditUnit.QUANTITY:
-        _check_quantity_opening(request, mode)
+        check_opening(mode is BillingMode.PLATFORM, len(request.meters), overdraft)
     at = request.opened_at or db.clock()
     _check_references(conn, organisation_id, request)
     room_id = request.room_id if request.room_id is not None else _meters_room(conn, request)
@@ -210,29 +210,6 @@ def open_account_in(
         },
     )
     return opened
-
-
-def _check_quantity_opening(request: OpenAccount, mode: BillingMode) -> None:
-    """Quantity credit is built for platform billing on one meter (decision 0006): a meter
-    billing its own money keeps no quantity, and the use since opening of several meters has
-    no one order to price lots along."""
-    if mode is not BillingMode.PLATFORM:
-        raise ValidationError(
-            "credit_unit: quantity credit (购量) needs platform billing (后台计费); a meter billing "
-            "its own money keeps no quantity"
-        )
-    if len(request.meters) != 1:
-        raise ValidationError(
-            f"credit_unit: a quantity-credit account (购量) holds one meter, not {len(request.meters)}"
-        )
-    # The overdraft limit is money (the wallet's floor), but a quantity account's control reads
-    # its amounts as quantities: 50.00 would mean 50 m³ used ahead. An overdraft in quantity is
-    # not built; such an account is cut when its quantity is used up.
-    if parse_money(request.overdraft_limit, field="overdraft_limit") != 0:
-        raise ValidationError(
-            "overdraft_limit: a quantity-credit account (购量) has none; it is cut when what it "
-            "bought is used up"
-        )
 
 
 def _billing_mode(value: str) -> BillingMode:

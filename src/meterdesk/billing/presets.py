@@ -31,7 +31,12 @@ from sqlalchemy.exc import IntegrityError
 from meterdesk.billing.accounts import MeterOpening, OpenAccount, open_account_in
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.billing.model import BillingMode
-from meterdesk.billing.quantity_model import CreditUnit, check_tariff, parse_credit_unit
+from meterdesk.billing.quantity_model import (
+    CreditUnit,
+    check_opening,
+    check_tariff,
+    parse_credit_unit,
+)
 from meterdesk.billing.tables import account_presets
 from meterdesk.db.database import Database
 from meterdesk.ledger.model import PaymentMethod
@@ -291,19 +296,15 @@ def _open_in(
 
 def _check_quantity(conn: Connection, data: PresetData, tariff_ids: list[int]) -> None:
     """What opening a quantity-credit account (购量) would refuse, refused when it is
-    pre-entered: a wrong unit, several meters, meter billing, a time-of-use tariff."""
+    pre-entered: a wrong unit, several meters, meter billing, an overdraft, a time-of-use
+    tariff."""
     if parse_credit_unit(data.credit_unit) is not CreditUnit.QUANTITY:
         return
-    if data.billing_mode != BillingMode.PLATFORM.value:
-        raise ValidationError(
-            "credit_unit: quantity credit (购量) needs platform billing (后台计费); a meter billing "
-            "its own money keeps no quantity"
-        )
-    if len(data.meter_numbers) != 1:
-        raise ValidationError(
-            "credit_unit: a quantity-credit account (购量) holds one meter, "
-            f"not {len(data.meter_numbers)}"
-        )
+    check_opening(
+        data.billing_mode == BillingMode.PLATFORM.value,
+        len(data.meter_numbers),
+        parse_unsigned_money(data.overdraft_limit or "0", field="overdraft_limit"),
+    )
     for tariff_id in tariff_ids:
         check_tariff(load_tariff(conn, tariff_id))
 

@@ -147,6 +147,27 @@ def conversion_steps(version: TariffVersion) -> list[tuple[Decimal | None, Decim
     ]
 
 
+def check_opening(platform_billing: bool, meter_count: int, overdraft: Decimal) -> None:
+    """What a quantity-credit account needs besides its tariff (decision 0006, "As built"):
+    platform billing (a meter billing its own money keeps no quantity), one meter (the use of
+    several has no one order to price lots along) and no overdraft limit (the limit is money,
+    while its control reads amounts as quantities: 50.00 would mean 50 m³ used ahead)."""
+    if not platform_billing:
+        raise ValidationError(
+            "credit_unit: quantity credit (购量) needs platform billing (后台计费); a meter billing "
+            "its own money keeps no quantity"
+        )
+    if meter_count != 1:
+        raise ValidationError(
+            f"credit_unit: a quantity-credit account (购量) holds one meter, not {meter_count}"
+        )
+    if overdraft != 0:
+        raise ValidationError(
+            "overdraft_limit: a quantity-credit account (购量) has none; it is cut when what it "
+            "bought is used up"
+        )
+
+
 def tier_period(version: TariffVersion) -> TierPeriod | None:
     return version.tiers.period if version.tiers is not None else None
 
