@@ -53,7 +53,7 @@ CreditUnitOption = Annotated[
         help="money (default): the balance is money, use is priced when measured. quantity "
         "(购量): the tenant buys kWh or m³ at the price in force that day (flat or tiered "
         "tariff, not time-of-use), sees quantity left and is cut when it is used up; one "
-        "meter, platform billing only",
+        "meter, platform billing, no overdraft",
     ),
 ]
 KeyOption = Annotated[
