@@ -221,7 +221,7 @@ def test_a_day_of_the_demo_cuts_and_restores_simulated_meters_confirmed_by_read_
 def test_the_laundry_on_quantity_credit_is_cut_when_its_m3_run_out_and_restored_when_it_buys(
     a_day: Day,
 ) -> None:
-    """The laundry buys water by the m³ (购量): its first 2.89 m³ run out in the afternoon, the
+    """The laundry buys water by the m³ (购量): its first 2.89 m³ run out before dawn, the
     valve closes, the laundry buys more at the desk and the valve opens; through it all each
     quantity account's money is what its lots are worth."""
     engine = build_engine(a_day.url)
@@ -251,9 +251,10 @@ def test_the_laundry_on_quantity_credit_is_cut_when_its_m3_run_out_and_restored_
                 .scalars()
                 .all()
             )
+            # a purchase is one or more lots (a used-ahead buy-back, a tier block crossed)
             purchases = conn.execute(
-                select(func.count()).where(
-                    quantity_lots.c.account_id == laundry, quantity_lots.c.transfer_id.is_not(None)
+                select(func.count(quantity_lots.c.transfer_id.distinct())).where(
+                    quantity_lots.c.account_id == laundry
                 )
             ).scalar_one()
             balances = dict(

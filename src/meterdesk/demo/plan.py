@@ -6,8 +6,8 @@ with a water meter too), two apartment blocks (60 flats, a few with a water mete
 office floor (6 offices) — 101 rooms, one account each. Most accounts start rich; a few start
 nearly empty so they run into arrears during the demo, one may overdraw by 50.00, and two
 tenants never come to the desk while the demo runs. Then three water-only rooms whose accounts
-buy m³ rather than money (quantity credit, 购量): a public laundry that uses its first m³ up on
-the first day and buys more at the desk, and two drinks stalls.
+buy m³ rather than money (quantity credit, 购量): a public laundry that uses its first m³ up in
+the first night and buys more at the desk, and two drinks stalls that run out on the third day.
 """
 
 from __future__ import annotations
@@ -392,14 +392,15 @@ class QuantityRoom:
 
 
 QUANTITY_ROOMS = (
-    # The laundry runs most at night and in the evening ("public"): its first 10.00 (2.89 m³)
-    # run out in the early afternoon of the first day, and it buys more at the desk an hour
-    # after its valve closed. The stalls run out on the third day.
-    QuantityRoom("B2-207", 2, "2F", 2, "public", "Room B2-207", "公共洗衣房 Laundry", "1.1",
-                 "public", 10, 1, 30),
-    QuantityRoom("A-121", 0, "1F", 1, "shop", "Stall A-121", "鲜榨果汁 Juice Bar", "0.12",
+    # The laundry runs most at night ("public" profile): its first 10.00 (2.89 m³) run out
+    # before dawn on the first day whatever the weekday, and it buys more as soon as the desk
+    # opens; 50.00 then cross the water tariff's 15 m³ block, so its lots carry two prices.
+    QuantityRoom("B2-207", 2, "2F", 2, "public", "Room B2-207", "公共洗衣房 Laundry", "1.8",
+                 "public", 10, 1, 50),
+    # On 2F, apart from 1F's A-121 and A-122 that tests/browser/screenshots.py adds to a copy.
+    QuantityRoom("A-216", 0, "2F", 2, "shop", "Stall A-216", "鲜榨果汁 Juice Bar", "0.12",
                  "shop", 10, 2, 30),
-    QuantityRoom("A-122", 0, "1F", 1, "shop", "Stall A-122", "奶茶小站 Tea Stall", "0.10",
+    QuantityRoom("A-217", 0, "2F", 2, "shop", "Stall A-217", "奶茶小站 Tea Stall", "0.10",
                  "shop", 8, 3, 30),
 )  # fmt: skip
 

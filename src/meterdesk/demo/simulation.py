@@ -113,7 +113,7 @@ class Watch:
                 continue
             who = f"{label(self._tenants[number])} ({number})"
             balance = from_fen(state.balance_fen)
-            if state.quantity_left is not None and state.arrears_fen == 0:
+            if state.quantity_left is not None:
                 text = _quantity_news(who, now, state)
             elif now == 3:
                 text = f"{who} is in arrears: owes {from_fen(state.arrears_fen)}"
@@ -128,7 +128,9 @@ class Watch:
 def _quantity_news(who: str, now: int, state: AccountState) -> str:
     left = f"{state.quantity_left:.2f} {state.unit}"
     if now == 3:
-        return f"{who} has used up the {state.unit} it bought: {left} left"
+        # the reading that crossed zero may have used a little ahead: owed at the last price
+        owes = f", owes {from_fen(state.arrears_fen)}" if state.arrears_fen else ""
+        return f"{who} has used up the {state.unit} it bought: {left} left{owes}"
     return f"{who} is low on {state.unit} bought: {left} left"
 
 
