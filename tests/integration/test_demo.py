@@ -8,6 +8,7 @@ import shlex
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from typer.testing import CliRunner
 
-from meterdesk.billing.tables import account_controls, meter_assignments
+from meterdesk.billing import quantity
+from meterdesk.billing.tables import account_controls, accounts, meter_assignments, quantity_lots
 from meterdesk.cli import cli
 from meterdesk.cli import common as cli_common
 from meterdesk.db import migrate
@@ -23,17 +25,21 @@ from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.demo import DemoResult, run_demo
 from meterdesk.demo.plan import ORGANISATION
+from meterdesk.demo.summary import summary_lines
 from meterdesk.devices.commands.service import send_command
 from meterdesk.devices.tables import commands, device_status
 from meterdesk.ledger.tables import ledger_accounts, transfers
 from meterdesk.metering.tables import meters
 from meterdesk.settings import Settings
+from meterdesk.shared.money import from_fen
 from meterdesk.shared.time import system_clock
 from meterdesk.sites.service import create_organisation
 from meterdesk.sites.tables import organisations
 from support.database import PG_URL, postgres_unavailable
 
 pytestmark = pytest.mark.integration
+
+LAUNDRY = "A-0104"  # 公共洗衣房 Laundry, on quantity credit (购量)
 
 
 def _forget_cli_app() -> None:
@@ -153,17 +159,34 @@ def test_fresh_never_deletes_a_database_that_holds_someone_elses_organisation(
     assert invoked.exit_code == 0 and "no accounts" in invoked.output
 
 
-def test_a_day_of_the_demo_cuts_and_restores_simulated_meters_confirmed_by_read_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("METERDESK_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("METERDESK_DATABASE_URL", raising=False)
-    result = run_demo(hours=24, speed=0, fresh=True)
+@dataclass(frozen=True)
+class Day:
+    result: DemoResult
+    url: str
+    data: Path
 
+
+@pytest.fixture(scope="module")
+def a_day(tmp_path_factory: pytest.TempPathFactory) -> Day:
+    """One simulated day of the demo on embedded SQLite, run once for the tests that look at
+    what a whole day did (about half a minute)."""
+    data = tmp_path_factory.mktemp("a-day") / "data"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("METERDESK_DATA_DIR", str(data))
+        patch.delenv("METERDESK_DATABASE_URL", raising=False)
+        result = run_demo(hours=24, speed=0, fresh=True)
+        url = Settings().resolved_database_url()
+    return Day(result, url, data)
+
+
+def test_a_day_of_the_demo_cuts_and_restores_simulated_meters_confirmed_by_read_back(
+    a_day: Day,
+) -> None:
+    result = a_day.result
     tally = result.outcome.tally if result.outcome else None
     assert tally is not None
     assert tally.cuts >= 1 and tally.restores >= 1 and tally.commands_failed == 0
-    engine = build_engine(Settings().resolved_database_url())
+    engine = build_engine(a_day.url)
     try:
         with engine.connect() as conn:
             finished = dict(
@@ -191,8 +214,72 @@ def test_a_day_of_the_demo_cuts_and_restores_simulated_meters_confirmed_by_read_
     # cut the supply. (The simulated meters billed themselves once and tripped tenants with
     # money when their own 100 yuan ran out.)
     assert {m for m, relay in relays.items() if relay == "open"} == cut_meters
-    log = (tmp_path / "data" / "notifications.log").read_text(encoding="utf-8")
+    log = (a_day.data / "notifications.log").read_text(encoding="utf-8")
     assert "supply_cut" in log and "supply_restored" in log and "alarm_level_3" in log
+
+
+def test_the_laundry_on_quantity_credit_is_cut_when_its_m3_run_out_and_restored_when_it_buys(
+    a_day: Day,
+) -> None:
+    """The laundry buys water by the m³ (购量): its first 2.89 m³ run out before dawn, the
+    valve closes, the laundry buys more at the desk and the valve opens; through it all each
+    quantity account's money is what its lots are worth."""
+    engine = build_engine(a_day.url)
+    try:
+        with engine.connect() as conn:
+            held = {
+                number: (account_id, wallet_id, arrears_id)
+                for account_id, number, wallet_id, arrears_id in conn.execute(
+                    select(
+                        accounts.c.id,
+                        accounts.c.number,
+                        accounts.c.wallet_id,
+                        accounts.c.arrears_id,
+                    ).where(accounts.c.credit_unit == "quantity")
+                )
+            }
+            laundry = held[LAUNDRY][0]
+            switched = (
+                conn.execute(
+                    select(commands.c.kind)
+                    .join(meter_assignments, meter_assignments.c.meter_id == commands.c.meter_id)
+                    .where(
+                        meter_assignments.c.account_id == laundry, commands.c.status == "confirmed"
+                    )
+                    .order_by(commands.c.id)
+                )
+                .scalars()
+                .all()
+            )
+            # a purchase is one or more lots (a used-ahead buy-back, a tier block crossed)
+            purchases = conn.execute(
+                select(func.count(quantity_lots.c.transfer_id.distinct())).where(
+                    quantity_lots.c.account_id == laundry
+                )
+            ).scalar_one()
+            balances = dict(
+                conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.balance_fen)).all()
+            )
+            views = {number: quantity.view(conn, ids[0]) for number, ids in held.items()}
+    finally:
+        engine.dispose()
+
+    assert len(held) == 3
+    assert switched == ["valve_close", "valve_open"]
+    assert purchases == 2  # the opening credit, then the desk
+    for number, (_account, wallet, arrears) in held.items():
+        found = views[number]
+        money = from_fen(balances[wallet] + balances[arrears])  # arrears are negative
+        worth = found.unused_value - max(-found.left, Decimal(0)) * found.price + found.remainder
+        assert abs(money - worth) <= Decimal("0.01"), (number, money, found)
+    assert views[LAUNDRY].left > 0  # bought more than it has used since
+    outcome = a_day.result.outcome
+    assert outcome is not None
+    line = next(line for line in summary_lines(outcome) if "quantity credit (购量)" in line)
+    assert "valves closed 1 / reopened 1" in line and "money matches the lots ✓" in line
+    log = (a_day.data / "notifications.log").read_text(encoding="utf-8")
+    cut = next(line for line in log.splitlines() if "supply_cut" in line and "Laundry" in line)
+    assert "m³" in cut  # the laundry is told about its water in m³, not yuan
 
 
 def test_after_the_history_the_runtime_confirms_a_console_relay_command_in_real_time(

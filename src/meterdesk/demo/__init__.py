@@ -32,7 +32,7 @@ from meterdesk.bootstrap import App, build
 from meterdesk.demo import storage
 from meterdesk.demo.devices import DemoDevices
 from meterdesk.demo.plan import SITE, TIMEZONE, build_plan, build_vacancies
-from meterdesk.demo.queries import account_states, check_ledger
+from meterdesk.demo.queries import account_states, check_ledger, quantity_accounts
 from meterdesk.demo.sample import SampleProperty, build_property
 from meterdesk.demo.simulation import STEP, Simulation, level
 from meterdesk.demo.summary import Outcome, suggestions, summary_lines
@@ -163,6 +163,7 @@ def _simulate(
         tally,
         account_states(app.db, organisation_id=sample.organisation_id),
         check_ledger(app.db, organisation_id=sample.organisation_id),
+        quantity_accounts(app.db, organisation_id=sample.organisation_id),
     )
     tips = suggestions(outcome, where=where, log=devices.log_path)
     console.print()

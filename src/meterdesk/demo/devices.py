@@ -70,7 +70,21 @@ LINES = {
     "electricity": ("演示电表总线 demo-dlt645", "dlt645"),
     "water": ("演示水表总线 demo-cjt188", "cjt188"),
 }
-PROFILES = {"shop": "shop", "restaurant": "shop", "apartment": "apartment", "office": "office"}
+QUANTITY_ALARM_PLAN = "购量告警 Water left (m³)"
+# A quantity account's alarm amounts are quantities: m³ left here (the control loop reads them
+# in hundredths of its unit), so 50.00 would warn a stall holding 3 m³ at once.
+QUANTITY_ALARM_LEVELS = [
+    {"level": 1, "amount": "2.00", "channels": ["sms"]},
+    {"level": 2, "amount": "1.00", "channels": ["sms"]},
+    {"level": 3, "amount": "0.30", "channels": ["sms"]},
+]
+PROFILES = {
+    "shop": "shop",
+    "restaurant": "shop",
+    "apartment": "apartment",
+    "office": "office",
+    "public": "public",
+}
 LIVE_POLL_S = 60  # once the demo runs in real time, each meter is read every minute
 EXECUTOR_ROUNDS = 20  # command attempts per step: cuts, restores and their read-backs
 _T = TypeVar("_T")
@@ -211,16 +225,19 @@ class DemoDevices:
             config={"address": str(self.log_path)},
             actor=ACTOR,
         )
-        create_alarm_plan(
-            db, organisation_id=org, name=ALARM_PLAN, levels=ALARM_LEVELS, actor=ACTOR
-        )
+        for name, levels in (
+            (ALARM_PLAN, ALARM_LEVELS),
+            (QUANTITY_ALARM_PLAN, QUANTITY_ALARM_LEVELS),
+        ):
+            create_alarm_plan(db, organisation_id=org, name=name, levels=levels, actor=ACTOR)
         outbox = DatabaseOutbox(db.clock)
         for tenant in tenants:
+            plan = QUANTITY_ALARM_PLAN if tenant.credit_unit == "quantity" else ALARM_PLAN
             set_account_policy(
                 db,
                 organisation_id=org,
                 number=tenant.account,
-                change=PolicyChange(alarm_plan=ALARM_PLAN),
+                change=PolicyChange(alarm_plan=plan),
                 actor=ACTOR,
                 outbox=outbox,
             )

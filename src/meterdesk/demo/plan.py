@@ -5,7 +5,9 @@ a shopping street (35 shops, six big ones on three-phase meters with CT 5, four 
 with a water meter too), two apartment blocks (60 flats, a few with a water meter) and an
 office floor (6 offices) — 101 rooms, one account each. Most accounts start rich; a few start
 nearly empty so they run into arrears during the demo, one may overdraw by 50.00, and two
-tenants never come to the desk while the demo runs.
+tenants never come to the desk while the demo runs. Then three water-only rooms whose accounts
+buy m³ rather than money (quantity credit, 购量): a public laundry that uses its first m³ up in
+the first night and buys more at the desk, and two drinks stalls that run out on the third day.
 """
 
 from __future__ import annotations
@@ -49,13 +51,14 @@ class TenantPlan:
     label: str  # "Shop A-105", as the live view names the room
     customer: str
     phone: str
-    profile: str  # load profile: shop | restaurant | apartment | office
+    profile: str  # load profile: shop | restaurant | apartment | office | public
     meters: tuple[MeterPlan, ...]
     credit: Decimal
     overdraft: Decimal = Decimal(0)
     pays_after_hours: int | None = 3  # hours in arrears before the tenant comes to the desk
     recharge: Decimal = Decimal(200)
     method: str = "cash"
+    credit_unit: str = "money"  # or "quantity": the account buys m³ (购量), one meter only
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,9 @@ def build_plan(seed: int = SEED) -> list[TenantPlan]:
     for building in BUILDINGS[1:3]:
         tenants += _apartments(rng, names, counter, building)
     tenants += _offices(rng, names, counter)
-    return _make_some_poor(rng, tenants)
+    tenants = _make_some_poor(rng, tenants)
+    # drawn last, so every draw above (and the rooms it gave) stays as it was before them
+    return tenants + _quantity_rooms(rng, counter)
 
 
 def _electricity(
@@ -364,3 +369,65 @@ def _make_some_poor(rng: random.Random, tenants: list[TenantPlan]) -> list[Tenan
         tenants[overdraft], credit=Decimal(5), overdraft=Decimal(50), pays_after_hours=12
     )
     return changed
+
+
+# Account numbers after the two the vacancies' pre-entered tenants took (A-0102, A-0103).
+FIRST_QUANTITY_ACCOUNT = 104
+
+
+@dataclass(frozen=True)
+class QuantityRoom:
+    room: str
+    building: int  # index in BUILDINGS
+    floor: str
+    level: int
+    kind: str
+    label: str
+    customer: str
+    flow: str  # rated m³ per hour
+    profile: str
+    credit: int  # first purchase at opening, CNY
+    pays_after_hours: int
+    recharge: int
+
+
+QUANTITY_ROOMS = (
+    # The laundry runs most at night ("public" profile): its first 10.00 (2.89 m³) run out
+    # before dawn on the first day whatever the weekday, and it buys more as soon as the desk
+    # opens; 50.00 then cross the water tariff's 15 m³ block, so its lots carry two prices.
+    QuantityRoom("B2-207", 2, "2F", 2, "public", "Room B2-207", "公共洗衣房 Laundry", "1.8",
+                 "public", 10, 1, 50),
+    # On 2F, apart from 1F's A-121 and A-122 that tests/browser/screenshots.py adds to a copy.
+    QuantityRoom("A-216", 0, "2F", 2, "shop", "Stall A-216", "鲜榨果汁 Juice Bar", "0.12",
+                 "shop", 10, 2, 30),
+    QuantityRoom("A-217", 0, "2F", 2, "shop", "Stall A-217", "奶茶小站 Tea Stall", "0.10",
+                 "shop", 8, 3, 30),
+)  # fmt: skip
+
+
+def _quantity_rooms(rng: random.Random, counter: _Counter) -> list[TenantPlan]:
+    """Water-only rooms on quantity credit (购量): their wallets hold what their m³ cost, their
+    alarms and their valve go by the m³ left."""
+    counter.accounts = FIRST_QUANTITY_ACCOUNT - 1
+    return [
+        TenantPlan(
+            counter.account(),
+            BUILDINGS[room.building].name,
+            room.floor,
+            room.level,
+            room.room,
+            room.kind,
+            str(rng.choice((20, 25, 30))),
+            room.label,
+            room.customer,
+            _phone(rng),
+            room.profile,
+            (_water(rng, counter, room.flow),),
+            Decimal(room.credit),
+            pays_after_hours=room.pays_after_hours,
+            recharge=Decimal(room.recharge),
+            method=rng.choice(("cash", "wechat", "alipay")),
+            credit_unit="quantity",
+        )
+        for room in QUANTITY_ROOMS
+    ]

@@ -99,6 +99,7 @@ def _open(app: App, sample: SampleProperty, tenant: TenantPlan) -> None:
         overdraft_limit=tenant.overdraft,
         initial_credit=tenant.credit,
         payment_method="transfer" if tenant.credit >= 1000 else "cash",
+        credit_unit=tenant.credit_unit,
     )
     opened = open_account(
         db, organisation_id=org, request=request, actor=ACTOR, ingestor=app.ingestor

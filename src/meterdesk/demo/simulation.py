@@ -11,9 +11,10 @@ import time as wall
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from meterdesk.billing import cashier
+from meterdesk.billing import cashier, quantity
 from meterdesk.billing.ingest import IngestReport
 from meterdesk.bootstrap import App
 from meterdesk.demo.devices import DemoDevices, DeviceEvent
@@ -25,6 +26,7 @@ from meterdesk.shared.money import from_fen
 from meterdesk.shared.time import FakeClock
 
 LOW_FEN = 5000  # "low" below 50.00
+LOW_QUANTITY = Decimal(2)  # a quantity account (购量) is "low" below 2.00 of its unit
 DESK_OPENS, DESK_CLOSES = time(8, 0), time(21, 0)
 CASHIER = "demo:cashier 李收银"
 METHODS = {
@@ -85,9 +87,11 @@ def label(tenant: TenantPlan) -> str:
 
 
 def level(state: AccountState) -> int:
-    """0 fine, 1 low, 2 using the overdraft, 3 in arrears."""
-    if state.arrears_fen > 0:
+    """0 fine, 1 low, 2 using the overdraft, 3 in arrears (or a quantity account used up)."""
+    if state.arrears_fen > 0 or state.used_up:
         return 3
+    if state.quantity_left is not None:
+        return 1 if state.quantity_left < LOW_QUANTITY else 0
     if state.balance_fen < 0:
         return 2
     return 1 if state.balance_fen < LOW_FEN else 0
@@ -109,7 +113,9 @@ class Watch:
                 continue
             who = f"{label(self._tenants[number])} ({number})"
             balance = from_fen(state.balance_fen)
-            if now == 3:
+            if state.quantity_left is not None:
+                text = _quantity_news(who, now, state)
+            elif now == 3:
                 text = f"{who} is in arrears: owes {from_fen(state.arrears_fen)}"
             elif now == 2:
                 text = f"{who} is using its overdraft: balance {balance}"
@@ -119,9 +125,19 @@ class Watch:
         return events
 
 
+def _quantity_news(who: str, now: int, state: AccountState) -> str:
+    left = f"{state.quantity_left:.2f} {state.unit}"
+    if now == 3:
+        # the reading that crossed zero may have used a little ahead: owed at the last price
+        owes = f", owes {from_fen(state.arrears_fen)}" if state.arrears_fen else ""
+        return f"{who} has used up the {state.unit} it bought: {left} left{owes}"
+    return f"{who} is low on {state.unit} bought: {left} left"
+
+
 class Desk:
-    """The cashier (收银员): a tenant whose balance went below zero comes to the desk some hours
-    later (``pays_after_hours``; some never come during the demo), while the desk is open."""
+    """The cashier (收银员): a tenant whose balance went below zero (or whose m³ bought are used
+    up) comes to the desk some hours later (``pays_after_hours``; some never come during the
+    demo), while the desk is open."""
 
     def __init__(self, app: App, sample: SampleProperty, tz: ZoneInfo) -> None:
         self._app, self._sample, self._tz = app, sample, tz
@@ -132,7 +148,7 @@ class Desk:
         events = []
         open_now = DESK_OPENS <= at.astimezone(self._tz).time() < DESK_CLOSES
         for number, state in sorted(states.items()):
-            if state.balance_fen >= 0 and state.arrears_fen == 0:
+            if state.balance_fen >= 0 and state.arrears_fen == 0 and not state.used_up:
                 self._short_since.pop(number, None)
                 continue
             since = self._short_since.setdefault(number, at)
@@ -162,8 +178,15 @@ class Desk:
         return Event(
             at,
             f"{label(tenant)} ({number}) recharged {tenant.recharge:.2f} at the desk {how}; "
-            f"balance now {result.balance}",
+            + self._now_holds(number, result.balance),
         )
+
+    def _now_holds(self, number: str, balance: Decimal) -> str:
+        if self._sample.tenants[number].credit_unit != "quantity":
+            return f"balance now {balance}"
+        with self._app.db.read() as conn:
+            held = quantity.view(conn, self._sample.account_ids[number])
+        return f"now {held.left:.2f} {held.unit} left (wallet {balance})"
 
 
 @dataclass

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from meterdesk.demo.plan import COMMERCIAL
-from meterdesk.demo.queries import AccountState, LedgerCheck
+from meterdesk.demo.queries import AccountState, LedgerCheck, QuantityHeld
 from meterdesk.demo.simulation import Tally
 from meterdesk.shared.money import from_fen
 
@@ -25,6 +25,7 @@ class Outcome:
     tally: Tally
     states: dict[str, AccountState]
     ledger: LedgerCheck
+    quantity: list[QuantityHeld] = field(default_factory=list)  # quantity credit (购量)
 
 
 def summary_lines(outcome: Outcome) -> list[str]:
@@ -55,11 +56,27 @@ def summary_lines(outcome: Outcome) -> list[str]:
             else ""
         ),
         f"  recharges at the desk     {tally.recharges:>10,}   {from_fen(tally.recharged_fen):,} CNY",
+        *_quantity_line(outcome.quantity),
         f"  accounts in arrears       {len(owing):>10,}   owing "
         f"{from_fen(sum(s.arrears_fen for s in owing)):,} CNY",
         f"  ledger                    {ledger.transfers:>10,}   transfers; balances sum to "
         f"{from_fen(ledger.sum_of_balances_fen)}"
         + (" ✓" if ledger.ok else f" — {ledger.mismatched_accounts} accounts do NOT match!"),
+    ]
+
+
+def _quantity_line(held: list[QuantityHeld]) -> list[str]:
+    """Quantity credit: how much was bought, the valves it closed and opened, and whether each
+    account's money still matches its lots."""
+    if not held:
+        return []
+    units = sorted({h.unit for h in held})
+    bought = ", ".join(f"{sum(h.bought for h in held if h.unit == u):,.2f} {u}" for u in units)
+    mismatched = sum(not h.matches for h in held)
+    return [
+        f"  quantity credit (购量)   {len(held):>10,}   accounts; {bought} bought; "
+        f"valves closed {sum(h.cuts for h in held)} / reopened {sum(h.restores for h in held)}; "
+        + ("money matches the lots ✓" if not mismatched else f"{mismatched} do NOT match the lots!")
     ]
 
 

@@ -56,11 +56,19 @@ def lowest_table(
             state.number,
             tenant.label,
             tenant.customer,
-            f"{from_fen(state.balance_fen):,}",
+            _balance(state),
             f"{from_fen(state.arrears_fen):,}" if state.arrears_fen else "",
             style="bold red" if state.arrears_fen else None,
         )
     return table
+
+
+def _balance(state: AccountState) -> str:
+    """Money, and for a quantity account (购量) the quantity left that money stands for."""
+    money = f"{from_fen(state.balance_fen):,}"
+    if state.quantity_left is None:
+        return money
+    return f"{state.quantity_left:.2f} {state.unit} · {money}"
 
 
 class PlainView:
