@@ -563,3 +563,22 @@ def test_quantity_used_up_by_use_that_posts_no_money_still_cuts(
     view = consistent(db, setup)
     assert (view.left, wallet(db, setup.account)) == (D(0), D("0.03"))
     assert supply(db, setup) == "off"
+
+
+def test_an_opening_before_a_stored_reading_prices_it_along_the_opening_lot(
+    db: Database, clock: FakeClock
+) -> None:
+    """The meter reported ahead of the desk's clock (a reading stored before the account opened,
+    measured after the opening): the opening reading is late, and the interval after it is
+    priced by the new account's lots, which must exist by then."""
+    org = make_org(db)
+    tariff_id = make_tariff(db, org, definition=flat_definition("5.00", utility="water"))
+    meter_id = make_meter(db, org, utility="water")
+    Ingestor(db).ingest([reading(meter_id, hours(1), "103")])
+    account = open_account(
+        db, org, "Q-1", [(meter_id, tariff_id, "100")], credit="50.00", credit_unit="quantity"
+    )
+    setup = Setup(org, meter_id, tariff_id, account)
+    view = consistent(db, setup)
+    assert (view.used, view.left) == (D(3), D(7))
+    check_books(db)
