@@ -295,6 +295,9 @@ def test_closing_with_a_remainder_pays_it_back(db: Database, clock: FakeClock) -
     clock.now = hours(2)
     closed = close(db, setup, "100.5")
     assert (closed.refunded, closed.arrears) == (D("7.54"), D(0))
+    rows = lot_rows(db, setup.account.account_id)
+    assert close(db, setup, "100.5") == closed  # replayed: answered, nothing taken twice
+    assert lot_rows(db, setup.account.account_id) == rows
     view = held(db, setup.account.account_id)
     assert (view.left, view.remainder, wallet(db, setup.account)) == (D(0), D(0), D(0))
     check_books(db)

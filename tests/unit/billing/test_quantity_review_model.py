@@ -5,7 +5,7 @@ the plan (a purchase too small to buy a step) must not hide the unused quantity 
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,8 +16,10 @@ from meterdesk.billing.quantity_model import (
     beyond_price,
     convert,
     opening_price,
+    plan_from_rows,
     price_range,
     quantity_worth,
+    unused_value,
 )
 from meterdesk.tariffs.model import TariffVersion, TierBlock, TierMode, TierPeriod, TierPlan
 
@@ -80,3 +82,55 @@ def test_pricing_in_two_parts_is_pricing_at_once(
     assert sum((p.quantity for p in parts), D(0)) == used
     beyond = price_range(plan, sum((b.quantity for b in plan), D(0)), D(1))
     assert [p.price for p in beyond] == [beyond_price(plan)] and beyond_price(plan) > 0
+
+
+STEPS = [(D(10), D(0)), (D(20), D("4.00")), (None, D("6.00"))]
+
+
+@given(
+    actions=st.lists(
+        st.tuples(
+            st.sampled_from(["buy", "use", "use", "refund"]),
+            st.decimals(min_value=D("0.01"), max_value=80, places=2),
+        ),
+        max_size=12,
+    )
+)
+def test_what_was_charged_is_always_the_plan_price_of_the_use(
+    actions: list[tuple[str, Decimal]],
+) -> None:
+    """Purchases along tiers with a free allowance (overdraft bought back first), use priced as
+    it comes, refunds off the end: whatever the order, what was charged for the use is the
+    current plan's price of it (no purchase or refund prices used quantity again), and the
+    money paid in less refunds and charges is what the lots cost less the use, plus the
+    remainder (exactly, but for a refund's rounding up to the line resolution)."""
+    rows: list[tuple[Decimal, Decimal | None]] = [(D(0), D("5.00"))]
+    remainder = used = charged = paid = D(0)
+    for action, amount in actions:
+        plan = plan_from_rows(rows)
+        left = sum((b.quantity for b in plan), D(0)) - used
+        if action == "buy":
+            made = convert(
+                amount + remainder,
+                used + max(left, D(0)),
+                STEPS,
+                max(-left, D(0)),
+                beyond_price(plan),
+            )
+            rows.extend((b.quantity, b.price) for b in made.blocks)
+            remainder, paid = made.remainder, paid + amount
+        elif action == "use":
+            quantity = amount / 10
+            charged += sum((p.quantity * p.price for p in price_range(plan, used, quantity)), D(0))
+            used += quantity
+        elif left > 0:
+            worth = unused_value(plan, used, left) + remainder
+            money = min(amount, worth).quantize(D("0.01"), rounding=ROUND_FLOOR)
+            kept = min(money, remainder)
+            taken = quantity_worth(plan, used, money - kept)
+            rows.append((-taken, None))
+            remainder, paid = remainder - kept, paid - money
+        plan = plan_from_rows(rows)
+        assert charged == sum((p.quantity * p.price for p in price_range(plan, D(0), used)), D(0))
+        value = sum((b.quantity * b.price for b in plan), D(0))
+        assert D(0) <= paid - (value + remainder) < D("0.0001")
