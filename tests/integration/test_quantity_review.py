@@ -44,6 +44,7 @@ from meterdesk.billing.quantity import QuantityView
 from meterdesk.billing.quantity_model import price_range
 from meterdesk.billing.tables import quantity_lots
 from meterdesk.db.database import Database
+from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.time import FakeClock
 from meterdesk.tariffs import service as tariffs
 
@@ -87,7 +88,9 @@ def quantity_account(
     tariff_id = make_tariff(
         db, org, definition=definition or flat_definition("5.00", utility="water")
     )
-    meter_id = make_meter(db, org, utility="water", max_rate=max_rate)
+    meter_id = make_meter(
+        db, org, utility=(definition or {}).get("utility", "water"), max_rate=max_rate
+    )
     account = open_account(
         db, org, number, [(meter_id, tariff_id, "100")], credit=credit, credit_unit="quantity"
     )
@@ -585,3 +588,32 @@ def test_an_opening_before_a_stored_reading_prices_it_along_the_opening_lot(
     view = consistent(db, setup)
     assert (view.used, view.left) == (D(3), D(7))
     check_books(db)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="left open: tariffs.service.add_version does not check the tariff's quantity "
+    "accounts, so a time-of-use version is accepted and every later purchase is refused",
+)
+def test_a_time_of_use_version_is_refused_on_a_quantity_accounts_tariff(
+    db: Database, clock: FakeClock
+) -> None:
+    setup = quantity_account(db, definition=flat_definition("5.00"))  # electricity
+    with pytest.raises(ValidationError, match="not time-of-use"):
+        tariffs.add_version(
+            db,
+            organisation_id=setup.org.id,
+            tariff_id=setup.tariff_id,
+            version={
+                "effective_from": "2026-11-03",
+                "prices": {"peak": "6", "valley": "4"},
+                "seasons": [
+                    {
+                        "name": "all",
+                        "months": list(range(1, 13)),
+                        "workday": [["00:00", "valley"], ["08:00", "peak"]],
+                    }
+                ],
+            },
+            actor="op",
+        )
