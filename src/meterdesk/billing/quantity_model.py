@@ -9,8 +9,8 @@ docs/decisions/0006-quantity-credit.md has the reasons; in short:
   price the same.
 - Use beyond the last block (overdraft) is priced at the last block's price (the newest priced
   one when the last is a free allowance): the plan always has one block (the opening adds an
-  empty one at the opening's price). The next purchase first
-  buys that quantity back at that same price, so nothing already posted is priced again.
+  empty one at the opening's price). The next purchase first buys that quantity back at that
+  same price, so nothing already posted is priced again.
 - A purchase converts at the tariff version in force at the purchase instant: a flat price, or
   tier blocks (阶梯) starting where the period's use plus the unused quantity has reached, split
   over the blocks it crosses. Quantities are rounded down to :data:`STEP`; the money left over
