@@ -173,7 +173,12 @@ def open_account_in(
     key = result.inserted_primary_key
     assert key is not None
     opened = OpenedAccount(int(key[0]), request.number.strip(), wallet_id, arrears_id)
-    _assign_meters(conn, opened.account_id, request.meters, at, ingestor or Ingestor(db))
+    _assign_meters(conn, opened.account_id, request.meters, at)
+    if unit is CreditUnit.QUANTITY:
+        # Before the opening reading: it may close an interval the account already holds (a
+        # meter that reported ahead of the desk's clock), priced along this opening lot.
+        quantity.record_opening(conn, opened.account_id, at)
+    _read_openings(conn, request.meters, at, ingestor or Ingestor(db))
     if mode is BillingMode.METER:
         # A meter still holding an earlier account's money would hand it to this one. Looked
         # for after the meters were found free (PostgreSQL): a close that ended the last
@@ -182,8 +187,6 @@ def open_account_in(
 
         take_back.refuse_uncleared(conn, [m.meter_id for m in request.meters])
     opened.meter_ids = [m.meter_id for m in request.meters]
-    if unit is CreditUnit.QUANTITY:
-        quantity.record_opening(conn, opened.account_id, at)
     if credit > 0:
         opened.initial_transfer_id = cashier.recharge_in(
             conn,
@@ -270,10 +273,8 @@ def _assign_meters(
     account_id: int,
     openings: Sequence[MeterOpening],
     at: datetime,
-    ingestor: Ingestor,
 ) -> None:
     counters.bump(conn)  # the ingest pipeline caches assignments
-    given = [o for o in openings if o.reading_total is not None]
     cursors = metering_repository.load_cursors(conn, [o.meter_id for o in openings])
     for opening in openings:
         busy = conn.execute(
@@ -298,6 +299,17 @@ def _assign_meters(
                 end_at=None,
             )
         )
+
+
+def _read_openings(
+    conn: Connection,
+    openings: Sequence[MeterOpening],
+    at: datetime,
+    ingestor: Ingestor,
+) -> None:
+    """Ingest the opening readings given (after the meters were assigned: the readings may
+    close intervals the account now holds, a meter having reported ahead of the desk's clock)."""
+    given = [o for o in openings if o.reading_total is not None]
     report = ingestor.ingest_in(
         conn,
         [

@@ -373,7 +373,17 @@ class Ingestor:
         )
         billing_repository.save_totals(conn, changed, known)
         if any(assignment.quantity for assignment in by_account.values()):
-            balances = quantity.control_balances(conn, balances)  # after the totals are saved
+            # A quantity account's balance is its quantity, which moves with every use, also
+            # use that posts no fen (a free allowance, a sub-fen interval): it is decided on
+            # whenever its use moved. Its placeholder is replaced by the quantity left.
+            using = {
+                key[1]
+                for key in changed
+                if by_account[key[1]].quantity and not by_account[key[1]].settled
+            }
+            balances = quantity.control_balances(  # after the totals are saved
+                conn, {**dict.fromkeys(using, 0), **balances}
+            )
         control.evaluate_in(
             conn,
             balances=self._near_threshold(conn, balances),

@@ -43,7 +43,7 @@ class QuantityView:
     left: Decimal  # bought − used; negative: used ahead (overdraft)
     remainder: Decimal  # money not converted yet (less than one step's worth)
     unused_value: Decimal  # what the unused quantity cost (exact)
-    price: Decimal  # the last block's price: what use beyond the plan costs
+    price: Decimal  # what use beyond the plan costs (rules.beyond_price)
     blocks: tuple[Block, ...]
 
 
@@ -114,7 +114,7 @@ def view(conn: Connection, account_id: int) -> QuantityView:
         left=left,
         remainder=remainder(conn, account_id),
         unused_value=rules.unused_value(plan, used_now, left) if left > 0 else Decimal(0),
-        price=plan[-1].price,
+        price=rules.beyond_price(plan),
         blocks=plan,
     )
 
@@ -170,7 +170,7 @@ def buy(
         position,
         rules.conversion_steps(version),
         max(-left, Decimal(0)),
-        plan[-1].price,
+        rules.beyond_price(plan),
     )
     rows = [
         {

@@ -7,9 +7,10 @@ docs/decisions/0006-quantity-credit.md has the reasons; in short:
   resets; the cost of having used ``C`` since opening is the piecewise-linear ``F(C)`` over the
   blocks. ``F`` depends on the cumulative quantity only, so late, re-sent and reordered readings
   price the same.
-- Use beyond the last block (overdraft) is priced at the last block's price: the plan always
-  has one block (the opening adds an empty one at the opening's price). The next purchase first
-  buys that quantity back at that same price, so nothing already posted is priced again.
+- Use beyond the last block (overdraft) is priced at the last block's price (the newest priced
+  one when the last is a free allowance): the plan always has one block (the opening adds an
+  empty one at the opening's price). The next purchase first buys that quantity back at that
+  same price, so nothing already posted is priced again.
 - A purchase converts at the tariff version in force at the purchase instant: a flat price, or
   tier blocks (阶梯) starting where the period's use plus the unused quantity has reached, split
   over the blocks it crosses. Quantities are rounded down to :data:`STEP`; the money left over
@@ -101,30 +102,45 @@ def bought(plan: Sequence[Block]) -> Decimal:
 
 def price_range(plan: Sequence[Block], used_before: Decimal, quantity: Decimal) -> list[Piece]:
     """Split ``quantity`` used after ``used_before`` over the plan's blocks (in order; what is
-    beyond the last block at the last block's price), one piece per run of blocks at one price:
+    beyond the last block at :func:`beyond_price`), one piece per run of blocks at one price:
     so a purchase changes none of the pieces of use it came after, even priced again."""
     pieces: list[Piece] = []
     start, left = used_before, quantity
     bound = ZERO
-    last = len(plan) - 1
     for index, block in enumerate(plan):
         bound += block.quantity
-        if index < last and start >= bound:
+        if start >= bound:
             continue
-        room = bound - start if index < last else left
-        taken = min(room, left) if index < last else left
+        taken = min(bound - start, left)
         if taken > 0:
-            if pieces and pieces[-1].price == block.price:
-                # One piece per price: a block bought back at the price it was charged (or a
-                # lot at an unchanged price) does not split a line that was priced as one.
-                pieces[-1] = Piece(pieces[-1].quantity + taken, block.price, pieces[-1].block)
-            else:
-                pieces.append(Piece(taken, block.price, index))
+            _add_piece(pieces, taken, block.price, index)
             start += taken
             left -= taken
         if left <= 0:
-            break
+            return pieces
+    if left > 0:
+        _add_piece(pieces, left, beyond_price(plan), len(plan) - 1)
     return pieces
+
+
+def _add_piece(pieces: list[Piece], quantity: Decimal, price: Decimal, block: int) -> None:
+    if pieces and pieces[-1].price == price:
+        # One piece per price: a block bought back at the price it was charged (or a lot at an
+        # unchanged price) does not split a line that was priced as one.
+        pieces[-1] = Piece(pieces[-1].quantity + quantity, price, pieces[-1].block)
+    else:
+        pieces.append(Piece(quantity, price, block))
+
+
+def beyond_price(plan: Sequence[Block]) -> Decimal:
+    """What use beyond the plan (overdraft) costs, and what buys it back: the last block's price
+    — unless that block is free (a tier's free allowance, 价格 0), which is bounded: then the
+    price of the newest block that has one. The opening block carries a price (the first step
+    that has one), so there is one unless the account was opened before that rule."""
+    for block in reversed(plan):
+        if block.price > 0:
+            return block.price
+    return plan[-1].price
 
 
 def conversion_steps(version: TariffVersion) -> list[tuple[Decimal | None, Decimal]]:
@@ -185,8 +201,11 @@ def check_tariff(tariff: Tariff) -> None:
 
 
 def opening_price(version: TariffVersion) -> Decimal:
-    """The price of the opening's empty block (what use before any purchase costs)."""
-    return conversion_steps(version)[0][1]
+    """The price of the opening's empty block (what use before any purchase costs): the first
+    step's price, or the first one above 0 when the tariff starts with a free allowance (a
+    bounded block: unbounded use before any purchase must not be free)."""
+    steps = conversion_steps(version)
+    return next((price for _, price in steps if price > 0), steps[-1][1])
 
 
 def convert(
@@ -252,6 +271,8 @@ def quantity_worth(plan: Sequence[Block], used: Decimal, money: Decimal) -> Deci
     for block in reversed(plan):
         if left <= 0:
             break
+        if block.quantity == 0:  # a purchase too small to buy a step: nothing to take here
+            continue
         unused = max(ZERO, min(block.quantity, bound - used))
         bound -= block.quantity
         if unused <= 0:
