@@ -590,11 +590,6 @@ def test_an_opening_before_a_stored_reading_prices_it_along_the_opening_lot(
     check_books(db)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="left open: tariffs.service.add_version does not check the tariff's quantity "
-    "accounts, so a time-of-use version is accepted and every later purchase is refused",
-)
 def test_a_time_of_use_version_is_refused_on_a_quantity_accounts_tariff(
     db: Database, clock: FakeClock
 ) -> None:

@@ -11,10 +11,12 @@ import json
 from datetime import date
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
+from meterdesk.billing.quantity_model import check_tariff
+from meterdesk.db.bulk import raw_rows
 from meterdesk.db.database import Database
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 from meterdesk.shared.time import local_date, zone
@@ -86,6 +88,14 @@ def add_version(
         candidate = tariff_from_dict(
             {"utility": row.utility, "versions": [*current["versions"], version]}
         )
+        if _bought_as_quantity(conn, tariff_id):
+            try:
+                check_tariff(candidate)
+            except ValidationError as refused:
+                raise ValidationError(
+                    f"{refused} — open quantity-credit accounts (购量) buy along this tariff, and "
+                    "every purchase after this version would be refused"
+                ) from None
         new_version = next(
             v
             for v in tariff_to_dict(candidate)["versions"]
@@ -121,6 +131,19 @@ def add_version(
             detail={"effective_from": effective.isoformat()},
         )
     return effective
+
+
+def _bought_as_quantity(conn: Connection, tariff_id: int) -> bool:
+    """Whether an open quantity-credit account's meter is billed by this tariff now."""
+    return bool(
+        raw_rows(
+            conn,
+            "SELECT 1 FROM meter_assignments ma JOIN accounts a ON a.id = ma.account_id "
+            "WHERE ma.tariff_id = :tariff AND ma.end_at IS NULL AND a.status = 'open' "
+            "AND a.credit_unit = 'quantity' LIMIT 1",
+            tariff=tariff_id,
+        )
+    )
 
 
 def find_tariff(db: Database, *, organisation_id: int, name: str) -> int:
