@@ -149,3 +149,19 @@ def test_the_statement_of_a_quantity_account_names_its_unit_and_keeps_money_bala
     assert "now 62.50 kWh left; the balances below are the wallet's money" in text
     money = console.get(f"/accounts/{world.alpha.account_id}/statement").text
     assert "data-credit-unit" not in money
+
+
+def test_the_room_grid_shows_a_quantity_accounts_kwh_left(world: World) -> None:
+    """The operators' one screen: a quantity account's tile (and table row, and the grid API)
+    says what the tenant holds, 62.50 kWh; a money account's tile keeps its money."""
+    open_quantity_account(world)
+    console = Console(world.client, world.alpha, "operator")
+    tiles = console.get("/rooms").text
+    assert "data-quantity-left>62.50 kWh<" in tiles
+    assert tiles.count("data-quantity-left") == 1  # only the quantity account's tile
+    assert "62.50 kWh</span> ·" in console.get("/rooms?view=table").text
+    found = console.client.get("/api/v1/monitor/rooms").json()["items"]
+    by_room = {tile["room_id"]: tile for tile in found}
+    spare, money = by_room[world.alpha.spare_room_id], by_room[world.alpha.room_id]
+    assert (spare["quantity_left"], spare["quantity_unit"]) == ("62.50", "kWh")
+    assert (money["quantity_left"], money["quantity_unit"]) == (None, None)

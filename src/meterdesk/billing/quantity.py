@@ -119,6 +119,37 @@ def view(conn: Connection, account_id: int) -> QuantityView:
     )
 
 
+def lefts(conn: Connection, account_ids: Iterable[int]) -> dict[int, tuple[Decimal, str]]:
+    """Quantity left and unit of each of these quantity accounts, in three queries whatever
+    their number (a page of the room grid)."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    plans = load_plans(conn, ids)
+    used_by = {
+        int(account): Decimal(int(total)).scaleb(-QUANTITY_PLACES)
+        for account, total in raw_rows(
+            conn,
+            "SELECT account_id, SUM(quantity) FROM period_totals WHERE account_id IN :ids "
+            "GROUP BY account_id",
+            ids=ids,
+        )
+    }
+    units = {
+        int(account): UNITS[Utility(utility)]
+        for account, utility in raw_rows(
+            conn,
+            "SELECT ma.account_id, m.utility FROM meter_assignments ma "
+            "JOIN meters m ON m.id = ma.meter_id WHERE ma.account_id IN :ids",
+            ids=ids,
+        )
+    }
+    return {
+        account: (rules.bought(plan) - used_by.get(account, Decimal(0)), units[account])
+        for account, plan in plans.items()
+    }
+
+
 def control_balances(conn: Connection, balances: dict[int, int]) -> dict[int, int]:
     """``balances`` (fen) with each quantity account's entry replaced by its quantity left in
     hundredths: the control loop compares a quantity account's thresholds (its plan's amounts

@@ -7,11 +7,13 @@ here; only the rooms shown are read (:func:`meterdesk.reports.room_grid.grid`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, Connection, Integer, Select, func, select, type_coerce
 
+from meterdesk.billing import quantity
 from meterdesk.billing.tables import account_controls, accounts
 from meterdesk.devices.tables import device_status
 from meterdesk.metering.tables import meters
@@ -44,6 +46,8 @@ class RoomTile:
     valve_closed: bool
     last_seen_us: int | None
     state: str  # one of room_grid_sql.STATES
+    quantity_left: Decimal | None = None  # a quantity-credit account's (购量) kWh or m³ left
+    quantity_unit: str | None = None
 
 
 def _tiles_query(room_ids: list[int] | Select[Any]) -> Any:
@@ -74,6 +78,7 @@ def _tiles_query(room_ids: list[int] | Select[Any]) -> Any:
             device_status.c.relay,
             device_status.c.valve,
             type_coerce(device_status.c.last_seen_at, BigInteger),
+            accounts.c.credit_unit,
         )
         .select_from(
             sql.rooms_with_accounts.outerjoin(meters, meters.c.room_id == rooms.c.id).outerjoin(
@@ -138,11 +143,35 @@ def load_tiles(conn: Connection, room_ids: list[int] | Select[Any]) -> list[Room
     order."""
     found: list[RoomTile] = []
     group: list[Sequence[Any]] = []
+    buying: set[int] = set()
     for raw in conn.execute(_tiles_query(room_ids)):
         if group and raw[0] != group[0][0]:
             found.append(_tile(group))
+            buying.update(_quantity_account(group))
             group = []
         group.append(raw)
     if group:
         found.append(_tile(group))
-    return found
+        buying.update(_quantity_account(group))
+    return _with_quantity(conn, found, buying)
+
+
+def _quantity_account(raws: Sequence[Sequence[Any]]) -> set[int]:
+    account_id, credit_unit = raws[0][9], raws[0][23]
+    return {int(account_id)} if credit_unit == "quantity" else set()
+
+
+def _with_quantity(conn: Connection, tiles: list[RoomTile], buying: set[int]) -> list[RoomTile]:
+    """Quantity accounts' tiles with their kWh or m³ left (three queries for the page, none
+    without such accounts)."""
+    if not buying:
+        return tiles
+    left = quantity.lefts(conn, buying)
+    return [
+        replace(
+            tile, quantity_left=left[tile.account_id][0], quantity_unit=left[tile.account_id][1]
+        )
+        if tile.account_id in left
+        else tile
+        for tile in tiles
+    ]

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, select
 from meterdesk.api.deps import Caller, Reader
 from meterdesk.api.errors import ERROR_RESPONSES
 from meterdesk.api.schemas.common import Id
+from meterdesk.billing.quantity_show import exact
 from meterdesk.db.types import int_instant
 from meterdesk.reports import room_grid, room_grid_tiles
 from meterdesk.shared.errors import NotFoundError
@@ -55,6 +56,8 @@ class RoomTileOut(BaseModel):
     valve_closed: bool
     last_seen_at: datetime | None
     state: Literal["off", "arrears", "overdraft", "alarm", "normal", "vacant"]
+    quantity_left: str | None = None  # a quantity-credit account (购量): kWh or m³ left
+    quantity_unit: str | None = None
 
 
 class RoomGridOut(BaseModel):
@@ -71,7 +74,9 @@ def _money(fen: int | None) -> str | None:
 
 
 FIELDS = tuple(
-    name for name in RoomTileOut.model_fields if name not in ("balance", "arrears", "last_seen_at")
+    name
+    for name in RoomTileOut.model_fields
+    if name not in ("balance", "arrears", "last_seen_at", "quantity_left")
 )
 
 
@@ -81,6 +86,7 @@ def tile_out(tile: room_grid_tiles.RoomTile) -> dict[str, Any]:
     found: dict[str, Any] = {name: getattr(tile, name) for name in FIELDS}
     found["balance"] = _money(tile.balance_fen)
     found["arrears"] = _money(tile.arrears_fen)
+    found["quantity_left"] = None if tile.quantity_left is None else exact(tile.quantity_left)
     found["last_seen_at"] = (
         None if tile.last_seen_us is None else int_instant(tile.last_seen_us).isoformat()
     )
