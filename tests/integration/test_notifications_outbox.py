@@ -697,3 +697,43 @@ def test_a_message_queued_while_the_dispatcher_idles_is_sent_without_waiting_for
 
     asyncio.run(scenario())
     assert [row["status"] for row in outbox_rows(db)] == ["sent"]
+
+
+def test_one_recipients_messages_of_a_batch_leave_in_the_order_they_were_queued(
+    db: Database, clock: FakeClock
+) -> None:
+    """A batch that crossed alarm levels 1 and 2 queues both; sent at once, the slower first
+    send let level 2 reach the tenant before level 1 (seen in the e2e test under load). Another
+    recipient's message still goes alongside."""
+    place = make_place(db)
+    enable(db, place, "email", "smtp", host="127.0.0.1", port=25, sender="n@example.com")
+    other = sites.create_customer(
+        db, organisation_id=place.org.id, name="李娜", email="li.na@example.com"
+    )
+    with db.transaction() as conn:
+        alarm(conn, place, clock(), key="k-1")
+        alarm(conn, place, clock(), event="alarm_level_2", key="k-2",
+              params={"balance": "8.00", "threshold": "10.00", "level": 2})  # fmt: skip
+        queueing.enqueue_in(
+            conn, organisation_id=place.org.id, event="alarm_level_1", key="k-3",
+            params={"balance": "1.00", "threshold": "20.00", "level": 1}, at=clock(),
+            customer_id=other,
+        )  # fmt: skip
+
+    class SlowFirst:
+        """The tenant's level 1 alarm takes a while to send; the others answer at once."""
+
+        def __init__(self) -> None:
+            self.finished: list[tuple[str, str]] = []
+
+        async def send(self, message: OutgoingMessage) -> DeliveryResult:
+            if (message.address, message.event_kind) == ("zhang.wei@example.com", "alarm_level_1"):
+                await asyncio.sleep(0.2)
+            self.finished.append((message.address, message.event_kind))
+            return DeliveryResult(f"id-{len(self.finished)}")
+
+    mail = SlowFirst()
+    assert drain(dispatcher(db, **{Channel.EMAIL: mail})) == 3
+    tenant = [event for address, event in mail.finished if address == "zhang.wei@example.com"]
+    assert tenant == ["alarm_level_1", "alarm_level_2"]
+    assert mail.finished[0] == ("li.na@example.com", "alarm_level_1")  # not held behind

@@ -4,7 +4,8 @@ the channel adapters, retries with backoff, and records every attempt.
 Run one per process (``await Dispatcher(...).run(stop)``); on PostgreSQL several processes can
 run side by side (rows are claimed with ``FOR UPDATE SKIP LOCKED``), on SQLite run one. Database
 work runs in worker threads (``asyncio.to_thread``) so sends of one batch overlap, up to
-``concurrency`` at a time. A transaction of this process that queues messages wakes the
+``concurrency`` at a time — except one recipient's (channel and address), which leave one
+after another in the order they were queued. A transaction of this process that queues messages wakes the
 dispatcher when it commits (:mod:`meterdesk.db.commit_signals`), so an alarm or a "cut" message
 leaves at once; the idle poll stays for rows queued by other processes and for retries.
 
@@ -100,7 +101,17 @@ class Dispatcher:
                     outcome = self._again(claimed, why, self.db.clock())
             await asyncio.to_thread(self._record, claimed, outcome)
 
-        await asyncio.gather(*(one(claimed) for claimed in batch.claimed))
+        async def in_order(messages: list[Claimed]) -> None:
+            for claimed in messages:
+                await one(claimed)
+
+        # One recipient's messages go one after another, in the order they were queued (a
+        # tenant must not read the level 2 alarm before level 1 when a batch crossed both);
+        # different recipients' go at once, up to the gate.
+        by_recipient: dict[tuple[str, str], list[Claimed]] = {}
+        for claimed in batch.claimed:  # claimed in id order
+            by_recipient.setdefault((claimed.channel, claimed.address), []).append(claimed)
+        await asyncio.gather(*(in_order(messages) for messages in by_recipient.values()))
         return len(batch.claimed)
 
     async def drain(self, *, rounds: int = 100) -> int:
