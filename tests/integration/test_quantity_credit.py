@@ -66,12 +66,14 @@ def quantity_account(
     credit: str = "50.03",
     number: str = "Q-1",
     org_name: str = "Org A",
+    max_rate: str | None = None,
 ) -> Setup:
+    """A quantity account on a new meter of the definition's utility (water at 5.00 without
+    one), opened at register 100."""
+    definition = definition or flat_definition("5.00", utility="water")
     org = make_org(db, org_name)
-    tariff_id = make_tariff(
-        db, org, definition=definition or flat_definition("5.00", utility="water")
-    )
-    meter_id = make_meter(db, org, utility="water")
+    tariff_id = make_tariff(db, org, definition=definition)
+    meter_id = make_meter(db, org, utility=definition["utility"], max_rate=max_rate)
     account = open_account(
         db, org, number, [(meter_id, tariff_id, "100")], credit=credit, credit_unit="quantity"
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from builders import (
@@ -72,9 +73,14 @@ phases = st.lists(
 )
 
 
-def _account(db: Database, number: str, org_name: str, credit: Decimal) -> Setup:
+FLAT_WATER = flat_definition("3.70", utility="water")
+
+
+def _account(
+    db: Database, number: str, org_name: str, credit: Decimal, definition: dict[str, Any]
+) -> Setup:
     org = make_org(db, org_name)
-    tariff_id = make_tariff(db, org, definition=flat_definition("3.70", utility="water"))
+    tariff_id = make_tariff(db, org, definition=definition)
     meter_id = make_meter(db, org, utility="water")
     account = open_account(
         db, org, number, [(meter_id, tariff_id, "100")], credit=f"{credit}", credit_unit="quantity"
@@ -89,6 +95,7 @@ def _money_matches_lots(db: Database, setup: Setup) -> None:
     net = wallet(db, setup.account) - owed(db, setup.account)
     expected = view.unused_value - max(-view.left, D(0)) * view.price + view.remainder
     assert abs(net - expected) < FEN, (net, expected, view)
+    assert view.price > 0  # use beyond the plan is never free (a free allowance is bounded)
     if view.left >= FEN:  # never cut while quantity is left
         assert str(state.supply) == "on"
 
@@ -106,25 +113,45 @@ def _money_matches_lots(db: Database, setup: Setup) -> None:
 def test_order_of_arrival_changes_nothing_and_money_always_matches_the_lots(
     plan: list[Phase], credit: Decimal, rng: random.Random
 ) -> None:
+    run_on_a_fresh_database(plan, credit, rng, definition=FLAT_WATER, days_apart=1)
+
+
+def run_on_a_fresh_database(
+    plan: list[Phase],
+    credit: Decimal,
+    rng: random.Random,
+    *,
+    definition: dict[str, Any],
+    days_apart: int,
+) -> None:
+    """Two identical quantity accounts on ``definition``, one phase every ``days_apart`` days:
+    one fed its readings in order, one shuffled, repeated and partly late (the harness above)."""
     with tempfile.TemporaryDirectory() as folder:
         engine = build_engine(f"sqlite:///{Path(folder) / 'q.sqlite3'}")
         load_all_tables().create_all(engine)
         clock = FakeClock(T0)
         db = Database(engine=engine, clock=clock)
         try:
-            _run(db, clock, plan, credit, rng)
+            _run(db, clock, plan, credit, rng, definition, days_apart)
         finally:
             engine.dispose()
 
 
 def _run(
-    db: Database, clock: FakeClock, plan: list[Phase], credit: Decimal, rng: random.Random
+    db: Database,
+    clock: FakeClock,
+    plan: list[Phase],
+    credit: Decimal,
+    rng: random.Random,
+    definition: dict[str, Any],
+    days_apart: int,
 ) -> None:
-    calm, mixed = _account(db, "Q-1", "A", credit), _account(db, "Q-2", "B", credit)
+    calm = _account(db, "Q-1", "A", credit, definition)
+    mixed = _account(db, "Q-2", "B", credit, definition)
     calm_ingest, mixed_ingest = Ingestor(db), Ingestor(db)
     total, late = D(100), []
     for number, phase in enumerate(plan):
-        day = T0 + timedelta(days=number)
+        day = T0 + timedelta(days=number * days_apart)
         stream = []
         for index, step in enumerate(phase.steps, start=1):
             total += step

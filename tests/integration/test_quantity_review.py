@@ -1,4 +1,4 @@
-"""Quantity credit (购量) reviewed for money faults (sitting 18), through the service paths on
+"""Quantity credit (购量) reviewed for money faults (sitting 17), through the service paths on
 SQLite and PostgreSQL: meter replacement, tariff change to tiers, closing in overdraft and with a
 remainder, a released jump, months and years of use, replays of desk entries, a purchase too
 small to buy a step, tier adder mode and yearly tiers, and two accounts in turn on one meter.
@@ -34,8 +34,10 @@ from builders import (
     wallet,
 )
 from sqlalchemy import select
+from test_quantity_credit import buy
+from test_quantity_credit import quantity_account as opened_with_quantity
 
-from meterdesk.billing import accounts, cashier, cashier_refund, corrections, quantity
+from meterdesk.billing import accounts, cashier_refund, corrections, quantity
 from meterdesk.billing import tariff_change as tariff_changes
 from meterdesk.billing.control_state import load_state
 from meterdesk.billing.ingest import Ingestor
@@ -75,43 +77,14 @@ def water_tiers(period: str = "month", mode: str = "price") -> dict[str, Any]:
     }
 
 
-def quantity_account(
-    db: Database,
-    *,
-    definition: dict[str, Any] | None = None,
-    credit: str = "50.00",
-    number: str = "Q-1",
-    org_name: str = "Org A",
-    max_rate: str | None = None,
-) -> Setup:
-    org = make_org(db, org_name)
-    tariff_id = make_tariff(
-        db, org, definition=definition or flat_definition("5.00", utility="water")
-    )
-    meter_id = make_meter(
-        db, org, utility=(definition or {}).get("utility", "water"), max_rate=max_rate
-    )
-    account = open_account(
-        db, org, number, [(meter_id, tariff_id, "100")], credit=credit, credit_unit="quantity"
-    )
-    return Setup(org, meter_id, tariff_id, account)
+def quantity_account(db: Database, **options: Any) -> Setup:
+    """As the credit tests open one, with 50.00 (10.00 m³ at 5.00, nothing carried)."""
+    return opened_with_quantity(db, **{"credit": "50.00", **options})
 
 
 def held(db: Database, account_id: int) -> QuantityView:
     with db.read() as conn:
         return quantity.view(conn, account_id)
-
-
-def buy(db: Database, setup: Setup, amount: str, key: str) -> int:
-    return cashier.recharge(
-        db,
-        organisation_id=setup.org.id,
-        account_id=setup.account.account_id,
-        amount=amount,
-        method="cash",
-        actor="cashier",
-        idempotency_key=key,
-    ).transfer_id
 
 
 def refund(db: Database, setup: Setup, amount: str, key: str) -> int:

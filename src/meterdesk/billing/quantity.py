@@ -122,6 +122,35 @@ def view(conn: Connection, account_id: int) -> QuantityView:
 def lefts(conn: Connection, account_ids: Iterable[int]) -> dict[int, tuple[Decimal, str]]:
     """Quantity left and unit of each of these quantity accounts, in three queries whatever
     their number (a page of the room grid)."""
+    left = _left(conn, account_ids)
+    if not left:
+        return {}
+    units = {
+        int(account): UNITS[Utility(utility)]
+        for account, utility in raw_rows(
+            conn,
+            "SELECT ma.account_id, m.utility FROM meter_assignments ma "
+            "JOIN meters m ON m.id = ma.meter_id WHERE ma.account_id IN :ids",
+            ids=sorted(left),
+        )
+    }
+    return {account: (quantity, units[account]) for account, quantity in left.items()}
+
+
+def control_balances(conn: Connection, balances: dict[int, int]) -> dict[int, int]:
+    """``balances`` (fen) with each quantity account's entry replaced by its quantity left in
+    hundredths: the control loop compares a quantity account's thresholds (its plan's amounts
+    read as quantities) with that. Three queries however many accounts (a batch's)."""
+    found = quantity_accounts(conn, balances)
+    if not found:
+        return balances
+    left = _left(conn, found)
+    return {**balances, **{account: rules.hundredths(q) for account, q in left.items()}}
+
+
+def _left(conn: Connection, account_ids: Iterable[int]) -> dict[int, Decimal]:
+    """Bought minus used of each quantity account among these: its lots, and its running
+    totals summed per account in one query."""
     ids = sorted(set(account_ids))
     if not ids:
         return {}
@@ -135,34 +164,10 @@ def lefts(conn: Connection, account_ids: Iterable[int]) -> dict[int, tuple[Decim
             ids=ids,
         )
     }
-    units = {
-        int(account): UNITS[Utility(utility)]
-        for account, utility in raw_rows(
-            conn,
-            "SELECT ma.account_id, m.utility FROM meter_assignments ma "
-            "JOIN meters m ON m.id = ma.meter_id WHERE ma.account_id IN :ids",
-            ids=ids,
-        )
-    }
     return {
-        account: (rules.bought(plan) - used_by.get(account, Decimal(0)), units[account])
+        account: rules.bought(plan) - used_by.get(account, Decimal(0))
         for account, plan in plans.items()
     }
-
-
-def control_balances(conn: Connection, balances: dict[int, int]) -> dict[int, int]:
-    """``balances`` (fen) with each quantity account's entry replaced by its quantity left in
-    hundredths: the control loop compares a quantity account's thresholds (its plan's amounts
-    read as quantities) with that."""
-    found = quantity_accounts(conn, balances)
-    if not found:
-        return balances
-    plans = load_plans(conn, found)
-    result = dict(balances)
-    for account_id in found:
-        left = rules.bought(plans[account_id]) - used(conn, account_id)
-        result[account_id] = rules.hundredths(left)
-    return result
 
 
 def record_opening(conn: Connection, account_id: int, at: datetime) -> None:

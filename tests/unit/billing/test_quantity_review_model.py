@@ -1,4 +1,4 @@
-"""Quantity credit's rules where the review of sitting 18 found money faults: a free allowance
+"""Quantity credit's rules where the review of sitting 17 found money faults: a free allowance
 (a tier block at price 0) must not make use beyond the plan free, and an empty block on top of
 the plan (a purchase too small to buy a step) must not hide the unused quantity below it."""
 
