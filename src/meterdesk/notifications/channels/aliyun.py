@@ -29,6 +29,7 @@ from datetime import UTC
 from typing import Any
 from urllib.parse import quote
 
+from meterdesk.notifications.channels import provider_templates
 from meterdesk.notifications.channels.base import (
     DeliveryResult,
     HttpOptions,
@@ -139,13 +140,13 @@ def _values(message: OutgoingMessage, ref: TemplateRef) -> str:
     return json.dumps(chosen, ensure_ascii=False, separators=(",", ":"))
 
 
+def template_params(ref: TemplateRef) -> tuple[str, ...]:
+    """The display values a template names; one that sends them all names none in particular."""
+    return ref.params or ()
+
+
 def _template(refs: Mapping[str, TemplateRef], message: OutgoingMessage) -> TemplateRef:
-    ref = refs.get(message.template_key)
-    if ref is None:
-        raise PermanentDeliveryError(
-            f"{message.channel}: no provider template for {message.template_key!r}"
-        )
-    return ref
+    return provider_templates.choose(refs, message, template_params)
 
 
 @dataclass

@@ -27,7 +27,8 @@ from typing import Any
 
 import httpx
 
-from meterdesk.notifications.channels.aliyun import TemplateRef
+from meterdesk.notifications.channels import provider_templates
+from meterdesk.notifications.channels.aliyun import TemplateRef, template_params
 from meterdesk.notifications.channels.base import (
     DeliveryResult,
     HttpOptions,
@@ -170,12 +171,7 @@ def fail(action: str, code: str, message: str) -> None:
 
 
 def _param_set(message: OutgoingMessage, templates: Mapping[str, TemplateRef]) -> TemplateRef:
-    ref = templates.get(message.template_key)
-    if ref is None:
-        raise PermanentDeliveryError(
-            f"{message.channel}: no provider template for {message.template_key!r}"
-        )
-    return ref
+    return provider_templates.choose(templates, message, template_params)
 
 
 def _ordered(message: OutgoingMessage, ref: TemplateRef) -> list[str]:

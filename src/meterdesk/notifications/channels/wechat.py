@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from meterdesk.notifications.channels import provider_templates
 from meterdesk.notifications.channels.base import (
     DeliveryResult,
     HttpOptions,
@@ -59,6 +60,12 @@ def template_refs(raw: Mapping[str, Any]) -> dict[str, WeChatTemplateRef]:
     return refs
 
 
+def placeholders(ref: WeChatTemplateRef) -> set[str]:
+    """The display values a template's fields and link name."""
+    patterns = [*ref.fields.values(), ref.url or ""]
+    return {name for pattern in patterns for name in _PLACEHOLDER.findall(pattern)}
+
+
 def fill(pattern: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda match: values.get(match.group(1), ""), pattern)
 
@@ -80,9 +87,7 @@ class WeChatTemplate:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def send(self, message: OutgoingMessage) -> DeliveryResult:
-        ref = self.templates.get(message.template_key)
-        if ref is None:
-            raise PermanentDeliveryError(f"wechat: no template for {message.template_key!r}")
+        ref = provider_templates.choose(self.templates, message, placeholders)
         body = self._body(message, ref)
         try:
             return await self._post(await self.token(), body)
