@@ -261,11 +261,29 @@ def test_reversing_a_recharge_already_spent_is_refused_by_the_floor(db: Database
     use(db, setup, 60, "1010")
     before = row_counts(db)
 
-    with pytest.raises(InsufficientFundsError):
+    with pytest.raises(InsufficientFundsError) as refused:
         reverse(db, setup, made.transfer_id, "fix-1")
 
     assert row_counts(db) == before
     assert wallet(db, setup.account) == D("40.00")
+    # In the desk's words (it was "ledger account 17 would fall to -1000 fen, below its floor").
+    assert str(refused.value) == (
+        f"recharge {made.transfer_id} of 50.00 cannot be reversed: account "
+        f"{setup.account.number} holds 40.00, so part of the recharge was already used; "
+        "refund what is left instead"
+    )
+
+
+def test_a_recharge_spent_into_the_overdraft_names_the_floor_when_refused(db: Database) -> None:
+    setup = one_meter_account(db, price="1", credit="0", overdraft="20")
+    made = recharge(db, setup, "50", "receipt-1")
+    use(db, setup, 60, "1040")
+
+    with pytest.raises(InsufficientFundsError) as refused:
+        reverse(db, setup, made.transfer_id, "fix-1")
+
+    assert "holds 10.00 (its overdraft floor is -20.00)" in str(refused.value)
+    assert wallet(db, setup.account) == D("10.00")
 
 
 def test_a_transfer_of_another_organisation_is_not_found(db: Database) -> None:

@@ -46,7 +46,7 @@ from meterdesk.billing.quantity import QuantityView
 from meterdesk.billing.quantity_model import price_range
 from meterdesk.billing.tables import quantity_lots
 from meterdesk.db.database import Database
-from meterdesk.shared.errors import ValidationError
+from meterdesk.shared.errors import InsufficientFundsError, ValidationError
 from meterdesk.shared.time import FakeClock
 from meterdesk.tariffs import service as tariffs
 
@@ -368,10 +368,14 @@ def test_a_partly_used_purchase_reversed_takes_back_only_what_is_unused(
     second = buy(db, setup, "20.00", "r-2")  # 4 m³ more
     Ingestor(db).ingest([reading(setup.meter_id, hours(2), "112")])  # 2 of the 4 used
     before = consistent(db, setup)
-    with pytest.raises(Exception, match="below its floor"):
+    with pytest.raises(InsufficientFundsError) as refused:
         cashier_refund.reverse(
             db, organisation_id=setup.org.id, transfer_id=second, actor="op", idempotency_key="v"
         )
+    assert str(refused.value) == (
+        f"recharge {second} of 20.00 cannot be reversed: account {setup.account.number} holds "
+        "10.00, so part of the recharge was already used; refund what is left instead"
+    )
     assert consistent(db, setup) == before  # refused: nothing changed
     check_books(db)
 

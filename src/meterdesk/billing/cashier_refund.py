@@ -164,18 +164,25 @@ def reverse(
         # waits for this one, so it settles the wallet as reversed, not the balance before.
         account = load_account(conn, organisation_id, int(entry.account_id))
         closed = account["status"] != AccountStatus.OPEN.value
-        posted = ledger_service.reverse(
-            conn,
-            organisation_id=organisation_id,
-            transfer_id=transfer_id,
-            actor=actor,
-            idempotency_key=desk_key(organisation_id, idempotency_key),
-            at=at,
-            memo=memo,
-            refusal=f"account {account['number']} is closed: its credit was settled on closing"
-            if closed and not arrears_paid
-            else None,
-        )
+        try:
+            posted = ledger_service.reverse(
+                conn,
+                organisation_id=organisation_id,
+                transfer_id=transfer_id,
+                actor=actor,
+                idempotency_key=desk_key(organisation_id, idempotency_key),
+                at=at,
+                memo=memo,
+                refusal=f"account {account['number']} is closed: its credit was settled on closing"
+                if closed and not arrears_paid
+                else None,
+            )
+        except InsufficientFundsError:
+            if reason != Reason.RECHARGE.value:
+                raise
+            # Refused before anything was written (the ledger checks floors first); say it in
+            # the desk's words, not the ledger's ("ledger account 17 would fall to -1000 fen").
+            raise _partly_spent(conn, account, transfer_id) from None
         if posted.replayed:
             return posted.transfer_id
         if arrears_paid:  # a closed account: the debt is owed again, nothing to decide
@@ -201,6 +208,24 @@ def reverse(
         _decide(conn, int(entry.account_id), cause, outbox or DatabaseOutbox(lambda: at), at)
         _audit_reversal(conn, organisation_id, actor, transfer_id, posted.transfer_id, at)
         return posted.transfer_id
+
+
+def _partly_spent(
+    conn: Connection, account: dict[str, object], transfer_id: int
+) -> InsufficientFundsError:
+    """A recharge can be reversed only while its money is still in the wallet; once some was
+    spent, the clerk refunds what is left instead."""
+    amount = conn.execute(
+        select(transfers.c.amount_fen).where(transfers.c.id == transfer_id)
+    ).scalar_one()
+    wallet_id = int(str(account["wallet_id"]))
+    held = ledger.lock_balances(conn, [wallet_id])[wallet_id]
+    floor = f" (its overdraft floor is {from_fen(held.floor_fen)})" if held.floor_fen else ""
+    return InsufficientFundsError(
+        f"recharge {transfer_id} of {from_fen(amount)} cannot be reversed: account "
+        f"{account['number']} holds {from_fen(held.balance_fen)}{floor}, so part of the recharge "
+        "was already used; refund what is left instead"
+    )
 
 
 def _reverse_quantity(
