@@ -232,6 +232,112 @@ def test_two_executors_send_every_command_exactly_once(db: Database, clock: Fake
     assert {c.status for c in service.list_commands(db, organisation_id=org.id)} == {"confirmed"}
 
 
+class HeldOnTheWire(Meters):
+    """A relay frame that stays on the wire until the test lets it land."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.on_the_wire = asyncio.Event()
+        self.land = asyncio.Event()
+        self.wire: list[str] = []
+
+    async def relay(self, meter: MeterAddress, action: RelayAction, deadline: datetime) -> None:
+        self.wire.append(action.value)
+        if action is RelayAction.TRIP:
+            self.on_the_wire.set()
+            await self.land.wait()
+        await super().relay(meter, action, deadline)
+
+
+def test_no_executor_acts_on_a_meter_another_is_sending_to(db: Database, clock: FakeClock) -> None:
+    """Two executors (two ``meterdesk run`` on PostgreSQL). The trip is on the wire when the
+    tenant pays and a close supersedes it. Before, the second executor claimed the close at
+    once: it could land before the trip, leaving a paying tenant cut off (until the hourly
+    drift check), and be confirmed from a read taken before the trip landed. Now the second
+    executor takes nothing of that meter until the first let go of it, then sends the close."""
+    org = make_org(db)
+    meter_id = meter(db, org, "M1")
+    trip(db, org, meter_id, "trip-1")
+    driver = HeldOnTheWire(clock)
+    first, second = executor(db, clock, driver), executor(db, clock, driver)
+
+    async def scenario() -> tuple[int, int]:
+        sending = asyncio.create_task(first.run_once())
+        await asyncio.wait_for(driver.on_the_wire.wait(), 10)
+        close = service.send_command(
+            db,
+            organisation_id=org.id,
+            meter_id=meter_id,
+            kind="relay_close",
+            params=None,
+            actor=ACTOR,
+            idempotency_key="close-1",
+        ).command.id
+        taken_while_sending = await second.run_once()
+        driver.land.set()
+        await sending
+        return taken_while_sending, close
+
+    taken_while_sending, close = asyncio.run(scenario())
+    assert taken_while_sending == 0
+    asyncio.run(drain(db, clock, second))
+    assert driver.wire == ["trip", "close"]
+    assert driver.relays[meter_id] == "closed"
+    found = {c.id: c.status for c in service.list_commands(db, organisation_id=org.id)}
+    assert found[close] == "confirmed"
+    with db.read() as conn:  # every meter let go of
+        assert conn.execute(select(commands.c.worked_until)).scalars().all() == [None, None]
+
+
+def test_a_claim_waits_for_nothing_but_skips_a_meter_another_claim_is_taking(
+    db: Database, clock: FakeClock
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("row locks with SKIP LOCKED are PostgreSQL's; SQLite has one writer")
+    org = make_org(db)
+    meter_id = meter(db, org, "M1")
+    older = trip(db, org, meter_id, "k1")
+    copied = [c.name for c in commands.columns if c.name not in ("id", "idempotency_key")]
+    with db.transaction() as conn:  # a command written without send_command: not superseded
+        conn.execute(
+            commands.insert().from_select(
+                [*copied, "idempotency_key"],
+                select(
+                    *[commands.c[name] for name in copied],
+                    commands.c.idempotency_key.concat("-again"),
+                ).where(commands.c.id == older),
+            )
+        )
+    first_claimed, second_done = threading.Event(), threading.Event()
+    taken: dict[str, list[int]] = {}
+    lease = timedelta(minutes=3)
+
+    def worker(name: str) -> None:
+        if name == "second":
+            first_claimed.wait(10)
+        with db.engine.begin() as conn:
+            limit = 1 if name == "first" else 8
+            taken[name] = claiming.claim(conn, now=T0, limit=limit, lease=lease)
+            if name == "first":
+                first_claimed.set()
+                second_done.wait(10)  # hold the meter while the second claims
+            else:
+                second_done.set()
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert taken["first"] == [older] and taken["second"] == []
+    later = T0 + timedelta(minutes=1)
+    with db.engine.begin() as conn:  # committed: the meter is held by the first command's lease
+        assert claiming.claim(conn, now=later, limit=8, lease=lease) == []
+        claiming.release(conn, [(older, T0 + lease)])
+        [again] = claiming.claim(conn, now=later, limit=8, lease=lease)
+        assert again != older  # the other one; the first is leased until T0 + lease
+
+
 # --- meter billing -----------------------------------------------------------------------------
 
 

@@ -102,6 +102,11 @@ commands = Table(
     Column("created_at", Instant, nullable=False),
     Column("sent_at", Instant, nullable=True),
     Column("finished_at", Instant, nullable=True),
+    # While an executor works on this command, the end of its lease; NULL once it let go. No
+    # other executor claims a command of the same meter meanwhile, whatever this one's status
+    # became (a command superseded while its bytes were on the wire still holds the meter until
+    # its attempt ends): two executors never act on one meter at once.
+    Column("worked_until", Instant, nullable=True),
 )
 
 Index("ix_commands_due", commands.c.status, commands.c.next_attempt_at)
@@ -110,6 +115,14 @@ Index("ix_commands_meter", commands.c.meter_id, commands.c.id)
 # latest finished, and those finished lately — the supply drift step asks every tick about every
 # drifting meter, and (meter, id) walked the meter's whole history for it.
 Index("ix_commands_meter_finished", commands.c.meter_id, commands.c.finished_at)
+# The commands an executor holds: few at any time, read by every claim.
+Index(
+    "ix_commands_worked",
+    commands.c.meter_id,
+    commands.c.worked_until,
+    sqlite_where=commands.c.worked_until.is_not(None),
+    postgresql_where=commands.c.worked_until.is_not(None),
+)
 # The command list, newest first, of one organisation — all, or of one status: through its own
 # index. The primary key walked every newer command of every organisation, and (status, id)
 # every newer command of that status (tests/integration/test_history_scaling.py).

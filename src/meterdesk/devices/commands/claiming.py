@@ -4,11 +4,20 @@ Claiming takes due commands with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (two w
 the same row; SQLite's ``BEGIN IMMEDIATE`` serialises its one writer) and leases them by moving
 ``next_attempt_at`` forward, so a worker that dies mid-attempt loses the command to another worker
 when the lease runs out.
+
+One executor works a meter's commands one after the other (``skip_meters``). Several executors
+(``meterdesk run`` twice on PostgreSQL) must not act on one meter at once either: a trip
+superseded by a restore while its bytes were on the wire would still land after another
+executor's close, and that executor could confirm its close from a read taken before the trip
+landed. So a claimed command holds its meter (``worked_until``, the lease) until its executor
+lets go after the attempt (:func:`release`, at that executor's next claim), and a claim takes no
+command of a held meter. Two claims at the same moment are kept apart by locking the meters'
+rows with ``SKIP LOCKED`` before looking at the holds again: the second skips the meter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, exists, or_, select, update
@@ -25,6 +34,7 @@ from meterdesk.devices.commands.model import (
 from meterdesk.devices.commands.repository import for_meters, many, targets
 from meterdesk.devices.commands.writes import finish
 from meterdesk.devices.tables import commands
+from meterdesk.metering.tables import meters
 
 
 def claim(
@@ -50,7 +60,7 @@ def claim(
         older.c.status.in_(OPEN_STATUSES),
     )
     query = (
-        select(commands.c.id)
+        select(commands.c.id, commands.c.meter_id)
         .where(
             commands.c.status.in_(OPEN_STATUSES),
             commands.c.next_attempt_at <= now,
@@ -62,14 +72,66 @@ def claim(
     )
     if skip_meters:
         query = query.where(commands.c.meter_id.not_in(sorted(skip_meters)))
-    ids = [int(i) for i in conn.execute(query).scalars()]
+    held = commands.alias("held")
+    query = query.where(
+        ~exists().where(
+            held.c.meter_id == commands.c.meter_id,
+            held.c.worked_until > now,
+            held.c.id != commands.c.id,
+        )
+    )
+    ids = _meters_free(conn, [(int(i), int(m)) for i, m in conn.execute(query)], now)
     if ids:
         conn.execute(
             update(commands)
             .where(commands.c.id.in_(ids))
-            .values(next_attempt_at=now + lease, attempts=commands.c.attempts + 1)
+            .values(
+                next_attempt_at=now + lease,
+                worked_until=now + lease,
+                attempts=commands.c.attempts + 1,
+            )
         )
     return ids
+
+
+def _meters_free(conn: Connection, found: list[tuple[int, int]], now: datetime) -> list[int]:
+    """The commands of ``found`` (id, meter) whose meter this claim could lock and nobody holds.
+    The lock (``FOR NO KEY UPDATE SKIP LOCKED``, as command writers take it; nothing on SQLite,
+    whose one writer claims alone) makes a concurrent claim skip the meter; the second look at
+    the holds, a statement after the lock, sees a hold another claim committed meanwhile."""
+    if not found:
+        return []
+    meter_ids = sorted({meter for _, meter in found})
+    locked = set(
+        conn.execute(
+            select(meters.c.id)
+            .where(meters.c.id.in_(meter_ids))
+            .order_by(meters.c.id)
+            .with_for_update(key_share=True, skip_locked=True)
+        ).scalars()
+    )
+    ids = [command for command, _ in found]
+    taken = set(
+        conn.execute(
+            select(commands.c.meter_id).where(
+                commands.c.meter_id.in_(sorted(locked)),
+                commands.c.worked_until > now,
+                commands.c.id.not_in(ids),
+            )
+        ).scalars()
+    )
+    return [command for command, meter in found if meter in locked and meter not in taken]
+
+
+def release(conn: Connection, held: Iterable[tuple[int, datetime]]) -> None:
+    """Let go of commands this executor finished working on: (id, the lease its claim set). A
+    command whose lease ran out and that another executor claimed since keeps that one's."""
+    for command_id, until in held:
+        conn.execute(
+            update(commands)
+            .where(commands.c.id == command_id, commands.c.worked_until == until)
+            .values(worked_until=None)
+        )
 
 
 def claim_batch(

@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
@@ -81,6 +81,9 @@ class CommandExecutor:
         self._wake = asyncio.Event()
         self._working: dict[int, asyncio.Task[None]] = {}  # meter id → its worker
         self._claim_again = False  # a finished worker may leave due commands behind
+        # Commands whose attempt ended, with the lease their claim set: their meters are let go
+        # of (claiming.release) in the next claim's transaction, not in one of their own.
+        self._done: list[tuple[int, datetime]] = []
 
     async def run(self) -> None:
         """Work until :meth:`stop`; an unexpected error is logged and the loop goes on."""
@@ -97,6 +100,7 @@ class CommandExecutor:
         finally:
             unsubscribe()
             await asyncio.gather(*self._working.values(), return_exceptions=True)
+            await self._release_done()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -115,11 +119,13 @@ class CommandExecutor:
         # in flight (waiting for its writer turn), and must then wake the loop for what the
         # claim skipped.
         self._claim_again = self._claim_again or bool(busy)
+        done = list(self._done)
         try:
-            claimed = await self.in_transaction(lambda conn: self._claim(conn, limit, busy))
+            claimed = await self.in_transaction(lambda conn: self._claim(conn, limit, busy, done))
         except Exception:
             log.exception("command executor: claiming commands failed")
             return False
+        del self._done[: len(done)]  # let go of in the claim's transaction, now committed
         for meter_id, items in _by_meter(claimed).items():
             self._start(meter_id, items)
         full = len(claimed) >= limit
@@ -144,23 +150,48 @@ class CommandExecutor:
                 await self._process(command, target)
             except Exception:  # recording the outcome failed: the lease brings it back
                 log.exception("command #%s: recording the attempt failed", command.id)
+            self._done.append((command.id, command.next_attempt_at))  # as claimed: the lease
+
+    async def _release_done(self) -> None:
+        done = list(self._done)
+        if done:
+            try:
+                await self.in_transaction(lambda conn: claiming.release(conn, done))
+            except Exception:  # the leases run out by themselves
+                log.exception("command executor: letting go of finished commands failed")
+            else:
+                del self._done[: len(done)]
 
     async def run_once(self) -> int:
         """Claim one batch of due commands and work it to the end; returns how many were
         claimed (tests and the demo drive the executor step by step with it)."""
         limit = self.config.batch_size
-        claimed = await self.in_transaction(lambda conn: self._claim(conn, limit, ()))
+        done = list(self._done)
+        claimed = await self.in_transaction(lambda conn: self._claim(conn, limit, (), done))
+        del self._done[: len(done)]
         gate = asyncio.Semaphore(self.config.concurrency)
 
         async def work(items: Claimed) -> None:
             async with gate:
                 for command, target in items:
                     await self._process(command, target)
+                    self._done.append((command.id, command.next_attempt_at))
 
         await asyncio.gather(*(work(items) for items in _by_meter(claimed).values()))
+        # Let go of the meters now: a caller that works one batch and stops (the CLI, a test)
+        # must not hold them from another executor until the lease ends. run() does it in its
+        # next claim instead, without a transaction of its own.
+        await self._release_done()
         return len(claimed)
 
-    def _claim(self, conn: Connection, limit: int, busy: Collection[int]) -> Claimed:
+    def _claim(
+        self,
+        conn: Connection,
+        limit: int,
+        busy: Collection[int],
+        done: list[tuple[int, datetime]],
+    ) -> Claimed:
+        claiming.release(conn, done)
         lease = timedelta(seconds=self.config.lease_s)
         return claiming.claim_batch(
             conn, now=self.clock(), limit=limit, lease=lease, skip_meters=busy

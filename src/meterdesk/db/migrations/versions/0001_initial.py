@@ -807,6 +807,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("sent_at", sa.BigInteger(), nullable=True),
         sa.Column("finished_at", sa.BigInteger(), nullable=True),
+        sa.Column("worked_until", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["meter_id"], ["meters.id"], name=op.f("fk_commands_meter_id_meters")
         ),
@@ -827,6 +828,13 @@ def upgrade() -> None:
         batch_op.create_index("ix_commands_org_id", ["organisation_id", "id"], unique=False)
         batch_op.create_index(
             "ix_commands_org_status_id", ["organisation_id", "status", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_commands_worked",
+            ["meter_id", "worked_until"],
+            unique=False,
+            sqlite_where=sa.text("worked_until IS NOT NULL"),
+            postgresql_where=sa.text("worked_until IS NOT NULL"),
         )
 
     op.create_table(
@@ -1213,6 +1221,11 @@ def downgrade() -> None:
     op.drop_table("meter_assignments")
     op.drop_table("device_status")
     with op.batch_alter_table("commands", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_commands_worked",
+            sqlite_where=sa.text("worked_until IS NOT NULL"),
+            postgresql_where=sa.text("worked_until IS NOT NULL"),
+        )
         batch_op.drop_index("ix_commands_org_status_id")
         batch_op.drop_index("ix_commands_org_id")
         batch_op.drop_index("ix_commands_meter_finished")
