@@ -113,6 +113,6 @@ def notice_rows(db: Database, notice_id: int | None = None) -> list[dict[str, An
     table = notification_outbox
     query = select(table).where(table.c.event_kind == "system_notice").order_by(table.c.id)
     if notice_id is not None:
-        query = query.where(table.c.event_key == f"notice:{notice_id}")
+        query = query.where(table.c.event_key.startswith(f"notice:{notice_id}:"))
     with db.read() as conn:
         return [dict(row) for row in conn.execute(query).mappings()]

@@ -164,6 +164,16 @@ def test_chosen_channels_restrict_the_person_channels(db: Database) -> None:
     }
 
 
+def test_the_log_gets_one_message_per_tenant_like_every_customer_event(db: Database) -> None:
+    world = make_world(db)
+    found, _ = send(db, world)
+    logged = [r for r in notice_rows(db, found["id"]) if r["channel"] == "log"]
+    rooms = {r["account_id"] for r in logged}
+    # zhang's first room only (two rooms in B: once), anna's
+    assert len(logged) == 2 and len(rooms) == 2
+    assert found["delivery"]["pending"] == 4  # 2 SMS and 2 log messages
+
+
 @pytest.mark.parametrize(
     ("room", "words"),
     [

@@ -15,7 +15,8 @@ NOTICE = ["--subject", "B1 停水检修", "--text", "12 月 9 日 9:00–12:00 �
 
 
 def test_an_operator_sends_lists_and_shows_notices(data_dir: Path, tmp_path: Path) -> None:
-    open_account(set_up_places(tmp_path))
+    customer = set_up_places(tmp_path)
+    open_account(customer)
     run("notification", "channel", "set", "log", *ORG, "--provider", "log")
 
     sent = run_json("notice", "send", *ORG, "--building", "Park/B1", *NOTICE, "--key", "n-1")
@@ -24,7 +25,10 @@ def test_an_operator_sends_lists_and_shows_notices(data_dir: Path, tmp_path: Pat
     again = run("notice", "send", *ORG, "--building", "Park/B1", *NOTICE, "--key", "n-1").stdout
     assert f"notice #{sent['id']} was already sent with this key" in again
     (message,) = run_json("notification", "log", *ORG, "--event", "system_notice")
-    assert message["event_key"] == f"notice:{sent['id']}" and message["urgency"] == "normal"
+    assert (
+        message["event_key"] == f"notice:{sent['id']}:customer:{customer}"
+        and message["urgency"] == "normal"
+    )
 
     urgent = run_json(
         "notice", "send", *ORG, "--room", "Park/B1/F1/101", "--subject", "现在停水",

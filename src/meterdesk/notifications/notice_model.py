@@ -10,6 +10,8 @@ Invariants:
 - Channels, when chosen, are person channels (SMS, voice, e-mail, WeChat, push), each once; None
   means every channel the organisation subscribed to the event. The system channels (webhook,
   log) get every notice anyway, as they get every event.
+- A notice's messages have event keys ``notice:<id>:customer:<customer>`` (:func:`event_key`),
+  which sort together: its delivery counts are one index range (:func:`event_key_range`).
 - Two sends are "the same notice" (an idempotent repeat) when scope, subject, text, urgency and
   channels are equal: :func:`request_hash` of those, never of who sent it or when.
 """
@@ -159,6 +161,26 @@ def notice_request(
     )
 
 
-def event_key(notice_id: int) -> str:
-    """The outbox's event key of a notice's messages: what its delivery counts are read by."""
-    return f"notice:{notice_id}"
+def event_key(notice_id: int, customer_id: int) -> str:
+    """The outbox's event key of a notice's messages to one customer. Per customer, not per
+    notice: the dedupe key then still makes a customer with several rooms hear once per channel,
+    and the system channels (webhook, log), addressed by URL rather than by customer, get one
+    message per tenant as they do for every other customer event (an integrator forwards what
+    each tenant read), not one message for the whole notice."""
+    return f"{event_key_prefix(notice_id)}customer:{customer_id}"
+
+
+def event_key_prefix(notice_id: int) -> str:
+    return f"notice:{notice_id}:"
+
+
+def event_key_range(notice_id: int) -> tuple[str, str]:
+    """[low, high): every event key of the notice's messages, as an index range (";" follows
+    ":"), which a LIKE 'notice:12:%' is not on SQLite."""
+    prefix = event_key_prefix(notice_id)
+    return prefix, prefix[:-1] + ";"
+
+
+def notice_of(key: str) -> int:
+    """The notice id of one of its messages' event keys."""
+    return int(key.split(":")[1])

@@ -4,12 +4,13 @@
 A notice is one row in ``notices`` and one ``system_notice`` message per recipient and channel
 in the outbox, all written in ONE transaction (one queueing request per open account in scope,
 queued as one batch): either the notice exists with every message, or nothing does. The
-outbox's dedupe key (organisation, event, ``notice:<id>``, customer, channel) makes a tenant
-with several rooms in scope hear once per channel.
+outbox's dedupe key (organisation, event, ``notice:<id>:customer:<customer>``, recipient,
+channel) makes a tenant with several rooms in scope hear once per channel; the webhook and log
+get one message per tenant, as for every customer event.
 
 A repeat with the same idempotency key answers the first notice and queues nothing (a double
 click must not text 300 tenants twice); the same key with another notice is refused. Delivery
-counts per notice are read from its outbox rows by event kind and key.
+counts per notice are read from its outbox rows by event kind and key range.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
@@ -100,14 +101,13 @@ def _send_in(
         )
         .returning(notices.c.id)
     ).scalar_one()
-    event_key = notice_model.event_key(int(notice_id))
     params = {"subject": request.subject, "text": request.text}
     urgency = Urgency.URGENT if request.urgent else None
     batch = [
         queueing.NewNotification(
             organisation_id,
             EventKind.SYSTEM_NOTICE.value,
-            event_key,
+            notice_model.event_key(int(notice_id), r.customer_id),
             params,
             account_id=r.account_id,
             channels=channels,
@@ -147,18 +147,23 @@ def delivery_counts(
     if not notice_ids:
         return counts
     table = notification_outbox
-    by_key = {notice_model.event_key(n): n for n in notice_ids}
+    ranges = [notice_model.event_key_range(n) for n in notice_ids]
     rows = conn.execute(
         select(table.c.event_key, table.c.status, func.count())
         .where(
             table.c.event_kind == EventKind.SYSTEM_NOTICE.value,
-            table.c.event_key.in_(sorted(by_key)),
+            or_(
+                *(and_(table.c.event_key >= low, table.c.event_key < high) for low, high in ranges)
+            ),
             table.c.organisation_id == organisation_id,
         )
         .group_by(table.c.event_key, table.c.status)
     ).all()
+    # One row per customer and status: summed here, the notice id read back from the key.
     for event_key, status, count in rows:
-        counts[by_key[str(event_key)]][str(status)] = int(count)
+        found = counts.get(notice_model.notice_of(str(event_key)))
+        if found is not None:
+            found[str(status)] += int(count)
     return counts
 
 

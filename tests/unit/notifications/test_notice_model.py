@@ -86,4 +86,10 @@ def test_idempotency_keys_and_event_keys() -> None:
     for bad in ("", " ", "k" * 101, "a\tb"):
         with pytest.raises(ValidationError):
             notice_model.idempotency_key(bad)
-    assert notice_model.event_key(12) == "notice:12"
+    assert notice_model.event_key(12, 5) == "notice:12:customer:5"
+    assert notice_model.notice_of("notice:12:customer:5") == 12
+    low, high = notice_model.event_key_range(12)
+    assert low <= notice_model.event_key(12, 5) < high
+    assert low <= notice_model.event_key(12, 10**9) < high
+    for other in (notice_model.event_key(120, 5), notice_model.event_key(1, 5), "notice:12"):
+        assert not low <= other < high, other

@@ -78,7 +78,7 @@ def test_urgent_and_chosen_channels_are_kept(world: World) -> None:
         urgencies = set(
             conn.execute(
                 select(notification_outbox.c.urgency).where(
-                    notification_outbox.c.event_key == f"notice:{sent.json()['id']}"
+                    notification_outbox.c.event_key.startswith(f"notice:{sent.json()['id']}:")
                 )
             ).scalars()
         )
