@@ -86,12 +86,35 @@ def _room_ids(caller: Caller, text: str | None) -> list[int]:
     return [found[name][0] for name in names]
 
 
+def _named(
+    caller: Caller, found: list[dict[str, Any]], places: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Each notice with the names of the places it went to (its ids are what is stored)."""
+    paths = {
+        kind: {int(p["id"]): str(p["path"]) for p in places[f"{kind}s"]}
+        for kind in ("site", "building", "floor")
+    }
+    wanted = {i for n in found if n["scope_kind"] == "rooms" for i in n["scope_ids"]}
+    with caller.db.read() as conn:
+        paths["rooms"] = {
+            int(row.id): str(row.name)
+            for row in conn.execute(select(rooms.c.id, rooms.c.name).where(rooms.c.id.in_(wanted)))
+        }
+    return [
+        {
+            **n,
+            "scope_names": [paths.get(n["scope_kind"], {}).get(i, f"#{i}") for i in n["scope_ids"]],
+        }
+        for n in found
+    ]
+
+
 def _panel(caller: Caller, sent: dict[str, Any] | None = None) -> dict[str, Any]:
+    places = _places(caller)
+    found = notices.list_notices(caller.db, organisation_id=caller.organisation_id, limit=LISTED)
     return {
-        "notices": notices.list_notices(
-            caller.db, organisation_id=caller.organisation_id, limit=LISTED
-        ),
-        "places": _places(caller),
+        "notices": _named(caller, found, places),
+        "places": places,
         "scopes": SCOPES,
         "channels": CHANNELS,
         "key": new_key(),
