@@ -2,8 +2,9 @@
 looking at what we build.
 
     METERDESK_DATA_DIR=/tmp/shots .venv/bin/meterdesk demo --hours 48 --speed 0
-    .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots \
-        [rooms,notifications,alarms,desk,quantity,notices]
+    .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots GROUPS
+
+where GROUPS is some of rooms,notifications,alarms,desk,quantity,notices (default: all).
 
 It copies the demo's database, gives room A-203's meter live values, adds notification channels
 and a day of messages (delivered, failed, waiting), serves the console on a free loopback port,
