@@ -88,6 +88,32 @@ def test_a_repeat_with_its_key_queues_nothing_and_another_text_is_refused(db: Da
     assert notice_rows(db) == before and count(db, notices_table) == 1
 
 
+def test_the_same_key_sent_at_the_same_moment_answers_the_first(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both sends read "no notice under this key" before either committed: the second's insert
+    meets the first's row (the unique key) and it answers the first notice."""
+    world = make_world(db)
+    original = notices._replay
+    calls: list[int] = []
+
+    def unseen_at_first(*arguments: Any) -> int | None:
+        calls.append(1)
+        return None if len(calls) in (1, 2) else original(*arguments)
+
+    monkeypatch.setattr(notices, "_replay", unseen_at_first)
+    first, first_replayed = send(db, world)
+    messages = notice_rows(db)
+    second, second_replayed = send(db, world)
+    assert (first_replayed, second_replayed) == (False, True) and second["id"] == first["id"]
+    assert count(db, notices_table) == 1 and notice_rows(db) == messages
+    with pytest.raises(IdempotencyConflictError):
+        calls.clear()
+        calls.append(1)  # the next read inside the transaction sees nothing, the one after does
+        send(db, world, body="另一段文字")
+    assert count(db, notices_table) == 1
+
+
 def test_a_failure_midway_leaves_neither_notice_nor_message(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,17 +42,16 @@ def send_notice(
     try:
         with db.transaction() as conn:
             earlier = _replay(conn, organisation_id, key, request)
-            if earlier is None:
-                notice_id = _send_in(conn, db, organisation_id, request, key, actor)
+            found = earlier or _send_in(conn, db, organisation_id, request, key, actor)
     except IntegrityError:
-        # The same key sent at the same moment (two clicks, two servers): the first committed.
+        # The same key sent at the same moment (two clicks, two servers): the first committed
+        # while this one wrote; it answers the first (or refuses another notice under its key).
         with db.read() as conn:
             earlier = _replay(conn, organisation_id, key, request)
         if earlier is None:
             raise
-    if earlier is not None:
-        return get_notice(db, organisation_id=organisation_id, notice_id=earlier), True
-    return get_notice(db, organisation_id=organisation_id, notice_id=notice_id), False
+        found = earlier
+    return get_notice(db, organisation_id=organisation_id, notice_id=found), earlier is not None
 
 
 def _replay(conn: Connection, organisation_id: int, key: str, request: NoticeRequest) -> int | None:
