@@ -118,14 +118,21 @@ def test_a_failure_midway_leaves_neither_notice_nor_message(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world = make_world(db)
+    original = queueing.enqueue_many_in
+    written: list[int] = []
 
-    def boom(*_: Any, **__: Any) -> list[int]:
-        raise RuntimeError("the outbox went away")
+    def boom(*arguments: Any) -> list[int]:
+        written.extend(original(*arguments))  # the notice and its messages are written ...
+        raise RuntimeError("the process died")  # ... and the transaction never commits
 
     monkeypatch.setattr(queueing, "enqueue_many_in", boom)
     with pytest.raises(RuntimeError):
         send(db, world)
+    assert len(written) == 4  # zhang and anna on SMS and the log
     assert count(db, notices_table) == 0 and notice_rows(db) == []
+    with db.read() as conn:
+        audited = select(func.count()).where(audit_log.c.action == "notices.send")
+        assert conn.execute(audited).scalar_one() == 0
 
 
 def test_a_scope_without_open_accounts_or_of_another_organisation_writes_nothing(
