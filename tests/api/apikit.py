@@ -36,7 +36,7 @@ from meterdesk.db.metadata import load_all_tables
 from meterdesk.devices import service as devices
 from meterdesk.devices.commands import service as commands
 from meterdesk.metering import service as metering
-from meterdesk.notifications import configuration
+from meterdesk.notifications import configuration, notice_model, notices
 from meterdesk.notifications import queueing as notifications
 from meterdesk.settings import Settings
 from meterdesk.shared.time import FakeClock
@@ -87,6 +87,7 @@ class Org:
     alarm_plan_id: int = 0
     friendly_profile_id: int = 0
     notification_id: int = 0
+    notice_id: int = 0
     user_ids: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     token_ids: dict[str, int] = field(default_factory=dict)
@@ -123,6 +124,7 @@ class Org:
             "alarm_plan_id": self.alarm_plan_id,
             "friendly_profile_id": self.friendly_profile_id,
             "notification_id": self.notification_id,
+            "notice_id": self.notice_id,
             # Not ids: the same name in every organisation, scoped by the caller's.
             "channel": "log",
             "day": "2026-10-01",
@@ -251,6 +253,15 @@ def _devices_and_control(db: Database, org: Org) -> None:
         name=org.name("National Day"),
         actor="setup",
     )
+    # Sent before any channel exists: the notice is there, its messages are not (the message
+    # log tests count the one recharge message below).
+    request = notice_model.notice_request(
+        scope_kind="site", scope_ids=[org.site_id], subject_text="停水通知", body="明天停水。"
+    )
+    sent, _ = notices.send_notice(
+        db, organisation_id=org.id, request=request, key="setup-notice", actor="setup"
+    )
+    org.notice_id = int(sent["id"])
     configuration.configure_channel(
         db, organisation_id=org.id, channel="log", provider="log", actor="setup"
     )

@@ -2,7 +2,9 @@
 looking at what we build.
 
     METERDESK_DATA_DIR=/tmp/shots .venv/bin/meterdesk demo --hours 48 --speed 0
-    .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots [rooms,notifications,alarms,desk,quantity]
+    .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots GROUPS
+
+where GROUPS is some of rooms,notifications,alarms,desk,quantity,notices (default: all).
 
 It copies the demo's database, gives room A-203's meter live values, adds notification channels
 and a day of messages (delivered, failed, waiting), serves the console on a free loopback port,
@@ -318,12 +320,58 @@ def _quantity_room(db: Any) -> int:
     return room
 
 
+def notice_screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
+    """System notices: two sent (the first time), the page with their counts, then the form
+    refusing a subject that is too long."""
+    _notices(db)
+    shoot(page, f"{base}/notices", f"{lang}-notices", out, full=True)
+    page.check("input[name=scope][value=building]")
+    page.fill("input[name=subject]", "停" * 61)
+    page.evaluate("document.querySelector('input[name=subject]').removeAttribute('maxlength')")
+    page.fill("input[name=subject]", "停" * 61)
+    page.fill("textarea[name=text]", "明天停水。")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button[type=submit].primary")
+    page.wait_for_selector("#notice-errors .alert")
+    page.screenshot(path=str(out / f"{lang}-notices-error.png"), full_page=True)
+    print(out / f"{lang}-notices-error.png")
+
+
+def _notices(db: Any) -> None:
+    from meterdesk.notifications import notice_model, notices
+
+    sent = (
+        (
+            "building",
+            [2],
+            "B1 栋停水检修",
+            "12 月 9 日 9:00–12:00 B1 栋停水检修，请提前储水。",
+            False,
+        ),
+        (
+            "organisation",
+            [],
+            "电价调整通知",
+            "自 2027 年 1 月 1 日起商业电价调整，详见公告栏。",
+            True,
+        ),
+    )
+    for number, (kind, ids, subject, text, urgent) in enumerate(sent):
+        request = notice_model.notice_request(
+            scope_kind=kind, scope_ids=ids, subject_text=subject, body=text, urgent=urgent
+        )
+        notices.send_notice(
+            db, organisation_id=1, request=request, key=f"shots-{number}", actor="admin"
+        )
+
+
 GROUPS = {
     "rooms": screens,
     "notifications": notification_screens,
     "alarms": alarm_screens,
     "desk": desk_screens,
     "quantity": quantity_screens,
+    "notices": notice_screens,
 }
 
 

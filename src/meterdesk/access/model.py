@@ -62,7 +62,7 @@ class Permission(StrEnum):
     READINGS_WRITE = "readings.write"  # ingest a batch of readings
     QUARANTINE_WRITE = "quarantine.write"  # release / discard
     USERS_MANAGE = "users.manage"  # members, roles, passwords, API tokens
-    NOTIFICATIONS_WRITE = "notifications.write"  # send a failed message again
+    NOTIFICATIONS_WRITE = "notifications.write"  # send a failed message again, a system notice
     SETTINGS_WRITE = "settings.write"  # notification channels and quiet hours
 
 

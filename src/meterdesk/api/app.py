@@ -19,6 +19,7 @@ from meterdesk.api.routers import (
     devices,
     meters,
     money,
+    notices,
     notifications,
     places,
     presets,
@@ -47,6 +48,7 @@ ROUTERS = (
     commands.router,
     control.router,
     notifications.router,
+    notices.router,
 )
 DESCRIPTION = """Prepaid water & electricity: places, meters, tariffs, accounts, money, devices,
 commands, supply control and notifications.

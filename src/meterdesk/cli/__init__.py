@@ -13,6 +13,7 @@ from meterdesk.cli import (
     control,
     devices,
     listings,
+    notices,
     places,
     readings,
     tariff_change,
@@ -58,6 +59,7 @@ cli.add_typer(control.holiday_cli, name="holiday")
 cli.command("emergency-credit")(control.emergency)
 cli.command("control-tick")(control.tick_command)
 cli.add_typer(notification_commands.notification_cli, name="notification")
+cli.add_typer(notices.notice_cli, name="notice")
 places.org_cli.command("list")(listings.org_list)
 places.site_cli.command("list")(listings.site_list)
 places.building_cli.command("list")(listings.building_list)

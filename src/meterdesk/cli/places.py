@@ -69,7 +69,7 @@ def building_id(org: int, site: str, name: str) -> int:
     return int(found)
 
 
-def _floor_id(org: int, site: str, building: str, name: str) -> int:
+def floor_id(org: int, site: str, building: str, name: str) -> int:
     with app().db.read() as conn:
         found = conn.execute(
             select(floors.c.id).where(
@@ -175,7 +175,7 @@ def room_create(
         new = sites.create_room(
             app().db,
             organisation_id=o,
-            floor_id=_floor_id(o, site, building, floor),
+            floor_id=floor_id(o, site, building, floor),
             name=name,
             kind=kind,
             area_m2=area,

@@ -90,6 +90,7 @@ class EventKind(StrEnum):
     GATEWAY_OFFLINE = "gateway_offline"
     METER_MONEY_DIFFERS = "meter_money_differs"  # 表端计费: the meter's money ≠ the platform's
     CHANNEL_TEST = "channel_test"  # 测试消息: an operator checks that a channel delivers
+    SYSTEM_NOTICE = "system_notice"  # 系统通知 / 公告: an operator tells the tenants of a scope
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ EVENTS: dict[EventKind, EventSpec] = {
     EventKind.METER_MONEY_DIFFERS: EventSpec("meter_money_differs", _N, _O),
     # Sent at once, quiet hours or not: the operator is waiting for it.
     EventKind.CHANNEL_TEST: EventSpec("channel_test", _U, _O),
+    # "电价调整通知" can wait for the morning; the operator marks "停水 now" urgent (urgency_for).
+    EventKind.SYSTEM_NOTICE: EventSpec("system_notice", _N, _C),
 }
 
 #: The events a channel can subscribe to: a test message goes to the one address it is sent to.

@@ -11,6 +11,8 @@
   provider, non-secret settings (JSON), and ``secret_refs`` — the *names* of the environment
   variables that hold the secrets. Secret values never go into the database.
 - ``notification_quiet_hours``: per organisation, a daily window of local wall time.
+- ``notices``: the system notices (系统通知) operators sent to the tenants of a scope; their
+  messages are outbox rows with event ``system_notice`` and event key ``notice:<id>``.
 """
 
 from __future__ import annotations
@@ -89,6 +91,14 @@ Index(
     notification_outbox.c.id,
 )
 
+# A notice's delivery counts (and any one event's messages): by (event kind, event key), not by
+# walking the organisation's whole outbox.
+Index(
+    "ix_notification_outbox_event",
+    notification_outbox.c.event_kind,
+    notification_outbox.c.event_key,
+)
+
 notification_log = Table(
     "notification_log",
     metadata,
@@ -132,3 +142,30 @@ notification_quiet_hours = Table(
     Column("updated_at", Instant, nullable=False),
     Column("updated_by", String(100), nullable=False),
 )
+
+notices = Table(
+    "notices",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("scope_kind", String(12), nullable=False),
+    Column("scope_ids", Text, nullable=False),  # JSON list of site/building/floor/room ids
+    Column("subject", String(60), nullable=False),
+    Column("text", Text, nullable=False),  # at most 500 characters (notice_model)
+    Column("urgent", Boolean, nullable=False),
+    Column("channels", Text, nullable=True),  # JSON list of person channels; NULL: subscribed ones
+    Column("idempotency_key", String(100), nullable=False),
+    # What makes a repeat "the same notice" (notice_model.NoticeRequest.request_hash).
+    Column("request_hash", String(64), nullable=False),
+    Column("recipient_count", Integer, nullable=False),  # customers of the open accounts in scope
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", Instant, nullable=False),
+    # A double click must not text 300 tenants twice: one notice per key in an organisation.
+    UniqueConstraint("organisation_id", "idempotency_key"),
+    CheckConstraint(
+        "scope_kind IN ('organisation', 'site', 'building', 'floor', 'rooms')", name="scope_kind"
+    ),
+    CheckConstraint("recipient_count >= 0", name="recipient_count"),
+)
+# The list, newest first.
+Index("ix_notices_org_id", notices.c.organisation_id, notices.c.id)

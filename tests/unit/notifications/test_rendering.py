@@ -30,6 +30,7 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
     EventKind.GATEWAY_OFFLINE: {"gateway": "GW-01"},
     EventKind.METER_MONEY_DIFFERS: {"meter": "M1", "meter_money": "80.00", "expected": "93.46"},
     EventKind.CHANNEL_TEST: {"channel": "email", "actor": "admin@demo"},
+    EventKind.SYSTEM_NOTICE: {"subject": "B 栋停水检修", "text": "12 月 9 日 9:00–12:00 停水。"},
 }
 RENDERER = Renderer()
 
@@ -141,3 +142,17 @@ def test_an_override_directory_wins_and_stays_in_the_sandbox(tmp_path: Path) -> 
     )
     with pytest.raises(RenderError):
         renderer.render(template="supply_cut", language="en", params=params, tz=SHANGHAI)
+
+
+def test_a_system_notice_says_its_subject_and_text_after_the_organisation() -> None:
+    chinese, english = (
+        render(EventKind.SYSTEM_NOTICE, "zh-CN"),
+        render(EventKind.SYSTEM_NOTICE, "en"),
+    )
+    assert chinese.subject == "【示例物业】B 栋停水检修"
+    assert chinese.text == "【示例物业】B 栋停水检修：12 月 9 日 9:00–12:00 停水。"
+    assert english.subject == "[示例物业] B 栋停水检修"
+    assert "12 月 9 日 9:00–12:00 停水。" in english.voice and "B 栋停水检修" in chinese.voice
+    assert model.urgency_of(EventKind.SYSTEM_NOTICE) is model.Urgency.NORMAL
+    assert model.audience_of(EventKind.SYSTEM_NOTICE) is model.Audience.CUSTOMER
+    assert EventKind.SYSTEM_NOTICE in model.SUBSCRIBABLE_EVENTS

@@ -24,6 +24,7 @@ EventName = Literal[
     "meter_offline",
     "gateway_offline",
     "meter_money_differs",
+    "system_notice",
 ]
 Variable = Annotated[
     str,

@@ -9,6 +9,7 @@ from meterdesk.web.routes import (
     auth,
     devices,
     monitor,
+    notices,
     notifications,
     policy,
     presets,
@@ -31,4 +32,5 @@ ROUTERS = (
     tariffs.router,
     devices.router,
     notifications.router,
+    notices.router,
 )

@@ -374,6 +374,41 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "notices",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("scope_kind", sa.String(length=12), nullable=False),
+        sa.Column("scope_ids", sa.Text(), nullable=False),
+        sa.Column("subject", sa.String(length=60), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("urgent", sa.Boolean(), nullable=False),
+        sa.Column("channels", sa.Text(), nullable=True),
+        sa.Column("idempotency_key", sa.String(length=100), nullable=False),
+        sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("recipient_count", sa.Integer(), nullable=False),
+        sa.Column("created_by", sa.String(length=100), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint(
+            "scope_kind IN ('organisation', 'site', 'building', 'floor', 'rooms')",
+            name=op.f("ck_notices_scope_kind"),
+        ),
+        sa.CheckConstraint("recipient_count >= 0", name=op.f("ck_notices_recipient_count")),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_notices_organisation_id_organisations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notices")),
+        sa.UniqueConstraint(
+            "organisation_id",
+            "idempotency_key",
+            name=op.f("uq_notices_organisation_id_idempotency_key"),
+        ),
+    )
+    with op.batch_alter_table("notices", schema=None) as batch_op:
+        batch_op.create_index("ix_notices_org_id", ["organisation_id", "id"], unique=False)
+
+    op.create_table(
         "notification_channel_settings",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("organisation_id", sa.Integer(), nullable=False),
@@ -990,6 +1025,9 @@ def upgrade() -> None:
             "ix_notification_outbox_due", ["status", "next_attempt_at"], unique=False
         )
         batch_op.create_index(
+            "ix_notification_outbox_event", ["event_kind", "event_key"], unique=False
+        )
+        batch_op.create_index(
             "ix_notification_outbox_org_created_id",
             ["organisation_id", "created_at", "id"],
             unique=False,
@@ -1199,6 +1237,7 @@ def downgrade() -> None:
     with op.batch_alter_table("notification_outbox", schema=None) as batch_op:
         batch_op.drop_index("ix_notification_outbox_org_id")
         batch_op.drop_index("ix_notification_outbox_org_created_id")
+        batch_op.drop_index("ix_notification_outbox_event")
         batch_op.drop_index("ix_notification_outbox_due")
         batch_op.drop_index(batch_op.f("ix_notification_outbox_customer_id"))
         batch_op.drop_index(batch_op.f("ix_notification_outbox_account_id"))
@@ -1292,6 +1331,10 @@ def downgrade() -> None:
     op.drop_table("sessions")
     op.drop_table("notification_quiet_hours")
     op.drop_table("notification_channel_settings")
+    with op.batch_alter_table("notices", schema=None) as batch_op:
+        batch_op.drop_index("ix_notices_org_id")
+
+    op.drop_table("notices")
     with op.batch_alter_table("memberships", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_memberships_organisation_id"))
 
