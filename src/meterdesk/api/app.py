@@ -24,6 +24,7 @@ from meterdesk.api.routers import (
     presets,
     readings,
     session,
+    summaries,
     tariffs,
     users,
 )
@@ -47,6 +48,7 @@ ROUTERS = (
     commands.router,
     control.router,
     notifications.router,
+    summaries.router,
 )
 DESCRIPTION = """Prepaid water & electricity: places, meters, tariffs, accounts, money, devices,
 commands, supply control and notifications.

@@ -15,6 +15,7 @@ from meterdesk.cli import (
     listings,
     places,
     readings,
+    summaries,
     tariff_change,
     tariffs,
     users,
@@ -58,6 +59,7 @@ cli.add_typer(control.holiday_cli, name="holiday")
 cli.command("emergency-credit")(control.emergency)
 cli.command("control-tick")(control.tick_command)
 cli.add_typer(notification_commands.notification_cli, name="notification")
+notification_commands.notification_cli.add_typer(summaries.summaries_cli, name="summaries")
 places.org_cli.command("list")(listings.org_list)
 places.site_cli.command("list")(listings.site_list)
 places.building_cli.command("list")(listings.building_list)

@@ -90,6 +90,7 @@ class EventKind(StrEnum):
     GATEWAY_OFFLINE = "gateway_offline"
     METER_MONEY_DIFFERS = "meter_money_differs"  # 表端计费: the meter's money ≠ the platform's
     CHANNEL_TEST = "channel_test"  # 测试消息: an operator checks that a channel delivers
+    DEDUCTION_SUMMARY = "deduction_summary"  # 扣费通知: a day's or month's use, cost, balance
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ EVENTS: dict[EventKind, EventSpec] = {
     EventKind.METER_MONEY_DIFFERS: EventSpec("meter_money_differs", _N, _O),
     # Sent at once, quiet hours or not: the operator is waiting for it.
     EventKind.CHANNEL_TEST: EventSpec("channel_test", _U, _O),
+    # A receipt for yesterday or last month: it can wait for the morning.
+    EventKind.DEDUCTION_SUMMARY: EventSpec("deduction_summary", _N, _C),
 }
 
 #: The events a channel can subscribe to: a test message goes to the one address it is sent to.

@@ -11,6 +11,8 @@
   provider, non-secret settings (JSON), and ``secret_refs`` — the *names* of the environment
   variables that hold the secrets. Secret values never go into the database.
 - ``notification_quiet_hours``: per organisation, a daily window of local wall time.
+- ``notification_summaries``: per organisation, how often its tenants get a deduction summary
+  (扣费通知); no row: never (the default, since every summary is an SMS someone pays for).
 """
 
 from __future__ import annotations
@@ -131,4 +133,14 @@ notification_quiet_hours = Table(
     Column("end_local", String(5), nullable=False),  # "07:00"
     Column("updated_at", Instant, nullable=False),
     Column("updated_by", String(100), nullable=False),
+)
+
+notification_summaries = Table(
+    "notification_summaries",
+    metadata,
+    Column("organisation_id", ForeignKey("organisations.id"), primary_key=True),
+    Column("cadence", String(10), nullable=False),  # daily | monthly ("off" is no row)
+    Column("updated_at", Instant, nullable=False),
+    Column("updated_by", String(100), nullable=False),
+    CheckConstraint("cadence IN ('daily', 'monthly')", name="cadence"),
 )

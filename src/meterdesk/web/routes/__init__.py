@@ -14,6 +14,7 @@ from meterdesk.web.routes import (
     presets,
     room,
     statement,
+    summaries,
     tariffs,
     wizard,
 )
@@ -31,4 +32,5 @@ ROUTERS = (
     tariffs.router,
     devices.router,
     notifications.router,
+    summaries.router,
 )
