@@ -309,6 +309,7 @@ class Runtime:
                 log.exception("deduction summaries failed; trying again at the next check")
             else:
                 self.stats.summaries_queued += report.queued
+                self.stats.summary_errors += report.failed
             await _wait(stop, self.settings.summary_check_s / self.settings.speed)
 
     # --- gateway watchdog -----------------------------------------------------------------

@@ -37,9 +37,10 @@ from meterdesk.notifications.configuration import configure_channel
 from meterdesk.notifications.dispatcher import Dispatcher
 from meterdesk.notifications.model import Channel
 from meterdesk.notifications.tables import notification_outbox
+from meterdesk.runtime import Runtime, RuntimeSettings
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.time import FakeClock
-from meterdesk.sites.tables import customers
+from meterdesk.sites.tables import customers, sites
 
 pytestmark = pytest.mark.integration
 
@@ -235,3 +236,63 @@ def test_a_quantity_account_hears_the_quantity_left(db: Database, clock: FakeClo
     (message,) = delivered(db)
     assert "用水 2.00 m³，扣费 10.00 元，当前剩余水量 8.00 m³。" in message.text
     assert "余额" not in message.text
+
+
+def test_a_run_process_does_not_read_a_summarised_period_again(
+    db: Database, clock: FakeClock
+) -> None:
+    park = Park(db, clock)
+    a_day_of_use(park)
+    park.summaries_on()
+    done: summaries.Done = set()
+    clock.now = local("2026-11-03 01:00")
+    first = summaries.send_due(db, done=done)
+    assert (first.queued, [p["period"] for p in first.periods]) == (1, ["2026-11-02"])
+    later = summaries.send_due(db, done=done)
+    assert (later.queued, later.already, later.periods) == (0, 0, [])  # not read at all
+
+
+def test_one_organisations_failure_does_not_stop_the_others(
+    db: Database, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = make_org(db, "Broken Co")  # first: its failure comes before the others' turn
+    tariff = make_tariff(db, broken, "power", flat_definition("0.70"))
+    open_account(db, broken, "B-1", [(make_meter(db, broken, "B1"), tariff, "0")])
+    with db.transaction() as conn:  # its site names a zone the system no longer knows
+        conn.execute(
+            sites.update().where(sites.c.id == broken.site_id).values(timezone="Mars/Base")
+        )
+    park = Park(db, clock)
+    a_day_of_use(park)
+    summary_settings.set_cadence(db, organisation_id=broken.id, value="daily", actor=ACTOR)
+    park.summaries_on()
+    report = park.send_at("2026-11-03 01:00")
+    assert (report.queued, report.failed) == (1, 1)
+    assert "deduction summaries of organisation" in caplog.text
+
+
+def test_meterdesk_runs_the_summaries_step(db: Database, clock: FakeClock) -> None:
+    park = Park(db, clock)
+    a_day_of_use(park)
+    park.summaries_on()
+    clock.now = local("2026-11-03 01:00")
+    log = Scripted([DeliveryResult("log")])
+    registry = ChannelRegistry(clock=clock, overrides={Channel.LOG: log})
+    runtime = Runtime(db, RuntimeSettings(dispatch_idle_s=0.05), clock=clock, registry=registry)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(runtime.run(stop))
+        try:
+            for _ in range(200):
+                if any(m.event_kind == "deduction_summary" for m in log.seen):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await running
+
+    asyncio.run(scenario())
+    assert (runtime.stats.summaries_queued, runtime.stats.summary_errors) == (1, 0)
+    (message,) = [m for m in log.seen if m.event_kind == "deduction_summary"]
+    assert "11月2日 用电 12.30 kWh" in message.text

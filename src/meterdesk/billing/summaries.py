@@ -16,6 +16,7 @@ organisation has summaries on, :func:`send_due` is one query of an empty table.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import MutableSet, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.time import zone
 from meterdesk.sites.tables import buildings, floors, organisations, rooms, sites
 
+log = logging.getLogger(__name__)
 EVENT = "deduction_summary"
 BATCH_SIZE = 500
 
@@ -56,6 +58,7 @@ class SummaryReport:
     queued: int = 0  # accounts with a message queued now
     already: int = 0  # accounts whose message was queued before (or no channel takes it)
     skipped: int = 0  # open accounts that used and were charged nothing in the period
+    failed: int = 0  # organisations whose summaries failed (``send_due`` only; logged)
 
 
 def send_due(
@@ -67,7 +70,14 @@ def send_due(
     with db.read() as conn:
         on = summary_settings.organisations_on(conn)
     for organisation_id, cadence in sorted(on.items()):
-        _send(db, organisation_id, cadence, None, now, report, done)
+        try:
+            _send(db, organisation_id, cadence, None, now, report, done)
+        except Exception:
+            # one organisation's trouble (a zone gone from the system's database, a batch the
+            # database refused) must not keep the others' tenants from theirs; tried again at
+            # the next check, and what was queued stays queued once
+            report.failed += 1
+            log.exception("deduction summaries of organisation %s failed", organisation_id)
     return report
 
 
