@@ -23,7 +23,7 @@ from builders import (
     reading,
     wallet,
 )
-from sqlalchemy import select
+from sqlalchemy import event, select
 from test_notifications_outbox import Scripted
 
 from meterdesk.billing import summaries
@@ -296,3 +296,38 @@ def test_meterdesk_runs_the_summaries_step(db: Database, clock: FakeClock) -> No
     assert (runtime.stats.summaries_queued, runtime.stats.summary_errors) == (1, 0)
     (message,) = [m for m in log.seen if m.event_kind == "deduction_summary"]
     assert "11月2日 用电 12.30 kWh" in message.text
+
+
+def _statements_to_summarise(db: Database, clock: FakeClock, name: str, tenants: int) -> int:
+    """Statements ``send`` runs for an organisation of ``tenants`` accounts that each used
+    electricity on 2 November."""
+    org = make_org(db, name)
+    configure_channel(db, organisation_id=org.id, channel="log", provider="log", actor=ACTOR)
+    tariff = make_tariff(db, org, "power", flat_definition("0.70"))
+    ingestor = Ingestor(db)
+    clock.now = local("2026-11-02 08:00")
+    meters = [make_meter(db, org, f"{name}-{n}") for n in range(tenants)]
+    for n, meter in enumerate(meters):
+        open_account(db, org, f"{name}-A{n}", [(meter, tariff, "0")], ingestor=ingestor)
+    clock.now = local("2026-11-02 20:00")
+    ingestor.ingest([reading(meter, clock.now, "5") for meter in meters])
+    summary_settings.set_cadence(db, organisation_id=org.id, value="daily", actor=ACTOR)
+    clock.now = local("2026-11-03 01:00")
+    seen: list[str] = []
+
+    def count(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        report = summaries.send(db, organisation_id=org.id)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert report.queued == tenants
+    return len(seen)
+
+
+def test_summarising_more_accounts_costs_no_more_statements(db: Database, clock: FakeClock) -> None:
+    few = _statements_to_summarise(db, clock, "Few", 2)
+    many = _statements_to_summarise(db, clock, "Many", 12)
+    assert few == many < 20
