@@ -18,6 +18,9 @@ It runs, side by side in one asyncio loop:
   price table of its tariff in force today written to it (:mod:`meterdesk.devices.price_sync`),
   and one whose money or purchases differ from the ledger's is announced to the operators
   (:mod:`meterdesk.devices.money_watch`).
+- the **deduction summaries** every ``summary_check_s``: for each organisation with summaries
+  on, the latest complete local day or month is summarised to each tenant who used anything
+  (:mod:`meterdesk.billing.summaries`); one query of an empty table while nobody has them on.
 - the **gateway watchdog** (:mod:`meterdesk.devices.gateway_watchdog`), when MQTT ingest runs here,
   every ``gateway_check_s``: an MQTT gateway silent for ``gateway_silence_s`` (or 3 of its report
   intervals, when longer) is marked lost with its meters and announced (``gateway_offline``).
@@ -40,7 +43,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from meterdesk.billing import control_tick
+from meterdesk.billing import control_tick, summaries
 from meterdesk.db import counters
 from meterdesk.db.database import Database
 from meterdesk.devices import gateway_watchdog, money_watch, price_sync
@@ -81,6 +84,8 @@ class RuntimeSettings:
     # how often meters that bill themselves are given their tariff's prices of today and
     # compared with the ledger (differences go to the operators)
     meter_billing_check_s: float = 3600.0
+    # how often the deduction summaries look for a newly complete day or month
+    summary_check_s: float = 300.0
     dispatch_idle_s: float = 1.0
     poller: PollerSettings = field(default_factory=PollerSettings)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -98,6 +103,8 @@ class RuntimeStats:
     price_writes_queued: int = 0  # write_prices for meters that bill themselves (price_sync)
     money_differences: int = 0  # meter_money_differs queued or already told today
     meter_billing_errors: int = 0
+    summaries_queued: int = 0  # deduction_summary messages queued
+    summary_errors: int = 0
     poller_reloads: int = 0
     reads: int = 0
     read_failures: int = 0
@@ -141,6 +148,7 @@ class Runtime:
             ("dispatcher", lambda: self.dispatcher.run(stop, idle_s=self.settings.dispatch_idle_s)),
             ("control tick", lambda: self._tick(stop)),
             ("meter billing", lambda: self._meter_billing(stop)),
+            ("summaries", lambda: self._summaries(stop)),
         ]
         mqtt = self.settings.mqtt
         if mqtt is not None:
@@ -286,6 +294,23 @@ class Runtime:
             else:
                 self.stats.money_differences += len(money.differing)
             await _wait(stop, self.settings.meter_billing_check_s / self.settings.speed)
+
+    # --- deduction summaries ---------------------------------------------------------------
+
+    async def _summaries(self, stop: asyncio.Event) -> None:
+        done: summaries.Done = set()  # periods this process has summarised: not read again
+        while not stop.is_set():
+            try:
+                report = await asyncio.to_thread(
+                    summaries.send_due, self.db, now=self.clock(), done=done
+                )
+            except Exception:
+                self.stats.summary_errors += 1
+                log.exception("deduction summaries failed; trying again at the next check")
+            else:
+                self.stats.summaries_queued += report.queued
+                self.stats.summary_errors += report.failed
+            await _wait(stop, self.settings.summary_check_s / self.settings.speed)
 
     # --- gateway watchdog -----------------------------------------------------------------
 

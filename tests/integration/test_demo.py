@@ -9,14 +9,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
 from typer.testing import CliRunner
 
-from meterdesk.billing import quantity
+from meterdesk.billing import quantity, summaries
 from meterdesk.billing.tables import account_controls, accounts, meter_assignments, quantity_lots
 from meterdesk.cli import cli
 from meterdesk.cli import common as cli_common
@@ -29,7 +31,8 @@ from meterdesk.demo.summary import summary_lines
 from meterdesk.devices.commands.service import send_command
 from meterdesk.devices.tables import commands, device_status
 from meterdesk.ledger.tables import ledger_accounts, transfers
-from meterdesk.metering.tables import meters
+from meterdesk.metering.tables import meters, readings
+from meterdesk.notifications import summary_settings
 from meterdesk.settings import Settings
 from meterdesk.shared.money import from_fen
 from meterdesk.shared.time import system_clock
@@ -325,3 +328,22 @@ def test_after_the_history_the_runtime_confirms_a_console_relay_command_in_real_
     run_demo(hours=1, speed=0, fresh=True, then=operator_cuts_a_room)
 
     assert seen["status"] == "confirmed"
+
+
+def test_the_demo_turns_daily_summaries_on_and_its_day_is_summarised_after_midnight(
+    a_day: Day,
+) -> None:
+    engine = build_engine(a_day.url)
+    try:
+        db = Database(engine, system_clock)
+        with db.read() as conn:
+            last = conn.execute(select(func.max(readings.c.measured_at))).scalar_one()
+            (org,) = conn.execute(select(organisations.c.id)).scalars().all()
+        assert summary_settings.cadence_of(db, organisation_id=org).value == "daily"
+        # the history stops at local midnight; an hour later ``run`` summarises its day
+        report = summaries.send_due(db, now=last + timedelta(hours=1))
+        assert report.queued > 50 and report.already == 0
+        day = (last - timedelta(minutes=1)).astimezone(ZoneInfo("Asia/Shanghai")).date()
+        assert [p["period"] for p in report.periods] == [day.isoformat()]
+    finally:
+        engine.dispose()

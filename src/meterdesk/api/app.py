@@ -25,6 +25,7 @@ from meterdesk.api.routers import (
     presets,
     readings,
     session,
+    summaries,
     tariffs,
     users,
 )
@@ -49,6 +50,7 @@ ROUTERS = (
     control.router,
     notifications.router,
     notices.router,
+    summaries.router,
 )
 DESCRIPTION = """Prepaid water & electricity: places, meters, tariffs, accounts, money, devices,
 commands, supply control and notifications.

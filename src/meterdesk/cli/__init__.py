@@ -16,6 +16,7 @@ from meterdesk.cli import (
     notices,
     places,
     readings,
+    summaries,
     tariff_change,
     tariffs,
     users,
@@ -60,6 +61,7 @@ cli.command("emergency-credit")(control.emergency)
 cli.command("control-tick")(control.tick_command)
 cli.add_typer(notification_commands.notification_cli, name="notification")
 cli.add_typer(notices.notice_cli, name="notice")
+notification_commands.notification_cli.add_typer(summaries.summaries_cli, name="summaries")
 places.org_cli.command("list")(listings.org_list)
 places.site_cli.command("list")(listings.site_list)
 places.building_cli.command("list")(listings.building_list)

@@ -1,6 +1,7 @@
 """``meterdesk notification log | show | retry | channel list|set|test | quiet-hours`` — the
 notification log (the outbox and each message's delivery attempts), sending a failed message
 again, channel settings, a test message per channel and quiet hours, from the shell (issue 4).
+``notification summaries`` (deduction summaries) is :mod:`meterdesk.cli.summaries`.
 
 Secrets are never typed here: ``--secret-ref NAME=VARIABLE`` names the environment variable that
 holds a secret (set it where ``meterdesk run`` runs); ``channel list`` shows each secret as that

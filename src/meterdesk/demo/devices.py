@@ -52,6 +52,7 @@ from meterdesk.notifications.channels.registry import ChannelRegistry
 from meterdesk.notifications.configuration import configure_channel
 from meterdesk.notifications.dispatcher import Dispatcher
 from meterdesk.notifications.model import Channel
+from meterdesk.notifications.summary_settings import set_cadence
 from meterdesk.notifications.tables import notification_outbox
 from meterdesk.runtime import Runtime, RuntimeSettings
 from meterdesk.shared.time import FakeClock, system_clock
@@ -241,6 +242,8 @@ class DemoDevices:
                 actor=ACTOR,
                 outbox=outbox,
             )
+        # each tenant hears yesterday's use and charges after local midnight (扣费通知)
+        set_cadence(db, organisation_id=org, value="daily", actor=ACTOR)
         self._log = self.log_path.open("a", encoding="utf-8")
         registry = ChannelRegistry(clock=db.clock, overrides={Channel.LOG: LogChannel(self._log)})
         self._dispatcher = Dispatcher(db, registry)
@@ -355,12 +358,19 @@ class DemoDevices:
                 )
                 .order_by(notification_outbox.c.id)
             ).all()
-        events = []
+        events, summaries = [], []
         for row in rows:
             self._seen_message = max(self._seen_message, int(row.id))
+            if row.event_kind == "deduction_summary":  # one line for the night's, not one each
+                summaries.append(row)
+                continue
             what = _MESSAGE_WORDS.get(row.event_kind, row.event_kind)
             text = f"message sent: {what} ({_who(row.params)})"
             events.append(DeviceEvent(row.sent_at, text, "message"))
+        if summaries:
+            period = json.loads(summaries[0].params).get("period", "")
+            text = f"messages sent: {period} deduction summaries to {len(summaries)} tenants"
+            events.append(DeviceEvent(summaries[-1].sent_at, text, "message"))
         return events
 
     # --- live -------------------------------------------------------------------------------

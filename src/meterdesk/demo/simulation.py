@@ -14,7 +14,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from meterdesk.billing import cashier, quantity
+from meterdesk.billing import cashier, quantity, summaries
 from meterdesk.billing.ingest import IngestReport
 from meterdesk.bootstrap import App
 from meterdesk.demo.devices import DemoDevices, DeviceEvent
@@ -213,6 +213,7 @@ class Simulation:
         self.watch = Watch(sample.tenants)
         self.desk = Desk(app, sample, tz)
         self._seen_quarantine: set[int] = set()
+        self._summarised: summaries.Done = set()  # the local days already summarised
         self.states = account_states(app.db, organisation_id=sample.organisation_id)
         self.watch.changes(clock.now, self.states)  # the starting point, not news
 
@@ -243,6 +244,9 @@ class Simulation:
         self.tally.add(report)
         if report.quarantined:
             events += self._quarantine_events(at)
+        # what ``meterdesk run``'s summaries step does: after local midnight, yesterday's
+        # deduction summaries (扣费通知), which the settle below delivers to the log
+        summaries.send_due(self.app.db, now=at, done=self._summarised)
         events += self._settle()
         self.states = account_states(self.app.db, organisation_id=self.sample.organisation_id)
         events += self.watch.changes(at, self.states)

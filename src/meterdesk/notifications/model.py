@@ -91,6 +91,7 @@ class EventKind(StrEnum):
     METER_MONEY_DIFFERS = "meter_money_differs"  # 表端计费: the meter's money ≠ the platform's
     CHANNEL_TEST = "channel_test"  # 测试消息: an operator checks that a channel delivers
     SYSTEM_NOTICE = "system_notice"  # 系统通知 / 公告: an operator tells the tenants of a scope
+    DEDUCTION_SUMMARY = "deduction_summary"  # 扣费通知: a day's or month's use, cost, balance
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ EVENTS: dict[EventKind, EventSpec] = {
     EventKind.CHANNEL_TEST: EventSpec("channel_test", _U, _O),
     # "电价调整通知" can wait for the morning; the operator marks "停水 now" urgent (urgency_for).
     EventKind.SYSTEM_NOTICE: EventSpec("system_notice", _N, _C),
+    # A receipt for yesterday or last month: it can wait for the morning.
+    EventKind.DEDUCTION_SUMMARY: EventSpec("deduction_summary", _N, _C),
 }
 
 #: The events a channel can subscribe to: a test message goes to the one address it is sent to.

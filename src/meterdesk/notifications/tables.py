@@ -12,7 +12,10 @@
   variables that hold the secrets. Secret values never go into the database.
 - ``notification_quiet_hours``: per organisation, a daily window of local wall time.
 - ``notices``: the system notices (系统通知) operators sent to the tenants of a scope; their
-  messages are outbox rows with event ``system_notice`` and event key ``notice:<id>``.
+  messages are outbox rows with event ``system_notice`` and event key
+  ``notice:<id>:customer:<customer id>``.
+- ``notification_summaries``: per organisation, how often its tenants get a deduction summary
+  (扣费通知); no row: never (the default, since every summary is an SMS someone pays for).
 """
 
 from __future__ import annotations
@@ -169,3 +172,12 @@ notices = Table(
 )
 # The list, newest first.
 Index("ix_notices_org_id", notices.c.organisation_id, notices.c.id)
+notification_summaries = Table(
+    "notification_summaries",
+    metadata,
+    Column("organisation_id", ForeignKey("organisations.id"), primary_key=True),
+    Column("cadence", String(10), nullable=False),  # daily | monthly ("off" is no row)
+    Column("updated_at", Instant, nullable=False),
+    Column("updated_by", String(100), nullable=False),
+    CheckConstraint("cadence IN ('daily', 'monthly')", name="cadence"),
+)

@@ -31,6 +31,16 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
     EventKind.METER_MONEY_DIFFERS: {"meter": "M1", "meter_money": "80.00", "expected": "93.46"},
     EventKind.CHANNEL_TEST: {"channel": "email", "actor": "admin@demo"},
     EventKind.SYSTEM_NOTICE: {"subject": "B 栋停水检修", "text": "12 月 9 日 9:00–12:00 停水。"},
+    EventKind.DEDUCTION_SUMMARY: {
+        "period": "2026-12-06",
+        "year": "2026",
+        "month": "12",
+        "day": "6",
+        "electricity_quantity": "12.30",
+        "electricity_amount": "8.40",
+        "electricity_unit": "kWh",
+        "balance": "95.10",
+    },
 }
 RENDERER = Renderer()
 

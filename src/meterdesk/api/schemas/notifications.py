@@ -25,6 +25,7 @@ EventName = Literal[
     "gateway_offline",
     "meter_money_differs",
     "system_notice",
+    "deduction_summary",
 ]
 Variable = Annotated[
     str,
@@ -142,3 +143,15 @@ class TestMessageIn(BaseModel):
         )
     )
     language: Literal["zh-CN", "en"] | None = Field(default=None, description="null: zh-CN")
+
+
+class SummariesIn(BaseModel):
+    model_config = examples({"cadence": "daily"}, {"cadence": "off"})
+    cadence: Literal["off", "daily", "monthly"] = Field(
+        description="deduction summaries (扣费通知) to tenants: off (the default), the previous "
+        "local day after each midnight, or the previous local month after it ends"
+    )
+
+
+class SummariesOut(BaseModel):
+    cadence: Literal["off", "daily", "monthly"]

@@ -15,6 +15,7 @@ from meterdesk.web.routes import (
     presets,
     room,
     statement,
+    summaries,
     tariffs,
     wizard,
 )
@@ -33,4 +34,5 @@ ROUTERS = (
     devices.router,
     notifications.router,
     notices.router,
+    summaries.router,
 )

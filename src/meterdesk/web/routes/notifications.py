@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 
 from meterdesk.api.deps import Caller, NotificationsWriter, Reader, SettingsWriter
 from meterdesk.api.routers import notifications as api
+from meterdesk.api.routers.summaries import get_summaries
 from meterdesk.api.schemas.common import BigId
 from meterdesk.api.schemas.notifications import (
     ChannelIn,
@@ -167,6 +168,7 @@ def settings_page(request: Request, caller: Reader) -> HTMLResponse:
     context = {
         "cards": [_card(c) for c in channels],
         "quiet": api.get_quiet_hours(caller),
+        "summaries": get_summaries(caller),
         "nav": "notifications",
     }
     return page(request, caller, "settings_notifications.html", context)

@@ -447,6 +447,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("organisation_id", name=op.f("pk_notification_quiet_hours")),
     )
     op.create_table(
+        "notification_summaries",
+        sa.Column("organisation_id", sa.Integer(), nullable=False),
+        sa.Column("cadence", sa.String(length=10), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.Column("updated_by", sa.String(length=100), nullable=False),
+        sa.CheckConstraint(
+            "cadence IN ('daily', 'monthly')", name=op.f("ck_notification_summaries_cadence")
+        ),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+            name=op.f("fk_notification_summaries_organisation_id_organisations"),
+        ),
+        sa.PrimaryKeyConstraint("organisation_id", name=op.f("pk_notification_summaries")),
+    )
+    op.create_table(
         "sessions",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
@@ -1329,6 +1345,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sessions_user_id"))
 
     op.drop_table("sessions")
+    op.drop_table("notification_summaries")
     op.drop_table("notification_quiet_hours")
     op.drop_table("notification_channel_settings")
     with op.batch_alter_table("notices", schema=None) as batch_op:
