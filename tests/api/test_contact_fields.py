@@ -176,3 +176,31 @@ def test_operator_addresses_and_test_message_addresses_are_checked(any_world: Wo
     assert sms["config"]["operator_addresses"] == ["+8613800138000"]
     test = any_world.client.post(f"{path}/test", json={"address": "+86 12345"}, headers=auth)
     refused(test, r"address: '\+86 12345' is not a valid number for CN")
+
+
+def test_a_customers_mini_program_openid_is_stored_and_a_bad_one_is_422(any_world: World) -> None:
+    auth = any_world.alpha.auth("operator")
+    mini = "oMINIwang0123456789abcdefgh"
+    body = {"name": "Wang Fang", "wechat_openid": "oOA-wangfang", "wechat_mini_openid": mini}
+    created = any_world.client.post(CUSTOMERS, json=body, headers=auth)
+    assert created.status_code == 201, created.text
+    assert (created.json()["wechat_openid"], created.json()["wechat_mini_openid"]) == (
+        "oOA-wangfang",
+        mini,
+    )
+    before = customer_names(any_world)
+
+    said = r"wechat_mini_openid: 'wang fang 138' is not a WeChat openid \(6 to 64 letters"
+    bad = {"wechat_mini_openid": "wang fang 138"}
+    refused(any_world.client.post(CUSTOMERS, json={"name": "Wei", **bad}, headers=auth), said)
+    url = f"{CUSTOMERS}/{created.json()['id']}"
+    refused(any_world.client.patch(url, json={"name": "Renamed", **bad}, headers=auth), said)
+    assert customer_names(any_world) == before
+    assert any_world.client.get(url, headers=auth).json()["wechat_mini_openid"] == mini
+
+    cleared = any_world.client.patch(url, json={"wechat_mini_openid": ""}, headers=auth)
+    assert cleared.status_code == 200, cleared.text
+    assert (cleared.json()["wechat_openid"], cleared.json()["wechat_mini_openid"]) == (
+        "oOA-wangfang",
+        None,
+    )

@@ -231,7 +231,9 @@ WEBHOOK = {
 
 def test_every_channel_is_listed_configured_or_not(world: World) -> None:
     channels = {c["channel"]: c for c in get(world, "/notification-channels")["items"]}
-    assert list(channels) == ["sms", "voice", "email", "wechat", "push", "webhook", "log"]
+    assert list(channels) == [
+        "sms", "voice", "email", "wechat", "wechat_mini", "push", "webhook", "log"
+    ]  # fmt: skip
     assert channels["log"]["configured"] and channels["log"]["problem"] is None
     assert not channels["sms"]["configured"] and channels["sms"]["providers"] == [
         "aliyun",

@@ -127,7 +127,7 @@ def test_channels_keep_secrets_in_the_environment(
     assert "secret=METERDESK_HOOK_SECRET (set)" in listed and "hunter2" not in listed
     assert "sms      not configured (providers: aliyun, tencent)" in listed
     by_channel = {c["channel"]: c for c in run_json("notification", "channel", "list", *ORG)}
-    assert len(by_channel) == 7 and by_channel["webhook"]["problem"] is None
+    assert len(by_channel) == 8 and by_channel["webhook"]["problem"] is None
     refused = run(
         "notification", "channel", "set", "email", *ORG, "--provider", "smtp",
         "--set", "password=hunter2", code=2,
