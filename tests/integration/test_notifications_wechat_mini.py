@@ -30,9 +30,10 @@ from test_notifications_outbox import ACTOR, Place, alarm, make_place
 from test_provider_templates_quantity import quantity_alarm
 
 from meterdesk.db.database import Database
-from meterdesk.notifications import channel_status
+from meterdesk.notifications import channel_status, channel_test
 from meterdesk.notifications.channels.registry import ChannelRegistry
 from meterdesk.notifications.dispatcher import Dispatcher
+from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.time import FakeClock
 from meterdesk.sites import service as sites
 
@@ -261,4 +262,38 @@ def test_the_channel_says_what_its_settings_miss(db: Database) -> None:
     problem = next(v.problem for v in views if v.channel == "wechat_mini")
     assert problem == (
         "wechat_mini: bad settings: templates['supply_cut'] needs template_id and fields"
+    )
+
+
+def test_a_test_message_goes_to_a_mini_openid_in_the_chosen_language(
+    db: Database, clock: FakeClock, http_server: Callable[..., Server]
+) -> None:
+    place = make_place(db)
+    mini = MiniServer()
+    test_template = {"template_id": "mini-test", "fields": {"thing1": "{subject}"}}
+    configure_mini(db, place, http_server(mini.handle), templates={"channel_test": test_template})
+    with pytest.raises(ValidationError, match="address: 'wang 138' is not a WeChat openid"):
+        channel_test.send_test_message(
+            db,
+            organisation_id=place.org.id,
+            channel="wechat_mini",
+            address="wang 138",
+            language="en",
+            actor=ACTOR,
+        )
+    channel_test.send_test_message(
+        db,
+        organisation_id=place.org.id,
+        channel="wechat_mini",
+        address=f" {MINI_OPENID} ",
+        language="en",
+        actor=ACTOR,
+    )
+    deliver(db)
+    assert [r["status"] for r in rows(db)] == ["sent"]
+    sent = mini.sent[0]
+    assert (sent["touser"], sent["template_id"], sent["lang"]) == (
+        MINI_OPENID,
+        "mini-test",
+        "en_US",
     )
