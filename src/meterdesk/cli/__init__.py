@@ -285,6 +285,45 @@ def ingest_mqtt_command(
         )
 
 
+@cli.command("ingest-hj212")
+def ingest_hj212_command(
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT to accept HJ212 gateways on (0.0.0.0:PORT: all)")
+    ] = "127.0.0.1:9212",
+    idle_timeout: Annotated[
+        float, typer.Option(help="seconds without a valid packet before a connection is closed")
+    ] = 600.0,
+    window_ms: Annotated[int, typer.Option(help="group-commit window")] = 50,
+    max_batch: Annotated[int, typer.Option(help="readings per commit at most")] = 2000,
+) -> None:
+    """Accept HJ212-2017 gateways over TCP and ingest their data packets (CN 2011/2051/2061/
+    2031); a packet that asks for an answer gets 9014 after its batch committed. Ctrl-C (or
+    SIGTERM) commits and answers what arrived, then stops. See docs/hj212.md."""
+    from meterdesk.cli.common import app
+    from meterdesk.devices.hj212.server import Hj212Settings, parse_listen, serve
+
+    with handled():
+        host, port = parse_listen(listen)
+        if idle_timeout <= 0:
+            raise typer.BadParameter("must be positive", param_hint="--idle-timeout")
+        settings = Hj212Settings(
+            host=host,
+            port=port,
+            idle_timeout_s=idle_timeout,
+            window_s=window_ms / 1000,
+            max_batch_readings=max_batch,
+        )
+        db = app().db
+        typer.echo(f"listening for HJ212 gateways on {host}:{port}", err=True)
+        stats, connections = serve(db, settings)
+        typer.echo(
+            f"stopped: {connections.connections} connections, {stats.messages} packets in "
+            f"{stats.batches} commits, {stats.accepted} readings accepted, {stats.duplicates} "
+            f"duplicates, {stats.rejected} refused, {stats.quarantined} quarantined, "
+            f"{connections.skipped_bytes} bytes skipped, {stats.replies_sent} answers"
+        )
+
+
 @bench_cli.command("mqtt")
 def bench_mqtt(
     quick: Annotated[bool, typer.Option(help="small run, under a minute")] = False,
