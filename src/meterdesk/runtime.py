@@ -10,6 +10,7 @@ It runs, side by side in one asyncio loop:
   through the *poller's* connection to the meter's bus, so a command and a poll never overlap on
   one line; MQTT-gateway meters get their commands through the MQTT ingest connection.
 - **MQTT ingest** (:mod:`meterdesk.devices.mqtt_ingest`), when a broker is configured.
+- **HJ212 server** (:mod:`meterdesk.devices.hj212.server`), when a listen address is given.
 - the **notification dispatcher** (:mod:`meterdesk.notifications.dispatcher`).
 - the **control tick** (:mod:`meterdesk.billing.control_tick`) every ``tick_interval_s``:
   deferred cuts after friendly hours, repeated alarms, days-of-credit forecasts, and the
@@ -50,6 +51,8 @@ from meterdesk.devices import gateway_watchdog, money_watch, price_sync
 from meterdesk.devices import service as devices
 from meterdesk.devices.commands.executor import CommandExecutor, ExecutorConfig
 from meterdesk.devices.commands.model import CommandTarget
+from meterdesk.devices.hj212.server import Hj212Server, Hj212Settings
+from meterdesk.devices.hj212.store import Hj212Store
 from meterdesk.devices.mqtt_driver import ControlChannel, MqttGatewayDriver, device_status_snapshot
 from meterdesk.devices.mqtt_ingest import MqttIngestService, MqttSettings
 from meterdesk.devices.mqtt_store import UplinkStore
@@ -75,6 +78,7 @@ RESTART_DELAY_S = 5.0  # real seconds before a failed part is started again
 @dataclass(frozen=True)
 class RuntimeSettings:
     mqtt: MqttSettings | None = None  # None: no MQTT ingest (and no MQTT-gateway commands)
+    hj212: Hj212Settings | None = None  # None: no HJ212 server
     tick_interval_s: float = 60.0
     reassert_interval_s: float = 3600.0  # a drifted meter gets at most one command per interval
     reload_check_s: float = 10.0
@@ -130,6 +134,7 @@ class Runtime:
         self.stats = RuntimeStats()
         self.poller: Poller | None = None
         self.mqtt: MqttIngestService | None = None
+        self.hj212: Hj212Server | None = None  # the current one (a new one after a restart)
         self.poller_ready = asyncio.Event()  # the first poller has opened its buses
         self._opener = opener
         self._control: ControlChannel | None = None
@@ -158,6 +163,8 @@ class Runtime:
             parts.append(("MQTT ingest", lambda: service.run(stop)))
             # Only a process that listens can tell a silent gateway from its own outage.
             parts.append(("gateway watchdog", lambda: self._watch_gateways(service.ready, stop)))
+        if self.settings.hj212 is not None:
+            parts.append(("HJ212 ingest", lambda: self._hj212(stop)))
         tasks = [asyncio.create_task(_supervised(name, part, stop)) for name, part in parts]
         try:
             await stop.wait()
@@ -167,6 +174,11 @@ class Runtime:
             if self.poller is not None:
                 self.poller.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _hj212(self, stop: asyncio.Event) -> None:
+        assert self.settings.hj212 is not None
+        self.hj212 = Hj212Server(Hj212Store(self.db).commit, self.settings.hj212)
+        await self.hj212.run(stop)
 
     # --- commands -------------------------------------------------------------------------
 

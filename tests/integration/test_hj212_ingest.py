@@ -17,10 +17,12 @@ from sqlalchemy import select
 
 from meterdesk.db.database import Database
 from meterdesk.devices.codecs.hj212 import Hj212Message
+from meterdesk.devices.hj212.server import Hj212Settings
 from meterdesk.devices.hj212.store import Hj212Store, Packet
 from meterdesk.devices.mqtt_store import BatchOutcome
 from meterdesk.devices.tables import device_status, gateways
 from meterdesk.metering.tables import quarantine, readings
+from meterdesk.runtime import Runtime, RuntimeSettings
 
 pytestmark = pytest.mark.integration
 D = Decimal
@@ -234,3 +236,26 @@ def test_a_connection_sending_only_garbage_is_closed(db: Database) -> None:
             assert server.connection_stats.idle_closed == 1
 
     asyncio.run(scenario())
+
+
+def test_meterdesk_run_accepts_hj212_gateways(db: Database) -> None:
+    site = make_site(db, (A1,))
+    settings = RuntimeSettings(hj212=Hj212Settings(port=0, window_s=0.02), dispatch_idle_s=0.2)
+    runtime = Runtime(db, settings)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(runtime.run(stop))
+        try:
+            deadline = time.monotonic() + 10
+            while runtime.hj212 is None or runtime.hj212.port is None:
+                assert time.monotonic() < deadline, "the runtime never listened for HJ212"
+                await asyncio.sleep(0.05)
+            async with Gateway(runtime.hj212.port) as gateway:
+                await gateway.send(packet("r1", LOCAL_0815, {f"{A1}-Cou": "1010"}), "r1")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())
+    assert deducted(db, site.accounts[A1].account_id) == D("6.54")

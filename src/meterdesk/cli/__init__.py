@@ -400,6 +400,10 @@ def run_command(
         str | None,
         typer.Option(help="MQTT broker HOST:PORT for gateway reports; default: no MQTT ingest"),
     ] = None,
+    hj212_listen: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT to accept HJ212 gateways on; default: no HJ212 server"),
+    ] = None,
     tick_interval: Annotated[
         float, typer.Option(help="seconds between control ticks (alarms repeat, deferred cuts)")
     ] = 60.0,
@@ -415,11 +419,12 @@ def run_command(
     ] = None,
 ) -> None:
     """Run the device side: poll every bus, send and confirm commands, ingest MQTT reports (and
-    watch MQTT gateways for silence) with --broker, deliver notifications and tick the control
-    loop, in one process, until Ctrl-C."""
+    watch MQTT gateways for silence) with --broker, accept HJ212 gateways with --hj212-listen,
+    deliver notifications and tick the control loop, in one process, until Ctrl-C."""
     import logging
 
     from meterdesk.cli.common import app, stderr
+    from meterdesk.devices.hj212.server import Hj212Settings, parse_listen
     from meterdesk.devices.mqtt_ingest import MqttSettings, parse_broker
     from meterdesk.runtime import Runtime, RuntimeSettings, run_until_stopped
     from meterdesk.shared.runtime import tune_for_long_running
@@ -429,6 +434,10 @@ def run_command(
         if broker is not None:
             host, port = parse_broker(broker)
             mqtt = MqttSettings(host=host, port=port, client_id="meterdesk-run")
+        hj212 = None
+        if hj212_listen is not None:
+            hj212_host, hj212_port = parse_listen(hj212_listen)
+            hj212 = Hj212Settings(host=hj212_host, port=hj212_port)
         if tick_interval <= 0:
             raise typer.BadParameter("must be positive", param_hint="--tick-interval")
         if gateway_silence <= 0:
@@ -436,7 +445,10 @@ def run_command(
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         tune_for_long_running()
         settings = RuntimeSettings(
-            mqtt=mqtt, tick_interval_s=tick_interval, gateway_silence_s=gateway_silence
+            mqtt=mqtt,
+            hj212=hj212,
+            tick_interval_s=tick_interval,
+            gateway_silence_s=gateway_silence,
         )
         runtime = Runtime(app().db, settings)
         where = (
@@ -444,6 +456,8 @@ def run_command(
             if broker
             else "no MQTT (the gateway watchdog runs where MQTT is ingested)"
         )
+        if hj212_listen:
+            where += f"; HJ212 gateways on {hj212_listen}"
         stderr(f"running: poller, command executor, notifications, control tick; {where}")
         stats = run_until_stopped(runtime, seconds=seconds)
         stderr(
