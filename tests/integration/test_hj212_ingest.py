@@ -16,7 +16,7 @@ from hj212_world import A1, A2, PASSWORD, SERIAL, Gateway, count, make_site, pac
 from sqlalchemy import select
 
 from meterdesk.db.database import Database
-from meterdesk.devices.codecs.hj212 import Hj212Message
+from meterdesk.devices.codecs.hj212 import Hj212Message, decode_message
 from meterdesk.devices.hj212.server import Hj212Settings
 from meterdesk.devices.hj212.store import Hj212Store, Packet
 from meterdesk.devices.mqtt_store import BatchOutcome
@@ -259,3 +259,31 @@ def test_meterdesk_run_accepts_hj212_gateways(db: Database) -> None:
 
     asyncio.run(scenario())
     assert deducted(db, site.accounts[A1].account_id) == D("6.54")
+
+
+def test_a_control_character_refuses_that_packet_alone(db: Database) -> None:
+    # PostgreSQL cannot store (nor take as a parameter) a NUL: one such packet must not fail the
+    # group commit of every gateway's packets beside it.
+    site = make_site(db)
+    items = {f"{A1}-Cou": "1010"}
+    batch = [
+        Packet("c", decode_message(data), time.monotonic())
+        for data in (
+            packet("n1", LOCAL_0815, items, mn="GW\x00"),
+            packet("n2", LOCAL_0815, {"A\x00-Cou": "1"}),
+            packet("ok", LOCAL_0815, items),
+        )
+    ]
+
+    outcome = Hj212Store(db).commit(batch)
+
+    assert (outcome.stats.rejected, outcome.stats.accepted) == (2, 1)
+    assert [decode_message(reply.payload).qn for reply in outcome.replies] == ["n2", "ok"]
+    assert deducted(db, site.accounts[A1].account_id) == D("6.54")
+    with db.read() as conn:
+        held = conn.execute(select(quarantine.c.reason).order_by(quarantine.c.id)).scalars()
+        reasons = list(held)
+    assert reasons == [
+        "unknown HJ212 gateway MN 'GW\\x00': register it with uplink hj212",
+        "the packet holds a control character",
+    ]

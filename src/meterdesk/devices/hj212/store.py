@@ -80,7 +80,8 @@ class Hj212Store:
             with self.db.transaction() as conn:
                 state.open(conn)
                 self.directory.check(conn)
-                known = load_gateways(conn, {p.message.mn or "" for p in batch})
+                serials = {p.message.mn or "" for p in batch}  # a NUL cannot be a parameter
+                known = load_gateways(conn, {mn for mn in serials if not control_character(mn)})
                 replies = [self._packet(conn, packet, known, work) for packet in batch]
                 write_batch(conn, self.ingestor, work)
                 state.seal(conn)
@@ -190,7 +191,7 @@ def _packet_item(
         meter_id=None,
         source_ref=f"hj212:{mn}",
         measured_at=None,
-        payload={"cn": packet.message.cn, "raw": _masked(packet.message)},
+        payload={"raw": _masked(packet.message)},
         reason_code=code,
         reason=reason,
     )
