@@ -55,7 +55,8 @@ def test_ingest_hj212_takes_a_packet_and_stops_on_sigterm(data_dir: Path, tmp_pa
     run("meter", "create", "M2", *ORG, "--room", "Park/B1/F1/101", "--protocol", "dlt645",
         "--address", "000000000002")  # fmt: skip
     open_account(customer)  # M1; M2 has no account: its reading is stored, not billed
-    run("gateway", "create", "GW-HJ", *ORG, "--site", "Park", "--uplink", "hj212")
+    run("gateway", "create", "GW-HJ", *ORG, "--site", "Park", "--uplink", "hj212",
+        "--access-password", "old-one")  # fmt: skip
     set_password = run_json("gateway", "set-password", "GW-HJ", *ORG, "--password", "s3cret")
     assert set_password["access_password_set"] is True
     listed = run_json("gateway", "list", *ORG)

@@ -287,3 +287,23 @@ def test_a_control_character_refuses_that_packet_alone(db: Database) -> None:
         "unknown HJ212 gateway MN 'GW\\x00': register it with uplink hj212",
         "the packet holds a control character",
     ]
+
+
+def test_many_connections_each_get_their_own_answers(db: Database) -> None:
+    site = make_site(db, (A1,))
+
+    async def one(port: int, minute: int) -> list[str | None]:
+        qn = f"c{minute}"
+        data = packet(qn, f"2026110208{minute:02d}00", {f"{A1}-Cou": f"{1000 + minute}"})
+        async with Gateway(port) as gateway:
+            await gateway.send(data, qn)
+            await asyncio.sleep(0.1)
+            return [m.qn for _, m in gateway.answers]
+
+    async def scenario() -> list[list[str | None]]:
+        async with running(db) as server:
+            return await asyncio.gather(*(one(server.port or 0, m) for m in range(1, 21)))
+
+    answers = asyncio.run(scenario())
+    assert answers == [[f"c{m}"] for m in range(1, 21)]
+    assert deducted(db, site.accounts[A1].account_id) == D("13.07")  # 20 kWh in all
