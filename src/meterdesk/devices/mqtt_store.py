@@ -105,6 +105,8 @@ class _Decision:
 
 @dataclass
 class Work:
+    """What one batch writes; filled by this store's decisions or by the HJ212 store's."""
+
     received_at: datetime
     readings: list[IncomingReading] = field(default_factory=list)
     quarantine: list[QuarantineItem] = field(default_factory=list)
@@ -265,6 +267,8 @@ def _statuses(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, s
 
 
 def write_batch(conn: Connection, ingestor: Ingestor, work: Work) -> None:
+    """The batch's writes in the caller's transaction (the HJ212 uplink's too): readings through
+    the core, quarantine, offline events, ``device_status``, the gateways' ``last_seen_at``."""
     if work.readings:
         report: IngestReport = ingestor.ingest_in(conn, work.readings, work.received_at)
         work.stats.readings = report.received
