@@ -11,18 +11,21 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from builders import T0, deducted, tou_tier_definition, wallet
+from builders import ACTOR, T0, deducted, tou_tier_definition, wallet
 from hj212_world import A1, A2, PASSWORD, SERIAL, Gateway, count, make_site, packet, running
 from sqlalchemy import select
 
 from meterdesk.db.database import Database
 from meterdesk.devices.codecs.hj212 import Hj212Message, decode_message
-from meterdesk.devices.hj212.server import Hj212Settings
+from meterdesk.devices.hj212.server import Hj212Server, Hj212Settings, serve_until
 from meterdesk.devices.hj212.store import Hj212Store, Packet
 from meterdesk.devices.mqtt_store import BatchOutcome
 from meterdesk.devices.tables import device_status, gateways
 from meterdesk.metering.tables import quarantine, readings
+from meterdesk.notifications.configuration import configure_channel
+from meterdesk.notifications.tables import notification_outbox
 from meterdesk.runtime import Runtime, RuntimeSettings
+from meterdesk.shared.time import FakeClock
 
 pytestmark = pytest.mark.integration
 D = Decimal
@@ -307,3 +310,43 @@ def test_many_connections_each_get_their_own_answers(db: Database) -> None:
     answers = asyncio.run(scenario())
     assert answers == [[f"c{m}"] for m in range(1, 21)]
     assert deducted(db, site.accounts[A1].account_id) == D("13.07")  # 20 kWh in all
+
+
+def test_an_hj212_gateway_silent_too_long_is_marked_lost_and_announced(
+    db: Database, clock: FakeClock
+) -> None:
+    site = make_site(db, (A1,))
+    configure_channel(db, organisation_id=site.org.id, channel="log", provider="log", actor=ACTOR)
+    settings = Hj212Settings(port=0, window_s=0.02)
+    server = Hj212Server(Hj212Store(db).commit, settings)
+
+    def state() -> str:
+        with db.read() as conn:
+            return str(conn.execute(select(gateways.c.state)).scalar_one())
+
+    async def until(wanted: str) -> None:
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(state) != wanted:
+            assert time.monotonic() < deadline, f"the gateway never became {wanted}"
+            await asyncio.sleep(0.05)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(
+            serve_until(db, settings, stop, gateway_check_s=0.05, server=server)
+        )
+        try:
+            await asyncio.wait_for(server.ready.wait(), 10)
+            async with Gateway(server.port or 0) as gateway:
+                await gateway.send(packet("s1", LOCAL_0815, {f"{A1}-Cou": "1001"}), "s1")
+            await until("online")
+            clock.advance(timedelta(minutes=16))  # past the 15 minutes of silence allowed
+            await until("lost")
+        finally:
+            stop.set()
+            await asyncio.wait_for(serving, 30)
+
+    asyncio.run(scenario())
+    with db.read() as conn:
+        events = set(conn.execute(select(notification_outbox.c.event_kind)).scalars())
+    assert events == {"gateway_offline"}

@@ -295,10 +295,18 @@ def ingest_hj212_command(
     ] = 600.0,
     window_ms: Annotated[int, typer.Option(help="group-commit window")] = 50,
     max_batch: Annotated[int, typer.Option(help="readings per commit at most")] = 2000,
+    gateway_silence: Annotated[
+        float,
+        typer.Option(
+            help="seconds an HJ212 gateway may stay silent, while this process listens, before "
+            "it is marked lost and announced"
+        ),
+    ] = 900.0,
 ) -> None:
     """Accept HJ212-2017 gateways over TCP and ingest their data packets (CN 2011/2051/2061/
-    2031); a packet that asks for an answer gets 9014 after its batch committed. Ctrl-C (or
-    SIGTERM) commits and answers what arrived, then stops. See docs/hj212.md."""
+    2031); a packet that asks for an answer gets 9014 after its batch committed; HJ212 gateways
+    silent too long are marked lost. Ctrl-C (or SIGTERM) commits and answers what arrived, then
+    stops. See docs/hj212.md."""
     from meterdesk.cli.common import app
     from meterdesk.devices.hj212.server import Hj212Settings, parse_listen, serve
 
@@ -306,6 +314,8 @@ def ingest_hj212_command(
         host, port = parse_listen(listen)
         if idle_timeout <= 0:
             raise typer.BadParameter("must be positive", param_hint="--idle-timeout")
+        if gateway_silence <= 0:
+            raise typer.BadParameter("must be positive", param_hint="--gateway-silence")
         settings = Hj212Settings(
             host=host,
             port=port,
@@ -315,7 +325,7 @@ def ingest_hj212_command(
         )
         db = app().db
         typer.echo(f"listening for HJ212 gateways on {host}:{port}", err=True)
-        stats, connections = serve(db, settings)
+        stats, connections = serve(db, settings, gateway_silence_s=gateway_silence)
         typer.echo(
             f"stopped: {connections.connections} connections, {stats.messages} packets in "
             f"{stats.batches} commits, {stats.accepted} readings accepted, {stats.duplicates} "

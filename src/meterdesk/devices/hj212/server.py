@@ -11,6 +11,8 @@ answered (when its Flag asks for it) only after the batch holding it has committ
 - Packets go to the MQTT uplink's :class:`~meterdesk.devices.mqtt_commit.GroupCommitter` (window
   or size, one transaction per batch in a worker thread, answers after the commit, retries);
   an answer's ``topic`` names the connection it goes back on.
+- :func:`serve` runs the gateway watchdog beside the server: an HJ212 gateway silent past
+  ``gateway_silence_s`` while this process listens is marked lost and announced.
 - Stopping (SIGINT/SIGTERM, or ``stop``): no new connections, no more reading; what was received
   is committed and answered; then the connections are closed.
 """
@@ -25,9 +27,12 @@ import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import timedelta
 
 from meterdesk.db.database import Database
+from meterdesk.devices import gateway_watchdog
 from meterdesk.devices.codecs.hj212 import Hj212Decoder
+from meterdesk.devices.hj212.gateways import HJ212
 from meterdesk.devices.hj212.store import Hj212Store, Packet
 from meterdesk.devices.mqtt_commit import CommitBatch, GroupCommitter, IngestStats
 from meterdesk.devices.mqtt_rows import Reply
@@ -178,21 +183,46 @@ class Hj212Server:
             stats.skipped_bytes += decoder.discarded_byte_count - skipped
 
 
-def serve(db: Database, settings: Hj212Settings) -> tuple[IngestStats, ConnectionStats]:
+def serve(
+    db: Database, settings: Hj212Settings, *, gateway_silence_s: float = 900.0
+) -> tuple[IngestStats, ConnectionStats]:
     """The ``meterdesk ingest-hj212`` service: until SIGINT or SIGTERM; then commit and answer
-    what was received, close the connections and return the counters."""
-    return asyncio.run(serve_until(db, settings))
+    what was received, close the connections and return the counters. The gateway watchdog
+    watches the HJ212 gateways beside it (:mod:`meterdesk.devices.gateway_watchdog`)."""
+    return asyncio.run(serve_until(db, settings, gateway_silence_s=gateway_silence_s))
 
 
 async def serve_until(
-    db: Database, settings: Hj212Settings, stop: asyncio.Event | None = None
+    db: Database,
+    settings: Hj212Settings,
+    stop: asyncio.Event | None = None,
+    *,
+    gateway_silence_s: float = 900.0,
+    gateway_check_s: float = 60.0,
+    server: Hj212Server | None = None,
 ) -> tuple[IngestStats, ConnectionStats]:
-    """``stop`` (tests): stop when it is set, as on a signal."""
+    """``stop`` and ``server`` (tests): stop when it is set, as on a signal; use that server."""
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-    server = Hj212Server(Hj212Store(db).commit, settings)
-    await server.run(stop)
+    server = server or Hj212Server(Hj212Store(db).commit, settings)
+    # This process listens, so it is the one that can tell a gateway's silence from its own.
+    watchdog = asyncio.create_task(
+        gateway_watchdog.watch(
+            db,
+            listening=server.ready,
+            stop=stop,
+            clock=db.clock,
+            check_s=gateway_check_s,
+            silence=timedelta(seconds=gateway_silence_s),
+            uplink=HJ212,
+        )
+    )
+    try:
+        await server.run(stop)
+    finally:
+        stop.set()
+        await watchdog
     return server.stats, server.connection_stats
