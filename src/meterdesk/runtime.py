@@ -10,6 +10,7 @@ It runs, side by side in one asyncio loop:
   through the *poller's* connection to the meter's bus, so a command and a poll never overlap on
   one line; MQTT-gateway meters get their commands through the MQTT ingest connection.
 - **MQTT ingest** (:mod:`meterdesk.devices.mqtt_ingest`), when a broker is configured.
+- **HJ212 server** (:mod:`meterdesk.devices.hj212.server`), when a listen address is given.
 - the **notification dispatcher** (:mod:`meterdesk.notifications.dispatcher`).
 - the **control tick** (:mod:`meterdesk.billing.control_tick`) every ``tick_interval_s``:
   deferred cuts after friendly hours, repeated alarms, days-of-credit forecasts, and the
@@ -25,6 +26,7 @@ It runs, side by side in one asyncio loop:
   every ``gateway_check_s``: an MQTT gateway silent for ``gateway_silence_s`` (or 3 of its report
   intervals, when longer) is marked lost with its meters and announced (``gateway_offline``).
   While this process's own MQTT connection is down it waits: that silence is not the gateways'.
+  With the HJ212 server, a second watchdog does the same for HJ212 gateways while it listens.
 
 Time is injectable so tests and the demo can run all of it in accelerated time: ``clock`` gives
 the instant (it must be the database's clock too), and ``speed`` turns simulated intervals into
@@ -50,6 +52,9 @@ from meterdesk.devices import gateway_watchdog, money_watch, price_sync
 from meterdesk.devices import service as devices
 from meterdesk.devices.commands.executor import CommandExecutor, ExecutorConfig
 from meterdesk.devices.commands.model import CommandTarget
+from meterdesk.devices.hj212.gateways import HJ212
+from meterdesk.devices.hj212.server import Hj212Server, Hj212Settings
+from meterdesk.devices.hj212.store import Hj212Store
 from meterdesk.devices.mqtt_driver import ControlChannel, MqttGatewayDriver, device_status_snapshot
 from meterdesk.devices.mqtt_ingest import MqttIngestService, MqttSettings
 from meterdesk.devices.mqtt_store import UplinkStore
@@ -75,10 +80,11 @@ RESTART_DELAY_S = 5.0  # real seconds before a failed part is started again
 @dataclass(frozen=True)
 class RuntimeSettings:
     mqtt: MqttSettings | None = None  # None: no MQTT ingest (and no MQTT-gateway commands)
+    hj212: Hj212Settings | None = None  # None: no HJ212 server
     tick_interval_s: float = 60.0
     reassert_interval_s: float = 3600.0  # a drifted meter gets at most one command per interval
     reload_check_s: float = 10.0
-    gateway_check_s: float = 60.0  # how often the watchdog looks for silent MQTT gateways
+    gateway_check_s: float = 60.0  # how often the watchdogs look for silent MQTT/HJ212 gateways
     # an MQTT gateway silent this long (or 3 of its buses' poll_interval_s, when longer) is lost
     gateway_silence_s: float = 900.0
     # how often meters that bill themselves are given their tariff's prices of today and
@@ -98,7 +104,7 @@ class RuntimeStats:
     tick_decisions: int = 0
     tick_reasserted: int = 0
     tick_errors: int = 0
-    gateways_lost: int = 0  # MQTT gateways the watchdog marked lost
+    gateways_lost: int = 0  # MQTT and HJ212 gateways the watchdogs marked lost
     watchdog_errors: int = 0
     price_writes_queued: int = 0  # write_prices for meters that bill themselves (price_sync)
     money_differences: int = 0  # meter_money_differs queued or already told today
@@ -130,6 +136,7 @@ class Runtime:
         self.stats = RuntimeStats()
         self.poller: Poller | None = None
         self.mqtt: MqttIngestService | None = None
+        self.hj212: Hj212Server | None = None  # the current one (a new one after a restart)
         self.poller_ready = asyncio.Event()  # the first poller has opened its buses
         self._opener = opener
         self._control: ControlChannel | None = None
@@ -158,6 +165,8 @@ class Runtime:
             parts.append(("MQTT ingest", lambda: service.run(stop)))
             # Only a process that listens can tell a silent gateway from its own outage.
             parts.append(("gateway watchdog", lambda: self._watch_gateways(service.ready, stop)))
+        if self.settings.hj212 is not None:
+            parts.append(("HJ212 ingest", lambda: self._hj212(stop)))
         tasks = [asyncio.create_task(_supervised(name, part, stop)) for name, part in parts]
         try:
             await stop.wait()
@@ -167,6 +176,17 @@ class Runtime:
             if self.poller is not None:
                 self.poller.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _hj212(self, stop: asyncio.Event) -> None:
+        """The HJ212 server and, beside it, the watchdog of the gateways it listens to."""
+        assert self.settings.hj212 is not None
+        server = self.hj212 = Hj212Server(Hj212Store(self.db).commit, self.settings.hj212)
+        watching = asyncio.create_task(self._watch_gateways(server.ready, stop, uplink=HJ212))
+        try:
+            await server.run(stop)
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
 
     # --- commands -------------------------------------------------------------------------
 
@@ -314,7 +334,9 @@ class Runtime:
 
     # --- gateway watchdog -----------------------------------------------------------------
 
-    async def _watch_gateways(self, listening: asyncio.Event, stop: asyncio.Event) -> None:
+    async def _watch_gateways(
+        self, listening: asyncio.Event, stop: asyncio.Event, *, uplink: str = "mqtt"
+    ) -> None:
         def count(report: gateway_watchdog.WatchReport) -> None:
             self.stats.watchdog_errors += report.failed
             self.stats.gateways_lost += len(report.gateways)
@@ -328,6 +350,7 @@ class Runtime:
             silence=timedelta(seconds=self.settings.gateway_silence_s),
             speed=self.settings.speed,
             on_report=count,
+            uplink=uplink,
         )
 
 

@@ -285,6 +285,55 @@ def ingest_mqtt_command(
         )
 
 
+@cli.command("ingest-hj212")
+def ingest_hj212_command(
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT to accept HJ212 gateways on (0.0.0.0:PORT: all)")
+    ] = "127.0.0.1:9212",
+    idle_timeout: Annotated[
+        float, typer.Option(help="seconds without a valid packet before a connection is closed")
+    ] = 600.0,
+    window_ms: Annotated[int, typer.Option(help="group-commit window")] = 50,
+    max_batch: Annotated[int, typer.Option(help="readings per commit at most")] = 2000,
+    gateway_silence: Annotated[
+        float,
+        typer.Option(
+            help="seconds an HJ212 gateway may stay silent, while this process listens, before "
+            "it is marked lost and announced"
+        ),
+    ] = 900.0,
+) -> None:
+    """Accept HJ212-2017 gateways over TCP and ingest their data packets (CN 2011/2051/2061/
+    2031); a packet that asks for an answer gets 9014 after its batch committed; HJ212 gateways
+    silent too long are marked lost. Ctrl-C (or SIGTERM) commits and answers what arrived, then
+    stops. See docs/hj212.md."""
+    from meterdesk.cli.common import app
+    from meterdesk.devices.hj212.server import Hj212Settings, parse_listen, serve
+
+    with handled():
+        host, port = parse_listen(listen)
+        if idle_timeout <= 0:
+            raise typer.BadParameter("must be positive", param_hint="--idle-timeout")
+        if gateway_silence <= 0:
+            raise typer.BadParameter("must be positive", param_hint="--gateway-silence")
+        settings = Hj212Settings(
+            host=host,
+            port=port,
+            idle_timeout_s=idle_timeout,
+            window_s=window_ms / 1000,
+            max_batch_readings=max_batch,
+        )
+        db = app().db
+        typer.echo(f"listening for HJ212 gateways on {host}:{port}", err=True)
+        stats, connections = serve(db, settings, gateway_silence_s=gateway_silence)
+        typer.echo(
+            f"stopped: {connections.connections} connections, {stats.messages} packets in "
+            f"{stats.batches} commits, {stats.accepted} readings accepted, {stats.duplicates} "
+            f"duplicates, {stats.rejected} refused, {stats.quarantined} quarantined, "
+            f"{connections.skipped_bytes} bytes skipped, {stats.replies_sent} answers"
+        )
+
+
 @bench_cli.command("mqtt")
 def bench_mqtt(
     quick: Annotated[bool, typer.Option(help="small run, under a minute")] = False,
@@ -361,6 +410,10 @@ def run_command(
         str | None,
         typer.Option(help="MQTT broker HOST:PORT for gateway reports; default: no MQTT ingest"),
     ] = None,
+    hj212_listen: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT to accept HJ212 gateways on; default: no HJ212 server"),
+    ] = None,
     tick_interval: Annotated[
         float, typer.Option(help="seconds between control ticks (alarms repeat, deferred cuts)")
     ] = 60.0,
@@ -376,11 +429,12 @@ def run_command(
     ] = None,
 ) -> None:
     """Run the device side: poll every bus, send and confirm commands, ingest MQTT reports (and
-    watch MQTT gateways for silence) with --broker, deliver notifications and tick the control
-    loop, in one process, until Ctrl-C."""
+    watch MQTT gateways for silence) with --broker, accept HJ212 gateways with --hj212-listen,
+    deliver notifications and tick the control loop, in one process, until Ctrl-C."""
     import logging
 
     from meterdesk.cli.common import app, stderr
+    from meterdesk.devices.hj212.server import Hj212Settings, parse_listen
     from meterdesk.devices.mqtt_ingest import MqttSettings, parse_broker
     from meterdesk.runtime import Runtime, RuntimeSettings, run_until_stopped
     from meterdesk.shared.runtime import tune_for_long_running
@@ -390,6 +444,10 @@ def run_command(
         if broker is not None:
             host, port = parse_broker(broker)
             mqtt = MqttSettings(host=host, port=port, client_id="meterdesk-run")
+        hj212 = None
+        if hj212_listen is not None:
+            hj212_host, hj212_port = parse_listen(hj212_listen)
+            hj212 = Hj212Settings(host=hj212_host, port=hj212_port)
         if tick_interval <= 0:
             raise typer.BadParameter("must be positive", param_hint="--tick-interval")
         if gateway_silence <= 0:
@@ -397,7 +455,10 @@ def run_command(
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         tune_for_long_running()
         settings = RuntimeSettings(
-            mqtt=mqtt, tick_interval_s=tick_interval, gateway_silence_s=gateway_silence
+            mqtt=mqtt,
+            hj212=hj212,
+            tick_interval_s=tick_interval,
+            gateway_silence_s=gateway_silence,
         )
         runtime = Runtime(app().db, settings)
         where = (
@@ -405,6 +466,8 @@ def run_command(
             if broker
             else "no MQTT (the gateway watchdog runs where MQTT is ingested)"
         )
+        if hj212_listen:
+            where += f"; HJ212 gateways on {hj212_listen}"
         stderr(f"running: poller, command executor, notifications, control tick; {where}")
         stats = run_until_stopped(runtime, seconds=seconds)
         stderr(

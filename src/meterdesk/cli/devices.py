@@ -48,6 +48,9 @@ def gateway_create(
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
     product_key: Annotated[str | None, typer.Option(help="MQTT product key")] = None,
+    access_password: Annotated[
+        str | None, typer.Option(help="HJ212 gateways: the access password (PW) they send")
+    ] = None,
     actor: ActorOption = "",
     as_json: JsonOption = False,
 ) -> None:
@@ -64,12 +67,40 @@ def gateway_create(
             host=host,
             port=port,
             product_key=product_key,
+            access_password=access_password,
             actor=who(actor),
         )
         emit(
             {"id": new, "serial": serial},
             as_json,
             lambda v: f"gateway {v['serial']} created (id {v['id']})",
+        )
+
+
+@gateway_cli.command("set-password")
+def gateway_set_password(
+    serial: str,
+    org: OrgOption,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True, hide_input=True, help="the access password (PW) the HJ212 gateway sends"
+        ),
+    ],
+    actor: ActorOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Set or change an HJ212 gateway's access password; its packets are refused until set."""
+    with handled():
+        o = organisation_id(org)
+        gateway_id = service.find_by_name(app().db, organisation_id=o, table=gateways, name=serial)
+        service.set_access_password(
+            app().db, organisation_id=o, gateway_id=gateway_id, password=password, actor=who(actor)
+        )
+        emit(
+            {"id": gateway_id, "serial": serial, "access_password_set": True},
+            as_json,
+            lambda v: f"gateway {v['serial']}: access password set",
         )
 
 

@@ -16,7 +16,9 @@ Rules:
   longest ``poll_interval_s`` of its ``mqtt`` buses: for an MQTT bus that is how often the gateway
   reads its meters and reports them, so a gateway set to report hourly is not taken for lost
   between two reports. A gateway that never reported stays ``unknown``; gateways of other uplinks
-  belong to the poller.
+  belong to the poller. The same rules watch the **HJ212** gateways (``uplink="hj212"``) in the
+  process that runs the HJ212 server; they have no buses, so their threshold is ``silence`` and
+  no meters are marked with them (``docs/hj212.md``).
 - ``listening_since``: the runtime's own MQTT connection has been up since then. Silence while
   the platform was not listening is not the gateway's: a gateway is lost only once it has been
   silent for its threshold *and* the platform has listened that long (no flood of alarms after a
@@ -98,11 +100,14 @@ def check(
     now: datetime,
     silence: timedelta = DEFAULT_SILENCE,
     listening_since: datetime | None = None,
+    uplink: str = MQTT,
 ) -> WatchReport:
-    """Mark the MQTT gateways silent past their threshold lost, with their meters, and queue
-    their ``gateway_offline`` (module docstring)."""
+    """Mark the gateways of ``uplink`` silent past their threshold lost, with their meters, and
+    queue their ``gateway_offline`` (module docstring)."""
     with db.read() as conn:
-        silent = find_silent(conn, now=now, silence=silence, listening_since=listening_since)
+        silent = find_silent(
+            conn, now=now, silence=silence, listening_since=listening_since, uplink=uplink
+        )
     if not silent:
         return WatchReport()
     with db.transaction() as conn:
@@ -115,8 +120,9 @@ def find_silent(
     now: datetime,
     silence: timedelta,
     listening_since: datetime | None = None,
+    uplink: str = MQTT,
 ) -> list[Silent]:
-    """The MQTT gateways, not lost, silent past their threshold: one query."""
+    """The gateways of ``uplink``, not lost, silent past their threshold: one query."""
     floor_us = _micros(silence)
     longest = func.coalesce(func.max(cast(buses.c.poll_interval_s, BigInteger)), 0)
     interval_us = longest * (MISSED_REPORTS * 1_000_000)
@@ -131,7 +137,7 @@ def find_silent(
             )
         )
         .where(
-            gateways.c.uplink == MQTT,
+            gateways.c.uplink == uplink,
             gateways.c.state != LOST,
             gateways.c.last_seen_at.is_not(None),
             gateways.c.last_seen_at < now - silence,
@@ -237,6 +243,7 @@ async def watch(
     silence: timedelta = DEFAULT_SILENCE,
     speed: float = 1.0,
     on_report: Callable[[WatchReport], None] | None = None,
+    uplink: str = MQTT,
 ) -> None:
     """Run :func:`check` every ``check_s`` (simulated seconds; ``speed`` of them per real
     second) until ``stop``. ``listening`` is set while this process's broker connection is up:
@@ -251,7 +258,12 @@ async def watch(
                 listening_since = now
             try:
                 report = await asyncio.to_thread(
-                    check, db, now=now, silence=silence, listening_since=listening_since
+                    check,
+                    db,
+                    now=now,
+                    silence=silence,
+                    listening_since=listening_since,
+                    uplink=uplink,
                 )
             except Exception:
                 log.exception("gateway watchdog failed; trying again at the next check")
@@ -260,7 +272,8 @@ async def watch(
             else:
                 if report.gateways:
                     log.warning(
-                        "MQTT gateways %s silent: marked lost with %d meters",
+                        "%s gateways %s silent: marked lost with %d meters",
+                        uplink,
                         report.gateways,
                         report.meters,
                     )

@@ -10,6 +10,10 @@ next commit.
 A failed commit sends no reply and is retried with back-off; a message that failed before is
 retried alone, so one bad message cannot block the others; after ``max_attempts`` it is dropped
 unanswered and the gateway re-sends it later.
+
+The committer knows its messages only as :class:`Queued` (arrival time, reading count, where
+they came from), so the HJ212 uplink (:mod:`meterdesk.devices.hj212.server`) batches its packets
+through the same code; a :class:`Reply`'s ``topic`` is wherever its sender delivers it.
 """
 
 from __future__ import annotations
@@ -21,15 +25,30 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
-from meterdesk.devices.mqtt_rows import Inbound, Reply
+from meterdesk.devices.mqtt_rows import Reply
 from meterdesk.devices.mqtt_store import BatchOutcome, BatchStats
 
 log = logging.getLogger(__name__)
 
-CommitBatch = Callable[[list[Inbound]], BatchOutcome]
-RunSync = Callable[[CommitBatch, list[Inbound]], Awaitable[BatchOutcome]]
+
+class Queued(Protocol):
+    """What the committer needs of a message: an MQTT :class:`Inbound` or an HJ212 packet."""
+
+    @property
+    def topic(self) -> str: ...  # where it came from, for the logs
+
+    @property
+    def arrived(self) -> float: ...  # monotonic seconds at receipt
+
+    @property
+    def readings(self) -> int: ...
+
+
+ItemT = TypeVar("ItemT", bound=Queued)
+CommitBatch = Callable[[list[ItemT]], BatchOutcome]
+RunSync = Callable[[CommitBatch[ItemT], list[ItemT]], Awaitable[BatchOutcome]]
 
 
 class ReplySender(Protocol):
@@ -51,17 +70,17 @@ class IngestStats(BatchStats):
 
 
 @dataclass
-class _Pending:
-    inbound: Inbound
+class _Pending(Generic[ItemT]):
+    inbound: ItemT
     attempts: int = 0
 
 
-class GroupCommitter:
+class GroupCommitter(Generic[ItemT]):
     """Collects messages, commits them in groups, then sends their replies."""
 
     def __init__(
         self,
-        commit: CommitBatch,
+        commit: CommitBatch[ItemT],
         sender: ReplySender,
         *,
         window_s: float = 0.05,
@@ -69,8 +88,10 @@ class GroupCommitter:
         max_attempts: int = 5,
         backoff_s: tuple[float, float] = (0.5, 30.0),
         clock: Callable[[], float] = time.monotonic,
-        run_sync: RunSync | None = None,
+        run_sync: RunSync[ItemT] | None = None,
+        name: str = "MQTT ingest",  # in the log lines
     ) -> None:
+        self.name = name
         self._commit, self._sender, self._clock = commit, sender, clock
         self.window_s, self.max_batch_readings, self.max_attempts = (
             window_s,
@@ -79,7 +100,7 @@ class GroupCommitter:
         )
         self._backoff = backoff_s
         self._run_sync = run_sync or asyncio.to_thread
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[_Pending[ItemT]] = deque()
         self._pending_readings = 0
         self._wake = asyncio.Event()
         self._stopping = False
@@ -91,7 +112,7 @@ class GroupCommitter:
     def pending(self) -> int:
         return len(self._pending)
 
-    def add(self, inbound: Inbound) -> None:
+    def add(self, inbound: ItemT) -> None:
         self._pending.append(_Pending(inbound))
         self._pending_readings += inbound.readings
         if len(self._pending) == 1 or self._pending_readings >= self.max_batch_readings:
@@ -108,7 +129,7 @@ class GroupCommitter:
         self._stopping = True
         self._wake.set()
 
-    async def _next_batch(self) -> list[_Pending]:
+    async def _next_batch(self) -> list[_Pending[ItemT]]:
         while not self._pending:
             if self._stopping:
                 return []
@@ -123,7 +144,7 @@ class GroupCommitter:
                 await asyncio.wait_for(self._wake.wait(), remaining)
         return self._take()
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> list[_Pending[ItemT]]:
         """The oldest messages up to the reading limit; a message that failed before, alone."""
         batch = [self._pending.popleft()]
         readings = batch[0].inbound.readings
@@ -137,13 +158,13 @@ class GroupCommitter:
         self._pending_readings -= readings
         return batch
 
-    async def _commit_batch(self, batch: list[_Pending]) -> None:
+    async def _commit_batch(self, batch: list[_Pending[ItemT]]) -> None:
         inbound = [item.inbound for item in batch]
         started = self._clock()
         try:
             outcome = await self._run_sync(self._commit, inbound)
         except Exception:
-            log.exception("MQTT ingest: commit of %d message(s) failed", len(batch))
+            log.exception("%s: commit of %d message(s) failed", self.name, len(batch))
             await self._failed(batch)
             return
         done = self._clock()
@@ -153,9 +174,7 @@ class GroupCommitter:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    def _record(
-        self, stats: BatchStats, inbound: list[Inbound], started: float, done: float
-    ) -> None:
+    def _record(self, stats: BatchStats, inbound: list[ItemT], started: float, done: float) -> None:
         self.stats.merge(stats)
         self.stats.batches += 1
         self.stats.commit_s += done - started
@@ -164,7 +183,7 @@ class GroupCommitter:
         )
         self.stats.latencies_s.extend(done - i.arrived for i in inbound)
 
-    async def _failed(self, batch: list[_Pending]) -> None:
+    async def _failed(self, batch: list[_Pending[ItemT]]) -> None:
         self.stats.failed_batches += 1
         self._failures += 1
         for item in reversed(batch):
@@ -172,7 +191,8 @@ class GroupCommitter:
             if item.attempts >= self.max_attempts:
                 self.stats.dropped += 1
                 log.error(
-                    "MQTT ingest: giving up on %s after %d attempts; the gateway will re-send",
+                    "%s: giving up on %s after %d attempts; the gateway will re-send",
+                    self.name,
                     item.inbound.topic,
                     item.attempts,
                 )
@@ -189,4 +209,4 @@ class GroupCommitter:
         except Exception:
             # Committed already; the gateway re-sends and gets the stored result again.
             self.stats.replies_failed += len(replies)
-            log.warning("MQTT ingest: %d replies not sent", len(replies), exc_info=True)
+            log.warning("%s: %d replies not sent", self.name, len(replies), exc_info=True)

@@ -108,14 +108,14 @@ class MqttIngestService:
 
     def __init__(
         self,
-        commit: CommitBatch,
+        commit: CommitBatch[Inbound],
         settings: MqttSettings,
         *,
         on_control_reply: ControlReplyHandler | None = None,
     ) -> None:
         self.settings = settings
         self.sender = MqttReplySender(settings.reply_qos)
-        self.committer = GroupCommitter(
+        self.committer = GroupCommitter[Inbound](
             commit,
             self.sender,
             window_s=settings.window_s,

@@ -104,7 +104,9 @@ class _Decision:
 
 
 @dataclass
-class _Work:
+class Work:
+    """What one batch writes; filled by this store's decisions or by the HJ212 store's."""
+
     received_at: datetime
     readings: list[IncomingReading] = field(default_factory=list)
     quarantine: list[QuarantineItem] = field(default_factory=list)
@@ -123,7 +125,7 @@ class UplinkStore:
 
     def commit(self, batch: Sequence[Inbound]) -> BatchOutcome:
         """Store one batch and return the replies to publish now that it is committed."""
-        work = _Work(received_at=self.db.clock())
+        work = Work(received_at=self.db.clock())
         state = self.ingestor.state  # what the last group commit's ingest wrote, kept
         try:
             with self.db.transaction() as conn:
@@ -133,7 +135,7 @@ class UplinkStore:
                 _record(conn, decisions, work.received_at)
                 for decision in decisions:
                     self._collect(conn, decision, work)
-                _write(conn, self.ingestor, work)
+                write_batch(conn, self.ingestor, work)
                 # after the ingest only uplink, quarantine, live-value and gateway rows were
                 # written, none of what the ingestor keeps
                 state.seal(conn)
@@ -164,7 +166,7 @@ class UplinkStore:
             )
         return decision
 
-    def _collect(self, conn: Connection, decision: _Decision, work: _Work) -> None:
+    def _collect(self, conn: Connection, decision: _Decision, work: Work) -> None:
         if not decision.new:
             work.stats.resent += 1
             return
@@ -181,9 +183,7 @@ class UplinkStore:
         work.gateways.add(gateway.id)
         self._entries(conn, report, gateway, work)
 
-    def _entries(
-        self, conn: Connection, report: Report, gateway: KnownGateway, work: _Work
-    ) -> None:
+    def _entries(self, conn: Connection, report: Report, gateway: KnownGateway, work: Work) -> None:
         history = report.reported.source == "HISTORY"
         source = ReadingSource.HISTORY if history else ReadingSource.REALTIME
         work.stats.history_messages += int(history)
@@ -266,7 +266,9 @@ def _statuses(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, s
     return {(str(serial), str(msgid)): str(status) for serial, msgid, status in rows}
 
 
-def _write(conn: Connection, ingestor: Ingestor, work: _Work) -> None:
+def write_batch(conn: Connection, ingestor: Ingestor, work: Work) -> None:
+    """The batch's writes in the caller's transaction (the HJ212 uplink's too): readings through
+    the core, quarantine, offline events, ``device_status``, the gateways' ``last_seen_at``."""
     if work.readings:
         report: IngestReport = ingestor.ingest_in(conn, work.readings, work.received_at)
         work.stats.readings = report.received

@@ -31,6 +31,7 @@ from meterdesk.devices.drivers.registry import (
     BusConfig,
     check_combination,
 )
+from meterdesk.devices.hj212.gateways import hash_password
 from meterdesk.devices.poller import BusPlan
 from meterdesk.devices.ports import DeviceError, MeterAddress
 from meterdesk.devices.status import StatusBook, load_known
@@ -87,6 +88,7 @@ def create_gateway(
     host: str | None = None,
     port: int | None = None,
     product_key: str | None = None,
+    access_password: str | None = None,
 ) -> int:
     if uplink not in UPLINKS:
         raise ValidationError(f"uplink: {uplink!r} is not one of {', '.join(UPLINKS)}")
@@ -94,6 +96,9 @@ def create_gateway(
         raise ValidationError("serial and name must not be empty")
     if port is not None and not 0 < port < 65536:
         raise ValidationError(f"port: {port} is not a TCP port")
+    if access_password is not None and uplink != "hj212":
+        raise ValidationError("access password: only HJ212 gateways send one (uplink hj212)")
+    password_hash = None if access_password is None else hash_password(access_password)
     now = db.clock()
     values = {
         "organisation_id": organisation_id,
@@ -104,6 +109,7 @@ def create_gateway(
         "host": host,
         "port": port,
         "product_key": product_key,
+        "access_password_hash": password_hash,
         "state": "unknown",
         "created_at": now,
     }
@@ -117,9 +123,39 @@ def create_gateway(
             action="gateway.create",
             subject=f"gateway:{gateway_id}",
             at=now,
-            detail={"serial": values["serial"], "uplink": uplink},
+            detail={
+                "serial": values["serial"],
+                "uplink": uplink,
+                "access_password": password_hash is not None,
+            },
         )
     return gateway_id
+
+
+def set_access_password(
+    db: Database, *, organisation_id: int, gateway_id: int, password: str, actor: str
+) -> None:
+    """Set or change the access password (PW) an HJ212 gateway must send; audited without it."""
+    password_hash = hash_password(password)
+    now = db.clock()
+    with db.transaction() as conn:
+        row = _owned(conn, gateways, gateway_id, organisation_id, "gateway")
+        if row.uplink != "hj212":
+            raise ValidationError(f"gateway {row.serial!r} has uplink {row.uplink}, not hj212")
+        conn.execute(
+            update(gateways)
+            .where(gateways.c.id == gateway_id)
+            .values(access_password_hash=password_hash)
+        )
+        audit.record(
+            conn,
+            organisation_id=organisation_id,
+            actor=actor,
+            action="gateway.access_password",
+            subject=f"gateway:{gateway_id}",
+            at=now,
+            detail={"serial": row.serial},
+        )
 
 
 def _bus_values(spec: BusSpec) -> dict[str, Any]:
@@ -268,7 +304,11 @@ def list_rows(db: Database, *, organisation_id: int, table: Table) -> list[dict[
         rows = conn.execute(
             select(table).where(table.c.organisation_id == organisation_id).order_by(table.c.id)
         )
-        return [dict(row) for row in rows.mappings()]
+        found = [dict(row) for row in rows.mappings()]
+    for row in found:  # a gateway's password hash never leaves the service
+        if "access_password_hash" in row:
+            row["access_password_set"] = row.pop("access_password_hash") is not None
+    return found
 
 
 def _meter_address(row: Any) -> MeterAddress:

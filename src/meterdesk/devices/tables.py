@@ -36,6 +36,9 @@ gateways = Table(
     Column("host", String(200), nullable=True),
     Column("port", Integer, nullable=True),
     Column("product_key", String(64), nullable=True),
+    # HJ212 gateways: the argon2 hash of the access password (PW) they send in every packet;
+    # NULL refuses every packet (docs/hj212.md "Who is talking")
+    Column("access_password_hash", String(200), nullable=True),
     Column("state", String(10), nullable=False),  # unknown | online | lost
     Column("last_seen_at", Instant, nullable=True),
     Column("created_at", Instant, nullable=False),

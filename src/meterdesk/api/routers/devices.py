@@ -20,6 +20,7 @@ from meterdesk.api.schemas.devices import (
     BusOut,
     GatewayIn,
     GatewayOut,
+    GatewayPasswordIn,
     LinkIn,
     LinkOut,
     MeterStatusOut,
@@ -84,9 +85,27 @@ def create_gateway(body: GatewayIn, caller: MetersWriter) -> GatewayOut:
         host=body.host,
         port=body.port,
         product_key=body.product_key,
+        access_password=body.access_password,
         actor=caller.actor,
     )
     audited(caller, action="gateway.create", subject=f"gateway:{gateway_id}")
+    return _gateway(caller, gateway_id)
+
+
+@router.put("/gateways/{gateway_id}/access-password", response_model=GatewayOut)
+def set_gateway_password(
+    gateway_id: Id, body: GatewayPasswordIn, caller: MetersWriter
+) -> GatewayOut:
+    """Set or change an HJ212 gateway's access password (PW); its packets are refused until
+    one is set. The password is stored hashed and never returned."""
+    service.set_access_password(
+        caller.db,
+        organisation_id=caller.organisation_id,
+        gateway_id=gateway_id,
+        password=body.access_password,
+        actor=caller.actor,
+    )
+    audited(caller, action="gateway.access_password", subject=f"gateway:{gateway_id}")
     return _gateway(caller, gateway_id)
 
 

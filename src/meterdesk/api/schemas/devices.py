@@ -35,6 +35,16 @@ class GatewayIn(BaseModel):
     host: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     product_key: Short | None = Field(default=None, description="MQTT product key")
+    access_password: Short | None = Field(
+        default=None,
+        description="HJ212 gateways: the access password (PW) they send; stored hashed, "
+        "never returned",
+    )
+
+
+class GatewayPasswordIn(BaseModel):
+    model_config = examples({"access_password": "123456"})
+    access_password: Short
 
 
 class GatewayOut(BaseModel):

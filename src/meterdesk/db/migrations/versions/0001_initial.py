@@ -558,6 +558,7 @@ def upgrade() -> None:
         sa.Column("host", sa.String(length=200), nullable=True),
         sa.Column("port", sa.Integer(), nullable=True),
         sa.Column("product_key", sa.String(length=64), nullable=True),
+        sa.Column("access_password_hash", sa.String(length=200), nullable=True),
         sa.Column("state", sa.String(length=10), nullable=False),
         sa.Column("last_seen_at", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
