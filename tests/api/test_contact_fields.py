@@ -87,19 +87,26 @@ def test_a_preset_stores_its_customers_phone_normalised_and_opens_with_it(
     any_world: World,
 ) -> None:
     auth = any_world.alpha.auth("admin")
-    body = preset_body("A-PRE", customer_phone="139 1234 5678", customer_email="p@Example.com")
+    mini = "oMINIpre0123456789abcdefghi"
+    body = preset_body(
+        "A-PRE",
+        customer_phone="139 1234 5678",
+        customer_email="p@Example.com",
+        customer_wechat_mini_openid=mini,
+    )
     created = any_world.client.post(PRESETS, json=body, headers=auth)
     assert created.status_code == 201, created.text
     data = created.json()["data"]
     assert (data["customer_phone"], data["customer_email"]) == ("+8613912345678", "p@example.com")
+    assert data["customer_wechat_mini_openid"] == mini
 
     opened = any_world.client.post(
         f"{PRESETS}/{created.json()['id']}/open", headers={**auth, **key("open-pre")}
     )
     assert opened.status_code == 201, opened.text
     found = any_world.client.get(CUSTOMERS, params={"q": "Pre Tenant"}, headers=auth).json()
-    assert [(c["phone"], c["email"]) for c in found["items"]] == [
-        ("+8613912345678", "p@example.com")
+    assert [(c["phone"], c["email"], c["wechat_mini_openid"]) for c in found["items"]] == [
+        ("+8613912345678", "p@example.com", mini)
     ]
 
 
@@ -108,6 +115,8 @@ def test_a_preset_stores_its_customers_phone_normalised_and_opens_with_it(
     [
         ({"customer_phone": "138 0013 800"}, r"customer_phone: '138 0013 800' is not a valid number"),
         ({"customer_email": "a@b"}, r"customer_email: 'a@b' is not an e-mail address"),
+        ({"customer_wechat_mini_openid": "pre tenant"},
+         r"customer_wechat_mini_openid: 'pre tenant' is not a WeChat openid"),
     ],
 )  # fmt: skip
 def test_a_preset_with_a_bad_phone_or_email_is_422_and_nothing_is_stored(
@@ -176,3 +185,31 @@ def test_operator_addresses_and_test_message_addresses_are_checked(any_world: Wo
     assert sms["config"]["operator_addresses"] == ["+8613800138000"]
     test = any_world.client.post(f"{path}/test", json={"address": "+86 12345"}, headers=auth)
     refused(test, r"address: '\+86 12345' is not a valid number for CN")
+
+
+def test_a_customers_mini_program_openid_is_stored_and_a_bad_one_is_422(any_world: World) -> None:
+    auth = any_world.alpha.auth("operator")
+    mini = "oMINIwang0123456789abcdefgh"
+    body = {"name": "Wang Fang", "wechat_openid": "oOA-wangfang", "wechat_mini_openid": mini}
+    created = any_world.client.post(CUSTOMERS, json=body, headers=auth)
+    assert created.status_code == 201, created.text
+    assert (created.json()["wechat_openid"], created.json()["wechat_mini_openid"]) == (
+        "oOA-wangfang",
+        mini,
+    )
+    before = customer_names(any_world)
+
+    said = r"wechat_mini_openid: 'wang fang 138' is not a WeChat openid \(6 to 64 letters"
+    bad = {"wechat_mini_openid": "wang fang 138"}
+    refused(any_world.client.post(CUSTOMERS, json={"name": "Wei", **bad}, headers=auth), said)
+    url = f"{CUSTOMERS}/{created.json()['id']}"
+    refused(any_world.client.patch(url, json={"name": "Renamed", **bad}, headers=auth), said)
+    assert customer_names(any_world) == before
+    assert any_world.client.get(url, headers=auth).json()["wechat_mini_openid"] == mini
+
+    cleared = any_world.client.patch(url, json={"wechat_mini_openid": ""}, headers=auth)
+    assert cleared.status_code == 200, cleared.text
+    assert (cleared.json()["wechat_openid"], cleared.json()["wechat_mini_openid"]) == (
+        "oOA-wangfang",
+        None,
+    )

@@ -231,7 +231,9 @@ WEBHOOK = {
 
 def test_every_channel_is_listed_configured_or_not(world: World) -> None:
     channels = {c["channel"]: c for c in get(world, "/notification-channels")["items"]}
-    assert list(channels) == ["sms", "voice", "email", "wechat", "push", "webhook", "log"]
+    assert list(channels) == [
+        "sms", "voice", "email", "wechat", "wechat_mini", "push", "webhook", "log"
+    ]  # fmt: skip
     assert channels["log"]["configured"] and channels["log"]["problem"] is None
     assert not channels["sms"]["configured"] and channels["sms"]["providers"] == [
         "aliyun",
@@ -391,3 +393,29 @@ def test_only_an_admin_sends_test_messages(world: World, role: str) -> None:
 def test_a_test_message_is_not_an_event_to_subscribe_to(world: World) -> None:
     refused = put_channel(world, "webhook", {**WEBHOOK, "events": ["channel_test"]})
     assert refused.status_code == 422
+
+
+def test_the_mini_program_channel_is_set_through_the_api_and_says_what_is_wrong(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METERDESK_TEST_MINI_SECRET", SECRET_VALUE)
+    fields = {"thing1": "{place}", "amount2": "{balance}元"}
+    body = {
+        "provider": "wechat_mini",
+        "config": {
+            "app_id": "wx-mini",
+            "miniprogram_state": "beta",
+            "templates": {"balance_alarm": {"template_id": "t", "fields": fields}},
+        },
+        "secret_refs": {"app_secret": "METERDESK_TEST_MINI_SECRET"},
+    }
+    saved = put_channel(world, "wechat_mini", body)
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["problem"] == (
+        "wechat_mini: bad settings: miniprogram_state 'beta' is not one of formal, trial, developer"
+    )
+    body["config"]["miniprogram_state"] = "trial"  # type: ignore[index]
+    saved = put_channel(world, "wechat_mini", body)
+    assert saved.json()["problem"] is None and saved.json()["providers"] == ["wechat_mini"]
+    wrong = put_channel(world, "wechat_mini", {**body, "provider": "wechat"})
+    assert wrong.status_code == 422 and "unknown provider 'wechat'" in wrong.text

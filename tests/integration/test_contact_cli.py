@@ -105,3 +105,39 @@ def test_a_channels_operator_addresses_are_checked_from_the_cli(
     assert saved["config"]["operator_addresses"] == ["+8613900000000"]
     test = run("notification", "channel", "test", "sms", *ORG, "--to", "139-0000", code=2)
     assert "address: '139-0000' is not a valid number for CN" in test.output
+
+
+def stored_openids() -> list[tuple[str, str | None, str | None]]:
+    with cli_common.app().db.read() as conn:
+        table = customers
+        rows = conn.execute(
+            select(table.c.name, table.c.wechat_openid, table.c.wechat_mini_openid).order_by(
+                table.c.id
+            )
+        )
+        return [(row.name, row.wechat_openid, row.wechat_mini_openid) for row in rows]
+
+
+def test_a_customers_mini_program_openid_is_its_own_field_at_the_cli(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    set_up_places(tmp_path)
+    mini = "oMINIwang0123456789abcdefgh"
+    made = run_json(
+        "customer", "create", "Wang", *ORG, "--wechat-openid", "oOA-wang", "--wechat-mini-openid", mini
+    )  # fmt: skip
+    assert stored_openids()[-1] == ("Wang", "oOA-wang", mini)
+    listed = run_json("customer", "list", *ORG)
+    assert (listed[-1]["wechat_openid"], listed[-1]["wechat_mini_openid"]) == ("oOA-wang", mini)
+
+    refused = run(
+        "customer", "update", str(made["id"]), *ORG, "--wechat-mini-openid", "wang 138", code=2
+    )
+    assert "wechat_mini_openid: 'wang 138' is not a WeChat openid" in " ".join(
+        refused.output.split()
+    )
+    assert stored_openids()[-1] == ("Wang", "oOA-wang", mini)
+
+    changed = run_json("customer", "update", str(made["id"]), *ORG, "--wechat-mini-openid", "")
+    assert changed["changed"] == ["wechat_mini_openid"]
+    assert stored_openids()[-1] == ("Wang", "oOA-wang", None)  # cleared; the other stays

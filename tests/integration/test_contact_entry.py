@@ -414,3 +414,35 @@ def test_a_test_message_goes_to_the_normalised_address_or_is_refused(db: Databas
     with db.read() as conn:
         rows = conn.execute(select(notification_outbox.c.id, notification_outbox.c.address)).all()
     assert [tuple(row) for row in rows] == [(sent, "+8613800138000")]
+
+
+def test_an_import_stores_a_new_customers_mini_program_openid_or_reports_a_bad_one(
+    db: Database, tmp_path: Path
+) -> None:
+    org = preset_world(db)
+    path = tmp_path / "accounts.csv"
+    place = ["Park", "B1", "F1", "101"]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*IMPORT_HEADER, "customer_wechat_mini_openid"])
+        writer.writerow(
+            ["A-1", "Han", "", "", *place, "M1", "flat", "0", " oMINIhan0123456789abcdefgh"]
+        )
+        writer.writerow(["A-2", "Wei", "", "", *place, "M2", "flat", "0", "wei 138"])
+        writer.writerow(["A-3", "Sun", "", "", *place, "M3", "flat", "0", ""])
+
+    results = presets.import_accounts(
+        db, organisation_id=org.id, rows=presets.read_rows(path), open_now=True, actor=ACTOR
+    )
+
+    assert [(r.row, r.ok) for r in results] == [(2, True), (3, False), (4, True)]
+    assert results[1].message.startswith(
+        "customer_wechat_mini_openid: 'wei 138' is not a WeChat openid (6 to 64"
+    )
+    with db.read() as conn:
+        stored = conn.execute(
+            select(customers.c.name, customers.c.wechat_mini_openid)
+            .where(customers.c.name.in_(["Han", "Wei", "Sun"]))
+            .order_by(customers.c.id)
+        ).all()
+    assert [tuple(row) for row in stored] == [("Han", "oMINIhan0123456789abcdefgh"), ("Sun", None)]

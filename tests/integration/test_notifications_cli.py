@@ -127,7 +127,7 @@ def test_channels_keep_secrets_in_the_environment(
     assert "secret=METERDESK_HOOK_SECRET (set)" in listed and "hunter2" not in listed
     assert "sms      not configured (providers: aliyun, tencent)" in listed
     by_channel = {c["channel"]: c for c in run_json("notification", "channel", "list", *ORG)}
-    assert len(by_channel) == 7 and by_channel["webhook"]["problem"] is None
+    assert len(by_channel) == 8 and by_channel["webhook"]["problem"] is None
     refused = run(
         "notification", "channel", "set", "email", *ORG, "--provider", "smtp",
         "--set", "password=hunter2", code=2,
@@ -173,3 +173,27 @@ def test_a_test_message_is_queued_and_delivered(data_dir: Path, tmp_path: Path) 
     assert "notification show" in run("notification", "channel", "test", "log", *ORG).stdout
     refused = run("notification", "channel", "test", "email", *ORG, "--to", "x@y.z", code=2)
     assert "not configured" in refused.output
+
+
+def test_the_mini_program_channel_is_set_and_listed_from_the_cli(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("org", "create", "Acme")
+    monkeypatch.setenv("METERDESK_MINI_SECRET", "mini-app-secret")
+    settings = tmp_path / "mini.json"
+    fields = {"thing1": "{place}", "thing2": "{subject}"}
+    settings.write_text(
+        json.dumps({"templates": {"supply_cut": {"template_id": "t-cut", "fields": fields}}}),
+        encoding="utf-8",
+    )
+    made = run_json(
+        "notification", "channel", "set", "wechat_mini", *ORG, "--provider", "wechat_mini",
+        "--set", "app_id=wx-mini", "--secret-ref", "app_secret=METERDESK_MINI_SECRET",
+        "--config-file", str(settings),
+    )  # fmt: skip
+    assert made["problem"] is None and made["config"]["app_id"] == "wx-mini"
+    by_channel = {c["channel"]: c for c in run_json("notification", "channel", "list", *ORG)}
+    assert by_channel["wechat_mini"]["secrets"] == [
+        {"name": "app_secret", "variable": "METERDESK_MINI_SECRET", "set": True}
+    ]
+    assert "wechat_mini" in run("notification", "channel", "list", *ORG).stdout

@@ -97,3 +97,40 @@ def test_channel_settings_refuse_a_bad_operator_number_in_the_page(world: World)
 
     assert answer.status_code == 422, answer.text
     assert "operator_addresses[0]: &#39;138 0013 800&#39; is not a valid number" in answer.text
+
+
+def test_the_wizard_takes_a_new_customers_mini_program_openid_and_refuses_a_bad_one(
+    world: World,
+) -> None:
+    console = Console(world.client, world.alpha, AUTH_ROLE)
+    alpha = world.alpha
+    base = {
+        "room_id": alpha.spare_room_id,
+        "customer_name": "Mini Tenant",
+        "customer_wechat_openid": "oOA-mini-tenant",
+        "customer_wechat_mini_openid": "  oMINItenant0123456789abcdef ",
+        "key": "wizard-mini-1",
+    }
+    page = console.get("/accounts/open").text
+    assert 'name="customer_wechat_mini_openid"' in page and "WeChat openid (mini program)" in page
+
+    bad = {**base, "customer_wechat_mini_openid": "mini tenant", "step": 1}
+    refused = console.post("/accounts/open/step", bad)
+    assert refused.status_code == 422
+    assert "customer_wechat_mini_openid: &#39;mini tenant&#39; is not a WeChat openid" in (
+        refused.text
+    )
+
+    step2 = console.post("/accounts/open/step", {**base, "step": 1})
+    assert step2.status_code == 200, step2.text
+    assert 'name="customer_wechat_mini_openid" value="oMINItenant0123456789abcdef"' in step2.text
+    meters = {"meter": [alpha.spare_meter_id], "tariff": [str(alpha.tariff_id)], "reading": ["0"]}
+    choice = {**base, "number": "W-M", "billing_mode": "platform", "overdraft_limit": "0", **meters}
+    review = console.post("/accounts/open/step", {**choice, "step": 2})
+    assert 'data-openid="wechat_mini"' in review.text
+    opened = console.post("/accounts/open", {**choice, "initial_credit": "0"})
+    assert opened.status_code == 200, opened.text
+    found = world.client.get("/api/v1/customers", params={"q": "Mini Tenant"}).json()["items"]
+    assert [(c["wechat_openid"], c["wechat_mini_openid"]) for c in found] == [
+        ("oOA-mini-tenant", "oMINItenant0123456789abcdef")
+    ]

@@ -218,3 +218,36 @@ def test_operators_see_no_test_button_and_may_not_send(world: World) -> None:
     console = Console(world.client, world.alpha, "operator")
     assert "Send a test message" not in console.get("/settings/notifications").text
     assert console.post("/settings/notifications/channels/log/test", {}).status_code == 403
+
+
+MINI_FORM = {
+    "provider": "wechat_mini",
+    "config": '{"templates": {"supply_cut": {"template_id": "t-cut", "fields": {"thing1": "{place}"}}}}',
+    "enabled": "on",
+    "secret_name": ["app_secret"],
+    "secret_variable": ["METERDESK_CONSOLE_MINI_SECRET"],
+}
+
+
+def test_the_mini_program_channel_has_its_card_and_says_what_is_missing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("METERDESK_CONSOLE_MINI_SECRET", raising=False)
+    console = Console(world.client, world.alpha, "admin")
+    card = console.get("/settings/notifications").text.split('data-channel="wechat_mini"')[1]
+    card = card.split("</section>")[0]
+    assert "WeChat mini program" in card and "Not configured" in card
+    assert 'name="secret_name" value="app_secret"' in card
+
+    saved = console.post("/settings/notifications/channels/wechat_mini", MINI_FORM)
+    assert saved.status_code == 200, saved.text
+    assert "wechat_mini: setting &#39;app_id&#39; is missing" in saved.text
+    fixed = {**MINI_FORM, "config": MINI_FORM["config"][:-1] + ', "app_id": "wx-mini"}'}
+    saved = console.post("/settings/notifications/channels/wechat_mini", fixed)
+    assert "environment variable METERDESK_CONSOLE_MINI_SECRET is not set" in saved.text
+    monkeypatch.setenv("METERDESK_CONSOLE_MINI_SECRET", "the-mini-secret")
+    card = console.get("/settings/notifications").text.split('data-channel="wechat_mini"')[1]
+    assert "Ready" in card.split("</section>")[0]
+
+    chinese = Console(world.client, world.alpha, "admin", locale="zh-CN")
+    assert "微信小程序" in chinese.get("/settings/notifications").text

@@ -17,7 +17,7 @@ from meterdesk.shared.money import format_money, from_fen, parse_unsigned_money,
 
 #: The deepest level notifications have an alarm event (and wording, and urgency) for.
 MAX_ALARM_LEVEL = max(filter(None, (alarm_level(kind) for kind in EventKind)))
-CHANNELS = ("sms", "email", "voice", "wechat", "push", "webhook", "log")
+CHANNELS = ("sms", "email", "voice", "wechat", "wechat_mini", "push", "webhook", "log")
 
 
 # The API's bounds (api/schemas/control.py), kept here for the CLI's JSON file too: a plan file

@@ -8,7 +8,8 @@ and the report says, per row, what was done or exactly why not.
 Columns (header names, case-insensitive): account_number, customer_name, customer_phone,
 customer_email, site, building, floor, room, meter_numbers, tariffs, opening_readings,
 initial_credit, overdraft_limit, billing_mode, payment_method, credit_unit (empty: money;
-quantity: 购量, decision 0006 — one meter, platform billing, a flat or tiered tariff). Several
+quantity: 购量, decision 0006 — one meter, platform billing, a flat or tiered tariff),
+customer_wechat_mini_openid (the mini program's openid, for its subscription messages). Several
 meters are separated by ``;`` in meter_numbers, with matching ``;``-separated tariffs and
 opening_readings (one tariff may serve all meters; an empty opening reading means "use the
 meter's last reading").
@@ -41,7 +42,7 @@ from meterdesk.billing.tables import account_presets
 from meterdesk.db.database import Database
 from meterdesk.ledger.model import PaymentMethod
 from meterdesk.metering.service import find_meter
-from meterdesk.shared.contacts import optional_email, optional_phone
+from meterdesk.shared.contacts import optional_email, optional_openid, optional_phone
 from meterdesk.shared.errors import ConflictError, MeterdeskError, NotFoundError, ValidationError
 from meterdesk.shared.money import parse_unsigned_money, to_decimal
 from meterdesk.shared.sheets import SheetRow, csv_lines, table
@@ -67,6 +68,7 @@ COLUMNS = (
     "billing_mode",
     "payment_method",
     "credit_unit",
+    "customer_wechat_mini_openid",
 )
 REQUIRED = (
     "account_number",
@@ -88,6 +90,7 @@ LENGTHS = {
     "customer_name": 200,
     "customer_phone": 40,
     "customer_email": 200,
+    "customer_wechat_mini_openid": 64,
     "site": 200,
     "building": 200,
     "floor": 100,
@@ -116,6 +119,7 @@ class PresetData:
     billing_mode: str = "platform"
     payment_method: str = "cash"
     credit_unit: str = CreditUnit.MONEY.value  # presets stored before it: money
+    customer_wechat_mini_openid: str = ""
 
     def with_contacts_normalised(self) -> PresetData:
         """The phone as E.164 and the e-mail normalised (shared/contacts.py), or a
@@ -126,6 +130,7 @@ class PresetData:
             self,
             customer_phone=optional_phone(self.customer_phone, field="customer_phone") or "",
             customer_email=optional_email(self.customer_email, field="customer_email") or "",
+            customer_wechat_mini_openid=_mini_openid(self.customer_wechat_mini_openid),
         )
 
     @classmethod
@@ -180,7 +185,12 @@ class PresetData:
             billing_mode=clean.get("billing_mode") or "platform",
             payment_method=clean.get("payment_method") or "cash",
             credit_unit=clean.get("credit_unit") or CreditUnit.MONEY.value,
+            customer_wechat_mini_openid=_mini_openid(clean.get("customer_wechat_mini_openid")),
         )
+
+
+def _mini_openid(value: str | None) -> str:
+    return optional_openid(value, field="customer_wechat_mini_openid") or ""
 
 
 def _one_of(kind: type[StrEnum], value: str, field: str) -> None:
@@ -354,6 +364,7 @@ def _customer(conn: Connection, db: Database, organisation_id: int, data: Preset
             phone=data.customer_phone or None,
             email=data.customer_email or None,
             wechat_openid=None,
+            wechat_mini_openid=data.customer_wechat_mini_openid or None,
             created_at=db.clock(),
         )
     )

@@ -152,6 +152,9 @@ def preset_add(
         str, typer.Option(help="mobile or landline, + and country code outside CN; stored as E.164")
     ] = "",
     customer_email: Annotated[str, typer.Option()] = "",
+    customer_wechat_mini_openid: Annotated[
+        str, typer.Option(help="the mini program's openid (小程序), not the official account's")
+    ] = "",
     credit: Annotated[str, typer.Option()] = "0",
     overdraft: Annotated[str, typer.Option()] = "0",
     credit_unit: CreditUnitOption = "money",
@@ -168,6 +171,7 @@ def preset_add(
                 "customer_name": customer_name,
                 "customer_phone": customer_phone,
                 "customer_email": customer_email,
+                "customer_wechat_mini_openid": customer_wechat_mini_openid,
                 "site": parts[0],
                 "building": parts[1],
                 "floor": parts[2],

@@ -77,7 +77,8 @@ def send(
     ] = None,
     urgent: Annotated[bool, typer.Option(help="send at once, even in quiet hours")] = False,
     channel: Annotated[
-        list[str] | None, typer.Option(help="sms | voice | email | wechat | push; repeat")
+        list[str] | None,
+        typer.Option(help="sms | voice | email | wechat | wechat_mini | push; repeat"),
     ] = None,
     key: Annotated[
         str | None, typer.Option(help="idempotency key: sending again with it sends nothing")

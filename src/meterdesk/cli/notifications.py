@@ -202,11 +202,13 @@ def _config(path: Path | None, settings: list[str] | None) -> dict[str, Any]:
 @channel_cli.command("set")
 def channel_set(
     channel: Annotated[
-        str, typer.Argument(help="sms | voice | email | wechat | push | webhook | log")
+        str,
+        typer.Argument(help="sms | voice | email | wechat | wechat_mini | push | webhook | log"),
     ],
     org: OrgOption,
     provider: Annotated[
-        str, typer.Option(help="aliyun | tencent | smtp | wechat | http | webhook | log")
+        str,
+        typer.Option(help="aliyun | tencent | smtp | wechat | wechat_mini | http | webhook | log"),
     ],
     config_file: Annotated[
         Path | None,
@@ -250,7 +252,8 @@ def channel_set(
 @channel_cli.command("test")
 def channel_test_message(
     channel: Annotated[
-        str, typer.Argument(help="sms | voice | email | wechat | push | webhook | log")
+        str,
+        typer.Argument(help="sms | voice | email | wechat | wechat_mini | push | webhook | log"),
     ],
     org: OrgOption,
     to: Annotated[

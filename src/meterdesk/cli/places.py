@@ -188,6 +188,8 @@ def room_create(
 
 
 PHONE_HELP = "mobile or landline, + and country code outside CN; stored as E.164"
+OPENID_HELP = "openid for the WeChat official account (公众号)"
+MINI_OPENID_HELP = "openid for the WeChat mini program (小程序), not the official account's"
 LanguageOption = Annotated[
     str | None, typer.Option(help="language of the customer's messages: zh-CN or en")
 ]
@@ -199,7 +201,8 @@ def customer_create(
     org: OrgOption,
     phone: Annotated[str | None, typer.Option(help=PHONE_HELP)] = None,
     email: Annotated[str | None, typer.Option()] = None,
-    wechat_openid: Annotated[str | None, typer.Option()] = None,
+    wechat_openid: Annotated[str | None, typer.Option(help=OPENID_HELP)] = None,
+    wechat_mini_openid: Annotated[str | None, typer.Option(help=MINI_OPENID_HELP)] = None,
     language: LanguageOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -212,6 +215,7 @@ def customer_create(
             phone=phone,
             email=email,
             wechat_openid=wechat_openid,
+            wechat_mini_openid=wechat_mini_openid,
             language=language or DEFAULT_LANGUAGE,
         )
         emit(
@@ -228,14 +232,19 @@ def customer_update(
     name: Annotated[str | None, typer.Option()] = None,
     phone: Annotated[str | None, typer.Option(help=f'{PHONE_HELP}; "" clears it')] = None,
     email: Annotated[str | None, typer.Option(help='"" clears it')] = None,
-    wechat_openid: Annotated[str | None, typer.Option(help='"" clears it')] = None,
+    wechat_openid: Annotated[str | None, typer.Option(help=f'{OPENID_HELP}; "" clears it')] = None,
+    wechat_mini_openid: Annotated[
+        str | None, typer.Option(help=f'{MINI_OPENID_HELP}; "" clears it')
+    ] = None,
     language: LanguageOption = None,
     actor: ActorOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Change a customer's name, phone, e-mail, WeChat openid or message language (audited)."""
+    """Change a customer's name, phone, e-mail, WeChat openids or message language (audited)."""
     with handled():
-        change = sites.CustomerChange(name, phone, email, wechat_openid, language)
+        change = sites.CustomerChange(
+            name, phone, email, wechat_openid, language, wechat_mini_openid
+        )
         sites.update_customer(
             app().db,
             organisation_id=organisation_id(org),

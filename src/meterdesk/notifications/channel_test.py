@@ -23,7 +23,7 @@ from meterdesk.db.database import Database
 from meterdesk.notifications import model, queueing, recipients
 from meterdesk.notifications.configuration import ChannelSetting, channel_setting
 from meterdesk.notifications.model import Channel, EventKind
-from meterdesk.shared.contacts import normalise_email, normalise_phone
+from meterdesk.shared.contacts import normalise_email, normalise_openid, normalise_phone
 from meterdesk.shared.errors import ValidationError
 
 MAX_ADDRESS = 200
@@ -101,6 +101,8 @@ def _target(setting: ChannelSetting, address: str | None) -> str:
         return normalise_email(given, field="address")
     if setting.channel in (Channel.SMS, Channel.VOICE):
         return normalise_phone(given, field="address")
+    if setting.channel is Channel.WECHAT_MINI:
+        return normalise_openid(given, field="address")
     return given
 
 

@@ -35,7 +35,8 @@ class Channel(StrEnum):
     SMS = "sms"
     VOICE = "voice"
     EMAIL = "email"
-    WECHAT = "wechat"
+    WECHAT = "wechat"  # 公众号模板消息: the official account
+    WECHAT_MINI = "wechat_mini"  # 小程序订阅消息: the mini program, its own openid
     PUSH = "push"
     WEBHOOK = "webhook"
     LOG = "log"
@@ -43,7 +44,7 @@ class Channel(StrEnum):
 
 #: Channels that reach a person; a caller's ``channels`` choice restricts these only.
 PERSON_CHANNELS = frozenset(
-    {Channel.SMS, Channel.VOICE, Channel.EMAIL, Channel.WECHAT, Channel.PUSH}
+    {Channel.SMS, Channel.VOICE, Channel.EMAIL, Channel.WECHAT, Channel.WECHAT_MINI, Channel.PUSH}
 )
 #: Channels that feed systems (an integration, the demo's log): every subscribed event goes there.
 SYSTEM_CHANNELS = frozenset({Channel.WEBHOOK, Channel.LOG})
@@ -54,6 +55,9 @@ ADDRESS_FIELD = {
     Channel.VOICE: "phone",
     Channel.EMAIL: "email",
     Channel.WECHAT: "wechat_openid",
+    # WeChat gives each app its own openid for one person: the official account's cannot reach
+    # the tenant through the mini program.
+    Channel.WECHAT_MINI: "wechat_mini_openid",
     Channel.PUSH: "id",
 }
 

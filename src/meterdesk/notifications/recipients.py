@@ -218,6 +218,7 @@ def _customers(conn: Connection, ids: set[int]) -> dict[int, tuple[int, Mapping[
             table.c.phone,
             table.c.email,
             table.c.wechat_openid,
+            table.c.wechat_mini_openid,
             table.c.language,
         ).where(table.c.id.in_(sorted(ids)))
     ).mappings()

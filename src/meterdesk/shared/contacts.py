@@ -1,4 +1,4 @@
-"""Phone numbers and e-mail addresses as they are stored: checked and normalised where they enter.
+"""Phone numbers, e-mail addresses and WeChat openids as they are stored: checked and normalised where they enter.
 
 A number or address that is stored wrong fails at the SMS or mail provider days later — or
 reaches somebody else — and the tenant is cut off without the warning meterdesk exists to give.
@@ -12,7 +12,9 @@ through :func:`normalise_phone` / :func:`normalise_email` and stores only what c
   :data:`DEFAULT_REGION`;
 - an e-mail address becomes email-validator's normalised form (the domain lower-cased and
   IDNA-checked), syntax only: no DNS look-up (``check_deliverability=False``), since the
-  machines that run meterdesk may have no route to the internet.
+  machines that run meterdesk may have no route to the internet;
+- a WeChat openid (the mini program's, which is not the official account's) is checked for its
+  shape only (:data:`OPENID_PATTERN`): whether WeChat knows it is WeChat's call, at delivery.
 
 Pure: no I/O, no clock, no settings.
 """
@@ -113,6 +115,34 @@ def optional_phone(
     if text is None or not text.strip():
         return None
     return normalise_phone(text, default_region, field=field)
+
+
+#: What a WeChat openid may be. WeChat documents none; the ones it issues are 28 characters of
+#: letters, digits, ``_`` and ``-`` (``oXyz…``), but other apps' ids (and test accounts) differ
+#: in length, so any 6 to 64 of those characters pass: a pasted openid is never refused for its
+#: length alone, while a phone number, a name, spaces or a whole URL pasted by mistake are.
+OPENID_PATTERN = re.compile(r"[A-Za-z0-9_-]{6,64}")
+
+
+def normalise_openid(text: str, *, field: str = "openid") -> str:
+    """``text`` stripped, if it looks like a WeChat openid (:data:`OPENID_PATTERN`), or a
+    :class:`ValidationError` naming ``field``: a wrong openid fails only at WeChat, days later."""
+    given = text.strip()
+    if not given:
+        raise ValidationError(f"{field}: must not be empty")
+    if not OPENID_PATTERN.fullmatch(given):
+        raise ValidationError(
+            f"{field}: {given[:70]!r} is not a WeChat openid (6 to 64 letters, digits, _ or -; "
+            f"WeChat's are 28, like oAbC…)"
+        )
+    return given
+
+
+def optional_openid(text: str | None, *, field: str = "openid") -> str | None:
+    """As :func:`normalise_openid`, where the field may be left out: ``None`` or blank is None."""
+    if text is None or not text.strip():
+        return None
+    return normalise_openid(text, field=field)
 
 
 def normalise_email(text: str, *, field: str = "email") -> str:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
 from meterdesk.db.database import Database
-from meterdesk.shared.contacts import optional_email, optional_phone
+from meterdesk.shared.contacts import optional_email, optional_openid, optional_phone
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 from meterdesk.shared.money import to_decimal
 from meterdesk.shared.time import zone
@@ -164,6 +164,7 @@ def create_customer(
     email: str | None = None,
     wechat_openid: str | None = None,
     language: str = DEFAULT_LANGUAGE,
+    wechat_mini_openid: str | None = None,
 ) -> int:
     """A customer (tenant); ``language`` is what their messages are written in."""
     chosen = parse_language(language)
@@ -175,6 +176,7 @@ def create_customer(
             phone=optional_phone(phone),
             email=_email(email),
             wechat_openid=_optional(wechat_openid, "wechat_openid", OPENID_LENGTH),
+            wechat_mini_openid=optional_openid(wechat_mini_openid, field="wechat_mini_openid"),
             language=chosen.value,
             created_at=db.clock(),
         )
@@ -190,6 +192,7 @@ class CustomerChange:
     email: str | None = None
     wechat_openid: str | None = None
     language: str | None = None
+    wechat_mini_openid: str | None = None  # last: the CLI passes the others by position
 
     def values(self) -> dict[str, Any]:
         given = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -207,6 +210,10 @@ class CustomerChange:
         if "wechat_openid" in changed:
             changed["wechat_openid"] = _optional(
                 changed["wechat_openid"], "wechat_openid", OPENID_LENGTH
+            )
+        if "wechat_mini_openid" in changed:
+            changed["wechat_mini_openid"] = optional_openid(
+                changed["wechat_mini_openid"], field="wechat_mini_openid"
             )
         return changed
 

@@ -69,6 +69,8 @@ customers = Table(
     Column("phone", String(40), nullable=True),
     Column("email", String(200), nullable=True),
     Column("wechat_openid", String(100), nullable=True),
+    # WeChat gives one person a different openid in each app: the mini program's is its own
+    Column("wechat_mini_openid", String(100), nullable=True),
     # the language the tenant's messages are written in (notification templates exist for these)
     Column("language", String(10), nullable=False, server_default="zh-CN"),
     Column("created_at", Instant, nullable=False),

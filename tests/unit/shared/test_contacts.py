@@ -8,8 +8,10 @@ import pytest
 from meterdesk.shared.contacts import (
     E164,
     normalise_email,
+    normalise_openid,
     normalise_phone,
     optional_email,
+    optional_openid,
     optional_phone,
     phone_search_digits,
 )
@@ -204,3 +206,33 @@ def test_a_stored_number_splits_as_providers_need_it() -> None:
 )
 def test_a_phone_like_search_looks_for_its_digits(query: str, digits: str | None) -> None:
     assert phone_search_digits(query) == digits
+
+
+@pytest.mark.parametrize(
+    "openid",
+    ["oAbC1234567890_defGHIJK-lmno", "  oAbC1234567890_defGHIJK-lmno ", "oMINI-test", "o" * 64],
+)
+def test_an_openid_of_letters_digits_underscore_and_dash_is_kept_as_given(openid: str) -> None:
+    assert normalise_openid(openid) == openid.strip()
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "13800138000 wang",
+        "oAbC",
+        "o" * 65,
+        "https://mp.weixin.qq.com/oAbC123",
+        "oAbC 1234567",
+        "王芳微信",
+    ],
+)
+def test_anything_else_pasted_for_an_openid_is_refused_with_the_rule(given: str) -> None:
+    with pytest.raises(
+        ValidationError, match=r"wechat_mini_openid: .* is not a WeChat openid \(6 to 64"
+    ):
+        normalise_openid(given, field="wechat_mini_openid")
+
+
+def test_a_blank_optional_openid_is_none() -> None:
+    assert optional_openid(None) is None and optional_openid("  ") is None

@@ -38,7 +38,7 @@ from meterdesk.notifications.model import Channel
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["notifications"])
 ChannelPath = Annotated[
-    ChannelName, Path(description="sms, voice, email, wechat, push, webhook, log")
+    ChannelName, Path(description="sms, voice, email, wechat, wechat_mini, push, webhook, log")
 ]
 
 

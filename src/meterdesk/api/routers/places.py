@@ -219,6 +219,7 @@ def create_customer(body: CustomerIn, caller: PlacesWriter) -> CustomerOut:
         phone=body.phone,
         email=body.email,
         wechat_openid=body.wechat_openid,
+        wechat_mini_openid=body.wechat_mini_openid,
         language=body.language,
     )
     return _customer(caller, customer_id)

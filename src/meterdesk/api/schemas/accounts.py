@@ -224,6 +224,10 @@ class PresetIn(BaseModel):
     billing_mode: BillingMode = "platform"
     payment_method: PaymentMethod = "cash"
     credit_unit: CreditUnit = Field(default="money", description=CREDIT_UNIT_RULE)
+    customer_wechat_mini_openid: Annotated[str, StringConstraints(max_length=64)] = Field(
+        default="",
+        description="the mini program's openid (小程序): 6 to 64 letters, digits, _ or -",
+    )
 
 
 class PresetOut(BaseModel):

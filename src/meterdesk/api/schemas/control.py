@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from meterdesk.api.schemas.common import ONE_LINE, Id, Money, examples
 
-AlarmChannel = Literal["sms", "email", "voice", "wechat", "push", "webhook", "log"]
+AlarmChannel = Literal["sms", "email", "voice", "wechat", "wechat_mini", "push", "webhook", "log"]
 PlanName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"\S"), ONE_LINE]
 WallTime = Annotated[
     str,

@@ -44,7 +44,7 @@ class NoticeIn(BaseModel):
     channels: list[ChannelName] | None = Field(
         default=None,
         max_length=5,
-        description="person channels to use (sms, voice, email, wechat, push); "
+        description="person channels to use (sms, voice, email, wechat, wechat_mini, push); "
         "null: every channel subscribed to system_notice",
     )
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, JsonValue, StringConstraints
 
 from meterdesk.api.schemas.common import examples
 
-ChannelName = Literal["sms", "voice", "email", "wechat", "push", "webhook", "log"]
+ChannelName = Literal["sms", "voice", "email", "wechat", "wechat_mini", "push", "webhook", "log"]
 StatusName = Literal["pending", "sending", "sent", "failed", "suppressed"]
 EventName = Literal[
     "alarm_level_1",

@@ -79,6 +79,11 @@ Language = Literal["zh-CN", "en"]
 Phone = Annotated[str, StringConstraints(max_length=40)]
 Email = Annotated[str, StringConstraints(max_length=200)]
 OpenId = Annotated[str, StringConstraints(max_length=100)]
+OPENID_RULE = "the openid of the official account (公众号) that sends WeChat template messages"
+MINI_OPENID_RULE = (
+    "the openid of the mini program (小程序) that sends subscription messages — not the official "
+    "account's: WeChat gives each app its own; 6 to 64 letters, digits, _ or -"
+)
 
 
 class CustomerIn(BaseModel):
@@ -88,7 +93,8 @@ class CustomerIn(BaseModel):
     name: Name
     phone: Phone | None = Field(default=None, description=PHONE_RULE)
     email: Email | None = Field(default=None, description=EMAIL_RULE)
-    wechat_openid: OpenId | None = None
+    wechat_openid: OpenId | None = Field(default=None, description=OPENID_RULE)
+    wechat_mini_openid: OpenId | None = Field(default=None, description=MINI_OPENID_RULE)
     language: Language = Field(default="zh-CN", description="language of the customer's messages")
 
 
@@ -99,7 +105,12 @@ class CustomerPatch(BaseModel):
     name: Name | None = None
     phone: Phone | None = Field(default=None, description=f"{PHONE_RULE}; empty clears it")
     email: Email | None = Field(default=None, description=f"{EMAIL_RULE}; empty clears it")
-    wechat_openid: OpenId | None = None
+    wechat_openid: OpenId | None = Field(
+        default=None, description=f"{OPENID_RULE}; empty clears it"
+    )
+    wechat_mini_openid: OpenId | None = Field(
+        default=None, description=f"{MINI_OPENID_RULE}; empty clears it"
+    )
     language: Language | None = None
 
 
@@ -109,5 +120,6 @@ class CustomerOut(BaseModel):
     phone: str | None = Field(description="E.164 (+8613900000000)")
     email: str | None
     wechat_openid: str | None
+    wechat_mini_openid: str | None
     language: Language
     created_at: datetime

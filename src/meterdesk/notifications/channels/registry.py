@@ -3,19 +3,20 @@ not change (so a WeChat access token is reused across messages).
 
 Settings per provider (``config``; secrets are named in ``secret_refs``):
 
-=========  ========  ===================================================================  ==================
-channel    provider  config                                                               secret_refs
-=========  ========  ===================================================================  ==================
-sms        aliyun    access_key_id, sign_name, templates, region?, base_url?              access_key_secret
-voice      aliyun    access_key_id, templates, called_show_number?, play_times?, ...      access_key_secret
-sms        tencent   secret_id, sdk_app_id, sign_name, templates, region?, base_url?      secret_key
-voice      tencent   secret_id, voice_sdk_app_id, templates, play_times?, base_url?       secret_key
-email      smtp      host, port, sender, username?, security? (starttls | tls | none)     password?
-wechat     wechat    app_id, templates, base_url?                                         app_secret
-push       http      url                                                                  token
-webhook    webhook   url                                                                  secret
-log        log       —                                                                    —
-=========  ========  ===================================================================  ==================
+===========  ===========  ================================================================  =================
+channel      provider     config                                                            secret_refs
+===========  ===========  ================================================================  =================
+sms          aliyun       access_key_id, sign_name, templates, region?, base_url?           access_key_secret
+voice        aliyun       access_key_id, templates, called_show_number?, play_times?, ...   access_key_secret
+sms          tencent      secret_id, sdk_app_id, sign_name, templates, region?, base_url?   secret_key
+voice        tencent      secret_id, voice_sdk_app_id, templates, play_times?, base_url?    secret_key
+email        smtp         host, port, sender, username?, security? (starttls | tls | none)  password?
+wechat       wechat       app_id, templates, base_url?                                      app_secret
+wechat_mini  wechat_mini  app_id, templates, miniprogram_state?, base_url?                  app_secret
+push         http         url                                                               token
+webhook      webhook      url                                                               secret
+log          log          —                                                                 —
+===========  ===========  ================================================================  =================
 
 ``operator_addresses`` (a list) on any person channel names who hears operator events.
 """
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from meterdesk.notifications.channels import aliyun, tencent, wechat
+from meterdesk.notifications.channels import aliyun, tencent, wechat, wechat_mini, wechat_token
 from meterdesk.notifications.channels.base import (
     ChannelAdapter,
     HttpOptions,
@@ -125,14 +126,28 @@ def _email(build: _Build) -> ChannelAdapter:
     )
 
 
-def _wechat(build: _Build) -> ChannelAdapter:
-    return wechat.WeChatTemplate(
+def _token(build: _Build) -> wechat_token.WeChatToken:
+    """The app's access token; the official account and the mini program each have their own
+    appid and secret, so each channel its own token."""
+    return wechat_token.WeChatToken(
         app_id=str(build.need("app_id")),
         app_secret=build.secret("app_secret"),
-        templates=wechat.template_refs(build.need("templates")),
-        base_url=str(build.get("base_url", wechat.BASE_URL)),
+        channel=build.setting.channel.value,
+        base_url=str(build.get("base_url", wechat_token.BASE_URL)),
         http=build.http,
         clock=build.clock,
+    )
+
+
+def _wechat(build: _Build) -> ChannelAdapter:
+    return wechat.WeChatTemplate(_token(build), wechat.template_refs(build.need("templates")))
+
+
+def _wechat_mini(build: _Build) -> ChannelAdapter:
+    return wechat_mini.WeChatMiniSubscribe(
+        _token(build),
+        wechat_mini.template_refs(build.need("templates")),
+        wechat_mini.state(str(build.get("miniprogram_state", "formal"))),
     )
 
 
@@ -153,6 +168,7 @@ _BUILDERS: dict[Channel, Callable[[_Build], ChannelAdapter]] = {
     Channel.VOICE: _voice,
     Channel.EMAIL: _email,
     Channel.WECHAT: _wechat,
+    Channel.WECHAT_MINI: _wechat_mini,
     Channel.PUSH: _push,
     Channel.WEBHOOK: _webhook,
     Channel.LOG: _log,

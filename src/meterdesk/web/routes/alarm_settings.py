@@ -26,7 +26,7 @@ router = APIRouter(include_in_schema=False)
 LEVELS = (1, 2, 3)
 Text = Annotated[str | None, Form(max_length=100)]
 Name = Annotated[str, Form(max_length=200)]
-CHANNELS = ("sms", "email", "voice", "wechat", "push", "webhook", "log")
+CHANNELS = ("sms", "email", "voice", "wechat", "wechat_mini", "push", "webhook", "log")
 
 
 @router.get("/settings/alarms", response_class=HTMLResponse)

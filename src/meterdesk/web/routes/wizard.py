@@ -20,7 +20,7 @@ from meterdesk.api.schemas.accounts import AccountIn
 from meterdesk.api.schemas.places import CustomerIn
 from meterdesk.billing.quantity_model import CreditUnit, parse_credit_unit
 from meterdesk.reports import opening
-from meterdesk.shared.contacts import optional_email, optional_phone
+from meterdesk.shared.contacts import optional_email, optional_openid, optional_phone
 from meterdesk.shared.errors import MeterdeskError, ValidationError
 from meterdesk.web.forms import blank_to_none, build
 from meterdesk.web.i18n import LANGUAGE_NAMES
@@ -48,6 +48,9 @@ class WizardData:
     initial_credit: str = "0"
     payment_method: str = "cash"
     key: str = ""
+    # WeChat gives one tenant an openid per app: the official account's and the mini program's
+    customer_wechat_openid: str = ""
+    customer_wechat_mini_openid: str = ""
 
     def chosen(self) -> list[tuple[int, int, str | None]]:
         """(meter, tariff, opening reading) of each meter given a tariff."""
@@ -72,13 +75,20 @@ def wizard_data(
     initial_credit: Short = "0",
     payment_method: Short = "cash",
     key: Short = "",
+    customer_wechat_openid: Short = "",
+    customer_wechat_mini_openid: Short = "",
 ) -> WizardData:
-    return WizardData(
+    data = WizardData(
         room_id, customer_id, customer_name.strip(), customer_phone.strip(), customer_email.strip(),
         customer_language, number.strip(), billing_mode, credit_unit.strip() or "money",
         overdraft_limit.strip() or "0", meter or [], tariff or [],
         reading or [], initial_credit.strip() or "0", payment_method, key or new_key(),
     )  # fmt: skip
+    return replace(
+        data,
+        customer_wechat_openid=customer_wechat_openid.strip(),
+        customer_wechat_mini_openid=customer_wechat_mini_openid.strip(),
+    )
 
 
 Wizard = Annotated[WizardData, Depends(wizard_data)]
@@ -107,7 +117,7 @@ def _context(caller: Caller, data: WizardData, step: int, q: str | None = None) 
 
 
 def _check(data: WizardData, step: int) -> WizardData:
-    """``data`` with a new customer's phone and e-mail as they will be stored (checked on the
+    """``data`` with a new customer's phone, e-mail and mini program openid as they will be stored (checked on the
     first step, where they were typed, not only when the account is opened)."""
     if step >= 1 and (
         data.room_id is None or (data.customer_id is None and not data.customer_name)
@@ -120,7 +130,15 @@ def _check(data: WizardData, step: int) -> WizardData:
     if step >= 1 and data.customer_id is None:
         phone = optional_phone(data.customer_phone, field="customer_phone")
         email = optional_email(data.customer_email, field="customer_email")
-        data = replace(data, customer_phone=phone or "", customer_email=email or "")
+        mini = optional_openid(
+            data.customer_wechat_mini_openid, field="customer_wechat_mini_openid"
+        )
+        data = replace(
+            data,
+            customer_phone=phone or "",
+            customer_email=email or "",
+            customer_wechat_mini_openid=mini or "",
+        )
     return data
 
 
@@ -170,6 +188,8 @@ def _customer(caller: Caller, request: Request, data: WizardData) -> int:
         name=data.customer_name,
         phone=blank_to_none(data.customer_phone),
         email=blank_to_none(data.customer_email),
+        wechat_openid=blank_to_none(data.customer_wechat_openid),
+        wechat_mini_openid=blank_to_none(data.customer_wechat_mini_openid),
         language=data.customer_language,
     )
     return int(places_api.create_customer(body, caller).id)
