@@ -1,15 +1,21 @@
 """The simulator's HJ212 gateway against ``ingest-hj212``'s server, in-process, on real TCP
 sockets, on SQLite and PostgreSQL: scheduled minute data for 3 meters is billed and answered;
-while the server is down the gateway buffers, and the history is billed once when it is back."""
+while the server is down the gateway buffers, and the history is billed once when it is back;
+garbage between packets is skipped; ``meterdesk simulate --hj212-server`` reaches the server."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from pathlib import Path
+from subprocess import PIPE, STDOUT
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,8 +28,10 @@ from meterdesk.db.database import Database
 from meterdesk.devices.codecs.hj212 import Pairs
 from meterdesk.devices.hj212.server import Hj212Server, Hj212Settings
 from meterdesk.devices.hj212.store import Hj212Store
+from meterdesk.devices.tables import gateways
 from meterdesk.metering.tables import readings
 from meterdesk.shared.money import round_fen
+from meterdesk.simulator.cli import DEFAULT_HJ212_GATEWAY
 from meterdesk.simulator.config import parse_config
 from meterdesk.simulator.hj212_gateway import Hj212Gateway
 from meterdesk.simulator.runtime import Simulation
@@ -189,3 +197,35 @@ def test_garbage_between_packets_is_skipped_by_the_server(db: Database) -> None:
     skipped = asyncio.run(scenario())
     assert skipped >= 2 * 40
     assert deducted(db, site.accounts[A2].account_id) > 0
+
+
+def test_meterdesk_simulate_hj212_server_pushes_to_the_platform(db: Database) -> None:
+    make_site(db, (A1, A2, A3))
+    with db.transaction() as conn:  # the MN the --hj212-server gateway sends
+        conn.execute(gateways.update().values(serial=DEFAULT_HJ212_GATEWAY))
+    command = [str(Path(sys.executable).with_name("meterdesk")), "simulate", "--meters", "3"]
+    command += ["--hj212-password", PASSWORD, "--speed", "120", "--seed", "3"]
+    environment = os.environ | {"TZ": "Asia/Shanghai"}  # the gateway's clock: the site's zone
+
+    async def scenario() -> list[str]:
+        async with platform(db) as server:
+            where = ["--hj212-server", f"127.0.0.1:{server.port}"]
+            process = await asyncio.create_subprocess_exec(
+                *command, *where, stdout=PIPE, stderr=STDOUT, env=environment
+            )
+            try:
+                assert process.stdout is not None
+                banner = [(await process.stdout.readline()).decode() for _ in range(3)]
+                await until(lambda: server.stats.replies_sent >= 2, "2 packets answered")
+                process.send_signal(signal.SIGINT)
+                assert await asyncio.wait_for(process.wait(), 10) == 0
+                return banner
+            finally:
+                if process.returncode is None:
+                    process.kill()
+
+    banner = asyncio.run(scenario())
+    assert any("hj212 gateway MN HJ0001: 6 meters" in line for line in banner), banner
+    with db.read() as conn:
+        state = conn.execute(select(gateways.c.state, gateways.c.last_seen_at)).one()
+    assert state[0] == "online" and state[1] is not None
