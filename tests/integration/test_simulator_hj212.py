@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from builders import deducted
+from builders import deducted, wallet
 from hj212_world import A1, A2, PASSWORD, SERIAL, make_site
 from sqlalchemy import select
 
@@ -39,6 +39,7 @@ from meterdesk.simulator.runtime import Simulation
 pytestmark = pytest.mark.integration
 A3 = "000000000003"
 PRICE = Decimal("0.6537")  # the flat tariff of builders.make_tariff
+CREDIT = Decimal(500)  # what make_site's accounts start with
 OPENING = Decimal(1000)  # the accounts open with the register at 1000 kWh
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -176,7 +177,9 @@ def test_the_simulated_gateway_is_billed_buffers_while_the_server_is_down_and_re
         moved = max(readings_by_time.values()) - OPENING
         assert moved > 0
         # billed once: what the register moved × the price, nothing for the re-sent packets
-        assert deducted(db, site.accounts[addr].account_id) == round_fen(moved * PRICE)
+        charged = round_fen(moved * PRICE)
+        assert deducted(db, site.accounts[addr].account_id) == charged
+        assert wallet(db, site.accounts[addr]) == CREDIT - charged
 
 
 def test_garbage_between_packets_is_skipped_by_the_server(db: Database) -> None:

@@ -14,10 +14,17 @@ from meterdesk.devices.codecs.hj212 import Hj212Message, decode_message
 from meterdesk.devices.hj212.model import data_answer, meter_values, wants_answer
 from meterdesk.shared.errors import ValidationError
 from meterdesk.simulator.cli import default_document
-from meterdesk.simulator.config import parse_config
-from meterdesk.simulator.hj212_gateway import Hj212GatewaySpec, data_time, meter_items
+from meterdesk.simulator.config import FaultConfig, FaultKind, parse_config
+from meterdesk.simulator.faults import apply_fault, revert_fault
+from meterdesk.simulator.hj212_gateway import (
+    Hj212Gateway,
+    Hj212GatewaySpec,
+    data_time,
+    meter_items,
+)
 from meterdesk.simulator.hj212_outbox import Hj212Outbox, register_text
 from meterdesk.simulator.meter import ElectricityMeter, ElectricitySpec, WaterMeter, WaterSpec
+from meterdesk.simulator.runtime import Simulation
 
 BANDS = (Decimal("0.5"), Decimal("300"), Decimal("434"), Decimal("500"))
 NOW = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
@@ -173,3 +180,22 @@ def test_the_hj212_server_flag_puts_the_meters_on_gateway_hj0001() -> None:
         default_document(meters=2, hj212_server="127.0.0.1:9212", mqtt_broker="127.0.0.1:1883")
     with pytest.raises(ValidationError, match="needs --hj212-server"):
         default_document(meters=2, hj212_password=SECRET)
+
+
+def test_gateway_faults_cut_the_uplink_and_put_junk_between_packets() -> None:
+    simulation = Simulation(parse_config(hj212_site()))
+    gateway = simulation.gateways["HJ1"]
+    assert isinstance(gateway, Hj212Gateway)
+    garbage = FaultConfig(FaultKind.GARBAGE, at_s=0, value=300, gateway="HJ1")
+    apply_fault(garbage, gateway, NOW)
+    junk = gateway._garbage()
+    assert len(junk) == 300 and b"#" not in junk  # never a false packet start
+    revert_fault(garbage, gateway, NOW)
+    assert gateway._garbage() == b""
+    down = FaultConfig(FaultKind.UPLINK_DOWN, at_s=0, gateway="HJ1")
+    apply_fault(down, gateway, NOW)
+    assert not gateway._uplink_wanted.is_set()
+    revert_fault(down, gateway, NOW)
+    assert gateway._uplink_wanted.is_set()
+    with pytest.raises(ValidationError, match="meter fault"):
+        apply_fault(FaultConfig(FaultKind.SLOW, at_s=0, gateway="HJ1"), gateway, NOW)
