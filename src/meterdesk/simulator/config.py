@@ -14,12 +14,13 @@ Format (every key except the ones marked *required* has a default; see docs/simu
     listen = "127.0.0.1:7001"    # omit to keep the line off the network (gateway only)
     baud = 0                     # > 0 adds the time the bytes take on the line
 
-    [[gateway]]                  # an MQTT gateway reporting its meters
+    [[gateway]]                  # a gateway reporting its meters (MQTT by default)
     sn = "GW0001"                # required
     product_key = "meterdesk"
     broker = "127.0.0.1:1883"
     interval_s = 300             # simulated seconds between reads
     resend_after_s = 30          # real seconds before an unacknowledged report is resent
+    # uplink = "hj212" makes it an HJ212-2017 gateway: keys in .config_hj212
 
     [[meters]]                   # a group of meters with consecutive addresses
     first_address = 101          # required (count = 1 by default)
