@@ -28,6 +28,7 @@ from typing import Any
 from meterdesk.devices.codecs.dlt645 import Dlt645Frame, Function
 from meterdesk.devices.uplink import Report
 from meterdesk.simulator.config import parse_config
+from meterdesk.simulator.gateway import VirtualGateway
 from meterdesk.simulator.meter import ElectricityMeter
 from meterdesk.simulator.runtime import Simulation
 
@@ -134,7 +135,8 @@ async def _serve(job: SimJob, pipe: Connection) -> None:
     for _, server in simulation.listening:
         server.observer = records.observe_frame  # type: ignore[attr-defined]
     for gateway in simulation.gateways.values():
-        gateway.on_publish = records.observe_report
+        if isinstance(gateway, VirtualGateway):  # the bench's site has MQTT gateways only
+            gateway.on_publish = records.observe_report
     await simulation.start()
     try:
         await asyncio.wait_for(_all_connected(simulation), 30)

@@ -178,6 +178,14 @@ def simulate_command(
     mqtt_broker: Annotated[
         str | None, typer.Option("--mqtt-broker", help="HOST:PORT of the broker for a gateway")
     ] = None,
+    hj212_server: Annotated[
+        str | None,
+        typer.Option("--hj212-server", help="HOST:PORT of ingest-hj212 for an HJ212 gateway"),
+    ] = None,
+    hj212_password: Annotated[
+        str | None,
+        typer.Option("--hj212-password", help="the HJ212 gateway's PW (default 123456)"),
+    ] = None,
     meters: Annotated[int, typer.Option(help="meters per socket (without --config)")] = 3,
     config: Annotated[Path | None, typer.Option(help="TOML file describing the site")] = None,
     speed: Annotated[
@@ -195,6 +203,8 @@ def simulate_command(
             modbus_rtu_tcp=modbus_rtu_tcp,
             cjt188_tcp=cjt188_tcp,
             mqtt_broker=mqtt_broker,
+            hj212_server=hj212_server,
+            hj212_password=hj212_password,
             meters=meters,
             config=config,
             speed=speed,

@@ -3,7 +3,9 @@
 Without ``--config``, ``--meters N`` builds a default site: N electricity meters (addresses
 1..N) on each of the DL/T 645, Modbus TCP and Modbus RTU-over-TCP sockets that are asked for,
 N water meters (addresses 1..N) on the CJ/T 188 socket, and with ``--mqtt-broker`` one gateway
-``GW0001`` reporting the DL/T 645 and CJ/T 188 meters every minute (simulated). Each socket is
+``GW0001`` reporting the DL/T 645 and CJ/T 188 meters every minute (simulated), or with
+``--hj212-server`` an HJ212 gateway ``HJ0001`` pushing the same meters' minute data (CN 2051)
+every simulated minute. Each socket is
 its own line with its own meters. With ``--config`` the file describes everything and only
 ``--speed`` / ``--seed`` may override it.
 """
@@ -18,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from meterdesk.shared.errors import ValidationError
-from meterdesk.simulator.config import SimulatorConfig, endpoint, load_config, parse_config
+from meterdesk.simulator.config import SimulatorConfig, load_config, parse_config
+from meterdesk.simulator.config_values import endpoint
 from meterdesk.simulator.runtime import Simulation
 
 DEFAULT_GATEWAY = "GW0001"
+DEFAULT_HJ212_GATEWAY = "HJ0001"  # the MN of the --hj212-server gateway
 DEFAULT_INTERVAL_S = 60
 
 
@@ -33,6 +37,27 @@ def _bus(name: str, protocol: str, listen: str | None) -> dict[str, Any]:
     return table
 
 
+def _gateway_table(
+    mqtt_broker: str | None, hj212_server: str | None, hj212_password: str | None
+) -> dict[str, Any] | None:
+    """The one gateway of the ``--meters N`` site, if an uplink is asked for."""
+    if mqtt_broker and hj212_server:
+        raise ValidationError(
+            "--mqtt-broker and --hj212-server: a meter has one gateway; give one of them"
+            " (or describe both gateways in --config)"
+        )
+    if hj212_password is not None and not hj212_server:
+        raise ValidationError("--hj212-password needs --hj212-server")
+    if mqtt_broker:
+        endpoint(mqtt_broker, "--mqtt-broker")
+        return {"sn": DEFAULT_GATEWAY, "broker": mqtt_broker}
+    if not hj212_server:
+        return None
+    endpoint(hj212_server, "--hj212-server")
+    table = {"sn": DEFAULT_HJ212_GATEWAY, "uplink": "hj212", "server": hj212_server}
+    return table if hj212_password is None else table | {"password": hj212_password}
+
+
 def default_document(
     *,
     meters: int,
@@ -41,16 +66,20 @@ def default_document(
     modbus_rtu_tcp: str | None = None,
     cjt188_tcp: str | None = None,
     mqtt_broker: str | None = None,
+    hj212_server: str | None = None,
+    hj212_password: str | None = None,
 ) -> dict[str, Any]:
     """The config document of the ``--meters N`` site (see the module docstring)."""
     if meters < 1:
         raise ValidationError("--meters must be at least 1")
-    gateway = DEFAULT_GATEWAY if mqtt_broker else None
+    gateway_table = _gateway_table(mqtt_broker, hj212_server, hj212_password)
+    gateway = gateway_table["sn"] if gateway_table else None
+    uplink = mqtt_broker or hj212_server
     lines = [
-        ("dlt645", "dlt645", dlt645_tcp, "electricity", dlt645_tcp or mqtt_broker),
+        ("dlt645", "dlt645", dlt645_tcp, "electricity", dlt645_tcp or uplink),
         ("modbus", "modbus", modbus_tcp, "electricity", modbus_tcp),
         ("modbus-rtu", "modbus-rtu", modbus_rtu_tcp, "electricity", modbus_rtu_tcp),
-        ("cjt188", "cjt188", cjt188_tcp, "water", cjt188_tcp or mqtt_broker),
+        ("cjt188", "cjt188", cjt188_tcp, "water", cjt188_tcp or uplink),
     ]
     document: dict[str, Any] = {"bus": [], "meters": []}
     for name, protocol, listen, kind, wanted in lines:
@@ -63,14 +92,12 @@ def default_document(
         if gateway and protocol in ("dlt645", "cjt188"):
             group["gateway"] = gateway
         document["meters"].append(group)
-    if mqtt_broker:
-        endpoint(mqtt_broker, "--mqtt-broker")
-        gateway_table = {"sn": DEFAULT_GATEWAY, "broker": mqtt_broker}
+    if gateway_table:
         document["gateway"] = [gateway_table | {"interval_s": DEFAULT_INTERVAL_S}]
     if not document["bus"]:
         raise ValidationError(
             "nothing to simulate: give --dlt645-tcp, --modbus-tcp, --modbus-rtu-tcp,"
-            " --cjt188-tcp or --mqtt-broker (or --config FILE)"
+            " --cjt188-tcp, --mqtt-broker or --hj212-server (or --config FILE)"
         )
     return document
 
@@ -120,6 +147,8 @@ def run_simulator(
     modbus_rtu_tcp: str | None = None,
     cjt188_tcp: str | None = None,
     mqtt_broker: str | None = None,
+    hj212_server: str | None = None,
+    hj212_password: str | None = None,
     meters: int = 3,
     config: Path | None = None,
     speed: float | None = None,
@@ -135,6 +164,8 @@ def run_simulator(
         "modbus_rtu_tcp": modbus_rtu_tcp,
         "cjt188_tcp": cjt188_tcp,
         "mqtt_broker": mqtt_broker,
+        "hj212_server": hj212_server,
+        "hj212_password": hj212_password,
     }
     built = build_config(config=config, meters=meters, speed=speed, seed=seed, endpoints=endpoints)
     asyncio.run(_main(built))

@@ -14,12 +14,13 @@ Format (every key except the ones marked *required* has a default; see docs/simu
     listen = "127.0.0.1:7001"    # omit to keep the line off the network (gateway only)
     baud = 0                     # > 0 adds the time the bytes take on the line
 
-    [[gateway]]                  # an MQTT gateway reporting its meters
+    [[gateway]]                  # a gateway reporting its meters (MQTT by default)
     sn = "GW0001"                # required
     product_key = "meterdesk"
     broker = "127.0.0.1:1883"
     interval_s = 300             # simulated seconds between reads
     resend_after_s = 30          # real seconds before an unacknowledged report is resent
+    # uplink = "hj212" makes it an HJ212-2017 gateway: keys in .config_hj212
 
     [[meters]]                   # a group of meters with consecutive addresses
     first_address = 101          # required (count = 1 by default)
@@ -49,21 +50,20 @@ digits, CJ/T 188 up to 14, Modbus unit ids 1–247; unique per bus and per gatew
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.time import parse_instant, zone
 from meterdesk.simulator.clock import host_zone
+from meterdesk.simulator.config_hj212 import hj212_gateway
 from meterdesk.simulator.config_meters import build_meters
+from meterdesk.simulator.config_values import Table, check_keys, endpoint, typed
 from meterdesk.simulator.gateway import GatewaySpec
+from meterdesk.simulator.hj212_gateway import Hj212GatewaySpec
 from meterdesk.simulator.meter import ElectricitySpec, WaterSpec
-
-Table = Mapping[str, Any]
 
 
 class Protocol(StrEnum):
@@ -119,40 +119,15 @@ class SimulatorConfig:
     zone: tzinfo
     start: datetime | None
     buses: tuple[BusConfig, ...]
-    gateways: tuple[GatewaySpec, ...]
+    gateways: tuple[GatewaySpec | Hj212GatewaySpec, ...]
     meters: tuple[MeterConfig, ...]
     faults: tuple[FaultConfig, ...] = ()
 
 
-def _check_keys(table: Table, allowed: set[str], where: str) -> None:
-    unknown = set(table) - allowed
-    if unknown:
-        raise ValidationError(
-            f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})"
-        )
-
-
-def _typed(table: Table, key: str, kind: type | tuple[type, ...], default: Any, where: str) -> Any:
-    value = table.get(key, default)
-    if value is not None and (
-        isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind)
-    ):
-        raise ValidationError(f"{where}: {key} = {value!r} has the wrong type")
-    return value
-
-
-def endpoint(text: str, where: str) -> tuple[str, int]:
-    """``HOST:PORT`` → (host, port)."""
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValidationError(f"{where}: {text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
 def _bus(table: Table) -> BusConfig:
     where = f"[[bus]] {table.get('name', '?')}"
-    _check_keys(table, {"name", "protocol", "listen", "baud"}, where)
-    name = _typed(table, "name", str, None, where)
+    check_keys(table, {"name", "protocol", "listen", "baud"}, where)
+    name = typed(table, "name", str, None, where)
     if not name:
         raise ValidationError(f"{where}: name is required")
     try:
@@ -161,33 +136,38 @@ def _bus(table: Table) -> BusConfig:
         raise ValidationError(
             f"{where}: protocol must be one of {[p.value for p in Protocol]}"
         ) from None
-    listen = _typed(table, "listen", str, None, where)
+    listen = typed(table, "listen", str, None, where)
     host, port = endpoint(listen, where) if listen else (None, None)
-    return BusConfig(name, protocol, host, port, _typed(table, "baud", int, 0, where))
+    return BusConfig(name, protocol, host, port, typed(table, "baud", int, 0, where))
 
 
-def _gateway(table: Table, seed: int) -> GatewaySpec:
+def _gateway(table: Table, seed: int) -> GatewaySpec | Hj212GatewaySpec:
     where = f"[[gateway]] {table.get('sn', '?')}"
-    allowed = {"sn", "product_key", "broker", "interval_s", "resend_after_s"}
-    _check_keys(table, allowed, where)
-    sn = _typed(table, "sn", str, None, where)
+    uplink = typed(table, "uplink", str, "mqtt", where)
+    if uplink == "hj212":
+        return hj212_gateway(table, seed, where)
+    if uplink != "mqtt":
+        raise ValidationError(f"{where}: uplink must be mqtt or hj212")
+    allowed = {"sn", "uplink", "product_key", "broker", "interval_s", "resend_after_s"}
+    check_keys(table, allowed, where)
+    sn = typed(table, "sn", str, None, where)
     if not sn:
         raise ValidationError(f"{where}: sn is required")
-    host, port = endpoint(_typed(table, "broker", str, "127.0.0.1:1883", where), where)
+    host, port = endpoint(typed(table, "broker", str, "127.0.0.1:1883", where), where)
     return GatewaySpec(
         sn=sn,
-        product_key=_typed(table, "product_key", str, "meterdesk", where),
+        product_key=typed(table, "product_key", str, "meterdesk", where),
         broker_host=host,
         broker_port=port,
-        interval_s=float(_typed(table, "interval_s", (int, float), 300, where)),
-        resend_after_s=float(_typed(table, "resend_after_s", (int, float), 30, where)),
+        interval_s=float(typed(table, "interval_s", (int, float), 300, where)),
+        resend_after_s=float(typed(table, "resend_after_s", (int, float), 30, where)),
         seed=seed,
     )
 
 
 def _fault(table: Table) -> FaultConfig:
     where = f"[[fault]] {table.get('kind', '?')}"
-    _check_keys(table, {"kind", "at_s", "duration_s", "value", "address", "bus", "gateway"}, where)
+    check_keys(table, {"kind", "at_s", "duration_s", "value", "address", "bus", "gateway"}, where)
     try:
         kind = FaultKind(str(table.get("kind", "")))
     except ValueError:
@@ -197,30 +177,38 @@ def _fault(table: Table) -> FaultConfig:
     number = (int, float)
     fault = FaultConfig(
         kind=kind,
-        at_s=float(_typed(table, "at_s", number, 0, where)),
-        duration_s=_typed(table, "duration_s", number, None, where),
-        value=_typed(table, "value", number, None, where),
-        address=_typed(table, "address", int, None, where),
-        bus=_typed(table, "bus", str, None, where),
-        gateway=_typed(table, "gateway", str, None, where),
+        at_s=float(typed(table, "at_s", number, 0, where)),
+        duration_s=typed(table, "duration_s", number, None, where),
+        value=typed(table, "value", number, None, where),
+        address=typed(table, "address", int, None, where),
+        bus=typed(table, "bus", str, None, where),
+        gateway=typed(table, "gateway", str, None, where),
     )
     if kind is FaultKind.UPLINK_DOWN and fault.gateway is None:
         raise ValidationError(f"{where}: uplink_down needs gateway")
-    if kind is not FaultKind.UPLINK_DOWN and (
+    if kind is FaultKind.GARBAGE and fault.address is None and fault.bus is None:
+        if fault.gateway is None:
+            raise ValidationError(f"{where}: name the meter, or an HJ212 gateway with gateway")
+    elif kind is not FaultKind.UPLINK_DOWN and (
         fault.address is None or (fault.bus or fault.gateway) is None
     ):
         raise ValidationError(f"{where}: name the meter with address and bus (or gateway)")
     return fault
 
 
+def is_gateway_garbage(fault: FaultConfig) -> bool:
+    """Junk bytes between an HJ212 gateway's packets, rather than in a meter's answers."""
+    return fault.kind is FaultKind.GARBAGE and fault.address is None
+
+
 def _settings(table: Table, where: str) -> tuple[int, float, tzinfo, datetime | None]:
-    _check_keys(table, {"seed", "speed", "zone", "start"}, where)
-    seed = _typed(table, "seed", int, 1, where)
-    speed = float(_typed(table, "speed", (int, float), 1.0, where))
+    check_keys(table, {"seed", "speed", "zone", "start"}, where)
+    seed = typed(table, "seed", int, 1, where)
+    speed = float(typed(table, "speed", (int, float), 1.0, where))
     if speed <= 0:
         raise ValidationError(f"{where}: speed must be positive")
-    zone_name = _typed(table, "zone", str, None, where)
-    start = _typed(table, "start", (str, datetime), None, where)
+    zone_name = typed(table, "zone", str, None, where)
+    start = typed(table, "start", (str, datetime), None, where)
     if isinstance(start, str):
         start = parse_instant(start, field="start")
     elif isinstance(start, datetime) and start.tzinfo is None:
@@ -232,7 +220,7 @@ def parse_config(
     document: Table, *, seed: int | None = None, speed: float | None = None
 ) -> SimulatorConfig:
     """A validated configuration from a parsed TOML document; ``seed``/``speed`` override it."""
-    _check_keys(document, {"simulator", "bus", "gateway", "meters", "fault"}, "config")
+    check_keys(document, {"simulator", "bus", "gateway", "meters", "fault"}, "config")
     base_seed, base_speed, meter_zone, start = _settings(
         document.get("simulator", {}), "[simulator]"
     )
@@ -263,6 +251,7 @@ def parse_config(
 def _check_names(config: SimulatorConfig) -> None:
     names = [bus.name for bus in config.buses]
     sns = [gateway.sn for gateway in config.gateways]
+    hj212 = {gateway.sn for gateway in config.gateways if isinstance(gateway, Hj212GatewaySpec)}
     if len(set(names)) != len(names) or len(set(sns)) != len(sns):
         raise ValidationError("bus names and gateway serial numbers must be unique")
     for fault in config.faults:
@@ -270,6 +259,8 @@ def _check_names(config: SimulatorConfig) -> None:
             raise ValidationError(f"[[fault]] {fault.kind}: no bus named {fault.bus!r}")
         if fault.gateway is not None and fault.gateway not in sns:
             raise ValidationError(f"[[fault]] {fault.kind}: no gateway {fault.gateway!r}")
+        if is_gateway_garbage(fault) and fault.gateway not in hj212:
+            raise ValidationError(f"[[fault]] garbage: {fault.gateway!r} is not an HJ212 gateway")
 
 
 def load_config(

@@ -2,7 +2,8 @@
 
 Comm faults (offline, slow, garbage) set the meter's :class:`~.meter.CommFaults` that the servers
 honour; state faults act on the model (rollover jump, clock drift, replacement, stuck valve,
-battery low); ``uplink_down`` cuts a gateway's MQTT connection. ``revert`` ends a fault with a
+battery low); ``uplink_down`` cuts a gateway's connection (MQTT or HJ212) and ``garbage`` on an
+HJ212 gateway (no meter address) writes junk bytes between its packets. ``revert`` ends a fault with a
 duration; one-shot kinds (rollover, replace) have nothing to revert. Defaults when the config
 gives no ``value``: slow 2 s, garbage 8 bytes, clock drift 500 ppm, rollover 1 kWh (or m³)
 before the modulus.
@@ -16,9 +17,11 @@ from decimal import Decimal
 from meterdesk.shared.errors import ValidationError
 from meterdesk.simulator.config import FaultConfig, FaultKind
 from meterdesk.simulator.gateway import VirtualGateway
+from meterdesk.simulator.hj212_gateway import Hj212Gateway
 from meterdesk.simulator.meter import ElectricityMeter, WaterMeter
 
-Target = ElectricityMeter | WaterMeter | VirtualGateway
+Gateway = VirtualGateway | Hj212Gateway
+Target = ElectricityMeter | WaterMeter | Gateway
 _DEFAULTS = {
     FaultKind.SLOW: 2.0,
     FaultKind.GARBAGE: 8.0,
@@ -32,19 +35,26 @@ def _value(fault: FaultConfig) -> float:
 
 
 def apply_fault(fault: FaultConfig, target: Target, now: datetime) -> None:
-    if isinstance(target, VirtualGateway):
-        if fault.kind is not FaultKind.UPLINK_DOWN:
-            raise ValidationError(f"{fault.kind} is a meter fault, not a gateway fault")
-        target.set_uplink(False)
+    if isinstance(target, VirtualGateway | Hj212Gateway):
+        _gateway_fault(fault, target, on=True)
         return
     _switch(fault, target, now, on=True)
 
 
 def revert_fault(fault: FaultConfig, target: Target, now: datetime) -> None:
-    if isinstance(target, VirtualGateway):
-        target.set_uplink(True)
+    if isinstance(target, VirtualGateway | Hj212Gateway):
+        _gateway_fault(fault, target, on=False)
         return
     _switch(fault, target, now, on=False)
+
+
+def _gateway_fault(fault: FaultConfig, gateway: Gateway, *, on: bool) -> None:
+    if fault.kind is FaultKind.UPLINK_DOWN:
+        gateway.set_uplink(not on)
+    elif fault.kind is FaultKind.GARBAGE and isinstance(gateway, Hj212Gateway):
+        gateway.set_garbage(int(_value(fault)) if on else 0)  # bytes between its packets
+    else:
+        raise ValidationError(f"{fault.kind} is a meter fault, not a fault of this gateway")
 
 
 def _switch(

@@ -24,10 +24,12 @@ from meterdesk.simulator.config import (
     FaultKind,
     Protocol,
     SimulatorConfig,
+    is_gateway_garbage,
 )
 from meterdesk.simulator.dlt645_server import dlt645_server
 from meterdesk.simulator.faults import Target, apply_fault, revert_fault
-from meterdesk.simulator.gateway import VirtualGateway
+from meterdesk.simulator.gateway import GatewaySpec, VirtualGateway
+from meterdesk.simulator.hj212_gateway import Hj212Gateway, Hj212GatewaySpec
 from meterdesk.simulator.meter import ElectricityMeter, ElectricitySpec, WaterMeter
 from meterdesk.simulator.modbus_server import ModbusMeterServer
 
@@ -64,13 +66,15 @@ class Simulation:
                 self.by_gateway[entry.gateway].append(meter)
         self.listening = [(bus, self._server(bus)) for bus in config.buses if bus.host]
         self.servers: list[Server] = [server for _, server in self.listening]
-        self.gateways = {
-            spec.sn: VirtualGateway(
-                spec, self.by_gateway[spec.sn], clock=self.clock, speed=self.clock.speed
-            )
-            for spec in config.gateways
-        }
+        self.gateways = {spec.sn: self._gateway(spec) for spec in config.gateways}
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _gateway(self, spec: GatewaySpec | Hj212GatewaySpec) -> VirtualGateway | Hj212Gateway:
+        meters, clock = self.by_gateway[spec.sn], self.clock
+        if isinstance(spec, Hj212GatewaySpec):  # DataTime on the gateway's (the site's) clock
+            zone = self.config.zone
+            return Hj212Gateway(spec, meters, clock=clock, zone=zone, speed=clock.speed)
+        return VirtualGateway(spec, meters, clock=clock, speed=clock.speed)
 
     def _server(self, bus: BusConfig) -> Server:
         assert bus.host is not None and bus.port is not None
@@ -104,7 +108,7 @@ class Simulation:
         raise ValidationError(f"no meter {address} on {bus or gateway}")
 
     def _target(self, fault: FaultConfig) -> Target:
-        if fault.kind is FaultKind.UPLINK_DOWN:
+        if fault.kind is FaultKind.UPLINK_DOWN or is_gateway_garbage(fault):
             return self.gateways[fault.gateway or ""]
         assert fault.address is not None
         return self.meter(fault.address, bus=fault.bus, gateway=fault.gateway)
@@ -148,6 +152,13 @@ class Simulation:
             for bus, server in self.listening
         ]
         for sn, gateway in self.gateways.items():
+            if isinstance(gateway, Hj212Gateway):
+                hj = gateway.spec
+                lines.append(
+                    f"hj212 gateway MN {sn}: {len(gateway.meters)} meters → {hj.host}:{hj.port}"
+                    f" CN={hj.cn} every {hj.interval_s:g} s (simulated)"
+                )
+                continue
             spec = gateway.spec
             lines.append(
                 f"mqtt gateway {sn}: {len(gateway.meters)} meters → {spec.broker_host}:{spec.broker_port}"
