@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from test_cli import ORG, data_dir, run_json, set_up_places
+from test_cli import ORG, data_dir, run, run_json, set_up_places
 
 from meterdesk.cli import common as cli_common
 from meterdesk.sites.tables import customers
@@ -33,6 +33,10 @@ def test_the_cli_sets_and_clears_a_customers_no_summaries_choice(
 
     off = run_json("customer", "update", str(customer), *ORG, "--no-summaries")
     assert off["changed"] == ["summaries_opt_out"] and opted_out(customer) is True
+    (listed,) = run_json("customer", "list", *ORG)
+    assert listed["summaries_opt_out"] is True
+    (_, line) = run("customer", "list", *ORG).stdout.splitlines()
+    assert line.split()[-3:] == ["+8613900000000", "no", "-"]  # summaries: no; no e-mail
 
     run_json("customer", "update", str(customer), *ORG, "--summaries")
     assert opted_out(customer) is False
