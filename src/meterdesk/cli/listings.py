@@ -217,7 +217,8 @@ def customer_list(
     limit: Limit = 200,
     as_json: JsonOption = False,
 ) -> None:
-    """Customers with the id ``account open --customer`` takes."""
+    """Customers with the id ``account open --customer`` takes, and whether they get deduction
+    summaries (``customer update --no-summaries``)."""
     with handled():
         o, window = organisation_id(org), _window(after, limit)
         with app().db.read() as conn:
@@ -227,9 +228,10 @@ def customer_list(
             cursor,
             as_json,
             lambda r: (
-                f"{r['id']:<5} {pad(r['name'], 30)} {r['phone'] or '-':<18} {r['email'] or '-'}"
+                f"{r['id']:<5} {pad(r['name'], 30)} {r['phone'] or '-':<18} "
+                f"{'no' if r['summaries_opt_out'] else 'yes':<10} {r['email'] or '-'}"
             ),
-            f"{'id':<5} {'name':<30} {'phone':<18} e-mail",
+            f"{'id':<5} {'name':<30} {'phone':<18} {'summaries':<10} e-mail",
         )
 
 

@@ -237,13 +237,21 @@ def customer_update(
         str | None, typer.Option(help=f'{MINI_OPENID_HELP}; "" clears it')
     ] = None,
     language: LanguageOption = None,
+    summaries: Annotated[
+        bool | None,
+        typer.Option(
+            "--summaries/--no-summaries",
+            help="--no-summaries: the tenant asked for no deduction summaries (扣费通知)",
+        ),
+    ] = None,
     actor: ActorOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Change a customer's name, phone, e-mail, WeChat openids or message language (audited)."""
+    """Change a customer's name, phone, e-mail, WeChat openids, message language or whether
+    they get deduction summaries (audited)."""
     with handled():
         change = sites.CustomerChange(
-            name, phone, email, wechat_openid, language, wechat_mini_openid
+            name, phone, email, wechat_openid, language, wechat_mini_openid, summaries
         )
         sites.update_customer(
             app().db,

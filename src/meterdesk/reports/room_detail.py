@@ -69,6 +69,7 @@ class AccountView:
     arrears_fen: int
     overdraft_fen: int
     opened_at: datetime | None = None
+    customer_id: int | None = None  # the customer's page links from the tenant's name
     policy: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -129,6 +130,7 @@ def room_account(conn: Connection, organisation_id: int, room_id: int) -> Accoun
                 accounts.c.opened_at,
                 customers.c.name.label("customer"),
                 customers.c.phone,
+                accounts.c.customer_id,
                 wallet.c.balance_fen,
                 wallet.c.floor_fen,
                 owed.c.balance_fen.label("owed"),
@@ -151,7 +153,7 @@ def room_account(conn: Connection, organisation_id: int, room_id: int) -> Accoun
     view = AccountView(
         int(row["id"]), str(row["number"]), str(row["billing_mode"]), str(row["customer"]),
         row["phone"], int(row["balance_fen"]), -int(row["owed"]), -int(row["floor_fen"] or 0),
-        row["opened_at"],
+        row["opened_at"], int(row["customer_id"]),
     )  # fmt: skip
     view.policy, view.state = _policy(conn, view.id)
     return view

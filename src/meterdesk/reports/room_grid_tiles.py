@@ -48,6 +48,7 @@ class RoomTile:
     state: str  # one of room_grid_sql.STATES
     quantity_left: Decimal | None = None  # a quantity-credit account's (购量) kWh or m³ left
     quantity_unit: str | None = None
+    customer_id: int | None = None  # the table view links the tenant's name to their page
 
 
 def _tiles_query(room_ids: list[int] | Select[Any]) -> Any:
@@ -79,6 +80,7 @@ def _tiles_query(room_ids: list[int] | Select[Any]) -> Any:
             device_status.c.valve,
             type_coerce(device_status.c.last_seen_at, BigInteger),
             accounts.c.credit_unit,
+            accounts.c.customer_id,
         )
         .select_from(
             sql.rooms_with_accounts.outerjoin(meters, meters.c.room_id == rooms.c.id).outerjoin(
@@ -135,6 +137,7 @@ def _tile(raws: Sequence[Sequence[Any]]) -> RoomTile:
         int(wallet or 0) if has_account else None, -int(owed or 0) if has_account else None,
         supply if has_account else "none", int(alarm), bool(protect), devices.connection,
         devices.meters, devices.relay_open, devices.valve_closed, devices.last_seen_us, state,
+        customer_id=raws[0][24],
     )  # fmt: skip
 
 

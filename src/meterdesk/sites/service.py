@@ -192,13 +192,19 @@ class CustomerChange:
     email: str | None = None
     wechat_openid: str | None = None
     language: str | None = None
-    wechat_mini_openid: str | None = None  # last: the CLI passes the others by position
+    wechat_mini_openid: str | None = None  # after these: the CLI passes the others by position
+    summaries: bool | None = None  # False: the tenant asked for no deduction summaries
 
     def values(self) -> dict[str, Any]:
+        """The columns to write (``summaries`` is stored the other way round, as the opt-out)."""
         given = {f.name: getattr(self, f.name) for f in fields(self)}
         changed = {key: value for key, value in given.items() if value is not None}
         if not changed:
             raise ValidationError("give at least one field to change")
+        if "summaries" in changed:
+            if not isinstance(changed["summaries"], bool):  # a form or script passing "no"
+                raise ValidationError("summaries: must be true or false")
+            changed["summaries_opt_out"] = not changed.pop("summaries")
         if "name" in changed:
             changed["name"] = _name(changed["name"], "name")
         if "phone" in changed:
@@ -227,8 +233,8 @@ def update_customer(
     actor: str,
     source: str | None = None,
 ) -> None:
-    """Change a customer's name, addresses or message language (audited: who, what, from
-    which address)."""
+    """Change a customer's name, addresses, message language or whether they get deduction
+    summaries (audited: who, what, from which address)."""
     values = change.values()
     with db.transaction() as conn:
         _require(conn, customers, customer_id, organisation_id, "customer")

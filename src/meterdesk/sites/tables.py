@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, Column, ForeignKey, Integer, String, Table, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
 
 from meterdesk.db.metadata import metadata
 from meterdesk.db.types import Instant, Scaled
@@ -73,6 +83,9 @@ customers = Table(
     Column("wechat_mini_openid", String(100), nullable=True),
     # the language the tenant's messages are written in (notification templates exist for these)
     Column("language", String(10), nullable=False, server_default="zh-CN"),
+    # the tenant asked for no deduction summaries (扣费通知): billing/summaries.py passes them by;
+    # their alarms and other messages still go out. ``false``: the one default both databases read
+    Column("summaries_opt_out", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", Instant, nullable=False),
     CheckConstraint("language IN ('zh-CN', 'en')", name="known_language"),
 )

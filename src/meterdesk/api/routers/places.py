@@ -227,7 +227,8 @@ def create_customer(body: CustomerIn, caller: PlacesWriter) -> CustomerOut:
 
 @router.patch("/customers/{customer_id}", response_model=CustomerOut)
 def update_customer(customer_id: Id, body: CustomerPatch, caller: PlacesWriter) -> CustomerOut:
-    """Change a customer's name, addresses or message language (audited)."""
+    """Change a customer's name, addresses, message language or ``summaries`` (false: no
+    deduction summaries for this customer's accounts; audited)."""
     service.update_customer(
         caller.db,
         organisation_id=caller.organisation_id,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StrictBool, StringConstraints, model_validator
 
 from meterdesk.api.schemas.common import EMAIL_RULE, ONE_LINE, PHONE_RULE, Id, Name, examples
 
@@ -112,6 +113,10 @@ class CustomerPatch(BaseModel):
         default=None, description=f"{MINI_OPENID_RULE}; empty clears it"
     )
     language: Language | None = None
+    summaries: StrictBool | None = Field(
+        default=None,
+        description="false: the customer gets no deduction summaries (扣费通知); true again",
+    )
 
 
 class CustomerOut(BaseModel):
@@ -122,4 +127,13 @@ class CustomerOut(BaseModel):
     wechat_openid: str | None
     wechat_mini_openid: str | None
     language: Language
+    summaries: bool = Field(description="false when the customer asked for no deduction summaries")
     created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, row: Any) -> Any:
+        """A ``customers`` row stores the opt-out; the API says what the customer gets."""
+        if isinstance(row, Mapping) and "summaries_opt_out" in row:
+            return {**row, "summaries": not row["summaries_opt_out"]}
+        return row

@@ -58,6 +58,7 @@ class RoomTileOut(BaseModel):
     state: Literal["off", "arrears", "overdraft", "alarm", "normal", "vacant"]
     quantity_left: str | None = None  # a quantity-credit account (购量): kWh or m³ left
     quantity_unit: str | None = None
+    customer_id: int | None = None  # the account's customer (``GET /customers/{id}``)
 
 
 class RoomGridOut(BaseModel):

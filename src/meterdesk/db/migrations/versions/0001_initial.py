@@ -266,6 +266,9 @@ def upgrade() -> None:
         sa.Column("wechat_openid", sa.String(length=100), nullable=True),
         sa.Column("wechat_mini_openid", sa.String(length=100), nullable=True),
         sa.Column("language", sa.String(length=10), server_default="zh-CN", nullable=False),
+        sa.Column(
+            "summaries_opt_out", sa.Boolean(), server_default=sa.text("(false)"), nullable=False
+        ),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.CheckConstraint("language IN ('zh-CN', 'en')", name=op.f("ck_customers_known_language")),
         sa.ForeignKeyConstraint(
