@@ -387,10 +387,9 @@ def main(source: Path, out: Path, groups: tuple[str, ...] = tuple(GROUPS)) -> No
         base = f"http://127.0.0.1:{port}"
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            user_id = service.user_id_by_username(app.db, username=username)
+            pages = {}
             for lang in ("zh-CN", "en"):
-                # The language is the user's own (the cookie only serves the login page).
-                user_id = service.user_id_by_username(app.db, username=username)
-                service.set_locale(app.db, user_id=user_id, locale=lang)
                 context = browser.new_context(locale=lang)
                 context.add_cookies([{"name": "meterdesk_lang", "value": lang, "url": base}])
                 page = context.new_page()
@@ -399,7 +398,13 @@ def main(source: Path, out: Path, groups: tuple[str, ...] = tuple(GROUPS)) -> No
                 page.fill("input[name=password]", PASSWORD)
                 page.click("button[type=submit]")
                 page.wait_for_url("**/rooms")
-                for group in groups:
+                pages[lang] = page
+            # Group by group, both languages each: a later group's data (the notices' hundreds
+            # of messages) must not change an earlier group's screens in the second language.
+            for group in groups:
+                for lang, page in pages.items():
+                    # The language is the user's own (the cookie only serves the login page).
+                    service.set_locale(app.db, user_id=user_id, locale=lang)
                     GROUPS[group](page, base, out, lang, app.db)
             browser.close()
         server.should_exit = True
