@@ -79,3 +79,17 @@ def test_the_answer_bit_and_the_data_answer() -> None:
 def test_real_time_data_is_realtime_and_the_stored_records_are_history() -> None:
     assert model.source_of("2011") is ReadingSource.REALTIME
     assert {model.source_of(cn) for cn in ("2051", "2061", "2031")} == {ReadingSource.HISTORY}
+
+
+@pytest.mark.parametrize(
+    ("wall", "instant"),
+    [
+        ("20261025023000", datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),  # repeated: the first
+        ("20260329023000", datetime(2026, 3, 29, 1, 0, tzinfo=UTC)),  # skipped: the jump
+        ("20260329033000", datetime(2026, 3, 29, 1, 30, tzinfo=UTC)),
+    ],
+)
+def test_data_time_on_daylight_saving_days_reads_as_every_local_time_does(
+    wall: str, instant: datetime
+) -> None:
+    assert model.data_time(wall, ZoneInfo("Europe/Berlin")) == instant

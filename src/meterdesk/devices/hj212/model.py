@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from meterdesk.devices.codecs.hj212 import Hj212Message
 from meterdesk.metering.model import BANDS, ReadingSource
 from meterdesk.shared.errors import ValidationError
+from meterdesk.shared.time import local_to_utc
 
 DATA_CNS = {"2011": "real-time", "2051": "minute", "2061": "hour", "2031": "day"}
 DATA_ANSWER_CN = "9014"
@@ -90,10 +91,12 @@ def data_time(text: str | None, zone: ZoneInfo) -> datetime:
         int(text[a:b]) for a, b in ((0, 4), (4, 6), (6, 8), (8, 10), (10, 12), (12, 14))
     )
     try:
-        wall = datetime(y, mo, d, h, mi, se, tzinfo=zone)
+        day, wall = date(y, mo, d), time(h, mi, se)
     except ValueError:
         raise PacketRefused(f"DataTime {text!r} is not a date and time") from None
-    return wall.astimezone(UTC)
+    # As every local wall time here: a repeated hour is its first occurrence, a skipped one the
+    # instant the clocks jumped (shared.time.local_to_utc).
+    return local_to_utc(day, wall, zone)
 
 
 def register(key: str, text: str) -> Decimal:
