@@ -10,7 +10,8 @@ its teardown. :func:`cancel_and_wait` cancels again until every task has really 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 #: How often a task that swallowed its cancellation is cancelled again.
 RECANCEL_S = 0.1
@@ -23,3 +24,15 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> None:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+
+
+async def until_first_ends(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Run ``tasks`` until one of them ends, stop the others for certain, and raise the error an
+    ended one raised (a gateway's session: its send loop, its receive loop, an uplink cut)."""
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(tasks)
+    for task in done:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error

@@ -45,7 +45,7 @@ from meterdesk.devices.uplink import (
     to_payload,
     up_topic,
 )
-from meterdesk.shared.tasks import cancel_and_wait
+from meterdesk.shared.tasks import cancel_and_wait, until_first_ends
 from meterdesk.shared.time import Clock
 from meterdesk.simulator.cjt188_server import cjt188_address
 from meterdesk.simulator.dlt645_server import dlt645_address
@@ -255,13 +255,7 @@ class VirtualGateway:
             asyncio.create_task(self._receive_loop(client)),
             asyncio.create_task(self._uplink_cut.wait()),
         ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await cancel_and_wait(tasks)
-        for task in done:
-            if not task.cancelled() and (error := task.exception()) is not None:
-                raise error
+        await until_first_ends(tasks)
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
         while True:

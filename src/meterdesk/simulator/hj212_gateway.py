@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from meterdesk.devices.codecs.hj212 import Hj212Decoder, Pairs
-from meterdesk.shared.tasks import cancel_and_wait
+from meterdesk.shared.tasks import cancel_and_wait, until_first_ends
 from meterdesk.shared.time import Clock
 from meterdesk.simulator.gateway import SimulatedMeter, meter_addr
 from meterdesk.simulator.hj212_outbox import Hj212Outbox, register_text
@@ -188,13 +188,7 @@ class Hj212Gateway:
             asyncio.create_task(self._receive_loop(reader)),
             asyncio.create_task(self._uplink_cut.wait()),
         ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await cancel_and_wait(tasks)
-        for task in done:
-            if not task.cancelled() and (error := task.exception()) is not None:
-                raise error
+        await until_first_ends(tasks)
 
     async def _send_loop(self, writer: asyncio.StreamWriter) -> None:
         while True:
