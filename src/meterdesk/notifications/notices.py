@@ -81,6 +81,7 @@ def _send_in(
             f"no open account in this {request.scope.kind.value}: nobody to send the notice to"
         )
     at = db.clock()
+    recipients = len({r.customer_id for r in reached})  # a tenant with several rooms: once
     channels = None if request.channels is None else [c.value for c in request.channels]
     notice_id = conn.execute(
         insert(notices)
@@ -94,7 +95,7 @@ def _send_in(
             channels=None if channels is None else json.dumps(channels),
             idempotency_key=key,
             request_hash=request.request_hash(),
-            recipient_count=len({r.customer_id for r in reached}),
+            recipient_count=recipients,
             created_by=actor,
             created_at=at,
         )
@@ -127,7 +128,7 @@ def _send_in(
             "ids": list(request.scope.ids),
             "subject": request.subject,
             "urgent": request.urgent,
-            "recipients": len({r.customer_id for r in reached}),
+            "recipients": recipients,
             "messages": len(queued),
             "idempotency_key": key,
         },
