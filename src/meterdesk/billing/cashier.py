@@ -27,7 +27,7 @@ from meterdesk.billing.model import AccountStatus, BillingMode
 from meterdesk.billing.outbox import DatabaseOutbox
 from meterdesk.billing.policy import Cause
 from meterdesk.billing.quantity import QuantityView
-from meterdesk.billing.quantity_model import CreditUnit, hundredths
+from meterdesk.billing.quantity_model import CreditUnit, hundredths, hundredths_text
 from meterdesk.billing.tables import accounts
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
@@ -304,8 +304,8 @@ def tell(
     params: dict[str, object] = {"amount": str(from_fen(fen)), "at": at.isoformat()}
     if account["credit_unit"] == CreditUnit.QUANTITY.value:
         held = quantity.view(conn, int(str(account["id"])))
-        left = from_fen(hundredths(held.left))  # hundredths of the unit, as the alarms count
-        params.update(quantity_left=f"{left:f}", unit=held.unit)
+        # hundredths of the unit, as the alarms count
+        params.update(quantity_left=hundredths_text(hundredths(held.left)), unit=held.unit)
     else:
         balance = ledger_service.balance_fen(conn, int(str(account["wallet_id"])))
         params["balance"] = str(from_fen(balance))

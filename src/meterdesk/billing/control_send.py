@@ -25,7 +25,7 @@ from sqlalchemy import Connection, bindparam, select
 from meterdesk.billing.control_state import ControlledAccount
 from meterdesk.billing.policy import Action, Decision, RestoreMode, Situation
 from meterdesk.billing.quantity import UNITS
-from meterdesk.billing.quantity_model import CreditUnit
+from meterdesk.billing.quantity_model import CreditUnit, hundredths_text
 from meterdesk.billing.tables import accounts, meter_assignments
 from meterdesk.metering.tables import meters
 from meterdesk.notifications.model import Urgency
@@ -181,7 +181,7 @@ def _held(balance: int, unit: str | None) -> dict[str, Any]:
     """What the account holds: money (fen), or for a quantity account hundredths of its unit."""
     if unit is None:
         return {"balance": format_money(from_fen(balance))}
-    return {"quantity_left": _hundredths(balance), "unit": unit}
+    return {"quantity_left": hundredths_text(balance), "unit": unit}
 
 
 def _threshold(threshold: int | None, unit: str | None) -> dict[str, Any]:
@@ -189,11 +189,7 @@ def _threshold(threshold: int | None, unit: str | None) -> dict[str, Any]:
         return {"threshold": None}
     if unit is None:
         return {"threshold": format_money(from_fen(threshold))}
-    return {"quantity_threshold": _hundredths(threshold)}
-
-
-def _hundredths(value: int) -> str:
-    return f"{from_fen(value):f}"  # hundredths of a kWh or m³ have the shape of fen
+    return {"quantity_threshold": hundredths_text(threshold)}
 
 
 def _device_commands(

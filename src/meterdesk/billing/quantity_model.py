@@ -298,5 +298,10 @@ def hundredths(quantity: Decimal) -> int:
     return int((quantity * 100).to_integral_value(rounding=ROUND_FLOOR))
 
 
+def hundredths_text(value: int) -> str:
+    """Hundredths of a kWh or m³ as a tenant's message shows them (``3.00``): the shape of fen."""
+    return f"{Decimal(value).scaleb(-2):f}"
+
+
 def _down(money: Decimal, price: Decimal) -> Decimal:
     return (money / price).quantize(STEP, rounding=ROUND_FLOOR) if money > 0 else ZERO

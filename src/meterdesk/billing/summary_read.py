@@ -20,7 +20,7 @@ from sqlalchemy import Connection, and_, or_, select
 from meterdesk.billing import quantity
 from meterdesk.billing.lines import select_lines
 from meterdesk.billing.quantity import UNITS
-from meterdesk.billing.quantity_model import CreditUnit, hundredths
+from meterdesk.billing.quantity_model import CreditUnit, hundredths, hundredths_text
 from meterdesk.billing.tables import accounts, meter_assignments
 from meterdesk.db.types import instant_int
 from meterdesk.ledger.tables import ledger_accounts
@@ -120,7 +120,7 @@ def standings(conn: Connection, account_ids: Iterable[int]) -> dict[int, dict[st
         if account in lefts:
             left, unit = lefts[account]
             # hundredths of the unit, rounded down, as the alarms and the cashier's receipts count
-            found[account] = {"quantity_left": f"{from_fen(hundredths(left)):f}", "unit": unit}
+            found[account] = {"quantity_left": hundredths_text(hundredths(left)), "unit": unit}
         else:
             found[account] = {"balance": f"{from_fen(int(row.balance_fen)):f}"}
     return found
