@@ -41,7 +41,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import weakref
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -149,6 +151,7 @@ class Runtime:
         await asyncio.sleep(max(simulated_s, 0.0) / self.settings.speed)
 
     async def run(self, stop: asyncio.Event) -> None:
+        _enough_threads(self.settings.executor.concurrency + self.dispatcher.concurrency)
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("poller", lambda: self._poll(stop)),
             ("executor", lambda: self._execute(stop)),
@@ -352,6 +355,29 @@ class Runtime:
             on_report=count,
             uplink=uplink,
         )
+
+
+_SIZED_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _enough_threads(workers: int) -> None:
+    """Give the running loop a default thread pool with a thread for each of ``workers`` (command
+    workers and notification sends) and the other parts, as each may be in the database at once.
+
+    Every part does its database work through ``asyncio.to_thread``, and on SQLite a thread
+    waiting for its writer turn (``db.database.WriterTurns``) holds its pool thread. The default
+    pool has cores + 4 threads (6 on 2 cores): the writes of the command workers alone would
+    fill it, and the MQTT group commit would then wait for a thread, not for the database."""
+    loop = asyncio.get_running_loop()
+    if loop in _SIZED_LOOPS:
+        return
+    threads = workers + _OTHER_THREADS
+    loop.set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="meterdesk"))
+    _SIZED_LOOPS.add(loop)
+
+
+# the poller's writes, the MQTT and HJ212 group commits, the tick, the watchdogs, the checks
+_OTHER_THREADS = 16
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from contextlib import suppress
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -228,6 +229,54 @@ def test_two_executors_send_every_command_exactly_once(db: Database, clock: Fake
         trip(db, org, meter_id, f"k{n}")
     driver = Meters(clock)
     asyncio.run(drain(db, clock, executor(db, clock, driver), executor(db, clock, driver)))
+    assert driver.sends == Counter({(m, "trip"): 1 for m in meters})
+    assert {c.status for c in service.list_commands(db, organisation_id=org.id)} == {"confirmed"}
+
+
+class SettlingRelays(Meters):
+    """Relays that land only once ``expected`` trips are on the wire at the same time."""
+
+    def __init__(self, clock: FakeClock, expected: int) -> None:
+        super().__init__(clock)
+        self.expected, self.on_the_wire = expected, 0
+        self.all_sent = asyncio.Event()
+
+    async def relay(self, meter: MeterAddress, action: RelayAction, deadline: datetime) -> None:
+        self.on_the_wire += 1
+        if self.on_the_wire >= self.expected:
+            self.all_sent.set()
+        await self.all_sent.wait()
+        await super().relay(meter, action, deadline)
+
+
+def test_the_executor_works_many_meters_at_once(db: Database, clock: FakeClock) -> None:
+    """A relay's worker holds its meter while the relay settles (≥ 1 s), so the number of meters
+    worked at once bounds the commands sent per second. With 8 (the default until sitting 19),
+    a building's trips queued for seconds before they were even claimed (`bench control`)."""
+    org = make_org(db)
+    meters = [meter(db, org, f"M{n}") for n in range(30)]
+    for n, meter_id in enumerate(meters):
+        trip(db, org, meter_id, f"k{n}")
+    driver = SettlingRelays(clock, expected=len(meters))
+
+    async def sleep(seconds: float) -> None:
+        clock.advance(timedelta(seconds=seconds))
+        await asyncio.sleep(0)
+
+    worker = CommandExecutor(db, lambda _target: driver, clock=clock, sleep=sleep)
+
+    async def scenario() -> int:
+        running = asyncio.create_task(worker.run())
+        with suppress(TimeoutError):
+            await asyncio.wait_for(driver.all_sent.wait(), 10)
+        at_once = driver.on_the_wire
+        driver.all_sent.set()  # let the ones on the wire land, then stop
+        await asyncio.sleep(0.5)
+        worker.stop()
+        await running
+        return at_once
+
+    assert asyncio.run(scenario()) == len(meters)
     assert driver.sends == Counter({(m, "trip"): 1 for m in meters})
     assert {c.status for c in service.list_commands(db, organisation_id=org.id)} == {"confirmed"}
 

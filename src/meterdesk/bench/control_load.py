@@ -5,8 +5,9 @@ HISTORY overlaps and late reports) at a target rate for a fixed time, in publish
 Unlike ``bench mqtt``'s publishers, which send a whole stream, these send from ``start_at`` to
 ``stop_at`` (monotonic seconds, the same clock in every process on Linux) at the target rate,
 keep at most ``max_outstanding`` reports unanswered (so a slower ingest slows them down instead
-of flooding the broker), then wait for the last replies. What they report — readings answered
-per second of sending — is the load the platform actually sustained.
+of flooding the broker), then wait for the last replies. The pace counts readings, so the load
+offered is the rate. What the platform sustained is read on the answering side: readings
+answered per second between the first and the last answer (``control_report.load_figures``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from meterdesk.bench.mqtt_gateways import READINGS_PER_REPORT, Outgoing
+from meterdesk.bench.mqtt_gateways import Outgoing
 from meterdesk.devices.uplink import down_topic, parse_report_reply, up_topic
 
 
@@ -30,7 +31,7 @@ class LoadJob:
     product_key: str
     serials: list[str]
     messages: list[Outgoing]
-    reports_per_s: float
+    readings_per_s: float  # this publisher's share of the rate
     max_outstanding: int
     start_at: float  # monotonic
     stop_at: float  # monotonic: no new report after this
@@ -48,6 +49,7 @@ class LoadResult:
     resends: int = 0
     first_publish: float = 0.0
     last_publish: float = 0.0
+    first_reply: float = 0.0
     last_reply: float = 0.0
     cpu_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
@@ -97,8 +99,9 @@ class _Load:
         job = self.job
         await asyncio.sleep(max(0.0, job.start_at - time.monotonic()))
         self.result.first_publish = time.monotonic()
-        for number, message in enumerate(job.messages):
-            due = job.start_at + number / job.reports_per_s
+        published = 0  # readings: the pace counts readings, as the rate does, not reports
+        for message in job.messages:
+            due = job.start_at + published / job.readings_per_s
             if due >= job.stop_at:
                 break
             await asyncio.sleep(max(0.0, due - time.monotonic()))
@@ -112,6 +115,7 @@ class _Load:
             self.result.reports += 1
             self.result.readings += message.readings
             self.result.last_publish = now
+            published += message.readings
 
     def _publish(self, client: aiomqtt.Client, message: Outgoing) -> None:
         topic = up_topic(self.job.product_key, message.serial)
@@ -128,6 +132,7 @@ class _Load:
                 continue  # the answer to a re-send already answered
             now = time.monotonic()
             self.result.latencies_s.append(now - sent[0])
+            self.result.first_reply = self.result.first_reply or now
             self.result.last_reply = now
             if answer.res == 1:
                 self.result.answered_readings += sent[2].readings
@@ -163,7 +168,7 @@ async def run_load(
     shares: list[list[Outgoing]] = [[] for _ in range(publishers)]
     for message in stream:
         shares[int(message.serial[2:]) % publishers].append(message)
-    reports_per_s = plan.rate / READINGS_PER_REPORT / publishers
+    readings_per_s = plan.rate / publishers
     jobs = [
         LoadJob(
             plan.broker[0],
@@ -171,7 +176,7 @@ async def run_load(
             plan.product_key,
             sorted({m.serial for m in share}),
             share,
-            reports_per_s,
+            readings_per_s,
             max(1, plan.window // publishers),
             plan.start_at,
             plan.stop_at,

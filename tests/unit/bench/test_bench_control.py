@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from meterdesk.bench.control_load import LoadResult
+from meterdesk.bench.control_report import load_figures
 from meterdesk.bench.control_results import (
     Controlled,
     _trip_then_close,
@@ -108,3 +110,28 @@ def test_the_simulator_runs_ten_meters_per_line_each_reported_every_second() -> 
     assert addresses[0] == 900_001 and addresses[-1] == 900_023 and len(addresses) == 23
     assert JOB.address(22) == "000000900023"
     assert (parsed.start, parsed.speed) == (None, 1.0)  # real time, from now
+
+
+def load(
+    publishing: tuple[float, float], answering: tuple[float, float], answered: int
+) -> LoadResult:
+    return LoadResult(
+        readings=answered, answered_readings=answered, first_publish=publishing[0],
+        last_publish=publishing[1], first_reply=answering[0], last_reply=answering[1],
+    )  # fmt: skip
+
+
+def test_a_platform_that_keeps_up_sustains_the_offered_rate_whatever_its_answers_latency() -> None:
+    # 10,000 readings/s offered for 80 s over two publishers, each answer 1 s after its publish
+    kept_up = [load((0.0, 80.0), (1.0, 81.0), 400_000), load((0.0, 80.0), (1.0, 81.0), 400_000)]
+    figures = load_figures(kept_up, controlled=100, window_s=80.0)
+    assert figures["background_readings_per_s"] == 10_000
+    assert figures["background_offered_readings_per_s"] == 10_000
+
+
+def test_a_platform_that_falls_behind_sustains_only_its_own_pace() -> None:
+    # the publishers wait for answers: 80 s of publishing, answered at 8,000/s until 100 s
+    behind = [load((0.0, 80.0), (1.0, 100.0), 396_000), load((0.0, 80.0), (1.0, 100.0), 396_000)]
+    figures = load_figures(behind, controlled=100, window_s=80.0)
+    assert figures["background_readings_per_s"] == 8_000
+    assert figures["background_offered_readings_per_s"] == 9_900
