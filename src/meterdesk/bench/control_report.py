@@ -36,7 +36,7 @@ def load_figures(results: list[LoadResult], controlled: int, window_s: float) ->
         "background_readings_per_s": round(answered / max(last - first, 1e-9)),
         "background_offered_readings_per_s": round(sent / max(publishing, 1e-9)),
         "background_readings_answered": answered,
-        "background_readings_sent": sum(r.readings for r in results),
+        "background_readings_sent": sent,
         "background_ack_p50_s": seconds(percentile(acks, 0.5)),
         "background_ack_p99_s": seconds(percentile(acks, 0.99)),
         "background_unanswered_reports": sum(r.unanswered for r in results),
