@@ -55,8 +55,7 @@ from meterdesk.devices import service as devices
 from meterdesk.devices.commands.executor import CommandExecutor, ExecutorConfig
 from meterdesk.devices.commands.model import CommandTarget
 from meterdesk.devices.hj212.gateways import HJ212
-from meterdesk.devices.hj212.server import Hj212Server, Hj212Settings
-from meterdesk.devices.hj212.store import Hj212Store
+from meterdesk.devices.hj212.server import Hj212Server, Hj212Settings, make_server
 from meterdesk.devices.mqtt_driver import ControlChannel, MqttGatewayDriver, device_status_snapshot
 from meterdesk.devices.mqtt_ingest import MqttIngestService, MqttSettings
 from meterdesk.devices.mqtt_store import UplinkStore
@@ -183,7 +182,7 @@ class Runtime:
     async def _hj212(self, stop: asyncio.Event) -> None:
         """The HJ212 server and, beside it, the watchdog of the gateways it listens to."""
         assert self.settings.hj212 is not None
-        server = self.hj212 = Hj212Server(Hj212Store(self.db).commit, self.settings.hj212)
+        server = self.hj212 = make_server(self.db, self.settings.hj212)
         watching = asyncio.create_task(self._watch_gateways(server.ready, stop, uplink=HJ212))
         try:
             await server.run(stop)

@@ -98,8 +98,15 @@ def packet(
 class Gateway:
     """One TCP connection; collects the packets the server sends back, with their arrival."""
 
-    def __init__(self, port: int, on_answer: Callable[[Hj212Message], None] | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        on_answer: Callable[[Hj212Message], None] | None = None,
+        *,
+        source: str | None = None,  # another loopback address (127.0.0.2): another remote
+    ) -> None:
         self.port = port
+        self.source = source
         self.answers: list[tuple[float, Hj212Message]] = []
         self.closed = asyncio.Event()
         self._on_answer = on_answer
@@ -107,7 +114,10 @@ class Gateway:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Gateway:
-        reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        local = None if self.source is None else (self.source, 0)
+        reader, self._writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, local_addr=local
+        )
         self._reader = asyncio.create_task(self._read(reader))
         return self
 
@@ -154,9 +164,14 @@ async def running(
     *,
     commit: Callable[[list[Packet]], BatchOutcome] | None = None,
     idle_timeout_s: float = 30.0,
+    store: Hj212Store | None = None,  # with its own hasher and limiter
 ) -> AsyncIterator[Hj212Server]:
     settings = Hj212Settings(port=0, idle_timeout_s=idle_timeout_s, window_s=0.02)
-    server = Hj212Server(commit or Hj212Store(db).commit, settings)
+    if commit is None:
+        store = store or Hj212Store(db)
+        server = Hj212Server(store.commit, settings, limiter=store.limiter)
+    else:
+        server = Hj212Server(commit, settings)
     stop = asyncio.Event()
     task = asyncio.create_task(server.run(stop))
     await asyncio.wait_for(server.ready.wait(), 10)

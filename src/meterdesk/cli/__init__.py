@@ -340,7 +340,8 @@ def ingest_hj212_command(
             f"stopped: {connections.connections} connections, {stats.messages} packets in "
             f"{stats.batches} commits, {stats.accepted} readings accepted, {stats.duplicates} "
             f"duplicates, {stats.rejected} refused, {stats.quarantined} quarantined, "
-            f"{connections.skipped_bytes} bytes skipped, {stats.replies_sent} answers"
+            f"{connections.skipped_bytes} bytes skipped, {stats.replies_sent} answers, "
+            f"{connections.lockouts.lockouts} wrong-password lock-outs"
         )
 
 

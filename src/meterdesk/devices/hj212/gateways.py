@@ -3,7 +3,8 @@
 The password (``PW``) is kept as an argon2 hash, as users' passwords are: the platform only has
 to compare what arrives, and a copy of the database must not hand out the keys to every gateway.
 argon2 is slow on purpose, so :class:`Passwords` remembers each (hash, PW) it has checked: a
-gateway costs one verification per process (and per password change), not one per packet.
+gateway costs one verification per process (and per password change), not one per packet. How
+many *wrong* ones may be checked is limited (:mod:`meterdesk.devices.hj212.limit`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ class Passwords:
             except (VerificationError, InvalidHashError):
                 self._checked[key] = False
         return self._checked[key]
+
+    def known_right(self, stored: str | None, password: str | None) -> bool:
+        """Already verified as right by this process: no verification needed."""
+        if stored is None or not password:
+            return False
+        return self._checked.get((stored, password), False)
 
 
 def hash_password(password: str, hasher: PasswordHasher | None = None) -> str:

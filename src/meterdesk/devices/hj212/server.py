@@ -11,6 +11,9 @@ answered (when its Flag asks for it) only after the batch holding it has committ
 - Packets go to the MQTT uplink's :class:`~meterdesk.devices.mqtt_commit.GroupCommitter` (window
   or size, one transaction per batch in a worker thread, answers after the commit, retries);
   an answer's ``topic`` names the connection it goes back on.
+- Wrong passwords are limited per MN and per remote address
+  (:mod:`~meterdesk.devices.hj212.limit`): the store refuses a locked-out packet unverified,
+  and the limiter asks the server to close its connection, as the one that began the lock-out.
 - :func:`serve` runs the gateway watchdog beside the server: an HJ212 gateway silent past
   ``gateway_silence_s`` while this process listens is marked lost and announced.
 - Stopping (SIGINT/SIGTERM, or ``stop``): no new connections, no more reading; what was received
@@ -24,15 +27,16 @@ import itertools
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from meterdesk.db.database import Database
 from meterdesk.devices import gateway_watchdog
 from meterdesk.devices.codecs.hj212 import Hj212Decoder
 from meterdesk.devices.hj212.gateways import HJ212
+from meterdesk.devices.hj212.limit import LockoutStats, PasswordLimiter
 from meterdesk.devices.hj212.store import Hj212Store, Packet
 from meterdesk.devices.mqtt_commit import CommitBatch, GroupCommitter, IngestStats
 from meterdesk.devices.mqtt_rows import Reply
@@ -52,6 +56,13 @@ class Hj212Settings:
     max_attempts: int = 5
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
+    # wrong passwords (docs/hj212.md): this many within the window lock the MN / the address out
+    wrong_pw_per_mn: int = 5
+    wrong_pw_per_address: int = 20  # higher: several gateways may share one address (NAT)
+    wrong_pw_window_s: float = 600.0
+    lockout_min_s: float = 60.0  # doubles with each lock-out in a row
+    lockout_max_s: float = 3600.0
+    lockout_tracked_max: int = 10_000  # MNs, and addresses, remembered at most
 
 
 @dataclass
@@ -61,6 +72,7 @@ class ConnectionStats:
     skipped_bytes: int = 0  # garbage, bad CRC, bad framing: skipped by the decoder
     packets: int = 0
     answers_lost: int = 0  # the connection was gone when its answer was ready
+    lockouts: LockoutStats = field(default_factory=LockoutStats)  # wrong passwords
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -90,10 +102,40 @@ class ConnectionSender:
         await asyncio.gather(*(w.drain() for w in used.values()), return_exceptions=True)
 
 
+def password_limiter(
+    settings: Hj212Settings, clock: Callable[[], float] = time.monotonic
+) -> PasswordLimiter:
+    return PasswordLimiter(
+        per_mn=settings.wrong_pw_per_mn,
+        per_address=settings.wrong_pw_per_address,
+        window_s=settings.wrong_pw_window_s,
+        lockout_s=(settings.lockout_min_s, settings.lockout_max_s),
+        max_entries=settings.lockout_tracked_max,
+        clock=clock,
+    )
+
+
+def make_server(
+    db: Database, settings: Hj212Settings, *, clock: Callable[[], float] = time.monotonic
+) -> Hj212Server:
+    """The server with its store, sharing the wrong-password limiter."""
+    store = Hj212Store(db, limiter=password_limiter(settings, clock))
+    return Hj212Server(store.commit, settings, limiter=store.limiter)
+
+
 class Hj212Server:
-    def __init__(self, commit: CommitBatch[Packet], settings: Hj212Settings) -> None:
+    def __init__(
+        self,
+        commit: CommitBatch[Packet],
+        settings: Hj212Settings,
+        *,
+        limiter: PasswordLimiter | None = None,  # the store's: closes the connections it refuses
+    ) -> None:
         self.settings = settings
         self.connection_stats = ConnectionStats()
+        self.limiter = limiter
+        if limiter is not None:
+            self.connection_stats.lockouts = limiter.stats
         self.sender = ConnectionSender(self.connection_stats)
         self.committer = GroupCommitter[Packet](
             commit,
@@ -125,11 +167,21 @@ class Hj212Server:
             await committing
             raise
         self.port = int(server.sockets[0].getsockname()[1])
+        if self.limiter is not None:
+            loop = asyncio.get_running_loop()
+
+            def close_soon(key: str) -> None:  # from the commit worker thread
+                with suppress(RuntimeError):  # the loop has gone: so has the connection
+                    loop.call_soon_threadsafe(self._close, key)
+
+            self.limiter.on_refused = close_soon
         self.ready.set()
         try:
             await stop.wait()
         finally:
             self._stopping = True
+            if self.limiter is not None:
+                self.limiter.on_refused = None
             server.close()
             for task in list(self._readers):
                 task.cancel()
@@ -145,11 +197,12 @@ class Hj212Server:
         assert task is not None
         self._readers.add(task)
         peer = writer.get_extra_info("peername")
-        key = f"hj212:{peer[0] if peer else '?'}:{peer[1] if peer else '?'}#{next(self._ids)}"
+        address = str(peer[0]) if peer else "?"
+        key = f"hj212:{address}:{peer[1] if peer else '?'}#{next(self._ids)}"
         self.sender.writers[key] = writer
         self.connection_stats.connections += 1
         try:
-            await self._read(key, reader)
+            await self._read(key, address, reader)
         except (ConnectionError, OSError) as error:
             log.info("HJ212: %s dropped: %s", key, error)
         finally:
@@ -160,7 +213,13 @@ class Hj212Server:
                 with suppress(ConnectionError, OSError):
                     await writer.wait_closed()
 
-    async def _read(self, key: str, reader: asyncio.StreamReader) -> None:
+    def _close(self, key: str) -> None:
+        """A wrong-password lock-out: its reader sees the end and cleans up."""
+        writer = self.sender.writers.get(key)
+        if writer is not None and not self._stopping:
+            writer.close()
+
+    async def _read(self, key: str, address: str, reader: asyncio.StreamReader) -> None:
         decoder = Hj212Decoder()
         stats = self.connection_stats
         loop = asyncio.get_running_loop()
@@ -179,7 +238,7 @@ class Hj212Server:
             for message in decoder.feed(data):
                 deadline = loop.time() + self.settings.idle_timeout_s
                 stats.packets += 1
-                self.committer.add(Packet(key, message, time.monotonic()))
+                self.committer.add(Packet(key, message, time.monotonic(), address))
             stats.skipped_bytes += decoder.discarded_byte_count - skipped
 
 
@@ -207,7 +266,7 @@ async def serve_until(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-    server = server or Hj212Server(Hj212Store(db).commit, settings)
+    server = server or make_server(db, settings)
     # This process listens, so it is the one that can tell a gateway's silence from its own.
     watchdog = asyncio.create_task(
         gateway_watchdog.watch(

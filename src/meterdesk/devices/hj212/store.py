@@ -20,6 +20,9 @@ Decisions (``docs/hj212.md``):
   until it is answered would otherwise re-send it forever. An address no meter has quarantines
   that meter's values only; the rest of the packet is ingested.
 - The PW never reaches the quarantine: stored packets show it as ``***``.
+- Wrong passwords are limited per MN and per remote address (:mod:`~meterdesk.devices.hj212.limit`):
+  during a lock-out a packet is refused without an argon2 verification, unless its (hash, PW)
+  was already verified as right.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from meterdesk.db.database import Database
 from meterdesk.devices.codecs.hj212 import Hj212Message, build_segment, encode_message
 from meterdesk.devices.hj212 import model
 from meterdesk.devices.hj212.gateways import Hj212Gateway, Passwords, load_gateways
+from meterdesk.devices.hj212.limit import PasswordLimiter
 from meterdesk.devices.hj212.model import MeterValues, PacketRefused
 from meterdesk.devices.mqtt_rows import KnownGateway, Reply
 from meterdesk.devices.mqtt_store import BatchOutcome, Directory, Work, write_batch
@@ -57,6 +61,7 @@ class Packet:
     topic: str
     message: Hj212Message
     arrived: float  # monotonic seconds at receipt
+    address: str = ""  # the remote (TCP peer) address: wrong passwords are limited by it
 
     @property
     def readings(self) -> int:
@@ -66,11 +71,18 @@ class Packet:
 class Hj212Store:
     """Long-lived (keeps the ingest pipeline's and the meter directory's caches)."""
 
-    def __init__(self, db: Database, *, hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        hasher: PasswordHasher | None = None,
+        limiter: PasswordLimiter | None = None,
+    ) -> None:
         self.db = db
         self.ingestor = Ingestor(db)
         self.directory = Directory(refresh_s=300.0)
         self.passwords = Passwords(hasher or PasswordHasher())
+        self.limiter = limiter or PasswordLimiter()
 
     def commit(self, batch: Sequence[Packet]) -> BatchOutcome:
         """Store one batch; return the answers to send now that it is committed."""
@@ -111,14 +123,29 @@ class Hj212Store:
             log.warning("HJ212: %s refused: %s", packet.topic, reason)
             return None
         gateway = found[0]
-        if not self.passwords.match(gateway.password_hash, message.pw):
+        if not self._password_right(packet, gateway):
             work.stats.rejected += 1
-            log.warning("HJ212: %s refused: wrong or missing PW for gateway %s", packet.topic, mn)
             return None
         work.gateways.add(gateway.known.id)
         if message.cn in model.DATA_CNS:
             self._data(conn, packet, gateway, work)
         return _answer(packet) if model.wants_answer(message) else None
+
+    def _password_right(self, packet: Packet, gateway: Hj212Gateway) -> bool:
+        mn, pw, stored = packet.message.mn or "", packet.message.pw, gateway.password_hash
+        # Already verified: free, and a guesser's lock-out must not shut the gateway itself out.
+        # It does not clear the MN's count: a guesser could otherwise guess between the
+        # gateway's own packets without ever reaching the limit.
+        if self.passwords.known_right(stored, pw):
+            return True
+        if not self.limiter.admits(packet.address, mn, packet.topic):
+            return False  # locked out: no argon2 verification
+        if self.passwords.match(stored, pw):
+            self.limiter.right(mn)
+            return True
+        log.warning("HJ212: %s refused: wrong or missing PW for gateway %s", packet.topic, mn)
+        self.limiter.wrong(packet.address, mn, packet.topic)
+        return False
 
     def _data(self, conn: Connection, packet: Packet, gateway: Hj212Gateway, work: Work) -> None:
         source = model.source_of(packet.message.cn or "")
