@@ -186,6 +186,14 @@ def reverse(
         if posted.replayed:
             return posted.transfer_id
         if arrears_paid:  # a closed account: the debt is owed again, nothing to decide
+            if account["credit_unit"] == CreditUnit.QUANTITY.value:  # and the quantity ahead
+                quantity.arrears_payment_reversed_in(
+                    conn,
+                    account_id=int(entry.account_id),
+                    paid_id=transfer_id,
+                    transfer_id=posted.transfer_id,
+                    at=at,
+                )
             _audit_reversal(conn, organisation_id, actor, transfer_id, posted.transfer_id, at)
             return posted.transfer_id
         if reason == Reason.RECHARGE.value and account["billing_mode"] == BillingMode.METER.value:

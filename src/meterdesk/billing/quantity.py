@@ -325,6 +325,61 @@ def close_in(conn: Connection, *, account_id: int, transfer_id: int | None, at: 
     _take_back(conn, account_id, transfer_id, max(unused, Decimal(0)), Decimal(0), at)
 
 
+def arrears_paid_in(
+    conn: Connection,
+    *,
+    account_id: int,
+    transfer_id: int,
+    money: Decimal,
+    cleared: bool,
+    at: datetime,
+) -> None:
+    """Arrears of a closed account paid at the desk (欠费补缴): what a closing in overdraft left
+    owed is the quantity used ahead, so the payment buys it back at the price it was charged,
+    as the next purchase of an open account does; once nothing is owed (``cleared``) all of it,
+    so the quantity left reads 0, not the debt that was paid. A part payment buys back what it
+    covers, rounded down to the line resolution (the money the closing kept from the carried
+    remainder makes the last payment a little smaller than what it buys back)."""
+    plan = load_plans(conn, [account_id])[account_id]
+    ahead = used(conn, account_id) - rules.bought(plan)
+    if ahead <= 0:
+        return
+    price = rules.beyond_price(plan)
+    back = ahead if cleared or price == 0 else min(ahead, rules.resolution_down(money / price))
+    if back <= 0:
+        return
+    conn.execute(
+        insert(quantity_lots).values(
+            account_id=account_id,
+            transfer_id=transfer_id,
+            quantity=back,
+            unit_price=price,
+            remainder=remainder(conn, account_id),
+            created_at=at,
+        )
+    )
+
+
+def arrears_payment_reversed_in(
+    conn: Connection, *, account_id: int, paid_id: int, transfer_id: int, at: datetime
+) -> None:
+    """An arrears payment reversed: the quantity it bought back is used ahead again (owed
+    again). Taken off the end of the plan, where the payments' buy-backs are, all at one price
+    (a closed account buys nothing else)."""
+    bought_back = sum(
+        conn.execute(
+            select(quantity_lots.c.quantity).where(
+                quantity_lots.c.account_id == account_id,
+                quantity_lots.c.transfer_id == paid_id,
+                quantity_lots.c.unit_price.is_not(None),
+            )
+        ).scalars(),
+        Decimal(0),
+    )
+    if bought_back > 0:
+        _take_back(conn, account_id, transfer_id, bought_back, remainder(conn, account_id), at)
+
+
 def _take_back(
     conn: Connection,
     account_id: int,

@@ -324,5 +324,10 @@ def hundredths_text(value: int) -> str:
     return f"{Decimal(value).scaleb(-2):f}"
 
 
+def resolution_down(quantity: Decimal) -> Decimal:
+    """A quantity rounded down to the line resolution."""
+    return quantity.quantize(RESOLUTION, rounding=ROUND_FLOOR)
+
+
 def _down(money: Decimal, price: Decimal) -> Decimal:
     return (money / price).quantize(STEP, rounding=ROUND_FLOOR) if money > 0 else ZERO
