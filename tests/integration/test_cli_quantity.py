@@ -147,3 +147,27 @@ def test_import_and_presets_carry_the_credit_unit(data_dir: Path, tmp_path: Path
         "--credit-unit", "quantity", code=2)  # fmt: skip
     assert "not time-of-use" in refused.output
     assert "P-3" not in run("account", "preset", "list", *ORG).stdout
+
+
+def test_arrears_paid_after_closing_leave_nothing_used_ahead(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    customer = set_up_places(tmp_path)
+    water_meters(tmp_path)
+    # closed at once: a meter that may use much in an instant
+    run("meter", "create", "W1", *ORG, "--utility", "water", "--kind", "water",
+        "--room", "Park/B1/F1/101", "--max-rate", "1000000")  # fmt: skip
+    run("account", "open", "Q-1", *ORG, "--customer", str(customer), "--meter", "W1",
+        "--tariff", "water", "--reading", "100", "--credit", "10.03",
+        "--credit-unit", "quantity")  # fmt: skip
+    closed = run("account", "close", "Q-1", *ORG, "--meter", "W1", "--reading", "103.5",
+                 "--key", "c-1").stdout  # fmt: skip
+    # 3.5 m³ used of the 2 bought: 1.5 m³ used ahead at 5.00, less the 0.03 carried
+    assert "arrears still owed 7.47" in closed
+    assert run_json("account", "balance", "Q-1", *ORG)["quantity"]["left"] == "-1.50"
+    assert "1.50 m³ used ahead" in run("account", "balance", "Q-1", *ORG).stdout
+
+    run("pay-arrears", "Q-1", "7.47", *ORG, "--key", "a-1")
+    balance = run_json("account", "balance", "Q-1", *ORG)
+    assert (balance["arrears"], balance["quantity"]["left"]) == ("0.00", "0.00")
+    assert "0.00 m³ left" in run("account", "balance", "Q-1", *ORG).stdout

@@ -14,10 +14,13 @@ recharge repays arrears first and may restore supply, which a direct payment wou
 nothing is owed, and above what is owed (nothing may be owed *to* a closed account). Idempotent
 by the desk key like every desk entry, read under the arrears balance's lock, audited as
 ``money.arrears_payment``; a payment made in error is undone with ``reverse`` like a recharge.
+For a quantity-credit account (购量) the payment also buys back the quantity used ahead that the
+debt is, so once nothing is owed nothing reads as used ahead.
 """
 
 from __future__ import annotations
 
+from meterdesk.billing import quantity
 from meterdesk.billing.cashier import (
     MoneyResult,
     audit_desk_money,
@@ -28,6 +31,7 @@ from meterdesk.billing.cashier import (
     payment_method,
 )
 from meterdesk.billing.model import AccountStatus
+from meterdesk.billing.quantity_model import CreditUnit
 from meterdesk.db.database import Database
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
@@ -78,6 +82,15 @@ def pay_arrears(
         if fen > owed:
             raise ConflictError(f"account {number} owes {from_fen(owed)}: pay at most that")
         posted = ledger_service.post(conn, request)
+        if account["credit_unit"] == CreditUnit.QUANTITY.value:  # 购量: the used ahead is paid
+            quantity.arrears_paid_in(
+                conn,
+                account_id=account_id,
+                transfer_id=posted.transfer_id,
+                money=from_fen(fen),
+                cleared=fen == owed,
+                at=at,
+            )
         audit_desk_money(
             conn,
             action="money.arrears_payment",

@@ -186,6 +186,14 @@ def reverse(
         if posted.replayed:
             return posted.transfer_id
         if arrears_paid:  # a closed account: the debt is owed again, nothing to decide
+            if account["credit_unit"] == CreditUnit.QUANTITY.value:  # and the quantity ahead
+                quantity.arrears_payment_reversed_in(
+                    conn,
+                    account_id=int(entry.account_id),
+                    paid_id=transfer_id,
+                    transfer_id=posted.transfer_id,
+                    at=at,
+                )
             _audit_reversal(conn, organisation_id, actor, transfer_id, posted.transfer_id, at)
             return posted.transfer_id
         if reason == Reason.RECHARGE.value and account["billing_mode"] == BillingMode.METER.value:
@@ -232,18 +240,22 @@ def _reverse_quantity(
     conn: Connection, account_id: int, reversed_id: int, transfer_id: int, reason: str, at: datetime
 ) -> None:
     """购量: a recharge reversed takes back the newest unused quantity worth its money (refused
-    when less is unused); a refund reversed buys again at today's price, as a recharge would."""
-    amount = from_fen(
-        conn.execute(
-            select(transfers.c.amount_fen).where(transfers.c.id == reversed_id)
-        ).scalar_one()
-    )
+    when less is unused); a refund reversed puts back the lots and carried money it took, at
+    their own prices (not bought again at today's: refund and reversal leave the account as it
+    was)."""
     if reason == Reason.RECHARGE.value:
+        amount = from_fen(
+            conn.execute(
+                select(transfers.c.amount_fen).where(transfers.c.id == reversed_id)
+            ).scalar_one()
+        )
         quantity.refund_in(
             conn, account_id=account_id, transfer_id=transfer_id, money=amount, at=at
         )
     else:
-        quantity.buy(conn, account_id=account_id, transfer_id=transfer_id, money=amount, at=at)
+        quantity.restore_refund_in(
+            conn, account_id=account_id, refund_id=reversed_id, transfer_id=transfer_id, at=at
+        )
 
 
 def _audit_reversal(

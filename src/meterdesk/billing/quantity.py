@@ -24,7 +24,7 @@ from meterdesk.billing.quantity_model import Block, CreditUnit
 from meterdesk.billing.tables import QUANTITY_PLACES, accounts, meter_assignments, quantity_lots
 from meterdesk.db.bulk import raw_rows
 from meterdesk.metering.tables import meters
-from meterdesk.shared.errors import ValidationError
+from meterdesk.shared.errors import ConflictError, ValidationError
 from meterdesk.shared.time import local_date, month_key, zone
 from meterdesk.sites.tables import sites
 from meterdesk.tariffs.model import Tariff, TariffVersion, TierPeriod, Utility
@@ -246,11 +246,138 @@ def refund_in(
     return taken
 
 
+def restore_refund_in(
+    conn: Connection, *, account_id: int, refund_id: int, transfer_id: int, at: datetime
+) -> tuple[Block, ...]:
+    """A refund reversed (冲正): put back exactly what that refund took — the blocks it took off
+    the end of the plan, each at its own price and in its order, and the part of the carried
+    remainder it paid — not a new purchase at today's price. Runs in the reversal's transaction,
+    after the money came back. Returns the blocks put back.
+
+    The blocks go at the end of the plan as it is now: a purchase made since stays before them,
+    so no use already priced is priced again. The blocks a refund took were unused and could not
+    be used while refunded; but use beyond the plan since (quantity left below 0), charged at the
+    price of use beyond the plan, would move into the blocks put back and be priced again at
+    theirs: refused, until a purchase has bought that quantity back."""
+    rows = conn.execute(
+        select(
+            quantity_lots.c.transfer_id,
+            quantity_lots.c.quantity,
+            quantity_lots.c.unit_price,
+            quantity_lots.c.remainder,
+        )
+        .where(quantity_lots.c.account_id == account_id)
+        .order_by(quantity_lots.c.id)
+    ).all()
+    found = [i for i, row in enumerate(rows) if row.transfer_id == refund_id]
+    if len(found) != 1 or not found[0] or rows[found[0]].unit_price is not None:
+        raise ConflictError(
+            f"refund {refund_id} took no quantity that can be put back (it has no take-back row "
+            "among the account's lots)"
+        )
+    at_refund = found[0]
+    before = rules.plan_from_rows((row.quantity, row.unit_price) for row in rows[:at_refund])
+    _, taken = rules.take_back(before, -rows[at_refund].quantity)
+    from_remainder = rows[at_refund - 1].remainder - rows[at_refund].remainder
+    plan = rules.plan_from_rows((row.quantity, row.unit_price) for row in rows)
+    left = rules.bought(plan) - used(conn, account_id)
+    if left < 0:
+        unit = UNITS[_tariff_and_zone(conn, account_id)[0].utility]
+        raise ConflictError(
+            f"refund {refund_id} cannot be reversed now: the account has used "
+            f"{rules.exact_text(-left)} {unit} ahead since, charged at "
+            f"{rules.exact_text(rules.beyond_price(plan))}; putting back the quantity the refund "
+            "took would price that use again. Recharge first (a purchase buys the quantity used "
+            "ahead back), then reverse the refund"
+        )
+    keep = rows[-1].remainder + from_remainder
+    conn.execute(
+        insert(quantity_lots),
+        [
+            {
+                "account_id": account_id,
+                "transfer_id": transfer_id,
+                "quantity": block.quantity,
+                "unit_price": block.price,
+                "remainder": keep,
+                "created_at": at,
+            }
+            for block in taken
+        ]
+        or [  # only carried money was refunded: it is carried again, no quantity moves
+            {
+                "account_id": account_id,
+                "transfer_id": transfer_id,
+                "quantity": Decimal(0),
+                "unit_price": None,
+                "remainder": keep,
+                "created_at": at,
+            }
+        ],
+    )
+    return taken
+
+
 def close_in(conn: Connection, *, account_id: int, transfer_id: int | None, at: datetime) -> None:
     """On closing, after the wallet was settled: nothing unused or carried is left."""
     plan = load_plans(conn, [account_id])[account_id]
     unused = rules.bought(plan) - used(conn, account_id)
     _take_back(conn, account_id, transfer_id, max(unused, Decimal(0)), Decimal(0), at)
+
+
+def arrears_paid_in(
+    conn: Connection,
+    *,
+    account_id: int,
+    transfer_id: int,
+    money: Decimal,
+    cleared: bool,
+    at: datetime,
+) -> None:
+    """Arrears of a closed account paid at the desk (欠费补缴): what a closing in overdraft left
+    owed is the quantity used ahead, so the payment buys it back at the price it was charged,
+    as the next purchase of an open account does; once nothing is owed (``cleared``) all of it,
+    so the quantity left reads 0, not the debt that was paid. A part payment buys back what it
+    covers, rounded down to the line resolution (the money the closing kept from the carried
+    remainder makes the last payment a little smaller than what it buys back)."""
+    plan = load_plans(conn, [account_id])[account_id]
+    ahead = used(conn, account_id) - rules.bought(plan)
+    if ahead <= 0:
+        return
+    price = rules.beyond_price(plan)
+    back = ahead if cleared or price == 0 else min(ahead, rules.resolution_down(money / price))
+    if back <= 0:
+        return
+    conn.execute(
+        insert(quantity_lots).values(
+            account_id=account_id,
+            transfer_id=transfer_id,
+            quantity=back,
+            unit_price=price,
+            remainder=remainder(conn, account_id),
+            created_at=at,
+        )
+    )
+
+
+def arrears_payment_reversed_in(
+    conn: Connection, *, account_id: int, paid_id: int, transfer_id: int, at: datetime
+) -> None:
+    """An arrears payment reversed: the quantity it bought back is used ahead again (owed
+    again). Taken off the end of the plan, where the payments' buy-backs are, all at one price
+    (a closed account buys nothing else)."""
+    bought_back = sum(
+        conn.execute(
+            select(quantity_lots.c.quantity).where(
+                quantity_lots.c.account_id == account_id,
+                quantity_lots.c.transfer_id == paid_id,
+                quantity_lots.c.unit_price.is_not(None),
+            )
+        ).scalars(),
+        Decimal(0),
+    )
+    if bought_back > 0:
+        _take_back(conn, account_id, transfer_id, bought_back, remainder(conn, account_id), at)
 
 
 def _take_back(

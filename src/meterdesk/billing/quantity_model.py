@@ -15,7 +15,8 @@ docs/decisions/0006-quantity-credit.md has the reasons; in short:
   tier blocks (阶梯) starting where the period's use plus the unused quantity has reached, split
   over the blocks it crosses. Quantities are rounded down to :data:`STEP`; the money left over
   (less than one step's worth) is the *remainder*, carried into the next purchase.
-- A refund takes the newest unused quantity back off the end of the plan, at its own prices.
+- A refund takes the newest unused quantity back off the end of the plan, at its own prices;
+  its reversal puts those blocks back at the end (:func:`take_back` says which they were).
 
 Invariants: blocks have quantity >= 0 and a price >= 0; a plan is never empty; ``price_range``
 splits a quantity exactly (its pieces add up to it); ``convert`` never spends more than it is
@@ -75,25 +76,37 @@ def parse_credit_unit(value: object) -> CreditUnit:
 def plan_from_rows(rows: Iterable[tuple[Decimal, Decimal | None]]) -> tuple[Block, ...]:
     """The plan from ``quantity_lots`` rows (quantity, unit price) in id order: a row with a
     price adds a block, one without takes ``-quantity`` back off the end."""
-    blocks: list[Block] = []
+    blocks: tuple[Block, ...] = ()
     for quantity, price in rows:
         if price is not None:
-            blocks.append(Block(quantity, price))
-            continue
-        taken = -quantity
-        while taken > 0:
-            if len(blocks) == 1 and blocks[0].quantity < taken:
-                raise ValueError(f"{-quantity} taken back off a plan that holds less")
-            last = blocks[-1]
-            if last.quantity > taken or len(blocks) == 1:
-                blocks[-1] = Block(last.quantity - taken, last.price)
-                taken = ZERO
-            else:
-                taken -= last.quantity
-                blocks.pop()
+            blocks = (*blocks, Block(quantity, price))
+        else:
+            blocks, _ = take_back(blocks, -quantity)
     if not blocks:
         raise ValueError("a quantity account's plan has at least its opening block")
-    return tuple(blocks)
+    return blocks
+
+
+def take_back(
+    plan: Sequence[Block], quantity: Decimal
+) -> tuple[tuple[Block, ...], tuple[Block, ...]]:
+    """``quantity`` taken back off the end of the plan (a refund, a close): the plan kept, and
+    the blocks taken in plan order (each at its own price), which a reversal of that refund
+    puts back. The first block (the opening's) is never removed, only shortened."""
+    kept, taken = list(plan), []
+    left = quantity
+    while left > 0:
+        if len(kept) == 1 and kept[0].quantity < left:
+            raise ValueError(f"{quantity} taken back off a plan that holds less")
+        last = kept[-1]
+        if last.quantity > left or len(kept) == 1:
+            kept[-1] = Block(last.quantity - left, last.price)
+            taken.append(Block(left, last.price))
+            left = ZERO
+        else:
+            left -= last.quantity
+            taken.append(kept.pop())
+    return tuple(kept), tuple(reversed(taken))
 
 
 def bought(plan: Sequence[Block]) -> Decimal:
@@ -292,6 +305,14 @@ def quantity_worth(plan: Sequence[Block], used: Decimal, money: Decimal) -> Deci
     return taken
 
 
+def exact_text(value: Decimal) -> str:
+    """A quantity or price with every place it has, at least two, no exponent (``10.00``,
+    ``9.995``)."""
+    if value == value.quantize(STEP):
+        return f"{value.quantize(STEP):f}"
+    return f"{value.normalize():f}"
+
+
 def hundredths(quantity: Decimal) -> int:
     """Quantity left as the control loop's integer (hundredths, rounded down: 0.004 m³ left is
     nothing left)."""
@@ -301,6 +322,11 @@ def hundredths(quantity: Decimal) -> int:
 def hundredths_text(value: int) -> str:
     """Hundredths of a kWh or m³ as a tenant's message shows them (``3.00``): the shape of fen."""
     return f"{Decimal(value).scaleb(-2):f}"
+
+
+def resolution_down(quantity: Decimal) -> Decimal:
+    """A quantity rounded down to the line resolution."""
+    return quantity.quantize(RESOLUTION, rounding=ROUND_FLOOR)
 
 
 def _down(money: Decimal, price: Decimal) -> Decimal:

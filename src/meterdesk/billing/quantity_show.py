@@ -13,16 +13,13 @@ from decimal import Decimal
 
 from meterdesk.billing import quantity
 from meterdesk.billing.quantity import QuantityView
+from meterdesk.billing.quantity_model import exact_text
 from meterdesk.db.database import Database
-
-TWO_PLACES = Decimal("0.01")
 
 
 def exact(value: Decimal) -> str:
     """A quantity or price with every place it has, at least two, no exponent."""
-    if value == value.quantize(TWO_PLACES):
-        return f"{value.quantize(TWO_PLACES):f}"
-    return f"{value.normalize():f}"
+    return exact_text(value)
 
 
 def held(db: Database, account_id: int) -> QuantityView | None:
