@@ -167,6 +167,40 @@ EXAMPLES = [
         "给账户充值需要收银员或管理员角色",
     ),
     ("customer 42 not found", "客户 42 不存在"),
+    ("account 'A-101' already exists", "账户 'A-101' 已存在"),
+    ("meter 7 already belongs to an open account", "表计 7 已属于一个在用账户"),
+    ("tariff 9 not found", "电价方案 9 不存在"),
+    (
+        "meter 7 measures water but the tariff prices electricity",
+        "表计 7 计量的是水，而该价格方案计价的是电",
+    ),
+    (
+        "overdraft_limit: String should match pattern '^[0-9]{1,12}(\\.[0-9]{1,2})?$'",
+        "允许透支：应为金额（元），如 100 或 100.50（最多两位小数）",
+    ),
+    (
+        "meters.0.reading: String should match pattern '^[0-9]{1,14}(\\.[0-9]{1,4})?$'",
+        "开户读数：应为读数，如 1000 或 1000.25（最多四位小数）",
+    ),
+    (
+        "payment_method: Input should be 'cash', 'card', 'transfer', 'wechat', 'alipay' or "
+        "'online'",
+        "支付方式：应为 'cash', 'card', 'transfer', 'wechat', 'alipay' 或 'online'",
+    ),
+    (
+        "credit_unit: quantity credit (购量) needs platform billing (后台计费); a meter billing "
+        "its own money keeps no quantity",
+        "余额单位：购量需要后台计费（远程费控）；表端计费的表计不记录剩余量",
+    ),
+    (
+        "credit_unit: a quantity-credit account (购量) holds one meter, not 2",
+        "余额单位：购量账户只能有一块表，不能是 2 块",
+    ),
+    (
+        "overdraft_limit: a quantity-credit account (购量) has none; it is cut when what it "
+        "bought is used up",
+        "允许透支：购量账户不能透支；购买的量用完即拉闸/关阀",
+    ),
     (
         "name: String should have at least 1 character; phone: String should have at most 40 "
         "characters",
@@ -451,3 +485,69 @@ def test_every_message_of_the_forms_fields_as_the_console_parses_them_is_in_the_
         said.add(_error_of(answer.text))
     assert len(said) == len(posts), said
     assert sorted(m for m in said if not form_errors.known(m)) == []
+
+
+# --- through the web: what the wizard's last step says when the account cannot be opened -------
+
+
+def _opening(world: World, key: str, **typed: Any) -> dict[str, Any]:
+    alpha = world.alpha
+    return {
+        "room_id": alpha.spare_room_id, "customer_id": alpha.customer_id, "key": key,
+        "number": "W-6", "billing_mode": "platform", "overdraft_limit": "0",
+        "meter": [alpha.spare_meter_id], "tariff": [str(alpha.tariff_id)], "reading": ["0"],
+        "initial_credit": "0", "credit_unit": "money", **typed,
+    }  # fmt: skip
+
+
+def test_every_message_of_the_wizards_last_step_is_in_the_table(world: World) -> None:
+    alpha = world.alpha
+    two = [alpha.spare_meter_id, alpha.preset_meter_id]
+    typed: list[dict[str, Any]] = [
+        {"number": alpha.account_number},  # taken
+        {"meter": [alpha.meter_id]},  # opened elsewhere since the page was shown
+        {"tariff": ["999999"]},
+        {"overdraft_limit": "-5"},
+        {"initial_credit": "1.234"},
+        {"reading": ["abc"]},
+        {"billing_mode": "x"},
+        {"payment_method": "x"},
+        {"number": "x" * 65},
+        {"credit_unit": "quantity", "billing_mode": "meter"},
+        {"credit_unit": "quantity", "overdraft_limit": "5"},
+        {"credit_unit": "quantity", "meter": two, "tariff": [str(alpha.tariff_id)] * 2,
+         "reading": ["0", "0"]},
+    ]  # fmt: skip
+    console = Console(world.client, alpha, "admin", locale="en")
+    said = set()
+    for index, values in enumerate(typed):
+        answer = console.post("/accounts/open", _opening(world, f"last-{index}", **values))
+        assert answer.status_code == 422, (values, answer.text)
+        found = re.search(
+            r'<p class="alert error">(.*?)</p>|</strong>\s*(.*?)\s*</div>', answer.text, re.S
+        )
+        assert found is not None, answer.text
+        said.add(html.unescape(found.group(1) or found.group(2)))
+    assert len(said) == len(typed), said
+    assert sorted(m for m in said if not form_errors.known(m)) == []
+
+
+def test_a_taken_account_number_is_said_in_the_wizard_in_chinese_not_a_server_error(
+    world: World,
+) -> None:
+    """The number's ledger accounts were created before the account row, so a taken number was
+    an IntegrityError (500) instead of the conflict the service means to say."""
+    taken = world.alpha.account_number
+    console = Console(world.client, world.alpha, "admin", locale="zh-CN")
+    answer = console.post("/accounts/open", _opening(world, "taken-1", number=taken))
+    assert answer.status_code == 422, answer.text
+    assert f"账户 &#39;{taken}&#39; 已存在" in answer.text
+    body = {
+        "number": taken,
+        "customer_id": world.alpha.customer_id,
+        "meters": [{"meter_id": world.alpha.spare_meter_id, "tariff_id": world.alpha.tariff_id}],
+    }
+    headers = {**world.alpha.auth("admin"), "Idempotency-Key": "taken-2"}
+    api = world.client.post("/api/v1/accounts", json=body, headers=headers)
+    assert api.status_code == 409, api.text
+    assert f"account {taken!r} already exists" in api.text  # the API's English, as before

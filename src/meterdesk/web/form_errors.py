@@ -48,11 +48,16 @@ FIELDS = {
     "number": N_("Account number"),
     "room_id": N_("Room"),
     "customer_id": N_("Customer"),
+    "billing_mode": N_("Billing"),
+    "overdraft_limit": N_("Overdraft allowed"),
+    "initial_credit": N_("Initial credit"),
+    "payment_method": N_("Payment"),
+    "reading": N_("Opening reading"),  # a meter's, as the request model nests it (meters.0.)
 }
 
 _GIVEN = r"(?P<given>'.*'|\".*\")"  # what was typed, as repr() shows it
 _FIELD = "|".join(re.escape(key) for key in sorted(FIELDS, key=len, reverse=True))
-_FIELDED = re.compile(rf"(?P<field>{_FIELD}): (?P<problem>.+)", re.DOTALL)
+_FIELDED = re.compile(rf"(?:meters\.\d+\.)?(?P<field>{_FIELD}): (?P<problem>.+)", re.DOTALL)
 
 # email-validator's reasons (the part in brackets): the usual ones; any other is shown as is.
 EMAIL_REASONS: tuple[Shape, ...] = (
@@ -119,8 +124,16 @@ PROBLEMS: tuple[Shape, ...] = (
         N_("at most %(limit)s characters"),
     ),
     shape(
-        r"Input should be (?P<first>'[^']*') or (?P<second>'[^']*')",
+        r"Input should be (?P<first>'[^']*'(?:, '[^']*')*) or (?P<second>'[^']*')",
         N_("must be %(first)s or %(second)s"),
+    ),
+    exact(
+        r"String should match pattern '^[0-9]{1,12}(\.[0-9]{1,2})?$'",
+        N_("an amount in yuan, like 100 or 100.50 (at most two decimal places)"),
+    ),
+    exact(
+        r"String should match pattern '^[0-9]{1,14}(\.[0-9]{1,4})?$'",
+        N_("a reading, like 1000 or 1000.25 (at most four decimal places)"),
     ),
     exact(
         "Input should be a valid integer, unable to parse string as an integer",
@@ -226,12 +239,30 @@ PROBLEMS: tuple[Shape, ...] = (
             "like oAbC…)"
         ),
     ),
-    # billing/quantity_model.py parse_credit_unit
+    # billing/quantity_model.py check_opening and parse_credit_unit
+    exact(
+        "quantity credit (购量) needs platform billing (后台计费); a meter billing its own money "
+        "keeps no quantity",
+        N_(
+            "quantity credit (购量) needs platform billing (后台计费); a meter billing its own "
+            "money keeps no quantity"
+        ),
+    ),
+    shape(
+        r"a quantity-credit account \(购量\) holds one meter, not (?P<count>\d+)",
+        N_("a quantity-credit account (购量) holds one meter, not %(count)s"),
+    ),
+    exact(
+        "a quantity-credit account (购量) has none; it is cut when what it bought is used up",
+        N_("a quantity-credit account (购量) has none; it is cut when what it bought is used up"),
+    ),
     shape(
         rf"{_GIVEN} is not 'money' or 'quantity' \(购量: kWh or m³ bought ahead\)",
         N_("%(given)s is not 'money' or 'quantity' (购量: kWh or m³ bought ahead)"),
     ),
 )
+
+UTILITIES = {"electricity": N_("electricity"), "water": N_("water")}
 
 # Messages that are a sentence of their own.
 WHOLE: tuple[Shape, ...] = (
@@ -248,6 +279,26 @@ WHOLE: tuple[Shape, ...] = (
         N_("Putting credit on an account needs the cashier or admin role"),
     ),
     shape(r"customer (?P<id>\d+) not found", N_("Customer %(id)s not found")),
+    # billing/accounts.py, when the wizard opens the account
+    shape(
+        r"account (?P<number>'.*'|\".*\") already exists", N_("Account %(number)s already exists")
+    ),
+    shape(
+        r"meter (?P<id>\d+) already belongs to an open account",
+        N_("Meter %(id)s already belongs to an open account"),
+    ),
+    shape(
+        r"(?P<what>room|meter|tariff) (?P<id>\d+) not found",
+        N_("%(what)s %(id)s not found"),
+        what=words({"room": N_("Room"), "meter": N_("Meter"), "tariff": N_("Tariff")}),
+    ),
+    shape(
+        r"meter (?P<id>\d+) measures (?P<meter>electricity|water) but the tariff prices "
+        r"(?P<tariff>electricity|water)",
+        N_("Meter %(id)s measures %(meter)s but the tariff prices %(tariff)s"),
+        meter=words(UTILITIES),
+        tariff=words(UTILITIES),
+    ),
 )
 
 
