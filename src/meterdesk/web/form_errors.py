@@ -15,8 +15,9 @@ reason: the usual ones are in :data:`EMAIL_REASONS`, any other is shown as the l
 
 The producers: shared/contacts.py (``normalise_phone``, ``normalise_email``,
 ``normalise_openid``), sites/service.py (``_name``, ``_optional``, ``parse_language``),
-billing/quantity_model.py ``parse_credit_unit``, the request models and form fields of
-web/routes/customers.py and web/routes/wizard.py, and wizard.py's ``_check``.
+billing/quantity_model.py (``parse_credit_unit``, ``check_opening``), billing/accounts.py (what
+opening an account refuses), the request models and form fields of web/routes/customers.py and
+web/routes/wizard.py, and wizard.py's ``_check``.
 tests/web/test_form_errors.py drives them and fails when one makes a message no shape knows.
 
 Never guessed: a message that matches nothing (a new one, another form's) is shown exactly as
@@ -52,12 +53,15 @@ FIELDS = {
     "overdraft_limit": N_("Overdraft allowed"),
     "initial_credit": N_("Initial credit"),
     "payment_method": N_("Payment"),
-    "reading": N_("Opening reading"),  # a meter's, as the request model nests it (meters.0.)
+    # a meter's opening reading, as the account model nests it (``meters.0.reading``): only
+    # there, a reading on another form is not an opening one
+    "meters.reading": N_("Opening reading"),
 }
 
 _GIVEN = r"(?P<given>'.*'|\".*\")"  # what was typed, as repr() shows it
 _FIELD = "|".join(re.escape(key) for key in sorted(FIELDS, key=len, reverse=True))
-_FIELDED = re.compile(rf"(?:meters\.\d+\.)?(?P<field>{_FIELD}): (?P<problem>.+)", re.DOTALL)
+_FIELDED = re.compile(rf"(?P<field>{_FIELD}|meters\.\d+\.reading): (?P<problem>.+)", re.DOTALL)
+_INDEX = re.compile(r"\.\d+\.")  # meters.0.reading → meters.reading
 
 # email-validator's reasons (the part in brackets): the usual ones; any other is shown as is.
 EMAIL_REASONS: tuple[Shape, ...] = (
@@ -320,7 +324,7 @@ def _one(message: str, gettext: Gettext) -> str | None:
     problem = _first(PROBLEMS, fielded["problem"], gettext)
     if problem is None:
         return None
-    label = FIELDS[fielded.group("field")]
+    label = FIELDS[_INDEX.sub(".", fielded.group("field"))]
     return gettext(N_("%(field)s: %(problem)s")) % {"field": gettext(label), "problem": problem}
 
 
