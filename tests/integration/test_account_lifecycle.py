@@ -115,6 +115,17 @@ def test_a_meter_belongs_to_one_open_account_at_a_time(db: Database) -> None:
         open_account(db, setup.org, "A-2", [(setup.meter_id, setup.tariff_id, "1000")])
 
 
+def test_a_taken_account_number_is_a_conflict_and_changes_nothing(db: Database) -> None:
+    setup = one_meter_account(db)
+    spare = make_meter(db, setup.org, "M-2")
+    before = row_counts(db)
+
+    with pytest.raises(ConflictError, match="already exists"):
+        open_account(db, setup.org, setup.account.number, [(spare, setup.tariff_id, "0")])
+
+    assert row_counts(db) == before
+
+
 def test_a_water_tariff_cannot_price_an_electricity_meter(db: Database) -> None:
     org = make_org(db)
     water = make_tariff(db, org, "water", flat_definition("3.5", utility="water"))

@@ -136,22 +136,23 @@ def open_account_in(
     at = request.opened_at or db.clock()
     _check_references(conn, organisation_id, request)
     room_id = request.room_id if request.room_id is not None else _meters_room(conn, request)
-    wallet_id = ledger.create_account(
-        conn,
-        organisation_id=organisation_id,
-        code=f"wallet:{request.number}",
-        kind=AccountKind.WALLET,
-        at=at,
-        floor_fen=-to_fen(overdraft),
-    )
-    arrears_id = ledger.create_account(
-        conn,
-        organisation_id=organisation_id,
-        code=f"arrears:{request.number}",
-        kind=AccountKind.ARREARS,
-        at=at,
-    )
+    # A number in use fails on its ledger accounts' codes first: the same conflict, not a 500.
     try:
+        wallet_id = ledger.create_account(
+            conn,
+            organisation_id=organisation_id,
+            code=f"wallet:{request.number}",
+            kind=AccountKind.WALLET,
+            at=at,
+            floor_fen=-to_fen(overdraft),
+        )
+        arrears_id = ledger.create_account(
+            conn,
+            organisation_id=organisation_id,
+            code=f"arrears:{request.number}",
+            kind=AccountKind.ARREARS,
+            at=at,
+        )
         result = conn.execute(
             insert(accounts).values(
                 organisation_id=organisation_id,

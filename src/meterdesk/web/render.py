@@ -22,7 +22,7 @@ from meterdesk.access import credentials
 from meterdesk.access.credentials import Principal
 from meterdesk.access.model import Permission
 from meterdesk.api.context import CSRF_COOKIE, SESSION_COOKIE, ApiContext
-from meterdesk.web import reasons
+from meterdesk.web import form_errors, reasons
 from meterdesk.web.i18n import (
     DEFAULT_LOCALE,
     LANGUAGE_NAMES,
@@ -65,7 +65,17 @@ def _filters(locale: str) -> dict[str, Any]:
     def reason(value: str | None) -> str:
         return reasons.translate(value, locale)
 
-    return {"when": when, "money": money, "fen": fen, "number": number, "reason": reason}
+    def form_error(value: str | None) -> str:
+        return form_errors.translate(value, locale)
+
+    return {
+        "when": when,
+        "money": money,
+        "fen": fen,
+        "number": number,
+        "reason": reason,
+        "form_error": form_error,
+    }
 
 
 @cache
