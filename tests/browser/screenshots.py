@@ -4,7 +4,8 @@ looking at what we build.
     METERDESK_DATA_DIR=/tmp/shots .venv/bin/meterdesk demo --hours 48 --speed 0
     .venv/bin/python tests/browser/screenshots.py /tmp/shots docs/screenshots GROUPS
 
-where GROUPS is some of rooms,notifications,alarms,desk,quantity,notices (default: all).
+where GROUPS is some of rooms,notifications,alarms,desk,quantity,notices,customers (default:
+all).
 
 It copies the demo's database, gives room A-203's meter live values, adds notification channels
 and a day of messages (delivered, failed, waiting), serves the console on a free loopback port,
@@ -365,6 +366,20 @@ def _notices(db: Any) -> None:
         )
 
 
+def customer_screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:
+    """The customer list, then the room's tenant refusing a mistyped phone (the form's error in
+    the viewer's language)."""
+    shoot(page, f"{base}/customers", f"{lang}-customers", out, full=True)
+    page.goto(f"{base}/rooms/{ROOM_SHOWN}")
+    page.click("a[data-customer-link]")
+    page.wait_for_url("**/customers/*")
+    page.fill("input[name=phone]", "138 0013 800")
+    page.click("#customer-card button[type=submit]")
+    page.locator("#customer-errors .alert.error").wait_for()
+    page.screenshot(path=str(out / f"{lang}-customer-error.png"), full_page=True)
+    print(out / f"{lang}-customer-error.png")
+
+
 GROUPS = {
     "rooms": screens,
     "notifications": notification_screens,
@@ -372,6 +387,7 @@ GROUPS = {
     "desk": desk_screens,
     "quantity": quantity_screens,
     "notices": notice_screens,
+    "customers": customer_screens,
 }
 
 
