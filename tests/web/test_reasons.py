@@ -577,7 +577,7 @@ LANDLINE = "+861065529988"
 
 def notification_reasons() -> set[str]:
     produced = set()
-    for number in (LANDLINE, "+85221234567", "057188888888"):
+    for number in (LANDLINE, "+85221234567", "057188888888", "+81312345678", "+74951234567"):
         with pytest.raises(PermanentDeliveryError) as refused:
             sms_number(number, "sms")
         produced.add(str(refused.value))

@@ -370,7 +370,7 @@ SHAPES: tuple[Shape, ...] = (
     # A notification that failed before it reached the provider (its other failures are the
     # provider's own words, shown as stored).
     shape(
-        r"(?P<channel>\w+): landline: SMS cannot reach (?P<number>\+[0-9 ]+); use voice or add "
+        r"(?P<channel>\w+): landline: SMS cannot reach (?P<number>\+[0-9 -]+); use voice or add "
         r"a mobile number",
         N_("%(channel)s: landline: SMS cannot reach %(number)s; use voice or add a mobile number"),
     ),
