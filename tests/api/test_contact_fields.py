@@ -38,6 +38,32 @@ def test_a_customers_phone_and_email_come_back_normalised(any_world: World) -> N
         assert [c["name"] for c in found["items"]] == ["Wang Fang"], query
 
 
+LANDLINE_WARNING = (
+    "phone: +86 10 6552 9988 is a landline: it cannot receive SMS (voice calls reach it); "
+    "add a mobile number for SMS"
+)
+
+
+def test_a_landline_is_accepted_and_the_answer_says_sms_cannot_reach_it(any_world: World) -> None:
+    """Voice calls reach a landline, so it is not refused; but SMS to it fail, so whoever
+    enters it is told on create, update and read — and no longer once a mobile replaces it."""
+    auth = any_world.alpha.auth("operator")
+    body = {"name": "Zhao Lei", "phone": "010 6552 9988"}
+    created = any_world.client.post(CUSTOMERS, json=body, headers=auth)
+    assert created.status_code == 201, created.text
+    assert (created.json()["phone"], created.json()["phone_warning"]) == (
+        "+861065529988",
+        LANDLINE_WARNING,
+    )
+    url = f"{CUSTOMERS}/{created.json()['id']}"
+    assert any_world.client.get(url, headers=auth).json()["phone_warning"] == LANDLINE_WARNING
+
+    changed = any_world.client.patch(url, json={"phone": "13800138000"}, headers=auth)
+    assert (changed.status_code, changed.json()["phone_warning"]) == (200, None)
+    again = any_world.client.patch(url, json={"phone": "+86 10 6552 9988"}, headers=auth)
+    assert (again.status_code, again.json()["phone_warning"]) == (200, LANDLINE_WARNING)
+
+
 @pytest.mark.parametrize(
     ("body", "said"),
     [

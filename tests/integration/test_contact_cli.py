@@ -41,6 +41,39 @@ def test_a_customer_created_and_changed_from_the_cli_is_stored_normalised(
     ]
 
 
+LANDLINE_WARNING = (
+    "phone: +86 10 6552 9988 is a landline: it cannot receive SMS (voice calls reach it); "
+    "add a mobile number for SMS"
+)
+
+
+def test_a_landline_is_stored_with_a_warning_that_sms_cannot_reach_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Voice calls reach a landline, so it is accepted; SMS to it fail, so the CLI says so."""
+    customer = set_up_places(tmp_path)
+
+    created = run("customer", "create", "Zhao", *ORG, "--phone", "010-6552-9988")
+    assert created.stderr == f"warning: {LANDLINE_WARNING}\n"
+    changed = run("customer", "update", str(customer), *ORG, "--phone", "+86 10 6552 9988")
+    assert changed.stdout.startswith(f"customer {customer} updated (phone)")
+    assert changed.stderr == f"warning: {LANDLINE_WARNING}\n"
+    made = run_json("customer", "create", "Qian", *ORG, "--phone", "010 6552 9988")
+    assert made["phone_warning"] == LANDLINE_WARNING
+
+    assert stored_customers()[-3:] == [
+        ("Li Lei", "+861065529988", None),
+        ("Zhao", "+861065529988", None),
+        ("Qian", "+861065529988", None),
+    ]
+    mobile = run("customer", "update", str(customer), *ORG, "--phone", "13900000000")
+    assert mobile.stderr == ""
+    assert (
+        run_json("customer", "create", "Sun", *ORG, "--phone", "13800138000")["phone_warning"]
+        is None
+    )
+
+
 @pytest.mark.parametrize(
     ("option", "value", "said"),
     [

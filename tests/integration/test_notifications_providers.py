@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from test_notifications_channels import (
     SECRETS,
     Answer,
@@ -31,6 +31,7 @@ from test_notifications_channels import (
 from test_notifications_outbox import Place, alarm, make_place
 
 from meterdesk.db.database import Database
+from meterdesk.notifications.tables import notification_log
 from meterdesk.shared.time import FakeClock
 from meterdesk.sites.tables import customers
 
@@ -359,7 +360,9 @@ def _store_phone(db: Database, place: Place, phone: str) -> None:
         )
 
 
-def _aliyun_sms(db: Database, place: Place, server: Server) -> None:
+def _aliyun_sms(
+    db: Database, place: Place, server: Server, templates: dict[str, Any] | None = None
+) -> None:
     configure(
         db,
         place,
@@ -369,7 +372,7 @@ def _aliyun_sms(db: Database, place: Place, server: Server) -> None:
         sign_name="示例物业",
         base_url=server.url,
         secret_refs={"access_key_secret": "TEST_ALIYUN_SECRET"},
-        templates={"balance_alarm": "SMS_465391234"},
+        templates=templates or {"balance_alarm": "SMS_465391234"},
     )
 
 
@@ -406,3 +409,100 @@ def test_a_stored_number_the_provider_cannot_use_fails_with_the_reason_and_is_no
     assert row["status"] == "failed" and row["address"] == stored
     assert row["last_error"].startswith(f"sms: cannot send to the stored number (phone: {stored!r}")
     assert server.requests == []
+
+
+# --- landlines: SMS cannot reach them, voice can -------------------------------------------------
+
+LANDLINE_REASON = (
+    "sms: landline: SMS cannot reach +86 10 6552 9988; use voice or add a mobile number"
+)
+
+
+def _attempt_errors(db: Database, outbox_id: int) -> list[str | None]:
+    with db.read() as conn:
+        found = conn.execute(
+            select(notification_log.c.error).where(notification_log.c.outbox_id == outbox_id)
+        )
+        return list(found.scalars())
+
+
+def test_an_sms_to_a_landline_fails_at_once_with_the_reason_and_the_call_still_goes(
+    db: Database, clock: FakeClock, http_server: Callable[..., Server]
+) -> None:
+    """Before, the SMS went to Aliyun, which refused it in its own words, and the tenant's cut
+    warning never came. The voice call of the same event reaches the landline."""
+    place = make_place(db)
+    _store_phone(db, place, "+861065529988")  # a Beijing fixed line, accepted on entry
+    sms_server = http_server(aliyun_server("SendSms", {"BizId": "b-1"}))
+    voice_server = http_server(aliyun_server("SingleCallByTts", {"CallId": "c-1"}))
+    _aliyun_sms(db, place, sms_server, templates={"supply_cut": "SMS_465391235"})
+    configure(
+        db,
+        place,
+        "voice",
+        "aliyun",
+        access_key_id="LTAI-test",
+        base_url=voice_server.url,
+        secret_refs={"access_key_secret": "TEST_ALIYUN_SECRET"},
+        templates={"supply_cut": "TTS_100001"},
+    )
+    cut(db, place, clock)
+    deliver(db)
+
+    by_channel = {row["channel"]: row for row in rows(db)}
+    sms, voice = by_channel["sms"], by_channel["voice"]
+    assert (sms["status"], sms["attempts"], sms["last_error"]) == ("failed", 1, LANDLINE_REASON)
+    assert _attempt_errors(db, sms["id"]) == [LANDLINE_REASON]
+    assert sms_server.requests == []  # the provider was never asked
+    assert voice["status"] == "sent"
+    assert [request.query["CalledNumber"] for request in voice_server.requests] == ["1065529988"]
+
+
+def test_a_tencent_sms_to_a_landline_fails_the_same_way_without_a_request(
+    db: Database, clock: FakeClock, http_server: Callable[..., Server]
+) -> None:
+    place = make_place(db)
+    _store_phone(db, place, "+861065529988")
+    server = http_server(tencent_server("SendSms", "sms", {"SendStatusSet": [{"Code": "Ok"}]}))
+    configure(
+        db,
+        place,
+        "sms",
+        "tencent",
+        secret_id="AKID-test",  # noqa: S106 - a key id
+        sdk_app_id="1400006666",
+        sign_name="示例物业",
+        base_url=server.url,
+        secret_refs={"secret_key": "TEST_TENCENT_SECRET"},
+        templates={"balance_alarm": {"code": "1234567", "params": ["customer"]}},
+    )
+    with db.transaction() as conn:
+        alarm(conn, place, clock())
+    deliver(db)
+
+    [row] = rows(db)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("failed", 1, LANDLINE_REASON)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("stored", "sent"),
+    [
+        ("+8613900000000", "13900000000"),  # a mainland mobile
+        ("+85261234567", "85261234567"),  # a Hong Kong mobile
+        ("+12015550123", "12015550123"),  # US: fixed or mobile cannot be told, so it is sent
+    ],
+)
+def test_an_sms_to_a_number_that_may_be_a_mobile_is_still_sent(
+    db: Database, clock: FakeClock, http_server: Callable[..., Server], stored: str, sent: str
+) -> None:
+    place = make_place(db)
+    _store_phone(db, place, stored)
+    server = http_server(aliyun_server("SendSms", {"BizId": "b-1"}))
+    _aliyun_sms(db, place, server)
+    with db.transaction() as conn:
+        alarm(conn, place, clock())
+    deliver(db)
+
+    assert rows(db)[0]["status"] == "sent"
+    assert [request.query["PhoneNumbers"] for request in server.requests] == [sent]

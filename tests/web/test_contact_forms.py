@@ -57,6 +57,35 @@ def test_the_wizard_carries_a_new_customers_number_as_it_will_be_stored(world: W
     assert customers(world, "Wizard") == [("Wizard Tenant", "+8613800138000", "Tenant@example.com")]
 
 
+def test_the_wizard_accepts_a_landline_and_its_review_says_sms_cannot_reach_it(
+    world: World,
+) -> None:
+    console = Console(world.client, world.alpha, AUTH_ROLE)
+    alpha = world.alpha
+    base = {
+        "room_id": alpha.spare_room_id,
+        "customer_name": "Landline Tenant",
+        "customer_phone": "010 6552 9988",
+        "key": "wizard-landline-1",
+    }
+    step2 = console.post("/accounts/open/step", {**base, "step": 1})
+    assert 'name="customer_phone" value="+861065529988"' in step2.text
+    meters = {"meter": [alpha.spare_meter_id], "tariff": [str(alpha.tariff_id)], "reading": ["0"]}
+    choice = {**base, "number": "W-L", "billing_mode": "platform", "overdraft_limit": "0", **meters}
+    review = console.post("/accounts/open/step", {**choice, "step": 2})
+    assert review.status_code == 200, review.text
+    assert '<p class="alert info" data-warning="phone">The phone is a landline: it cannot ' in (
+        review.text
+    )
+    mobile = {**choice, "customer_phone": "+8613800138000", "step": 2}
+    reviewed = console.post("/accounts/open/step", mobile)
+    assert reviewed.status_code == 200 and 'data-warning="phone"' not in reviewed.text
+
+    opened = console.post("/accounts/open", {**choice, "initial_credit": "0"})
+    assert opened.status_code == 200, opened.text
+    assert customers(world, "Landline") == [("Landline Tenant", "+861065529988", None)]
+
+
 def test_opening_with_a_bad_phone_sent_straight_to_the_last_step_stores_nothing(
     world: World,
 ) -> None:

@@ -144,3 +144,29 @@ def test_the_page_reads_in_chinese(world: World) -> None:
         assert text in page, text
     listing = console.get("/customers").text
     assert "姓名或电话" in listing and "扣费通知" in listing and "共 1 位客户" in listing
+
+
+LANDLINE_NOTE = (
+    "The phone is a landline: it cannot receive SMS (voice calls reach it). "
+    "Add a mobile number for SMS."
+)
+
+
+def test_a_landline_is_saved_and_the_card_says_sms_cannot_reach_it(world: World) -> None:
+    """Voice calls reach a landline, so it is accepted; SMS to it fail, so the card says so
+    when it is saved and while it is stored — and not once a mobile replaces it."""
+    console = Console(world.client, world.alpha, "operator")
+    path = f"/customers/{world.alpha.customer_id}"
+    assert 'data-warning="phone"' not in console.get(path).text  # a mobile
+
+    answer = console.post(path, form(world, phone="010 6552 9988"))
+    assert answer.status_code == 200, answer.text
+    assert 'data-result="customer"' in answer.text and stored(world)["phone"] == "+861065529988"
+    assert f'<p class="alert info" data-warning="phone">{LANDLINE_NOTE}</p>' in answer.text
+    readonly = Console(world.client, world.alpha, "readonly").get(path).text
+    assert LANDLINE_NOTE in readonly
+    chinese = Console(world.client, world.alpha, "operator", locale="zh-CN").get(path).text
+    assert "该电话为座机：无法接收短信（可接听语音电话）。如需短信通知，请添加手机号码。" in chinese
+
+    mobile = console.post(path, form(world, phone="13800138000"))
+    assert 'data-warning="phone"' not in mobile.text

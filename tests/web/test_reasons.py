@@ -4,13 +4,14 @@ the back end makes is in the table, an unknown reason is shown as stored."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from apikit import T0, World
-from consolekit import Console
+from consolekit import HTMX, Console
 from sqlalchemy import select
 
 from meterdesk.billing.ingest import IncomingReading, Ingestor
@@ -47,6 +48,15 @@ from meterdesk.metering.model import (
     register_problem,
 )
 from meterdesk.metering.tables import quarantine
+from meterdesk.notifications.channels.base import (
+    DeliveryResult,
+    OutgoingMessage,
+    PermanentDeliveryError,
+    sms_number,
+)
+from meterdesk.notifications.channels.registry import ChannelRegistry
+from meterdesk.notifications.dispatcher import Dispatcher
+from meterdesk.notifications.model import Channel
 from meterdesk.shared.errors import ValidationError
 from meterdesk.web import reasons
 from meterdesk.web.reasons import translate
@@ -210,6 +220,11 @@ EXAMPLES = [
         "主题 'x/y' 不符合 data/up|down/<product_key>/<sn> 格式",
     ),
     ("gateway sn 'a+b' cannot be an MQTT topic level", "网关序列号 'a+b' 不能作为 MQTT 主题层级"),
+    # notifications
+    (
+        "sms: landline: SMS cannot reach +86 10 6552 9988; use voice or add a mobile number",
+        "sms：座机 +86 10 6552 9988 无法接收短信；请改用语音通知，或添加手机号码",
+    ),
 ]
 
 
@@ -553,3 +568,47 @@ def test_the_quarantine_page_shows_the_reason_in_the_viewers_language(world: Wor
     assert "exceeds the meter" not in page and "register total" not in page
     english = Console(world.client, world.alpha, "admin", locale="en").get("/quarantine").text
     assert "register total is negative (-1)" in english
+
+
+# --- notifications: the errors meterdesk writes itself ------------------------------------------
+
+LANDLINE = "+861065529988"
+
+
+def notification_reasons() -> set[str]:
+    produced = set()
+    for number in (LANDLINE, "+85221234567", "057188888888", "+81312345678", "+74951234567"):
+        with pytest.raises(PermanentDeliveryError) as refused:
+            sms_number(number, "sms")
+        produced.add(str(refused.value))
+    return produced
+
+
+def test_every_reason_meterdesk_fails_a_notification_for_is_in_the_table() -> None:
+    assert _unknown(notification_reasons()) == []
+
+
+class SmsToALandline:
+    """The world's message refused as the SMS adapters refuse a landline (before the provider)."""
+
+    async def send(self, message: OutgoingMessage) -> DeliveryResult:
+        sms_number(LANDLINE, "sms")
+        raise AssertionError("a landline must be refused")
+
+
+def test_the_notification_log_shows_the_landline_reason_in_the_viewers_language(
+    world: World,
+) -> None:
+    registry = ChannelRegistry(overrides={Channel.LOG: SmsToALandline()}, clock=world.db.clock)
+    asyncio.run(Dispatcher(world.db, registry).drain())
+    chinese = Console(world.client, world.alpha, "operator", locale="zh-CN")
+    shown = "sms：座机 +86 10 6552 9988 无法接收短信；请改用语音通知，或添加手机号码"
+    outbox_id = world.alpha.notification_id
+    assert shown in chinese.get("/notifications?status=failed").text
+    assert shown in chinese.get(f"/notifications/{outbox_id}/attempts", **HTMX).text
+
+    english = Console(world.client, world.alpha, "operator", locale="en")
+    stored = "sms: landline: SMS cannot reach +86 10 6552 9988; use voice or add a mobile number"
+    assert stored in english.get("/notifications?status=failed").text
+    answer = world.client.get(f"/api/v1/notifications/{outbox_id}", headers=world.alpha.auth())
+    assert answer.json()["last_error"] == stored  # the API keeps the stored English

@@ -18,6 +18,7 @@ from meterdesk.cli.common import (
     who,
 )
 from meterdesk.metering import service as metering
+from meterdesk.shared.contacts import optional_phone, sms_warning
 from meterdesk.shared.errors import NotFoundError, ValidationError
 from meterdesk.sites import service as sites
 from meterdesk.sites.model import DEFAULT_LANGUAGE
@@ -195,6 +196,18 @@ LanguageOption = Annotated[
 ]
 
 
+def phone_warning(phone: str | None) -> str | None:
+    """What to tell whoever typed ``phone`` (already accepted): a landline gets voice calls but
+    no SMS, and the SMS channel will fail every message to it."""
+    return sms_warning(optional_phone(phone))
+
+
+def warn(warning: str | None) -> None:
+    """A warning on stderr, after the result: ``--json`` output stays one document."""
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+
+
 @customer_cli.command("create")
 def customer_create(
     name: str,
@@ -218,11 +231,18 @@ def customer_create(
             wechat_mini_openid=wechat_mini_openid,
             language=language or DEFAULT_LANGUAGE,
         )
+        warning = phone_warning(phone)
         emit(
-            {"id": new, "name": name, "language": language or DEFAULT_LANGUAGE},
+            {
+                "id": new,
+                "name": name,
+                "language": language or DEFAULT_LANGUAGE,
+                "phone_warning": warning,
+            },
             as_json,
             lambda v: f"customer {v['name']} created (id {v['id']}, messages in {v['language']})",
         )
+        warn(warning)
 
 
 @customer_cli.command("update")
@@ -260,11 +280,13 @@ def customer_update(
             change=change,
             actor=who(actor),
         )
+        warning = phone_warning(phone)
         emit(
-            {"id": customer_id, "changed": sorted(change.values())},
+            {"id": customer_id, "changed": sorted(change.values()), "phone_warning": warning},
             as_json,
             lambda v: f"customer {v['id']} updated ({', '.join(v['changed'])})",
         )
+        warn(warning)
 
 
 @meter_cli.command("create")

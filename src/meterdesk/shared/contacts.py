@@ -184,6 +184,37 @@ class E164:
         return f"+{self.country_code}{self.national}"
 
 
+def is_landline(stored: str) -> bool:
+    """Is ``stored`` (E.164) a number libphonenumber knows to be a fixed line? SMS cannot reach
+    one: the providers refuse it, while a voice call gets through. Only ``FIXED_LINE`` counts:
+    where fixed and mobile ranges cannot be told apart (``FIXED_LINE_OR_MOBILE``: the US,
+    Canada…) the number may well be a mobile, so it is not called a landline. A number that
+    cannot be read (stored before numbers were checked) is not one either: the adapters refuse
+    it with their own reason."""
+    try:
+        number = phonenumbers.parse(stored, DEFAULT_REGION)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.FIXED_LINE
+
+
+def readable(stored: str) -> str:
+    """``+86 10 6552 9988`` for ``+861065529988``: how a person reads a stored number back."""
+    number = phonenumbers.parse(stored, DEFAULT_REGION)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def sms_warning(stored: str | None, *, field: str = "phone") -> str | None:
+    """What a person entering ``stored`` should know, though it is accepted: a landline gets
+    voice calls but no SMS. None for a mobile, an unclear number or no number."""
+    if not stored or not is_landline(stored):
+        return None
+    return (
+        f"{field}: {readable(stored)} is a landline: it cannot receive SMS "
+        f"(voice calls reach it); add a mobile number for SMS"
+    )
+
+
 def phone_search_digits(query: str) -> str | None:
     """The digits to look for among stored E.164 numbers when a search looks like a phone
     number ("138 0013 8000", "138-0013-8000"): separators would hide a stored number from a

@@ -1,8 +1,9 @@
 """The back end's free-text reasons, translated for display (the ``reason`` filter).
 
-A command's result (``commands.reason``: why it failed, is being retried or was cancelled) and a
-quarantined reading's reason are stored in English: the API returns them as stored, and clients
-may match on them. The console shows them in the viewer's language instead. :data:`SHAPES` is
+A command's result (``commands.reason``: why it failed, is being retried or was cancelled), a
+quarantined reading's reason and a notification's error are stored in English: the API returns
+them as stored, and clients may match on them. The console shows them in the viewer's language
+instead. :data:`SHAPES` is
 the table of the reasons the back end makes — exact strings, or anchored regular expressions
 whose named parts (numbers, meter addresses, states, register names, an earlier reason) are put
 into a gettext message. A part is shown as stored unless the shape says how to translate it:
@@ -13,8 +14,9 @@ The producers: ``devices/commands`` (model.py ``refused``/``no_answer``/``deadli
 ``disagrees``, readback.py ``check``/``plan_recharge``, executor.py, claiming.py, creation.py,
 service.py ``cancel``), ``metering/model.py`` (``register_problem``, ``check_step``),
 ``billing/model.py`` (merging readings), ``billing/ingest.py``, ``devices/mqtt_rows.py``,
-``devices/mqtt_store.py`` and ``devices/uplink.py`` (topics). tests/web/test_reasons.py drives
-them and fails when one makes a reason no shape knows.
+``devices/mqtt_store.py`` and ``devices/uplink.py`` (topics); a notification's error, where
+meterdesk wrote it (``notifications/channels/base.py`` ``sms_number``: a landline).
+tests/web/test_reasons.py drives them and fails when one makes a reason no shape knows.
 
 Never guessed: a reason that matches no shape (a new one, one clipped at the column's length, a
 device's own error text, a JSON schema complaint) is shown exactly as stored. In English the
@@ -364,6 +366,13 @@ SHAPES: tuple[Shape, ...] = (
         r"(?P<what>product key|gateway sn) (?P<value>'.*'|\".*\") cannot be an MQTT topic level",
         N_("%(what)s %(value)s cannot be an MQTT topic level"),
         what=words(TOPIC_PARTS),
+    ),
+    # A notification that failed before it reached the provider (its other failures are the
+    # provider's own words, shown as stored).
+    shape(
+        r"(?P<channel>\w+): landline: SMS cannot reach (?P<number>\+[0-9 -]+); use voice or add "
+        r"a mobile number",
+        N_("%(channel)s: landline: SMS cannot reach %(number)s; use voice or add a mobile number"),
     ),
 )
 

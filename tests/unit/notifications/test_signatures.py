@@ -82,6 +82,21 @@ def test_a_stored_number_no_provider_can_use_is_refused_with_the_reason(stored: 
             convert(stored, "voice")
 
 
+def test_an_sms_number_refuses_a_landline_that_a_call_still_reaches() -> None:
+    """Voice calls reach a landline; SMS cannot, so the SMS form refuses it with the reason
+    before the provider is asked. A number that may be a mobile goes as before."""
+    for convert in (aliyun.sms_mainland_number, tencent.sms_e164):
+        with pytest.raises(
+            PermanentDeliveryError,
+            match=r"^sms: landline: SMS cannot reach \+86 10 8888 8888; use voice or add a mobile",
+        ):
+            convert("+861088888888", "sms")
+    assert aliyun.mainland_number("+861088888888", "voice") == "1088888888"
+    assert tencent.e164("+861088888888", "voice") == "+861088888888"
+    assert aliyun.sms_mainland_number("+8613900000000") == "13900000000"
+    assert tencent.sms_e164("+12015550123") == "+12015550123"  # fixed or mobile: cannot tell
+
+
 def test_tencent_canonical_request_and_string_to_sign_match_the_documented_example() -> None:
     assert tencent.sha256_hex(TENCENT_PAYLOAD) == (
         "35e9c5b0e3ae67532d3c9f17ead6c90222632e5b1ff7f6e89887f1398934f064"

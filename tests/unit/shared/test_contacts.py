@@ -7,6 +7,7 @@ import pytest
 
 from meterdesk.shared.contacts import (
     E164,
+    is_landline,
     normalise_email,
     normalise_openid,
     normalise_phone,
@@ -14,6 +15,7 @@ from meterdesk.shared.contacts import (
     optional_openid,
     optional_phone,
     phone_search_digits,
+    sms_warning,
 )
 from meterdesk.shared.errors import ValidationError
 
@@ -189,6 +191,34 @@ def test_a_stored_number_splits_as_providers_need_it() -> None:
     assert str(E164.of("010-8888-8888")) == "+861088888888"
     with pytest.raises(ValidationError, match="phone: '139' is not a valid number"):
         E164.of("139")
+
+
+@pytest.mark.parametrize(
+    ("stored", "landline"),
+    [
+        ("+861065529988", True),  # Beijing
+        ("+8657188888888", True),  # Hangzhou
+        ("+85221234567", True),  # Hong Kong fixed
+        ("010-6552-9988", True),  # stored before the check: read as entered now
+        ("+8613900000000", False),
+        ("+85261234567", False),  # Hong Kong mobile
+        ("+12015550123", False),  # US: fixed and mobile ranges are the same, so maybe a mobile
+        ("139", False),  # unreadable: the adapters refuse it with their own reason
+    ],
+)
+def test_only_a_number_known_to_be_a_fixed_line_is_a_landline(stored: str, landline: bool) -> None:
+    assert is_landline(stored) is landline
+
+
+def test_a_landline_entered_is_warned_about_sms_and_a_mobile_is_not() -> None:
+    assert sms_warning("+861065529988") == (
+        "phone: +86 10 6552 9988 is a landline: it cannot receive SMS (voice calls reach it); "
+        "add a mobile number for SMS"
+    )
+    assert sms_warning("+861065529988", field="customer_phone").startswith("customer_phone: +86 10")
+    assert sms_warning("+8613900000000") is None
+    assert sms_warning("+12015550123") is None
+    assert sms_warning(None) is None
 
 
 @pytest.mark.parametrize(

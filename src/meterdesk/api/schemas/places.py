@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, StrictBool, StringConstraints, model_validator
 
 from meterdesk.api.schemas.common import EMAIL_RULE, ONE_LINE, PHONE_RULE, Id, Name, examples
+from meterdesk.shared.contacts import sms_warning
 
 RoomKind = Literal["apartment", "shop", "office", "public", "dormitory"]
 Zone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -129,11 +130,21 @@ class CustomerOut(BaseModel):
     language: Language
     summaries: bool = Field(description="false when the customer asked for no deduction summaries")
     created_at: datetime
+    phone_warning: str | None = Field(
+        default=None,
+        description="set when the phone is a landline: accepted (voice calls reach it), but SMS "
+        "cannot, so SMS to it fail with this reason; add a mobile number for SMS",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _from_row(cls, row: Any) -> Any:
-        """A ``customers`` row stores the opt-out; the API says what the customer gets."""
+        """A ``customers`` row stores the opt-out; the API says what the customer gets, and
+        whether SMS can reach the phone (a landline is accepted, so the caller is told here)."""
         if isinstance(row, Mapping) and "summaries_opt_out" in row:
-            return {**row, "summaries": not row["summaries_opt_out"]}
+            return {
+                **row,
+                "summaries": not row["summaries_opt_out"],
+                "phone_warning": sms_warning(row.get("phone")),
+            }
         return row

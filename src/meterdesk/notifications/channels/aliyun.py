@@ -39,7 +39,9 @@ from meterdesk.notifications.channels.base import (
     json_body,
     phone_number,
     request,
+    sms_number,
 )
+from meterdesk.shared.contacts import E164
 from meterdesk.shared.time import Clock, system_clock
 
 SMS_URL = "https://dysmsapi.aliyuncs.com"
@@ -73,7 +75,15 @@ def sign(secret: str, method: str, params: Mapping[str, str]) -> str:
 
 def mainland_number(phone: str, channel: str = "sms") -> str:
     """Aliyun wants mainland numbers without +86, others with the country code and no '+'."""
-    number = phone_number(phone, channel)
+    return _aliyun_form(phone_number(phone, channel))
+
+
+def sms_mainland_number(phone: str, channel: str = "sms") -> str:
+    """As :func:`mainland_number`, refusing a landline (SMS cannot reach it; voice can)."""
+    return _aliyun_form(sms_number(phone, channel))
+
+
+def _aliyun_form(number: E164) -> str:
     return number.national if number.country_code == 86 else str(number).removeprefix("+")
 
 
@@ -160,7 +170,7 @@ class AliyunSms:
         body = await self.client.call(
             "SendSms",
             {
-                "PhoneNumbers": mainland_number(message.address, message.channel),
+                "PhoneNumbers": sms_mainland_number(message.address, message.channel),
                 "SignName": self.sign_name,
                 "TemplateCode": ref.code,
                 "TemplateParam": _values(message, ref),

@@ -142,3 +142,18 @@ def phone_number(address: str, channel: str) -> contacts.E164:
         raise PermanentDeliveryError(
             f"{channel}: cannot send to the stored number ({error}); correct it"
         ) from None
+
+
+def sms_number(address: str, channel: str) -> contacts.E164:
+    """As :func:`phone_number`, for an SMS: a landline is refused here, before the provider is
+    asked. The provider would refuse it too, but with its own words (or after a retry), so the
+    log would not say why the tenant's alarm never came; a voice call reaches the same number,
+    and the voice channel is not affected. Only a number libphonenumber knows to be a fixed line
+    is refused: one that may be a mobile (``FIXED_LINE_OR_MOBILE``) is sent as before."""
+    number = phone_number(address, channel)
+    if contacts.is_landline(str(number)):
+        raise PermanentDeliveryError(
+            f"{channel}: landline: SMS cannot reach {contacts.readable(str(number))}; "
+            f"use voice or add a mobile number"
+        )
+    return number

@@ -38,6 +38,7 @@ from meterdesk.notifications.channels.base import (
     json_body,
     phone_number,
     request,
+    sms_number,
 )
 from meterdesk.shared.time import Clock, system_clock
 
@@ -116,6 +117,11 @@ def e164(phone: str, channel: str = "sms") -> str:
     return str(phone_number(phone, channel))
 
 
+def sms_e164(phone: str, channel: str = "sms") -> str:
+    """As :func:`e164`, refusing a landline (SMS cannot reach it; voice can)."""
+    return str(sms_number(phone, channel))
+
+
 @dataclass
 class TencentClient:
     secret_id: str
@@ -190,7 +196,7 @@ class TencentSms:
         answer = await self.client.call(
             "SendSms",
             {
-                "PhoneNumberSet": [e164(message.address, message.channel)],
+                "PhoneNumberSet": [sms_e164(message.address, message.channel)],
                 "SmsSdkAppId": self.sdk_app_id,
                 "SignName": self.sign_name,
                 "TemplateId": ref.code,

@@ -19,6 +19,7 @@ from meterdesk.api.routers import places as places_api
 from meterdesk.api.schemas.common import Id
 from meterdesk.api.schemas.places import CustomerPatch
 from meterdesk.reports import customers as customer_reports
+from meterdesk.shared.contacts import is_landline
 from meterdesk.web.forms import build
 from meterdesk.web.i18n import LANGUAGE_NAMES
 from meterdesk.web.routes.common import page
@@ -59,7 +60,15 @@ def customers_page(
 def _card(caller: Caller, customer_id: int, **extra: Any) -> dict[str, Any]:
     with caller.db.read() as conn:
         found = customer_reports.customer(conn, caller.organisation_id, customer_id)
-    return {"customer": found, "message_languages": LANGUAGE_NAMES, **extra}
+    # A landline is accepted (voice calls reach it), so the card says SMS cannot: shown while
+    # it is stored, so also right after the operator saved it.
+    landline = bool(found["phone"]) and is_landline(found["phone"])
+    return {
+        "customer": found,
+        "message_languages": LANGUAGE_NAMES,
+        "landline": landline,
+        **extra,
+    }
 
 
 @router.get("/customers/{customer_id}", response_class=HTMLResponse)

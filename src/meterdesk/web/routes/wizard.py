@@ -20,7 +20,12 @@ from meterdesk.api.schemas.accounts import AccountIn
 from meterdesk.api.schemas.places import CustomerIn
 from meterdesk.billing.quantity_model import CreditUnit, parse_credit_unit
 from meterdesk.reports import opening
-from meterdesk.shared.contacts import optional_email, optional_openid, optional_phone
+from meterdesk.shared.contacts import (
+    is_landline,
+    optional_email,
+    optional_openid,
+    optional_phone,
+)
 from meterdesk.shared.errors import MeterdeskError, ValidationError
 from meterdesk.web.forms import blank_to_none, build
 from meterdesk.web.i18n import LANGUAGE_NAMES
@@ -109,6 +114,8 @@ def _context(caller: Caller, data: WizardData, step: int, q: str | None = None) 
             if data.customer_id
             else None,
             "message_languages": LANGUAGE_NAMES,
+            # a new customer's phone, checked on the first step: accepted, but SMS cannot reach it
+            "customer_landline": bool(data.customer_phone) and is_landline(data.customer_phone),
         }
         if step >= 2 and data.room_id:
             context["meters"] = opening.free_meters(conn, org, data.room_id)
