@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from test_quantity_credit import quantity_account
 from test_quantity_properties import money_matches_lots
+from test_quantity_review_properties import FREE_THEN_TIERS
 
 from meterdesk.billing import accounts, cashier, cashier_arrears, cashier_refund, quantity
 from meterdesk.billing.ingest import Ingestor
@@ -95,13 +96,42 @@ closed_steps = st.lists(
 def test_desk_entries_undone_restore_exactly_and_never_twice(
     opened: list[Step], closed: list[Step], credit: Decimal, close_use: Decimal
 ) -> None:
+    run_desk(opened, closed, credit, close_use, definition=None)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    opened=open_steps,
+    closed=closed_steps,
+    credit=st.decimals(min_value=0, max_value=20, places=2),
+    close_use=st.decimals(min_value=0, max_value=6, places=3),
+)
+def test_desk_entries_undone_on_tiers_with_a_free_allowance(
+    opened: list[Step], closed: list[Step], credit: Decimal, close_use: Decimal
+) -> None:
+    # refunds take a free block on top with them, and their reversals put it back
+    run_desk(opened, closed, credit, close_use, definition=FREE_THEN_TIERS)
+
+
+def run_desk(
+    opened: list[Step],
+    closed: list[Step],
+    credit: Decimal,
+    close_use: Decimal,
+    definition: dict[str, Any] | None,
+) -> None:
     with tempfile.TemporaryDirectory() as folder:
         engine = build_engine(f"sqlite:///{Path(folder) / 'q.sqlite3'}")
         load_all_tables().create_all(engine)
         clock = FakeClock(T0)
         db = Database(engine=engine, clock=clock)
         try:
-            Desk(db, clock, quantity_account(db, credit=f"{credit}")).run(opened, closed, close_use)
+            setup = quantity_account(db, credit=f"{credit}", definition=definition)
+            Desk(db, clock, setup).run(opened, closed, close_use)
         finally:
             engine.dispose()
 
