@@ -14,6 +14,7 @@ from test_quantity_review import close, consistent, held, hours, quantity_accoun
 
 from meterdesk.billing import cashier_arrears
 from meterdesk.billing.ingest import Ingestor
+from meterdesk.billing.quantity_model import Block
 from meterdesk.db.database import Database
 from meterdesk.shared.time import FakeClock
 
@@ -56,4 +57,22 @@ def test_arrears_paid_after_closing_in_overdraft_leave_no_quantity_owed(
     )
     reverse(db, setup, first, "v-2")
     assert held(db, setup.account.account_id).left == D("-1.5")
+    check_books(db)
+
+
+def test_a_closing_whose_carried_money_covers_the_use_ahead_leaves_none_owed_and_none_ahead(
+    db: Database, clock: FakeClock
+) -> None:
+    # Found by the review (sitting 19): the carried remainder paid for the use ahead at the
+    # closing, nothing was owed, so no payment could ever buy that quantity back, and the
+    # closed account read -0.004 m³ left for ever.
+    setup = quantity_account(db, credit="10.03")  # 2 m³ at 5.00, 0.03 carried
+    Ingestor(db).ingest([reading(setup.meter_id, hours(1), "102.004")])  # 0.004 m³ ahead: 0.02
+    clock.now = hours(2)
+    closed = close(db, setup, "102.004")
+    assert (closed.refunded, closed.arrears) == (D("0.01"), D(0))  # 0.03 − 0.02
+    view = held(db, setup.account.account_id)
+    assert (view.left, view.remainder, owed(db, setup.account)) == (D(0), D(0), D(0))
+    assert view.blocks[-1] == Block(D("0.004"), D("5.00"))  # bought back at its price
+    assert consistent(db, setup) == view
     check_books(db)

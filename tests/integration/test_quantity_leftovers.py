@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from builders import T0, D, Setup, check_books, owed, reading, wallet
+from test_money_races import held_before, racing
 from test_quantity_credit import buy
 from test_quantity_review import (
     consistent,
@@ -212,4 +213,25 @@ def test_reversing_every_refund_restores_what_they_took(
     assert view.unused_value + view.remainder == money
     if not bought:  # nothing but refunds, their reversals and a price change: all as it was
         assert after == before
+    check_books(db)
+
+
+def test_two_reversals_of_one_refund_at_once_put_its_lots_back_once(
+    db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review (sitting 19): the second waits for the account's lock (PostgreSQL), then finds the
+    # refund reversed; on SQLite they run one after the other.
+    setup = quantity_account(db, credit="50.03")  # 10.00 m³ at 5.00, 0.03 carried
+    before = state(db, setup)
+    back = refund(db, setup, "20.03", "f-1")
+    first = held_before(
+        monkeypatch, cashier_refund, "_audit_reversal", lambda: reverse(db, setup, back, "v-1")
+    )
+    second = racing(db, monkeypatch, lambda: reverse(db, setup, back, "v-2"))
+    first.release()
+    second.release()
+    assert isinstance(first.outcome, int), first.outcome
+    assert isinstance(second.outcome, ConflictError), second.outcome
+    assert "already reversed" in str(second.outcome)
+    assert state(db, setup) == before
     check_books(db)

@@ -88,7 +88,7 @@ def _account(
     return Setup(org, meter_id, tariff_id, account)
 
 
-def _money_matches_lots(db: Database, setup: Setup) -> None:
+def money_matches_lots(db: Database, setup: Setup) -> None:
     with db.read() as conn:
         view = quantity.view(conn, setup.account.account_id)
         state = load_state(conn, setup.account.account_id)[0]
@@ -167,7 +167,7 @@ def _run(
         clock.now = day + timedelta(hours=12)
         for setup in (calm, mixed):
             _act(db, setup, phase, number)
-            _money_matches_lots(db, setup)
+            money_matches_lots(db, setup)
     mixed_ingest.ingest([reading(mixed.meter_id, at, value) for at, value in late])
     with db.read() as conn:
         assert quantity.view(conn, calm.account.account_id) == quantity.view(
@@ -179,7 +179,7 @@ def _run(
     )
     assert active_lines(db, calm.meter_id) == active_lines(db, mixed.meter_id)
     for setup in (calm, mixed):
-        _money_matches_lots(db, setup)
+        money_matches_lots(db, setup)
         accounts.close_account(
             db,
             organisation_id=setup.org.id,

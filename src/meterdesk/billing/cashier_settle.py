@@ -91,9 +91,11 @@ def settle_in(
                 memo="refund of remaining credit on closing",
             ),
         ).transfer_id
-    if account["credit_unit"] == CreditUnit.QUANTITY.value:  # 购量: nothing left to use
-        quantity.close_in(conn, account_id=account_id, transfer_id=transfer_id, at=at)
     arrears = ledger_service.balance_fen(conn, arrears_id)
+    if account["credit_unit"] == CreditUnit.QUANTITY.value:  # 购量: nothing left to use
+        quantity.close_in(
+            conn, account_id=account_id, transfer_id=transfer_id, owes=arrears < 0, at=at
+        )
     return Settlement(from_fen(max(wallet, 0)), from_fen(-arrears), transfer_id)
 
 

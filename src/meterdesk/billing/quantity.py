@@ -318,11 +318,27 @@ def restore_refund_in(
     return taken
 
 
-def close_in(conn: Connection, *, account_id: int, transfer_id: int | None, at: datetime) -> None:
-    """On closing, after the wallet was settled: nothing unused or carried is left."""
+def close_in(
+    conn: Connection, *, account_id: int, transfer_id: int | None, owes: bool, at: datetime
+) -> None:
+    """On closing, after the wallet was settled: nothing unused or carried is left. Closed in
+    overdraft owing nothing (the carried remainder paid for the use ahead), that use is bought
+    back at the price it was charged, as by the arrears payment that clears a debt: no payment
+    can come to do it, and a closed account that owes nothing reads 0 left, not used ahead."""
     plan = load_plans(conn, [account_id])[account_id]
     unused = rules.bought(plan) - used(conn, account_id)
     _take_back(conn, account_id, transfer_id, max(unused, Decimal(0)), Decimal(0), at)
+    if unused < 0 and not owes:
+        conn.execute(
+            insert(quantity_lots).values(
+                account_id=account_id,
+                transfer_id=transfer_id,
+                quantity=-unused,
+                unit_price=rules.beyond_price(plan),
+                remainder=Decimal(0),
+                created_at=at,
+            )
+        )
 
 
 def arrears_paid_in(
