@@ -136,6 +136,28 @@ def test_a_preset_stores_its_customers_phone_normalised_and_opens_with_it(
     ]
 
 
+def test_a_preset_with_a_landline_is_stored_and_the_answer_says_sms_cannot_reach_it(
+    any_world: World,
+) -> None:
+    """As for a customer: the landline is accepted (voice reaches it), the answer says SMS will
+    not — on the add, the read and the list — and a mobile gets no warning."""
+    auth = any_world.alpha.auth("admin")
+    created = any_world.client.post(
+        PRESETS, json=preset_body("A-PRE", customer_phone="010 6552 9988"), headers=auth
+    )
+    assert created.status_code == 201, created.text
+    said = "customer_" + LANDLINE_WARNING
+    assert created.json()["phone_warning"] == said
+    url = f"{PRESETS}/{created.json()['id']}"
+    assert any_world.client.get(url, headers=auth).json()["phone_warning"] == said
+    listed = any_world.client.get(PRESETS, headers=auth).json()["items"]
+    assert [p["phone_warning"] for p in listed if p["account_number"] == "A-PRE"] == [said]
+    mobile = any_world.client.post(
+        PRESETS, json=preset_body("A-PRE-2", customer_phone="139 1234 5678"), headers=auth
+    )
+    assert (mobile.status_code, mobile.json()["phone_warning"]) == (201, None)
+
+
 @pytest.mark.parametrize(
     ("contacts", "said"),
     [

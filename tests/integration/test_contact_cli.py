@@ -113,7 +113,8 @@ def test_a_preset_from_the_cli_checks_and_normalises_the_customers_contacts(
     with cli_common.app().db.read() as conn:
         assert conn.execute(select(account_presets.c.id)).all() == []
 
-    run(*preset, "--customer-phone", "138-0013-8000", "--customer-email", "Han@Example.com")
+    added = run(*preset, "--customer-phone", "138-0013-8000", "--customer-email", "Han@Example.com")
+    assert added.stderr == ""  # a mobile: no warning
     with cli_common.app().db.read() as conn:
         payload = json.loads(conn.execute(select(account_presets.c.payload)).scalar_one())
     assert (payload["customer_phone"], payload["customer_email"]) == (
@@ -174,3 +175,21 @@ def test_a_customers_mini_program_openid_is_its_own_field_at_the_cli(
     changed = run_json("customer", "update", str(made["id"]), *ORG, "--wechat-mini-openid", "")
     assert changed["changed"] == ["wechat_mini_openid"]
     assert stored_openids()[-1] == ("Wang", "oOA-wang", None)  # cleared; the other stays
+
+
+def test_a_preset_with_a_landline_is_stored_with_a_warning_that_sms_cannot_reach_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    set_up_places(tmp_path)
+    preset = [
+        "account", "preset", "add", "P-1", *ORG, "--customer-name", "Han",
+        "--room", "Park/B1/F1/101", "--meter", "M1", "--tariff", "flat",
+    ]  # fmt: skip
+    added = run(*preset, "--customer-phone", "010 6552 9988")
+    assert added.stderr == f"warning: customer_{LANDLINE_WARNING}\n"
+    assert (
+        run_json(*preset[:3], "P-2", *preset[4:], "--customer-phone", "010-6552-9988")[
+            "phone_warning"
+        ]
+        == "customer_" + LANDLINE_WARNING
+    )

@@ -32,8 +32,9 @@ from meterdesk.cli.common import (
     to_jsonable,
     who,
 )
-from meterdesk.cli.places import room_id
+from meterdesk.cli.places import room_id, warn
 from meterdesk.metering.service import find_meter
+from meterdesk.shared.contacts import sms_warning
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.money import to_decimal
 from meterdesk.tariffs.service import find_tariff
@@ -184,11 +185,13 @@ def preset_add(
             }
         )
         new = presets.add_preset(app().db, organisation_id=organisation_id(org), data=data)
+        warning = sms_warning(data.customer_phone or None, field="customer_phone")
         emit(
-            {"id": new, "account_number": number},
+            {"id": new, "account_number": number, "phone_warning": warning},
             as_json,
             lambda v: f"account {number} pre-entered",
         )
+        warn(warning)
 
 
 @preset_cli.command("open")

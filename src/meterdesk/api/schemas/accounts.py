@@ -3,10 +3,11 @@ calls (recharge, refund, reversal)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from meterdesk.api.schemas.common import (
     EMAIL_RULE,
@@ -19,6 +20,7 @@ from meterdesk.api.schemas.common import (
     SignedMoney,
     examples,
 )
+from meterdesk.shared.contacts import sms_warning
 
 PaymentMethod = Literal["cash", "card", "transfer", "wechat", "alipay", "online"]
 BillingMode = Literal["platform", "meter"]
@@ -237,6 +239,22 @@ class PresetOut(BaseModel):
     created_at: datetime
     opened_account_id: Id | None
     data: dict[str, object]
+    phone_warning: str | None = Field(
+        default=None,
+        description="set when the pre-entered phone is a landline: accepted (voice calls reach "
+        "it), but SMS cannot, so SMS to the tenant fail with this reason; add a mobile number",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warned(cls, row: Any) -> Any:
+        """Whether SMS can reach the pre-entered phone (a landline is accepted, so the caller
+        is told here, as for a customer)."""
+        if isinstance(row, Mapping) and isinstance(row.get("data"), Mapping):
+            phone = row["data"].get("customer_phone")
+            stored = phone if isinstance(phone, str) else None
+            return {**row, "phone_warning": sms_warning(stored, field="customer_phone")}
+        return row
 
 
 class ImportRowOut(BaseModel):
