@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 
 from meterdesk.web.i18n import translations
-from meterdesk.web.reasons import ENGLISH, N_, Gettext, Shape, exact, shape, words
+from meterdesk.web.reasons import ENGLISH, N_, Gettext, Shape, exact, first, shape, words
 
 # A field as the form labels it: the customer page's names and the wizard's (``customer_…``).
 FIELDS = {
@@ -115,7 +115,7 @@ EMAIL_REASONS: tuple[Shape, ...] = (
 
 def email_reason(value: str, gettext: Gettext) -> str:
     """email-validator's reason, translated when it is a usual one, else as the library wrote it."""
-    return _first(EMAIL_REASONS, value, gettext) or value
+    return first(EMAIL_REASONS, value, gettext) or value
 
 
 # What is wrong with a field's value (after ``<field>: ``).
@@ -306,22 +306,14 @@ WHOLE: tuple[Shape, ...] = (
 )
 
 
-def _first(table: tuple[Shape, ...], message: str, gettext: Gettext) -> str | None:
-    for known in table:
-        found = known.pattern.fullmatch(message)
-        if found is not None:
-            return known.show(found, gettext)
-    return None
-
-
 def _one(message: str, gettext: Gettext) -> str | None:
-    whole = _first(WHOLE, message, gettext)
+    whole = first(WHOLE, message, gettext)
     if whole is not None:
         return whole
     fielded = _FIELDED.fullmatch(message)
     if fielded is None:
         return None
-    problem = _first(PROBLEMS, fielded["problem"], gettext)
+    problem = first(PROBLEMS, fielded["problem"], gettext)
     if problem is None:
         return None
     label = FIELDS[_INDEX.sub(".", fielded.group("field"))]
@@ -350,7 +342,7 @@ def known(message: str) -> bool:
 
 
 def email_known(reason: str) -> bool:
-    return _first(EMAIL_REASONS, reason, lambda text: text) is not None
+    return first(EMAIL_REASONS, reason, lambda text: text) is not None
 
 
 def translate(message: str | None, locale: str) -> str:

@@ -26,7 +26,7 @@ stored text itself is shown.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meterdesk.web.i18n import translations
@@ -377,6 +377,16 @@ SHAPES: tuple[Shape, ...] = (
 )
 
 
+def first(table: Sequence[Shape], message: str, gettext: Gettext) -> str | None:
+    """``message`` shown by the first shape of ``table`` it has, or None (web/form_errors.py
+    reads its own tables with it)."""
+    for known in table:
+        found = known.pattern.fullmatch(message)
+        if found is not None:
+            return known.show(found, gettext)
+    return None
+
+
 def find(reason: str) -> Shape | None:
     """The shape that ``reason`` has, if the table knows it."""
     for known in SHAPES:
@@ -399,11 +409,7 @@ def known(reason: str) -> bool:
 
 
 def _translate(reason: str, gettext: Gettext) -> str:
-    for known in SHAPES:
-        found = known.pattern.fullmatch(reason)
-        if found is not None:
-            return known.show(found, gettext)
-    return reason
+    return first(SHAPES, reason, gettext) or reason
 
 
 def translate(reason: str | None, locale: str) -> str:
