@@ -9,6 +9,11 @@ runs the ``bench ingest`` workload (seed 1; by default 1,000 meters x 10 reading
 ``PYTHONHASHSEED=0``: once only building the world (``--mode setup``), once building it and
 ingesting every batch through one ``Ingestor`` on SQLite (``--mode ingest``). Instructions per
 reading = (ingest - setup) / distinct readings. Two runs of the same code agree within 0.1 %.
+``--uplink`` sends the same kind of work through the MQTT ingest's store instead
+(:class:`UplinkStore`, as ``bench mqtt`` does but without a broker): the workload's readings as
+``bench mqtt``'s gateway reports (10 readings each, HISTORY re-sends and late reports included),
+parsed on arrival as the service does (parsing counted), committed ``--batch`` / 10 reports at
+a time; per reading is then per distinct reading, re-sends included in the work.
 ``--recording-outbox`` ingests with the control loop's commands and messages only remembered:
 the difference to a plain run is what writing them costs. The callgrind files stay in
 ``--out`` for ``callgrind_annotate`` (C-level: SQLite, pysqlite, decimal; Python code shows as
@@ -26,11 +31,14 @@ import tempfile
 from pathlib import Path
 
 from meterdesk.bench import setup
+from meterdesk.bench.mqtt import MqttBench, add_gateways, streams_of
 from meterdesk.bench.workload import build
 from meterdesk.billing.control_send import RecordingOutbox
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
+from meterdesk.devices.mqtt_rows import receive
+from meterdesk.devices.mqtt_store import UplinkStore
 from meterdesk.shared.runtime import tune_for_long_running
 from meterdesk.shared.time import system_clock
 
@@ -42,12 +50,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--recording-outbox", action="store_true")
+    parser.add_argument("--uplink", action="store_true", help="through the MQTT ingest's store")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "callgrind")
     args = parser.parse_args()
     if args.mode is None:
         measure(args)
     else:
-        readings = run(args.mode, args.meters, args.rounds, args.batch, args.recording_outbox)
+        if args.uplink:
+            readings = run_uplink(args.mode, args.meters, args.rounds, args.batch)
+        else:
+            readings = run(args.mode, args.meters, args.rounds, args.batch, args.recording_outbox)
         print(f"{args.mode}: {readings} distinct readings", file=sys.stderr)
 
 
@@ -68,6 +80,31 @@ def run(mode: str, meters: int, rounds: int, batch_size: int, recording: bool) -
     return len(workload.truth)
 
 
+def run_uplink(mode: str, meters: int, rounds: int, batch_size: int) -> int:
+    """Build the world and ``bench mqtt``'s reports; for ``ingest``, parse and commit them."""
+    workload = build(seed=1, meters=meters, rounds=rounds)
+    tune_for_long_running()
+    with tempfile.TemporaryDirectory(prefix="meterdesk-instructions-") as folder:
+        engine = build_engine(f"sqlite:///{folder}/uplink.sqlite3")
+        db = Database(engine, system_clock)
+        setup.prepare(db, workload)
+        bench = MqttBench(engine, workload, ("127.0.0.1", 1883), 1, 1, product_key="bench")
+        add_gateways(bench)
+        messages = [message for stream in streams_of(bench) for message in stream]
+        store = UplinkStore(db)
+        if mode == "ingest":
+            per_commit = max(1, batch_size // 10)
+            for start in range(0, len(messages), per_commit):
+                store.commit(
+                    [
+                        receive(f"data/up/bench/{m.serial}", m.payload, 0.0)
+                        for m in messages[start : start + per_commit]
+                    ]
+                )
+        engine.dispose()
+    return len(workload.truth)
+
+
 def measure(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     totals, readings = {}, 0
@@ -84,6 +121,7 @@ def measure(args: argparse.Namespace) -> None:
             f"--rounds={args.rounds}",
             f"--batch={args.batch}",
             *(["--recording-outbox"] if args.recording_outbox else []),
+            *(["--uplink"] if args.uplink else []),
         ]
         done = subprocess.run(  # noqa: S603 - our own interpreter and script
             command,

@@ -42,10 +42,11 @@ from typing import Any
 
 from meterdesk.bench import control_setup
 from meterdesk.bench.control_load import LoadPlan, LoadResult, run_load
-from meterdesk.bench.control_report import latency_figures, load_figures, report
+from meterdesk.bench.control_report import cpu_figures, latency_figures, load_figures, report
 from meterdesk.bench.control_results import Controlled, Latencies, Recharge, check, measure
 from meterdesk.bench.control_sim import Records, SimJob, serve
 from meterdesk.bench.ingest import Places
+from meterdesk.bench.mqtt import broker_cpu_s
 from meterdesk.bench.mqtt_gateways import Outgoing, build_rounds, with_faults
 from meterdesk.billing import cashier
 from meterdesk.db.database import Database
@@ -99,6 +100,9 @@ class Outcome:
     recharges: dict[int, Recharge]
     load: list[LoadResult]
     load_window_s: float
+    # CPU seconds during the load phase ("phase": its wall time): this process (the platform)
+    # and the broker; the publishers report their own
+    cpu_s: dict[str, float | None]
 
 
 def run(
@@ -166,16 +170,16 @@ async def _bench(bench: _Run) -> Outcome:
                 bench.db, job, ports, lead_s=bench.plan.lead_s, spread_s=bench.plan.spread_s
             )
         )
-        recharges, load, window = await _with_runtime(bench, simulator, rooms)
+        recharges, load, window, cpu = await _with_runtime(bench, simulator, rooms)
         records = await simulator.finish()
     finally:
         simulator.kill()
-    return Outcome(rooms, records, recharges, load, window)
+    return Outcome(rooms, records, recharges, load, window, cpu)
 
 
 async def _with_runtime(
     bench: _Run, simulator: _Simulator, rooms: list[Controlled]
-) -> tuple[dict[int, Recharge], list[LoadResult], float]:
+) -> tuple[dict[int, Recharge], list[LoadResult], float, dict[str, float | None]]:
     mqtt = MqttSettings(
         host=bench.broker[0],
         port=bench.broker[1],
@@ -204,12 +208,13 @@ async def _ready(runtime: Runtime) -> None:
 
 async def _load_phase(
     bench: _Run, simulator: _Simulator, rooms: list[Controlled]
-) -> tuple[dict[int, Recharge], list[LoadResult], float]:
+) -> tuple[dict[int, Recharge], list[LoadResult], float, dict[str, float | None]]:
     start_at = time.monotonic() + STARTUP_S
     plan = LoadPlan(
         bench.broker, bench.product_key, bench.rate, start_at, start_at + bench.plan.load_s, WINDOW
     )
     context = multiprocessing.get_context("spawn")
+    platform_cpu, broker_cpu, began = time.process_time(), broker_cpu_s(), time.monotonic()
     with ProcessPoolExecutor(bench.publishers, mp_context=context) as pool:
         load = asyncio.create_task(run_load(pool, plan, bench.stream, bench.publishers))
         try:
@@ -222,7 +227,13 @@ async def _load_phase(
             # the publishers stop by themselves (stop_at, then their last replies): wait for
             # them here, with the runtime still answering, never in the pool's blocking exit
             results = await load
-    return recharges, results, plan.stop_at - plan.start_at
+    broker_after = broker_cpu_s()
+    cpu = {
+        "phase": time.monotonic() - began,
+        "platform": time.process_time() - platform_cpu,
+        "broker": None if broker_cpu is None or broker_after is None else broker_after - broker_cpu,
+    }
+    return recharges, results, plan.stop_at - plan.start_at, cpu
 
 
 async def _recharge_when_cut(
@@ -308,6 +319,7 @@ def _summarise(
         "backend": "postgresql" if database_url else "sqlite",
         **latency_figures(latencies),
         **load_figures(outcome.load, len(outcome.rooms), outcome.load_window_s),
+        **cpu_figures(outcome.load, outcome.cpu_s),
         "target_p99_s": TARGET_P99_S,
         "target_readings_per_s": bench.rate,
         "invariants_ok": all(checks.values()),

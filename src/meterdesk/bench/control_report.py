@@ -4,6 +4,7 @@ background load the platform actually sustained, and the lines printed for peopl
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,28 @@ def load_figures(results: list[LoadResult], controlled: int, window_s: float) ->
     }
 
 
+def cpu_figures(results: list[LoadResult], cpu_s: dict[str, float | None]) -> dict[str, Any]:
+    """Cores each party used during the load phase: the platform (the runtime's process: MQTT
+    ingest, control loop, executor, poller), the publisher processes and the broker. All share
+    the machine's cores, so a platform short of its target rate may be short of a core rather
+    than of speed; the simulated meters' process is left out (a few hundred frames a second)."""
+    phase = cpu_s.get("phase") or 0.0
+    if phase <= 0:
+        return {"cpu_cores": None}
+
+    def cores(value: float | None) -> float | None:
+        return None if value is None else round(value / phase, 2)
+
+    return {
+        "cpu_cores": {
+            "platform": cores(cpu_s.get("platform")),
+            "publishers": cores(sum(r.cpu_s for r in results)),
+            "broker": cores(cpu_s.get("broker")),
+            "phase_s": round(phase, 1),
+        }
+    }
+
+
 def latency_figures(latencies: Latencies) -> dict[str, Any]:
     """p50 / p99 / max of each latency, and of each part of it."""
     figures: dict[str, Any] = {
@@ -79,6 +102,12 @@ def report(summary: dict[str, Any], say: Callable[[str], None]) -> None:
         f"(target {summary['target_readings_per_s']:,}; offered "
         f"{summary['background_offered_readings_per_s']:,}; ack p99 {summary['background_ack_p99_s']} s)"
     )
+    if summary.get("cpu_cores"):
+        used = summary["cpu_cores"]
+        say(
+            f"cores used during the load phase ({used['phase_s']} s): platform {used['platform']}, "
+            f"publishers {used['publishers']}, broker {used['broker']} (of {os.cpu_count()})"
+        )
     say(
         f"credit gone → trip on the wire: p50 {summary['trip_p50_s']} s, p99 "
         f"{summary['trip_p99_s']} s over {summary['trips']} trips (target p99 ≤ {summary['target_p99_s']} s)"

@@ -96,7 +96,7 @@ class Phase:
 
 
 @dataclass
-class _Run:
+class MqttBench:
     """What one bench run works with."""
 
     engine: Engine
@@ -136,7 +136,7 @@ def run(
         places = Places(Path(folder), database_url)
         engine = places.fresh("mqtt")
         try:
-            bench = _Run(engine, workload, (host, port), publishers, seed)
+            bench = MqttBench(engine, workload, (host, port), publishers, seed)
             phases, checks, stats = asyncio.run(_bench(bench, rate))
         finally:
             places.drop(engine)
@@ -145,11 +145,13 @@ def run(
     return summary
 
 
-async def _bench(bench: _Run, rate: int | None) -> tuple[list[Phase], dict[str, bool], IngestStats]:
+async def _bench(
+    bench: MqttBench, rate: int | None
+) -> tuple[list[Phase], dict[str, bool], IngestStats]:
     db = Database(bench.engine, system_clock)
     prepared = setup.prepare(db, bench.workload)
-    _add_gateways(bench)
-    streams = _streams(bench)
+    add_gateways(bench)
+    streams = streams_of(bench)
     settings = MqttSettings(
         host=bench.broker[0],
         port=bench.broker[1],
@@ -169,7 +171,7 @@ async def _bench(bench: _Run, rate: int | None) -> tuple[list[Phase], dict[str, 
     return phases, _checks(bench, prepared, streams, phases), service.stats
 
 
-def _streams(bench: _Run) -> list[list[Outgoing]]:
+def streams_of(bench: MqttBench) -> list[list[Outgoing]]:
     rounds = build_rounds(bench.workload)
     half = len(rounds) // 2
     return [
@@ -179,7 +181,7 @@ def _streams(bench: _Run) -> list[list[Outgoing]]:
 
 
 async def _phases(
-    bench: _Run, service: MqttIngestService, streams: list[list[Outgoing]], rate: int | None
+    bench: MqttBench, service: MqttIngestService, streams: list[list[Outgoing]], rate: int | None
 ) -> list[Phase]:
     per_round = len(bench.workload.meters)
     half = bench.workload.rounds // 2
@@ -202,12 +204,12 @@ async def _phases(
 
 async def _phase(
     pool: ProcessPoolExecutor,
-    bench: _Run,
+    bench: MqttBench,
     service: MqttIngestService,
     phase: Phase,
     stream: list[Outgoing],
 ) -> Phase:
-    before, cpu, broker_cpu = _counters(service.stats), time.process_time(), _broker_cpu()
+    before, cpu, broker_cpu = _counters(service.stats), time.process_time(), broker_cpu_s()
     phase.results = await run_publishers(
         pool,
         bench.broker,
@@ -217,7 +219,7 @@ async def _phase(
         rate=phase.target_rate,
         window=WINDOW,
     )
-    after, broker_after = _counters(service.stats), _broker_cpu()
+    after, broker_after = _counters(service.stats), broker_cpu_s()
     phase.service = {name: after[name] - before[name] for name in after}
     phase.receipt_to_commit_p99_s = _percentile(sorted(service.stats.latencies_s), 0.99)
     phase.cpu_s = {
@@ -238,7 +240,7 @@ def _gateway_count(meter_count: int) -> int:
     return -(-meter_count // METERS_PER_GATEWAY)
 
 
-def _add_gateways(bench: _Run) -> None:
+def add_gateways(bench: MqttBench) -> None:
     with bench.engine.begin() as conn:
         org, site = conn.execute(select(meters.c.organisation_id, meters.c.site_id).limit(1)).one()
         serials = sorted({gateway_of(m.index) for m in bench.workload.meters})
@@ -269,7 +271,7 @@ def _add_gateways(bench: _Run) -> None:
 
 
 def _checks(
-    bench: _Run, prepared: setup.Prepared, streams: list[list[Outgoing]], phases: list[Phase]
+    bench: MqttBench, prepared: setup.Prepared, streams: list[list[Outgoing]], phases: list[Phase]
 ) -> dict[str, bool]:
     expected = expected_fen(bench.workload, prepared.opening)
     checks = check_invariants(bench.engine, bench.workload, prepared, expected)
@@ -318,7 +320,7 @@ def _report(phase: Phase) -> None:
 
 
 def _summarise(
-    phases: list[Phase], checks: dict[str, bool], stats: IngestStats, bench: _Run, backend: str
+    phases: list[Phase], checks: dict[str, bool], stats: IngestStats, bench: MqttBench, backend: str
 ) -> dict[str, Any]:
     first, second = phases
     commits = first.service["readings"] / max(first.service["commit_s"], 1e-9)
@@ -357,7 +359,7 @@ def _summarise(
     return summary
 
 
-def _about(bench: _Run) -> dict[str, Any]:
+def _about(bench: MqttBench) -> dict[str, Any]:
     return {
         "meters": len(bench.workload.meters),
         "gateways": _gateway_count(len(bench.workload.meters)),
@@ -374,7 +376,7 @@ def _about(bench: _Run) -> dict[str, Any]:
     }
 
 
-def _broker_cpu() -> float | None:
+def broker_cpu_s() -> float | None:
     """CPU seconds of a local Mosquitto (from its pid file), when readable."""
     try:
         pid = Path("/run/mosquitto/mosquitto.pid").read_text().strip()

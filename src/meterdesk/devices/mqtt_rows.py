@@ -113,9 +113,11 @@ def entry_reading(
 ) -> IncomingReading | None:
     """The reading one entry carries (None: status only); raises :class:`UplinkRejected` when
     the entry contradicts the meter or does not fit the stored registers."""
-    bands = {
-        band: value for band, name in BAND_FIELDS if (value := getattr(entry, name)) is not None
-    }
+    bands = (
+        {band: value for band, name in BAND_FIELDS if (value := getattr(entry, name)) is not None}
+        if _has_bands(entry)
+        else None
+    )
     if meter.utility == "water":
         if entry.energy_kwh is not None or bands:
             raise UplinkRejected(f"energy registers reported for water meter {entry.addr!r}")
@@ -128,9 +130,20 @@ def entry_reading(
         total = entry.energy_kwh
     if total is None:
         return None
-    for value in (total, *bands.values()):
+    _check_register(total)
+    for value in (bands or {}).values():
         _check_register(value)
-    return IncomingReading(meter.id, entry.measured_at, total, bands or None, source)
+    return IncomingReading(meter.id, entry.measured_at, total, bands, source)
+
+
+def _has_bands(entry: MeterReport) -> bool:
+    # most entries carry only the total: four attribute tests instead of building a dict
+    return (
+        entry.energy_sharp_kwh is not None
+        or entry.energy_peak_kwh is not None
+        or entry.energy_flat_kwh is not None
+        or entry.energy_valley_kwh is not None
+    )
 
 
 def _check_register(value: Decimal) -> None:
@@ -264,7 +277,7 @@ def save_live(conn: Connection, live: dict[int, MeterReport], received_at: datet
     ordered = sorted(live.items())  # one lock order for concurrent ingest processes
     online = [_status_row(m, e, at) for m, e in ordered if e.state == "ONLINE"]
     lost = [
-        (m, "lost", 1, OFFLINE_REASON, at, instant_int(e.measured_at))
+        (m, "lost", 1, OFFLINE_REASON, at, e.time * 1000)
         for m, e in ordered
         if e.state == "OFFLINE"
     ]
@@ -290,10 +303,11 @@ def _executemany(
 
 def _status_row(meter_id: int, entry: MeterReport, at: int) -> tuple[object, ...]:
     money = _money(entry.remaining_money)
+    measured = entry.time * 1000  # the stored instant (µs since the epoch) of its ms
     return (
         meter_id,
         "online",
-        instant_int(entry.measured_at),
+        measured,
         None,
         0,
         entry.relay,
@@ -301,7 +315,7 @@ def _status_row(meter_id: int, entry: MeterReport, at: int) -> tuple[object, ...
         None if money is None else scaled_int(money, 2),
         live_json(entry),
         at,
-        instant_int(entry.measured_at) if entry.relay == "closed" else None,
+        measured if entry.relay == "closed" else None,
     )
 
 

@@ -313,12 +313,13 @@ class Directory:
         self._loaded_at = 0.0
         self._gateways: dict[tuple[str, str], KnownGateway] = {}
         self._meters: dict[int, dict[str, list[KnownMeter]]] = {}
+        self._chosen: dict[tuple[int, str], KnownMeter] = {}  # (gateway id, addr)
 
     def check(self, conn: Connection) -> None:
         version = counters.read(conn)
         if version != self._version or self.clock() - self._loaded_at > self.refresh_s:
             self._version, self._loaded_at = version, self.clock()
-            self._gateways, self._meters = {}, {}
+            self._gateways, self._meters, self._chosen = {}, {}, {}
 
     def gateway(self, conn: Connection, product_key: str, serial: str) -> KnownGateway | None:
         key = (product_key, serial)
@@ -330,11 +331,19 @@ class Directory:
         return self._gateways[key]
 
     def meter(self, conn: Connection, gateway: KnownGateway, addr: str) -> KnownMeter | str:
-        """The meter, or why there is none."""
+        """The meter, or why there is none. A meter found is kept per gateway and address (every
+        entry asks); a reason is not, so addresses a gateway invents cannot fill the memory."""
+        key = (gateway.id, addr)
+        known = self._chosen.get(key)
+        if known is not None:
+            return known
         org = gateway.organisation_id
         if org not in self._meters:
             self._meters[org] = _load_meters(conn, org)
-        return mqtt_rows.choose_meter(self._meters[org].get(addr, ()), gateway.id, addr)
+        chosen = mqtt_rows.choose_meter(self._meters[org].get(addr, ()), gateway.id, addr)
+        if not isinstance(chosen, str):
+            self._chosen[key] = chosen
+        return chosen
 
 
 def _load_gateways(conn: Connection, serial: str, product_key: str) -> list[KnownGateway]:
