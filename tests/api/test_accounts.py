@@ -246,7 +246,13 @@ def test_import_csv_reports_every_row(world: World) -> None:
     assert response.status_code == 201, response.text
     report = response.json()
     assert (report["opened"], report["ok"], report["failed"]) == (True, 1, 1)
-    assert report["rows"][0] == {"row": 2, "account_number": "I-1", "ok": True, "message": "opened"}
+    assert report["rows"][0] == {
+        "row": 2,
+        "account_number": "I-1",
+        "ok": True,
+        "message": "opened",
+        "phone_warning": None,
+    }
     assert report["rows"][1]["row"] == 3 and "not found" in report["rows"][1]["message"]
     replay = world.client.post(
         "/api/v1/account-imports", files=files, data={"open_now": "true"}, headers=headers
@@ -279,7 +285,13 @@ def test_import_xlsx_pre_enters(world: World) -> None:
     response = world.client.post("/api/v1/account-imports", files=files, headers=headers)
     assert response.status_code == 201, response.text
     assert response.json()["rows"] == [
-        {"row": 2, "account_number": "X-1", "ok": True, "message": "pre-entered"}
+        {
+            "row": 2,
+            "account_number": "X-1",
+            "ok": True,
+            "message": "pre-entered",
+            "phone_warning": None,
+        }
     ]
 
 

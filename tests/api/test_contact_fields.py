@@ -8,6 +8,9 @@ import re
 
 import pytest
 from apikit import World, error_code, key
+from sqlalchemy import insert
+
+from meterdesk.sites.tables import customers
 
 CUSTOMERS = "/api/v1/customers"
 PRESETS = "/api/v1/account-presets"
@@ -208,10 +211,70 @@ def test_an_import_row_with_a_bad_phone_is_reported_with_its_row_and_opens_nothi
         "customer_phone: '138 0013 800' is not a valid number for CN (10 digits; "
         "mainland mobiles have 11)"
     )
-    assert report["rows"][1] == {"row": 3, "account_number": "I-2", "ok": True, "message": "opened"}
+    assert report["rows"][1] == {
+        "row": 3,
+        "account_number": "I-2",
+        "ok": True,
+        "message": "opened",
+        "phone_warning": None,
+    }
     assert customer_names(any_world) == [*before, "Good Phone"]
     accounts = any_world.client.get("/api/v1/accounts", headers=headers).json()["items"]
     assert "I-1" not in {a["number"] for a in accounts}
+
+
+def test_an_import_row_with_a_landline_is_done_and_says_sms_cannot_reach_it(
+    any_world: World,
+) -> None:
+    """As for a customer or a preset: the row is pre-entered (voice calls reach a landline),
+    and its report row says SMS will not; a mobile's row has no warning."""
+    rows = [f"I-1,Land Line,010 6552 9988,{PLACE}", f"I-2,Mobile,138 0013 8000,{PLACE}"]
+    files = {"file": ("accounts.csv", "\n".join([CSV_HEADER, *rows, ""]).encode(), "text/csv")}
+    headers = {**any_world.alpha.auth("operator"), **key("import-landline")}
+
+    response = any_world.client.post("/api/v1/account-imports", files=files, headers=headers)
+
+    assert response.status_code == 201, response.text
+    report = response.json()
+    assert (report["ok"], report["failed"]) == (2, 0)
+    assert [(r["message"], r["phone_warning"]) for r in report["rows"]] == [
+        ("pre-entered", "customer_" + LANDLINE_WARNING),
+        ("pre-entered", None),
+    ]
+    stored = any_world.client.get(PRESETS, headers=headers).json()["items"]
+    assert [p["data"]["customer_phone"] for p in stored if p["account_number"] == "I-1"] == [
+        "+861065529988"
+    ]
+
+
+def test_a_preset_opens_for_the_customer_stored_with_the_old_spelling_of_its_phone(
+    any_world: World,
+) -> None:
+    """A customer stored before phones were normalised ("13800138000") is the preset's
+    "+86 138 0013 8000": the opening uses that customer instead of creating a second one."""
+    with any_world.db.transaction() as conn:
+        old = conn.execute(
+            insert(customers).values(
+                organisation_id=any_world.alpha.id,
+                name="Pre Tenant",
+                phone="13800138000",
+                created_at=any_world.clock(),
+            )
+        ).inserted_primary_key[0]
+    auth = any_world.alpha.auth("admin")
+    created = any_world.client.post(
+        PRESETS, json=preset_body("A-OLD", customer_phone="+86 138 0013 8000"), headers=auth
+    )
+    assert created.status_code == 201, created.text
+
+    opened = any_world.client.post(
+        f"{PRESETS}/{created.json()['id']}/open", headers={**auth, **key("open-old")}
+    )
+
+    assert opened.status_code == 201, opened.text
+    account = any_world.client.get(f"/api/v1/accounts/{opened.json()['id']}", headers=auth)
+    assert account.json()["customer_id"] == old
+    assert customer_names(any_world).count("Pre Tenant") == 1
 
 
 def test_operator_addresses_and_test_message_addresses_are_checked(any_world: World) -> None:
@@ -233,6 +296,40 @@ def test_operator_addresses_and_test_message_addresses_are_checked(any_world: Wo
     assert sms["config"]["operator_addresses"] == ["+8613800138000"]
     test = any_world.client.post(f"{path}/test", json={"address": "+86 12345"}, headers=auth)
     refused(test, r"address: '\+86 12345' is not a valid number for CN")
+    assert sms["address_warnings"] == []  # a mobile
+
+
+def test_a_landline_among_the_sms_operator_addresses_is_saved_with_a_warning(
+    any_world: World,
+) -> None:
+    """SMS cannot reach a landline, so saving one as an SMS channel's operator address says
+    so (it is still saved: voice reaches it); the voice channel takes it without a word."""
+    auth = any_world.alpha.auth("admin")
+    config = {
+        "access_key_id": "id",
+        "sign_name": "s",
+        "operator_addresses": ["138 0013 8000", "010-6552-9988"],
+    }
+    sms = any_world.client.put(
+        "/api/v1/notification-channels/sms",
+        json={"provider": "aliyun", "config": config},
+        headers=auth,
+    )
+    assert sms.status_code == 200, sms.text
+    assert sms.json()["config"]["operator_addresses"] == ["+8613800138000", "+861065529988"]
+    said = LANDLINE_WARNING.replace("phone:", "operator_addresses[1]:")
+    assert sms.json()["address_warnings"] == [said]
+    again = any_world.client.get("/api/v1/notification-channels/sms", headers=auth).json()
+    assert again["address_warnings"] == [said]
+
+    voice = any_world.client.put(
+        "/api/v1/notification-channels/voice",
+        json={"provider": "aliyun", "config": {**config, "called_show_number": "4001234567"}},
+        headers=auth,
+    )
+    assert voice.status_code == 200, voice.text
+    assert voice.json()["config"]["operator_addresses"] == ["+8613800138000", "+861065529988"]
+    assert voice.json()["address_warnings"] == []
 
 
 def test_a_customers_mini_program_openid_is_stored_and_a_bad_one_is_422(any_world: World) -> None:

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from test_cli import ORG, data_dir, run, run_json, set_up_places
 
-from meterdesk.billing.tables import account_presets
+from meterdesk.billing.tables import account_presets, accounts
 from meterdesk.cli import common as cli_common
 from meterdesk.sites.tables import customers
 
@@ -193,3 +193,99 @@ def test_a_preset_with_a_landline_is_stored_with_a_warning_that_sms_cannot_reach
         ]
         == "customer_" + LANDLINE_WARNING
     )
+
+
+IMPORT_HEADER = (
+    "account_number,customer_name,customer_phone,site,building,floor,room,meter_numbers,tariffs"
+)
+
+
+def test_an_import_row_with_a_landline_is_done_with_a_warning_that_sms_cannot_reach_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    set_up_places(tmp_path)
+    sheet = tmp_path / "accounts.csv"
+    sheet.write_text(
+        f"{IMPORT_HEADER}\n"
+        "P-1,Han,010 6552 9988,Park,B1,F1,101,M1,flat\n"
+        "P-2,Wei,138 0013 8000,Park,B1,F1,101,M1,flat\n",
+        encoding="utf-8",
+    )
+
+    done = run("account", "import", str(sheet), *ORG)
+
+    assert done.stdout.splitlines() == [
+        "row 2: P-1: OK pre-entered",
+        f"  warning: customer_{LANDLINE_WARNING}",
+        "row 3: P-2: OK pre-entered",
+        "2 of 2 rows done",
+    ]
+    again = sheet.with_name("more.csv")
+    again.write_text(sheet.read_text().replace("P-", "Q-"), encoding="utf-8")
+    rows = run_json("account", "import", str(again), *ORG)
+    assert [(r["account_number"], r["ok"], r["phone_warning"]) for r in rows] == [
+        ("Q-1", True, f"customer_{LANDLINE_WARNING}"),
+        ("Q-2", True, None),
+    ]
+
+
+def test_an_import_opens_for_the_customer_stored_with_the_old_spelling_of_its_phone(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Han was stored before phones were normalised ("138-0013-8000"): the row's
+    +8613800138000 is the same number, so the account is Han's and no second Han appears."""
+    set_up_places(tmp_path)
+    db = cli_common.app().db
+    with db.transaction() as conn:
+        org = conn.execute(select(customers.c.organisation_id)).scalars().first()
+        han = conn.execute(
+            insert(customers).values(
+                organisation_id=org, name="Han", phone="138-0013-8000", created_at=db.clock()
+            )
+        ).inserted_primary_key[0]
+    sheet = tmp_path / "accounts.csv"
+    sheet.write_text(
+        f"{IMPORT_HEADER},opening_readings\nA-9,Han,+86 13800138000,Park,B1,F1,101,M1,flat,0\n",
+        encoding="utf-8",
+    )
+
+    rows = run_json("account", "import", str(sheet), *ORG, "--open")
+
+    assert [(r["ok"], r["message"]) for r in rows] == [(True, "opened")]
+    assert [c for c in stored_customers() if c[0] == "Han"] == [("Han", "138-0013-8000", None)]
+    with db.read() as conn:
+        owner = conn.execute(
+            select(accounts.c.customer_id).where(accounts.c.number == "A-9")
+        ).scalar_one()
+    assert owner == han
+
+
+def test_an_sms_operator_address_that_is_a_landline_is_saved_with_a_warning(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """SMS cannot reach a landline: ``channel set sms`` says so on stderr (and in
+    ``address_warnings`` with --json) and saves it; ``channel set voice`` is silent."""
+    run("org", "create", "Acme")
+    settings = tmp_path / "sms.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "access_key_id": "id",
+                "sign_name": "s",
+                "operator_addresses": ["13800138000", "010 6552 9988"],
+            }
+        ),
+        encoding="utf-8",
+    )
+    channel = ["notification", "channel", "set"]
+    options = [*ORG, "--provider", "aliyun", "--config-file", str(settings)]
+    said = LANDLINE_WARNING.replace("phone:", "operator_addresses[1]:")
+
+    sms = run(*channel, "sms", *options)
+    assert sms.stderr == f"warning: {said}\n"
+    assert "+861065529988" in sms.stdout
+    assert run_json(*channel, "sms", *options)["address_warnings"] == [said]
+
+    voice = run(*channel, "voice", *options)
+    assert voice.stderr == ""
+    assert run_json(*channel, "voice", *options)["address_warnings"] == []

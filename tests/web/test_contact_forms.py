@@ -5,8 +5,13 @@ addresses."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from apikit import World
 from consolekit import HTMX, Console
+from sqlalchemy import insert
+
+from meterdesk.sites.tables import customers as customers_table
 
 AUTH_ROLE = "admin"
 
@@ -126,6 +131,77 @@ def test_channel_settings_refuse_a_bad_operator_number_in_the_page(world: World)
 
     assert answer.status_code == 422, answer.text
     assert "operator_addresses[0]: &#39;138 0013 800&#39; is not a valid number" in answer.text
+
+
+def test_the_wizards_customer_search_finds_a_number_stored_before_normalising(
+    world: World,
+) -> None:
+    """A customer stored as "13700137000" (before phones became E.164) is found by the number
+    typed with its country code, so the wizard opens for them instead of a new customer."""
+    with world.db.transaction() as conn:
+        conn.execute(
+            insert(customers_table).values(
+                organisation_id=world.alpha.id,
+                name="Old Spelling",
+                phone="13700137000",
+                created_at=world.clock(),
+            )
+        )
+    console = Console(world.client, world.alpha, AUTH_ROLE)
+
+    for typed in ("+86 137 0013 7000", "+8613700137000", "137 0013 7000"):
+        found = console.get(f"/accounts/open/customers?cq={quote(typed)}", **HTMX)
+        assert "Old Spelling" in found.text, typed
+
+
+def test_channel_settings_save_a_landline_for_sms_with_a_note_and_for_voice_silently(
+    world: World,
+) -> None:
+    console = Console(world.client, world.alpha, AUTH_ROLE, locale="zh-CN")
+    config = (
+        '{"access_key_id": "id", "sign_name": "s", '
+        '"operator_addresses": ["13800138000", "010 6552 9988"]}'
+    )
+
+    sms = console.post(
+        "/settings/notifications/channels/sms", {"provider": "aliyun", "config": config}
+    )
+    voice = console.post(
+        "/settings/notifications/channels/voice", {"provider": "aliyun", "config": config}
+    )
+
+    assert sms.status_code == 200, sms.text
+    assert (
+        '<p class="alert info" data-warning="operator-address">运维人员地址 +86 10 6552 9988 '
+        "为座机：无法接收短信" in sms.text
+    )
+    assert "+861065529988" in sms.text  # saved
+    assert voice.status_code == 200, voice.text
+    assert "+861065529988" in voice.text and 'data-warning="operator-address"' not in voice.text
+    page = console.get("/settings/notifications")
+    assert page.text.count('data-warning="operator-address"') == 1  # the SMS card's
+
+
+def test_an_import_row_with_a_landline_says_so_in_the_report(world: World) -> None:
+    console = Console(world.client, world.alpha, "operator")
+    alpha = world.alpha
+    header = (
+        "account_number,customer_name,customer_phone,site,building,floor,room,meter_numbers,tariffs"
+    )
+    place = f"{alpha.name('Park')},{alpha.name('B1')},{alpha.name('F1')},{alpha.name('102')}"
+    rows = [
+        f"I-1,Land Line,010 6552 9988,{place},Alpha-M3,{alpha.name('Flat')}",
+        f"I-2,Mobile,13800138000,{place},Alpha-M3,{alpha.name('Flat')}",
+    ]
+    content = "\n".join([header, *rows, ""]).encode()
+    files = {"file": ("accounts.csv", content, "text/csv")}
+
+    report = console.post("/accounts/import", {"idempotency_key": "import-landline-1"}, files=files)
+
+    assert report.status_code == 200, report.text
+    assert report.text.count('data-warning="phone"') == 1
+    landline_row = report.text.split("I-1", 1)[1].split("</tr>", 1)[0]
+    assert 'data-warning="phone">The phone is a landline: it cannot receive SMS' in landline_row
 
 
 def test_the_wizard_takes_a_new_customers_mini_program_openid_and_refuses_a_bad_one(

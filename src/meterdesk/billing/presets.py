@@ -42,7 +42,13 @@ from meterdesk.billing.tables import account_presets
 from meterdesk.db.database import Database
 from meterdesk.ledger.model import PaymentMethod
 from meterdesk.metering.service import find_meter
-from meterdesk.shared.contacts import optional_email, optional_openid, optional_phone
+from meterdesk.shared.contacts import (
+    optional_email,
+    optional_openid,
+    optional_phone,
+    same_phone,
+    sms_warning,
+)
 from meterdesk.shared.errors import ConflictError, MeterdeskError, NotFoundError, ValidationError
 from meterdesk.shared.money import parse_unsigned_money, to_decimal
 from meterdesk.shared.sheets import SheetRow, csv_lines, table
@@ -344,17 +350,20 @@ def _resolve(
 
 
 def _customer(conn: Connection, db: Database, organisation_id: int, data: PresetData) -> int:
-    """The customer with this name and phone (both as stored: the phone E.164), created when
-    new."""
-    found = conn.execute(
-        select(customers.c.id).where(
+    """The customer with this name and phone, created when new. The phone is compared as a
+    number, not as text: a customer stored before phones were normalised (``13800138000``,
+    ``138-0013-8000``) is the same tenant as a preset's or an imported row's ``+8613800138000``, not a second one.
+    Where several match (such a second one was created before), the first stored is taken."""
+    candidates = conn.execute(
+        select(customers.c.id, customers.c.phone)
+        .where(
             customers.c.organisation_id == organisation_id,
             customers.c.name == data.customer_name,
-            customers.c.phone == (data.customer_phone or None)
-            if data.customer_phone
-            else customers.c.phone.is_(None),
         )
-    ).scalar_one_or_none()
+        .order_by(customers.c.id)
+    ).all()
+    phone = data.customer_phone or None
+    found = next((row.id for row in candidates if same_phone(row.phone, phone)), None)
     if found is not None:
         return int(found)
     result = conn.execute(
@@ -379,6 +388,8 @@ class RowResult:
     account_number: str
     ok: bool
     message: str
+    # set on a row stored with a landline: accepted (voice calls reach it), but SMS cannot
+    phone_warning: str | None = None
 
 
 def read_rows(path: Path) -> list[SheetRow]:
@@ -480,7 +491,8 @@ def import_accounts(
     actor: str,
 ) -> list[RowResult]:
     """Each row in its own transaction; returns one result per row (numbered as in the file
-    for rows from :func:`read_rows`)."""
+    for rows from :func:`read_rows`). A row stored with a landline is done, with its
+    ``phone_warning``: SMS cannot reach the tenant, voice calls can."""
     ingestor = Ingestor(db)
     results = []
     for position, row in enumerate(rows, start=2):
@@ -495,7 +507,8 @@ def import_accounts(
                 else:
                     _add_preset_in(conn, db, organisation_id, data)
                     message = "pre-entered"
-            results.append(RowResult(line, number, True, message))
+            warning = sms_warning(data.customer_phone or None, field="customer_phone")
+            results.append(RowResult(line, number, True, message, warning))
         except MeterdeskError as error:
             results.append(RowResult(line, number, False, str(error)))
     return results

@@ -270,6 +270,7 @@ def import_(
             lambda v: (
                 "\n".join(
                     f"row {r.row}: {r.account_number or '?'}: {'OK ' if r.ok else 'FAILED '}{r.message}"
+                    + (f"\n  warning: {r.phone_warning}" if r.phone_warning else "")
                     for r in v
                 )
                 + f"\n{sum(r.ok for r in v)} of {len(v)} rows done"

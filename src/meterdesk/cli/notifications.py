@@ -28,6 +28,7 @@ from meterdesk.cli.common import (
     parse_when,
     who,
 )
+from meterdesk.cli.places import warn
 from meterdesk.notifications import channel_status, channel_test, configuration, model, service
 from meterdesk.shared.errors import ValidationError
 
@@ -247,6 +248,8 @@ def channel_set(
             app().db, organisation_id=o, channel=model.channel(channel)
         )
         emit(view, as_json, _channel_text)
+        for warning in view.address_warnings:  # an SMS operator address that is a landline
+            warn(warning)
 
 
 @channel_cli.command("test")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from meterdesk.notifications.configuration import (
     SECRET_NAMES,
     ChannelSetting,
     channel_settings,
+    operator_address_warnings,
     quiet_hours_of,
 )
 from meterdesk.notifications.model import Channel
@@ -47,6 +48,8 @@ class ChannelView:
     secrets: list[SecretView]
     updated_at: datetime | None
     problem: str | None  # why no adapter can be built from these settings, if so
+    # SMS: an operator address that is a landline (accepted; no SMS reaches it), one line each
+    address_warnings: list[str] = field(default_factory=list)
 
 
 def _secrets(provider: str, refs: Mapping[str, str], source: SecretSource) -> list[SecretView]:
@@ -81,6 +84,7 @@ def _view(channel: Channel, setting: ChannelSetting | None, source: SecretSource
         secrets=_secrets(setting.provider, setting.secret_refs, source),
         updated_at=setting.updated_at,
         problem=_problem(setting, source),
+        address_warnings=operator_address_warnings(channel, setting.config),
     )
 
 

@@ -22,7 +22,7 @@ from meterdesk.db.database import Database
 from meterdesk.notifications import model
 from meterdesk.notifications.model import Channel, EventKind, QuietHours
 from meterdesk.notifications.tables import notification_channel_settings, notification_quiet_hours
-from meterdesk.shared.contacts import normalise_email, normalise_phone
+from meterdesk.shared.contacts import is_landline, normalise_email, normalise_phone, sms_warning
 from meterdesk.shared.errors import ValidationError
 
 PROVIDERS: dict[Channel, tuple[str, ...]] = {
@@ -147,6 +147,27 @@ def _with_operator_addresses(channel: Channel, config: dict[str, Any]) -> dict[s
         if str(item).strip()
     ]
     return {**config, "operator_addresses": addresses}
+
+
+def operator_landlines(channel: Channel, config: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """(position, number) of the landlines among an SMS channel's ``operator_addresses``, as
+    stored: a landline is a valid number, accepted as a customer's is, but every SMS to it fails
+    (``channels/base.py`` ``sms_number``), so whoever saves one is told. Only on SMS: the voice
+    channel calls landlines, and e-mail addresses are not phones."""
+    found = config.get("operator_addresses")
+    if channel is not Channel.SMS or not isinstance(found, list):
+        return []
+    return [(index, str(item)) for index, item in enumerate(found) if is_landline(str(item))]
+
+
+def operator_address_warnings(channel: Channel, config: Mapping[str, Any]) -> list[str]:
+    """What to tell whoever saves ``config`` (:func:`operator_landlines`), one line a landline,
+    in the words customers' phones get (``contacts.sms_warning``)."""
+    return [
+        warning
+        for index, number in operator_landlines(channel, config)
+        if (warning := sms_warning(number, field=f"operator_addresses[{index}]"))
+    ]
 
 
 _OPERATOR_ADDRESS: dict[Channel, Callable[[str, str], str]] = {

@@ -198,6 +198,21 @@ def is_landline(stored: str) -> bool:
     return phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.FIXED_LINE
 
 
+def same_phone(stored: str | None, e164: str | None) -> bool:
+    """Is ``stored`` — as it is in the database: E.164 since numbers are normalised on entry,
+    typed any way before (``13800138000``, ``138-0013-8000``) — the number ``e164``? Both
+    missing (None or blank) is the same too. A stored number that cannot be read is compared as
+    it is, so it never equals a valid E.164 one."""
+    if not stored or not stored.strip():
+        return not e164
+    if not e164:
+        return False
+    try:
+        return normalise_phone(stored) == e164
+    except ValidationError:
+        return stored.strip() == e164
+
+
 def readable(stored: str) -> str:
     """``+86 10 6552 9988`` for ``+861065529988``: how a person reads a stored number back."""
     number = phonenumbers.parse(stored, DEFAULT_REGION)
@@ -226,3 +241,15 @@ def phone_search_digits(query: str) -> str | None:
     if not given.startswith(("+", "＋")):
         digits = digits.removeprefix("00")  # 0086…: the international prefix, stored as +
     return digits or None
+
+
+def phone_search_national(query: str) -> str | None:
+    """The national significant number of a query that is a whole valid phone number
+    ("+86 138 0013 8000" → ``13800138000``), to find it also among numbers stored before phones
+    were normalised (``13800138000``, ``010…``): their digits lack the country code that the
+    query's digits (:func:`phone_search_digits`) carry. None for anything else."""
+    try:
+        stored = normalise_phone(query)
+    except ValidationError:
+        return None
+    return phonenumbers.national_significant_number(phonenumbers.parse(stored))

@@ -2,14 +2,15 @@
 
 Phones are stored as E.164 (``+8613800138000``), but people search the way they read a number
 aloud ("138 0013 8000", "138-0013-8000"): such a query also matches on its digits alone, so the
-separators do not hide the customer.
+separators do not hide the customer; and a whole number typed with its country code
+("+86 138 0013 8000") also finds one stored before numbers were normalised ("13800138000").
 """
 
 from __future__ import annotations
 
 from sqlalchemy import ColumnElement, or_
 
-from meterdesk.shared.contacts import phone_search_digits
+from meterdesk.shared.contacts import phone_search_digits, phone_search_national
 from meterdesk.sites.tables import customers
 
 
@@ -21,7 +22,7 @@ def _anywhere(text: str) -> str:
 
 def customer_matches(query: str) -> ColumnElement[bool]:
     """Customers whose name or phone contains ``query`` (or, for a phone-like query, whose phone
-    contains its digits)."""
+    contains its digits, or, for a whole number, its national digits)."""
     pattern = _anywhere(query.strip())
     conditions = [
         customers.c.name.like(pattern, escape="\\"),
@@ -30,4 +31,8 @@ def customer_matches(query: str) -> ColumnElement[bool]:
     digits = phone_search_digits(query)
     if digits is not None:
         conditions.append(customers.c.phone.like(f"%{digits}%"))  # digits need no escaping
+    national = phone_search_national(query)
+    # "+86 138…" also finds a number stored before numbers were normalised: "138…"
+    if national is not None and national != digits:
+        conditions.append(customers.c.phone.like(f"%{national}%"))
     return or_(*conditions)

@@ -15,6 +15,8 @@ from meterdesk.shared.contacts import (
     optional_openid,
     optional_phone,
     phone_search_digits,
+    phone_search_national,
+    same_phone,
     sms_warning,
 )
 from meterdesk.shared.errors import ValidationError
@@ -236,6 +238,44 @@ def test_a_landline_entered_is_warned_about_sms_and_a_mobile_is_not() -> None:
 )
 def test_a_phone_like_search_looks_for_its_digits(query: str, digits: str | None) -> None:
     assert phone_search_digits(query) == digits
+
+
+@pytest.mark.parametrize(
+    ("query", "national"),
+    [
+        ("+86 138 0013 8000", "13800138000"),
+        ("0086 10 6552 9988", "1065529988"),
+        ("+852 6123 4567", "61234567"),
+        ("+86 138", None),  # not a whole number
+        ("Li Lei", None),
+    ],
+)
+def test_a_whole_number_searched_for_also_looks_for_its_national_digits(
+    query: str, national: str | None
+) -> None:
+    assert phone_search_national(query) == national
+
+
+@pytest.mark.parametrize(
+    ("stored", "e164", "same"),
+    [
+        ("+8613800138000", "+8613800138000", True),
+        ("13800138000", "+8613800138000", True),  # stored before numbers were normalised
+        ("138-0013-8000", "+8613800138000", True),
+        (" 0086 138 0013 8000 ", "+8613800138000", True),
+        ("010 6552 9988", "+861065529988", True),
+        ("13800138001", "+8613800138000", False),
+        ("138 0013 800", "+8613800138000", False),  # unreadable: never a valid number
+        (None, None, True),
+        ("", None, True),
+        (None, "+8613800138000", False),
+        ("13800138000", None, False),
+    ],
+)
+def test_a_stored_phone_is_compared_as_a_number_not_as_text(
+    stored: str | None, e164: str | None, same: bool
+) -> None:
+    assert same_phone(stored, e164) is same
 
 
 @pytest.mark.parametrize(

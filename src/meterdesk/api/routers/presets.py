@@ -137,7 +137,13 @@ def _import(caller: Caller, rows: list[SheetRow], open_now: bool) -> ImportOut:
         ok=sum(r.ok for r in results),
         failed=sum(not r.ok for r in results),
         rows=[
-            ImportRowOut(row=r.row, account_number=r.account_number, ok=r.ok, message=r.message)
+            ImportRowOut(
+                row=r.row,
+                account_number=r.account_number,
+                ok=r.ok,
+                message=r.message,
+                phone_warning=r.phone_warning,
+            )
             for r in results
         ],
     )

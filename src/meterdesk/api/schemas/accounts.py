@@ -262,6 +262,11 @@ class ImportRowOut(BaseModel):
     account_number: str
     ok: bool
     message: str
+    phone_warning: str | None = Field(
+        default=None,
+        description="set on a row done with a landline as customer_phone: accepted (voice calls "
+        "reach it), but SMS cannot, so SMS to the tenant fail with this reason; add a mobile",
+    )
 
 
 class ImportOut(BaseModel):

@@ -97,6 +97,11 @@ class ChannelOut(BaseModel):
     secrets: list[SecretOut]
     updated_at: datetime | None
     problem: str | None = Field(description="why these settings cannot deliver, if so")
+    address_warnings: list[str] = Field(
+        default_factory=list,
+        description="SMS only: one line per operator address that is a landline — saved (the "
+        "voice channel calls landlines), but every SMS to it fails; use a mobile number",
+    )
 
 
 class ChannelIn(BaseModel):

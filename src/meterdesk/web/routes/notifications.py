@@ -30,8 +30,9 @@ from meterdesk.api.schemas.notifications import (
 )
 from meterdesk.billing.accounts import account_by_number
 from meterdesk.notifications import service
-from meterdesk.notifications.configuration import PROVIDERS, SECRET_NAMES
+from meterdesk.notifications.configuration import PROVIDERS, SECRET_NAMES, operator_landlines
 from meterdesk.notifications.model import SUBSCRIBABLE_EVENTS, Channel, EventKind, Status
+from meterdesk.shared.contacts import readable
 from meterdesk.shared.errors import MeterdeskError, ValidationError
 from meterdesk.web.forms import blank_to_none, build
 from meterdesk.web.routes.common import answer_of, new_key, page
@@ -147,8 +148,10 @@ def retry(
 
 
 def _card(channel: ChannelOut, saved: bool = False) -> dict[str, Any]:
-    """What the channel's card needs: its settings, and every secret its providers may read."""
-    names = sorted({n for p in PROVIDERS[Channel(channel.channel)] for n in SECRET_NAMES[p]})
+    """What the channel's card needs: its settings, every secret its providers may read, and
+    the operator addresses SMS cannot reach (landlines: saved, said in the console's words)."""
+    which = Channel(channel.channel)
+    names = sorted({n for p in PROVIDERS[which] for n in SECRET_NAMES[p]})
     variables = {s.name: s.variable for s in channel.secrets}
     return {
         "c": channel,
@@ -159,6 +162,7 @@ def _card(channel: ChannelOut, saved: bool = False) -> dict[str, Any]:
         else "{}",
         "events": SUBSCRIBABLE,
         "saved": saved,
+        "landlines": [readable(n) for _, n in operator_landlines(which, channel.config)],
     }
 
 
