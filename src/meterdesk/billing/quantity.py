@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Row, insert, select
+from sqlalchemy import Connection, insert, select
 
 from meterdesk.billing import quantity_model as rules
 from meterdesk.billing.quantity_model import Block, CreditUnit
@@ -476,7 +476,9 @@ def arrears_payment_reversed_in(
         _take_back(conn, account_id, transfer_id, bought_back, remainder(conn, account_id), at)
 
 
-def _lot_rows(conn: Connection, account_id: int) -> list[Row[Any]]:
+def _lot_rows(conn: Connection, account_id: int) -> list[Any]:
+    """The account's ``quantity_lots`` rows in id order (transfer, quantity, price, remainder,
+    bought by)."""
     return list(
         conn.execute(
             select(
@@ -492,7 +494,7 @@ def _lot_rows(conn: Connection, account_id: int) -> list[Row[Any]]:
     )
 
 
-def _plan_rows(rows: Iterable[Row[Any]]) -> list[tuple[Decimal, Decimal | None, int | None]]:
+def _plan_rows(rows: Iterable[Any]) -> list[tuple[Decimal, Decimal | None, int | None]]:
     return [(row.quantity, row.unit_price, row.bought_by) for row in rows]
 
 
