@@ -3,7 +3,8 @@ SQLite and PostgreSQL: the reversal takes back exactly the lots that recharge bo
 own prices — not the newest quantity worth its money — and the other lots stay as they were;
 refused, changing nothing, once part of those lots is used or refunded.
 
-Water at 5.00 per m³, then 6.00 from 2026-11-03. Every scenario checks :func:`consistent` (the
+Water at 5.00 per m³, then 6.00 from 2026-11-03 (and a purchase split over water tiers, 阶梯).
+Every scenario checks :func:`consistent` (the
 lines are the plan's price of the use and the money is what the lots cost plus the remainder,
 less the lines).
 """
@@ -14,7 +15,7 @@ from datetime import timedelta
 
 import pytest
 from builders import T0, D, Setup, check_books, reading, snapshot, wallet
-from test_quantity_credit import buy
+from test_quantity_credit import WATER_TIERS, buy
 from test_quantity_leftovers import lots, price_from, reverse
 from test_quantity_review import consistent, hours, quantity_account, refund
 
@@ -175,4 +176,25 @@ def test_a_reversal_repeated_answers_the_same_and_is_not_itself_reversed(
     # Recharging again buys at today's price (6.00): the reversed lot does not come back.
     buy(db, setup, "50.00", "r-3")
     assert lots(consistent(db, setup)) == [(D("13.33"), D("6.00"))]  # 5 and 8.33 at 6.00
+    check_books(db)
+
+
+def test_a_purchase_split_over_water_tiers_is_reversed_whole(
+    db: Database, clock: FakeClock
+) -> None:
+    setup = quantity_account(db, definition=WATER_TIERS, credit="0")
+    first = buy(db, setup, "50.00", "r-1")  # 10 m³ at 3.00 up to the bound, 5 m³ at 4.00
+    second = buy(db, setup, "20.00", "r-2")  # from 15 m³: 5 m³ at 4.00
+    assert [(b.quantity, b.price, b.bought_by) for b in consistent(db, setup).blocks[1:]] == [
+        (D(10), D("3.00"), first),
+        (D(5), D("4.00"), first),
+        (D(5), D("4.00"), second),
+    ]
+    reverse(db, setup, first, "v-1")
+    view = consistent(db, setup)
+    assert lots(view) == [(D(5), D("4.00"))]  # both of its blocks gone, the second's stays
+    assert (view.left, view.remainder, wallet(db, setup.account)) == (D(5), D(0), D("20.00"))
+    use(db, setup, 1, "103")  # 3 m³ of the second's lot, at 4.00
+    view = consistent(db, setup)
+    assert (view.left, wallet(db, setup.account)) == (D(2), D("8.00"))
     check_books(db)
