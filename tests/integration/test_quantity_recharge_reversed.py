@@ -19,9 +19,10 @@ from test_quantity_credit import WATER_TIERS, buy
 from test_quantity_leftovers import lots, price_from, reverse
 from test_quantity_review import consistent, hours, quantity_account, refund
 
+from meterdesk.billing import quantity
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.db.database import Database
-from meterdesk.shared.errors import ConflictError, InsufficientFundsError
+from meterdesk.shared.errors import ConflictError, InsufficientFundsError, ValidationError
 from meterdesk.shared.time import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -198,3 +199,28 @@ def test_a_purchase_split_over_water_tiers_is_reversed_whole(
     view = consistent(db, setup)
     assert (view.left, wallet(db, setup.account)) == (D(2), D("8.00"))
     check_books(db)
+
+
+def test_the_carried_money_short_and_nothing_to_cover_it_is_refused(
+    db: Database, clock: FakeClock
+) -> None:
+    # Reached at the desk only within a fen of the running total's rounding (the ledger refuses
+    # first); the rule itself, on a state where nothing unused is left to take the 0.03 from.
+    setup = quantity_account(db, credit="50.03")  # 10 m³ at 5.00, 0.03 carried
+    first = setup.account.initial_transfer_id
+    assert first is not None
+    clock.now = hours(1)
+    buy(db, setup, "9.97", "r-2")  # with the 0.03: 2 m³, nothing carried
+    Ingestor(db).ingest([reading(setup.meter_id, hours(2), "112")])  # all 12 m³ used
+    with (
+        pytest.raises(ValidationError, match=r"the 0\.03 it left carried was used since"),
+        db.transaction() as conn,
+    ):
+        quantity.reverse_recharge_in(
+            conn,
+            account_id=setup.account.account_id,
+            recharge_id=first,
+            transfer_id=first,
+            money=D("50.03"),
+            at=clock.now,
+        )

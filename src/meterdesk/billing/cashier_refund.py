@@ -283,8 +283,11 @@ def _reverse_quantity(
                 money=amount,
                 at=at,
             )
-        except ValidationError:  # the carried money it left is gone, and nothing covers it
-            raise _partly_spent(conn, account, reversed_id) from None
+        except ValidationError as short:  # the carried money it left is gone, nothing covers it
+            raise InsufficientFundsError(
+                f"recharge {reversed_id} of {amount} cannot be reversed: {short}; refund what is "
+                "left instead"
+            ) from None
     else:
         quantity.restore_refund_in(
             conn, account_id=account_id, refund_id=reversed_id, transfer_id=transfer_id, at=at

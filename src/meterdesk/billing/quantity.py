@@ -310,14 +310,21 @@ def reverse_recharge_in(
     the remainder it converted, less the remainder it left. The carried money takes the
     difference; when what the recharge left carried has gone since (into a later purchase, or a
     refund), that much — less than one step's worth — comes off the newest unused quantity at its
-    price, as a refund would take it. Refused (ValidationError) when there is not that much."""
+    price, as a refund would take it. Refused (ValidationError, the reason in the desk's words)
+    when there is not that much."""
     rows = _lot_rows(conn, account_id)
     plan = rules.plan_from_rows(_plan_rows(rows))
     kept, taken = rules.without_lots(plan, recharge_id)
     keep = rows[-1].remainder + sum((b.quantity * b.price for b in taken), Decimal(0)) - money
     short = rules.ZERO
     if keep < 0:
-        short = rules.quantity_worth(kept, used(conn, account_id), -keep)
+        try:
+            short = rules.quantity_worth(kept, used(conn, account_id), -keep)
+        except ValidationError:
+            raise ValidationError(
+                f"the {rules.exact_text(-keep)} it left carried was used since, and no unused "
+                "quantity is left to cover it"
+            ) from None
     conn.execute(
         insert(quantity_lots).values(
             account_id=account_id,
