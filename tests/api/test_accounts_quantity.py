@@ -5,9 +5,14 @@ purchase leaves a remainder that is part of a fen."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
-from apikit import World, error_code, key
+from apikit import T0, World, error_code, key
+
+from meterdesk.billing.ingest import IncomingReading, Ingestor
+from meterdesk.tariffs import service as tariffs
 
 
 def opening(world: World, credit_unit: str, credit: str = "50") -> dict[str, Any]:
@@ -181,3 +186,67 @@ def test_the_import_reads_credit_unit_and_refuses_a_wrong_one(world: World) -> N
     pending = world.client.get("/api/v1/account-presets", headers=headers).json()["items"]
     found = {p["account_number"]: p["data"].get("credit_unit") for p in pending}
     assert found == {"Alpha-ACC-2": "money", "I-Q": "quantity"}
+
+
+def two_prices(world: World) -> tuple[int, int, int]:
+    """A quantity account opened with 50.00 at 0.6537 (76.48 kWh, 0.005024 carried), then the
+    price 0.80 from 2026-11-03 and 40.00 more (with the carried money: 50.00 kWh at 0.80)."""
+    response = world.client.post(
+        "/api/v1/accounts",
+        json=opening(world, "quantity"),
+        headers={**world.alpha.auth("admin"), **key("open-q")},
+    )
+    assert response.status_code == 201, response.text
+    account_id, first = int(response.json()["id"]), int(response.json()["initial_transfer_id"])
+    tariffs.add_version(
+        world.db,
+        organisation_id=world.alpha.id,
+        tariff_id=world.alpha.tariff_id,
+        version={"effective_from": "2026-11-03", "prices": {"flat": "0.80"}},
+        actor="setup",
+    )
+    world.clock.now = T0 + timedelta(days=2)
+    second = int(desk(world, account_id, "recharge", "40", "q-r")["transfer_id"])
+    return account_id, first, second
+
+
+def reverse(world: World, transfer_id: int, name: str) -> Any:
+    return world.client.post(
+        f"/api/v1/transfers/{transfer_id}/reversal",
+        json={"memo": "wrong account"},
+        headers={**world.alpha.auth("admin"), **key(name)},
+    )
+
+
+def lots_of(world: World, account_id: int) -> dict[str, Any]:
+    balance = world.client.get(
+        f"/api/v1/accounts/{account_id}/balance", headers=world.alpha.auth("readonly")
+    ).json()
+    return {"balance": balance["balance"], **balance["quantity"]}
+
+
+def test_a_recharge_reversed_takes_back_its_own_lot(world: World) -> None:
+    account_id, first, _ = two_prices(world)
+    assert reverse(world, first, "v-1").status_code == 201
+    held = lots_of(world, account_id)
+    # the 76.48 kWh at 0.6537 it bought are gone; the 50 kWh at 0.80 stay
+    assert held["lots"] == [{"quantity": "50.00", "price": "0.80"}]
+    # its 0.005024 carried went into the second lot, which carried as much again: none left
+    assert (held["balance"], held["left"], held["remainder"]) == ("40.00", "50.00", "0.00")
+    again = reverse(world, first, "v-1")  # the same key: the first answer, nothing more
+    assert again.status_code == 200 and lots_of(world, account_id) == held
+
+
+def test_a_recharge_partly_used_is_refused_and_a_later_one_reversed(world: World) -> None:
+    account_id, first, second = two_prices(world)
+    meter = world.alpha.spare_meter_id
+    Ingestor(world.db).ingest([IncomingReading(meter, world.clock.now, Decimal("10"))])
+    before = lots_of(world, account_id)
+    refused = reverse(world, first, "v-1")
+    assert refused.status_code == 409 and error_code(refused) == "insufficient_funds"
+    assert "has already used 10.00 kWh of the 76.48 kWh it bought" in refused.text
+    assert lots_of(world, account_id) == before
+    assert reverse(world, second, "v-2").status_code == 201
+    held = lots_of(world, account_id)
+    assert held["lots"] == [{"quantity": "76.48", "price": "0.6537"}]
+    assert (held["left"], held["remainder"]) == ("66.48", "0.005024")

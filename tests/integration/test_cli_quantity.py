@@ -171,3 +171,53 @@ def test_arrears_paid_after_closing_leave_nothing_used_ahead(
     balance = run_json("account", "balance", "Q-1", *ORG)
     assert (balance["arrears"], balance["quantity"]["left"]) == ("0.00", "0.00")
     assert "0.00 m³ left" in run("account", "balance", "Q-1", *ORG).stdout
+
+
+WATER_TIERS = {
+    "utility": "water",
+    "versions": [
+        {
+            "effective_from": "2026-01-01",
+            "prices": {},
+            "tiers": {
+                "period": "month",
+                "mode": "price",
+                "blocks": [{"up_to": "10", "price": "3.00"}, {"up_to": None, "price": "4.00"}],
+            },
+        }
+    ],
+}
+
+
+def test_a_recharge_reversed_takes_back_its_own_lots(data_dir: Path, tmp_path: Path) -> None:
+    customer = set_up_places(tmp_path)
+    tariff = tmp_path / "tiers.json"
+    tariff.write_text(json.dumps(WATER_TIERS), encoding="utf-8")
+    run("tariff", "create", "tiers", *ORG, "--file", str(tariff))
+    run("meter", "create", "W1", *ORG, "--utility", "water", "--kind", "water",
+        "--room", "Park/B1/F1/101")  # fmt: skip
+    run("account", "open", "Q-1", *ORG, "--customer", str(customer), "--meter", "W1",
+        "--tariff", "tiers", "--reading", "100", "--credit-unit", "quantity")  # fmt: skip
+    # 30.00 buys the first block's 10 m³ at 3.00; 20.00 then 5 m³ of the next at 4.00
+    first = run_json("recharge", "Q-1", "30", *ORG, "--key", "r-1")["transfer_id"]
+    second = run_json("recharge", "Q-1", "20", *ORG, "--key", "r-2")["transfer_id"]
+
+    reversed_ = run("reverse", str(first), *ORG, "--key", "v-1").stdout
+    assert f"transfer {first} reversed by transfer" in reversed_
+    balance = run_json("account", "balance", "Q-1", *ORG)
+    # its own 10 m³ at 3.00 are gone, the 5 m³ at 4.00 stay (the newest quantity worth 30.00
+    # would have left 6.67 m³ at 3.00)
+    assert (balance["balance"], balance["quantity"]["left"]) == ("20.00", "5.00")
+    assert balance["quantity"]["lots"] == [{"quantity": "5.00", "price": "4.00"}]
+
+    # a reversal is not reversed again: recharge instead
+    reversal = int(reversed_.rsplit(" ", 1)[1])
+    again = run("reverse", str(reversal), *ORG, "--key", "v-2", code=4)
+    assert "not a reversal" in again.output
+    assert run_json("reverse", str(second), *ORG, "--key", "v-3")["reversal_transfer_id"]
+    balance = run_json("account", "balance", "Q-1", *ORG)
+    assert (balance["balance"], balance["quantity"]["left"], balance["quantity"]["lots"]) == (
+        "0.00",
+        "0.00",
+        [],
+    )

@@ -6,8 +6,10 @@ a closing and arrears paid in parts and reversed (also twice, in the middle). Af
 - the money matches the lots (wallet net of arrears = what the unused quantity cost − what the
   used-ahead quantity was charged + the remainder, within the running total's rounding);
 - a refund reversed puts back exactly what that refund took — its quantity, the value of that
-  quantity and the carried money — and nothing twice; an arrears payment reversed owes again
-  exactly the quantity it bought back;
+  quantity and the carried money — and nothing twice; a recharge reversed takes back exactly
+  its own lots at their own prices (the other lots stay as they were, but for the money it
+  left carried if a later lot used it), refused once part of them is used or refunded; an
+  arrears payment reversed owes again exactly the quantity it bought back;
 - a refusal (a second reversal under another key, a refund reversed after use ahead or after the
   closing, a recharge partly spent) and a repeat under the same key change nothing;
 - once a closed account owes nothing, no quantity reads as used ahead.
@@ -36,10 +38,12 @@ from test_quantity_review_properties import FREE_THEN_TIERS
 from meterdesk.billing import accounts, cashier, cashier_arrears, cashier_refund, quantity
 from meterdesk.billing.ingest import Ingestor
 from meterdesk.billing.quantity import QuantityView
+from meterdesk.billing.quantity_model import bought, used_of
 from meterdesk.billing.tables import quantity_lots
 from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
+from meterdesk.ledger.tables import transfers
 from meterdesk.shared.errors import ConflictError, InsufficientFundsError, ValidationError
 from meterdesk.shared.time import FakeClock
 from meterdesk.tariffs import service as tariffs
@@ -59,7 +63,8 @@ class Step:
 
 
 OPEN_ACTIONS = [
-    *("buy", "use", "use", "refund", "refund", "unrefund", "unrefund", "unbuy", "price", "repeat")
+    *("buy", "buy", "use", "use", "refund", "refund", "unrefund", "unrefund", "unbuy", "unbuy"),
+    *("price", "repeat"),
 ]
 open_steps = st.lists(
     st.builds(
@@ -233,17 +238,46 @@ class Desk:
         event("a refund reversed")
 
     def do_unbuy(self, step: Step, key: str) -> None:
+        """A recharge reversed takes back exactly its own lots, at their own prices (the other
+        lots stay as they were, but for the money it left carried that a later lot used);
+        refused, changing nothing, once part of them is used or refunded, or reversed already."""
         entry = self.pick("buy", step)
         if entry is None:
             return
-        before = self.held()
+        before, view = self.held(), self.view()
+        recharge = entry.transfer_id
+        bought_then, amount = self.bought_by(recharge)
+        own = [b for b in view.blocks if b.bought_by == recharge]
+        others = [b for b in view.blocks if b.bought_by != recharge and b.quantity]
+        spent = used_of(view.blocks, view.used, recharge)
         try:
             self.reverse(entry, key)
         except REFUSED:
             assert self.held() == before
+            # refused for the lot, or for the money (less in the wallet than the recharge)
+            assert (
+                entry.reversed
+                or spent > 0
+                or bought(own) < bought_then
+                or wallet(self.db, self.setup.account) < amount + view.remainder
+            ), (entry, view)
+            event("a recharge reversal refused")
             return
-        assert not entry.reversed
+        assert not entry.reversed and spent == 0 and bought(own) == bought_then, (entry, view)
         entry.reversed = True
+        after = self.view()
+        assert not [b for b in after.blocks if b.bought_by == recharge and b.quantity]
+        kept = [b for b in after.blocks if b.quantity]
+        money_back = amount - sum((b.quantity * b.price for b in own), D(0))
+        if view.remainder >= money_back:  # what it carried is still carried: all else as it was
+            assert kept == others, (view, after)
+            assert after.remainder == view.remainder - money_back
+            event("a recharge reversed")
+        else:  # it came off the newest lot: only that lot is shorter
+            assert kept[:-1] == others[:-1] and kept[-1].price == others[-1].price
+            assert after.remainder == 0 and kept[-1].quantity < others[-1].quantity
+            event("a recharge reversed, its carried money off the newest lot")
+        assert after.bought <= view.bought - bought_then
 
     def do_repeat(self, step: Step, key: str) -> None:
         """The last desk call again with its key: the same answer, nothing changed."""
@@ -389,6 +423,20 @@ class Desk:
                 .order_by(quantity_lots.c.id)
             ).all()
         return (snapshot(self.db), [tuple(row) for row in lots])
+
+    def bought_by(self, recharge: int) -> tuple[Decimal, Decimal]:
+        """What a recharge bought (its lot rows) and its money."""
+        with self.db.read() as conn:
+            quantities = conn.execute(
+                select(quantity_lots.c.quantity).where(
+                    quantity_lots.c.transfer_id == recharge,
+                    quantity_lots.c.unit_price.is_not(None),
+                )
+            ).scalars()
+            amount = conn.execute(
+                select(transfers.c.amount_fen).where(transfers.c.id == recharge)
+            ).scalar_one()
+            return sum(quantities, D(0)), D(amount) / 100
 
     def changed(self, before: QuantityView) -> tuple[Decimal, Decimal, Decimal]:
         """(bought, unused value, remainder) now less what they were ``before``."""

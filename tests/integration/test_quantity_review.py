@@ -360,9 +360,7 @@ def test_replayed_desk_entries_add_and_take_no_lot_twice(db: Database, clock: Fa
     check_books(db)
 
 
-def test_a_partly_used_purchase_reversed_takes_back_only_what_is_unused(
-    db: Database, clock: FakeClock
-) -> None:
+def test_a_partly_used_purchase_is_not_reversed(db: Database, clock: FakeClock) -> None:
     setup = quantity_account(db)  # 10 m³ at 5.00
     clock.now = hours(1)
     second = buy(db, setup, "20.00", "r-2")  # 4 m³ more
@@ -373,8 +371,9 @@ def test_a_partly_used_purchase_reversed_takes_back_only_what_is_unused(
             db, organisation_id=setup.org.id, transfer_id=second, actor="op", idempotency_key="v"
         )
     assert str(refused.value) == (
-        f"recharge {second} of 20.00 cannot be reversed: account {setup.account.number} holds "
-        "10.00, so part of the recharge was already used; refund what is left instead"
+        f"recharge {second} of 20.00 cannot be reversed: account {setup.account.number} has "
+        "already used 2.00 m³ of the 4.00 m³ it bought (a reversal takes back the recharge's own "
+        "quantity, whole); refund what is left instead"
     )
     assert consistent(db, setup) == before  # refused: nothing changed
     check_books(db)

@@ -35,7 +35,12 @@ from meterdesk.ledger import repository as ledger
 from meterdesk.ledger import service as ledger_service
 from meterdesk.ledger.model import Reason
 from meterdesk.ledger.tables import transfers
-from meterdesk.shared.errors import ConflictError, InsufficientFundsError, NotFoundError
+from meterdesk.shared.errors import (
+    ConflictError,
+    InsufficientFundsError,
+    NotFoundError,
+    ValidationError,
+)
 from meterdesk.shared.money import from_fen, parse_positive_money, to_fen
 
 
@@ -207,9 +212,7 @@ def reverse(
                 at=at,
             )
         if account["credit_unit"] == CreditUnit.QUANTITY.value:
-            _reverse_quantity(
-                conn, int(entry.account_id), transfer_id, posted.transfer_id, reason, at
-            )
+            _reverse_quantity(conn, account, transfer_id, posted.transfer_id, reason, at)
         # Money back in (a refund reversed) re-arms alarms and may restore, as a recharge does;
         # money out (a recharge reversed) may warn or cut, as a deduction does.
         cause = Cause.RECHARGE if reason == Reason.REFUND.value else Cause.DEDUCTION
@@ -222,10 +225,22 @@ def _partly_spent(
     conn: Connection, account: dict[str, object], transfer_id: int
 ) -> InsufficientFundsError:
     """A recharge can be reversed only while its money is still in the wallet; once some was
-    spent, the clerk refunds what is left instead."""
+    spent, the clerk refunds what is left instead. A quantity account says it in quantity when
+    that is the reason (part of the recharge's own lots used or refunded)."""
     amount = conn.execute(
         select(transfers.c.amount_fen).where(transfers.c.id == transfer_id)
     ).scalar_one()
+    if account["credit_unit"] == CreditUnit.QUANTITY.value:
+        why = quantity.recharge_refusal(
+            conn,
+            account_id=int(str(account["id"])),
+            recharge_id=transfer_id,
+            number=str(account["number"]),
+        )
+        if why is not None:
+            return InsufficientFundsError(
+                f"recharge {transfer_id} of {from_fen(amount)} cannot be reversed: {why}"
+            )
     wallet_id = int(str(account["wallet_id"]))
     held = ledger.lock_balances(conn, [wallet_id])[wallet_id]
     floor = f" (its overdraft floor is {from_fen(held.floor_fen)})" if held.floor_fen else ""
@@ -237,21 +252,42 @@ def _partly_spent(
 
 
 def _reverse_quantity(
-    conn: Connection, account_id: int, reversed_id: int, transfer_id: int, reason: str, at: datetime
+    conn: Connection,
+    account: dict[str, object],
+    reversed_id: int,
+    transfer_id: int,
+    reason: str,
+    at: datetime,
 ) -> None:
-    """购量: a recharge reversed takes back the newest unused quantity worth its money (refused
-    when less is unused); a refund reversed puts back the lots and carried money it took, at
-    their own prices (not bought again at today's: refund and reversal leave the account as it
-    was)."""
+    """购量: a recharge reversed takes back exactly the lots it bought, at their own prices (the
+    other lots stay as they are), refused — rolling back the posting — once part of them is used
+    or refunded; a refund reversed puts back the lots and carried money it took, at their own
+    prices (not bought again at today's: refund and reversal leave the account as it was)."""
+    account_id = int(str(account["id"]))
     if reason == Reason.RECHARGE.value:
+        if quantity.recharge_refusal(
+            conn, account_id=account_id, recharge_id=reversed_id, number=str(account["number"])
+        ):
+            raise _partly_spent(conn, account, reversed_id)
         amount = from_fen(
             conn.execute(
                 select(transfers.c.amount_fen).where(transfers.c.id == reversed_id)
             ).scalar_one()
         )
-        quantity.refund_in(
-            conn, account_id=account_id, transfer_id=transfer_id, money=amount, at=at
-        )
+        try:
+            quantity.reverse_recharge_in(
+                conn,
+                account_id=account_id,
+                recharge_id=reversed_id,
+                transfer_id=transfer_id,
+                money=amount,
+                at=at,
+            )
+        except ValidationError as short:  # the carried money it left is gone, nothing covers it
+            raise InsufficientFundsError(
+                f"recharge {reversed_id} of {amount} cannot be reversed: {short}; refund what is "
+                "left instead"
+            ) from None
     else:
         quantity.restore_refund_in(
             conn, account_id=account_id, refund_id=reversed_id, transfer_id=transfer_id, at=at

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, insert, select
@@ -66,14 +67,19 @@ def is_quantity(conn: Connection, account_id: int) -> bool:
 
 def load_plans(conn: Connection, account_ids: Iterable[int]) -> dict[int, tuple[Block, ...]]:
     ids = sorted(set(account_ids))
-    rows: dict[int, list[tuple[Decimal, Decimal | None]]] = {i: [] for i in ids}
+    rows: dict[int, list[tuple[Decimal, Decimal | None, int | None]]] = {i: [] for i in ids}
     if ids:
-        for account_id, quantity, price in conn.execute(
-            select(quantity_lots.c.account_id, quantity_lots.c.quantity, quantity_lots.c.unit_price)
+        for account_id, quantity, price, bought_by in conn.execute(
+            select(
+                quantity_lots.c.account_id,
+                quantity_lots.c.quantity,
+                quantity_lots.c.unit_price,
+                quantity_lots.c.bought_by,
+            )
             .where(quantity_lots.c.account_id.in_(ids))
             .order_by(quantity_lots.c.id)
         ):
-            rows[account_id].append((quantity, price))
+            rows[account_id].append((quantity, price, bought_by))
     return {i: rules.plan_from_rows(found) for i, found in rows.items() if found}
 
 
@@ -216,6 +222,7 @@ def buy(
             "unit_price": block.price,
             "remainder": conversion.remainder,
             "created_at": at,
+            "bought_by": transfer_id,
         }
         for block in conversion.blocks
     ] or [  # too little to buy a step: the money waits as remainder
@@ -226,6 +233,7 @@ def buy(
             "unit_price": plan[-1].price,
             "remainder": conversion.remainder,
             "created_at": at,
+            "bought_by": transfer_id,
         }
     ]
     conn.execute(insert(quantity_lots), rows)
@@ -235,14 +243,101 @@ def buy(
 def refund_in(
     conn: Connection, *, account_id: int, transfer_id: int, money: Decimal, at: datetime
 ) -> Decimal:
-    """Money paid back out of a quantity account (a refund, a recharge reversed): first the
-    remainder, then the newest unused quantity at the prices it was bought at. Refuses more than
-    that is worth (the transaction's posting is then rolled back). Returns the quantity taken."""
+    """Money paid back out of a quantity account (a refund): first the remainder, then the
+    newest unused quantity at the prices it was bought at. Refuses more than that is worth (the
+    transaction's posting is then rolled back). Returns the quantity taken."""
     plan = load_plans(conn, [account_id])[account_id]
     kept = remainder(conn, account_id)
     from_remainder = min(money, kept)
     taken = rules.quantity_worth(plan, used(conn, account_id), money - from_remainder)
     _take_back(conn, account_id, transfer_id, taken, kept - from_remainder, at)
+    return taken
+
+
+def recharge_refusal(
+    conn: Connection, *, account_id: int, recharge_id: int, number: str
+) -> str | None:
+    """Why a recharge of this quantity account cannot be reversed by taking back its own lots,
+    in the desk's words (after "recharge N of X cannot be reversed: "), or None when it can.
+
+    A reversal moves the recharge's whole money back out, so it must take back all the quantity
+    that money bought, and only that: once part of it is used, that use was priced at its lot's
+    price and paid out of its money, and taking the money back would leave it to be paid by the
+    other lots (the newest quantity, which the tenant did not buy with this recharge) or priced
+    again (never); once part of it was refunded, that money is already out. The clerk refunds
+    what is left instead (or reverses that refund first)."""
+    rows = _lot_rows(conn, account_id)
+    plan = rules.plan_from_rows(_plan_rows(rows))
+    bought_then = sum(
+        (r.quantity for r in rows if r.transfer_id == recharge_id and r.unit_price is not None),
+        Decimal(0),
+    )
+    unit = UNITS[_tariff_and_zone(conn, account_id)[0].utility]
+    spent = rules.used_of(plan, used(conn, account_id), recharge_id)
+    if spent > 0:
+        return (
+            f"account {number} has already used {rules.exact_text(spent)} {unit} of the "
+            f"{rules.exact_text(bought_then)} {unit} it bought (a reversal takes back the "
+            "recharge's own quantity, whole); refund what is left instead"
+        )
+    held = sum((b.quantity for b in plan if b.bought_by == recharge_id), Decimal(0))
+    if held < bought_then:
+        return (
+            f"{rules.exact_text(bought_then - held)} {unit} of the "
+            f"{rules.exact_text(bought_then)} {unit} it bought were refunded since; reverse that "
+            "refund first, or refund what is left instead"
+        )
+    return None
+
+
+def reverse_recharge_in(
+    conn: Connection,
+    *,
+    account_id: int,
+    recharge_id: int,
+    transfer_id: int,
+    money: Decimal,
+    at: datetime,
+) -> tuple[Block, ...]:
+    """A recharge reversed (冲正): its own blocks leave the plan, each at its own price —
+    wherever they are, also when a later purchase at another price came after them — and the
+    other lots stay as they are. Runs in the reversal's transaction, after the money went back
+    out and :func:`recharge_refusal` found nothing against it (no block of it is used, none
+    refunded: they all lie beyond the quantity used, so nothing priced is priced again). Returns
+    the blocks taken out.
+
+    The money and the blocks differ by what the recharge carried: its blocks cost its money plus
+    the remainder it converted, less the remainder it left. The carried money takes the
+    difference; when what the recharge left carried has gone since (into a later purchase, or a
+    refund), that much — less than one step's worth — comes off the newest unused quantity at its
+    price, as a refund would take it. Refused (ValidationError, the reason in the desk's words)
+    when there is not that much."""
+    rows = _lot_rows(conn, account_id)
+    plan = rules.plan_from_rows(_plan_rows(rows))
+    kept, taken = rules.without_lots(plan, recharge_id)
+    keep = rows[-1].remainder + sum((b.quantity * b.price for b in taken), Decimal(0)) - money
+    short = rules.ZERO
+    if keep < 0:
+        try:
+            short = rules.quantity_worth(kept, used(conn, account_id), -keep)
+        except ValidationError:
+            raise ValidationError(
+                f"the {rules.exact_text(-keep)} it left carried was used since, and no unused "
+                "quantity is left to cover it"
+            ) from None
+    conn.execute(
+        insert(quantity_lots).values(
+            account_id=account_id,
+            transfer_id=transfer_id,
+            quantity=-rules.bought(taken),
+            unit_price=None,
+            remainder=max(keep, rules.ZERO),
+            created_at=at,
+            bought_by=recharge_id,
+        )
+    )
+    if short > 0:
+        _take_back(conn, account_id, transfer_id, short, rules.ZERO, at)
     return taken
 
 
@@ -259,16 +354,7 @@ def restore_refund_in(
     be used while refunded; but use beyond the plan since (quantity left below 0), charged at the
     price of use beyond the plan, would move into the blocks put back and be priced again at
     theirs: refused, until a purchase has bought that quantity back."""
-    rows = conn.execute(
-        select(
-            quantity_lots.c.transfer_id,
-            quantity_lots.c.quantity,
-            quantity_lots.c.unit_price,
-            quantity_lots.c.remainder,
-        )
-        .where(quantity_lots.c.account_id == account_id)
-        .order_by(quantity_lots.c.id)
-    ).all()
+    rows = _lot_rows(conn, account_id)
     found = [i for i, row in enumerate(rows) if row.transfer_id == refund_id]
     if len(found) != 1 or not found[0] or rows[found[0]].unit_price is not None:
         raise ConflictError(
@@ -276,10 +362,10 @@ def restore_refund_in(
             "among the account's lots)"
         )
     at_refund = found[0]
-    before = rules.plan_from_rows((row.quantity, row.unit_price) for row in rows[:at_refund])
+    before = rules.plan_from_rows(_plan_rows(rows[:at_refund]))
     _, taken = rules.take_back(before, -rows[at_refund].quantity)
     from_remainder = rows[at_refund - 1].remainder - rows[at_refund].remainder
-    plan = rules.plan_from_rows((row.quantity, row.unit_price) for row in rows)
+    plan = rules.plan_from_rows(_plan_rows(rows))
     left = rules.bought(plan) - used(conn, account_id)
     if left < 0:
         unit = UNITS[_tariff_and_zone(conn, account_id)[0].utility]
@@ -301,6 +387,7 @@ def restore_refund_in(
                 "unit_price": block.price,
                 "remainder": keep,
                 "created_at": at,
+                "bought_by": block.bought_by,  # still that recharge's: its reversal takes it
             }
             for block in taken
         ]
@@ -394,6 +481,28 @@ def arrears_payment_reversed_in(
     )
     if bought_back > 0:
         _take_back(conn, account_id, transfer_id, bought_back, remainder(conn, account_id), at)
+
+
+def _lot_rows(conn: Connection, account_id: int) -> list[Any]:
+    """The account's ``quantity_lots`` rows in id order (transfer, quantity, price, remainder,
+    bought by)."""
+    return list(
+        conn.execute(
+            select(
+                quantity_lots.c.transfer_id,
+                quantity_lots.c.quantity,
+                quantity_lots.c.unit_price,
+                quantity_lots.c.remainder,
+                quantity_lots.c.bought_by,
+            )
+            .where(quantity_lots.c.account_id == account_id)
+            .order_by(quantity_lots.c.id)
+        ).all()
+    )
+
+
+def _plan_rows(rows: Iterable[Any]) -> list[tuple[Decimal, Decimal | None, int | None]]:
+    return [(row.quantity, row.unit_price, row.bought_by) for row in rows]
 
 
 def _take_back(

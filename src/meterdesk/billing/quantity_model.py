@@ -17,6 +17,11 @@ docs/decisions/0006-quantity-credit.md has the reasons; in short:
   (less than one step's worth) is the *remainder*, carried into the next purchase.
 - A refund takes the newest unused quantity back off the end of the plan, at its own prices;
   its reversal puts those blocks back at the end (:func:`take_back` says which they were).
+- Each block knows the recharge that bought it (``bought_by``). A recharge reversed takes back
+  exactly its own blocks, wherever they are in the plan (:func:`without_lots`), only while none
+  of them is used (:func:`used_of`): they then all lie beyond the used quantity, so the cost of
+  the quantity used stays what it was. They stay in the plan as empty free blocks, so no block
+  behind them changes its number (a priced line's ``tier_block``).
 
 Invariants: blocks have quantity >= 0 and a price >= 0; a plan is never empty; ``price_range``
 splits a quantity exactly (its pieces add up to it); ``convert`` never spends more than it is
@@ -26,7 +31,7 @@ given (``remainder >= 0``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 
@@ -47,6 +52,10 @@ class CreditUnit(StrEnum):
 class Block:
     quantity: Decimal
     price: Decimal
+    # The recharge (its transfer id) that bought the block, whichever refunds and reversals moved
+    # it since; None: the opening's, or quantity bought back by an arrears payment or a closing.
+    # Not part of a block's value (two blocks of one quantity and price are equal).
+    bought_by: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -73,13 +82,18 @@ def parse_credit_unit(value: object) -> CreditUnit:
         ) from None
 
 
-def plan_from_rows(rows: Iterable[tuple[Decimal, Decimal | None]]) -> tuple[Block, ...]:
-    """The plan from ``quantity_lots`` rows (quantity, unit price) in id order: a row with a
-    price adds a block, one without takes ``-quantity`` back off the end."""
+def plan_from_rows(
+    rows: Iterable[tuple[Decimal, Decimal | None, int | None]],
+) -> tuple[Block, ...]:
+    """The plan from ``quantity_lots`` rows (quantity, unit price, bought by) in id order: a row
+    with a price adds a block, one without takes ``-quantity`` back off the end — or, when it
+    names a recharge, that recharge's blocks (:func:`without_lots`: the recharge reversed)."""
     blocks: tuple[Block, ...] = ()
-    for quantity, price in rows:
+    for quantity, price, bought_by in rows:
         if price is not None:
-            blocks = (*blocks, Block(quantity, price))
+            blocks = (*blocks, Block(quantity, price, bought_by))
+        elif bought_by is not None:
+            blocks, _ = without_lots(blocks, bought_by)
         else:
             blocks, _ = take_back(blocks, -quantity)
     if not blocks:
@@ -100,13 +114,36 @@ def take_back(
             raise ValueError(f"{quantity} taken back off a plan that holds less")
         last = kept[-1]
         if last.quantity > left or len(kept) == 1:
-            kept[-1] = Block(last.quantity - left, last.price)
-            taken.append(Block(left, last.price))
+            kept[-1] = Block(last.quantity - left, last.price, last.bought_by)
+            taken.append(Block(left, last.price, last.bought_by))
             left = ZERO
         else:
             left -= last.quantity
             taken.append(kept.pop())
     return tuple(kept), tuple(reversed(taken))
+
+
+def without_lots(
+    plan: Sequence[Block], recharge: int
+) -> tuple[tuple[Block, ...], tuple[Block, ...]]:
+    """The blocks ``recharge`` bought taken out of the plan (the recharge reversed): the plan
+    kept, each of them left as an empty free block in its place (no block behind it changes its
+    number, and a free block is never the price of use beyond the plan), and the blocks taken,
+    in plan order. Only right while none of them is used (:func:`used_of` is 0): then they all
+    lie beyond the quantity used, whose cost stays what it was."""
+    kept = tuple(Block(ZERO, ZERO) if block.bought_by == recharge else block for block in plan)
+    return kept, tuple(block for block in plan if block.bought_by == recharge)
+
+
+def used_of(plan: Sequence[Block], used: Decimal, recharge: int) -> Decimal:
+    """How much of the quantity ``recharge`` bought lies within the quantity ``used`` (priced
+    along its blocks): the part of that recharge already used."""
+    found, bound = ZERO, ZERO
+    for block in plan:
+        start, bound = bound, bound + block.quantity
+        if block.bought_by == recharge and used > start:
+            found += min(bound, used) - start
+    return found
 
 
 def bought(plan: Sequence[Block]) -> Decimal:

@@ -31,7 +31,8 @@ def held(db: Database, account_id: int) -> QuantityView | None:
 def as_dict(view: QuantityView) -> dict[str, object]:
     """The full view as strings (the API's ``quantity`` object and the CLI's ``--json``). Lots
     are what was bought, in purchase order; the empty blocks (the opening's, a purchase too
-    small to buy a step) are left out: ``price`` already says what use beyond the lots costs."""
+    small to buy a step, the place of a recharge reversed) are left out: ``price`` already says
+    what use beyond the lots costs."""
     return {
         "unit": view.unit,
         "left": exact(view.left),

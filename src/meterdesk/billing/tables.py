@@ -52,6 +52,9 @@ accounts = Table(
 # 0 at its unit price), a refund or close takes quantity back off the end (quantity < 0, no
 # price). ``remainder`` is the money the purchase or refund left unconverted (less than one
 # resolution step), carried into the next purchase; the newest row's is the current one.
+# ``bought_by``: on a block, the recharge that bought it (kept when a refund reversed puts it
+# back); on a row without a price, the recharge whose blocks it takes out (that recharge
+# reversed) instead of taking quantity off the end.
 quantity_lots = Table(
     "quantity_lots",
     metadata,
@@ -62,6 +65,7 @@ quantity_lots = Table(
     Column("unit_price", Scaled(QUANTITY_PLACES), nullable=True),
     Column("remainder", ExactDecimal, nullable=False),
     Column("created_at", Instant, nullable=False),
+    Column("bought_by", Integer, nullable=True),
 )
 
 meter_assignments = Table(

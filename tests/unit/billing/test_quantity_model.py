@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from meterdesk.billing.quantity_model import (
     Block,
     Piece,
+    beyond_price,
     bought,
     conversion_steps,
     convert,
@@ -20,6 +21,8 @@ from meterdesk.billing.quantity_model import (
     price_range,
     quantity_worth,
     unused_value,
+    used_of,
+    without_lots,
 )
 from meterdesk.shared.errors import ValidationError
 from meterdesk.tariffs.model import (
@@ -105,8 +108,36 @@ def test_refund_takes_the_newest_quantity_back_at_its_own_price() -> None:
     assert unused_value(plan, D(8), D(12)) == D(10) * D(6) + D(2) * D(5)
     with pytest.raises(ValidationError, match="only 12 is unused"):
         unused_value(plan, D(8), D(13))
-    after = plan_from_rows([(D(0), D("5")), (D(10), D("5")), (D(10), D("6")), (D(-12), None)])
+    after = plan_from_rows(
+        [(D(0), D("5"), None), (D(10), D("5"), 1), (D(10), D("6"), 2), (D(-12), None, None)]
+    )
     assert after == (Block(D(0), D("5")), Block(D(8), D("5")))
+    assert after[1].bought_by == 1  # a block cut by a refund is still its recharge's
+
+
+def test_a_recharge_reversed_takes_out_its_own_blocks_wherever_they_are() -> None:
+    # Recharge 1: 10 at 5.00; recharge 2: 10 at 6.00; 4 used (of recharge 1's lot)
+    plan = (Block(D(0), D("5")), Block(D(10), D("5"), 1), Block(D(10), D("6"), 2))
+    assert (used_of(plan, D(4), 1), used_of(plan, D(4), 2)) == (D(4), D(0))
+    assert used_of(plan, D(13), 2) == D(3)
+    assert used_of(plan, D(25), 2) == D(10)  # used ahead: all of it
+    kept, taken = without_lots(plan, 1)
+    assert taken == (Block(D(10), D("5")),)
+    # its place stays, empty and free: recharge 2's block keeps its number (a line's tier_block)
+    assert kept == (Block(D(0), D("5")), Block(D(0), D(0)), Block(D(10), D("6")))
+    assert beyond_price(kept) == D("6")
+    kept, taken = without_lots(plan, 2)
+    assert taken == (Block(D(10), D("6")),)
+    assert beyond_price(kept) == D("5")  # use beyond the plan: the price before recharge 2
+    # the cost of what was used is what it was: 4 at 5.00
+    assert price_range(kept, D(0), D(4)) == price_range(plan, D(0), D(4))
+    rows = [(D(0), D("5"), None), (D(10), D("5"), 1), (D(10), D("6"), 2), (D(-10), None, 2)]
+    assert plan_from_rows(rows) == kept
+    # a refund then takes off the end of what is left (the empty block on top goes with it)
+    assert plan_from_rows([*rows, (D(-3), None, None)]) == (
+        Block(D(0), D("5")),
+        Block(D(7), D("5")),
+    )
 
 
 def test_a_refund_in_money_takes_back_the_newest_quantity_worth_it() -> None:

@@ -7,20 +7,24 @@ from __future__ import annotations
 from datetime import date
 from decimal import ROUND_FLOOR, Decimal
 
-from hypothesis import given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from meterdesk.billing.quantity_model import (
     Block,
     Piece,
     beyond_price,
+    bought,
     convert,
     opening_price,
     plan_from_rows,
     price_range,
     quantity_worth,
     unused_value,
+    used_of,
+    without_lots,
 )
+from meterdesk.shared.errors import ValidationError
 from meterdesk.tariffs.model import TariffVersion, TierBlock, TierMode, TierPeriod, TierPlan
 
 D = Decimal
@@ -87,10 +91,11 @@ def test_pricing_in_two_parts_is_pricing_at_once(
 STEPS = [(D(10), D(0)), (D(20), D("4.00")), (None, D("6.00"))]
 
 
+@settings(max_examples=300)
 @given(
     actions=st.lists(
         st.tuples(
-            st.sampled_from(["buy", "use", "use", "refund"]),
+            st.sampled_from(["buy", "buy", "use", "use", "refund", "unbuy", "unbuy"]),
             st.decimals(min_value=D("0.01"), max_value=80, places=2),
         ),
         max_size=12,
@@ -100,13 +105,16 @@ def test_what_was_charged_is_always_the_plan_price_of_the_use(
     actions: list[tuple[str, Decimal]],
 ) -> None:
     """Purchases along tiers with a free allowance (overdraft bought back first), use priced as
-    it comes, refunds off the end: whatever the order, what was charged for the use is the
-    current plan's price of it (no purchase or refund prices used quantity again), and the
-    money paid in less refunds and charges is what the lots cost less the use, plus the
-    remainder (exactly, but for a refund's rounding up to the line resolution)."""
-    rows: list[tuple[Decimal, Decimal | None]] = [(D(0), D("5.00"))]
+    it comes, refunds off the end, recharges reversed (their own blocks out, wherever they are,
+    while none of them is used or refunded): whatever the order, what was charged for the use
+    is the current plan's price of it (no purchase, refund or reversal prices used quantity
+    again), and the money paid in less refunds, reversals and charges is what the lots cost
+    less the use, plus the remainder (exactly, but for a refund's rounding up to the line
+    resolution)."""
+    rows: list[tuple[Decimal, Decimal | None, int | None]] = [(D(0), D("5.00"), None)]
     remainder = used = charged = paid = D(0)
-    for action, amount in actions:
+    purchases: list[tuple[int, Decimal, Decimal]] = []  # recharge, money, quantity bought
+    for number, (action, amount) in enumerate(actions):
         plan = plan_from_rows(rows)
         left = sum((b.quantity for b in plan), D(0)) - used
         if action == "buy":
@@ -117,20 +125,62 @@ def test_what_was_charged_is_always_the_plan_price_of_the_use(
                 max(-left, D(0)),
                 beyond_price(plan),
             )
-            rows.extend((b.quantity, b.price) for b in made.blocks)
+            rows.extend((b.quantity, b.price, number) for b in made.blocks)
+            if not made.blocks:
+                rows.append((D(0), plan[-1].price, number))
+            purchases.append((number, amount, sum((b.quantity for b in made.blocks), D(0))))
             remainder, paid = made.remainder, paid + amount
         elif action == "use":
             quantity = amount / 10
             charged += sum((p.quantity * p.price for p in price_range(plan, used, quantity)), D(0))
             used += quantity
+        elif action == "unbuy" and purchases:
+            reversed_ = unbuy(rows, purchases, int(amount * 100), used, remainder)
+            if reversed_ is not None:
+                remainder, paid = reversed_[0], paid - reversed_[1]
         elif left > 0:
             worth = unused_value(plan, used, left) + remainder
             money = min(amount, worth).quantize(D("0.01"), rounding=ROUND_FLOOR)
-            kept = min(money, remainder)
-            taken = quantity_worth(plan, used, money - kept)
-            rows.append((-taken, None))
-            remainder, paid = remainder - kept, paid - money
+            kept_money = min(money, remainder)
+            taken_back = quantity_worth(plan, used, money - kept_money)
+            rows.append((-taken_back, None, None))
+            remainder, paid = remainder - kept_money, paid - money
         plan = plan_from_rows(rows)
         assert charged == sum((p.quantity * p.price for p in price_range(plan, D(0), used)), D(0))
         value = sum((b.quantity * b.price for b in plan), D(0))
         assert D(0) <= paid - (value + remainder) < D("0.0001")
+
+
+def unbuy(
+    rows: list[tuple[Decimal, Decimal | None, int | None]],
+    purchases: list[tuple[int, Decimal, Decimal]],
+    pick: int,
+    used: Decimal,
+    remainder: Decimal,
+) -> tuple[Decimal, Decimal] | None:
+    """A recharge reversed as the desk does it (rows appended, the purchase forgotten): its own
+    blocks out, refused (None) once part of them is used or refunded, or when what it left
+    carried is spent and no lot covers it. Returns (the remainder now, the money paid back)."""
+    plan = plan_from_rows(rows)
+    recharge, money, quantity = purchases[pick % len(purchases)]
+    held = sum((b.quantity for b in plan if b.bought_by == recharge), D(0))
+    if used_of(plan, used, recharge) > 0 or held < quantity:
+        return None
+    kept, taken = without_lots(plan, recharge)
+    assert bought(taken) == quantity  # all it bought, nothing else
+    keep = remainder + sum((b.quantity * b.price for b in taken), D(0)) - money
+    if keep < 0:  # what it left carried went into a later lot: taken off the newest
+        try:
+            short = quantity_worth(kept, used, -keep)
+        except ValidationError:
+            return None
+        rows.extend([(-quantity, None, recharge), (-short, None, None)])
+    else:
+        rows.append((-quantity, None, recharge))
+        # the other lots are as they were
+        assert [b for b in plan_from_rows(rows) if b.quantity] == [
+            b for b in plan if b.bought_by != recharge and b.quantity
+        ]
+    purchases.remove((recharge, money, quantity))
+    event("a recharge reversed" + (" (its carried money short)" if keep < 0 else ""))
+    return max(keep, D(0)), money

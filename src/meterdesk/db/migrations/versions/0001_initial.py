@@ -1086,6 +1086,7 @@ def upgrade() -> None:
         sa.Column("unit_price", sa.BigInteger(), nullable=True),
         sa.Column("remainder", sa.String(length=80), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("bought_by", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"], ["accounts.id"], name=op.f("fk_quantity_lots_account_id_accounts")
         ),
