@@ -14,7 +14,9 @@ reading = (ingest - setup) / distinct readings. Two runs of the same code agree 
 ``bench mqtt``'s gateway reports (10 readings each, HISTORY re-sends and late reports included),
 parsed on arrival as the service does (parsing counted), committed ``--batch`` / 10 reports at
 a time; per reading is then per distinct reading, re-sends included in the work.
-``--recording-outbox`` ingests with the control loop's commands and messages only remembered:
+``--writes-between`` has another connection commit an unrelated row before each commit,
+as the command executor and the notification sender do in a running platform (with
+``--uplink``). ``--recording-outbox`` ingests with the control loop's commands and messages only remembered:
 the difference to a plain run is what writing them costs. The callgrind files stay in
 ``--out`` for ``callgrind_annotate`` (C-level: SQLite, pysqlite, decimal; Python code shows as
 the interpreter loop, so find Python hot spots with py-spy or cProfile first).
@@ -29,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from sqlalchemy import Engine, text
 
 from meterdesk.bench import setup
 from meterdesk.bench.mqtt import MqttBench, add_gateways, streams_of
@@ -51,19 +55,46 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--recording-outbox", action="store_true")
     parser.add_argument("--uplink", action="store_true", help="through the MQTT ingest's store")
+    parser.add_argument(
+        "--writes-between",
+        action="store_true",
+        help="another connection commits an unrelated row between batches, as the command "
+        "executor and the notification sender do in a running platform",
+    )
+    parser.add_argument(
+        "--no-kept-state",
+        action="store_true",
+        help="read cursors, totals and balances back every batch (billing/ingest_state.py off)",
+    )
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "callgrind")
     args = parser.parse_args()
     if args.mode is None:
         measure(args)
     else:
         if args.uplink:
-            readings = run_uplink(args.mode, args.meters, args.rounds, args.batch)
+            readings = run_uplink(
+                args.mode,
+                args.meters,
+                args.rounds,
+                args.batch,
+                not args.no_kept_state,
+                args.writes_between,
+            )
         else:
-            readings = run(args.mode, args.meters, args.rounds, args.batch, args.recording_outbox)
+            readings = run(
+                args.mode,
+                args.meters,
+                args.rounds,
+                args.batch,
+                args.recording_outbox,
+                not args.no_kept_state,
+            )
         print(f"{args.mode}: {readings} distinct readings", file=sys.stderr)
 
 
-def run(mode: str, meters: int, rounds: int, batch_size: int, recording: bool) -> int:
+def run(
+    mode: str, meters: int, rounds: int, batch_size: int, recording: bool, keep_state: bool
+) -> int:
     """Build the world on a fresh SQLite file and, for ``ingest``, ingest every batch."""
     workload = build(seed=1, meters=meters, rounds=rounds, batch_size=batch_size)
     tune_for_long_running()  # as bench ingest and every long-running process do
@@ -72,7 +103,7 @@ def run(mode: str, meters: int, rounds: int, batch_size: int, recording: bool) -
         prepared = setup.prepare(Database(engine, system_clock), workload)
         batches = [[prepared.incoming(item) for item in batch] for batch in workload.batches]
         outbox = RecordingOutbox() if recording else None
-        pipeline = Ingestor(Database(engine, system_clock), outbox)
+        pipeline = Ingestor(Database(engine, system_clock), outbox, keep_state=keep_state)
         if mode == "ingest":
             for batch in batches:
                 pipeline.ingest(batch)
@@ -80,7 +111,9 @@ def run(mode: str, meters: int, rounds: int, batch_size: int, recording: bool) -
     return len(workload.truth)
 
 
-def run_uplink(mode: str, meters: int, rounds: int, batch_size: int) -> int:
+def run_uplink(
+    mode: str, meters: int, rounds: int, batch_size: int, keep_state: bool, writes_between: bool
+) -> int:
     """Build the world and ``bench mqtt``'s reports; for ``ingest``, parse and commit them."""
     workload = build(seed=1, meters=meters, rounds=rounds)
     tune_for_long_running()
@@ -92,17 +125,31 @@ def run_uplink(mode: str, meters: int, rounds: int, batch_size: int) -> int:
         add_gateways(bench)
         messages = [message for stream in streams_of(bench) for message in stream]
         store = UplinkStore(db)
+        if not keep_state:
+            store.ingestor = Ingestor(db, keep_state=False)
         if mode == "ingest":
             per_commit = max(1, batch_size // 10)
+            elsewhere = build_engine(f"sqlite:///{folder}/uplink.sqlite3")
             for start in range(0, len(messages), per_commit):
+                if writes_between:
+                    _write_elsewhere(elsewhere, start)
                 store.commit(
                     [
                         receive(f"data/up/bench/{m.serial}", m.payload, 0.0)
                         for m in messages[start : start + per_commit]
                     ]
                 )
+            elsewhere.dispose()
         engine.dispose()
     return len(workload.truth)
+
+
+def _write_elsewhere(engine: Engine, n: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT OR REPLACE INTO change_counters (name, value) VALUES ('elsewhere', :n)"),
+            {"n": n},
+        )
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -122,6 +169,8 @@ def measure(args: argparse.Namespace) -> None:
             f"--batch={args.batch}",
             *(["--recording-outbox"] if args.recording_outbox else []),
             *(["--uplink"] if args.uplink else []),
+            *(["--no-kept-state"] if args.no_kept_state else []),
+            *(["--writes-between"] if args.writes_between else []),
         ]
         done = subprocess.run(  # noqa: S603 - our own interpreter and script
             command,

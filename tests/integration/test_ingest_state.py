@@ -35,6 +35,7 @@ from sqlalchemy import Engine, text
 
 from meterdesk.billing import cashier, postings
 from meterdesk.billing.ingest import IncomingReading, Ingestor
+from meterdesk.db import counters
 from meterdesk.db.database import Database
 from meterdesk.db.engine import build_engine
 from meterdesk.db.metadata import load_all_tables
@@ -213,3 +214,99 @@ def test_postgresql_never_keeps_state(db: Database) -> None:
         pytest.skip("the PostgreSQL half of this test")
     _, used = _run(db, keep_state=True)
     assert not any(used)
+
+
+def _other_engine_writes(ingestor: Ingestor, sql: str, **params: Any) -> None:
+    """A write committed by another process (another engine on the same file)."""
+    other = build_engine(str(ingestor.db.engine.url))
+    try:
+        with other.begin() as conn:
+            conn.execute(text(sql), params)
+    finally:
+        other.dispose()
+
+
+def test_a_write_to_other_tables_keeps_the_state_and_is_billed_alike(
+    sqlite_factory: Callable[[], Engine],
+) -> None:
+    """In a running platform the executor, the notification sender or the desk commit between
+    nearly every two batches, without touching cursors, running totals or balances: the kept
+    values stay usable (the triggers' marker is unchanged), the configuration checks run again
+    (:attr:`IngestState.nothing_changed` is false) and the outcome is the same."""
+    nothing_changed: list[bool] = []
+
+    def elsewhere(index: int, ingestor: Ingestor, _world: dict[str, Any]) -> None:
+        nothing_changed.append(ingestor.state.nothing_changed)
+        if index and index % 2 == 0:
+            _other_engine_writes(
+                ingestor,
+                "INSERT INTO change_counters (name, value) VALUES (:n, 1)",
+                n=f"elsewhere-{index}",
+            )
+
+    expected, _ = _run(_fresh(sqlite_factory), keep_state=False, between=elsewhere)
+    nothing_changed.clear()
+    actual, used = _run(_fresh(sqlite_factory), keep_state=True, between=elsewhere)
+    assert actual == expected
+    assert used[0] is False and all(used[1:])  # the other writes break nothing kept
+    # read before each batch: the previous batch's proof — the first one only when nothing
+    # was written between the two batches before it
+    assert any(nothing_changed[2:]) and not all(nothing_changed[2:])
+
+
+def test_a_configuration_change_elsewhere_is_seen_although_the_state_stays_kept(
+    sqlite_factory: Callable[[], Engine],
+) -> None:
+    """Another process changes meter M0's CT ratio (and bumps the configuration marker, as
+    every use case that changes a meter does) between batches 6 and 7: the kept cursors,
+    totals and balances stay usable, but the ingestor must read the configuration again and
+    bill M0's later consumption 2.5 times over, as an ingestor that keeps nothing does."""
+
+    def new_ct(index: int, ingestor: Ingestor, _world: dict[str, Any]) -> None:
+        if index == 7:
+            _other_engine_writes(ingestor, "UPDATE meters SET ct_ratio = 250 WHERE number = 'M0'")
+            _other_engine_writes(
+                ingestor, "UPDATE change_counters SET value = value + 7 WHERE name = 'meter_config'"
+            )
+
+    expected, _ = _run(_fresh(sqlite_factory), keep_state=False, between=new_ct)
+    actual, used = _run(_fresh(sqlite_factory), keep_state=True, between=new_ct)
+    assert actual == expected
+    assert used[7] is True
+
+
+@pytest.mark.parametrize("table", ["meter_cursors", "period_totals", "ledger_accounts"])
+def test_a_raw_write_to_a_kept_table_is_noticed(
+    sqlite_factory: Callable[[], Engine], table: str
+) -> None:
+    """Whatever writes a kept table — here plain SQL from another process, through no code of
+    ours — sets the marker: the next batch reads everything again."""
+    columns = {"meter_cursors": "measured_at", "period_totals": "postings", "ledger_accounts": "floor_fen"}  # fmt: skip
+    column = columns[table]
+
+    def raw(index: int, ingestor: Ingestor, _world: dict[str, Any]) -> None:
+        if index == 5:
+            _other_engine_writes(ingestor, f"UPDATE {table} SET {column} = {column}")
+
+    _, used = _run(_fresh(sqlite_factory), keep_state=True, between=raw)
+    assert used[4] is True and used[5] is False and used[6] is True
+
+
+def test_without_the_triggers_only_the_first_proof_counts(
+    sqlite_factory: Callable[[], Engine],
+) -> None:
+    """A database created before the triggers: a write elsewhere breaks the kept state, as it
+    did before them."""
+
+    def drop_then_elsewhere(index: int, ingestor: Ingestor, _world: dict[str, Any]) -> None:
+        if index == 0:
+            with ingestor.db.engine.begin() as conn:
+                for name in counters.TRIGGER_NAMES:
+                    conn.exec_driver_sql(f"DROP TRIGGER {name}")
+        if index == 5:
+            _other_engine_writes(
+                ingestor, "INSERT INTO change_counters (name, value) VALUES ('elsewhere', 1)"
+            )
+
+    _, used = _run(_fresh(sqlite_factory), keep_state=True, between=drop_then_elsewhere)
+    assert used[4] is True and used[5] is False and used[6] is True

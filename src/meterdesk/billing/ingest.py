@@ -152,7 +152,7 @@ class Ingestor:
         (used when re-checking readings that already sit in the quarantine)."""
         meter_ids = {r.meter_id for r in readings}
         self.state.begin(conn)
-        if not self.state.usable:
+        if not self.state.nothing_changed:
             self._checked = set()
         cursor_rows = self.state.cursor_rows(conn, meter_ids)  # locked on PostgreSQL
         batch = _Batch(
@@ -396,7 +396,7 @@ class Ingestor:
     def _still(self, cache: str) -> bool:
         """Whether ``cache`` was checked since the kept state's proof last broke (then it is
         still current); either way it counts as checked from now on."""
-        still = self.state.usable and cache in self._checked
+        still = self.state.nothing_changed and cache in self._checked
         self._checked.add(cache)
         return still
 

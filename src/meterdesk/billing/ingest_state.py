@@ -14,9 +14,20 @@ that the database is exactly as its last batch left it:
   written through this connection either (the pool lends it to other users between batches).
 
 Read inside the batch's ``BEGIN IMMEDIATE``, when no one else can commit, these prove that every
-kept value is what a query would return. Anything else empties the cache. On PostgreSQL it is
-never used: there reading the cursors is also taking their row locks, and other writers cannot be
-ruled out this way.
+kept value is what a query would return — and that nothing else changed either, so the
+ingestor also skips its configuration checks (:attr:`IngestState.nothing_changed`).
+
+That first proof breaks whenever anything at all committed in between, which in a running
+platform (the command executor, the notification sender, a poll batch) is nearly always. So
+there is a second, narrower one: the marker of ``db/counters.py``, which a trigger sets to a
+fresh random value on every row written to ``meter_cursors``, ``period_totals`` or
+``ledger_accounts`` — by any connection of any process, through any code path — is what it was
+at the end of the batch. Then the kept values are current (they are rows of those tables only),
+while anything else may have changed: the configuration checks run again. A database without
+the triggers (created before them) has only the first proof.
+
+Anything else empties the cache. On PostgreSQL it is never used: there reading the cursors is
+also taking their row locks, and other writers cannot be ruled out this way.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from sqlalchemy import Connection
 from meterdesk.billing import repository as billing_repository
 from meterdesk.billing.model import PeriodTotal
 from meterdesk.billing.repository import TotalKey
+from meterdesk.db import counters
 from meterdesk.ledger import repository as ledger
 from meterdesk.ledger.repository import Balance
 from meterdesk.metering import repository as metering_repository
@@ -45,9 +57,11 @@ class IngestState:
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled  # off: every batch reads everything (tests compare both ways)
-        # (driver connection, data_version, total_changes) after the last committed batch
-        self._proof: tuple[Any, int, int] | None = None
-        self._pending: tuple[Any, int, int] | None = None
+        # (driver connection, data_version, total_changes, kept-table marker) after the last
+        # committed batch
+        self._proof: _Mark | None = None
+        self._pending: _Mark | None = None
+        self._unchanged = False  # the first proof held: nothing at all was written since
         self._active = False  # this batch reads through the cache (SQLite, enabled)
         self._opened: Connection | None = None  # the transaction open() checked
         self._reset()
@@ -64,6 +78,12 @@ class IngestState:
     def usable(self) -> bool:
         """Whether this batch began with a proof that the kept values are current."""
         return self._cached
+
+    @property
+    def nothing_changed(self) -> bool:
+        """Whether this batch began with the first proof: nothing at all was written since the
+        last batch (configuration and tariffs included)."""
+        return self._cached and self._unchanged
 
     def open(self, conn: Connection) -> None:
         """For a use case that ingests inside its own transaction and writes other things before
@@ -85,9 +105,16 @@ class IngestState:
             return
         current = _mark(conn)
         size = len(self._cursors) + len(self._totals) + len(self._balances)
-        same = proof is not None and proof[0] is current[0] and proof[1:] == current[1:]
-        if same and size <= MAX_ENTRIES:
-            self._cached = True
+        unchanged = proof is not None and proof[0] is current[0] and proof[1:3] == current[1:3]
+        kept_tables_unchanged = unchanged or (
+            proof is not None
+            and proof[3] is not None
+            and proof[3] == current[3]
+            # checked when relied on: a database created before the triggers has none
+            and counters.kept_state_marker_installed(conn)
+        )
+        if kept_tables_unchanged and size <= MAX_ENTRIES:
+            self._cached, self._unchanged = True, unchanged
         else:
             self._reset()
 
@@ -219,13 +246,16 @@ class IngestState:
         self._reset()
 
 
-def _mark(conn: Connection) -> tuple[Any, int, int]:
+_Mark = tuple[Any, int, int, int | None]
+
+
+def _mark(conn: Connection) -> _Mark:
     driver = conn.connection.dbapi_connection
     assert driver is not None
     version = int(conn.exec_driver_sql("PRAGMA data_version").scalar_one())
     # The driver connection itself, not its id: a closed one kept here can never be mistaken
     # for a new one at the same address (sqlite3 connections take no weak references).
-    return driver, version, int(driver.total_changes)
+    return driver, version, int(driver.total_changes), counters.read_kept_state_marker(conn)
 
 
 def _values(total: PeriodTotal) -> tuple[object, ...]:

@@ -11,8 +11,19 @@ filled from uncommitted rows is always dropped.
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, Connection, String, Table, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    MetaData,
+    String,
+    Table,
+    event,
+    inspect,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -41,3 +52,77 @@ def read(conn: Connection, name: str = METER_CONFIG) -> int:
         select(change_counters.c.value).where(change_counters.c.name == name)
     ).scalar_one_or_none()
     return int(found or 0)
+
+
+# -- writes to the tables the SQLite ingest keeps between batches ------------------------------
+#
+# The ingest keeps the cursors, running totals and balances it wrote for its next batch
+# (billing/ingest_state.py). Its first proof that they are still current, "nobody committed
+# anything since", breaks whenever anything at all commits in between: in a running platform the
+# command executor, the notification sender or a poll batch commit between nearly every two
+# MQTT group commits, so the kept values were never used there. These triggers give a narrower
+# proof that no code path can forget: every row written to one of these tables, by any
+# connection of any process, sets this marker to a fresh random value (random, as ``bump``: a
+# write rolled back leaves the old value, and a later one never comes back to a value seen).
+# SQLite only; on PostgreSQL the ingest keeps nothing (its cursor read is the row lock).
+
+KEPT_STATE_WRITES = "kept_state_writes"
+KEPT_TABLES = ("meter_cursors", "period_totals", "ledger_accounts")
+_OPERATIONS = ("INSERT", "UPDATE", "DELETE")
+
+
+def _trigger_name(table: str, operation: str) -> str:
+    return f"trg_{table}_{operation.lower()}_marks"
+
+
+TRIGGER_NAMES = tuple(_trigger_name(t, o) for t in KEPT_TABLES for o in _OPERATIONS)
+
+
+def install_kept_state_marker(conn: Connection) -> None:
+    """Create the marker row and its triggers where they are missing (SQLite; nothing
+    elsewhere). Run after the tables exist: by ``create_all`` and by every migration."""
+    if conn.dialect.name != "sqlite":
+        return
+    conn.exec_driver_sql(
+        "INSERT OR IGNORE INTO change_counters (name, value) "  # noqa: S608 - constants
+        f"VALUES ('{KEPT_STATE_WRITES}', random())"
+    )
+    for table in KEPT_TABLES:
+        for operation in _OPERATIONS:
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER IF NOT EXISTS {_trigger_name(table, operation)} "  # noqa: S608
+                f"AFTER {operation} ON {table} BEGIN "
+                f"UPDATE change_counters SET value = random() WHERE name = '{KEPT_STATE_WRITES}'; "
+                "END"
+            )
+
+
+def kept_state_marker_installed(conn: Connection) -> bool:
+    """Whether every trigger of the marker exists (a database created before them has none:
+    then the ingest keeps only what its first proof allows)."""
+    if conn.dialect.name != "sqlite":
+        return False
+    names = ", ".join(f"'{name}'" for name in TRIGGER_NAMES)
+    found = conn.exec_driver_sql(
+        f"SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN ({names})"  # noqa: S608 - constants
+    ).scalar_one()
+    return int(found) == len(TRIGGER_NAMES)
+
+
+def read_kept_state_marker(conn: Connection) -> int | None:
+    """The marker; None when its row is missing (then it proves nothing)."""
+    found = conn.exec_driver_sql(
+        f"SELECT value FROM change_counters WHERE name = '{KEPT_STATE_WRITES}'"  # noqa: S608 - constant
+    ).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+def kept_tables_exist(conn: Connection) -> bool:
+    return set(KEPT_TABLES) <= set(inspect(conn).get_table_names())
+
+
+@event.listens_for(metadata, "after_create")
+def _after_create(_target: MetaData, connection: Connection, **_: Any) -> None:
+    # create_all (tests, benches): once every kept table exists (a subset may have been created)
+    if connection.dialect.name == "sqlite" and kept_tables_exist(connection):
+        install_kept_state_marker(connection)
