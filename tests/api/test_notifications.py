@@ -73,6 +73,7 @@ def test_the_log_lists_the_worlds_message_with_its_snapshot(world: World) -> Non
         "sent": 0,
         "failed": 0,
         "suppressed": 0,
+        "cancelled": 0,
     }
 
 

@@ -121,8 +121,8 @@ def test_a_failure_midway_leaves_neither_notice_nor_message(
     original = queueing.enqueue_many_in
     written: list[int] = []
 
-    def boom(*arguments: Any) -> list[int]:
-        written.extend(original(*arguments))  # the notice and its messages are written ...
+    def boom(*arguments: Any, **keywords: Any) -> list[int]:
+        written.extend(original(*arguments, **keywords))  # the notice and its messages ...
         raise RuntimeError("the process died")  # ... and the transaction never commits
 
     monkeypatch.setattr(queueing, "enqueue_many_in", boom)
@@ -194,6 +194,7 @@ def test_chosen_channels_restrict_the_person_channels(db: Database) -> None:
         "sent": 0,
         "failed": 0,
         "suppressed": 0,
+        "cancelled": 0,
     }
 
 

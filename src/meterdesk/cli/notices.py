@@ -1,7 +1,9 @@
-"""``meterdesk notice send | list | show`` — system notices (系统通知 / 公告) to the tenants of the
-whole organisation, a site, a building, a floor or some rooms, with each notice's delivery
-counts. Places are named as everywhere in the CLI: ``--site NAME``, ``--building SITE/BUILDING``,
-``--floor SITE/BUILDING/FLOOR``, ``--room SITE/BUILDING/FLOOR/ROOM``."""
+"""``meterdesk notice send | list | show | cancel`` — system notices (系统通知 / 公告) to the
+tenants of the whole organisation, a site, a building, a floor or some rooms, at once or at a
+chosen time (``--send-at``, the place's local time), with each notice's delivery counts; a
+cancel stops its messages not yet gone out. Places are named as everywhere in the CLI: ``--site
+NAME``, ``--building SITE/BUILDING``, ``--floor SITE/BUILDING/FLOOR``, ``--room
+SITE/BUILDING/FLOOR/ROOM``."""
 
 from __future__ import annotations
 
@@ -80,6 +82,13 @@ def send(
         list[str] | None,
         typer.Option(help="sms | voice | email | wechat | wechat_mini | push; repeat"),
     ] = None,
+    send_at: Annotated[
+        str | None,
+        typer.Option(
+            help="send later: '2026-12-09 08:00' in the place's local time (or with an offset), "
+            "in the future, at most 90 days ahead"
+        ),
+    ] = None,
     key: Annotated[
         str | None, typer.Option(help="idempotency key: sending again with it sends nothing")
     ] = None,
@@ -87,10 +96,15 @@ def send(
     as_json: JsonOption = False,
 ) -> None:
     """Send a notice to the customers of the open accounts in scope, once per customer and
-    channel (audited). Without --urgent it waits for the end of the quiet hours."""
+    channel (audited). Without --urgent it waits for the end of the quiet hours; with --send-at
+    its messages are queued now and go out at that time."""
     with handled():
         o = organisation_id(org)
         kind, ids = _scope(o, site, building, floor, room, everyone)
+        when = None
+        if send_at is not None:
+            tz = notices.scope_zone(app().db, o, notice_model.scope(kind, ids))
+            when = notice_model.local_send_at(send_at, tz)
         request = notice_model.notice_request(
             scope_kind=kind,
             scope_ids=ids,
@@ -98,6 +112,7 @@ def send(
             body=text,
             urgent=urgent,
             channel_names=channel,
+            send_at=when,
         )
         found, replayed = notices.send_notice(
             app().db,
@@ -111,6 +126,8 @@ def send(
 
 def _sent_text(value: dict[str, Any]) -> str:
     said = "was already sent with this key" if value["replayed"] else "sent"
+    if value["send_at"] is not None and not value["replayed"]:
+        said = f"scheduled for {value['send_at']:%Y-%m-%d %H:%M}Z"
     return (
         f"notice #{value['id']} {said}: {value['recipient_count']} recipients\n{_show_text(value)}"
     )
@@ -118,6 +135,15 @@ def _sent_text(value: dict[str, Any]) -> str:
 
 def _counts(delivery: dict[str, int]) -> str:
     return ", ".join(f"{status} {count}" for status, count in delivery.items() if count) or "none"
+
+
+def _state(value: dict[str, Any]) -> str:
+    """at once | scheduled for … | cancelled …, for the list and show."""
+    if value["cancelled_at"] is not None:
+        return f"cancelled {value['cancelled_at']:%Y-%m-%d %H:%M}Z by {value['cancelled_by']}"
+    if value["send_at"] is not None:
+        return f"scheduled for {value['send_at']:%Y-%m-%d %H:%M}Z"
+    return "at once"
 
 
 def _scope_text(value: dict[str, Any]) -> str:
@@ -146,11 +172,16 @@ def _list_text(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no notices"
     lines = [
-        f"{'#':<6} {'sent (UTC)':<17} {'urgent':<6} {'scope':<16} {'to':>4}  subject / messages"
+        f"{'#':<6} {'sent (UTC)':<17} {'goes out (UTC)':<17} {'urgent':<6} {'scope':<16} "
+        f"{'to':>4}  subject / messages"
     ]
     for row in rows:
+        goes = "at once" if row["send_at"] is None else f"{row['send_at']:%Y-%m-%d %H:%M}Z"
+        if row["cancelled_at"] is not None:
+            goes = "cancelled"
         lines.append(
-            f"#{row['id']:<5} {row['created_at']:%Y-%m-%d %H:%M}Z {'yes' if row['urgent'] else 'no':<6} "
+            f"#{row['id']:<5} {row['created_at']:%Y-%m-%d %H:%M}Z {goes:<17} "
+            f"{'yes' if row['urgent'] else 'no':<6} "
             f"{_scope_text(row)[:16]:<16} {row['recipient_count']:>4}  {pad(row['subject'], 40)} "
             f"{_counts(row['delivery'])}"
         )
@@ -174,8 +205,31 @@ def _show_text(value: dict[str, Any]) -> str:
             f"notice #{value['id']}  {value['created_at']:%Y-%m-%d %H:%M}Z by {value['created_by']}",
             f"scope: {_scope_text(value)}  recipients: {value['recipient_count']}  "
             f"urgent: {'yes' if value['urgent'] else 'no'}  channels: {channels}",
+            f"sending: {_state(value)}",
             f"subject: {value['subject']}",
             f"text: {value['text']}",
             f"messages: {_counts(value['delivery'])}",
         ]
+    )
+
+
+@notice_cli.command("cancel")
+def cancel(
+    notice_id: int, org: OrgOption, actor: ActorOption = "", as_json: JsonOption = False
+) -> None:
+    """Stop every message of the notice that has not gone out (audited). A message a dispatcher
+    already took or sent cannot be recalled: the answer says how many were stopped and how many
+    had gone. Cancelling again answers the same and changes nothing."""
+    with handled():
+        found, before = notices.cancel_notice(
+            app().db, organisation_id=organisation_id(org), notice_id=notice_id, actor=who(actor)
+        )
+        emit({**found, "already_cancelled": before}, as_json, _cancelled_text)
+
+
+def _cancelled_text(value: dict[str, Any]) -> str:
+    said = "was already cancelled" if value["already_cancelled"] else "cancelled"
+    return (
+        f"notice #{value['id']} {said}: {value['stopped']} messages stopped, "
+        f"{value['gone']} had already gone out\n{_show_text(value)}"
     )

@@ -71,7 +71,7 @@ def _line(row: dict[str, Any]) -> str:
 def log(
     org: OrgOption,
     status: Annotated[
-        str | None, typer.Option(help="pending | sending | sent | failed | suppressed")
+        str | None, typer.Option(help="pending | sending | sent | failed | suppressed | cancelled")
     ] = None,
     event: Annotated[str | None, typer.Option(help="e.g. alarm_level_1, supply_cut")] = None,
     channel: Annotated[str | None, typer.Option(help="sms | voice | email | wechat | …")] = None,

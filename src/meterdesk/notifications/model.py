@@ -78,6 +78,7 @@ class Status(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"  # its system notice was cancelled before it went out (final)
 
 
 class EventKind(StrEnum):

@@ -12,8 +12,12 @@ Invariants:
   log) get every notice anyway, as they get every event.
 - A notice's messages have event keys ``notice:<id>:customer:<customer>`` (:func:`event_key`),
   which sort together: its delivery counts are one index range (:func:`event_key_range`).
-- Two sends are "the same notice" (an idempotent repeat) when scope, subject, text, urgency and
-  channels are equal: :func:`request_hash` of those, never of who sent it or when.
+- Two sends are "the same notice" (an idempotent repeat) when scope, subject, text, urgency,
+  channels and the scheduled time are equal: :func:`request_hash` of those, never of who sent
+  it or when.
+- A scheduled notice (``send_at``) goes out at an instant after the moment it is written and at
+  most :data:`MAX_AHEAD` later (:func:`check_send_at`); a time without an offset is the wall
+  time of the place's zone (:func:`local_send_at`).
 """
 
 from __future__ import annotations
@@ -22,16 +26,20 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from meterdesk.notifications.model import PERSON_CHANNELS, Channel
 from meterdesk.shared.errors import ValidationError
 from meterdesk.shared.text import control_character, control_character_in_one_line
+from meterdesk.shared.time import local_to_utc, require_utc
 
 MAX_SUBJECT = 60
 MAX_TEXT = 500
 MAX_ROOMS = 500
 MAX_KEY = 100
+MAX_AHEAD = timedelta(days=90)  # a notice scheduled further ahead is more likely a typo
 
 
 class ScopeKind(StrEnum):
@@ -57,9 +65,10 @@ class NoticeRequest:
     text: str
     urgent: bool
     channels: tuple[Channel, ...] | None
+    send_at: datetime | None = None  # UTC; None: at once
 
     def request_hash(self) -> str:
-        described = {
+        described: dict[str, object] = {
             "scope": self.scope.kind.value,
             "ids": list(self.scope.ids),
             "subject": self.subject,
@@ -67,6 +76,8 @@ class NoticeRequest:
             "urgent": self.urgent,
             "channels": None if self.channels is None else [c.value for c in self.channels],
         }
+        if self.send_at is not None:  # absent for one sent at once: earlier hashes still match
+            described["send_at"] = self.send_at.isoformat()
         encoded = json.dumps(described, ensure_ascii=False, sort_keys=True).encode("utf-8")
         return hashlib.sha256(encoded).hexdigest()
 
@@ -142,6 +153,36 @@ def idempotency_key(value: str) -> str:
     return cleaned
 
 
+def local_send_at(value: str, tz: ZoneInfo) -> datetime:
+    """``2026-12-09 08:00`` (or ``2026-12-09T08:00``) as the wall time of ``tz``; a value with an
+    offset (``…+08:00``, ``…Z``) is that instant. A wall time the clocks skip (a
+    daylight-saving gap) is the instant they jump past it."""
+    raw = value.strip()
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(
+            f"send at: {value!r} is not a date and time like 2026-12-09 08:00"
+        ) from None
+    if parsed.tzinfo is not None:
+        return require_utc(parsed, field="send at")
+    return local_to_utc(parsed.date(), parsed.time(), tz)
+
+
+def check_send_at(value: datetime, now: datetime) -> datetime:
+    """``value`` (UTC) when it is after ``now`` and at most :data:`MAX_AHEAD` later."""
+    at = require_utc(value, field="send at")
+    if at <= now:
+        raise ValidationError(
+            f"send at: {at:%Y-%m-%d %H:%M} UTC is not in the future (now {now:%Y-%m-%d %H:%M} UTC)"
+        )
+    if at > now + MAX_AHEAD:
+        raise ValidationError(
+            f"send at: at most {MAX_AHEAD.days} days ahead ({at:%Y-%m-%d %H:%M} UTC given)"
+        )
+    return at
+
+
 def notice_request(
     *,
     scope_kind: str,
@@ -150,14 +191,18 @@ def notice_request(
     body: str,
     urgent: bool = False,
     channel_names: Sequence[str] | None = None,
+    send_at: datetime | None = None,
 ) -> NoticeRequest:
-    """Every rule at once, the scope first (as a form reads top to bottom)."""
+    """Every rule at once, the scope first (as a form reads top to bottom). Whether ``send_at``
+    lies ahead is checked when the notice is written (:func:`check_send_at`): a repeat of a
+    scheduled notice after its time is still the same notice."""
     return NoticeRequest(
         scope(scope_kind, scope_ids),
         subject(subject_text),
         text(body),
         urgent,
         channels(channel_names),
+        None if send_at is None else require_utc(send_at, field="send at"),
     )
 
 
@@ -179,6 +224,11 @@ def event_key_range(notice_id: int) -> tuple[str, str]:
     ":"), which a LIKE 'notice:12:%' is not on SQLite."""
     prefix = event_key_prefix(notice_id)
     return prefix, prefix[:-1] + ";"
+
+
+def cancelled_reason(notice_id: int) -> str:
+    """The ``last_error`` of a message its notice's cancel stopped (the notification log)."""
+    return f"notice #{notice_id} was cancelled before this message went out"
 
 
 def notice_of(key: str) -> int:

@@ -12,6 +12,10 @@ takes the worker down every time would otherwise stay in ``sending`` for ever, u
 Recording an outcome only touches the row if it is still the same claim (``status='sending'``
 and the attempt number the worker claimed), so a worker that overran its lease cannot overwrite
 a newer attempt's result. Every outcome is also written to ``notification_log``.
+
+A cancelled system notice's messages are ``cancelled``, which the claim never takes. One
+claimed before the cancel and coming back unsent (a retry, the quiet hours, a claim running
+out) becomes ``cancelled`` instead of ``pending`` (:func:`record`): it is not tried again.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
-from meterdesk.notifications.model import Status, Urgency
-from meterdesk.notifications.tables import notification_log, notification_outbox
+from meterdesk.notifications import notice_model
+from meterdesk.notifications.model import EventKind, Status, Urgency
+from meterdesk.notifications.tables import notices, notification_log, notification_outbox
 
 _T = notification_outbox
 
@@ -35,6 +40,7 @@ class Claimed:
     id: int
     organisation_id: int
     event_kind: str
+    event_key: str
     channel: str
     address: str
     language: str
@@ -78,6 +84,7 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, lease: timedelta) 
             _T.c.id,
             _T.c.organisation_id,
             _T.c.event_kind,
+            _T.c.event_key,
             _T.c.channel,
             _T.c.address,
             _T.c.language,
@@ -147,10 +154,20 @@ _STATUS_FOR = {
 def record(conn: Connection, claimed: Claimed, outcome: Outcome, *, now: datetime) -> bool:
     """Store the outcome; False when the claim had been lost (the log still gets the line)."""
     values: dict[str, Any] = {"status": _STATUS_FOR[outcome.result].value}
+    error = outcome.error
+    if (
+        _STATUS_FOR[outcome.result] is Status.PENDING
+        and claimed.event_kind == EventKind.SYSTEM_NOTICE.value
+        and notice_cancelled(conn, claimed.organisation_id, claimed.event_key)
+    ):
+        # Claimed before its notice was cancelled and not sent: it is not tried again.
+        reason = notice_model.cancelled_reason(notice_model.notice_of(claimed.event_key))
+        values["status"] = Status.CANCELLED.value
+        error = f"{outcome.error}; {reason}" if outcome.error else reason
     if outcome.result == "sent":
         values.update(sent_at=now, provider_message_id=outcome.provider_message_id, last_error=None)
     else:
-        values["last_error"] = outcome.error
+        values["last_error"] = error
     if outcome.next_attempt_at is not None:
         values["next_attempt_at"] = outcome.next_attempt_at
     if outcome.result == "deferred":
@@ -174,9 +191,25 @@ def record(conn: Connection, claimed: Claimed, outcome: Outcome, *, now: datetim
             at=now,
             channel=claimed.channel,
             result=outcome.result,
-            error=outcome.error if changed else f"claim lost; {outcome.error or outcome.result}",
+            error=error if changed else f"claim lost; {error or outcome.result}",
             provider_message_id=outcome.provider_message_id,
             detail=outcome.detail,
         )
     )
     return bool(changed)
+
+
+def notice_cancelled(conn: Connection, organisation_id: int, event_key: str) -> bool:
+    """Whether the notice of a ``system_notice`` message (by its event key) has been cancelled,
+    read under a shared lock on the notice: a cancel in progress is waited for, and one that
+    starts later waits for the caller's transaction (whose ``pending`` it then sees and stops).
+    The dispatcher putting a claimed message back and an operator's retry both ask it."""
+    found = conn.execute(
+        select(notices.c.cancelled_at)
+        .where(
+            notices.c.id == notice_model.notice_of(event_key),
+            notices.c.organisation_id == organisation_id,
+        )
+        .with_for_update(read=True)
+    ).one_or_none()
+    return found is not None and found.cancelled_at is not None

@@ -105,14 +105,22 @@ def enqueue_in(
 
 
 def enqueue_many_in(
-    conn: Connection, notifications: Sequence[NewNotification], at: datetime
+    conn: Connection,
+    notifications: Sequence[NewNotification],
+    at: datetime,
+    *,
+    not_before: datetime | None = None,
 ) -> list[int]:
     """Queue ``notifications`` as :func:`enqueue_in` would one after the other — the same rows in
     the same order, the same de-duplication (also between two of them), the same error for the
     first that fails — but with the reads and the insert done once for the whole batch. Returns
-    the ids of the rows written now, in order. On an error nothing of the batch is written."""
+    the ids of the rows written now, in order. On an error nothing of the batch is written.
+
+    ``not_before`` (a scheduled notice's time) makes the messages due then rather than at
+    ``at`` (and, for normal ones, at the end of the quiet hours that hold at that instant)."""
     found = _Lookups.read(conn, notifications)
-    rows = [row for notification in notifications for row in _rows(notification, at, found)]
+    due = None if not_before is None else require_utc(not_before, field="not_before")
+    rows = [row for notification in notifications for row in _rows(notification, at, found, due)]
     return insert_outbox_rows(conn, rows)
 
 
@@ -158,10 +166,16 @@ class _Lookups:
         return cls(settings, quiet, contexts)
 
 
-def _rows(notification: NewNotification, at: datetime, found: _Lookups) -> Iterator[dict[str, Any]]:
+def _rows(
+    notification: NewNotification,
+    at: datetime,
+    found: _Lookups,
+    not_before: datetime | None = None,
+) -> Iterator[dict[str, Any]]:
     """The outbox rows of one message, checked in the order :func:`enqueue_in` always has."""
     kind = model.event_kind(notification.event)
     when = require_utc(at, field="at")
+    due = when if not_before is None else max(when, not_before)
     chosen = _chosen(found.settings[notification.organisation_id], kind, notification.channels)
     if not chosen:
         return
@@ -178,7 +192,7 @@ def _rows(notification: NewNotification, at: datetime, found: _Lookups) -> Itera
         "next_attempt_at": model.release_at(
             urgency,
             found.quiet.get(notification.organisation_id),
-            when,
+            due,
             zone(context.timezone),
         ),
     }

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, updat
 from meterdesk.audit import service as audit
 from meterdesk.db import commit_signals
 from meterdesk.db.database import Database
-from meterdesk.notifications import model, recipients
+from meterdesk.notifications import model, notice_model, outbox, recipients
 from meterdesk.notifications.model import Status
 from meterdesk.notifications.tables import notification_log, notification_outbox
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
@@ -201,7 +201,14 @@ def retry_notification(db: Database, *, organisation_id: int, outbox_id: int, ac
         # once (a double click) must see this one's "pending", not the "failed" it read before,
         # or it puts back a row a dispatcher has claimed since (and it is sent twice).
         row = conn.execute(
-            select(table.c.status, table.c.channel, table.c.address, table.c.customer_id)
+            select(
+                table.c.status,
+                table.c.channel,
+                table.c.address,
+                table.c.customer_id,
+                table.c.event_kind,
+                table.c.event_key,
+            )
             .where(table.c.id == outbox_id, table.c.organisation_id == organisation_id)
             .with_for_update(key_share=True)
         ).one_or_none()
@@ -211,6 +218,13 @@ def retry_notification(db: Database, *, organisation_id: int, outbox_id: int, ac
         if status not in (Status.FAILED, Status.SUPPRESSED):
             raise ConflictError(
                 f"notification {outbox_id} is {status}, only failed or suppressed ones are retried"
+            )
+        if row.event_kind == model.EventKind.SYSTEM_NOTICE.value and outbox.notice_cancelled(
+            conn, organisation_id, str(row.event_key)
+        ):
+            raise ConflictError(
+                f"notification {outbox_id} belongs to notice "
+                f"#{notice_model.notice_of(str(row.event_key))}, which was cancelled"
             )
         values: dict[str, Any] = {
             "status": Status.PENDING.value,

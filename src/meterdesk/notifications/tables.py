@@ -13,7 +13,8 @@
 - ``notification_quiet_hours``: per organisation, a daily window of local wall time.
 - ``notices``: the system notices (系统通知) operators sent to the tenants of a scope; their
   messages are outbox rows with event ``system_notice`` and event key
-  ``notice:<id>:customer:<customer id>``.
+  ``notice:<id>:customer:<customer id>``, due at once or at the notice's ``send_at``; a
+  cancelled notice's messages that had not gone out are ``cancelled`` (a final status).
 - ``notification_summaries``: per organisation, how often its tenants get a deduction summary
   (扣费通知); no row: never (the default, since every summary is an SMS someone pays for).
 """
@@ -64,7 +65,8 @@ notification_outbox = Table(
     Column("created_at", Instant, nullable=False),
     Column("sent_at", Instant, nullable=True),
     CheckConstraint(
-        "status IN ('pending', 'sending', 'sent', 'failed', 'suppressed')", name="status"
+        "status IN ('pending', 'sending', 'sent', 'failed', 'suppressed', 'cancelled')",
+        name="status",
     ),
     CheckConstraint("urgency IN ('urgent', 'normal')", name="urgency"),
     CheckConstraint("attempts >= 0", name="attempts"),
@@ -163,6 +165,11 @@ notices = Table(
     Column("recipient_count", Integer, nullable=False),  # customers of the open accounts in scope
     Column("created_by", String(100), nullable=False),
     Column("created_at", Instant, nullable=False),
+    # A scheduled notice: its messages are due at this instant (NULL: sent at once).
+    Column("send_at", Instant, nullable=True),
+    # Cancelled: every message of it still waiting became 'cancelled' in the same transaction.
+    Column("cancelled_at", Instant, nullable=True),
+    Column("cancelled_by", String(100), nullable=True),
     # A double click must not text 300 tenants twice: one notice per key in an organisation.
     UniqueConstraint("organisation_id", "idempotency_key"),
     CheckConstraint(

@@ -1,7 +1,10 @@
-"""System notices, pure: scopes, subject and text rules, channels, and what makes a repeat the
-same notice."""
+"""System notices, pure: scopes, subject and text rules, channels, scheduled times, and what
+makes a repeat the same notice."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -93,3 +96,48 @@ def test_idempotency_keys_and_event_keys() -> None:
     assert low <= notice_model.event_key(12, 10**9) < high
     for other in (notice_model.event_key(120, 5), notice_model.event_key(1, 5), "notice:12"):
         assert not low <= other < high, other
+
+
+def test_a_scheduled_time_is_part_of_the_notice_and_absent_leaves_the_hash_as_before() -> None:
+    plain = request()
+    at = datetime(2026, 12, 9, 0, 0, tzinfo=UTC)
+    scheduled = request(send_at=at)
+    assert plain.send_at is None and scheduled.send_at == at
+    assert scheduled.request_hash() != plain.request_hash()
+    assert request(send_at=at).request_hash() == scheduled.request_hash()
+    # The hash of a notice sent at once is what it was before scheduling existed.
+    assert (
+        plain.request_hash()
+        == notice_model.NoticeRequest(
+            plain.scope, plain.subject, plain.text, plain.urgent, plain.channels
+        ).request_hash()
+    )
+    with pytest.raises(ValidationError, match="time zone is required"):
+        request(send_at=datetime(2026, 12, 9, 8, 0))  # noqa: DTZ001 - refused
+
+
+def test_a_scheduled_time_lies_ahead_by_at_most_ninety_days() -> None:
+    now = datetime(2026, 12, 7, 0, 0, tzinfo=UTC)
+    assert notice_model.check_send_at(now + timedelta(seconds=1), now) == now + timedelta(seconds=1)
+    assert notice_model.check_send_at(now + timedelta(days=90), now) == now + timedelta(days=90)
+    with pytest.raises(ValidationError, match="not in the future"):
+        notice_model.check_send_at(now, now)
+    with pytest.raises(ValidationError, match="at most 90 days ahead"):
+        notice_model.check_send_at(now + timedelta(days=90, minutes=1), now)
+
+
+def test_a_local_time_is_the_wall_time_of_the_zone_and_a_gap_is_the_jump() -> None:
+    shanghai = ZoneInfo("Asia/Shanghai")
+    assert notice_model.local_send_at(" 2026-12-09 08:00 ", shanghai) == datetime(
+        2026, 12, 9, 0, 0, tzinfo=UTC
+    )
+    assert notice_model.local_send_at("2026-12-09T08:00Z", shanghai) == datetime(
+        2026, 12, 9, 8, 0, tzinfo=UTC
+    )
+    berlin = ZoneInfo("Europe/Berlin")  # 2027-03-28 02:30 does not exist there
+    assert notice_model.local_send_at("2027-03-28 02:30", berlin) == datetime(
+        2027, 3, 28, 1, 0, tzinfo=UTC
+    )
+    for bad in ("", "12/09 8am", "2026-13-01 08:00"):
+        with pytest.raises(ValidationError, match="send at"):
+            notice_model.local_send_at(bad, shanghai)

@@ -1,7 +1,8 @@
 """System notices (系统通知 / 公告, F-NOTIFY): an operator tells the tenants of the whole
 organisation, a site, a building, a floor or some rooms something, with the delivery counts of
 each notice. Sending is idempotent: a repeat with the same ``Idempotency-Key`` answers the first
-notice and queues nothing."""
+notice and queues nothing. A notice may be scheduled (``send_at``) and cancelled: its messages
+that have not gone out are stopped."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from meterdesk.api.errors import ERROR_RESPONSES
 from meterdesk.api.idempotency import run_once
 from meterdesk.api.pagination import Cursor, Limit, Page, after_id, encode
 from meterdesk.api.schemas.common import BigId
-from meterdesk.api.schemas.notices import NoticeIn, NoticeOut
+from meterdesk.api.schemas.notices import NoticeCancelledOut, NoticeIn, NoticeOut
 from meterdesk.notifications import notice_model, notices
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["notifications"])
@@ -26,7 +27,8 @@ def send_notice(
 ) -> JSONResponse:
     """Send a notice to the customers of the open accounts on the rooms in scope, once per
     customer and channel. 404 for a place not of this organisation, 409 when the scope has no
-    open account (nothing is written), 422 for a bad subject, text, scope or channel."""
+    open account (nothing is written), 422 for a bad subject, text, scope or channel, or a
+    ``send_at`` without an offset, not in the future or more than 90 days ahead."""
     checked = notice_model.notice_request(
         scope_kind=body.scope,
         scope_ids=body.ids,
@@ -34,6 +36,7 @@ def send_notice(
         body=body.text,
         urgent=body.urgent,
         channel_names=body.channels,
+        send_at=body.send_at,
     )
 
     def perform() -> tuple[BaseModel, bool]:
@@ -79,3 +82,34 @@ def get_notice(notice_id: BigId, caller: Reader) -> NoticeOut:
         caller.db, organisation_id=caller.organisation_id, notice_id=notice_id
     )
     return NoticeOut.model_validate(found)
+
+
+@router.post("/notices/{notice_id}/cancel", response_model=NoticeCancelledOut)
+def cancel_notice(
+    notice_id: BigId, request: Request, caller: NotificationsWriter, key: IdempotencyKey
+) -> JSONResponse:
+    """Stop every message of the notice that has not gone out (``stopped``); those a dispatcher
+    had already taken or sent cannot be recalled (``gone``). Cancelling a cancelled notice
+    answers the same (200, ``already_cancelled``, ``Idempotent-Replay: true``) and changes
+    nothing. 404 for another organisation's notice."""
+
+    def perform() -> tuple[BaseModel, bool]:
+        found, before = notices.cancel_notice(
+            caller.db,
+            organisation_id=caller.organisation_id,
+            notice_id=notice_id,
+            actor=caller.actor,
+        )
+        answer = NoticeCancelledOut.model_validate({**found, "already_cancelled": before})
+        return answer, before
+
+    return run_once(
+        caller,
+        request,
+        key=key,
+        payload={},
+        action="notices.cancel",
+        subject=f"notice:{notice_id}",
+        perform=perform,
+        status_code=200,
+    )

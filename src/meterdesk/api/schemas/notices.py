@@ -30,6 +30,13 @@ class NoticeIn(BaseModel):
             "urgent": True,
             "channels": ["sms"],
         },
+        {
+            "scope": "site",
+            "ids": [1],
+            "subject": "电价调整通知",
+            "text": "自 1 月 1 日起电价调整为 0.68 元/kWh。",
+            "send_at": "2026-12-20T09:00:00+08:00",
+        },
     )
     scope: ScopeName = Field(description="organisation (no ids), site, building, floor or rooms")
     ids: list[Id] = Field(
@@ -47,6 +54,12 @@ class NoticeIn(BaseModel):
         description="person channels to use (sms, voice, email, wechat, wechat_mini, push); "
         "null: every channel subscribed to system_notice",
     )
+    send_at: datetime | None = Field(
+        default=None,
+        description="send later: an ISO 8601 instant WITH its offset, in the future and at most "
+        "90 days ahead; its messages are queued now, due then (a normal notice falling in quiet "
+        "hours waits for their end). null: at once",
+    )
 
 
 class DeliveryOut(BaseModel):
@@ -55,6 +68,7 @@ class DeliveryOut(BaseModel):
     sent: int
     failed: int
     suppressed: int
+    cancelled: int
 
 
 class NoticeOut(BaseModel):
@@ -68,4 +82,18 @@ class NoticeOut(BaseModel):
     recipient_count: int = Field(description="customers of the open accounts in scope")
     created_by: str
     created_at: datetime
+    send_at: datetime | None = Field(description="when it is scheduled to go out; null: at once")
+    cancelled_at: datetime | None
+    cancelled_by: str | None
     delivery: DeliveryOut = Field(description="this notice's messages in each status")
+    stopped: int = Field(description="its messages a cancel stopped (delivery.cancelled)")
+    gone: int = Field(
+        description="its messages a dispatcher has taken or sent (delivery.sending + sent): "
+        "a cancel cannot recall them"
+    )
+
+
+class NoticeCancelledOut(NoticeOut):
+    already_cancelled: bool = Field(
+        description="true: it had been cancelled before; this call changed nothing"
+    )

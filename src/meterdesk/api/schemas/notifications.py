@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, JsonValue, StringConstraints
 from meterdesk.api.schemas.common import examples
 
 ChannelName = Literal["sms", "voice", "email", "wechat", "wechat_mini", "push", "webhook", "log"]
-StatusName = Literal["pending", "sending", "sent", "failed", "suppressed"]
+StatusName = Literal["pending", "sending", "sent", "failed", "suppressed", "cancelled"]
 EventName = Literal[
     "alarm_level_1",
     "alarm_level_2",
@@ -78,6 +78,7 @@ class NotificationCountsOut(BaseModel):
     sent: int
     failed: int
     suppressed: int
+    cancelled: int
 
 
 class SecretOut(BaseModel):

@@ -1,10 +1,12 @@
 """System notices in the console (系统通知): a form to tell the tenants of the whole
-organisation, a site, a building, a floor or some rooms something, and the list of notices sent
-with each one's delivery counts.
+organisation, a site, a building, a floor or some rooms something, at once or at a chosen time,
+and the list of notices with each one's scheduled time, delivery counts and a cancel button.
 
-Sending goes through the API's own handler (``send_notice``): the same role check, validation,
-idempotency key store and audit entries. An error is shown in the form, which keeps what was
-typed; a notice sent replaces the panel with a fresh form (and a fresh key) and the list.
+Sending and cancelling go through the API's own handlers (``send_notice``, ``cancel_notice``):
+the same role check, validation, idempotency key store and audit entries. An error is shown in
+the form, which keeps what was typed; a notice sent or cancelled replaces the panel with a fresh
+form (and a fresh key) and the list. The form's time (``datetime-local``, no zone) is the wall
+time of the chosen place's site, as on the CLI.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from sqlalchemy import select
 
 from meterdesk.api.deps import Caller, NotificationsWriter, Reader
 from meterdesk.api.routers import notices as api
+from meterdesk.api.schemas.common import BigId
 from meterdesk.api.schemas.notices import NoticeIn
-from meterdesk.notifications import notices
+from meterdesk.notifications import notice_model, notices
 from meterdesk.notifications.model import PERSON_CHANNELS, Channel
 from meterdesk.shared.errors import ValidationError
 from meterdesk.sites.tables import buildings, floors, rooms, sites
@@ -109,7 +112,9 @@ def _named(
     ]
 
 
-def _panel(caller: Caller, sent: dict[str, Any] | None = None) -> dict[str, Any]:
+def _panel(
+    caller: Caller, sent: dict[str, Any] | None = None, cancelled: dict[str, Any] | None = None
+) -> dict[str, Any]:
     places = _places(caller)
     found = notices.list_notices(caller.db, organisation_id=caller.organisation_id, limit=LISTED)
     return {
@@ -119,6 +124,7 @@ def _panel(caller: Caller, sent: dict[str, Any] | None = None) -> dict[str, Any]
         "channels": CHANNELS,
         "key": new_key(),
         "sent": sent,
+        "cancelled": cancelled,
         "nav": "notices",
     }
 
@@ -142,6 +148,7 @@ def send(
     text: Annotated[str, Form(max_length=2000)] = "",
     urgent: Annotated[str | None, Form(max_length=5)] = None,
     channels: Annotated[list[str] | None, Form()] = None,
+    send_at: Annotated[str | None, Form(max_length=40)] = None,
 ) -> HTMLResponse:
     chosen = {"site": site_id, "building": building_id, "floor": floor_id}
     if scope == "rooms":
@@ -153,6 +160,10 @@ def send(
         ids = [place]
     else:
         ids = []
+    when = None
+    if blank_to_none(send_at):
+        tz = notices.scope_zone(caller.db, caller.organisation_id, notice_model.scope(scope, ids))
+        when = notice_model.local_send_at(str(send_at), tz).isoformat()
     body = build(
         NoticeIn,
         scope=scope,
@@ -161,6 +172,19 @@ def send(
         text=text,
         urgent=urgent == "on",
         channels=[c for c in channels or [] if blank_to_none(c)] or None,
+        send_at=when,
     )
     answer = answer_of(api.send_notice(body, request, caller, f"{idempotency_key}:notice"))
     return page(request, caller, "partials/notice_panel.html", _panel(caller, sent=answer))
+
+
+@router.post("/notices/{notice_id}/cancel", response_class=HTMLResponse)
+def cancel(
+    notice_id: BigId,
+    request: Request,
+    caller: NotificationsWriter,
+    idempotency_key: Annotated[str, Form(min_length=8, max_length=100)],
+) -> HTMLResponse:
+    key = f"{idempotency_key}:notice-cancel:{notice_id}"
+    answer = answer_of(api.cancel_notice(notice_id, request, caller, key))
+    return page(request, caller, "partials/notice_panel.html", _panel(caller, cancelled=answer))

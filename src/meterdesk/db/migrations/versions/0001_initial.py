@@ -392,6 +392,9 @@ def upgrade() -> None:
         sa.Column("recipient_count", sa.Integer(), nullable=False),
         sa.Column("created_by", sa.String(length=100), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("send_at", sa.BigInteger(), nullable=True),
+        sa.Column("cancelled_at", sa.BigInteger(), nullable=True),
+        sa.Column("cancelled_by", sa.String(length=100), nullable=True),
         sa.CheckConstraint(
             "scope_kind IN ('organisation', 'site', 'building', 'floor', 'rooms')",
             name=op.f("ck_notices_scope_kind"),
@@ -1012,7 +1015,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("sent_at", sa.BigInteger(), nullable=True),
         sa.CheckConstraint(
-            "status IN ('pending', 'sending', 'sent', 'failed', 'suppressed')",
+            "status IN ('pending', 'sending', 'sent', 'failed', 'suppressed', 'cancelled')",
             name=op.f("ck_notification_outbox_status"),
         ),
         sa.CheckConstraint(
