@@ -364,6 +364,22 @@ def _notices(db: Any) -> None:
         notices.send_notice(
             db, organisation_id=1, request=request, key=f"shots-{number}", actor="admin"
         )
+    # two scheduled for tomorrow morning: one waiting (its cancel button shows), one cancelled
+    tomorrow = db.clock().replace(minute=0, second=0, microsecond=0) + timedelta(hours=20)
+    for number, subject in ((2, "B2 栋电梯年检"), (3, "B2 栋停电检修（已取消）")):
+        request = notice_model.notice_request(
+            scope_kind="building",
+            scope_ids=[2],
+            subject_text=subject,
+            body="12 月 10 日 8:00–10:00，请合理安排出行。",
+            urgent=False,
+            send_at=tomorrow,
+        )
+        notice, _ = notices.send_notice(
+            db, organisation_id=1, request=request, key=f"shots-{number}", actor="admin"
+        )
+        if number == 3:
+            notices.cancel_notice(db, organisation_id=1, notice_id=notice["id"], actor="admin")
 
 
 def customer_screens(page: Any, base: str, out: Path, lang: str, db: Any) -> None:

@@ -19,12 +19,13 @@ ingestor also skips its configuration checks (:attr:`IngestState.nothing_changed
 
 That first proof breaks whenever anything at all committed in between, which in a running
 platform (the command executor, the notification sender, a poll batch) is nearly always. So
-there is a second, narrower one: the marker of ``db/counters.py``, which a trigger sets to a
-fresh random value on every row written to ``meter_cursors``, ``period_totals`` or
-``ledger_accounts`` — by any connection of any process, through any code path — is what it was
-at the end of the batch. Then the kept values are current (they are rows of those tables only),
-while anything else may have changed: the configuration checks run again. A database without
-the triggers (created before them) has only the first proof.
+there is a second, narrower one: the marker of ``db/counters.py`` is what it was at the end of
+the batch, its flag still down. The batch lowers the flag after its own writes; the first row
+written to ``meter_cursors``, ``period_totals`` or ``ledger_accounts`` after that — by any
+connection of any process, through any code path — raises it and sets a fresh value (a
+trigger). Then the kept values are current (they are rows of those tables only), while anything
+else may have changed: the configuration checks run again. A database without the triggers
+(created before them) has only the first proof.
 
 Anything else empties the cache. On PostgreSQL it is never used: there reading the cursors is
 also taking their row locks, and other writers cannot be ruled out this way.
@@ -62,6 +63,7 @@ class IngestState:
         self._proof: _Mark | None = None
         self._pending: _Mark | None = None
         self._unchanged = False  # the first proof held: nothing at all was written since
+        self._marker: bool | None = None  # the database has the marker's triggers (checked once)
         self._active = False  # this batch reads through the cache (SQLite, enabled)
         self._opened: Connection | None = None  # the transaction open() checked
         self._reset()
@@ -103,15 +105,13 @@ class IngestState:
         if not self._active:
             self._reset()
             return
-        current = _mark(conn)
+        if self._marker is None:  # a database created before the triggers has none
+            self._marker = counters.kept_state_marker_installed(conn)
+        current = self._mark(conn)
         size = len(self._cursors) + len(self._totals) + len(self._balances)
         unchanged = proof is not None and proof[0] is current[0] and proof[1:3] == current[1:3]
         kept_tables_unchanged = unchanged or (
-            proof is not None
-            and proof[3] is not None
-            and proof[3] == current[3]
-            # checked when relied on: a database created before the triggers has none
-            and counters.kept_state_marker_installed(conn)
+            proof is not None and proof[3] is not None and proof[3] == current[3]
         )
         if kept_tables_unchanged and size <= MAX_ENTRIES:
             self._cached, self._unchanged = True, unchanged
@@ -197,13 +197,15 @@ class IngestState:
         for lent in self._lent:
             self._balances.update(lent)
         self._lent = []
-        self._pending = _mark(conn)
+        if self._marker:
+            counters.clear_kept_state_marker(conn)  # after this batch's own writes
+        self._pending = self._mark(conn)
 
     def seal(self, conn: Connection) -> None:
         """The owner of the transaction (see :meth:`open`) wrote more after the batch, none of
         it cursors, running totals or balances: take the proof as of now."""
         if self._pending is not None and self._active:
-            self._pending = _mark(conn)
+            self._pending = self._mark(conn)
 
     def committed(self) -> None:
         """The batch's transaction committed: the next batch may use what is kept."""
@@ -239,6 +241,15 @@ class IngestState:
                 )
         return found
 
+    def _mark(self, conn: Connection) -> _Mark:
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        version = int(conn.exec_driver_sql("PRAGMA data_version").scalar_one())
+        marker = counters.read_kept_state_marker(conn) if self._marker else None
+        # The driver connection itself, not its id: a closed one kept here can never be mistaken
+        # for a new one at the same address (sqlite3 connections take no weak references).
+        return driver, version, int(driver.total_changes), marker
+
     def forget(self) -> None:
         """Start again empty (a batch failed, or ran in a transaction the ingestor does not
         own)."""
@@ -247,15 +258,6 @@ class IngestState:
 
 
 _Mark = tuple[Any, int, int, int | None]
-
-
-def _mark(conn: Connection) -> _Mark:
-    driver = conn.connection.dbapi_connection
-    assert driver is not None
-    version = int(conn.exec_driver_sql("PRAGMA data_version").scalar_one())
-    # The driver connection itself, not its id: a closed one kept here can never be mistaken
-    # for a new one at the same address (sqlite3 connections take no weak references).
-    return driver, version, int(driver.total_changes), counters.read_kept_state_marker(conn)
 
 
 def _values(total: PeriodTotal) -> tuple[object, ...]:

@@ -50,6 +50,13 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "kept_state_marker",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.Column("written", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_kept_state_marker")),
+    )
+    op.create_table(
         "login_attempts",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("username", sa.String(length=100), nullable=False),
@@ -1406,6 +1413,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_login_attempts_lookup")
 
     op.drop_table("login_attempts")
+    op.drop_table("kept_state_marker")
     with op.batch_alter_table("charge_lines", schema=None) as batch_op:
         batch_op.drop_index("ix_charge_lines_meter_end")
 
