@@ -154,6 +154,43 @@ def test_the_wizards_customer_search_finds_a_number_stored_before_normalising(
         assert "Old Spelling" in found.text, typed
 
 
+def test_the_wizard_opens_for_the_customer_already_on_record_when_name_and_phone_are_typed_again(
+    world: World,
+) -> None:
+    """A customer stored before phones were normalised, typed again in the wizard as a new
+    customer with the number in another spelling: the account goes to that customer (as an
+    opening from a preset or an import does), not to a second copy of them. Another name with
+    the same phone is another customer."""
+    with world.db.transaction() as conn:
+        conn.execute(
+            insert(customers_table).values(
+                organisation_id=world.alpha.id,
+                name="Typed Twice",
+                phone="13600136000",
+                created_at=world.clock(),
+            )
+        )
+    console = Console(world.client, world.alpha, AUTH_ROLE)  # signs the client in
+    [before_id] = [
+        c["id"]
+        for c in world.client.get("/api/v1/customers", params={"q": "Typed Twice"}).json()["items"]
+    ]
+    alpha = world.alpha
+    data = {
+        "room_id": alpha.spare_room_id, "customer_name": "Typed Twice",
+        "customer_phone": "+86 136 0013 6000", "key": "wizard-twice-1", "number": "W-T",
+        "billing_mode": "platform", "overdraft_limit": "0", "meter": [alpha.spare_meter_id],
+        "tariff": [str(alpha.tariff_id)], "reading": ["0"], "initial_credit": "0",
+    }  # fmt: skip
+
+    opened = console.post("/accounts/open", data)
+
+    assert opened.status_code == 200, opened.text
+    assert customers(world, "Typed Twice") == [("Typed Twice", "13600136000", None)]
+    [account] = world.client.get("/api/v1/accounts", params={"q": "W-T"}).json()["items"]
+    assert account["customer_id"] == before_id
+
+
 def test_channel_settings_save_a_landline_for_sms_with_a_note_and_for_voice_silently(
     world: World,
 ) -> None:

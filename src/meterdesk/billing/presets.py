@@ -46,13 +46,12 @@ from meterdesk.shared.contacts import (
     optional_email,
     optional_openid,
     optional_phone,
-    same_phone,
     sms_warning,
 )
 from meterdesk.shared.errors import ConflictError, MeterdeskError, NotFoundError, ValidationError
 from meterdesk.shared.money import parse_unsigned_money, to_decimal
 from meterdesk.shared.sheets import SheetRow, csv_lines, table
-from meterdesk.sites.service import RoomPath, find_room
+from meterdesk.sites.service import RoomPath, find_room, same_customer_in
 from meterdesk.sites.tables import customers
 from meterdesk.tariffs.repository import load_tariff
 from meterdesk.tariffs.tables import tariffs
@@ -350,22 +349,11 @@ def _resolve(
 
 
 def _customer(conn: Connection, db: Database, organisation_id: int, data: PresetData) -> int:
-    """The customer with this name and phone, created when new. The phone is compared as a
-    number, not as text: a customer stored before phones were normalised (``13800138000``,
-    ``138-0013-8000``) is the same tenant as a preset's or an imported row's ``+8613800138000``, not a second one.
-    Where several match (such a second one was created before), the first stored is taken."""
-    candidates = conn.execute(
-        select(customers.c.id, customers.c.phone)
-        .where(
-            customers.c.organisation_id == organisation_id,
-            customers.c.name == data.customer_name,
-        )
-        .order_by(customers.c.id)
-    ).all()
-    phone = data.customer_phone or None
-    found = next((row.id for row in candidates if same_phone(row.phone, phone)), None)
+    """The customer with this name and phone (compared as a number:
+    :func:`sites.service.same_customer_in`), created when new."""
+    found = same_customer_in(conn, organisation_id, data.customer_name, data.customer_phone or None)
     if found is not None:
-        return int(found)
+        return found
     result = conn.execute(
         insert(customers).values(
             organisation_id=organisation_id,

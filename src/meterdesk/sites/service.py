@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from meterdesk.audit import service as audit
 from meterdesk.db.database import Database
-from meterdesk.shared.contacts import optional_email, optional_openid, optional_phone
+from meterdesk.shared.contacts import optional_email, optional_openid, optional_phone, same_phone
 from meterdesk.shared.errors import ConflictError, NotFoundError, ValidationError
 from meterdesk.shared.money import to_decimal
 from meterdesk.shared.time import zone
@@ -181,6 +181,31 @@ def create_customer(
             created_at=db.clock(),
         )
         return _insert(conn, statement, f"customer {name!r}")
+
+
+def same_customer_in(
+    conn: Connection, organisation_id: int, name: str, phone: str | None
+) -> int | None:
+    """The customer with this name and phone (E.164, or None: none on record either), or None.
+    The phone is compared as a number, not as text: a customer stored before phones were
+    normalised (``13800138000``, ``138-0013-8000``) is the same tenant as ``+8613800138000``.
+    Where several match (a second one created before), the first stored is taken."""
+    candidates = conn.execute(
+        select(customers.c.id, customers.c.phone)
+        .where(customers.c.organisation_id == organisation_id, customers.c.name == name)
+        .order_by(customers.c.id)
+    ).all()
+    return next((int(row.id) for row in candidates if same_phone(row.phone, phone)), None)
+
+
+def same_customer(
+    db: Database, *, organisation_id: int, name: str, phone: str | None
+) -> int | None:
+    """:func:`same_customer_in` for a name and phone as typed (checked and normalised as
+    :func:`create_customer` would store them)."""
+    wanted = _name(name, "name")
+    with db.read() as conn:
+        return same_customer_in(conn, organisation_id, wanted, optional_phone(phone))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from meterdesk.shared.contacts import (
     optional_phone,
 )
 from meterdesk.shared.errors import MeterdeskError, ValidationError
+from meterdesk.sites import service as sites
 from meterdesk.web.forms import blank_to_none, build
 from meterdesk.web.i18n import LANGUAGE_NAMES
 from meterdesk.web.routes.common import answer_of, new_key, page
@@ -199,6 +200,13 @@ def _customer(caller: Caller, request: Request, data: WizardData) -> int:
         wechat_mini_openid=blank_to_none(data.customer_wechat_mini_openid),
         language=data.customer_language,
     )
+    # The same name and phone typed again is the same tenant (as presets and imports find
+    # them): the account goes to that customer rather than to a second copy of them.
+    same = sites.same_customer(
+        caller.db, organisation_id=caller.organisation_id, name=body.name, phone=body.phone
+    )
+    if same is not None:
+        return same
     return int(places_api.create_customer(body, caller).id)
 
 
