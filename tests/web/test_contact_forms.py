@@ -154,6 +154,28 @@ def test_the_wizards_customer_search_finds_a_number_stored_before_normalising(
         assert "Old Spelling" in found.text, typed
 
 
+def test_a_number_typed_with_its_country_code_finds_one_stored_with_separators(
+    world: World,
+) -> None:
+    """Stored before numbers were normalised, with the separators it was typed with: the
+    console's and the API's search find it by the whole number with its country code."""
+    with world.db.transaction() as conn:
+        conn.execute(
+            insert(customers_table).values(
+                organisation_id=world.alpha.id,
+                name="Dashed Spelling",
+                phone="136-0013 (6001)",
+                created_at=world.clock(),
+            )
+        )
+    console = Console(world.client, world.alpha, AUTH_ROLE)
+
+    for typed in ("+86 136 0013 6001", "+8613600136001", "136 0013 6001"):
+        found = console.get(f"/accounts/open/customers?cq={quote(typed)}", **HTMX)
+        assert "Dashed Spelling" in found.text, typed
+        assert [name for name, _, _ in customers(world, typed)] == ["Dashed Spelling"], typed
+
+
 def test_the_wizard_opens_for_the_customer_already_on_record_when_name_and_phone_are_typed_again(
     world: World,
 ) -> None:
