@@ -289,3 +289,7 @@ def test_an_sms_operator_address_that_is_a_landline_is_saved_with_a_warning(
     voice = run(*channel, "voice", *options)
     assert voice.stderr == ""
     assert run_json(*channel, "voice", *options)["address_warnings"] == []
+
+    listed = run("notification", "channel", "list", *ORG).stdout  # the list says it too
+    assert f"         warning: {said}" in listed
+    assert listed.count("warning:") == 1  # the SMS channel only

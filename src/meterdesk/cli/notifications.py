@@ -175,6 +175,7 @@ def _channel_text(view: channel_status.ChannelView) -> str:
         lines.append(f"         secrets {secrets}")
     if view.problem:
         lines.append(f"         problem: {view.problem}")
+    lines.extend(f"         warning: {warning}" for warning in view.address_warnings)
     return "\n".join(lines)
 
 
