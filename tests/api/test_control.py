@@ -85,6 +85,23 @@ def test_a_plan_is_revised_in_place_and_audited(world: World) -> None:
     assert {("alarm_plan.update", subject), ("api.alarm_plan.update", subject)} <= actions
 
 
+def test_a_name_that_looks_like_json_is_revised_and_audited_as_text(world: World) -> None:
+    """A plan renamed "[0" (or "{B}") is a name, not JSON text: the audit entry shows it as it
+    is (schemathesis found the revision failing with a 500)."""
+    plan = post(world, "/alarm-plans", PLAN).json()
+    for name in ("[0", "{B} plan"):
+        revised = put(world, f"/alarm-plans/{plan['id']}", {**PLAN, "name": name})
+        assert revised.status_code == 200, revised.text
+        assert revised.json()["name"] == name
+    entries = world.client.get(f"{API}/audit?limit=500", headers=world.alpha.auth()).json()
+    renamed = [
+        e["detail"]["after"]["name"]
+        for e in entries["items"]
+        if e["action"] == "alarm_plan.update" and e["subject"] == f"alarm_plan:{plan['id']}"
+    ]
+    assert sorted(renamed) == ["[0", "{B} plan"]
+
+
 def test_a_refused_revision_changes_nothing(world: World) -> None:
     plan = post(world, "/alarm-plans", PLAN).json()
     path = f"/alarm-plans/{plan['id']}"
