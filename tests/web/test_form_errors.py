@@ -206,6 +206,53 @@ EXAMPLES = [
         "characters",
         "名称：不能为空；电话：最多 40 个字符",
     ),
+    # the system notices' form
+    ("subject: required", "标题：必填"),
+    ("floor: choose one", "楼层：请选择一个"),
+    ("subject: at most 60 characters (61 given)", "标题：最多 60 个字符（填了 61 个）"),
+    (
+        "subject: one line without control characters (U+000A)",
+        "标题：只能是一行文字，不能含控制字符（U+000A）",
+    ),
+    ("text: a control character (U+0000) is not allowed", "正文：不能含控制字符（U+0000）"),
+    (
+        "rooms: give one or more room numbers, separated by commas",
+        "指定房间：请填写一个或多个房间号，用逗号分隔",
+    ),
+    ("rooms: no room 'B-909'", "指定房间：没有房间 'B-909'"),
+    (
+        "rooms: 'B-101' is on several floors: send to its floor",
+        "指定房间：'B-101' 在多个楼层都有：请改为发送到所在楼层",
+    ),
+    ("scope: name at least one room", "发送到：请至少指定一个房间"),
+    ("scope: at most 500 rooms in one notice", "发送到：一条通知最多 500 个房间"),
+    (
+        "channels: webhook is not a channel that reaches a person",
+        "通知渠道：webhook 不是发给个人的通道",
+    ),
+    (
+        "send at: 'tomorrow' is not a date and time like 2026-12-09 08:00",
+        "定时发送：'tomorrow' 不是日期时间（例如 2026-12-09 08:00）",
+    ),
+    (
+        "send at: 2026-11-01 02:00 UTC is not in the future (now 2026-12-08 01:00 UTC)",
+        "定时发送：2026-11-01 02:00 UTC 不是将来的时间（现在是 2026-12-08 01:00 UTC）",
+    ),
+    (
+        "send at: at most 90 days ahead (2027-03-01 02:00 UTC given)",
+        "定时发送：最多提前 90 天（填的是 2027-03-01 02:00 UTC）",
+    ),
+    (
+        "send at: these rooms are in sites of different time zones (Asia/Shanghai, "
+        "Europe/Paris): give the time with its offset, like 2026-12-09T08:00+08:00",
+        "定时发送：这些房间所在项目的时区不同（Asia/Shanghai, Europe/Paris）：请连同时差填写时间，"
+        "例如 2026-12-09T08:00+08:00",
+    ),
+    ("building 999999 not found", "楼栋 999999 不存在"),
+    (
+        "no open account in this floor: nobody to send the notice to",
+        "该楼层内没有在用的账户：没有可发送的对象",
+    ),
 ]
 
 

@@ -89,6 +89,26 @@ def test_errors_are_shown_in_the_form_and_write_nothing(
     assert stored(world) == before
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"subject": "停" * 61}, "标题：最多 60 个字符（填了 61 个）"),
+        ({"text": "  "}, "正文：必填"),
+        ({"scope": "rooms", "room_names": "Nope"}, "指定房间：没有房间 &#39;Nope&#39;"),
+        ({"scope": "floor", "floor_id": ""}, "楼层：请选择一个"),
+        ({"building_id": "999999"}, "楼栋 999999 不存在"),
+    ],
+)
+def test_errors_are_shown_in_the_viewers_language(
+    world: World, given: dict[str, Any], said: str
+) -> None:
+    console = Console(world.client, world.alpha, "operator", locale="zh-CN")
+    before = stored(world)
+    refused = console.post("/notices", form(world, **given))
+    assert 'class="alert error"' in refused.text and said in refused.text, refused.text
+    assert stored(world) == before
+
+
 def test_the_page_in_chinese(world: World) -> None:
     console = Console(world.client, world.alpha, "admin", locale="zh-CN")
     shown = console.get("/notices").text

@@ -17,7 +17,8 @@ The producers: shared/contacts.py (``normalise_phone``, ``normalise_email``,
 ``normalise_openid``), sites/service.py (``_name``, ``_optional``, ``parse_language``),
 billing/quantity_model.py (``parse_credit_unit``, ``check_opening``), billing/accounts.py (what
 opening an account refuses), the request models and form fields of web/routes/customers.py and
-web/routes/wizard.py, and wizard.py's ``_check``.
+web/routes/wizard.py, and wizard.py's ``_check``; for the system notices' form
+notifications/notice_model.py, notifications/notices.py and web/routes/notices.py.
 tests/web/test_form_errors.py drives them and fails when one makes a message no shape knows.
 
 Never guessed: a message that matches nothing (a new one, another form's) is shown exactly as
@@ -56,12 +57,23 @@ FIELDS = {
     # a meter's opening reading, as the account model nests it (``meters.0.reading``): only
     # there, a reading on another form is not an opening one
     "meters.reading": N_("Opening reading"),
+    # the system notices' form (notifications/notice_model.py, web/routes/notices.py)
+    "scope": N_("Send to"),
+    "site": N_("Site"),
+    "building": N_("Building"),
+    "floor": N_("Floor"),
+    "rooms": N_("Rooms named"),
+    "subject": N_("Notice subject"),
+    "text": N_("Text"),
+    "channels": N_("Channels"),
+    "send at": N_("Send at"),
 }
 
 _GIVEN = r"(?P<given>'.*'|\".*\")"  # what was typed, as repr() shows it
 _FIELD = "|".join(re.escape(key) for key in sorted(FIELDS, key=len, reverse=True))
 _FIELDED = re.compile(rf"(?P<field>{_FIELD}|meters\.\d+\.reading): (?P<problem>.+)", re.DOTALL)
 _INDEX = re.compile(r"\.\d+\.")  # meters.0.reading → meters.reading
+_MINUTE = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}"
 
 # email-validator's reasons (the part in brackets): the usual ones; any other is shown as is.
 EMAIL_REASONS: tuple[Shape, ...] = (
@@ -243,6 +255,58 @@ PROBLEMS: tuple[Shape, ...] = (
             "like oAbC…)"
         ),
     ),
+    # notifications/notice_model.py, notices.py and web/routes/notices.py: system notices
+    exact("required", N_("required")),
+    exact("choose one", N_("choose one")),
+    shape(
+        r"at most (?P<limit>\d+) characters \((?P<count>\d+) given\)",
+        N_("at most %(limit)s characters (%(count)s given)"),
+    ),
+    shape(
+        r"one line without control characters \((?P<found>U\+[0-9A-F]{4})\)",
+        N_("one line without control characters (%(found)s)"),
+    ),
+    shape(
+        r"a control character \((?P<found>U\+[0-9A-F]{4})\) is not allowed",
+        N_("a control character (%(found)s) is not allowed"),
+    ),
+    exact(
+        "give one or more room numbers, separated by commas",
+        N_("give one or more room numbers, separated by commas"),
+    ),
+    shape(rf"no room {_GIVEN}", N_("no room %(given)s")),
+    shape(
+        rf"{_GIVEN} is on several floors: send to its floor",
+        N_("%(given)s is on several floors: send to its floor"),
+    ),
+    exact("name at least one room", N_("name at least one room")),
+    shape(
+        r"at most (?P<limit>\d+) rooms in one notice", N_("at most %(limit)s rooms in one notice")
+    ),
+    shape(
+        r"(?P<channel>\w+) is not a channel that reaches a person",
+        N_("%(channel)s is not a channel that reaches a person"),
+    ),
+    shape(
+        rf"{_GIVEN} is not a date and time like 2026-12-09 08:00",
+        N_("%(given)s is not a date and time like 2026-12-09 08:00"),
+    ),
+    shape(
+        rf"(?P<at>{_MINUTE}) UTC is not in the future \(now (?P<now>{_MINUTE}) UTC\)",
+        N_("%(at)s UTC is not in the future (now %(now)s UTC)"),
+    ),
+    shape(
+        rf"at most (?P<days>\d+) days ahead \((?P<at>{_MINUTE}) UTC given\)",
+        N_("at most %(days)s days ahead (%(at)s UTC given)"),
+    ),
+    shape(
+        r"these rooms are in sites of different time zones \((?P<zones>[^)]*)\): give the time "
+        r"with its offset, like 2026-12-09T08:00\+08:00",
+        N_(
+            "these rooms are in sites of different time zones (%(zones)s): give the time with "
+            "its offset, like 2026-12-09T08:00+08:00"
+        ),
+    ),
     # billing/quantity_model.py check_opening and parse_credit_unit
     exact(
         "quantity credit (购量) needs platform billing (后台计费); a meter billing its own money "
@@ -292,9 +356,33 @@ WHOLE: tuple[Shape, ...] = (
         N_("Meter %(id)s already belongs to an open account"),
     ),
     shape(
-        r"(?P<what>room|meter|tariff) (?P<id>\d+) not found",
+        r"(?P<what>room|meter|tariff|site|building|floor) (?P<id>\d+) not found",
         N_("%(what)s %(id)s not found"),
-        what=words({"room": N_("Room"), "meter": N_("Meter"), "tariff": N_("Tariff")}),
+        what=words(
+            {
+                "room": N_("Room"),
+                "meter": N_("Meter"),
+                "tariff": N_("Tariff"),
+                "site": N_("Site"),
+                "building": N_("Building"),
+                "floor": N_("Floor"),
+            }
+        ),
+    ),
+    # notifications/notices.py: a place whose rooms have no tenant
+    shape(
+        r"no open account in this (?P<kind>organisation|site|building|floor|rooms): nobody to "
+        r"send the notice to",
+        N_("No open account in this %(kind)s: nobody to send the notice to"),
+        kind=words(
+            {
+                "organisation": N_("organisation"),
+                "site": N_("site"),
+                "building": N_("building"),
+                "floor": N_("floor"),
+                "rooms": N_("choice of rooms"),
+            }
+        ),
     ),
     shape(
         r"meter (?P<id>\d+) measures (?P<meter>electricity|water) but the tariff prices "
