@@ -14,6 +14,7 @@ from meterdesk.api.deps import IdempotencyKey, NotificationsWriter, Reader
 from meterdesk.api.errors import ERROR_RESPONSES
 from meterdesk.api.idempotency import run_once
 from meterdesk.api.pagination import Cursor, Limit, Page, after_id, encode
+from meterdesk.api.routers.accounts import replay_doc
 from meterdesk.api.schemas.common import BigId
 from meterdesk.api.schemas.notices import NoticeCancelledOut, NoticeIn, NoticeOut
 from meterdesk.notifications import notice_model, notices
@@ -21,7 +22,7 @@ from meterdesk.notifications import notice_model, notices
 router = APIRouter(responses=ERROR_RESPONSES, tags=["notifications"])
 
 
-@router.post("/notices", response_model=NoticeOut, status_code=201)
+@router.post("/notices", response_model=NoticeOut, status_code=201, responses=replay_doc(NoticeOut))
 def send_notice(
     body: NoticeIn, request: Request, caller: NotificationsWriter, key: IdempotencyKey
 ) -> JSONResponse:
