@@ -21,6 +21,16 @@ def customers(world: World, query: str) -> list[tuple[str, str | None, str | Non
     return [(c["name"], c["phone"], c["email"]) for c in found]
 
 
+def _stored_before_normalising(world: World, name: str, phone: str) -> None:
+    """A customer whose phone is stored as it was typed, before numbers were normalised."""
+    with world.db.transaction() as conn:
+        conn.execute(
+            insert(customers_table).values(
+                organisation_id=world.alpha.id, name=name, phone=phone, created_at=world.clock()
+            )
+        )
+
+
 def test_the_wizard_says_what_is_wrong_with_a_new_customers_phone_on_the_first_step(
     world: World,
 ) -> None:
@@ -138,15 +148,7 @@ def test_the_wizards_customer_search_finds_a_number_stored_before_normalising(
 ) -> None:
     """A customer stored as "13700137000" (before phones became E.164) is found by the number
     typed with its country code, so the wizard opens for them instead of a new customer."""
-    with world.db.transaction() as conn:
-        conn.execute(
-            insert(customers_table).values(
-                organisation_id=world.alpha.id,
-                name="Old Spelling",
-                phone="13700137000",
-                created_at=world.clock(),
-            )
-        )
+    _stored_before_normalising(world, "Old Spelling", "13700137000")
     console = Console(world.client, world.alpha, AUTH_ROLE)
 
     for typed in ("+86 137 0013 7000", "+8613700137000", "137 0013 7000"):
@@ -159,15 +161,7 @@ def test_a_number_typed_with_its_country_code_finds_one_stored_with_separators(
 ) -> None:
     """Stored before numbers were normalised, with the separators it was typed with: the
     console's and the API's search find it by the whole number with its country code."""
-    with world.db.transaction() as conn:
-        conn.execute(
-            insert(customers_table).values(
-                organisation_id=world.alpha.id,
-                name="Dashed Spelling",
-                phone="136-0013 (6001)",
-                created_at=world.clock(),
-            )
-        )
+    _stored_before_normalising(world, "Dashed Spelling", "136-0013 (6001)")
     console = Console(world.client, world.alpha, AUTH_ROLE)
 
     for typed in ("+86 136 0013 6001", "+8613600136001", "136 0013 6001"):
@@ -183,15 +177,7 @@ def test_the_wizard_opens_for_the_customer_already_on_record_when_name_and_phone
     customer with the number in another spelling: the account goes to that customer (as an
     opening from a preset or an import does), not to a second copy of them. Another name with
     the same phone is another customer."""
-    with world.db.transaction() as conn:
-        conn.execute(
-            insert(customers_table).values(
-                organisation_id=world.alpha.id,
-                name="Typed Twice",
-                phone="13600136000",
-                created_at=world.clock(),
-            )
-        )
+    _stored_before_normalising(world, "Typed Twice", "13600136000")
     console = Console(world.client, world.alpha, AUTH_ROLE)  # signs the client in
     [before_id] = [
         c["id"]
